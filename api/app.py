@@ -1,0 +1,40 @@
+"""The FastAPI application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.limits import BodySizeLimit
+from api.routers import jobs, meta, streams
+from api.runtime import Runtime
+from api.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="kubetask",
+        version="0.1.0",
+        summary="A Kubernetes-native job runner for ML work: one container per task.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    problems.install(app)
+    app.include_router(jobs.router)
+    app.include_router(streams.router)
+    app.include_router(meta.router)
+    return app

@@ -1,0 +1,30 @@
+"""Kinds, health and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import RuntimeDep
+from controller.service import kind_infos
+from kubetask.models import KindInfo
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/v1/kinds", operation_id="list_kinds", response_model=list[KindInfo])
+async def list_kinds() -> list[KindInfo]:
+    return kind_infos()
+
+
+@router.get("/healthz", operation_id="healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", operation_id="readyz")
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    ready = await runtime.ready()
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503
+    )

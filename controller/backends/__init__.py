@@ -1,0 +1,1 @@
+"""Backends run TaskSpecs and report what they see as Observations: `local`, `kubernetes`."""

@@ -1,0 +1,56 @@
+"""The one interface every backend implements, and the backend-neutral TaskSpec."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import JsonValue
+
+from controller.states import Observation
+from kubetask.models import BackendRef, Resources
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to run for one job: one container (or local process) per task."""
+
+    job_id: str
+    kind: str
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]  # the container environment, KUBETASK_* and nothing else
+    retries: int
+    timeout_s: int | None
+    completions: int = 1
+    parallelism: int = 1
+    grace_s: float = 10.0
+    resources: Resources = field(default_factory=Resources)
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked; the reconciler will try again."""
+
+
+class Backend(Protocol):
+    """Creates, observes and deletes jobs. Level-triggered: `changes` only names a job whose
+    facts may have changed; the reconciler re-reads it with `observe`."""
+
+    changes: asyncio.Queue[str]
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def create(self, spec: TaskSpec) -> None:
+        """Create the job; creating one that exists already does nothing."""
+    async def delete(self, job_id: str) -> None:
+        """Stop every task of the job (graceful, then forced) and remove it."""
+    async def observe(self, job_id: str) -> Observation | None:
+        """The job's facts, or None when it does not exist (any more)."""
+    async def termination_messages(self, job_id: str) -> dict[int, str]:
+        """Each completion index's last termination message."""
+    async def logs(self, job_id: str, *, tail: int | None) -> str | None: ...
+    def ref(self, job_id: str) -> BackendRef: ...
+    def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
+        """What `create` would make, for a dry run."""

@@ -1,0 +1,163 @@
+"""The local backend's Job controller, as pure functions: given a TaskSpec and the pods
+found on disk, what is the Job's status and which pods should start now.
+
+It follows Kubernetes' Job semantics: `retries` is the backoff limit (failed pods beyond it
+fail the Job), exit code 2 fails the Job at once (the pod failure policy), a pod whose
+supervisor vanished is a disruption and does not count as a try, `timeout_s` is the active
+deadline, and a retry waits an exponential backoff after the last failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from controller.backends.base import TaskSpec
+from controller.states import Condition, Observation, PodFacts
+from kubetask import env
+
+MAX_BACKOFF_S = 360.0
+
+
+@dataclass(frozen=True)
+class Pod:
+    """One attempt at one completion index, as its folder shows it."""
+
+    index: int
+    attempt: int
+    created_at: datetime
+    started_at: datetime | None = None  # the task process exists
+    finished_at: datetime | None = None
+    exit_code: int | None = None  # set once the supervisor recorded the exit
+    alive: bool = True  # the supervisor process still runs
+
+    @property
+    def active(self) -> bool:
+        return self.exit_code is None and self.alive
+
+    @property
+    def lost(self) -> bool:
+        """Gone without an exit record: a disruption, retried without counting."""
+        return self.exit_code is None and not self.alive
+
+    @property
+    def failed(self) -> bool:
+        return self.exit_code not in (None, env.EXIT_OK)
+
+    @property
+    def phase(self) -> str:
+        if self.exit_code == env.EXIT_OK:
+            return "Succeeded"
+        if self.exit_code is not None or self.lost:
+            return "Failed"
+        return "Running" if self.started_at else "Pending"
+
+
+def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condition | None:
+    """Complete or Failed, once the pods decide it; None while the Job goes on."""
+    invalid = next((p for p in pods if p.exit_code == env.EXIT_INVALID_PARAMS), None)
+    if invalid is not None:
+        return Condition(
+            "Failed",
+            reason="PodFailurePolicy",
+            message=f"index {invalid.index} exited with code 2 (invalid params): not retried",
+        )
+    failures = [p for p in pods if p.failed]
+    if len(failures) > spec.retries:
+        last = max(failures, key=lambda p: p.finished_at or p.created_at)
+        return Condition(
+            "Failed",
+            reason="BackoffLimitExceeded",
+            message=f"{len(failures)} failed attempt(s), retries={spec.retries}; "
+            f"last exit code {last.exit_code}",
+        )
+    if len(succeeded_indexes(pods)) >= spec.completions:
+        return Condition("Complete", reason="Completed", message="all tasks succeeded")
+    start = start_time(pods)
+    if spec.timeout_s is not None and start is not None:
+        if now >= start + timedelta(seconds=spec.timeout_s):
+            return Condition(
+                "Failed",
+                reason="DeadlineExceeded",
+                message=f"the job ran longer than timeout_s={spec.timeout_s}",
+            )
+    return None
+
+
+def succeeded_indexes(pods: list[Pod]) -> set[int]:
+    return {p.index for p in pods if p.exit_code == env.EXIT_OK}
+
+
+def start_time(pods: list[Pod]) -> datetime | None:
+    return min((p.created_at for p in pods), default=None)
+
+
+def deadline(spec: TaskSpec, pods: list[Pod]) -> datetime | None:
+    start = start_time(pods)
+    if spec.timeout_s is None or start is None:
+        return None
+    return start + timedelta(seconds=spec.timeout_s)
+
+
+def backoff_s(failures: int, base_s: float) -> float:
+    return min(base_s * 2 ** max(failures - 1, 0), MAX_BACKOFF_S)
+
+
+@dataclass(frozen=True)
+class Plan:
+    start: list[tuple[int, int]]  # (index, attempt) to start now
+    retry_at: datetime | None  # when a retry waiting for its backoff may start
+
+
+def plan_pods(spec: TaskSpec, pods: list[Pod], *, now: datetime, backoff_base_s: float) -> Plan:
+    """Which pods to start: each index without a success or an active pod, up to
+    `parallelism` active at once, after the backoff that follows a failure."""
+    active = [p for p in pods if p.active]
+    room = spec.parallelism - len(active)
+    done = succeeded_indexes(pods)
+    busy = {p.index for p in active}
+    failures = [p for p in pods if p.failed]
+    last_failure = max((p.finished_at or p.created_at for p in failures), default=None)
+    not_before = None
+    if last_failure is not None:
+        not_before = last_failure + timedelta(seconds=backoff_s(len(failures), backoff_base_s))
+    if not_before is not None and now < not_before:
+        return Plan(start=[], retry_at=not_before)
+    start: list[tuple[int, int]] = []
+    for index in range(spec.completions):
+        if room <= 0:
+            break
+        if index in done or index in busy:
+            continue
+        attempt = 1 + max((p.attempt for p in pods if p.index == index), default=0)
+        start.append((index, attempt))
+        room -= 1
+    return Plan(start=start, retry_at=None)
+
+
+def observe(
+    spec: TaskSpec,
+    pods: list[Pod],
+    *,
+    condition: Condition | None,
+    waiting_for_slot: str | None,
+) -> Observation:
+    """The Job as Kubernetes would show it."""
+    counted = [p for p in pods if not p.lost]
+    return Observation(
+        conditions=(condition,) if condition else (),
+        suspended=waiting_for_slot is not None and not any(p.active for p in pods),
+        suspended_message=waiting_for_slot,
+        active=sum(p.active for p in pods),
+        succeeded=len(succeeded_indexes(pods)),
+        failed=sum(p.failed for p in counted),
+        start_time=start_time(pods),
+        pods=tuple(
+            PodFacts(
+                phase=p.phase,
+                waiting_reason=None if p.started_at else "ContainerCreating",
+            )
+            for p in pods
+            if p.active
+        ),
+    )

@@ -1,0 +1,98 @@
+"""The local backend's per-pod supervisor, the part a container runtime's shim plays:
+
+    python -m controller.backends.shim POD_DIR GRACE_S -- COMMAND...
+
+It runs in its own session, so the controller may stop or crash while the task goes on.
+It starts the task in a process group of its own (stdout and stderr to `output.log`), says
+"started" on its stdout for whoever listens, and records the exit in `exit.json` for the
+controller to read later. On SIGTERM it passes SIGTERM to the task's group and, after the
+grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
+Standard library only, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the task: if the shim is killed, take the task down too (Linux)."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    """Atomic: a reader sees the whole file or none of it."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def exit_code_of(returncode: int) -> int:
+    """As a container runtime reports it: 128 + signal for a killed process."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    pod_dir, grace_s, command = Path(argv[0]), float(argv[1]), argv[3:]
+    _write_json(pod_dir / "shim.json", {"pid": os.getpid()})
+    with (pod_dir / "output.log").open("ab") as output:
+        task = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=pod_dir,
+            process_group=0,
+            preexec_fn=_die_with_parent,
+        )
+    _write_json(pod_dir / "started.json", {"pid": task.pid, "started_at": _now()})
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        _kill_group(task.pid, signal.SIGTERM)
+        timer = threading.Timer(grace_s, _kill_group, (task.pid, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sys.stdout.write("started\n")
+        sys.stdout.flush()
+        sys.stdout.close()
+    except OSError:
+        pass  # nobody listens (the controller restarted): fine
+    returncode = task.wait()
+    _kill_group(task.pid, signal.SIGKILL)
+    _write_json(
+        pod_dir / "exit.json",
+        {"exit_code": exit_code_of(returncode), "finished_at": _now()},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

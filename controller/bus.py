@@ -1,0 +1,158 @@
+"""The controller's side of the event log: state events, history for late subscribers, the
+latest progress per job, and one shared pub/sub subscription fanned out to local listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from kubetask import eventlog, keys
+from controller.outcomes import parse_outcome
+from kubetask.models import Event, JobState, Outcome, ProgressEvent, StateEvent
+
+log = logging.getLogger("kubetask.bus")
+
+QUEUE_SIZE = 1000
+RESYNC = "resync"  # put on every listener's queue when live events may have been missed
+
+
+class EventBus:
+    """Appends and reads a job's events (Redis sorted set + pub/sub, see kubetask.eventlog)."""
+
+    def __init__(self, client: aioredis.Redis, *, history_limit: int = eventlog.HISTORY_LIMIT):
+        self._redis = client
+        self._append = client.register_script(eventlog.APPEND_SCRIPT)
+        self._limit = history_limit
+
+    async def publish_state(
+        self,
+        job_id: str,
+        *,
+        state: JobState,
+        reason: str | None,
+        message: str | None,
+        attempts: int,
+        now: datetime,
+    ) -> int:
+        fields = {
+            "type": "state",
+            "job_id": job_id,
+            "timestamp": now.isoformat(),
+            "state": state.value,
+            "reason": reason,
+            "message": message,
+            "attempts": attempts,
+        }
+        seq: int = await self._append(
+            keys=eventlog.script_keys(job_id),
+            args=eventlog.script_args(fields, limit=self._limit),
+        )
+        return seq
+
+    async def history(self, job_id: str, *, since: int = 0) -> list[Event]:
+        """Events with seq > since, oldest first, as far back as the bounded history goes."""
+        raw = await self._redis.zrangebyscore(keys.history(job_id), f"({since}", "+inf")
+        return [eventlog.parse_event(item) for item in raw]
+
+    async def last_seq(self, job_id: str) -> int:
+        value = await self._redis.get(keys.seq(job_id))
+        return int(value) if value else 0
+
+    async def latest_progress(self, job_ids: list[str]) -> dict[str, ProgressEvent]:
+        if not job_ids:
+            return {}
+        raw = await self._redis.mget([keys.latest_progress(i) for i in job_ids])
+        latest: dict[str, ProgressEvent] = {}
+        for job_id, item in zip(job_ids, raw, strict=True):
+            if item:
+                event = eventlog.parse_event(item)
+                if isinstance(event, ProgressEvent):
+                    latest[job_id] = event
+        return latest
+
+    async def outcomes(self, job_id: str, completions: int) -> dict[int, Outcome]:
+        """Each completion index's outcome, as its task stored it."""
+        raw = await self._redis.mget([keys.outcome(job_id, i) for i in range(completions)])
+        found: dict[int, Outcome] = {}
+        for index, item in enumerate(raw):
+            outcome = parse_outcome(item)
+            if outcome is not None:
+                found[index] = outcome
+        return found
+
+    async def expire(self, job_id: str, seconds: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in (keys.seq(job_id), keys.history(job_id), keys.latest_progress(job_id)):
+                pipe.expire(key, seconds)
+            await pipe.execute()
+
+
+class EventHub:
+    """One pattern subscription per process; each listener gets its job's raw events.
+
+    A listener whose queue overflows, or every listener after the subscription was lost and
+    made again, receives RESYNC and should re-read the history from its last seq.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._listeners: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+        self.ready = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def listen(self, job_id: str) -> AsyncIterator[asyncio.Queue[str]]:
+        queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+        self._listeners[job_id].add(queue)
+        try:
+            yield queue
+        finally:
+            self._listeners[job_id].discard(queue)
+            if not self._listeners[job_id]:
+                del self._listeners[job_id]
+
+    async def run(self) -> None:
+        """Keep the subscription up; on every (re)connect tell listeners to resync."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.psubscribe(keys.PROGRESS_PATTERN)
+                    self.ready.set()
+                    self._broadcast_resync()
+                    async for message in pubsub.listen():
+                        if message["type"] == "pmessage":
+                            self._deliver(message["channel"], message["data"])
+            except (RedisError, OSError) as exc:
+                self.ready.clear()
+                log.warning("event subscription lost (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+
+    def _deliver(self, channel: str, data: str) -> None:
+        for queue in self._listeners.get(keys.job_id_from_channel(channel), ()):
+            _offer(queue, data)
+
+    def _broadcast_resync(self) -> None:
+        for queues in self._listeners.values():
+            for queue in queues:
+                _offer(queue, RESYNC)
+
+
+def _offer(queue: asyncio.Queue[str], item: str) -> None:
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:
+        # Too slow a reader: drop its backlog and let it catch up from the history.
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(RESYNC)
+
+
+def is_terminal(event: Event) -> bool:
+    return isinstance(event, StateEvent) and event.state.terminal

@@ -1,0 +1,50 @@
+"""A finished job's result or error, from what its tasks left behind: pure functions."""
+
+from __future__ import annotations
+
+from pydantic import JsonValue, ValidationError
+
+from controller.states import Derived
+from kubetask.models import ErrorInfo, JobState, Outcome
+
+_REASON_SUGGESTIONS = {
+    "DeadlineExceeded": "The job ran past timeout_s: raise timeout_s or make the task smaller.",
+    "StartTimeout": "The job never started running within start_timeout_s: look at why it "
+    "stayed pending (capacity, image pull, quota).",
+    "JobDeleted": "The Job was deleted outside kubetask (kubectl delete or its TTL): "
+    "submit it again if it should run.",
+    "BackoffLimitExceeded": "Every attempt failed: the logs show why (GET /v1/jobs/{id}/logs).",
+}
+
+
+def parse_outcome(raw: str | None) -> Outcome | None:
+    if not raw:
+        return None
+    try:
+        return Outcome.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def summarize(
+    derived: Derived, outcomes: dict[int, Outcome], *, completions: int
+) -> tuple[dict[str, JsonValue] | None, ErrorInfo | None]:
+    """(result, error) for the job: the task's own words when it left them."""
+    if derived.state is JobState.SUCCEEDED:
+        if completions == 1:
+            only = outcomes.get(0)
+            return (only.result if only else None) or {}, None
+        per_index: list[JsonValue] = [
+            outcomes[i].result if i in outcomes else None for i in range(completions)
+        ]
+        return {"completions": per_index}, None
+    if derived.state is JobState.FAILED:
+        told = [o.error for _, o in sorted(outcomes.items()) if not o.ok and o.error]
+        if told and derived.reason not in ("DeadlineExceeded", "StartTimeout", "JobDeleted"):
+            return None, told[-1]
+        return None, ErrorInfo(
+            type=derived.reason or "Failed",
+            message=derived.message or "the job failed",
+            suggestion=_REASON_SUGGESTIONS.get(derived.reason or ""),
+        )
+    return None, None

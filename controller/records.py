@@ -1,0 +1,102 @@
+"""The job record kubetask keeps, and the pure rules for updating its status."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+from controller.states import Derived, can_transition
+from kubetask.models import (
+    BackendRef,
+    ErrorInfo,
+    JobRequest,
+    JobState,
+    JobView,
+    ProgressEvent,
+)
+
+
+class JobStatus(BaseModel):
+    """What the reconciler has derived so far; written only when it changes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: JobState = JobState.QUEUED
+    reason: str | None = "Accepted"
+    message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    result: dict[str, JsonValue] | None = None
+    error: ErrorInfo | None = None
+
+
+class JobRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    request: JobRequest
+    created_at: datetime
+    status: JobStatus = JobStatus()
+    cancel_requested: bool = False
+    submitted: bool = False  # the backend object was created at least once
+
+    def start_deadline_passed(self, now: datetime) -> bool:
+        timeout = self.request.start_timeout_s
+        if timeout is None or self.status.started_at is not None:
+            return False
+        return now - self.created_at > timedelta(seconds=timeout)
+
+    def view(self, *, backend: BackendRef, progress: ProgressEvent | None) -> JobView:
+        status = self.status
+        return JobView(
+            id=self.id,
+            kind=self.request.kind,
+            name=self.request.name,
+            state=status.state,
+            reason=status.reason,
+            message=status.message,
+            created_at=self.created_at,
+            started_at=status.started_at,
+            finished_at=status.finished_at,
+            attempts=status.attempts,
+            labels=self.request.labels,
+            progress=progress,
+            result=status.result,
+            error=status.error,
+            cancel_requested=self.cancel_requested,
+            request=self.request,
+            backend=backend,
+        )
+
+
+def next_status(
+    current: JobStatus,
+    derived: Derived,
+    *,
+    attempts: int,
+    now: datetime,
+    result: dict[str, JsonValue] | None = None,
+    error: ErrorInfo | None = None,
+) -> JobStatus | None:
+    """The status after observing `derived`, or None when nothing changes (or may not)."""
+    if current.state.terminal:
+        return None
+    if derived.state != current.state and not can_transition(current.state, derived.state):
+        return None
+    attempts = max(attempts, current.attempts)
+    candidate = current.model_copy(
+        update={
+            "state": derived.state,
+            "reason": derived.reason,
+            "message": derived.message,
+            "attempts": attempts,
+            "started_at": current.started_at
+            or (now if derived.state is JobState.RUNNING else None),
+            "finished_at": now if derived.state.terminal else None,
+            "result": result,
+            "error": error,
+        }
+    )
+    return None if candidate == current else candidate

@@ -1,0 +1,249 @@
+"""Where job records live: one Redis hash per job, a lexically sorted index (ids sort by
+creation time) and the set of unfinished jobs. Each write that must be atomic is one script.
+
+The reconciler is the only writer of a job's `status`; the API writes the record once and
+the cancel flag. A status write names the cancel flag it was derived from and is refused if
+that changed, so a cancel accepted with 202 can never be overwritten by a late success.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from controller.records import JobRecord, JobStatus
+from kubetask import keys
+from kubetask.models import TERMINAL_STATES, JobRequest, JobState
+
+log = logging.getLogger("kubetask.store")
+
+ACTIVE_SET = f"{keys.PREFIX}:active"
+SCAN_BATCH = 100
+
+_CREATE = """
+if KEYS[4] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then
+    return {existing, redis.call('HGET', ARGV[6] .. existing, 'fingerprint') or ''}
+  end
+end
+redis.call('HSET', KEYS[1], 'request', ARGV[2], 'created_at', ARGV[3], 'status', ARGV[4],
+           'fingerprint', ARGV[5])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7]) end
+return {ARGV[1], ''}
+"""
+
+_SAVE_STATUS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
+if cancel ~= (ARGV[2] == '1') then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+if ARGV[3] ~= '0' then
+  redis.call('SREM', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+local state = cjson.decode(status)['state']
+for _, terminal in ipairs(ARGV) do
+  if state == terminal then return state end
+end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+return 'ok'
+"""
+
+
+class CancelOutcome(StrEnum):
+    ACCEPTED = "ok"
+    MISSING = "missing"
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before for a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    state: JobState | None = None
+    kind: str | None = None
+    labels: Mapping[str, str] | None = None
+
+    def matches(self, record: JobRecord) -> bool:
+        if self.state is not None and record.status.state is not self.state:
+            return False
+        if self.kind is not None and record.request.kind != self.kind:
+            return False
+        labels = self.labels or {}
+        return all(record.request.labels.get(k) == v for k, v in labels.items())
+
+
+class Store(Protocol):
+    async def create(
+        self, record: JobRecord, *, idempotency_key: str | None, fingerprint: str
+    ) -> tuple[JobRecord, bool]: ...
+    async def get(self, job_id: str) -> JobRecord | None: ...
+    async def list(
+        self, query: JobQuery, *, cursor: str | None, limit: int
+    ) -> tuple[list[JobRecord], str | None]: ...
+    async def save_status(self, record: JobRecord, status: JobStatus) -> bool: ...
+    async def mark_submitted(self, job_id: str) -> None: ...
+    async def request_cancel(self, job_id: str) -> CancelOutcome | JobState: ...
+    async def unfinished(self) -> list[str]: ...
+
+
+class RedisStore:
+    """The Store on Redis. Terminal records expire after `retention_s`."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, retention_s: int, idempotency_ttl_s: int
+    ) -> None:
+        self._redis = client
+        self._retention_s = retention_s
+        self._idempotency_ttl_s = idempotency_ttl_s
+        self._create = client.register_script(_CREATE)
+        self._save_status = client.register_script(_SAVE_STATUS)
+        self._cancel = client.register_script(_CANCEL)
+        self._waitaof: bool | None = None
+
+    async def create(
+        self, record: JobRecord, *, idempotency_key: str | None, fingerprint: str
+    ) -> tuple[JobRecord, bool]:
+        """Store a new record; with an idempotency key seen before, return that job instead."""
+        idem_key = keys.idempotency(idempotency_key) if idempotency_key else ""
+        job_id, seen_fingerprint = await self._create(
+            keys=[keys.job(record.id), keys.JOBS_INDEX, ACTIVE_SET, idem_key],
+            args=[
+                record.id,
+                record.request.model_dump_json(),
+                record.created_at.isoformat(),
+                record.status.model_dump_json(),
+                fingerprint,
+                keys.job(""),
+                self._idempotency_ttl_s,
+            ],
+        )
+        job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+        if job_id == record.id:
+            await self._sync_to_disk()
+            return record, True
+        seen = seen_fingerprint.decode() if isinstance(seen_fingerprint, bytes) else seen_fingerprint
+        if seen != fingerprint:
+            raise IdempotencyConflict(job_id)
+        existing = await self.get(job_id)
+        if existing is None:  # expired between the two reads: treat the key as new
+            await self._redis.delete(idem_key)
+            return await self.create(
+                record, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+        return existing, False
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        fields = await self._redis.hgetall(keys.job(job_id))
+        return _parse(job_id, fields) if fields else None
+
+    async def list(
+        self, query: JobQuery, *, cursor: str | None, limit: int
+    ) -> tuple[list[JobRecord], str | None]:
+        """Newest first. Scans at most a few batches per call, so a page may come back short
+        with a cursor to go on from; `None` means the end."""
+        found: list[JobRecord] = []
+        upper = f"({cursor}" if cursor else "+"
+        for _ in range(10):
+            ids = [
+                i.decode() if isinstance(i, bytes) else i
+                for i in await self._redis.zrevrangebylex(
+                    keys.JOBS_INDEX, upper, "-", start=0, num=SCAN_BATCH
+                )
+            ]
+            if not ids:
+                return found, None
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(keys.job(job_id))
+                rows = await pipe.execute()
+            for job_id, fields in zip(ids, rows, strict=True):
+                upper = f"({job_id}"
+                if not fields:
+                    await self._redis.zrem(keys.JOBS_INDEX, job_id)  # expired record
+                    continue
+                record = _parse(job_id, fields)
+                if query.matches(record):
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, job_id
+        return found, upper[1:]
+
+    async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
+        """Write the status unless the cancel flag changed since `record` was read."""
+        expire = self._retention_s if status.state in TERMINAL_STATES else 0
+        written = await self._save_status(
+            keys=[keys.job(record.id), ACTIVE_SET],
+            args=[
+                status.model_dump_json(),
+                "1" if record.cancel_requested else "0",
+                expire,
+                record.id,
+            ],
+        )
+        return int(written) == 1
+
+    async def mark_submitted(self, job_id: str) -> None:
+        await self._redis.hset(keys.job(job_id), "submitted", "1")
+
+    async def request_cancel(self, job_id: str) -> CancelOutcome | JobState:
+        """ACCEPTED, MISSING, or the terminal state that makes cancelling impossible."""
+        answer = await self._cancel(
+            keys=[keys.job(job_id)], args=[s.value for s in TERMINAL_STATES]
+        )
+        answer = answer.decode() if isinstance(answer, bytes) else answer
+        if answer in (CancelOutcome.ACCEPTED, CancelOutcome.MISSING):
+            return CancelOutcome(answer)
+        return JobState(answer)
+
+    async def unfinished(self) -> list[str]:
+        members = await self._redis.smembers(ACTIVE_SET)
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    async def _sync_to_disk(self) -> None:
+        """Wait until the append-only file holds the write (WAITAOF, Redis 7.2+ / Valkey)."""
+        if self._waitaof is False:
+            return
+        try:
+            await self._redis.execute_command("WAITAOF", 1, 0, 1000)
+            self._waitaof = True
+        except ResponseError as exc:
+            log.info("no WAITAOF on this server (%s); relying on appendfsync", exc)
+            self._waitaof = False
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse(job_id: str, fields: Mapping[bytes | str, bytes | str]) -> JobRecord:
+    data = {_text(k): _text(v) for k, v in fields.items()}
+    return JobRecord(
+        id=job_id,
+        request=JobRequest.model_validate_json(data["request"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        status=JobStatus.model_validate_json(data["status"]),
+        cancel_requested=data.get("cancel") == "1",
+        submitted=data.get("submitted") == "1",
+    )

@@ -1,0 +1,1 @@
+"""The task runtime (entrypoint, params, progress, outcome) and one module per task kind."""

@@ -1,0 +1,1 @@
+"""One module per task kind; each exposes `run(params, context) -> result`."""

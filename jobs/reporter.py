@@ -1,0 +1,152 @@
+"""The progress reporter a task calls: `update(current, total, message=..., stage=..., **metrics)`.
+
+`update` only builds the event and hands it to a background thread, so a training loop never
+waits on the network. The thread sends at most one batch per `min_interval_s`; in a batch,
+consecutive events of the same stage and index that carry no metrics are conflated to the
+newest (a per-signal counter does not flood subscribers), while every event with metrics
+(one per epoch, one per trial) is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from pydantic import JsonValue
+
+MAX_PENDING = 10_000
+
+
+class EventSink(Protocol):
+    def publish(self, events: Sequence[dict[str, JsonValue]]) -> bool: ...
+
+
+def conflate(events: Sequence[dict[str, JsonValue]]) -> list[dict[str, JsonValue]]:
+    """Drop events superseded by the next one: same stage and index, and neither has metrics."""
+    kept: list[dict[str, JsonValue]] = []
+    for event in events:
+        if kept and _plain(kept[-1]) and _plain(event) and _same_run(kept[-1], event):
+            kept[-1] = event
+        else:
+            kept.append(event)
+    return kept
+
+
+def _plain(event: dict[str, JsonValue]) -> bool:
+    return not event.get("metrics")
+
+
+def _same_run(a: dict[str, JsonValue], b: dict[str, JsonValue]) -> bool:
+    return a.get("stage") == b.get("stage") and a.get("index") == b.get("index")
+
+
+def progress_fields(
+    *,
+    job_id: str,
+    current: float,
+    total: float | None,
+    stage: str | None,
+    message: str | None,
+    metrics: dict[str, JsonValue],
+    index: int | None,
+    now: datetime,
+) -> dict[str, JsonValue]:
+    """The progress event as the contract defines it (without `seq`, which Redis assigns)."""
+    fraction = None
+    if total:
+        fraction = min(max(current / total, 0.0), 1.0)
+    return {
+        "type": "progress",
+        "job_id": job_id,
+        "timestamp": now.isoformat(),
+        "current": current,
+        "total": total,
+        "progress": fraction,
+        "stage": stage,
+        "message": message,
+        "metrics": metrics,
+        "index": index,
+    }
+
+
+class ProgressReporter:
+    """Collects progress from the task and publishes it from a background thread."""
+
+    def __init__(
+        self,
+        sink: EventSink | None,
+        *,
+        job_id: str,
+        index: int | None = None,
+        min_interval_s: float = 0.1,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sink = sink
+        self._job_id = job_id
+        self._index = index
+        self._min_interval_s = min_interval_s
+        self._clock = clock
+        self._pending: deque[dict[str, JsonValue]] = deque(maxlen=MAX_PENDING)
+        self._wake = threading.Condition()
+        self._closed = False
+        self._stage: str | None = None
+        self.last: dict[str, JsonValue] | None = None
+        self._thread = threading.Thread(target=self._run, name="kubetask-progress", daemon=True)
+        if sink is not None:
+            self._thread.start()
+
+    def update(
+        self,
+        current: float,
+        total: float | None = None,
+        *,
+        message: str | None = None,
+        stage: str | None = None,
+        **metrics: JsonValue,
+    ) -> None:
+        """Report progress; `stage` sticks until changed. Never blocks, never raises."""
+        if stage is not None:
+            self._stage = stage
+        event = progress_fields(
+            job_id=self._job_id,
+            current=current,
+            total=total,
+            stage=self._stage,
+            message=message,
+            metrics=metrics,
+            index=self._index,
+            now=self._clock(),
+        )
+        self.last = event
+        if self._sink is None:
+            return
+        with self._wake:
+            self._pending.append(event)
+            self._wake.notify()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is pending (bounded by `timeout_s`) and stop the thread."""
+        if self._sink is None or self._closed:
+            return
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        assert self._sink is not None
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                batch = list(self._pending)
+                self._pending.clear()
+                closing = self._closed
+            self._sink.publish(conflate(batch))
+            if closing:
+                return
+            with self._wake:
+                self._wake.wait_for(lambda: self._closed, self._min_interval_s)

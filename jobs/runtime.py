@@ -1,0 +1,166 @@
+"""The task entrypoint, `python -m jobs <kind>`, the same in a container and a local process.
+
+It reads the `KUBETASK_*` environment, validates the params (exit 2 when they are invalid,
+which the pod failure policy never retries), runs the kind, and leaves its outcome in the
+termination log and in Redis. Exit codes: 0 success, 2 invalid params, 143 SIGTERM, 1 any
+other failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from pydantic import ValidationError
+
+from jobs.context import TaskContext
+from jobs.errors import TaskTerminated, describe_failure
+from jobs.publisher import RedisPublisher
+from jobs.registry import KINDS, load_runner
+from jobs.reporter import ProgressReporter
+from kubetask import env
+from kubetask.models import ErrorInfo, Outcome
+
+log = logging.getLogger("kubetask.task")
+
+MAX_OUTCOME_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class TaskEnv:
+    """The container contract, read from the environment."""
+
+    job_id: str
+    kind: str
+    params_inline: str
+    params_file: Path | None
+    redis_url: str | None
+    artifacts_root: Path
+    termination_log: Path
+    index: int
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], kind: str) -> TaskEnv:
+        return cls(
+            job_id=environ.get(env.JOB_ID, "local"),
+            kind=environ.get(env.KIND, kind),
+            params_inline=environ.get(env.PARAMS) or "{}",
+            params_file=Path(environ[env.PARAMS_FILE]) if environ.get(env.PARAMS_FILE) else None,
+            redis_url=environ.get(env.REDIS_URL) or None,
+            artifacts_root=Path(environ.get(env.ARTIFACTS, "artifacts")),
+            termination_log=Path(
+                environ.get(env.TERMINATION_LOG, env.DEFAULT_TERMINATION_LOG)
+            ),
+            index=int(environ.get(env.COMPLETION_INDEX, "0")),
+        )
+
+    def params_json(self) -> str:
+        """Params from `KUBETASK_PARAMS_FILE` (large params, mounted) or `KUBETASK_PARAMS`."""
+        return self.params_file.read_text() if self.params_file else self.params_inline
+
+
+
+
+def invalid_params(kind: str, message: str) -> tuple[int, Outcome]:
+    error = ErrorInfo(
+        type="InvalidParams",
+        message=message,
+        suggestion=f"Fix the params; GET /v1/kinds shows the schema of {kind!r}.",
+        exit_code=env.EXIT_INVALID_PARAMS,
+    )
+    return env.EXIT_INVALID_PARAMS, Outcome(ok=False, error=error)
+
+
+def fit_outcome(outcome: Outcome) -> str:
+    """The outcome as JSON within the termination-message limit, trimming what can go."""
+    text = outcome.model_dump_json(exclude_none=True)
+    if len(text.encode()) <= MAX_OUTCOME_BYTES or outcome.error is None:
+        return text
+    error = outcome.error.model_copy(
+        update={"traceback": outcome.error.traceback[-2:], "message": outcome.error.message[:1500]}
+    )
+    return outcome.model_copy(update={"error": error}).model_dump_json(exclude_none=True)
+
+
+def format_validation_errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise TaskTerminated("received SIGTERM")
+
+
+def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> tuple[int, Outcome]:
+    """Validate, run, and describe how it went; never raises."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        error = ErrorInfo(
+            type="UnknownKind",
+            message=f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}",
+            exit_code=env.EXIT_INVALID_PARAMS,
+        )
+        return env.EXIT_INVALID_PARAMS, Outcome(ok=False, error=error)
+    try:
+        params = spec.params.model_validate_json(task_env.params_json())
+    except OSError as exc:
+        return invalid_params(kind, f"cannot read the params file: {exc}")
+    except ValidationError as exc:
+        return invalid_params(kind, format_validation_errors(exc))
+
+    reporter = ProgressReporter(publisher, job_id=task_env.job_id, index=task_env.index)
+    context = TaskContext(
+        job_id=task_env.job_id,
+        index=task_env.index,
+        artifacts_root=task_env.artifacts_root,
+        reporter=reporter,
+    )
+    try:
+        result = load_runner(spec)(params, context)
+        outcome = Outcome(ok=True, result=result)
+        code = env.EXIT_OK
+    except TaskTerminated as exc:
+        code = env.EXIT_TERMINATED
+        outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
+    except Exception as exc:
+        code = env.EXIT_FAILED
+        log.exception("task failed")
+        outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
+    finally:
+        reporter.close()
+    return code, outcome
+
+
+def write_outcome(outcome_json: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> None:
+    try:
+        task_env.termination_log.write_text(outcome_json)
+    except OSError as exc:
+        log.warning("cannot write the termination log %s: %s", task_env.termination_log, exc)
+    if publisher is not None and not publisher.put_outcome(outcome_json, index=task_env.index):
+        log.warning("outcome not stored in redis; the termination log holds it")
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if len(argv) != 1:
+        print("usage: python -m jobs <kind>", file=sys.stderr)
+        return env.EXIT_INVALID_PARAMS
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    task_env = TaskEnv.from_environ(os.environ, argv[0])
+    publisher = None
+    if task_env.redis_url:
+        publisher = RedisPublisher(task_env.redis_url, job_id=task_env.job_id)
+    code, outcome = run_task(argv[0], task_env, publisher)
+    if outcome.error is not None:
+        print(f"{outcome.error.type}: {outcome.error.message}", file=sys.stderr)
+    write_outcome(fit_outcome(outcome), task_env, publisher)
+    if publisher is not None:
+        publisher.close()
+    return code
