@@ -100,6 +100,14 @@ class JobService:
         except IdempotencyConflict as exc:
             raise IdempotencyKeyReused(exc.job_id) from None
         if created:
+            await self._bus.publish_state(
+                record.id,
+                state=record.status.state,
+                reason=record.status.reason,
+                message="accepted",
+                attempts=0,
+                now=now,
+            )
             self._reconciler.enqueue(record.id)
         return await self._view(record), created
 

@@ -43,7 +43,7 @@ class TaskEnv:
     redis_url: str | None
     artifacts_root: Path
     termination_log: Path
-    index: int
+    index: int | None  # the completion index of an Indexed Job, else None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], kind: str) -> TaskEnv:
@@ -57,7 +57,7 @@ class TaskEnv:
             termination_log=Path(
                 environ.get(env.TERMINATION_LOG, env.DEFAULT_TERMINATION_LOG)
             ),
-            index=int(environ.get(env.COMPLETION_INDEX, "0")),
+            index=int(environ[env.COMPLETION_INDEX]) if env.COMPLETION_INDEX in environ else None,
         )
 
     def params_json(self) -> str:
@@ -118,7 +118,7 @@ def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> 
     reporter = ProgressReporter(publisher, job_id=task_env.job_id, index=task_env.index)
     context = TaskContext(
         job_id=task_env.job_id,
-        index=task_env.index,
+        index=task_env.index or 0,
         artifacts_root=task_env.artifacts_root,
         reporter=reporter,
     )
@@ -143,7 +143,7 @@ def write_outcome(outcome_json: str, task_env: TaskEnv, publisher: RedisPublishe
         task_env.termination_log.write_text(outcome_json)
     except OSError as exc:
         log.warning("cannot write the termination log %s: %s", task_env.termination_log, exc)
-    if publisher is not None and not publisher.put_outcome(outcome_json, index=task_env.index):
+    if publisher is not None and not publisher.put_outcome(outcome_json, index=task_env.index or 0):
         log.warning("outcome not stored in redis; the termination log holds it")
 
 

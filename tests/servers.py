@@ -1,0 +1,159 @@
+"""Real servers for tests: the API process (API + controller + local backend) on a free port,
+pointed at a real Redis-protocol server. Each test that needs one starts it and stops it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controller.redis_server import free_port
+from kubetask.models import JobState
+
+TERMINAL = {s.value for s in JobState if s.terminal}
+
+
+class ApiServer:
+    """`python -m api` as its own process; `restart()` and `kill()` act on it like an operator."""
+
+    def __init__(self, *, redis_url: str, data_dir: Path, **settings: Any) -> None:
+        self.redis_url = redis_url
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.settings = {
+            "retry_backoff_s": 0.1,
+            "grace_s": 2,
+            "keepalive_s": 1,
+            "resync_s": 2,
+            "slots": 4,
+            **settings,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETASK_")}
+        env.update(
+            {
+                "KUBETASK_REDIS_URL": self.redis_url,
+                "KUBETASK_DATA_DIR": str(self.data_dir),
+                "KUBETASK_PORT": str(self.port),
+            }
+        )
+        env.update({f"KUBETASK_{k.upper()}": str(v) for k, v in self.settings.items()})
+        return env
+
+    def start(self, timeout_s: float = 20) -> ApiServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "api.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "api"], env=self.env(), stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"api exited:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if self.client.get("/readyz").status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"api not ready:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        path = self.data_dir / "api.log"
+        return path.read_text()[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no shutdown code run."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        kill_tasks(self.data_dir)
+        self.client.close()
+
+    # -- helpers for tests -------------------------------------------------------------
+    def submit(self, kind: str, params: dict[str, Any] | None = None, **fields: Any) -> str:
+        response = self.client.post("/v1/jobs", json={"kind": kind, "params": params or {}, **fields})
+        assert response.status_code == 201, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def wait(self, job_id: str, states: set[str] | None = None, timeout_s: float = 60) -> dict[str, Any]:
+        """Poll until the job is in one of `states` (default: any terminal state)."""
+        wanted = states or TERMINAL
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if job["state"] in wanted:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} stuck in {job['state']}: {job}")
+            time.sleep(0.05)
+
+    def events(self, job_id: str, *, since: int | None = None, timeout_s: float = 60) -> list[dict[str, Any]]:
+        """The whole SSE stream of a job, to its end, parsed."""
+        headers = {"Last-Event-ID": str(since)} if since is not None else {}
+        return list(read_sse(self.client, f"/v1/jobs/{job_id}/events", headers, timeout_s))
+
+
+def read_sse(
+    client: httpx.Client, path: str, headers: dict[str, str], timeout_s: float
+) -> Iterator[dict[str, Any]]:
+    with client.stream("GET", path, headers=headers, timeout=timeout_s) as response:
+        assert response.status_code == 200, response.read()
+        frame: dict[str, str] = {}
+        for line in response.iter_lines():
+            if not line:
+                if "data" in frame:
+                    event = json.loads(frame["data"])
+                    assert str(event["seq"]) == frame["id"]
+                    assert event["type"] == frame["event"]
+                    yield event
+                frame = {}
+            elif not line.startswith(":"):
+                key, _, value = line.partition(": ")
+                frame[key] = value
+
+
+def kill_tasks(data_dir: Path) -> None:
+    """Leave no process behind: every supervisor and task group under `data_dir`."""
+    for name in ("shim.json", "started.json"):
+        for path in data_dir.glob(f"local/jobs/*/pods/*/{name}"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                pid = int(json.loads(path.read_text())["pid"])
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
