@@ -10,6 +10,10 @@ import logging
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.settings import Settings
 from controller.backends.base import TaskSpec
@@ -46,7 +50,13 @@ class Runtime:
             embedded = RedisServer(settings.data_dir / "redis")
             url = await asyncio.to_thread(embedded.start)
             log.info("embedded redis at %s (data in %s)", url, embedded.data_dir)
-        client = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=10)
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            health_check_interval=10,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         store = RedisStore(
             client, retention_s=settings.retention_s, idempotency_ttl_s=settings.idempotency_ttl_s
         )

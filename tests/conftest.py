@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from controller.redis_server import RedisServer, free_port
 from tests.servers import ApiServer
@@ -33,10 +35,18 @@ def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
     server.close()
 
 
+_databases = itertools.cycle(range(1, 16))
+
+
 @pytest.fixture
-def fresh_api(redis_url: str, tmp_path: Path) -> Iterator[ApiServer]:
-    """An API server of the test's own, for tests that stop, kill or restart it."""
-    server = ApiServer(redis_url=redis_url, data_dir=tmp_path / "api")
+def fresh_api(redis_server: RedisServer, tmp_path: Path) -> Iterator[ApiServer]:
+    """An API server of the test's own, for tests that stop, kill or restart it. It gets a
+    Redis database of its own: two installations must never share one (each would take
+    the other's jobs, missing from its own backend, for deleted)."""
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    server = ApiServer(redis_url=url, data_dir=tmp_path / "api")
     server.start()
     yield server
     server.close()

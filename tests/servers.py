@@ -94,6 +94,11 @@ class ApiServer:
         self.stop()
         self.start()
 
+    def restart_with(self, **settings: Any) -> None:
+        """Restart with some settings changed."""
+        self.settings.update(settings)
+        self.restart()
+
     def close(self) -> None:
         self.stop()
         kill_tasks(self.data_dir)

@@ -1,0 +1,193 @@
+"""The REST contract: status codes, problem details with field paths, idempotency, listing.
+
+These run against the real API process (and a real Redis-protocol server)."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.servers import ApiServer
+
+PROBLEM = "application/problem+json"
+
+
+def _label() -> dict[str, str]:
+    return {"test": uuid.uuid4().hex[:12]}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "datagen", "colour": "red"}, "colour"),
+        ({"kind": "no-such-kind"}, "kind"),
+        ({"kind": "datagen", "params": {"n_per_class": 0}}, "params.n_per_class"),
+        ({"kind": "datagen", "params": {"bogus": 1}}, "params.bogus"),
+        ({"kind": "datagen", "retries": -1}, "retries"),
+        ({"kind": "datagen", "labels": {"Bad Key": "x"}}, "labels"),
+        ({"kind": "datagen", "resources": {"memory": "lots"}}, "resources.memory"),
+        ({"params": {}}, "kind"),
+    ],
+)
+def test_invalid_requests_are_422_problems_naming_the_field(
+    api: ApiServer, body: dict[str, object], field: str
+) -> None:
+    response = api.client.post("/v1/jobs", json=body)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["status"] == 422
+    assert field in [e["field"] for e in problem["errors"]], problem
+    assert field in problem["detail"]
+
+
+def test_malformed_json_is_422(api: ApiServer) -> None:
+    response = api.client.post(
+        "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+
+
+def test_oversized_body_is_413(api: ApiServer) -> None:
+    huge = {"kind": "noop", "params": {"fail_message": "x" * (2 * 1024 * 1024)}}
+    response = api.client.post("/v1/jobs", json=huge)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM
+
+
+def test_submit_returns_201_location_and_the_job_view(api: ApiServer) -> None:
+    response = api.client.post("/v1/jobs", json={"kind": "noop", "labels": _label()})
+    assert response.status_code == 201
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["state"] == "queued"
+    assert job["request"]["params"]["steps"] == 0  # defaults filled in
+    assert job["backend"]["backend"] == "local"
+    assert api.wait(job["id"])["state"] == "succeeded"
+
+
+def test_unknown_job_is_404(api: ApiServer) -> None:
+    for path in ("/v1/jobs/0000000000000000", "/v1/jobs/not-an-id", "/v1/jobs/x/logs"):
+        response = api.client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == PROBLEM
+    assert api.client.delete("/v1/jobs/0000000000000000").status_code == 404
+    assert api.client.get("/v1/jobs/0000000000000000/events").status_code == 404
+
+
+def test_dry_run_creates_nothing(api: ApiServer) -> None:
+    labels = _label()
+    response = api.client.post(
+        "/v1/jobs", params={"dry_run": "true"}, json={"kind": "datagen", "labels": labels}
+    )
+    assert response.status_code == 200
+    rendered = response.json()
+    assert rendered["request"]["params"]["n_per_class"] == 40
+    assert rendered["object"]["spec"]["command"] == ["python", "-m", "jobs", "datagen"]
+    selector = f"test={labels['test']}"
+    assert api.client.get("/v1/jobs", params={"label": selector}).json()["items"] == []
+
+
+def test_dry_run_validates_too(api: ApiServer) -> None:
+    response = api.client.post(
+        "/v1/jobs", params={"dry_run": "true"}, json={"kind": "datagen", "params": {"length": 1}}
+    )
+    assert response.status_code == 422
+
+
+def test_idempotency_key_replay_returns_the_same_job(api: ApiServer) -> None:
+    key = uuid.uuid4().hex
+    body = {"kind": "noop", "labels": _label()}
+    first = api.client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+    second = api.client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"]
+    selector = f"test={body['labels']['test']}"  # type: ignore[index]
+    assert len(api.client.get("/v1/jobs", params={"label": selector}).json()["items"]) == 1
+
+
+def test_idempotency_key_under_concurrent_requests_makes_one_job(api: ApiServer) -> None:
+    key = uuid.uuid4().hex
+    labels = _label()
+
+    def post(_: int) -> httpx.Response:
+        with httpx.Client(base_url=api.base_url, timeout=30) as client:
+            return client.post(
+                "/v1/jobs", json={"kind": "noop", "labels": labels}, headers={"Idempotency-Key": key}
+            )
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(16)))
+    assert sorted(r.status_code for r in responses) == [200] * 15 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    listed = api.client.get("/v1/jobs", params={"label": f"test={labels['test']}"}).json()
+    assert len(listed["items"]) == 1
+
+
+def test_idempotency_key_reused_for_another_request_is_409(api: ApiServer) -> None:
+    key = uuid.uuid4().hex
+    assert (
+        api.client.post("/v1/jobs", json={"kind": "noop"}, headers={"Idempotency-Key": key})
+    ).status_code == 201
+    response = api.client.post(
+        "/v1/jobs", json={"kind": "noop", "params": {"steps": 1}}, headers={"Idempotency-Key": key}
+    )
+    assert response.status_code == 409
+    assert response.headers["content-type"] == PROBLEM
+
+
+def test_list_filters_newest_first_and_pages_with_a_cursor(api: ApiServer) -> None:
+    labels = _label()
+    ids = [api.submit("noop", labels=labels) for _ in range(5)]
+    other = api.submit("datagen", {"n_per_class": 1, "length": 64}, labels=labels)
+    for job_id in [*ids, other]:
+        api.wait(job_id)
+    selector = f"test={labels['test']}"
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"label": selector, "kind": "noop", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.client.get("/v1/jobs", params=params).json()
+        assert len(page["items"]) <= 2
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+    by_state = api.client.get(
+        "/v1/jobs", params={"label": selector, "state": "succeeded", "kind": "datagen"}
+    ).json()
+    assert [item["id"] for item in by_state["items"]] == [other]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 201}, {"label": "nokey"}, {"state": "asleep"}, {"cursor": "zz"}],
+)
+def test_list_rejects_bad_queries(api: ApiServer, params: dict[str, object]) -> None:
+    response = api.client.get("/v1/jobs", params=params)  # type: ignore[arg-type]
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+
+
+def test_kinds_list_each_kind_with_its_params_schema(api: ApiServer) -> None:
+    kinds = {k["kind"]: k for k in api.client.get("/v1/kinds").json()}
+    assert {"datagen", "noop"} <= set(kinds)
+    assert "n_per_class" in kinds["datagen"]["params_schema"]["properties"]
+
+
+def test_health_readiness_and_openapi(api: ApiServer) -> None:
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    assert api.client.get("/readyz").status_code == 200
+    spec = api.client.get("/openapi.json").json()
+    operations = {
+        op["operationId"] for path in spec["paths"].values() for op in path.values()
+    }
+    assert {"submit_job", "list_jobs", "get_job", "cancel_job", "job_events", "job_logs"} <= operations
+    assert api.client.get("/docs").status_code == 200

@@ -1,0 +1,142 @@
+"""Cancel, failures, retries, deadlines, slots and logs, with real task processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tests.servers import ApiServer
+
+SLOW = {"steps": 300, "step_s": 0.1}
+
+
+def task_pid(api: ApiServer, job_id: str, pod: str = "0-1") -> int:
+    started = api.data_dir / "local" / "jobs" / job_id / "pods" / pod / "started.json"
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    pid: int = json.loads(started.read_text())["pid"]
+    return pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+def wait_gone(pid: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still alive"
+        time.sleep(0.05)
+
+
+def test_cancel_stops_the_task_and_ends_cancelled(api: ApiServer) -> None:
+    job_id = api.submit("noop", SLOW)
+    api.wait(job_id, {"running"})
+    pid = task_pid(api, job_id)
+    response = api.client.delete(f"/v1/jobs/{job_id}")
+    assert response.status_code == 202
+    assert response.json()["cancel_requested"] is True
+    job = api.wait(job_id)
+    assert job["state"] == "cancelled"
+    assert job["finished_at"] is not None
+    wait_gone(pid)
+    again = api.client.delete(f"/v1/jobs/{job_id}")
+    assert again.status_code == 409
+    assert again.json()["state"] == "cancelled"
+    states = [e["state"] for e in api.events(job_id) if e["type"] == "state"]
+    assert states[-1] == "cancelled"
+
+
+def test_cancel_of_a_finished_job_is_409(api: ApiServer) -> None:
+    job_id = api.submit("noop")
+    assert api.wait(job_id)["state"] == "succeeded"
+    response = api.client.delete(f"/v1/jobs/{job_id}")
+    assert response.status_code == 409
+    assert api.job(job_id)["state"] == "succeeded"
+
+
+def test_a_raising_task_fails_with_error_traceback_and_logs(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"fail": "exception", "fail_message": "boom at step 0"})
+    job = api.wait(job_id)
+    assert job["state"] == "failed"
+    error = job["error"]
+    assert error["type"] == "RuntimeError"
+    assert error["message"] == "boom at step 0"
+    assert any("noop.py" in frame for frame in error["traceback"])
+    assert error["exit_code"] == 1
+    logs = api.client.get(f"/v1/jobs/{job_id}/logs").text
+    assert "boom at step 0" in logs
+    tail = api.client.get(f"/v1/jobs/{job_id}/logs", params={"tail": 1}).text
+    assert len(tail.splitlines()) == 1
+
+
+def test_out_of_memory_failure_suggests_a_smaller_batch(api: ApiServer) -> None:
+    job = api.wait(api.submit("noop", {"fail": "memory"}))
+    assert job["state"] == "failed"
+    assert job["error"]["type"] == "MemoryError"
+    assert "batch_size" in job["error"]["suggestion"]
+
+
+def test_retries_rerun_a_failed_task_until_it_succeeds(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"fail": "exception", "fail_attempts": 2}, retries=3)
+    job = api.wait(job_id)
+    assert job["state"] == "succeeded"
+    assert job["attempts"] == 3
+    assert job["result"]["attempt"] == 3
+
+
+def test_retries_run_out(api: ApiServer) -> None:
+    job = api.wait(api.submit("noop", {"fail": "exception"}, retries=1))
+    assert job["state"] == "failed"
+    assert job["attempts"] == 2
+    assert job["error"]["type"] == "RuntimeError"
+
+
+def test_exit_code_2_is_never_retried(api: ApiServer) -> None:
+    job = api.wait(api.submit("noop", {"fail": "exit", "exit_code": 2}, retries=3))
+    assert job["state"] == "failed"
+    assert job["attempts"] == 1
+    assert job["reason"] == "PodFailurePolicy"
+
+
+def test_a_killed_task_without_outcome_still_fails_clearly(api: ApiServer) -> None:
+    job_id = api.submit("noop", SLOW)
+    api.wait(job_id, {"running"})
+    os.kill(task_pid(api, job_id), 9)
+    job = api.wait(job_id)
+    assert job["state"] == "failed"
+    assert job["reason"] == "BackoffLimitExceeded"
+    assert "137" in job["error"]["message"]
+
+
+def test_timeout_fails_the_job_and_stops_the_task(api: ApiServer) -> None:
+    job_id = api.submit("noop", SLOW, timeout_s=1)
+    pid = task_pid(api, job_id)
+    job = api.wait(job_id)
+    assert job["state"] == "failed"
+    assert job["reason"] == "DeadlineExceeded"
+    assert "timeout_s" in job["error"]["suggestion"]
+    wait_gone(pid)
+
+
+def test_jobs_beyond_the_slots_wait_queued_then_run(fresh_api: ApiServer) -> None:
+    fresh_api.restart_with(slots=1)
+    first = fresh_api.submit("noop", {"steps": 10, "step_s": 0.1})
+    second = fresh_api.submit("noop")
+    fresh_api.wait(first, {"running"})
+    waiting = fresh_api.job(second)
+    assert waiting["state"] == "queued"
+    assert "slot" in waiting["message"]
+    done = fresh_api.wait(second)
+    assert done["state"] == "succeeded", done
+    second_started = fresh_api.job(second)["started_at"]
+    assert second_started >= fresh_api.job(first)["finished_at"]

@@ -1,0 +1,257 @@
+"""derive_state: the one mapping from observable facts to a job's state; and transitions."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from controller.states import (
+    ALLOWED,
+    Condition,
+    Derived,
+    JobFacts,
+    Observation,
+    PodFacts,
+    can_transition,
+    derive_state,
+)
+from kubetask.models import TERMINAL_STATES, JobState
+
+_S = JobState
+
+
+def derive(
+    observation: Observation | None,
+    *,
+    submitted: bool = True,
+    cancel_requested: bool = False,
+    start_deadline_passed: bool = False,
+) -> Derived:
+    return derive_state(
+        JobFacts(
+            observation=observation,
+            submitted=submitted,
+            cancel_requested=cancel_requested,
+            start_deadline_passed=start_deadline_passed,
+        )
+    )
+
+
+RUNNING_POD = PodFacts(phase="Running")
+
+
+# --- the rules, in order --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "observation",
+    [
+        None,
+        Observation(),
+        Observation(pods=(RUNNING_POD,), active=1),
+        Observation(conditions=(Condition("Complete"),), succeeded=1),
+        Observation(conditions=(Condition("Failed", reason="BackoffLimitExceeded"),)),
+    ],
+)
+def test_cancel_request_wins_over_everything_and_asks_to_stop(
+    observation: Observation | None,
+) -> None:
+    derived = derive(observation, cancel_requested=True, start_deadline_passed=True)
+    assert derived.state is _S.CANCELLED
+    assert derived.reason == "Cancelled"
+    assert derived.stop
+
+
+def test_job_gone_after_submit_is_failed_job_deleted() -> None:
+    derived = derive(None, submitted=True)
+    assert derived.state is _S.FAILED
+    assert derived.reason == "JobDeleted"
+    assert derived.message
+    assert not derived.stop  # nothing left to delete
+
+
+def test_job_not_yet_created_is_queued() -> None:
+    derived = derive(None, submitted=False)
+    assert derived.state is _S.QUEUED
+    assert derived.reason == "Accepted"
+    assert not derived.stop
+
+
+@pytest.mark.parametrize(
+    ("condition_type", "state"),
+    [
+        ("Failed", _S.FAILED),
+        ("FailureTarget", _S.FAILED),
+        ("Complete", _S.SUCCEEDED),
+        ("SuccessCriteriaMet", _S.SUCCEEDED),
+    ],
+)
+def test_finished_conditions_decide_the_state_with_their_reason_and_message(
+    condition_type: str, state: JobState
+) -> None:
+    cond = Condition(condition_type, reason="SomeReason", message="what happened")
+    # Even with a running pod still reported, the condition is the final word.
+    derived = derive(Observation(conditions=(cond,), pods=(RUNNING_POD,), active=1))
+    assert derived.state is state
+    assert derived.reason == "SomeReason"
+    assert derived.message == "what happened"
+    assert not derived.stop
+
+
+@pytest.mark.parametrize("condition_type", ["Failed", "FailureTarget", "Complete"])
+def test_a_condition_without_reason_uses_its_type_as_reason(condition_type: str) -> None:
+    derived = derive(Observation(conditions=(Condition(condition_type),)))
+    assert derived.reason == condition_type
+
+
+def test_failed_wins_over_complete_when_both_are_present() -> None:
+    obs = Observation(conditions=(Condition("Complete"), Condition("Failed", reason="X")))
+    assert derive(obs).state is _S.FAILED
+
+
+@pytest.mark.parametrize("condition_type", ["Failed", "Complete", "Suspended"])
+def test_conditions_with_status_false_are_ignored(condition_type: str) -> None:
+    obs = Observation(conditions=(Condition(condition_type, status=False),))
+    assert derive(obs) == Derived(_S.QUEUED, "Created", "the Job is created; no pod yet")
+
+
+def test_start_deadline_passed_without_a_running_pod_fails_and_stops() -> None:
+    obs = Observation(pods=(PodFacts(phase="Pending", waiting_reason="ImagePullBackOff"),))
+    derived = derive(obs, start_deadline_passed=True)
+    assert derived.state is _S.FAILED
+    assert derived.reason == "StartTimeout"
+    assert derived.stop
+
+
+def test_start_deadline_passed_while_suspended_still_fails() -> None:
+    derived = derive(Observation(suspended=True), start_deadline_passed=True)
+    assert (derived.state, derived.reason, derived.stop) == (_S.FAILED, "StartTimeout", True)
+
+
+def test_start_deadline_does_not_fail_a_running_job() -> None:
+    derived = derive(Observation(pods=(RUNNING_POD,), active=1), start_deadline_passed=True)
+    assert derived.state is _S.RUNNING
+    assert not derived.stop
+
+
+def test_start_deadline_does_not_override_a_finished_condition() -> None:
+    obs = Observation(conditions=(Condition("Complete"),), succeeded=1)
+    assert derive(obs, start_deadline_passed=True).state is _S.SUCCEEDED
+
+
+def test_suspended_flag_is_queued_with_the_backends_message() -> None:
+    derived = derive(Observation(suspended=True, suspended_message="waiting for a local slot"))
+    assert derived == Derived(_S.QUEUED, "Suspended", "waiting for a local slot")
+
+
+def test_suspended_condition_is_queued_with_the_conditions_message() -> None:
+    cond = Condition("Suspended", reason="JobSuspended", message="Kueue: quota exhausted")
+    derived = derive(Observation(conditions=(cond,)))
+    assert derived == Derived(_S.QUEUED, "Suspended", "Kueue: quota exhausted")
+
+
+def test_suspended_without_any_message_still_explains_itself() -> None:
+    derived = derive(Observation(suspended=True))
+    assert derived.state is _S.QUEUED
+    assert derived.reason == "Suspended"
+    assert derived.message
+
+
+def test_suspended_wins_over_a_running_pod() -> None:
+    # A suspended Job's pods are being deleted; the job is back in the queue.
+    derived = derive(Observation(suspended=True, pods=(RUNNING_POD,), active=1))
+    assert derived.state is _S.QUEUED
+
+
+def test_a_running_pod_makes_the_job_running() -> None:
+    pods = (PodFacts(phase="Pending", waiting_reason="ContainerCreating"), RUNNING_POD)
+    derived = derive(Observation(pods=pods, active=2))
+    assert derived.state is _S.RUNNING
+    assert not derived.stop
+
+
+def test_unschedulable_pod_is_pending_with_the_schedulers_message() -> None:
+    pod = PodFacts(phase="Pending", unschedulable_message="0/3 nodes have nvidia.com/gpu")
+    derived = derive(Observation(pods=(pod,), active=1))
+    assert derived == Derived(_S.PENDING, "Unschedulable", "0/3 nodes have nvidia.com/gpu")
+
+
+def test_unschedulable_is_reported_before_a_waiting_reason_of_another_pod() -> None:
+    pods = (
+        PodFacts(phase="Pending", waiting_reason="ErrImagePull", waiting_message="pull"),
+        PodFacts(phase="Pending", unschedulable_message="no room"),
+    )
+    assert derive(Observation(pods=pods, active=2)).reason == "Unschedulable"
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "ContainerCreating"],
+)
+def test_waiting_pod_is_pending_with_the_kubelets_reason_and_message(reason: str) -> None:
+    pod = PodFacts(phase="Pending", waiting_reason=reason, waiting_message="details here")
+    derived = derive(Observation(pods=(pod,), active=1))
+    assert derived == Derived(_S.PENDING, reason, "details here")
+
+
+def test_a_pod_not_running_for_another_reason_is_pending() -> None:
+    derived = derive(Observation(pods=(PodFacts(phase="Pending"),), active=1))
+    assert derived.state is _S.PENDING
+    assert derived.reason == "PodPending"
+
+
+def test_failed_attempts_and_no_pod_is_pending_in_retry_backoff() -> None:
+    derived = derive(Observation(failed=2))
+    assert derived.state is _S.PENDING
+    assert derived.reason == "RetryBackoff"
+    assert derived.message is not None
+    assert "2" in derived.message
+
+
+def test_created_job_without_pods_is_queued() -> None:
+    derived = derive(Observation())
+    assert derived.state is _S.QUEUED
+    assert derived.reason == "Created"
+    assert not derived.stop
+
+
+# --- Observation ----------------------------------------------------------------------------
+
+
+def test_attempts_count_active_succeeded_and_failed() -> None:
+    assert Observation(active=2, succeeded=3, failed=4).attempts == 9
+    assert Observation().attempts == 0
+
+
+def test_condition_lookup_finds_only_true_conditions_of_that_type() -> None:
+    obs = Observation(
+        conditions=(Condition("Failed", status=False), Condition("Complete", reason="Done"))
+    )
+    assert obs.condition("Failed") is None
+    assert obs.condition("Complete") == Condition("Complete", reason="Done")
+    assert obs.condition("Suspended") is None
+
+
+# --- transitions ----------------------------------------------------------------------------
+
+ACTIVE_STATES = [_S.QUEUED, _S.PENDING, _S.RUNNING]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), list(itertools.product(sorted(TERMINAL_STATES), list(JobState)))
+)
+def test_terminal_states_are_final(old: JobState, new: JobState) -> None:
+    assert not can_transition(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(old, new) for old in ACTIVE_STATES for new in JobState if new is not old],
+)
+def test_every_active_state_may_move_to_any_other_state(old: JobState, new: JobState) -> None:
+    assert can_transition(old, new)
+
+
+def test_allowed_covers_every_state() -> None:
+    assert set(ALLOWED) == set(JobState)
