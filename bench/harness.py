@@ -99,7 +99,9 @@ def python_module(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def spawn(command: Sequence[str], *, task_env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    command: Sequence[str], *, task_env: dict[str, str], cwd: Path
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         list(command),
         env=task_env,

@@ -14,8 +14,8 @@ from datetime import datetime
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from kubetask import eventlog, keys
 from controller.outcomes import parse_outcome
+from kubetask import eventlog, keys
 from kubetask.models import Event, JobState, Outcome, ProgressEvent, StateEvent
 
 log = logging.getLogger("kubetask.bus")
@@ -60,7 +60,7 @@ class EventBus:
     async def history(self, job_id: str, *, since: int = 0) -> list[Event]:
         """Events with seq > since, oldest first, as far back as the bounded history goes."""
         raw = await self._redis.zrangebyscore(keys.history(job_id), f"({since}", "+inf")
-        return [eventlog.parse_event(item) for item in raw]
+        return [eventlog.parse_event(str(item)) for item in raw]
 
     async def last_seq(self, job_id: str) -> int:
         value = await self._redis.get(keys.seq(job_id))
@@ -83,7 +83,7 @@ class EventBus:
         raw = await self._redis.mget([keys.outcome(job_id, i) for i in range(completions)])
         found: dict[int, Outcome] = {}
         for index, item in enumerate(raw):
-            outcome = parse_outcome(item)
+            outcome = parse_outcome(str(item) if item else None)
             if outcome is not None:
                 found[index] = outcome
         return found

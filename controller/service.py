@@ -63,7 +63,9 @@ def kind_infos() -> list[KindInfo]:
     for name, spec in sorted(KINDS.items()):
         schema: dict[str, Any] = spec.params.model_json_schema()
         schemas.append(
-            KindInfo(kind=name, description=spec.description, image=spec.image, params_schema=schema)
+            KindInfo(
+                kind=name, description=spec.description, image=spec.image, params_schema=schema
+            )
         )
     return schemas
 
@@ -124,15 +126,14 @@ class JobService:
     async def get(self, job_id: str) -> JobView:
         return await self._view(await self._record(job_id))
 
-    async def list(self, query: JobQuery, *, cursor: str | None, limit: int) -> JobPage:
+    async def find(self, query: JobQuery, *, cursor: str | None, limit: int) -> JobPage:
         if cursor is not None and not is_job_id(cursor):
             raise InvalidRequest([FieldError(("cursor",), "not a cursor from this API", "value")])
-        records, next_cursor = await self._store.list(query, cursor=cursor, limit=limit)
+        records, next_cursor = await self._store.find(query, cursor=cursor, limit=limit)
         latest = await self._bus.latest_progress([r.id for r in records])
         return JobPage(
             items=[
-                r.view(backend=self._backend.ref(r.id), progress=latest.get(r.id))
-                for r in records
+                r.view(backend=self._backend.ref(r.id), progress=latest.get(r.id)) for r in records
             ],
             next_cursor=next_cursor,
         )

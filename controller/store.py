@@ -99,7 +99,7 @@ class Store(Protocol):
         self, record: JobRecord, *, idempotency_key: str | None, fingerprint: str
     ) -> tuple[JobRecord, bool]: ...
     async def get(self, job_id: str) -> JobRecord | None: ...
-    async def list(
+    async def find(
         self, query: JobQuery, *, cursor: str | None, limit: int
     ) -> tuple[list[JobRecord], str | None]: ...
     async def save_status(self, record: JobRecord, status: JobStatus) -> bool: ...
@@ -111,9 +111,7 @@ class Store(Protocol):
 class RedisStore:
     """The Store on Redis. Terminal records expire after `retention_s`."""
 
-    def __init__(
-        self, client: aioredis.Redis, *, retention_s: int, idempotency_ttl_s: int
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, *, retention_s: int, idempotency_ttl_s: int) -> None:
         self._redis = client
         self._retention_s = retention_s
         self._idempotency_ttl_s = idempotency_ttl_s
@@ -143,7 +141,9 @@ class RedisStore:
         if job_id == record.id:
             await self._sync_to_disk()
             return record, True
-        seen = seen_fingerprint.decode() if isinstance(seen_fingerprint, bytes) else seen_fingerprint
+        seen = (
+            seen_fingerprint.decode() if isinstance(seen_fingerprint, bytes) else seen_fingerprint
+        )
         if seen != fingerprint:
             raise IdempotencyConflict(job_id)
         existing = await self.get(job_id)
@@ -158,7 +158,7 @@ class RedisStore:
         fields = await self._redis.hgetall(keys.job(job_id))
         return _parse(job_id, fields) if fields else None
 
-    async def list(
+    async def find(
         self, query: JobQuery, *, cursor: str | None, limit: int
     ) -> tuple[list[JobRecord], str | None]:
         """Newest first. Scans at most a few batches per call, so a page may come back short
@@ -226,7 +226,7 @@ class RedisStore:
         if self._waitaof is False:
             return
         try:
-            await self._redis.execute_command("WAITAOF", 1, 0, 1000)
+            await self._redis.execute_command("WAITAOF", 1, 0, 1000)  # type: ignore[no-untyped-call]
             self._waitaof = True
         except ResponseError as exc:
             log.info("no WAITAOF on this server (%s); relying on appendfsync", exc)

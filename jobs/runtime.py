@@ -54,17 +54,13 @@ class TaskEnv:
             params_file=Path(environ[env.PARAMS_FILE]) if environ.get(env.PARAMS_FILE) else None,
             redis_url=environ.get(env.REDIS_URL) or None,
             artifacts_root=Path(environ.get(env.ARTIFACTS, "artifacts")),
-            termination_log=Path(
-                environ.get(env.TERMINATION_LOG, env.DEFAULT_TERMINATION_LOG)
-            ),
+            termination_log=Path(environ.get(env.TERMINATION_LOG, env.DEFAULT_TERMINATION_LOG)),
             index=int(environ[env.COMPLETION_INDEX]) if env.COMPLETION_INDEX in environ else None,
         )
 
     def params_json(self) -> str:
         """Params from `KUBETASK_PARAMS_FILE` (large params, mounted) or `KUBETASK_PARAMS`."""
         return self.params_file.read_text() if self.params_file else self.params_inline
-
-
 
 
 def invalid_params(kind: str, message: str) -> tuple[int, Outcome]:

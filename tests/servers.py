@@ -106,7 +106,9 @@ class ApiServer:
 
     # -- helpers for tests -------------------------------------------------------------
     def submit(self, kind: str, params: dict[str, Any] | None = None, **fields: Any) -> str:
-        response = self.client.post("/v1/jobs", json={"kind": kind, "params": params or {}, **fields})
+        response = self.client.post(
+            "/v1/jobs", json={"kind": kind, "params": params or {}, **fields}
+        )
         assert response.status_code == 201, response.text
         job_id: str = response.json()["id"]
         return job_id
@@ -117,7 +119,9 @@ class ApiServer:
         data: dict[str, Any] = response.json()
         return data
 
-    def wait(self, job_id: str, states: set[str] | None = None, timeout_s: float = 60) -> dict[str, Any]:
+    def wait(
+        self, job_id: str, states: set[str] | None = None, timeout_s: float = 60
+    ) -> dict[str, Any]:
         """Poll until the job is in one of `states` (default: any terminal state)."""
         wanted = states or TERMINAL
         deadline = time.monotonic() + timeout_s
@@ -129,7 +133,9 @@ class ApiServer:
                 raise AssertionError(f"job {job_id} stuck in {job['state']}: {job}")
             time.sleep(0.05)
 
-    def events(self, job_id: str, *, since: int | None = None, timeout_s: float = 60) -> list[dict[str, Any]]:
+    def events(
+        self, job_id: str, *, since: int | None = None, timeout_s: float = 60
+    ) -> list[dict[str, Any]]:
         """The whole SSE stream of a job, to its end, parsed."""
         headers = {"Last-Event-ID": str(since)} if since is not None else {}
         return list(read_sse(self.client, f"/v1/jobs/{job_id}/events", headers, timeout_s))

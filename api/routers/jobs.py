@@ -70,7 +70,7 @@ async def list_jobs(
     cursor: str | None = None,
 ) -> JobPage:
     query = JobQuery(state=state, kind=kind, labels=_labels(label))
-    return await service.list(query, cursor=cursor, limit=limit)
+    return await service.find(query, cursor=cursor, limit=limit)
 
 
 @router.get("/{job_id}", operation_id="get_job", response_model=JobView)

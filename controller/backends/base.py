@@ -44,12 +44,16 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
     async def create(self, spec: TaskSpec) -> None:
         """Create the job; creating one that exists already does nothing."""
+
     async def delete(self, job_id: str) -> None:
         """Stop every task of the job (graceful, then forced) and remove it."""
+
     async def observe(self, job_id: str) -> Observation | None:
         """The job's facts, or None when it does not exist (any more)."""
+
     async def termination_messages(self, job_id: str) -> dict[int, str]:
         """Each completion index's last termination message."""
+
     async def logs(self, job_id: str, *, tail: int | None) -> str | None: ...
     def ref(self, job_id: str) -> BackendRef: ...
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:

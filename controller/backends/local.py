@@ -29,6 +29,7 @@ import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import JsonValue
 
@@ -87,18 +88,20 @@ def _pid_alive(pid: int, pod_dir: Path) -> bool:
 
 
 def spec_to_json(spec: TaskSpec) -> dict[str, JsonValue]:
-    data: dict[str, JsonValue] = asdict(spec)
-    data["resources"] = spec.resources.model_dump()
-    data["env"] = dict(spec.env)
-    data["command"] = list(spec.command)
+    data: dict[str, JsonValue] = {
+        **asdict(spec),
+        "resources": spec.resources.model_dump(),
+        "env": dict(spec.env),
+        "command": list(spec.command),
+    }
     return data
 
 
 def spec_from_json(data: dict[str, JsonValue]) -> TaskSpec:
-    fields = dict(data)
+    fields: dict[str, Any] = dict(data)
     fields["resources"] = Resources.model_validate(fields["resources"])
-    fields["command"] = tuple(fields["command"])  # type: ignore[arg-type]
-    return TaskSpec(**fields)  # type: ignore[arg-type]
+    fields["command"] = tuple(fields["command"])
+    return TaskSpec(**fields)
 
 
 class LocalBackend:
@@ -351,8 +354,8 @@ class LocalBackend:
         while True:
             await asyncio.sleep(POLL_INTERVAL_S)
             for pod_dir, live in list(self._live.items()):
-                gone = live.proc.poll() is not None if live.proc else not _pid_alive(
-                    live.pid, pod_dir
+                gone = (
+                    live.proc.poll() is not None if live.proc else not _pid_alive(live.pid, pod_dir)
                 )
                 if gone:
                     self._on_exit(pod_dir)
@@ -392,8 +395,10 @@ class LocalBackend:
     def _load(self, job_id: str) -> tuple[TaskSpec, list[Pod]]:
         job_dir = self._jobs / job_id
         spec = spec_from_json(_read_json(job_dir / "job.json") or {})
-        pods = [self._read_pod(pod_dir, index, attempt)
-                for pod_dir, (index, attempt) in self._pod_dirs(job_dir)]
+        pods = [
+            self._read_pod(pod_dir, index, attempt)
+            for pod_dir, (index, attempt) in self._pod_dirs(job_dir)
+        ]
         return spec, pods
 
     def _read_pod(self, pod_dir: Path, index: int, attempt: int) -> Pod:

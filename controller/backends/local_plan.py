@@ -73,14 +73,13 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
         )
     if len(succeeded_indexes(pods)) >= spec.completions:
         return Condition("Complete", reason="Completed", message="all tasks succeeded")
-    start = start_time(pods)
-    if spec.timeout_s is not None and start is not None:
-        if now >= start + timedelta(seconds=spec.timeout_s):
-            return Condition(
-                "Failed",
-                reason="DeadlineExceeded",
-                message=f"the job ran longer than timeout_s={spec.timeout_s}",
-            )
+    end = deadline(spec, pods)
+    if end is not None and now >= end:
+        return Condition(
+            "Failed",
+            reason="DeadlineExceeded",
+            message=f"the job ran longer than timeout_s={spec.timeout_s}",
+        )
     return None
 
 
@@ -100,7 +99,7 @@ def deadline(spec: TaskSpec, pods: list[Pod]) -> datetime | None:
 
 
 def backoff_s(failures: int, base_s: float) -> float:
-    return min(base_s * 2 ** max(failures - 1, 0), MAX_BACKOFF_S)
+    return float(min(base_s * 2 ** max(failures - 1, 0), MAX_BACKOFF_S))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ Standard library only, so it starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -50,10 +51,8 @@ def exit_code_of(returncode: int) -> int:
 
 
 def _kill_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def main(argv: list[str]) -> int:
@@ -67,7 +66,7 @@ def main(argv: list[str]) -> int:
             stderr=subprocess.STDOUT,
             cwd=pod_dir,
             process_group=0,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 -- no threads exist yet
         )
     _write_json(pod_dir / "started.json", {"pid": task.pid, "started_at": _now()})
 

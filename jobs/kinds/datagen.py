@@ -29,9 +29,7 @@ def _impacts(t: Signal, rate_hz: float, resonance_hz: float, decay: float) -> Si
     return np.exp(-decay * phase) * np.sin(2 * np.pi * resonance_hz * phase)
 
 
-def make_signal(
-    fault: FaultClass, params: DatagenParams, rng: np.random.Generator
-) -> Signal:
+def make_signal(fault: FaultClass, params: DatagenParams, rng: np.random.Generator) -> Signal:
     """One signal of the given class, with random speed jitter, phases and noise."""
     t = np.arange(params.length) / params.sample_rate
     shaft = params.rotation_hz * rng.uniform(0.97, 1.03)
@@ -57,8 +55,8 @@ def make_signal(
             modulation = 1 + 0.8 * np.sin(2 * np.pi * shaft * t + phase[3])
             bursts = _impacts(t, BPFI_RATIO * shaft, resonance, 800.0)
             signal += rng.uniform(1.5, 2.5) * modulation * bursts
-    noise: Signal = rng.normal(0.0, params.noise, size=params.length)
-    return signal + noise
+    noisy: Signal = signal + rng.normal(0.0, params.noise, size=params.length)
+    return noisy
 
 
 def generate(
@@ -93,7 +91,7 @@ def run(params: DatagenParams, context: TaskContext) -> dict[str, JsonValue]:
     counts = np.bincount(labels, minlength=len(params.classes)).tolist()
     return {
         "dataset": context.relative(path),
-        "n_signals": int(len(labels)),
+        "n_signals": len(labels),
         "length": params.length,
         "sample_rate": params.sample_rate,
         "classes": [c.value for c in params.classes],

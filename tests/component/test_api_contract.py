@@ -117,7 +117,9 @@ def test_idempotency_key_under_concurrent_requests_makes_one_job(api: ApiServer)
     def post(_: int) -> httpx.Response:
         with httpx.Client(base_url=api.base_url, timeout=30) as client:
             return client.post(
-                "/v1/jobs", json={"kind": "noop", "labels": labels}, headers={"Idempotency-Key": key}
+                "/v1/jobs",
+                json={"kind": "noop", "labels": labels},
+                headers={"Idempotency-Key": key},
             )
 
     with ThreadPoolExecutor(8) as pool:
@@ -186,8 +188,13 @@ def test_health_readiness_and_openapi(api: ApiServer) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
     assert api.client.get("/readyz").status_code == 200
     spec = api.client.get("/openapi.json").json()
-    operations = {
-        op["operationId"] for path in spec["paths"].values() for op in path.values()
-    }
-    assert {"submit_job", "list_jobs", "get_job", "cancel_job", "job_events", "job_logs"} <= operations
+    operations = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert {
+        "submit_job",
+        "list_jobs",
+        "get_job",
+        "cancel_job",
+        "job_events",
+        "job_logs",
+    } <= operations
     assert api.client.get("/docs").status_code == 200

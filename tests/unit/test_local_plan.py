@@ -168,7 +168,10 @@ def test_active_pods_use_up_parallelism() -> None:
     plan = plan_pods(spec(completions=5, parallelism=2), pods, now=at(1), backoff_base_s=10)
     assert plan.start == [(1, 1)]
     full = [running(index=0), running(index=1)]
-    assert plan_pods(spec(completions=5, parallelism=2), full, now=at(1), backoff_base_s=10).start == []
+    assert (
+        plan_pods(spec(completions=5, parallelism=2), full, now=at(1), backoff_base_s=10).start
+        == []
+    )
 
 
 def test_succeeded_and_busy_indexes_are_skipped() -> None:
@@ -216,7 +219,9 @@ def test_a_lost_pod_is_retried_at_once_with_the_next_attempt() -> None:
 
 def test_attempt_numbers_are_per_index() -> None:
     pods = [exited(1, index=0, attempt=1, finished=1), lost(index=1, attempt=4)]
-    plan = plan_pods(spec(retries=3, completions=2, parallelism=2), pods, now=at(60), backoff_base_s=1)
+    plan = plan_pods(
+        spec(retries=3, completions=2, parallelism=2), pods, now=at(60), backoff_base_s=1
+    )
     assert plan.start == [(0, 2), (1, 5)]
 
 
@@ -245,7 +250,9 @@ def test_observe_counts_like_kubernetes_without_lost_pods() -> None:
         running(index=0, attempt=3),
         exited(env.EXIT_OK, index=1),
     ]
-    obs = observe(spec(retries=3, completions=2, parallelism=2), pods, condition=None, waiting_for_slot=None)
+    obs = observe(
+        spec(retries=3, completions=2, parallelism=2), pods, condition=None, waiting_for_slot=None
+    )
     assert obs.active == 1
     assert obs.succeeded == 1
     assert obs.failed == 1  # the lost pod is a disruption, not a try

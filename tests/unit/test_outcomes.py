@@ -76,7 +76,11 @@ def test_failure_without_a_told_error_explains_the_reason_with_a_suggestion() ->
 
 @pytest.mark.parametrize(
     ("reason", "hint"),
-    [("DeadlineExceeded", "timeout_s"), ("StartTimeout", "start_timeout_s"), ("JobDeleted", "submit it again")],
+    [
+        ("DeadlineExceeded", "timeout_s"),
+        ("StartTimeout", "start_timeout_s"),
+        ("JobDeleted", "submit it again"),
+    ],
 )
 def test_controller_decided_failures_win_over_the_tasks_words(reason: str, hint: str) -> None:
     # A task killed by the deadline leaves a TaskTerminated error; the reason is the deadline.
