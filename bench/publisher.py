@@ -2,14 +2,14 @@
 
     python -m bench.publisher kubetask|raw REDIS_URL JOB_ID COUNT RATE_HZ
 
-It connects, prints "ready", waits for a line on stdin, then sends COUNT progress events
-(RATE_HZ 0: as fast as it can) and exits once all are handed to Redis.
+It starts (the imports), prints "ready", waits for a line on stdin, then reports COUNT
+progress events (RATE_HZ 0: as fast as it can) and exits once all are handed to Redis.
 
-`kubetask` goes the way a task does: `ProgressReporter` (with no batching interval, and a
-metric on every event so none is conflated) into `RedisPublisher`, which appends each event to
-the job's event log (seq, history, latest) and publishes it. `raw` is the baseline: the same
-JSON document, built by the same function, sent with one plain redis-py PUBLISH per event on
-the same channel.
+Both modes report the way a task does, through `ProgressReporter` (no batching interval, and
+a metric on every event so none is conflated): its background thread sends whatever has
+piled up as one pipelined batch. Only the sink differs. `kubetask`: `RedisPublisher`, which
+runs the event-log script per event (seq, history, latest progress, PUBLISH). `raw`, the
+baseline: the same JSON documents, each with a seq, sent as plain PUBLISH commands.
 """
 
 from __future__ import annotations
@@ -17,54 +17,62 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Sequence
 
 import redis
+from pydantic import JsonValue
 
 from jobs.publisher import RedisPublisher
-from jobs.reporter import ProgressReporter, progress_fields
+from jobs.reporter import EventSink, ProgressReporter
 from kubetask import keys
 
 
-def _pace(start: float, index: int, rate_hz: float) -> None:
-    if rate_hz > 0:
-        delay = start + index / rate_hz - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+class RawPublishSink:
+    """Plain pub/sub: one PUBLISH per event, a batch per round trip, nothing kept."""
+
+    def __init__(self, url: str, *, job_id: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._channel = keys.progress_channel(job_id)
+        self._seq = 0
+
+    def publish(self, events: Sequence[dict[str, JsonValue]]) -> bool:
+        with self._client.pipeline(transaction=False) as pipe:
+            for fields in events:
+                self._seq += 1
+                body = json.dumps({"seq": self._seq, **fields}, separators=(",", ":"))
+                pipe.publish(self._channel, body)
+            pipe.execute()
+        return True
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def report(sink: EventSink, *, job_id: str, count: int, rate_hz: float) -> None:
+    """Report `count` events, paced at `rate_hz` (0: unpaced), and wait until all are sent."""
+    reporter = ProgressReporter(sink, job_id=job_id, min_interval_s=0)
+    start = time.perf_counter()
+    for i in range(1, count + 1):
+        if rate_hz > 0:
+            delay = start + (i - 1) / rate_hz - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        reporter.update(i, count, stage="bench", step=i)
+    reporter.close(timeout_s=60)
 
 
 def publish_kubetask(url: str, job_id: str, count: int, rate_hz: float) -> None:
     publisher = RedisPublisher(url, job_id=job_id)
-    reporter = ProgressReporter(publisher, job_id=job_id, min_interval_s=0)
     _ready()
-    start = time.perf_counter()
-    for i in range(1, count + 1):
-        _pace(start, i - 1, rate_hz)
-        reporter.update(i, count, stage="bench", step=i)
-    reporter.close(timeout_s=60)
+    report(publisher, job_id=job_id, count=count, rate_hz=rate_hz)
     publisher.close()
 
 
 def publish_raw(url: str, job_id: str, count: int, rate_hz: float) -> None:
-    client = redis.Redis.from_url(url)
-    client.ping()
-    channel = keys.progress_channel(job_id)
+    sink = RawPublishSink(url, job_id=job_id)  # connects on first use, as RedisPublisher does
     _ready()
-    start = time.perf_counter()
-    for i in range(1, count + 1):
-        _pace(start, i - 1, rate_hz)
-        fields = progress_fields(
-            job_id=job_id,
-            current=i,
-            total=count,
-            stage="bench",
-            message=None,
-            metrics={"step": i},
-            index=None,
-            now=datetime.now(UTC),
-        )
-        client.publish(channel, json.dumps({"seq": i, **fields}, separators=(",", ":")))
-    client.close()
+    report(sink, job_id=job_id, count=count, rate_hz=rate_hz)
+    sink.close()
 
 
 def _ready() -> None:

@@ -4,8 +4,10 @@ kubetask: a publisher process that reports progress exactly as a task does
 (`ProgressReporter` -> `RedisPublisher` -> the event-log script: seq, history, latest,
 PUBLISH) into the channel of a real job (a `noop` sleeping in its task process), received
 by an SSE client on `GET /v1/jobs/{id}/events` through the API process.
-Baseline: a publisher process sending the same JSON with plain redis-py PUBLISH, received
-by a redis-py pub/sub subscriber in this process.
+Baseline: raw pub/sub between two processes: the same reporter (same events, same batching
+into pipelined round trips) with plain PUBLISH as its sink, received by a redis-py
+subscriber in this process. What differs is only what kubetask adds on the way: the
+event-log script in Redis, the API's shared subscription and fan-out, SSE over HTTP.
 
 Both are measured twice: a burst (as fast as the publisher goes: throughput, and latency
 under that load) and paced at a fixed rate (latency with no backlog). Latency is the event's
@@ -203,7 +205,7 @@ def run(bench: Bench, counts: Counts) -> Figure:
         key="relay",
         title="Progress relay: task process -> client",
         kubetask="ProgressReporter+RedisPublisher (event log) -> API -> SSE client",
-        baseline="redis-py PUBLISH -> redis-py SUBSCRIBE (2 processes)",
+        baseline="ProgressReporter+plain PUBLISH -> redis-py SUBSCRIBE (2 processes)",
         rows=rows,
         notes=notes,
         raw={
