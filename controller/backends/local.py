@@ -43,6 +43,8 @@ from kubetask.models import BackendRef, Resources
 log = logging.getLogger("kubetask.local")
 
 POLL_INTERVAL_S = 1.0
+MAX_ENV_PARAMS = 32 * 1024  # one environment string may not pass 128 KiB on Linux
+EXIT_CANNOT_START = 127
 SYSTEM_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 
 
@@ -280,25 +282,30 @@ class LocalBackend:
         pod_dir = self._jobs / spec.job_id / "pods" / f"{index}-{attempt}"
         pod_dir.mkdir(parents=True, exist_ok=True)
         _write_json(pod_dir / "pod.json", {"created_at": _utcnow().isoformat()})
-        task_env = {k: os.environ[k] for k in SYSTEM_ENV if k in os.environ}
-        task_env.update(spec.env)
-        task_env["HOME"] = str(pod_dir)
-        task_env[env.TERMINATION_LOG] = str(pod_dir / "termination-log")
-        if spec.completions > 1:
-            task_env[env.COMPLETION_INDEX] = str(index)
+        task_env = self._task_env(spec, pod_dir, index)
         command = [self._python if spec.command[0] == "python" else spec.command[0]]
         command += spec.command[1:]
         shim = [self._python, "-m", "controller.backends.shim", str(pod_dir), str(spec.grace_s)]
-        with (pod_dir / "shim.log").open("ab") as shim_log:
-            proc = subprocess.Popen(
-                [*shim, "--", *command],
-                env=task_env,
-                cwd=pod_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=shim_log,
-                start_new_session=True,
+        try:
+            with (pod_dir / "shim.log").open("ab") as shim_log:
+                proc = subprocess.Popen(
+                    [*shim, "--", *command],
+                    env=task_env,
+                    cwd=pod_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=shim_log,
+                    start_new_session=True,
+                )
+        except OSError as exc:  # the pod fails to start, as a container that cannot be created
+            log.error("cannot start %s: %s", pod_dir, exc)
+            (pod_dir / "output.log").write_text(f"cannot start the task: {exc}\n")
+            _write_json(
+                pod_dir / "exit.json",
+                {"exit_code": EXIT_CANNOT_START, "finished_at": _utcnow().isoformat()},
             )
+            self._notify(spec.job_id)
+            return
         _write_json(pod_dir / "shim.json", {"pid": proc.pid})
         live = _LivePod(spec.job_id, proc.pid, proc)
         self._watch(pod_dir, live)
@@ -306,6 +313,23 @@ class LocalBackend:
         os.set_blocking(proc.stdout.fileno(), False)
         asyncio.get_running_loop().add_reader(proc.stdout.fileno(), self._on_output, pod_dir)
         self._notify(spec.job_id)
+
+    def _task_env(self, spec: TaskSpec, pod_dir: Path, index: int) -> dict[str, str]:
+        """The container's environment (plus PATH and the like to find Python). Params too
+        large for an environment variable go in a file, as a ConfigMap mount would."""
+        task_env = {k: os.environ[k] for k in SYSTEM_ENV if k in os.environ}
+        task_env.update(spec.env)
+        task_env["HOME"] = str(pod_dir)
+        task_env[env.TERMINATION_LOG] = str(pod_dir / "termination-log")
+        if spec.completions > 1:
+            task_env[env.COMPLETION_INDEX] = str(index)
+        params = task_env.get(env.PARAMS, "")
+        if len(params) > MAX_ENV_PARAMS:
+            params_file = self._jobs / spec.job_id / "params.json"
+            params_file.write_text(params)
+            del task_env[env.PARAMS]
+            task_env[env.PARAMS_FILE] = str(params_file)
+        return task_env
 
     def _on_output(self, pod_dir: Path) -> None:
         """The supervisor said 'started' (or closed its stdout): the pod may be running."""

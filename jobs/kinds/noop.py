@@ -37,4 +37,4 @@ def run(params: NoopParams, context: TaskContext) -> dict[str, JsonValue]:
             print(params.fail_message, file=sys.stderr, flush=True)
             sys.exit(params.exit_code)
         raise RuntimeError(params.fail_message)
-    return {"steps": params.steps, "attempt": attempt}
+    return {"steps": params.steps, "attempt": attempt, "payload_chars": len(params.payload)}

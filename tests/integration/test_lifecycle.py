@@ -140,3 +140,19 @@ def test_jobs_beyond_the_slots_wait_queued_then_run(fresh_api: ApiServer) -> Non
     assert done["state"] == "succeeded", done
     second_started = fresh_api.job(second)["started_at"]
     assert second_started >= fresh_api.job(first)["finished_at"]
+
+
+def test_large_params_reach_the_task_through_a_file(api: ApiServer) -> None:
+    payload = "p" * 200_000  # over what one environment variable may hold
+    job = api.wait(api.submit("noop", {"payload": payload}))
+    assert job["state"] == "succeeded", job
+    assert job["result"]["payload_chars"] == 200_000
+
+
+def test_killing_the_supervisor_leaves_no_orphan_task(api: ApiServer) -> None:
+    job_id = api.submit("noop", SLOW)
+    pid = task_pid(api, job_id)
+    shim = api.data_dir / "local" / "jobs" / job_id / "pods" / "0-1" / "shim.json"
+    os.kill(json.loads(shim.read_text())["pid"], 9)
+    wait_gone(pid)
+    assert api.client.delete(f"/v1/jobs/{job_id}").status_code == 202

@@ -27,7 +27,7 @@ def test_killed_controller_adopts_running_tasks_after_restart(fresh_api: ApiServ
     job = fresh_api.wait(job_id)
     assert job["state"] == "succeeded"
     assert job["attempts"] == 1, "the task was run again instead of adopted"
-    assert job["result"] == {"steps": 20, "attempt": 1}
+    assert job["result"]["attempt"] == 1
     states = [e["state"] for e in fresh_api.events(job_id) if e["type"] == "state"]
     assert states[-1] == "succeeded"
 
