@@ -58,7 +58,10 @@ class Runtime:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         store = RedisStore(
-            client, retention_s=settings.retention_s, idempotency_ttl_s=settings.idempotency_ttl_s
+            client,
+            retention_s=settings.retention_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            history_limit=settings.history_limit,
         )
         bus = EventBus(client, history_limit=settings.history_limit)
         hub = EventHub(client)

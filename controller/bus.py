@@ -42,15 +42,9 @@ class EventBus:
         attempts: int,
         now: datetime,
     ) -> int:
-        fields = {
-            "type": "state",
-            "job_id": job_id,
-            "timestamp": now.isoformat(),
-            "state": state.value,
-            "reason": reason,
-            "message": message,
-            "attempts": attempts,
-        }
+        fields = eventlog.state_fields(
+            job_id, state=state, reason=reason, message=message, attempts=attempts, now=now
+        )
         seq: int = await self._append(
             keys=eventlog.script_keys(job_id),
             args=eventlog.script_args(fields, limit=self._limit),

@@ -149,6 +149,7 @@ class Reconciler:
             now=now,
             result=result,
             error=error,
+            start_time=observation.start_time if observation else None,
         )
         if status is None:
             return

@@ -24,7 +24,7 @@ class JobStatus(BaseModel):
 
     state: JobState = JobState.QUEUED
     reason: str | None = "Accepted"
-    message: str | None = None
+    message: str | None = "accepted; waiting for the controller"
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int = 0
@@ -79,6 +79,7 @@ def next_status(
     now: datetime,
     result: dict[str, JsonValue] | None = None,
     error: ErrorInfo | None = None,
+    start_time: datetime | None = None,
 ) -> JobStatus | None:
     """The status after observing `derived`, or None when nothing changes (or may not)."""
     if current.state.terminal:
@@ -86,14 +87,18 @@ def next_status(
     if derived.state != current.state and not can_transition(current.state, derived.state):
         return None
     attempts = max(attempts, current.attempts)
+    started_at = current.started_at
+    if started_at is None and derived.state is JobState.RUNNING:
+        started_at = now
+    elif started_at is None and derived.state.terminal and attempts > 0:
+        started_at = start_time or now  # it ran, too briefly to be seen running
     candidate = current.model_copy(
         update={
             "state": derived.state,
             "reason": derived.reason,
             "message": derived.message,
             "attempts": attempts,
-            "started_at": current.started_at
-            or (now if derived.state is JobState.RUNNING else None),
+            "started_at": started_at,
             "finished_at": now if derived.state.terminal else None,
             "result": result,
             "error": error,

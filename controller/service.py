@@ -8,6 +8,7 @@ the reconciler.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +56,9 @@ def validate_request(request: JobRequest) -> JobRequest:
 
 
 def fingerprint(request: JobRequest) -> str:
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    """Equal for equal requests, whatever the order of their keys."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def kind_infos() -> list[KindInfo]:
@@ -102,14 +105,6 @@ class JobService:
         except IdempotencyConflict as exc:
             raise IdempotencyKeyReused(exc.job_id) from None
         if created:
-            await self._bus.publish_state(
-                record.id,
-                state=record.status.state,
-                reason=record.status.reason,
-                message="accepted",
-                attempts=0,
-                now=now,
-            )
             self._reconciler.enqueue(record.id)
         return await self._view(record), created
 

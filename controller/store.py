@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from controller.records import JobRecord, JobStatus
-from kubetask import keys
+from kubetask import eventlog, keys
 from kubetask.models import TERMINAL_STATES, JobRequest, JobState
 
 log = logging.getLogger("kubetask.store")
@@ -27,7 +27,13 @@ log = logging.getLogger("kubetask.store")
 ACTIVE_SET = f"{keys.PREFIX}:active"
 SCAN_BATCH = 100
 
-_CREATE = """
+# KEYS: job, index, active set, idempotency key ('' for none), then the event log's four.
+# ARGV: id, request, created_at, status, fingerprint, job key prefix, idempotency TTL, then
+# the "queued" event's body, history limit and progress flag. The event is appended in the
+# same script, so it is always the job's first (seq 1), before any reconciler sees the job.
+_CREATE = (
+    eventlog.APPEND_FUNCTION
+    + """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
@@ -39,8 +45,10 @@ redis.call('HSET', KEYS[1], 'request', ARGV[2], 'created_at', ARGV[3], 'status',
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7]) end
+append_event(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[8], ARGV[9], ARGV[10])
 return {ARGV[1], ''}
 """
+)
 
 _SAVE_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -111,8 +119,16 @@ class Store(Protocol):
 class RedisStore:
     """The Store on Redis. Terminal records expire after `retention_s`."""
 
-    def __init__(self, client: aioredis.Redis, *, retention_s: int, idempotency_ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        retention_s: int,
+        idempotency_ttl_s: int,
+        history_limit: int = eventlog.HISTORY_LIMIT,
+    ) -> None:
         self._redis = client
+        self._history_limit = history_limit
         self._retention_s = retention_s
         self._idempotency_ttl_s = idempotency_ttl_s
         self._create = client.register_script(_CREATE)
@@ -125,16 +141,32 @@ class RedisStore:
     ) -> tuple[JobRecord, bool]:
         """Store a new record; with an idempotency key seen before, return that job instead."""
         idem_key = keys.idempotency(idempotency_key) if idempotency_key else ""
+        status = record.status
+        accepted = eventlog.state_fields(
+            record.id,
+            state=status.state,
+            reason=status.reason,
+            message=status.message,
+            attempts=0,
+            now=record.created_at,
+        )
         job_id, seen_fingerprint = await self._create(
-            keys=[keys.job(record.id), keys.JOBS_INDEX, ACTIVE_SET, idem_key],
+            keys=[
+                keys.job(record.id),
+                keys.JOBS_INDEX,
+                ACTIVE_SET,
+                idem_key,
+                *eventlog.script_keys(record.id),
+            ],
             args=[
                 record.id,
                 record.request.model_dump_json(),
                 record.created_at.isoformat(),
-                record.status.model_dump_json(),
+                status.model_dump_json(),
                 fingerprint,
                 keys.job(""),
                 self._idempotency_ttl_s,
+                *eventlog.script_args(accepted, limit=self._history_limit),
             ],
         )
         job_id = job_id.decode() if isinstance(job_id, bytes) else job_id

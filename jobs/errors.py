@@ -65,13 +65,16 @@ def summarize_traceback(tb: TracebackType | None, *, frames: int = TRACEBACK_FRA
 
 
 def describe_failure(exc: BaseException, *, exit_code: int) -> ErrorInfo:
+    """The failure for people; a subclass of a known failure gets the same suggestion."""
     type_name = type(exc).__name__
     message = str(exc) or type_name
-    own = exc.suggestion if isinstance(exc, TaskError) else None
+    advice = exc.suggestion if isinstance(exc, TaskError) else None
+    for cls in type(exc).__mro__:
+        advice = advice or suggest(cls.__name__, message)
     return ErrorInfo(
         type=type_name,
         message=message,
         traceback=summarize_traceback(exc.__traceback__),
-        suggestion=own or suggest(type_name, message),
+        suggestion=advice,
         exit_code=exit_code,
     )

@@ -57,4 +57,6 @@ class NoopParams(Params):
         None, ge=1, description="Fail only the first N attempts (default: every attempt)."
     )
     exit_code: int = Field(3, ge=1, le=255, description="Exit code when fail='exit'.")
-    payload: str = Field("", max_length=1_000_000, description="Carried and counted (large params).")
+    payload: str = Field(
+        "", max_length=1_000_000, description="Carried and counted (large params)."
+    )

@@ -9,6 +9,7 @@ newest (a per-signal counter does not flood subscribers), while every event with
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -18,6 +19,8 @@ from typing import Protocol
 from pydantic import JsonValue
 
 MAX_PENDING = 10_000
+
+log = logging.getLogger("kubetask.task")
 
 
 class EventSink(Protocol):
@@ -145,7 +148,10 @@ class ProgressReporter:
                 batch = list(self._pending)
                 self._pending.clear()
                 closing = self._closed
-            self._sink.publish(conflate(batch))
+            try:
+                self._sink.publish(conflate(batch))
+            except Exception:  # a reporting failure must never reach the task
+                log.exception("progress publishing failed; events dropped")
             if closing:
                 return
             with self._wake:

@@ -8,6 +8,7 @@ other failure.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from jobs.context import TaskContext
 from jobs.errors import TaskTerminated, describe_failure
@@ -30,6 +31,7 @@ from kubetask.models import ErrorInfo, Outcome
 log = logging.getLogger("kubetask.task")
 
 MAX_OUTCOME_BYTES = 4096
+MAX_RESULT_BYTES = 3500  # leaves room for the outcome's own fields
 
 
 @dataclass(frozen=True)
@@ -73,15 +75,42 @@ def invalid_params(kind: str, message: str) -> tuple[int, Outcome]:
     return env.EXIT_INVALID_PARAMS, Outcome(ok=False, error=error)
 
 
+def _clip(text: str | None, max_bytes: int) -> str | None:
+    """At most `max_bytes` of UTF-8, cut on a character boundary."""
+    return None if text is None else text.encode()[:max_bytes].decode(errors="ignore")
+
+
 def fit_outcome(outcome: Outcome) -> str:
-    """The outcome as JSON within the termination-message limit, trimming what can go."""
+    """The outcome as JSON within the termination-message limit (bytes), trimming the error's
+    message, suggestion and traceback as far as needed. (Results are kept small by
+    `spill_result`.)"""
     text = outcome.model_dump_json(exclude_none=True)
-    if len(text.encode()) <= MAX_OUTCOME_BYTES or outcome.error is None:
-        return text
-    error = outcome.error.model_copy(
-        update={"traceback": outcome.error.traceback[-2:], "message": outcome.error.message[:1500]}
-    )
-    return outcome.model_copy(update={"error": error}).model_dump_json(exclude_none=True)
+    budget = 2048
+    while len(text.encode()) > MAX_OUTCOME_BYTES and outcome.error is not None and budget:
+        error = outcome.error
+        trimmed = error.model_copy(
+            update={
+                "message": _clip(error.message, budget),
+                "suggestion": _clip(error.suggestion, budget // 2),
+                "traceback": [_clip(f, budget // 8) for f in error.traceback[-2:]]
+                if budget >= 512
+                else [],
+            }
+        )
+        text = Outcome(ok=False, error=trimmed).model_dump_json(exclude_none=True)
+        budget //= 2
+    return text
+
+
+def spill_result(result: dict[str, JsonValue], context: TaskContext) -> dict[str, JsonValue]:
+    """A result too large for the termination message goes to `result.json` in the job's
+    artifacts; the small result then names that file."""
+    text = json.dumps(result, separators=(",", ":"))
+    if len(text.encode()) <= MAX_RESULT_BYTES:
+        return result
+    path = context.artifact(f"result-{context.index}.json")
+    path.write_text(text)
+    return {"result_file": context.relative(path), "keys": sorted(result)[:20]}
 
 
 def format_validation_errors(exc: ValidationError) -> str:
@@ -120,8 +149,15 @@ def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> 
     )
     try:
         result = load_runner(spec)(params, context)
-        outcome = Outcome(ok=True, result=result)
+        outcome = Outcome(ok=True, result=spill_result(result, context))
         code = env.EXIT_OK
+    except SystemExit as exc:  # the task (or a library) called sys.exit
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        outcome = Outcome(ok=True, result={})
+        if code != env.EXIT_OK:
+            error = describe_failure(exc, exit_code=code)
+            message = f"the task exited with code {code}"
+            outcome = Outcome(ok=False, error=error.model_copy(update={"message": message}))
     except TaskTerminated as exc:
         code = env.EXIT_TERMINATED
         outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))

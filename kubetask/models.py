@@ -17,7 +17,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue, field_
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _RESERVED_LABEL_PREFIXES = ("kubetask.io", "app.kubernetes.io")
 
 
@@ -44,12 +44,14 @@ class _Strict(BaseModel):
 
 
 def _check_label(key: str, value: str) -> None:
-    prefix, _, name = key.rpartition("/")
+    prefix, slash, name = key.rpartition("/")
+    if slash and not prefix:
+        raise ValueError(f"label key {key!r} has an empty prefix")
     if not name or len(name) > 63 or not _LABEL_NAME.match(name):
         raise ValueError(f"label key {key!r} is not a valid Kubernetes label name")
     if prefix and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix)):
         raise ValueError(f"label key {key!r} has an invalid prefix")
-    if prefix.endswith(_RESERVED_LABEL_PREFIXES):
+    if any(prefix == p or prefix.endswith(f".{p}") for p in _RESERVED_LABEL_PREFIXES):
         raise ValueError(f"label key {key!r} uses a prefix reserved by kubetask")
     if len(value) > 63 or not _LABEL_NAME.match(value):
         raise ValueError(f"label value {value!r} for {key!r} is not a valid Kubernetes label value")

@@ -117,11 +117,6 @@ def test_an_exception_never_raised_has_an_empty_traceback() -> None:
     assert describe_failure(RuntimeError("x"), exit_code=1).traceback == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: suggest matches the exact type name only, so subclasses such as "
-    "ConnectionRefusedError (the usual 'connection refused') get no suggestion",
-)
 @pytest.mark.parametrize(
     "exc",
     [ConnectionRefusedError(111, "Connection refused"), ConnectionResetError(104, "reset")],

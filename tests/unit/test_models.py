@@ -108,20 +108,10 @@ def test_reserved_label_prefixes_are_rejected(key: str) -> None:
     assert "reserved" in str(rejected(labels={key: "v"}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_label uses prefix.endswith('kubetask.io'), so an unrelated domain "
-    "like mykubetask.io is treated as reserved",
-)
 def test_a_domain_merely_ending_in_a_reserved_name_is_not_reserved() -> None:
     assert request(labels={"mykubetask.io/team": "ml"}).labels == {"mykubetask.io/team": "ml"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_label accepts '/name' (empty prefix before the slash), which "
-    "Kubernetes rejects ('prefix part must be non-empty')",
-)
 def test_a_label_key_with_an_empty_prefix_is_rejected() -> None:
     rejected(labels={"/team": "ml"})
 
@@ -183,11 +173,6 @@ def test_bad_quantities_are_rejected(field: str, quantity: str) -> None:
     assert error.errors()[0]["loc"] == ("resources", field)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the quantity regex has no exponent form; Kubernetes' own docs give "
-    "'129e6' as a valid memory quantity",
-)
 def test_exponent_quantities_from_the_kubernetes_docs_are_accepted() -> None:
     assert Resources(memory="129e6").memory == "129e6"
 

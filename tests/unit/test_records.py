@@ -90,11 +90,6 @@ def test_finished_at_is_unset_while_active() -> None:
     assert new.finished_at is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a job that finishes before the reconciler ever saw it running (a fast task) "
-    "gets finished_at but no started_at",
-)
 def test_a_job_seen_succeeded_straight_from_queued_has_a_start_time() -> None:
     new = next_status(JobStatus(), Derived(_S.SUCCEEDED, "Completed"), attempts=1, now=T1)
     assert new is not None
@@ -104,7 +99,7 @@ def test_a_job_seen_succeeded_straight_from_queued_has_a_start_time() -> None:
 
 
 def test_attempts_never_decrease() -> None:
-    current = JobStatus(state=_S.RUNNING, reason=None, started_at=T0, attempts=3)
+    current = JobStatus(state=_S.RUNNING, reason=None, message=None, started_at=T0, attempts=3)
     new = next_status(current, Derived(_S.PENDING, "RetryBackoff", "r"), attempts=1, now=T1)
     assert new is not None
     assert new.attempts == 3

@@ -197,3 +197,27 @@ def test_without_a_sink_no_thread_starts_and_update_still_works() -> None:
     assert reporter.last["stage"] == "train"
     reporter.close()
     assert progress_threads() == before
+
+
+def test_a_sink_that_raises_never_reaches_the_task_and_publishing_goes_on() -> None:
+    class FailsOnce:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.delivered: list[dict[str, JsonValue]] = []
+            self.first_done = threading.Event()
+
+        def publish(self, events: Sequence[dict[str, JsonValue]]) -> bool:
+            self.calls += 1
+            if self.calls == 1:
+                self.first_done.set()
+                raise OSError("disk on fire")
+            self.delivered.extend(events)
+            return True
+
+    sink = FailsOnce()
+    reporter = ProgressReporter(sink, job_id="j", min_interval_s=0)
+    reporter.update(1, 2)
+    assert sink.first_done.wait(5)
+    reporter.update(2, 2, loss=0.1)
+    reporter.close()
+    assert [e["current"] for e in sink.delivered] == [2]
