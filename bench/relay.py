@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 
 import httpx
 import redis
@@ -37,6 +38,7 @@ from bench.harness import (
     python_module,
     rounded,
 )
+from kubetask import keys
 from tests.servers import read_sse
 
 TIMEOUT_S = 120.0
@@ -47,6 +49,7 @@ class RelayRun:
     sent: int
     sent_at: list[float]  # each received event's own timestamp
     received_at: list[float]
+    gaps: int = 0  # jumps in the stream's seq: events skipped without the client being told
 
     @property
     def delivered(self) -> int:
@@ -115,16 +118,18 @@ def relay_kubetask(bench: Bench, *, count: int, rate_hz: float) -> RelayRun:
     ender = threading.Thread(target=end_stream, daemon=True)
     sent_at: list[float] = []
     received_at: list[float] = []
+    seqs: list[int] = []
     started = False
     try:
         for event in read_sse(api.client, f"/v1/jobs/{job_id}/events", {}, TIMEOUT_S):
             now = time.time()
+            seqs.append(event["seq"])
             if event["type"] == "progress":
                 received_at.append(now)
                 sent_at.append(epoch(event["timestamp"]))
             if not started:
                 # The first event (from the history) means the stream's live listener is in
-                # place: nothing published from now on can be missed.
+                # place: the publisher may go.
                 go(proc)
                 ender.start()
                 started = True
@@ -135,16 +140,18 @@ def relay_kubetask(bench: Bench, *, count: int, rate_hz: float) -> RelayRun:
     if started:
         ender.join(TIMEOUT_S)
     api.wait(job_id)
-    return RelayRun(sent=count, sent_at=sent_at, received_at=received_at)
+    gaps = sum(1 for a, b in pairwise(seqs) if b != a + 1)
+    return RelayRun(sent=count, sent_at=sent_at, received_at=received_at, gaps=gaps)
 
 
 def relay_raw(bench: Bench, *, count: int, rate_hz: float, job_id: str) -> RelayRun:
     """The baseline: plain PUBLISH, plain SUBSCRIBE, the same messages."""
     client = redis.Redis.from_url(bench.redis_url)
     pubsub = redis.client.PubSub(client.connection_pool)
-    channel = f"kubetask:progress:{job_id}"
+    channel = keys.progress_channel(job_id)
     sent_at: list[float] = []
     received_at: list[float] = []
+    proc: subprocess.Popen[str] | None = None
     try:
         pubsub.subscribe(channel)
         confirmed = pubsub.get_message(timeout=10)
@@ -166,6 +173,9 @@ def relay_raw(bench: Bench, *, count: int, rate_hz: float, job_id: str) -> Relay
                 sent_at.append(epoch(event["timestamp"]))
         proc.wait(TIMEOUT_S)
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         pubsub.close()
         client.close()
     return RelayRun(sent=count, sent_at=sent_at, received_at=received_at)
@@ -200,7 +210,10 @@ def run(bench: Bench, counts: Counts) -> Figure:
         ("baseline paced", paced_raw),
     ):
         if result.delivered != result.sent:
-            notes.append(f"{name}: {result.sent - result.delivered} of {result.sent} events lost")
+            lost = f"{name}: {result.sent - result.delivered} of {result.sent} events lost"
+            if result.gaps:
+                lost += f", in {result.gaps} jump(s) of the stream's seq (no sign to the client)"
+            notes.append(lost)
     return Figure(
         key="relay",
         title="Progress relay: task process -> client",

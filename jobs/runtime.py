@@ -110,7 +110,8 @@ def spill_result(result: dict[str, JsonValue], context: TaskContext) -> dict[str
         return result
     path = context.artifact(f"result-{context.index}.json")
     path.write_text(text)
-    return {"result_file": context.relative(path), "keys": sorted(result)[:20]}
+    keys: list[JsonValue] = list(sorted(result)[:20])
+    return {"result_file": context.relative(path), "keys": keys}
 
 
 def format_validation_errors(exc: ValidationError) -> str:
