@@ -61,9 +61,8 @@ class Runtime:
             client,
             retention_s=settings.retention_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
-            history_limit=settings.history_limit,
         )
-        bus = EventBus(client, history_limit=settings.history_limit)
+        bus = EventBus(client)
         hub = EventHub(client)
         backend = LocalBackend(
             root=(settings.data_dir / "local").resolve(),

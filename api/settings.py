@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     retention_s: int = Field(7 * 24 * 3600, ge=60)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
-    history_limit: int = Field(1000, ge=10)
     keepalive_s: float = Field(15.0, gt=0)
     resync_s: float = Field(30.0, gt=0)
     trainer_image: str = "kubetask/trainer:latest"

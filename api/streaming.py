@@ -1,39 +1,110 @@
 """Following one job's events: the history first (from the seq the client last saw), then
-live events, in seq order without gaps or repeats, until the terminal state event."""
+live events, in seq order without repeats, until the terminal state event.
+
+Events pass through as the JSON Redis holds (no re-encoding on the hot path), in batches.
+Where the bounded history no longer holds what a client missed, a `gap` event says which
+seqs are gone instead of skipping them silently.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from controller.bus import RESYNC, EventBus, EventHub, is_terminal
+from controller.bus import RESYNC, EventBus, EventHub
 from controller.records import JobRecord
-from kubetask import eventlog
-from kubetask.models import Event, StateEvent
+from kubetask.models import TERMINAL_STATES, StateEvent
 
 # A finished job whose terminal event is not in the history after this long lost it
 # (expired or trimmed); the stream then ends with an event made from the record.
 SETTLE = timedelta(seconds=5)
-
-
-def sse_frame(event: Event) -> str:
-    data = event.model_dump_json()
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n"
-
-
-def ws_message(event: Event) -> str:
-    return event.model_dump_json()
-
-
+MAX_BATCH = 500
 KEEPALIVE_FRAME = ": keepalive\n\n"
+_TERMINAL = {state.value for state in TERMINAL_STATES}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One event as it goes out: its seq, its type (progress, state, gap) and its JSON."""
+
+    seq: int
+    type: str
+    data: str
+    terminal: bool = False
+
+    @classmethod
+    def of(cls, raw: str) -> Frame:
+        fields = json.loads(raw)
+        terminal = fields["type"] == "state" and fields.get("state") in _TERMINAL
+        return cls(seq=fields["seq"], type=fields["type"], data=raw, terminal=terminal)
+
+    @classmethod
+    def gap(cls, job_id: str, first: int, last: int) -> Frame:
+        data = json.dumps(
+            {
+                "type": "gap",
+                "job_id": job_id,
+                "seq": last,
+                "from_seq": first,
+                "to_seq": last,
+                "message": "these events are no longer in the history",
+            }
+        )
+        return cls(seq=last, type="gap", data=data)
+
+    def sse(self) -> str:
+        return f"id: {self.seq}\nevent: {self.type}\ndata: {self.data}\n\n"
 
 
 def parse_last_event_id(value: str | None) -> int | None:
     if value is None or not value.strip().isdigit():
         return None
     return int(value.strip())
+
+
+class Cursor:
+    """Where a follower stands (the last seq sent), and what to send next: pure."""
+
+    def __init__(self, job_id: str, last: int) -> None:
+        self.job_id = job_id
+        self.last = last
+        self.done = False  # the terminal state was sent
+
+    def from_history(self, raws: list[str]) -> list[Frame]:
+        """Frames for stored events after `last`; a gap frame where the history is short."""
+        frames: list[Frame] = []
+        for frame in map(Frame.of, raws):
+            if frame.seq <= self.last or self.done:
+                continue
+            if frame.seq > self.last + 1:
+                frames.append(Frame.gap(self.job_id, self.last + 1, frame.seq - 1))
+            frames.append(self._advance(frame))
+        return frames
+
+    def from_live(self, raws: list[str]) -> tuple[list[Frame], bool]:
+        """Frames for live events in order, and whether the history must fill a hole
+        (a RESYNC, or an event beyond the next seq)."""
+        frames: list[Frame] = []
+        for raw in raws:
+            if self.done:
+                break
+            if raw == RESYNC:
+                return frames, True
+            frame = Frame.of(raw)
+            if frame.seq <= self.last:
+                continue  # a repeat
+            if frame.seq > self.last + 1:
+                return frames, True
+            frames.append(self._advance(frame))
+        return frames, False
+
+    def _advance(self, frame: Frame) -> Frame:
+        self.last = frame.seq
+        self.done = frame.terminal
+        return frame
 
 
 async def follow(
@@ -44,40 +115,40 @@ async def follow(
     hub: EventHub,
     get_record: Callable[[str], Awaitable[JobRecord | None]],
     keepalive_s: float,
-) -> AsyncIterator[Event | None]:
-    """Yields events with seq > since, and None as a keep-alive when nothing happens."""
-    last = since
+) -> AsyncIterator[list[Frame] | None]:
+    """Yields batches of frames with seq > since, and None as a keep-alive when quiet."""
+    cursor = Cursor(job_id, since)
+    read_history = True
     async with hub.listen(job_id) as queue:
-        while True:
-            for event in await bus.history(job_id, since=last):
-                last = event.seq
-                yield event
-                if is_terminal(event):
+        while not cursor.done:
+            if read_history:
+                batch = cursor.from_history(await bus.history_raw(job_id, since=cursor.last))
+                if batch:
+                    yield batch
+                if cursor.done:
                     return
-            live = await _next_live(queue, keepalive_s)
-            if live is None:  # quiet: is the job over without us having heard?
-                ending = await _lost_ending(job_id, last, bus, get_record)
+            raws = await _drain(queue, keepalive_s)
+            if not raws:  # quiet: is the job over without us having heard?
+                ending = await _lost_ending(job_id, cursor.last, bus, get_record)
+                yield None if ending is None else [ending]
                 if ending is not None:
-                    yield ending
                     return
-                yield None
+                read_history = False
                 continue
-            if live == RESYNC:
-                continue
-            event = eventlog.parse_event(live)
-            if event.seq == last + 1:
-                last = event.seq
-                yield event
-                if is_terminal(event):
-                    return
-            # older: a repeat, skipped; newer with a gap: the history fills it on the next turn
+            batch, read_history = cursor.from_live(raws)
+            if batch:
+                yield batch
 
 
-async def _next_live(queue: asyncio.Queue[str], timeout_s: float) -> str | None:
+async def _drain(queue: asyncio.Queue[str], timeout_s: float) -> list[str]:
+    """Wait for one item (up to `timeout_s`), then take what else is there already."""
     try:
-        return await asyncio.wait_for(queue.get(), timeout_s)
+        items = [await asyncio.wait_for(queue.get(), timeout_s)]
     except TimeoutError:
-        return None
+        return []
+    while not queue.empty() and len(items) < MAX_BATCH:
+        items.append(queue.get_nowait())
+    return items
 
 
 async def _lost_ending(
@@ -85,14 +156,14 @@ async def _lost_ending(
     last: int,
     bus: EventBus,
     get_record: Callable[[str], Awaitable[JobRecord | None]],
-) -> StateEvent | None:
+) -> Frame | None:
     record = await get_record(job_id)
     if record is None or not record.status.state.terminal:
         return None
     finished = record.status.finished_at or record.created_at
-    if datetime.now(UTC) - finished < SETTLE or await bus.history(job_id, since=last):
+    if datetime.now(UTC) - finished < SETTLE or await bus.history_raw(job_id, since=last):
         return None
-    return StateEvent(
+    event = StateEvent(
         job_id=job_id,
         seq=max(last, await bus.last_seq(job_id)),
         timestamp=finished,
@@ -101,7 +172,4 @@ async def _lost_ending(
         message=record.status.message,
         attempts=record.status.attempts,
     )
-
-
-def dumps(data: object) -> str:
-    return json.dumps(data, separators=(",", ":"))
+    return Frame(seq=event.seq, type="state", data=event.model_dump_json(), terminal=True)

@@ -16,21 +16,20 @@ from redis.exceptions import RedisError
 
 from controller.outcomes import parse_outcome
 from kubetask import eventlog, keys
-from kubetask.models import Event, JobState, Outcome, ProgressEvent, StateEvent
+from kubetask.models import Event, JobState, Outcome, ProgressEvent
 
 log = logging.getLogger("kubetask.bus")
 
-QUEUE_SIZE = 1000
+QUEUE_SIZE = 10_000
 RESYNC = "resync"  # put on every listener's queue when live events may have been missed
 
 
 class EventBus:
     """Appends and reads a job's events (Redis sorted set + pub/sub, see kubetask.eventlog)."""
 
-    def __init__(self, client: aioredis.Redis, *, history_limit: int = eventlog.HISTORY_LIMIT):
+    def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._append = client.register_script(eventlog.APPEND_SCRIPT)
-        self._limit = history_limit
 
     async def publish_state(
         self,
@@ -47,14 +46,18 @@ class EventBus:
         )
         seq: int = await self._append(
             keys=eventlog.script_keys(job_id),
-            args=eventlog.script_args(fields, limit=self._limit),
+            args=eventlog.script_args(fields),
         )
         return seq
 
-    async def history(self, job_id: str, *, since: int = 0) -> list[Event]:
-        """Events with seq > since, oldest first, as far back as the bounded history goes."""
+    async def history_raw(self, job_id: str, *, since: int = 0) -> list[str]:
+        """Events with seq > since as stored (JSON), oldest first, as far back as the bounded
+        history goes."""
         raw = await self._redis.zrangebyscore(keys.history(job_id), f"({since}", "+inf")
-        return [eventlog.parse_event(str(item)) for item in raw]
+        return [str(item) for item in raw]
+
+    async def history(self, job_id: str, *, since: int = 0) -> list[Event]:
+        return [eventlog.parse_event(raw) for raw in await self.history_raw(job_id, since=since)]
 
     async def last_seq(self, job_id: str) -> int:
         value = await self._redis.get(keys.seq(job_id))
@@ -146,7 +149,3 @@ def _offer(queue: asyncio.Queue[str], item: str) -> None:
         while not queue.empty():
             queue.get_nowait()
         queue.put_nowait(RESYNC)
-
-
-def is_terminal(event: Event) -> bool:
-    return isinstance(event, StateEvent) and event.state.terminal

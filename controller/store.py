@@ -125,10 +125,8 @@ class RedisStore:
         *,
         retention_s: int,
         idempotency_ttl_s: int,
-        history_limit: int = eventlog.HISTORY_LIMIT,
     ) -> None:
         self._redis = client
-        self._history_limit = history_limit
         self._retention_s = retention_s
         self._idempotency_ttl_s = idempotency_ttl_s
         self._create = client.register_script(_CREATE)
@@ -166,7 +164,7 @@ class RedisStore:
                 fingerprint,
                 keys.job(""),
                 self._idempotency_ttl_s,
-                *eventlog.script_args(accepted, limit=self._history_limit),
+                *eventlog.script_args(accepted),
             ],
         )
         job_id = job_id.decode() if isinstance(job_id, bytes) else job_id

@@ -51,10 +51,10 @@ def script_keys(job_id: str) -> list[str]:
     ]
 
 
-def script_args(fields: Mapping[str, JsonValue], *, limit: int = HISTORY_LIMIT) -> list[str]:
+def script_args(fields: Mapping[str, JsonValue]) -> list[str]:
     """Arguments for APPEND_SCRIPT: the event JSON minus `seq` and its opening brace."""
     body = json.dumps(fields, separators=(",", ":"), default=str)
-    return [body[1:], str(limit), "1" if fields.get("type") == "progress" else "0"]
+    return [body[1:], str(HISTORY_LIMIT), "1" if fields.get("type") == "progress" else "0"]
 
 
 def state_fields(

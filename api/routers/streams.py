@@ -10,13 +10,13 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import RuntimeDep
 from api.runtime import Runtime
-from api.streaming import KEEPALIVE_FRAME, follow, parse_last_event_id, sse_frame, ws_message
+from api.streaming import KEEPALIVE_FRAME, follow, parse_last_event_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"])
 
 
 async def _sse(runtime: Runtime, job_id: str, since: int) -> AsyncIterator[str]:
-    async for event in follow(
+    async for batch in follow(
         job_id,
         since=since,
         bus=runtime.bus,
@@ -24,7 +24,7 @@ async def _sse(runtime: Runtime, job_id: str, since: int) -> AsyncIterator[str]:
         get_record=runtime.store.get,
         keepalive_s=runtime.settings.keepalive_s,
     ):
-        yield KEEPALIVE_FRAME if event is None else sse_frame(event)
+        yield KEEPALIVE_FRAME if batch is None else "".join(frame.sse() for frame in batch)
 
 
 @router.get(
@@ -39,8 +39,9 @@ async def job_events(
     since: Annotated[int, Query(ge=0)] = 0,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """Server-Sent Events: `id:` is the seq, `event:` progress or state; ends after the
-    terminal state. Resumes after `Last-Event-ID` (or `?since=`)."""
+    """Server-Sent Events: `id:` is the seq, `event:` progress or state (or gap, naming seqs
+    the bounded history no longer holds); ends after the terminal state. Resumes after
+    `Last-Event-ID` (or `?since=`)."""
     await runtime.service.get(job_id)  # 404 before the stream starts
     resume = parse_last_event_id(last_event_id)
     return StreamingResponse(
@@ -59,7 +60,7 @@ async def job_ws(websocket: WebSocket, job_id: str, since: int = 0) -> None:
         return
     await websocket.accept()
     try:
-        async for event in follow(
+        async for batch in follow(
             job_id,
             since=max(since, 0),
             bus=runtime.bus,
@@ -67,8 +68,8 @@ async def job_ws(websocket: WebSocket, job_id: str, since: int = 0) -> None:
             get_record=runtime.store.get,
             keepalive_s=runtime.settings.keepalive_s,
         ):
-            if event is not None:
-                await websocket.send_text(ws_message(event))
+            for frame in batch or ():
+                await websocket.send_text(frame.data)
         await websocket.close(code=1000)
     except WebSocketDisconnect:
         return

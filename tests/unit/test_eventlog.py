@@ -56,7 +56,6 @@ def test_body_is_the_event_json_without_its_opening_brace() -> None:
 
 def test_history_limit_is_passed_as_text() -> None:
     assert script_args(state_fields())[1] == str(eventlog.HISTORY_LIMIT)
-    assert script_args(state_fields(), limit=5)[1] == "5"
 
 
 def test_only_progress_events_are_flagged_as_the_latest_progress() -> None:

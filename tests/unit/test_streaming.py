@@ -1,0 +1,71 @@
+"""The follower's cursor: order, repeats, gaps and the end, without any server."""
+
+from __future__ import annotations
+
+import json
+
+from api.streaming import Cursor, Frame, parse_last_event_id
+from controller.bus import RESYNC
+
+
+def progress(seq: int) -> str:
+    return json.dumps({"seq": seq, "type": "progress", "job_id": "j", "current": seq})
+
+
+def state(seq: int, value: str) -> str:
+    return json.dumps({"seq": seq, "type": "state", "job_id": "j", "state": value})
+
+
+def test_history_after_the_cursor_in_order() -> None:
+    cursor = Cursor("j", 2)
+    frames = cursor.from_history([progress(1), progress(2), progress(3), progress(4)])
+    assert [f.seq for f in frames] == [3, 4]
+    assert cursor.last == 4
+
+
+def test_a_trimmed_history_yields_a_gap_frame_not_a_silent_skip() -> None:
+    cursor = Cursor("j", 2)
+    frames = cursor.from_history([progress(7), progress(8)])
+    assert [(f.type, f.seq) for f in frames] == [("gap", 6), ("progress", 7), ("progress", 8)]
+    gap = json.loads(frames[0].data)
+    assert (gap["from_seq"], gap["to_seq"]) == (3, 6)
+
+
+def test_live_events_skip_repeats_and_ask_for_history_on_a_hole() -> None:
+    cursor = Cursor("j", 3)
+    frames, refill = cursor.from_live([progress(2), progress(3), progress(4), progress(6)])
+    assert [f.seq for f in frames] == [4]
+    assert refill
+    assert cursor.last == 4
+
+
+def test_resync_asks_for_history() -> None:
+    cursor = Cursor("j", 0)
+    frames, refill = cursor.from_live([progress(1), RESYNC, progress(2)])
+    assert [f.seq for f in frames] == [1]
+    assert refill
+
+
+def test_the_terminal_state_ends_the_stream() -> None:
+    cursor = Cursor("j", 0)
+    frames, _ = cursor.from_live([state(1, "running"), state(2, "succeeded"), progress(3)])
+    assert [f.seq for f in frames] == [1, 2]
+    assert frames[-1].terminal
+    assert cursor.done
+    assert cursor.from_history([progress(3)]) == []
+
+
+def test_a_non_terminal_state_does_not_end_it() -> None:
+    assert not Frame.of(state(1, "pending")).terminal
+    assert Frame.of(state(1, "cancelled")).terminal
+
+
+def test_sse_frame_names_seq_and_type() -> None:
+    frame = Frame.of(progress(5))
+    assert frame.sse() == f"id: 5\nevent: progress\ndata: {progress(5)}\n\n"
+
+
+def test_last_event_id_parsing() -> None:
+    assert parse_last_event_id(" 12 ") == 12
+    assert parse_last_event_id("abc") is None
+    assert parse_last_event_id(None) is None
