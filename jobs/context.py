@@ -14,6 +14,7 @@ class TaskContext:
     index: int
     artifacts_root: Path
     reporter: ProgressReporter
+    redis_url: str | None = None  # for tasks that share state through Redis (Optuna studies)
 
     @property
     def output_dir(self) -> Path:

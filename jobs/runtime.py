@@ -147,6 +147,7 @@ def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> 
         index=task_env.index or 0,
         artifacts_root=task_env.artifacts_root,
         reporter=reporter,
+        redis_url=task_env.redis_url,
     )
     try:
         result = load_runner(spec)(params, context)
