@@ -16,7 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.settings import Settings
-from controller.backends.base import TaskSpec
+from controller.backends.base import Backend, TaskSpec
+from controller.backends.kubernetes import KubernetesBackend, api_client
 from controller.backends.local import LocalBackend
 from controller.bus import EventBus, EventHub
 from controller.reconciler import Reconciler, utcnow
@@ -29,6 +30,16 @@ from controller.taskspec import TaskDefaults, build_task_spec
 log = logging.getLogger("kubetask.server")
 
 
+def make_backend(settings: Settings) -> Backend:
+    if settings.resolved_backend == "kubernetes":
+        return KubernetesBackend(api=api_client(settings.kubeconfig), cluster=settings.cluster())
+    return LocalBackend(
+        root=(settings.data_dir / "local").resolve(),
+        slots=settings.slots,
+        retry_backoff_s=settings.retry_backoff_s,
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -36,7 +47,7 @@ class Runtime:
     store: RedisStore
     bus: EventBus
     hub: EventHub
-    backend: LocalBackend
+    backend: Backend
     reconciler: Reconciler
     service: JobService
     embedded_redis: RedisServer | None = None
@@ -64,14 +75,10 @@ class Runtime:
         )
         bus = EventBus(client)
         hub = EventHub(client)
-        backend = LocalBackend(
-            root=(settings.data_dir / "local").resolve(),
-            slots=settings.slots,
-            retry_backoff_s=settings.retry_backoff_s,
-        )
+        backend = make_backend(settings)
         defaults = TaskDefaults(
-            redis_url=url,
-            artifacts=str(settings.artifacts),
+            redis_url=settings.task_redis_url or url,
+            artifacts=settings.task_artifacts(),
             images={"trainer": settings.trainer_image, "gan": settings.gan_image},
             grace_s=settings.grace_s,
         )
@@ -94,6 +101,7 @@ class Runtime:
             reconciler=reconciler,
             spec_for=spec_for,
             clock=utcnow,
+            priorities=frozenset(settings.priority_classes),
         )
         runtime = cls(settings, client, store, bus, hub, backend, reconciler, service, embedded)
         settings.artifacts.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,17 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.manifests import ARTIFACTS_DIR, ClusterSettings
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KUBETASK_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    backend: Literal["local"] = "local"
+    backend: Literal["auto", "local", "kubernetes"] = Field(
+        "auto", description="auto: kubernetes when running in a cluster, else local."
+    )
     redis_url: str | None = Field(
         None, description="Redis to use; unset: start the embedded server in data_dir."
     )
@@ -32,10 +36,50 @@ class Settings(BaseSettings):
     resync_s: float = Field(30.0, gt=0)
     trainer_image: str = "kubetask/trainer:latest"
     gan_image: str = "kubetask/gan:latest"
+    priority_classes: dict[str, str] = Field(
+        default_factory=lambda: {
+            "low": "kubetask-low",
+            "normal": "kubetask-normal",
+            "high": "kubetask-high",
+        },
+        description="Request priority -> PriorityClass; other priorities are refused.",
+    )
+    # The kubernetes backend
+    kubeconfig: str | None = Field(None, description="Outside a cluster: the kubeconfig.")
+    namespace: str = "default"
+    instance: str = Field("kubetask", description="Label value telling installations apart.")
+    ttl_after_finished_s: int | None = Field(3600, ge=0)
+    gpu_node_label: str = "nvidia.com/gpu.product"
+    gpu_taint_key: str = "nvidia.com/gpu"
+    artifacts_claim: str | None = "kubetask-artifacts"
+    task_service_account: str | None = None
+    task_redis_url: str | None = Field(None, description="Redis as task pods reach it.")
+
+    @property
+    def resolved_backend(self) -> Literal["local", "kubernetes"]:
+        if self.backend != "auto":
+            return self.backend
+        return "kubernetes" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
+
+    def cluster(self) -> ClusterSettings:
+        return ClusterSettings(
+            namespace=self.namespace,
+            instance=self.instance,
+            ttl_after_finished_s=self.ttl_after_finished_s,
+            priority_classes=self.priority_classes,
+            gpu_node_label=self.gpu_node_label,
+            gpu_taint_key=self.gpu_taint_key,
+            artifacts_claim=self.artifacts_claim,
+            service_account=self.task_service_account,
+        )
 
     @property
     def artifacts(self) -> Path:
         return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+    def task_artifacts(self) -> str:
+        """The artifact store as tasks see it: the mounted volume on Kubernetes."""
+        return ARTIFACTS_DIR if self.resolved_backend == "kubernetes" else str(self.artifacts)
 
 
 @lru_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from pydantic import JsonValue, ValidationError
@@ -31,8 +31,11 @@ from jobs.registry import KINDS
 from kubetask.models import JobPage, JobRequest, JobView, KindInfo
 
 
-def validate_request(request: JobRequest) -> JobRequest:
-    """The request with its params checked by the kind's model and its defaults filled in."""
+def validate_request(
+    request: JobRequest, *, priorities: Collection[str] | None = None
+) -> JobRequest:
+    """The request with its params checked by the kind's model and its defaults filled in;
+    `priorities` (when given) are the allowed values of `priority`."""
     spec = KINDS.get(request.kind)
     if spec is None:
         known = ", ".join(sorted(KINDS))
@@ -48,6 +51,11 @@ def validate_request(request: JobRequest) -> JobRequest:
                 for e in exc.errors(include_url=False)
             ]
         ) from None
+    if priorities is not None and request.priority not in (None, *priorities):
+        allowed = ", ".join(sorted(priorities)) or "none"
+        raise InvalidRequest(
+            [FieldError(("priority",), f"unknown priority; allowed: {allowed}", "enum")]
+        )
     if request.parallelism > request.completions:
         raise InvalidRequest(
             [FieldError(("parallelism",), "must not exceed completions", "value_error")]
@@ -83,7 +91,9 @@ class JobService:
         reconciler: Reconciler,
         spec_for: Callable[[JobRecord], TaskSpec],
         clock: Clock,
+        priorities: Collection[str] | None = None,
     ) -> None:
+        self._priorities = priorities
         self._store = store
         self._bus = bus
         self._backend = backend
@@ -95,7 +105,7 @@ class JobService:
         self, request: JobRequest, *, idempotency_key: str | None
     ) -> tuple[JobView, bool]:
         """(the job, True) when created now; (the original job, False) for a replay."""
-        request = validate_request(request)
+        request = validate_request(request, priorities=self._priorities)
         now = self._clock()
         record = JobRecord(id=new_job_id(now), request=request, created_at=now)
         try:
@@ -110,7 +120,7 @@ class JobService:
 
     def dry_run(self, request: JobRequest) -> dict[str, JsonValue]:
         """What submitting would create, creating nothing."""
-        request = validate_request(request)
+        request = validate_request(request, priorities=self._priorities)
         now = self._clock()
         record = JobRecord(id=new_job_id(now), request=request, created_at=now)
         return {

@@ -43,4 +43,8 @@ def build_task_spec(record: JobRecord, defaults: TaskDefaults) -> TaskSpec:
         parallelism=min(request.parallelism, request.completions),
         grace_s=defaults.grace_s,
         resources=request.resources,
+        labels=dict(request.labels),
+        priority=request.priority,
+        queue=request.queue,
+        request_json=request.model_dump_json(exclude_defaults=True),
     )

@@ -28,10 +28,19 @@ class TaskSpec:
     parallelism: int = 1
     grace_s: float = 10.0
     resources: Resources = field(default_factory=Resources)
+    labels: Mapping[str, str] = field(default_factory=dict)  # the user's labels
+    priority: str | None = None
+    queue: str | None = None
+    request_json: str = "{}"  # the accepted request, kept on the Job for `kubectl describe`
 
 
 class BackendError(Exception):
-    """The backend could not do what was asked; the reconciler will try again."""
+    """The backend could not do what was asked; the reconciler will try again, after
+    `retry_after_s` when the backend said when (429 Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Backend(Protocol):

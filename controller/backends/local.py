@@ -95,6 +95,7 @@ def spec_to_json(spec: TaskSpec) -> dict[str, JsonValue]:
         "resources": spec.resources.model_dump(),
         "env": dict(spec.env),
         "command": list(spec.command),
+        "labels": dict(spec.labels),
     }
     return data
 

@@ -1,0 +1,190 @@
+"""List + watch for one kind of Kubernetes object, in a thread, as client-go's informers do:
+a cache by name (and optionally by one label), resumed from the last `resourceVersion`,
+relisted on `410 Gone`, backing off on 429/5xx as long as `Retry-After` says (else an
+exponential backoff). Each change calls `on_change(object)`; nothing else is decided here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+log = logging.getLogger("kubetask.informer")
+
+Obj = dict[str, Any]
+WATCH_TIMEOUT_S = 55
+MAX_BACKOFF_S = 30.0
+
+
+class Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def _rv(obj: Obj) -> int:
+    return int(obj.get("metadata", {}).get("resourceVersion") or 0)
+
+
+class Informer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        list_fn: Callable[..., Any],
+        namespace: str,
+        selector: str,
+        on_change: Callable[[Obj], None],
+        index_label: str | None = None,
+    ) -> None:
+        self.name = name
+        self._list = list_fn
+        self._namespace = namespace
+        self._selector = selector
+        self._on_change = on_change
+        self._index_label = index_label
+        self._lock = threading.Lock()
+        self._cache: dict[str, Obj] = {}
+        self._by_label: dict[str, dict[str, Obj]] = defaultdict(dict)
+        self._stop = threading.Event()
+        self._response: Any = None
+        self.synced = threading.Event()
+        self.relists = 0
+        self._thread = threading.Thread(target=self._run, name=f"informer-{name}", daemon=True)
+
+    # -- the cache ---------------------------------------------------------------------
+    def get(self, name: str) -> Obj | None:
+        with self._lock:
+            return self._cache.get(name)
+
+    def indexed(self, value: str) -> list[Obj]:
+        """Objects whose `index_label` has this value."""
+        with self._lock:
+            return list(self._by_label.get(value, {}).values())
+
+    def upsert(self, obj: Obj) -> None:
+        """Put an object in (unless the cache has a newer one) and report the change."""
+        name = obj["metadata"]["name"]
+        with self._lock:
+            current = self._cache.get(name)
+            if current is not None and _rv(current) > _rv(obj):
+                return
+            self._cache[name] = obj
+            label = self._label(obj)
+            if label is not None:
+                self._by_label[label][name] = obj
+        self._on_change(obj)
+
+    def _remove(self, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        with self._lock:
+            self._cache.pop(name, None)
+            label = self._label(obj)
+            if label is not None:
+                self._by_label[label].pop(name, None)
+                if not self._by_label[label]:
+                    del self._by_label[label]
+        self._on_change(obj)
+
+    def _label(self, obj: Obj) -> str | None:
+        if self._index_label is None:
+            return None
+        value = obj.get("metadata", {}).get("labels", {}).get(self._index_label)
+        return str(value) if value is not None else None
+
+    # -- the thread --------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # closing a stream another thread reads may raise anything
+                log.debug("closing the %s watch", self.name, exc_info=True)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        version: str | None = None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._relist()
+                version = self._watch(version)
+                failures = 0
+            except Expired:
+                log.info("%s watch expired (410); listing again", self.name)
+                version = None
+            except ApiException as exc:
+                failures += 1
+                self._pause(exc, failures)
+            except Exception as exc:  # dropped connections, timeouts: back off and resume
+                failures += 1
+                log.warning("%s watch interrupted (%s); resuming", self.name, exc)
+                self._stop.wait(min(0.2 * 2**failures, MAX_BACKOFF_S))
+
+    def _pause(self, exc: ApiException, failures: int) -> None:
+        header = (exc.headers or {}).get("Retry-After")
+        delay = (
+            float(header) if header and header.isdigit() else min(0.2 * 2**failures, MAX_BACKOFF_S)
+        )
+        log.warning("%s: %s %s; retrying in %.1fs", self.name, exc.status, exc.reason, delay)
+        self._stop.wait(delay)
+
+    def _relist(self) -> str:
+        response = self._list(
+            self._namespace, label_selector=self._selector, _preload_content=False
+        )
+        listing = json.loads(response.data)
+        items = {item["metadata"]["name"]: item for item in listing.get("items", [])}
+        with self._lock:
+            gone = [obj for name, obj in self._cache.items() if name not in items]
+        for obj in gone:
+            self._remove(obj)
+        for obj in items.values():
+            self.upsert(obj)
+        self.relists += 1
+        self.synced.set()
+        version: str = listing["metadata"]["resourceVersion"]
+        return version
+
+    def _watch(self, version: str) -> str:
+        """Follow changes after `version` until the server ends the watch; the last seen
+        version is where the next watch resumes."""
+        self._response = self._list(
+            self._namespace,
+            label_selector=self._selector,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_TIMEOUT_S,
+            _preload_content=False,
+            _request_timeout=(5, WATCH_TIMEOUT_S + 10),
+        )
+        try:
+            for line in iter_resp_lines(self._response):  # type: ignore[no-untyped-call]
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Expired
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = obj.get("metadata", {}).get("resourceVersion", version)
+                if kind == "DELETED":
+                    self._remove(obj)
+                elif kind in ("ADDED", "MODIFIED"):
+                    self.upsert(obj)
+        finally:
+            self._response.release_conn()
+            self._response = None
+        return version
