@@ -1,22 +1,71 @@
-"""`python -m api` (or `kubetask-server`): API + controller + local backend in one process."""
+"""`kubetask-server` (or `python -m api`): API + controller + backend in one process.
+
+kubetask-server [--host H] [--port P]     serve (the embedded default on 127.0.0.1)
+kubetask-server render REQUEST.json       print the Kubernetes objects a request becomes
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
+from pathlib import Path
 
 import uvicorn
+import yaml
+from pydantic import ValidationError
 
 from api.app import create_app
 from api.settings import Settings
+from controller.errors import InvalidRequest
+from controller.ids import new_job_id
+from controller.manifests import build_job, build_params_configmap
+from controller.reconciler import utcnow
+from controller.records import JobRecord
+from controller.service import validate_request
+from controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.models import JobRequest
+
+
+def render(path: Path, settings: Settings) -> str:
+    """The Job (and params ConfigMap) for a request, as YAML; no cluster needed."""
+    request = validate_request(
+        JobRequest.model_validate_json(path.read_text()),
+        priorities=frozenset(settings.priority_classes),
+    )
+    now = utcnow()
+    record = JobRecord(id=new_job_id(now), request=request, created_at=now)
+    defaults = TaskDefaults(
+        redis_url=settings.task_redis_url or settings.redis_url or "redis://redis:6379/0",
+        artifacts="/artifacts",
+        images={"trainer": settings.trainer_image, "gan": settings.gan_image},
+        grace_s=settings.grace_s,
+    )
+    spec = build_task_spec(record, defaults)
+    objects = [build_job(spec, settings.cluster())]
+    configmap = build_params_configmap(spec, settings.cluster())
+    if configmap is not None:
+        objects.append(configmap)
+    return yaml.safe_dump_all(objects, sort_keys=False)
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "render":
+        parser = argparse.ArgumentParser(prog="kubetask-server render")
+        parser.add_argument("request", type=Path, help="a job request as JSON")
+        options = parser.parse_args(args[1:])
+        try:
+            print(render(options.request, Settings()), end="")
+        except (ValidationError, InvalidRequest, json.JSONDecodeError, OSError) as exc:
+            sys.exit(f"kubetask-server render: {exc}")
+        return
     parser = argparse.ArgumentParser(prog="kubetask-server", description=__doc__)
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 8000)")
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    options = parser.parse_args(args)
+    overrides = {k: v for k, v in (("host", options.host), ("port", options.port)) if v is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
