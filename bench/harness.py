@@ -12,16 +12,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import JsonValue
 
 from controller.redis_server import RedisServer, free_port
 from kubetask import env
 from tests.servers import ApiServer
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,6 +129,25 @@ def read_json(path: Path) -> dict[str, JsonValue] | None:
 
 
 # -- statistics ----------------------------------------------------------------------------
+def paired_runs(
+    counts: Counts,
+    kubetask: Callable[[], T],
+    baseline: Callable[[str], float],
+    *,
+    prefix: str,
+) -> tuple[list[T], list[float]]:
+    """Alternate a kubetask run and a baseline run, dropping the warm-up pairs."""
+    measured: list[T] = []
+    baseline_ms: list[float] = []
+    for i in range(counts.warmup + counts.launches):
+        ours = kubetask()
+        theirs = baseline(f"{prefix}-{i}")
+        if i >= counts.warmup:
+            measured.append(ours)
+            baseline_ms.append(theirs)
+    return measured, baseline_ms
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Linear interpolation between closest ranks (numpy's default); NaN when empty."""
     if not values:

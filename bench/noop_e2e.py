@@ -24,6 +24,7 @@ from bench.harness import (
     Row,
     epoch,
     median,
+    paired_runs,
     percentile,
     python_module,
     rounded,
@@ -80,14 +81,12 @@ def noop_baseline(bench: Bench, run_id: str) -> float:
 
 
 def run(bench: Bench, counts: Counts) -> Figure:
-    runs: list[EndToEnd] = []
-    baseline_ms: list[float] = []
-    for i in range(counts.warmup + counts.launches):
-        kubetask = noop_kubetask(bench)
-        baseline = noop_baseline(bench, f"bench-noop-{i}")
-        if i >= counts.warmup:
-            runs.append(kubetask)
-            baseline_ms.append(baseline)
+    runs, baseline_ms = paired_runs(
+        counts,
+        lambda: noop_kubetask(bench),
+        lambda run_id: noop_baseline(bench, run_id),
+        prefix="bench-noop",
+    )
     kubetask_ms = [r.total_ms for r in runs]
     to_start = [(r.started - r.submitted) * 1000 for r in runs]
     task = [(r.finished - r.started) * 1000 for r in runs]

@@ -26,6 +26,7 @@ from bench.harness import (
     Row,
     epoch,
     median,
+    paired_runs,
     percentile,
     python_module,
     read_json,
@@ -88,14 +89,12 @@ def launch_baseline(bench: Bench, run_id: str) -> float:
 
 
 def run(bench: Bench, counts: Counts) -> Figure:
-    launches: list[Launch] = []
-    baseline_ms: list[float] = []
-    for i in range(counts.warmup + counts.launches):
-        kubetask = launch_kubetask(bench)
-        baseline = launch_baseline(bench, f"bench-start-{i}")
-        if i >= counts.warmup:
-            launches.append(kubetask)
-            baseline_ms.append(baseline)
+    launches, baseline_ms = paired_runs(
+        counts,
+        lambda: launch_kubetask(bench),
+        lambda run_id: launch_baseline(bench, run_id),
+        prefix="bench-start",
+    )
     kubetask_ms = [launch.total_ms for launch in launches]
     api_ms = [(x.created - x.submitted) * 1000 for x in launches]
     controller_ms = [(x.pod_created - x.created) * 1000 for x in launches]
