@@ -127,14 +127,17 @@ def derive_state(facts: JobFacts) -> Derived:
 
 
 def _pending(obs: Observation) -> Derived:
-    for pod in obs.pods:
+    live = [pod for pod in obs.pods if pod.phase in ("Pending", "Running")]
+    for pod in live:
         if pod.unschedulable_message:
             return Derived(_S.PENDING, "Unschedulable", pod.unschedulable_message)
-    for pod in obs.pods:
+    for pod in live:
         if pod.waiting_reason in PENDING_REASONS:
             return Derived(_S.PENDING, pod.waiting_reason, pod.waiting_message)
-    if obs.pods:
+    if live:
         return Derived(_S.PENDING, "PodPending", "the pod is not running yet")
-    if obs.failed:
+    if any(pod.phase == "Succeeded" for pod in obs.pods):
+        return Derived(_S.RUNNING)  # a task is done; the Job's own verdict is on its way
+    if obs.failed or any(pod.phase == "Failed" for pod in obs.pods):
         return Derived(_S.PENDING, "RetryBackoff", f"retrying after {obs.failed} failed attempt(s)")
     return Derived(_S.QUEUED, "Created", "the Job is created; no pod yet")

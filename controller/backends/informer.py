@@ -127,6 +127,8 @@ class Informer:
                 failures += 1
                 self._pause(exc, failures)
             except Exception as exc:  # dropped connections, timeouts: back off and resume
+                if self._stop.is_set():
+                    return
                 failures += 1
                 log.warning("%s watch interrupted (%s); resuming", self.name, exc)
                 self._stop.wait(min(0.2 * 2**failures, MAX_BACKOFF_S))

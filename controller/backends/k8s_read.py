@@ -13,7 +13,6 @@ from controller.states import Condition, Observation, PodFacts
 
 Obj = dict[str, Any]
 
-_ACTIVE_PHASES = ("Pending", "Running")
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -54,14 +53,10 @@ def pod_facts(pod: Obj) -> PodFacts:
 
 
 def observe_job(job: Obj, pods: list[Obj]) -> Observation:
-    """The Job's conditions and counters, and the facts of its live pods."""
+    """The Job's conditions and counters, and the facts of its pods (those being deleted
+    left out: they no longer run for the Job)."""
     status = job.get("status") or {}
-    live = [
-        p
-        for p in pods
-        if p.get("status", {}).get("phase", "Pending") in _ACTIVE_PHASES
-        and not p.get("metadata", {}).get("deletionTimestamp")
-    ]
+    current = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
     return Observation(
         conditions=tuple(
             Condition(
@@ -77,7 +72,7 @@ def observe_job(job: Obj, pods: list[Obj]) -> Observation:
         succeeded=int(status.get("succeeded") or 0),
         failed=int(status.get("failed") or 0),
         start_time=parse_time(status.get("startTime")),
-        pods=tuple(pod_facts(p) for p in sorted(live, key=_created)),
+        pods=tuple(pod_facts(p) for p in sorted(current, key=_created)),
     )
 
 

@@ -73,10 +73,20 @@ def test_pod_status_decides_pending_and_running() -> None:
     assert state_of(job(), [])[0] is JobState.QUEUED
 
 
-def test_finished_pods_do_not_count_as_live() -> None:
-    observation = observe_job(job(active=1, failed=1), [pod("Failed"), pod("Running")])
-    assert [p.phase for p in observation.pods] == ["Running"]
+def test_pods_being_deleted_are_left_out() -> None:
+    going = pod("Running", created="2026-01-01T00:00:00Z")
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:05:00Z"
+    observation = observe_job(job(active=1, failed=1), [pod("Failed"), going])
+    assert [p.phase for p in observation.pods] == ["Failed"]
     assert observation.attempts == 2
+
+
+def test_between_a_finished_pod_and_the_jobs_verdict_it_stays_running() -> None:
+    # The Job controller lags its pods: the pod succeeded, the Job is not Complete yet.
+    assert state_of(job(active=1), [pod("Succeeded")]) == (JobState.RUNNING, None)
+    assert state_of(job(failed=1), [pod("Failed")]) == (JobState.PENDING, "RetryBackoff")
+    retry = [pod("Failed"), pod("Pending", created="2026-01-01T00:01:00Z")]
+    assert state_of(job(failed=1, active=1), retry) == (JobState.PENDING, "PodPending")
 
 
 def test_a_suspended_job_is_queued() -> None:
