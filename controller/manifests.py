@@ -285,7 +285,11 @@ def build_event(
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        # Named as client-go names events: generateName may not end with a dot.
+        "metadata": {
+            "name": f"{meta['name']}.{int(now.timestamp() * 1e9):x}",
+            "namespace": meta["namespace"],
+        },
         "involvedObject": {
             "apiVersion": "batch/v1",
             "kind": "Job",

@@ -10,16 +10,15 @@ event having been seen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from controller.backends.base import Backend, TaskSpec
+from controller.backends.base import Backend, BackendError, TaskSpec
 from controller.bus import EventBus
 from controller.outcomes import parse_outcome, summarize
 from controller.records import JobRecord, JobStatus, next_status
-from controller.states import JobFacts, derive_state
+from controller.states import JobFacts, Observation, derive_state
 from controller.store import Store
 from kubetask.models import JobState, Outcome
 
@@ -31,6 +30,13 @@ TransitionHook = Callable[[JobRecord, JobStatus], Awaitable[None]]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def ran_at(observation: Observation | None, now: datetime) -> datetime | None:
+    """When the job's tasks ran, if a pod already finished (succeeded or failed)."""
+    if observation is None or not (observation.succeeded or observation.failed):
+        return None
+    return observation.start_time or now
 
 
 class Reconciler:
@@ -99,6 +105,9 @@ class Reconciler:
             self._busy.add(job_id)
             try:
                 await self.sync(job_id)
+            except BackendError as exc:
+                log.warning("sync of %s: %s; retrying", job_id, exc)
+                self._retry_later(job_id, exc.retry_after_s or 1.0)
             except Exception:
                 log.exception("sync of %s failed; retrying", job_id)
                 self._retry_later(job_id)
@@ -149,7 +158,7 @@ class Reconciler:
             now=now,
             result=result,
             error=error,
-            start_time=observation.start_time if observation else None,
+            ran_at=ran_at(observation, now),
         )
         if status is None:
             return
@@ -166,9 +175,12 @@ class Reconciler:
         )
         if status.state.terminal:
             await self._bus.expire(job_id, self._retention_s)
-        if self._on_transition is not None:
-            with contextlib.suppress(Exception):
+        try:
+            await self._backend.record_transition(job_id, status)
+            if self._on_transition is not None:
                 await self._on_transition(record, status)
+        except Exception:  # a trace or a notification never blocks the state
+            log.warning("after the transition of %s to %s", job_id, status.state, exc_info=True)
 
     async def _outcomes(self, record: JobRecord) -> dict[int, Outcome]:
         """What each task left: from Redis, or the termination message if Redis lost it."""

@@ -79,9 +79,11 @@ def next_status(
     now: datetime,
     result: dict[str, JsonValue] | None = None,
     error: ErrorInfo | None = None,
-    start_time: datetime | None = None,
+    ran_at: datetime | None = None,
 ) -> JobStatus | None:
-    """The status after observing `derived`, or None when nothing changes (or may not)."""
+    """The status after observing `derived`, or None when nothing changes (or may not).
+    `ran_at`: when a task of the job ran, if the observation shows one did (a pod that
+    succeeded or failed), for jobs that end before they were ever seen running."""
     if current.state.terminal:
         return None
     if derived.state != current.state and not can_transition(current.state, derived.state):
@@ -90,8 +92,10 @@ def next_status(
     started_at = current.started_at
     if started_at is None and derived.state is JobState.RUNNING:
         started_at = now
-    elif started_at is None and derived.state.terminal and attempts > 0:
-        started_at = start_time or now  # it ran, too briefly to be seen running
+    elif started_at is None and derived.state is JobState.SUCCEEDED:
+        started_at = ran_at or now  # it ran, too briefly to be seen running
+    elif started_at is None and derived.state.terminal:
+        started_at = ran_at  # None for a job that never ran (cancelled, start timeout)
     candidate = current.model_copy(
         update={
             "state": derived.state,

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from pydantic import JsonValue
 
+from controller.records import JobStatus
 from controller.states import Observation
 from kubetask.models import BackendRef, Resources
 
@@ -64,6 +65,9 @@ class Backend(Protocol):
         """Each completion index's last termination message."""
 
     async def logs(self, job_id: str, *, tail: int | None) -> str | None: ...
+    async def record_transition(self, job_id: str, status: JobStatus) -> None:
+        """Leave a trace of the transition where the backend's own tools show it."""
+
     def ref(self, job_id: str) -> BackendRef: ...
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
         """What `create` would make, for a dry run."""

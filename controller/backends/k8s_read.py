@@ -14,7 +14,6 @@ from controller.states import Condition, Observation, PodFacts
 Obj = dict[str, Any]
 
 
-
 def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 

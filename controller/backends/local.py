@@ -36,6 +36,7 @@ from pydantic import JsonValue
 from controller.backends import local_plan
 from controller.backends.base import TaskSpec
 from controller.backends.local_plan import Pod
+from controller.records import JobStatus
 from controller.states import Condition, Observation
 from kubetask import env
 from kubetask.models import BackendRef, Resources
@@ -214,6 +215,9 @@ class LocalBackend:
                 parts.append(text if len(latest) == 1 else f"==> index {index} <==\n{text}")
         lines = "".join(parts).splitlines(keepends=True)
         return "".join(lines[-tail:] if tail else lines)
+
+    async def record_transition(self, job_id: str, status: JobStatus) -> None:
+        """Nothing beyond the state events: the job's folder has no event log of its own."""
 
     def ref(self, job_id: str) -> BackendRef:
         return BackendRef(backend="local", name=str(self._jobs / job_id))

@@ -98,6 +98,16 @@ def test_a_job_seen_succeeded_straight_from_queued_has_a_start_time() -> None:
     assert new.started_at <= new.finished_at
 
 
+def test_a_job_that_never_ran_has_no_start_time() -> None:
+    timed_out = Derived(_S.FAILED, "StartTimeout", "never started")
+    new = next_status(JobStatus(state=_S.PENDING), timed_out, attempts=1, now=T1)
+    assert new is not None
+    assert new.started_at is None
+    failed = next_status(JobStatus(), Derived(_S.FAILED, "x"), attempts=1, now=T1, ran_at=T0)
+    assert failed is not None
+    assert failed.started_at == T0
+
+
 def test_attempts_never_decrease() -> None:
     current = JobStatus(state=_S.RUNNING, reason=None, message=None, started_at=T0, attempts=3)
     new = next_status(current, Derived(_S.PENDING, "RetryBackoff", "r"), attempts=1, now=T1)
