@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
 from controller.redis_server import RedisServer, free_port
+from tests.kubeapi.server import KubeApiServer
+from tests.kubeapi.simulator import Simulator
 from tests.servers import ApiServer
 
 
@@ -50,3 +54,67 @@ def fresh_api(redis_server: RedisServer, tmp_path: Path) -> Iterator[ApiServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module", params=["local", "kubernetes"])
+def any_backend(
+    request: pytest.FixtureRequest,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiServer]:
+    """The API with each backend in turn: the local one, and the kubernetes one against the
+    Kubernetes API test server, whose simulator runs each pod as a local process."""
+    root = tmp_path_factory.mktemp(f"contract-{request.param}")
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    if request.param == "local":
+        server = ApiServer(redis_url=url, data_dir=root / "api")
+        server.start()
+        yield server
+        server.close()
+        return
+    with kubernetes_stack(url, root) as stack:
+        yield stack.api
+
+
+@dataclass
+class KubeStack:
+    api: ApiServer
+    kube: KubeApiServer
+    simulator: Simulator
+    kubeconfig: Path
+
+
+@contextlib.contextmanager
+def kubernetes_stack(redis_url: str, root: Path, **settings: object) -> Iterator[KubeStack]:
+    """API (kubernetes backend) + Kubernetes API test server + Job controller/kubelet."""
+    kube = KubeApiServer().start()
+    simulator = Simulator(
+        kube, workdir=root / "kubelet", claims={"kubetask-artifacts": root / "api" / "artifacts"}
+    ).start()
+    kubeconfig = kube.kubeconfig(root / "kubeconfig")
+    server = ApiServer(
+        redis_url=redis_url,
+        data_dir=root / "api",
+        backend="kubernetes",
+        kubeconfig=str(kubeconfig),
+        **settings,
+    )
+    try:
+        server.start()
+        yield KubeStack(server, kube, simulator, kubeconfig)
+    finally:
+        server.close()
+        simulator.stop()
+        kube.stop()
+
+
+@pytest.fixture
+def kube_stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[KubeStack]:
+    """A kubernetes-backed API of the test's own, with the test server and simulator."""
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    with kubernetes_stack(url, tmp_path) as stack:
+        yield stack

@@ -1,0 +1,190 @@
+"""What only the kubernetes backend does, against the Kubernetes API test server (which
+validates every object against the official schemas) and its Job controller/kubelet
+simulator (which runs each pod's container as a local process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+
+from controller.redis_server import free_port
+from tests.conftest import KubeStack, kubernetes_stack
+from tests.servers import ApiServer
+
+KUBECTL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl")
+
+
+def kubectl(stack: KubeStack, *args: str) -> str:
+    done = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(stack.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def jobs_in_cluster(stack: KubeStack) -> list[dict[str, Any]]:
+    with stack.kube.api_client() as api:
+        response: Any = k8s.BatchV1Api(api).list_namespaced_job(
+            "default",
+            label_selector="app.kubernetes.io/managed-by=kubetask",
+            _preload_content=False,
+        )
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+
+def test_kubectl_shows_the_jobs_and_the_request(kube_stack: KubeStack) -> None:
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 2}, labels={"team": "vision"})
+    api.wait(job_id)
+    names = kubectl(
+        kube_stack, "get", "jobs", "-l", "app.kubernetes.io/managed-by=kubetask", "-o", "name"
+    )
+    assert f"job.batch/kt-{job_id}" in names.split()
+    manifest = yaml.safe_load(kubectl(kube_stack, "get", "job", f"kt-{job_id}", "-o", "yaml"))
+    request = json.loads(manifest["metadata"]["annotations"]["kubetask.io/request"])
+    assert request["kind"] == "noop"
+    assert request["labels"] == {"team": "vision"}
+    assert manifest["metadata"]["labels"]["kubetask.io/job-id"] == job_id
+
+
+def test_an_event_is_recorded_on_the_job_at_each_transition(kube_stack: KubeStack) -> None:
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 2})
+    api.wait(job_id)
+    deadline = time.monotonic() + 10
+    while True:
+        with kube_stack.kube.api_client() as client:
+            events = k8s.CoreV1Api(client).list_namespaced_event(
+                "default", field_selector=f"involvedObject.name=kt-{job_id}"
+            )
+        reasons = [e.reason for e in events.items if e.source and e.source.component == "kubetask"]
+        if "Succeeded" in reasons or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "Running" in reasons
+    assert reasons[-1] == "Succeeded"
+
+
+def test_dry_run_renders_the_job_manifest(kube_stack: KubeStack) -> None:
+    response = kube_stack.api.client.post(
+        "/v1/jobs", params={"dry_run": "true"}, json={"kind": "noop", "retries": 4}
+    )
+    assert response.status_code == 200
+    job = response.json()["object"]["job"]
+    assert (job["kind"], job["spec"]["backoffLimit"]) == ("Job", 4)
+    assert jobs_in_cluster(kube_stack) == []
+
+
+def test_a_job_deleted_behind_kubetasks_back_fails_with_a_clear_reason(
+    kube_stack: KubeStack,
+) -> None:
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 300, "step_s": 0.1})
+    api.wait(job_id, {"running"})
+    kubectl(kube_stack, "delete", "job", f"kt-{job_id}", "--wait=false")
+    job = api.wait(job_id)
+    assert (job["state"], job["reason"]) == ("failed", "JobDeleted")
+    assert "outside kubetask" in job["error"]["suggestion"]
+
+
+def test_cancel_deletes_the_job_and_its_pods(kube_stack: KubeStack) -> None:
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 300, "step_s": 0.1})
+    api.wait(job_id, {"running"})
+    assert api.client.delete(f"/v1/jobs/{job_id}").status_code == 202
+    assert api.wait(job_id)["state"] == "cancelled"
+    deadline = time.monotonic() + 15
+    while jobs_in_cluster(kube_stack):
+        assert time.monotonic() < deadline, "the Job was not deleted"
+        time.sleep(0.1)
+
+
+def test_unschedulable_then_start_timeout(kube_stack: KubeStack) -> None:
+    api = kube_stack.api
+    job_id = api.submit("noop", resources={"gpu": 1, "gpu_type": "H100"}, start_timeout_s=2)
+    deadline = time.monotonic() + 10
+    while (job := api.job(job_id))["reason"] != "Unschedulable":  # after the scheduler tried
+        assert job["state"] in ("queued", "pending"), job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["state"] == "pending"
+    assert "node" in job["message"]
+    job = api.wait(job_id)
+    assert (job["state"], job["reason"]) == ("failed", "StartTimeout")
+    assert job["started_at"] is None
+
+
+def test_a_queue_creates_the_job_suspended_until_admitted(kube_stack: KubeStack) -> None:
+    api = kube_stack.api
+    job_id = api.submit("noop", queue="team-a")
+    queued = api.wait(job_id, {"queued"})
+    time.sleep(0.5)
+    assert api.job(job_id)["state"] == "queued"
+    assert queued["reason"] in ("Accepted", "Suspended")
+    with kube_stack.kube.api_client() as client:  # what Kueue does on admission
+        k8s.BatchV1Api(client).patch_namespaced_job(
+            f"kt-{job_id}", "default", {"spec": {"suspend": False}}
+        )
+    assert api.wait(job_id)["state"] == "succeeded"
+
+
+def test_large_params_travel_in_a_configmap_owned_by_the_job(kube_stack: KubeStack) -> None:
+    api = kube_stack.api
+    job = api.wait(api.submit("noop", {"payload": "p" * 100_000}))
+    assert job["state"] == "succeeded", job
+    assert job["result"]["payload_chars"] == 100_000
+
+
+def test_an_indexed_job_reports_each_completion(kube_stack: KubeStack) -> None:
+    api = kube_stack.api
+    job = api.wait(api.submit("noop", {"steps": 1}, completions=2, parallelism=2))
+    assert job["state"] == "succeeded"
+    assert [r["steps"] for r in job["result"]["completions"]] == [1, 1]
+
+
+def test_the_result_comes_from_the_termination_message_when_redis_lost_it(
+    redis_url: str, tmp_path: Path
+) -> None:
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"  # tasks cannot reach Redis at all
+    with kubernetes_stack(
+        redis_url.rsplit("/", 1)[0] + "/14", tmp_path, task_redis_url=unreachable
+    ) as stack:
+        job = stack.api.wait(stack.api.submit("noop", {"steps": 2}))
+        assert job["state"] == "succeeded"
+        assert job["result"]["steps"] == 2
+
+
+def test_nothing_is_lost_through_dropped_watches_410_and_429s(kube_stack: KubeStack) -> None:
+    api, kube = kube_stack.api, kube_stack.kube
+    kube.faults.fail_next(status=429, retry_after_s=1, times=None, rate=0.2)
+    ids = [api.submit("noop", {"steps": 3, "step_s": 0.05}) for _ in range(4)]
+    for _ in range(3):
+        time.sleep(0.3)
+        kube.drop_watches()
+        kube.compact()
+    kube.faults.clear()
+    assert [api.wait(i, timeout_s=90)["state"] for i in ids] == ["succeeded"] * 4
+    assert len(jobs_in_cluster(kube_stack)) == 4
+
+
+def test_restarts_never_duplicate_a_job(kube_stack: KubeStack) -> None:
+    api: ApiServer = kube_stack.api
+    ids = [api.submit("noop", {"steps": 5, "step_s": 0.1}) for _ in range(3)]
+    api.kill()
+    api.start()
+    api.kill()
+    api.start()
+    assert {api.wait(i)["state"] for i in ids} == {"succeeded"}
+    names = sorted(j["metadata"]["name"] for j in jobs_in_cluster(kube_stack))
+    assert names == sorted(f"kt-{i}" for i in ids)
