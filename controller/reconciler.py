@@ -49,7 +49,7 @@ class Reconciler:
         spec_for: Callable[[JobRecord], TaskSpec],
         retention_s: int,
         clock: Clock = utcnow,
-        workers: int = 4,
+        workers: int = 8,
         resync_s: float = 30.0,
         on_transition: TransitionHook | None = None,
     ) -> None:
@@ -125,18 +125,13 @@ class Reconciler:
         if record is None or record.status.state.terminal:
             return
         now = self._clock()
-        observation = await self._backend.observe(job_id)
         deadline_passed = record.start_deadline_passed(now)
-        if (
-            observation is None
-            and not record.submitted
-            and not record.cancel_requested
-            and not deadline_passed
-        ):
+        if not record.submitted and not record.cancel_requested and not deadline_passed:
+            # Creating is idempotent: after a crash between create and mark, it finds the job.
             await self._backend.create(self._spec_for(record))
             await self._store.mark_submitted(job_id)
             record = record.model_copy(update={"submitted": True})
-            observation = await self._backend.observe(job_id)
+        observation = await self._backend.observe(job_id)
         derived = derive_state(
             JobFacts(
                 observation=observation,

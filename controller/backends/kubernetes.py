@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -44,6 +46,7 @@ from kubetask.models import BackendRef
 log = logging.getLogger("kubetask.kubernetes")
 
 T = TypeVar("T")
+API_THREADS = 16
 Obj = dict[str, Any]
 
 
@@ -56,7 +59,7 @@ def api_client(kubeconfig: str | None) -> k8s.ApiClient:
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
-    configuration.connection_pool_maxsize = 16
+    configuration.connection_pool_maxsize = API_THREADS + 2  # and the two watches
     return k8s.ApiClient(configuration)
 
 
@@ -99,6 +102,8 @@ class KubernetesBackend:
             index_label=LABEL_JOB_ID,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        # API calls block (the official client is synchronous): they get threads of their own
+        self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubernetes-api")
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -110,6 +115,7 @@ class KubernetesBackend:
     async def stop(self) -> None:
         await asyncio.to_thread(self._jobs.stop)
         await asyncio.to_thread(self._pods.stop)
+        self._calls.shutdown(wait=False, cancel_futures=True)
 
     def _changed(self, obj: Obj) -> None:
         job_id = obj.get("metadata", {}).get("labels", {}).get(LABEL_JOB_ID)
@@ -122,7 +128,8 @@ class KubernetesBackend:
     ) -> T | None:
         """One API call in a thread; None for the statuses in `ok`; others as BackendError."""
         try:
-            return await asyncio.to_thread(fn, *args, **kw)
+            call = functools.partial(fn, *args, **kw)
+            return await asyncio.get_running_loop().run_in_executor(self._calls, call)
         except ApiException as exc:
             if exc.status in ok:
                 return None
