@@ -11,7 +11,7 @@ all: lint mypy test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,ml]'
 	touch $(STAMP)
 
 install: $(STAMP)

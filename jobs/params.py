@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Params(BaseModel):
@@ -60,3 +60,142 @@ class NoopParams(Params):
     payload: str = Field(
         "", max_length=1_000_000, description="Carried and counted (large params)."
     )
+
+
+# -- ML kinds ---------------------------------------------------------------------------------
+
+MACHINE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # one safe path segment: gan/<machine_id>/
+ModelKind = Literal["mlp", "cnn1d"]
+
+
+def _small_dataset() -> DatagenParams:
+    return DatagenParams(n_per_class=24, length=256, sample_rate=2_000.0)
+
+
+class TrainParams(Params):
+    """A machine-fault classifier (MLP or 1-D CNN) trained on a `datagen` dataset."""
+
+    dataset: str | None = Field(
+        None,
+        max_length=1000,
+        description="dataset.npz written by `datagen`, relative to the artifact store "
+        "(e.g. '<job id>/dataset.npz'). None: generate one from `datagen` first.",
+    )
+    datagen: DatagenParams = Field(
+        default_factory=_small_dataset,
+        description="The dataset generated on the fly when `dataset` is not given.",
+    )
+    model: ModelKind = "cnn1d"
+    features: Literal["spectrum", "raw"] = Field(
+        "spectrum", description="Log-magnitude spectrum of each signal, or the raw signal."
+    )
+    width: int = Field(32, ge=2, le=4096, description="Hidden units (mlp) or channels (cnn1d).")
+    depth: int = Field(3, ge=1, le=12, description="Hidden layers (mlp) or conv blocks (cnn1d).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lr: float = Field(3e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    epochs: int = Field(8, ge=1, le=10_000)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when a GPU is present, else the CPU."
+    )
+    amp: bool = Field(True, description="Mixed precision (float16 autocast) on CUDA.")
+    threads: int = Field(
+        0, ge=0, le=1024, description="CPU threads for torch; 0: the container's CPU quota."
+    )
+
+
+def _all_models() -> list[ModelKind]:
+    return ["mlp", "cnn1d"]
+
+
+class SearchSpace(Params):
+    """What `hpo` samples for each trial; the rest of the trial's params come from `train`."""
+
+    models: list[ModelKind] = Field(default_factory=_all_models, min_length=1)
+    lr: tuple[float, float] = Field((1e-4, 3e-2), description="Log-uniform range.")
+    width: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    depth: tuple[int, int] = (1, 3)
+    dropout: tuple[float, float] = (0.0, 0.5)
+    batch_size: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Self:
+        low, high = self.lr
+        if not 0 < low <= high <= 1:
+            raise ValueError("lr must be (low, high) with 0 < low <= high <= 1")
+        if not 1 <= self.depth[0] <= self.depth[1] <= 12:
+            raise ValueError("depth must be (low, high) with 1 <= low <= high <= 12")
+        if not 0 <= self.dropout[0] <= self.dropout[1] < 1:
+            raise ValueError("dropout must be (low, high) with 0 <= low <= high < 1")
+        if any(not 2 <= w <= 4096 for w in self.width):
+            raise ValueError("width choices must lie in [2, 4096]")
+        if any(not 1 <= b <= 65_536 for b in self.batch_size):
+            raise ValueError("batch_size choices must lie in [1, 65536]")
+        return self
+
+
+def _short_trials() -> TrainParams:
+    return TrainParams(epochs=3)
+
+
+class HpoParams(Params):
+    """An Optuna study over `train`'s search space, shared by every worker of the job."""
+
+    n_trials: int = Field(8, ge=1, le=10_000, description="Trials in total, over all workers.")
+    metric: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss", description="Minimized (val_loss) or maximized (val_accuracy)."
+    )
+    train: TrainParams = Field(
+        default_factory=_short_trials,
+        description="Each trial's params before the search space's choices (data, epochs...).",
+    )
+    search: SearchSpace = Field(default_factory=SearchSpace)
+    startup_trials: int = Field(
+        2, ge=0, le=1000, description="Trials finished before the median pruner prunes."
+    )
+    warmup_epochs: int = Field(1, ge=0, le=1000, description="Epochs a trial runs unpruned.")
+    seed: int = Field(0, ge=0, description="Sampler seed (worker i uses seed + i).")
+
+
+class GanSeedParams(Params):
+    """Realistic seed sensor data for one machine, to fit its synthesizer on."""
+
+    machine_id: str = Field("machine-1", pattern=MACHINE_ID)
+    rows: int = Field(400, ge=20, le=10_000_000)
+    fault_rate: float = Field(0.15, ge=0.0, le=1.0, description="Share of rows with a fault.")
+    seed: int = Field(0, ge=0)
+
+
+class GanTrainParams(Params):
+    """An SDV synthesizer (TVAE or CTGAN) fitted on one machine's seed data."""
+
+    machine_id: str = Field("machine-1", pattern=MACHINE_ID)
+    synthesizer: Literal["tvae", "ctgan"] = "tvae"
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(100, ge=10, le=100_000, description="A multiple of 10 (CTGAN's pac).")
+    hidden: int = Field(64, ge=8, le=4096, description="Units per hidden layer.")
+    layers: int = Field(2, ge=1, le=8, description="Hidden layers (encoder/decoder or G/D).")
+    embedding_dim: int = Field(32, ge=2, le=1024)
+    seed: int = Field(0, ge=0)
+    cuda: bool = Field(True, description="Use a GPU when one is present.")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _pac(cls, value: int) -> int:
+        if value % 10:
+            raise ValueError("must be a multiple of 10 (CTGAN's pac)")
+        return value
+
+
+class GanGenerateParams(Params):
+    """Train/val/test synthetic datasets sampled from one machine's fitted synthesizer."""
+
+    machine_id: str = Field("machine-1", pattern=MACHINE_ID)
+    train_rows: int = Field(300, ge=1, le=10_000_000)
+    val_rows: int = Field(100, ge=0, le=10_000_000)
+    test_rows: int = Field(100, ge=0, le=10_000_000)
+    seed: int = Field(0, ge=0)
+    quality: bool = Field(True, description="Score the train split against the seed data.")

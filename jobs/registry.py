@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import JsonValue
 
-from jobs.params import DatagenParams, NoopParams, Params
+from jobs.params import (
+    DatagenParams,
+    GanGenerateParams,
+    GanSeedParams,
+    GanTrainParams,
+    HpoParams,
+    NoopParams,
+    Params,
+    TrainParams,
+)
 
 if TYPE_CHECKING:
     from jobs.context import TaskContext
@@ -43,6 +52,44 @@ KINDS: Mapping[str, KindSpec] = {
             params=NoopParams,
             runner="jobs.kinds.noop:run",
             image="trainer",
+        ),
+        KindSpec(
+            name="train",
+            description="A PyTorch machine-fault classifier (MLP or 1-D CNN); resumes from "
+            "its last checkpoint when retried.",
+            params=TrainParams,
+            runner="jobs.kinds.train:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="hpo",
+            description="An Optuna study over train's search space with pruning, shared in "
+            "Redis by all the job's workers (parallelism/completions).",
+            params=HpoParams,
+            runner="jobs.kinds.hpo:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="gan-seed",
+            description="Seed sensor data for one machine (gan/<machine_id>/seed.csv).",
+            params=GanSeedParams,
+            runner="jobs.kinds.gan_seed:run",
+            image="gan",
+        ),
+        KindSpec(
+            name="gan-train",
+            description="An SDV TVAE or CTGAN synthesizer fitted on a machine's seed data.",
+            params=GanTrainParams,
+            runner="jobs.kinds.gan_train:run",
+            image="gan",
+        ),
+        KindSpec(
+            name="gan-generate",
+            description="Train/val/test synthetic datasets from a machine's synthesizer, "
+            "with a quality score.",
+            params=GanGenerateParams,
+            runner="jobs.kinds.gan_generate:run",
+            image="gan",
         ),
     )
 }

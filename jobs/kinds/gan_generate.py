@@ -1,0 +1,98 @@
+"""`gan-generate`: train/val/test synthetic datasets from one machine's fitted synthesizer
+(`gan/<machine_id>/synthesizer.pkl`, from `gan-train`), written as `train.csv`, `val.csv`
+and `test.csv` in the job's artifacts, with a quality score: sdmetrics' QualityReport (column
+shapes and column-pair trends) of the train split against the machine's seed data. SDV is
+imported once the inputs are known to be there (see gan_train)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import JsonValue
+
+from jobs.context import TaskContext
+from jobs.kinds.gan_train import prepare_torch, quiet_library_logs
+from jobs.kinds.ml.gan_store import TABLE, MachineFiles, write_atomically
+from jobs.params import GanGenerateParams
+
+
+def one_table(sampled: Any) -> pd.DataFrame:
+    """SDV 2 samples a {table: frame} dict; older versions a frame."""
+    if isinstance(sampled, dict):
+        (frame,) = sampled.values()
+        return frame
+    assert isinstance(sampled, pd.DataFrame)
+    return sampled
+
+
+def csv_writer(frame: pd.DataFrame) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        frame.to_csv(path, index=False)
+
+    return write
+
+
+def quality(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Any) -> dict[str, JsonValue]:
+    from sdv.evaluation import evaluate_quality
+
+    report = evaluate_quality({TABLE: real}, {TABLE: synthetic}, metadata, verbose=False)
+    properties = report.get_properties()
+    return {
+        "quality_score": round(float(report.get_score()), 4),
+        "quality_properties": {
+            str(row.Property): round(float(row.Score), 4) for row in properties.itertuples()
+        },
+    }
+
+
+def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]:
+    quiet_library_logs()
+    files = MachineFiles(context.artifacts_root, params.machine_id)
+    model_path = files.require(files.synthesizer, what="fitted synthesizer", producer="gan-train")
+    if params.quality:
+        files.require(files.seed, what="seed data", producer="gan-seed")
+    splits = [
+        (name, rows)
+        for name, rows in (
+            ("train", params.train_rows),
+            ("val", params.val_rows),
+            ("test", params.test_rows),
+        )
+        if rows > 0
+    ]
+    steps = len(splits) + int(params.quality)
+    reporter = context.reporter
+    reporter.update(0, steps, stage="load", message=files.relative(model_path))
+    from sdv.utils import load_synthesizer
+
+    synthesizer = load_synthesizer(str(model_path))
+    prepare_torch(params.seed)
+
+    written: dict[str, JsonValue] = {}
+    counts: dict[str, JsonValue] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    for step, (name, rows) in enumerate(splits, start=1):
+        reporter.update(step - 1, steps, stage="sample", message=f"{name}: {rows} rows")
+        frame = one_table(synthesizer.sample(rows))
+        path = context.artifact(f"{name}.csv")
+        write_atomically(path, csv_writer(frame))
+        frames[name] = frame
+        written[name] = context.relative(path)
+        counts[name] = len(frame)
+        reporter.update(step, steps, stage="sample", message=f"{name}: {len(frame)} rows written")
+
+    result: dict[str, JsonValue] = {
+        "machine_id": params.machine_id,
+        "synthesizer": files.relative(model_path),
+        "files": written,
+        "rows": counts,
+    }
+    if params.quality:
+        reporter.update(steps - 1, steps, stage="evaluate", message="quality report")
+        real = pd.read_csv(files.seed)
+        result |= quality(real, frames["train"], synthesizer.get_metadata())
+        reporter.update(steps, steps, stage="evaluate", quality_score=result["quality_score"])
+    return result

@@ -1,0 +1,114 @@
+"""`gan-train`: an SDV synthesizer (TVAE or CTGAN) fitted on one machine's seed data.
+
+Reads `gan/<machine_id>/seed.csv` (from `gan-seed`), detects the table's metadata, fits, and
+reports every epoch's loss as it finishes (`stage="train"`; see ml/sdv_progress.py for how,
+since SDV has no callback). Writes `synthesizer.pkl` (its model on the CPU, so any node can
+sample from it), `metadata.json` and `losses.csv` beside the seed data.
+
+SDV (and torch) take seconds to import: they are imported once the inputs are known to be
+there, so that a missing seed file fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import JsonValue
+
+from jobs.context import TaskContext
+from jobs.kinds.ml.gan_store import TABLE, MachineFiles, write_atomically
+from jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher, move_model_to_cpu
+from jobs.params import GanTrainParams
+
+
+def prepare_torch(seed: int) -> None:
+    """Seeded random streams, and CPU threads within the container's quota (torch would
+    otherwise start one per host core)."""
+    import torch
+
+    from jobs.kinds.ml.data import default_threads
+
+    torch.set_num_threads(default_threads())
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def quiet_library_logs() -> None:
+    """SDV logs every fit, save and sample as a dict, rdt a line per column: keep warnings."""
+    for name in ("SingleTableSynthesizer", "sdv", "rdt"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def use_gpu(params: GanTrainParams) -> bool:
+    import torch
+
+    return params.cuda and torch.cuda.is_available()
+
+
+def build_synthesizer(params: GanTrainParams, metadata: Any) -> Any:
+    from sdv.single_table import CTGANSynthesizer, TVAESynthesizer
+
+    hidden = (params.hidden,) * params.layers
+    common = {
+        "epochs": params.epochs,
+        "batch_size": params.batch_size,
+        "embedding_dim": params.embedding_dim,
+        "enable_gpu": use_gpu(params),
+    }
+    if params.synthesizer == "tvae":
+        return TVAESynthesizer(metadata, compress_dims=hidden, decompress_dims=hidden, **common)
+    return CTGANSynthesizer(metadata, generator_dim=hidden, discriminator_dim=hidden, **common)
+
+
+def run(params: GanTrainParams, context: TaskContext) -> dict[str, JsonValue]:
+    quiet_library_logs()
+    files = MachineFiles(context.artifacts_root, params.machine_id)
+    seed_path = files.require(files.seed, what="seed data", producer="gan-seed")
+    from sdv.metadata import Metadata
+
+    reporter = context.reporter
+    reporter.update(0, params.epochs, stage="load", message=files.relative(seed_path))
+    data = pd.read_csv(seed_path)
+    metadata = Metadata.detect_from_dataframes({TABLE: data})
+    write_atomically(files.metadata, lambda path: metadata.save_to_json(str(path)))
+
+    prepare_torch(params.seed)
+    synthesizer = build_synthesizer(params, metadata)
+    reporter.update(0, params.epochs, stage="preprocess", message="fitting the transformers")
+
+    def on_epoch(loss: EpochLoss) -> None:
+        message = f"epoch {loss.epoch}/{params.epochs}"
+        reporter.update(loss.epoch, params.epochs, stage="train", message=message, **loss.metrics())
+
+    started = time.perf_counter()
+    with LossWatcher(synthesizer, on_epoch) as watcher:
+        synthesizer.fit({TABLE: data})
+    fit_s = time.perf_counter() - started
+
+    reporter.update(params.epochs, params.epochs, stage="save", message="saving the synthesizer")
+    move_model_to_cpu(synthesizer)
+    write_atomically(files.synthesizer, lambda path: synthesizer.save(str(path)))
+    losses = pd.DataFrame([vars(loss) for loss in watcher.losses])
+    write_atomically(files.losses, lambda path: losses.to_csv(path, index=False))
+    final = watcher.losses[-1] if watcher.losses else None
+    return {
+        "machine_id": params.machine_id,
+        "synthesizer": files.relative(files.synthesizer),
+        "metadata": files.relative(files.metadata),
+        "losses": files.relative(files.losses),
+        "kind": params.synthesizer,
+        "device": "cuda" if use_gpu(params) else "cpu",
+        "rows": len(data),
+        "columns": len(data.columns),
+        "epochs": params.epochs,
+        "epochs_reported": len(watcher.losses),
+        "final": final.metrics() if final else None,
+        "losses_unavailable": watcher.broken,
+        "fit_s": round(fit_s, 3),
+    }

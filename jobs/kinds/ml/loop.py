@@ -1,0 +1,147 @@
+"""The training loop of `train` and `hpo`, in small functions: batches of indices, one
+training epoch (autocast and a gradient scaler on CUDA; losses summed on the device and read
+once per epoch, so a GPU is never made to wait per batch), and evaluation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from jobs.kinds.ml.data import Prepared
+from jobs.kinds.ml.models import ModelSpec, build_model
+from jobs.params import TrainParams
+
+OnBatch = Callable[[int, int], None]  # (batches done, batches per epoch)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    accuracy: float
+    samples: int
+    seconds: float
+
+
+@dataclass
+class Trainer:
+    """A model with its optimizer, gradient scaler and shuffling generator, on one device."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator  # on the CPU: the same shuffles on any device
+    device: torch.device
+    amp: bool
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Tensors:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def model_spec(params: TrainParams, data: Prepared) -> ModelSpec:
+    return ModelSpec(
+        kind=params.model,
+        input_length=int(data.x_train.shape[1]),
+        n_classes=len(data.classes),
+        width=params.width,
+        depth=params.depth,
+        dropout=params.dropout,
+    )
+
+
+def build_trainer(params: TrainParams, spec: ModelSpec, device: torch.device) -> Trainer:
+    """Seed first, so that the initial weights depend on the seed alone."""
+    torch.manual_seed(params.seed)
+    model = build_model(spec).to(device)
+    amp = params.amp and device.type == "cuda"
+    return Trainer(
+        model=model,
+        optimizer=torch.optim.AdamW(
+            model.parameters(), lr=params.lr, weight_decay=params.weight_decay
+        ),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp),
+        generator=torch.Generator().manual_seed(params.seed),
+        device=device,
+        amp=amp,
+        batch_size=params.batch_size,
+    )
+
+
+def to_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> Tensors:
+    """The whole split on the device once: batches are then gathered there."""
+    return Tensors(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def train_epoch(trainer: Trainer, data: Tensors, on_batch: OnBatch | None = None) -> EpochStats:
+    """One pass over `data` in a seeded order; the mean loss and accuracy over it."""
+    model, optimizer, scaler = trainer.model, trainer.optimizer, trainer.scaler
+    model.train()
+    started = time.perf_counter()
+    n = len(data.y)
+    n_batches = -(-n // trainer.batch_size)
+    loss_sum = torch.zeros((), device=trainer.device)
+    correct = torch.zeros((), dtype=torch.long, device=trainer.device)
+    for number, order in enumerate(index_batches(n, trainer.batch_size, trainer.generator), 1):
+        idx = order.to(trainer.device, non_blocking=True)
+        xb, yb = data.x[idx], data.y[idx]
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(trainer.device.type, dtype=torch.float16, enabled=trainer.amp):
+            logits = model(xb)
+            loss = functional.cross_entropy(logits, yb)
+        torch.autograd.backward(scaler.scale(loss))
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach().float() * len(idx)
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        if on_batch is not None:
+            on_batch(number, n_batches)
+    return EpochStats(
+        loss=loss_sum.item() / n,
+        accuracy=correct.item() / n,
+        samples=n,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@torch.no_grad()
+def evaluate(trainer: Trainer, data: Tensors) -> tuple[float, float]:
+    """Mean loss and accuracy over `data`, in eval mode, batch by batch."""
+    trainer.model.eval()
+    loss_sum = torch.zeros((), device=trainer.device)
+    correct = torch.zeros((), dtype=torch.long, device=trainer.device)
+    for start in range(0, len(data.y), trainer.batch_size):
+        xb = data.x[start : start + trainer.batch_size]
+        yb = data.y[start : start + trainer.batch_size]
+        with torch.autocast(trainer.device.type, dtype=torch.float16, enabled=trainer.amp):
+            logits = trainer.model(xb)
+        loss_sum += functional.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(dim=1) == yb).sum()
+    n = len(data.y)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def epoch_metrics(epoch: int, stats: EpochStats, val: tuple[float, float]) -> dict[str, float]:
+    """What an epoch's progress event and the result carry (rounded for people)."""
+    return {
+        "epoch": epoch,
+        "loss": round(stats.loss, 6),
+        "accuracy": round(stats.accuracy, 6),
+        "val_loss": round(val[0], 6),
+        "val_accuracy": round(val[1], 6),
+        "samples_per_s": round(stats.samples / stats.seconds, 1) if stats.seconds else 0.0,
+    }

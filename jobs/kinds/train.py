@@ -1,0 +1,131 @@
+"""`train`: a machine-fault classifier (MLP or 1-D CNN) on a `datagen` dataset.
+
+Each epoch reports its metrics (`stage="train"`: epoch, loss, accuracy, val_loss,
+val_accuracy, samples_per_s) and writes `checkpoint.pt` in the job's artifacts; a retried
+attempt finds it and goes on from there (`resumed_from_epoch` in the result). CUDA with
+float16 autocast and a gradient scaler when a GPU is present, the CPU otherwise; the same
+seed gives the same metrics on the same hardware. The trained network, its spec and its
+input standardization are saved as `model.pt`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from pydantic import JsonValue
+
+from jobs.context import TaskContext
+from jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from jobs.kinds.ml.data import Prepared, configure_torch, obtain_dataset, pick_device, prepare
+from jobs.kinds.ml.loop import (
+    OnBatch,
+    Trainer,
+    build_trainer,
+    epoch_metrics,
+    evaluate,
+    model_spec,
+    to_device,
+    train_epoch,
+)
+from jobs.kinds.ml.models import ModelSpec, count_parameters
+from jobs.params import TrainParams
+from jobs.reporter import ProgressReporter
+
+BATCH_REPORT_INTERVAL_S = 1.0
+
+
+def batch_progress(
+    reporter: ProgressReporter, *, epoch: int, epochs: int, interval_s: float
+) -> OnBatch:
+    """Progress within a long epoch, at most once per `interval_s` (no metrics: conflated)."""
+    last = time.monotonic()
+
+    def on_batch(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= interval_s:
+            last = now
+            message = f"epoch {epoch}/{epochs}: batch {done}/{total}"
+            reporter.update(epoch - 1 + done / total, epochs, stage="train", message=message)
+
+    return on_batch
+
+
+def save_model(
+    path: Path, trainer: Trainer, spec: ModelSpec, data: Prepared, features: str
+) -> None:
+    """Weights with what inference needs: the spec, the classes and the standardization."""
+    state = {
+        "spec": spec.to_json(),
+        "features": features,
+        "classes": data.classes,
+        "mean": torch.from_numpy(data.mean),
+        "std": torch.from_numpy(data.std),
+        "state_dict": {k: v.cpu() for k, v in trainer.model.state_dict().items()},
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
+    device = pick_device(params.device)
+    configure_torch(threads=params.threads, seed=params.seed, device=device)
+    reporter = context.reporter
+    reporter.update(0, params.epochs, stage="data", message="preparing the dataset")
+    data = prepare(obtain_dataset(params, context), params)
+    spec = model_spec(params, data)
+    trainer = build_trainer(params, spec, device)
+    train_set = to_device(data.x_train, data.y_train, device)
+    val_set = to_device(data.x_val, data.y_val, device)
+
+    checkpoint = context.artifact("checkpoint.pt")
+    key = fingerprint(params)
+    resumed = load_checkpoint(checkpoint, trainer, key=key, epochs=params.epochs)
+    history = resumed.history if resumed else []
+    first = resumed.epoch + 1 if resumed else 1
+    if resumed:
+        reporter.update(resumed.epoch, params.epochs, stage="train", message="resumed")
+
+    samples, seconds = 0, 0.0
+    for epoch in range(first, params.epochs + 1):
+        on_batch = batch_progress(
+            reporter, epoch=epoch, epochs=params.epochs, interval_s=BATCH_REPORT_INTERVAL_S
+        )
+        stats = train_epoch(trainer, train_set, on_batch)
+        metrics = epoch_metrics(epoch, stats, evaluate(trainer, val_set))
+        history.append(metrics)
+        save_checkpoint(checkpoint, trainer, epoch=epoch, history=history, key=key)
+        message = f"epoch {epoch}/{params.epochs}"
+        reporter.update(epoch, params.epochs, stage="train", message=message, **metrics)
+        samples, seconds = samples + stats.samples, seconds + stats.seconds
+
+    model_path = context.artifact("model.pt")
+    save_model(model_path, trainer, spec, data, params.features)
+    final = history[-1]
+    return {
+        "model": context.relative(model_path),
+        "checkpoint": context.relative(checkpoint),
+        "dataset": data.source,
+        "device": describe_device(device),
+        "amp": trainer.amp,
+        "epochs": params.epochs,
+        "epochs_run": params.epochs - first + 1,
+        "resumed_from_epoch": resumed.epoch if resumed else None,
+        "metrics": {k: v for k, v in final.items() if k != "samples_per_s"},
+        "best_val_accuracy": max(m["val_accuracy"] for m in history),
+        "samples_per_s": round(samples / seconds, 1) if seconds else None,
+        "n_train": len(data.y_train),
+        "n_val": len(data.y_val),
+        "classes": list(data.classes),
+        "parameters": count_parameters(trainer.model),
+    }

@@ -1,0 +1,113 @@
+"""`hpo` for real: two workers (an Indexed Job's completions, processes of the local backend)
+share one Optuna study in Redis, run unique trials and stop at `n_trials` in total; a worker
+that comes back after dying fails its stale trial and the study goes on."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import redis
+
+from jobs.context import TaskContext
+from jobs.kinds.hpo import run
+from jobs.kinds.ml.search import RedisBudget, journal_prefix, tickets_key
+from jobs.params import HpoParams
+from jobs.publisher import OUTCOME_TTL_S
+from jobs.reporter import ProgressReporter
+from tests.servers import ApiServer
+
+DATA = {"n_per_class": 12, "length": 512, "sample_rate": 2000.0}
+CHOICES = {"model", "lr", "width", "depth", "dropout", "batch_size"}
+# trials long enough (3 epochs) that neither worker can run them all before the other starts
+SMALL = {"train": {"datagen": DATA, "epochs": 3, "threads": 1}, "startup_trials": 2}
+
+
+def test_two_workers_share_one_study_and_stop_at_n_trials(api: ApiServer) -> None:
+    params = {**SMALL, "n_trials": 10}
+    job_id = api.submit("hpo", params, parallelism=2, completions=2)
+    events = api.events(job_id, timeout_s=120)
+    job = api.job(job_id)
+    assert job["state"] == "succeeded", job
+    workers = job["result"]["completions"]
+    assert [w["worker"] for w in workers] == [0, 1]
+
+    numbers = [n for w in workers for n in w["trial_numbers"]]
+    assert sorted(numbers) == list(range(10)), "each trial number once, 10 in total"
+    assert all(w["trials_run"] >= 1 for w in workers), "both workers ran trials"
+    assert sum(w["trials_run"] for w in workers) == 10
+    for worker in workers:
+        assert worker["storage"] == "redis"
+        assert worker["trials_total"] == 10
+        assert worker["complete"] + worker["pruned"] + worker["running"] == 10
+        assert set(worker["best_params"]) == CHOICES
+        assert worker["best_value"] is not None
+
+    trials = [
+        e for e in events if e["type"] == "progress" and e["metrics"].get("trial") is not None
+    ]
+    assert sorted(e["metrics"]["trial"] for e in trials) == list(range(10))
+    assert {e["index"] for e in trials} == {0, 1}
+    for event in trials:
+        assert {"value", "best_value", "pruned", "complete", "state"} <= set(event["metrics"])
+        assert event["total"] == 10
+
+
+def test_a_worker_that_comes_back_fails_its_stale_trial(redis_url: str, tmp_path: Path) -> None:
+    job_id = "hpo-stale-0001"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        backend = optuna.storages.journal.JournalRedisBackend(
+            redis_url, prefix=journal_prefix(job_id)
+        )
+    study = optuna.create_study(
+        study_name=f"kubetask-{job_id}", storage=optuna.storages.journal.JournalStorage(backend)
+    )
+    # worker 0 took a ticket and started a trial, then its pod died
+    RedisBudget(redis_url, key=tickets_key(job_id), total=3).take()
+    study.ask().set_user_attr("worker", 0)
+
+    context = TaskContext(
+        job_id=job_id,
+        index=0,
+        artifacts_root=tmp_path,
+        reporter=ProgressReporter(None, job_id=job_id),
+        redis_url=redis_url,
+    )
+    result = run(HpoParams.model_validate({**SMALL, "n_trials": 3}), context)
+    assert result["stale_trials_failed"] == 1
+    assert (result["trials_run"], result["trials_total"]) == (2, 3)
+    assert result["failed"] == 1
+    assert result["trial_numbers"] == [1, 2]
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"{journal_prefix(job_id)}:*"))
+        assert len(keys) > 3
+        assert all(0 < client.ttl(key) <= OUTCOME_TTL_S for key in keys)
+
+
+def test_racing_workers_take_exactly_n_tickets(redis_url: str) -> None:
+    budgets = [RedisBudget(redis_url, key=tickets_key("race-0001"), total=20) for _ in range(8)]
+    taken: list[bool] = []
+    lock = threading.Lock()
+
+    def worker(budget: RedisBudget) -> None:
+        for _ in range(10):
+            got = budget.take()
+            with lock:
+                taken.append(got)
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in budgets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert taken.count(True) == 20
+    assert len(taken) == 80
+    for budget in budgets:
+        budget.close()
+    with redis.Redis.from_url(redis_url) as client:
+        keys: Any = client.keys(f"{journal_prefix('race-0001')}*")
+        assert keys == [tickets_key("race-0001").encode()]

@@ -1,0 +1,187 @@
+"""train's pure parts: the models' shapes, features, the split, the CPU quota, the loop's
+determinism, and a checkpoint that resumes exactly where a run stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jobs.errors import TaskError
+from jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from jobs.kinds.ml.data import (
+    Prepared,
+    cpu_quota,
+    load_dataset,
+    obtain_dataset,
+    prepare,
+    split_indices,
+    to_features,
+)
+from jobs.kinds.ml.loop import (
+    Trainer,
+    build_trainer,
+    epoch_metrics,
+    evaluate,
+    model_spec,
+    to_device,
+    train_epoch,
+)
+from jobs.kinds.ml.models import ModelSpec, build_model, count_parameters
+from jobs.params import DatagenParams, ModelKind, TrainParams
+
+CPU = torch.device("cpu")
+TINY_DATA = DatagenParams(n_per_class=6, length=128, sample_rate=2_000.0)
+
+
+def tiny(**fields: object) -> TrainParams:
+    return TrainParams.model_validate(
+        {"datagen": TINY_DATA.model_dump(), "width": 8, "depth": 2, "threads": 1, **fields}
+    )
+
+
+def spec(kind: ModelKind, length: int = 65, depth: int = 2) -> ModelSpec:
+    return ModelSpec(kind=kind, input_length=length, n_classes=6, width=8, depth=depth, dropout=0.1)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn1d"])
+@pytest.mark.parametrize(("length", "depth"), [(65, 1), (65, 3), (1024, 2), (7, 4)])
+def test_models_map_a_batch_of_vectors_to_class_logits(
+    kind: ModelKind, length: int, depth: int
+) -> None:
+    model = build_model(spec(kind, length, depth))
+    model.eval()
+    assert model(torch.randn(5, length)).shape == (5, 6)
+    assert model(torch.randn(1, length)).shape == (1, 6)
+
+
+def test_depth_and_width_add_parameters() -> None:
+    small = count_parameters(build_model(spec("mlp", depth=1)))
+    assert count_parameters(build_model(spec("mlp", depth=3))) > small
+    assert spec("cnn1d").to_json()["kind"] == "cnn1d"
+
+
+def test_spectrum_features_have_half_the_length_plus_one() -> None:
+    x = np.random.default_rng(0).normal(size=(4, 256)).astype(np.float32)
+    features = to_features(x, "spectrum")
+    assert features.shape == (4, 129)
+    assert features.dtype == np.float32
+    assert (features >= 0).all()
+    assert to_features(x, "raw") is x
+
+
+@pytest.mark.parametrize(("n", "fraction", "n_val"), [(100, 0.2, 20), (2, 0.9, 1), (10, 0.01, 1)])
+def test_the_split_is_seeded_disjoint_and_never_empty(n: int, fraction: float, n_val: int) -> None:
+    train, val = split_indices(n, fraction, seed=3)
+    assert len(val) == n_val
+    assert sorted([*train, *val]) == list(range(n))
+    again = split_indices(n, fraction, seed=3)
+    assert (again[0] == train).all()
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "available", "threads"),
+    [
+        ("max 100000\n", 16, 16),
+        ("200000 100000\n", 16, 2),
+        ("150000 100000", 16, 2),
+        ("50000 100000", 16, 1),
+        ("800000 100000", 4, 4),
+        (None, 3, 3),
+        ("garbage", 2, 2),
+    ],
+)
+def test_cpu_quota_follows_the_cgroup_limit(
+    cpu_max: str | None, available: int, threads: int
+) -> None:
+    assert cpu_quota(cpu_max, available) == threads
+
+
+def test_prepare_standardizes_with_the_training_split() -> None:
+    params = tiny()
+    data = prepare(obtain_dataset(params, None), params)
+    assert data.x_train.shape[1] == data.x_val.shape[1] == 65
+    assert len(data.y_train) + len(data.y_val) == 36
+    np.testing.assert_allclose(data.x_train.mean(axis=0), 0, atol=1e-4)
+    assert data.classes[0] == "normal"
+
+
+def test_a_missing_dataset_names_the_path_and_datagen(tmp_path: Path) -> None:
+    with pytest.raises(TaskError) as caught:
+        load_dataset(tmp_path / "nope" / "dataset.npz", "nope/dataset.npz")
+    assert "nope/dataset.npz" in str(caught.value)
+    assert caught.value.suggestion is not None
+    assert "datagen" in caught.value.suggestion
+
+
+def test_a_file_that_is_not_a_dataset_is_a_task_error(tmp_path: Path) -> None:
+    path = tmp_path / "dataset.npz"
+    path.write_text("not a zip")
+    with pytest.raises(TaskError, match="not a datagen dataset"):
+        load_dataset(path, "x/dataset.npz")
+
+
+def setup(params: TrainParams) -> tuple[Trainer, Prepared]:
+    torch.set_num_threads(1)
+    data = prepare(obtain_dataset(params, None), params)
+    return build_trainer(params, model_spec(params, data), CPU), data
+
+
+def fit(trainer: Trainer, data: Prepared, epochs: range) -> list[dict[str, float]]:
+    train_set = to_device(data.x_train, data.y_train, CPU)
+    val_set = to_device(data.x_val, data.y_val, CPU)
+    history = []
+    for epoch in epochs:
+        metrics = epoch_metrics(epoch, train_epoch(trainer, train_set), evaluate(trainer, val_set))
+        history.append({k: v for k, v in metrics.items() if k != "samples_per_s"})
+    return history
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn1d"])
+def test_the_same_seed_gives_the_same_metrics(model: str) -> None:
+    params = tiny(model=model)
+    first = fit(*setup(params), range(1, 4))
+    assert fit(*setup(params), range(1, 4)) == first
+    other = fit(*setup(tiny(model=model, seed=1)), range(1, 4))
+    assert other != first
+
+
+def test_batches_report_progress_in_order() -> None:
+    trainer, data = setup(tiny(batch_size=8))
+    seen: list[tuple[int, int]] = []
+    train_epoch(
+        trainer, to_device(data.x_train, data.y_train, CPU), lambda d, t: seen.append((d, t))
+    )
+    n_batches = -(-len(data.y_train) // 8)
+    assert seen == [(i, n_batches) for i in range(1, n_batches + 1)]
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
+    params = tiny(model="cnn1d", dropout=0.3)
+    straight = fit(*setup(params), range(1, 5))
+
+    trainer, data = setup(params)
+    history = fit(trainer, data, range(1, 3))
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, trainer, epoch=2, history=history, key=fingerprint(params))
+    torch.manual_seed(12345)  # a new process starts with other random state
+
+    trainer, data = setup(params.model_copy(update={"epochs": 4}))
+    resumed = load_checkpoint(path, trainer, key=fingerprint(params), epochs=4)
+    assert resumed is not None
+    assert resumed.epoch == 2
+    assert resumed.history + fit(trainer, data, range(3, 5)) == straight
+
+
+def test_a_checkpoint_of_other_params_or_more_epochs_is_not_taken_up(tmp_path: Path) -> None:
+    params = tiny()
+    trainer, _ = setup(params)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, trainer, epoch=3, history=[], key=fingerprint(params))
+    assert load_checkpoint(path, trainer, key=fingerprint(tiny(lr=0.1)), epochs=8) is None
+    assert load_checkpoint(path, trainer, key=fingerprint(params), epochs=2) is None
+    assert load_checkpoint(tmp_path / "absent.pt", trainer, key="", epochs=8) is None
+    # epochs, device, threads and amp do not change what is being trained
+    assert fingerprint(params) == fingerprint(tiny(epochs=50, device="cpu", threads=2, amp=False))
