@@ -39,3 +39,13 @@ def job(job_id: str) -> str:
 
 def idempotency(key: str) -> str:
     return f"{PREFIX}:idempotency:{key}"
+
+
+def optuna_journal(job_id: str) -> str:
+    """The key prefix of an `hpo` job's Optuna journal (its study's whole history)."""
+    return f"{PREFIX}:optuna:{job_id}"
+
+
+def optuna_tickets(job_id: str) -> str:
+    """An `hpo` job's trial budget, taken one INCR per trial across its workers."""
+    return f"{PREFIX}:optuna:{job_id}:tickets"

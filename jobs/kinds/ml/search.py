@@ -14,17 +14,10 @@ import redis
 from optuna.trial import TrialState
 
 from jobs.params import SearchSpace, TrainParams
+from kubetask import keys
 
-PREFIX = "kubetask:optuna"  # beside kubetask's own keys, in the same Redis database
-
-
-def journal_prefix(job_id: str) -> str:
-    """The Redis key prefix of a job's Optuna journal (its study's whole history)."""
-    return f"{PREFIX}:{job_id}"
-
-
-def tickets_key(job_id: str) -> str:
-    return f"{PREFIX}:{job_id}:tickets"
+journal_prefix = keys.optuna_journal
+tickets_key = keys.optuna_tickets
 
 
 def expire_study(url: str, job_id: str, ttl_s: int) -> int:
