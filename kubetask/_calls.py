@@ -1,0 +1,229 @@
+"""The REST calls, without I/O: what to send for each operation and how to read the answer.
+
+A `Call` names the method, path, query, body and headers, and carries the parser of the
+response; the sync and async clients send it and hand the response back. Listing pages
+(`Pager`) and following logs (`LogFollower`) are small pure state machines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypedDict, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, JsonValue, TypeAdapter
+
+from kubetask.errors import ApiError, error_from
+from kubetask.models import JobPage, JobState, JobView, KindInfo, Notify, Resources
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "KUBETASK_URL"
+TOKEN_ENV = "KUBETASK_TOKEN"
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+_KINDS: TypeAdapter[list[KindInfo]] = TypeAdapter(list[KindInfo])
+_OBJECT: TypeAdapter[dict[str, JsonValue]] = TypeAdapter(dict[str, JsonValue])
+
+
+class JobOptions(TypedDict, total=False):
+    """The fields of a job request besides `kind` and `params` (see `JobRequest`)."""
+
+    name: str | None
+    resources: Resources | Mapping[str, object]
+    retries: int
+    timeout_s: int | None
+    start_timeout_s: int | None
+    parallelism: int
+    completions: int
+    priority: str | None
+    queue: str | None
+    labels: Mapping[str, str]
+    notify: Notify | Mapping[str, object] | None
+
+
+def base_url(explicit: str | None) -> str:
+    """The server: as given, else `KUBETASK_URL`, else the embedded default."""
+    return (explicit or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """A bearer token (given, else `KUBETASK_TOKEN`), when there is one."""
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def unreachable_reason(exc: httpx.TransportError) -> str:
+    """A few words on why a connection failed."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    text = str(exc)
+    if "refused" in text.lower() or "errno 111" in text.lower():
+        return "connection refused"
+    return text or type(exc).__name__
+
+
+def jsonable(value: object) -> JsonValue:
+    """Options as JSON: pydantic models dumped, mappings and sequences walked."""
+    if isinstance(value, BaseModel):
+        dumped: JsonValue = value.model_dump(mode="json", exclude_unset=True)
+        return dumped
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def request_json(request: BaseModel | Mapping[str, object]) -> dict[str, JsonValue]:
+    """A whole job request (a `JobRequest`, or its JSON as a mapping) as a JSON object."""
+    body = jsonable(request)
+    if not isinstance(body, dict):
+        raise TypeError("a job request is a JSON object")
+    return body
+
+
+def request_body(
+    kind: str, params: Mapping[str, object] | None, options: JobOptions
+) -> dict[str, JsonValue]:
+    """The JSON of a job request; fields left out get the server's defaults."""
+    body: dict[str, JsonValue] = {"kind": kind, "params": jsonable(params or {})}
+    body.update({key: jsonable(value) for key, value in options.items()})
+    return body
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP exchange: what to send and how to read a successful answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: tuple[tuple[str, str], ...] = ()
+    body: JsonValue | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def check(response: httpx.Response) -> None:
+    """Raise the matching `ApiError` for an error answer (its body must have been read)."""
+    if not response.is_error:
+        return
+    raise api_error(response)
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    try:
+        body: JsonValue = response.json()
+    except ValueError:
+        body = None
+    return error_from(response.status_code, body, text=response.text)
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def _view(response: httpx.Response) -> JobView:
+    return JobView.model_validate_json(response.content)
+
+
+def submit(body: dict[str, JsonValue], *, idempotency_key: str | None) -> Call[JobView]:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    return Call("POST", "/v1/jobs", _view, body=body, headers=headers)
+
+
+def dry_run(body: dict[str, JsonValue]) -> Call[dict[str, JsonValue]]:
+    return Call(
+        "POST",
+        "/v1/jobs",
+        lambda r: _OBJECT.validate_json(r.content),
+        params=(("dry_run", "true"),),
+        body=body,
+    )
+
+
+def get(job_id: str) -> Call[JobView]:
+    return Call("GET", _job_path(job_id), _view)
+
+
+def cancel(job_id: str) -> Call[JobView]:
+    return Call("DELETE", _job_path(job_id), _view)
+
+
+def logs(job_id: str, *, tail: int | None) -> Call[str]:
+    params = (("tail", str(tail)),) if tail is not None else ()
+    return Call("GET", _job_path(job_id, "/logs"), lambda r: r.text, params=params)
+
+
+def kinds() -> Call[list[KindInfo]]:
+    return Call("GET", "/v1/kinds", lambda r: _KINDS.validate_json(r.content))
+
+
+class Pager:
+    """`GET /v1/jobs` page after page, following `next_cursor`, up to `limit` jobs."""
+
+    def __init__(
+        self,
+        *,
+        state: JobState | str | None = None,
+        kind: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        query: list[tuple[str, str]] = []
+        if state is not None:
+            query.append(("state", JobState(state).value))
+        if kind is not None:
+            query.append(("kind", kind))
+        query.extend(("label", f"{k}={v}") for k, v in (labels or {}).items())
+        self._query = tuple(query)
+        self._left = limit
+        self._page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        self._cursor: str | None = None
+        self._done = limit is not None and limit <= 0
+
+    def next_call(self) -> Call[JobPage] | None:
+        """The next page to fetch, or None when done."""
+        if self._done:
+            return None
+        size = self._page_size if self._left is None else min(self._page_size, self._left)
+        params = (*self._query, ("limit", str(size)))
+        if self._cursor is not None:
+            params = (*params, ("cursor", self._cursor))
+        return Call("GET", "/v1/jobs", lambda r: JobPage.model_validate_json(r.content), params)
+
+    def take(self, page: JobPage) -> Iterator[JobView]:
+        """The jobs of a fetched page (no more than the limit left)."""
+        items = page.items if self._left is None else page.items[: self._left]
+        if self._left is not None:
+            self._left -= len(items)
+        self._cursor = page.next_cursor
+        self._done = not page.next_cursor or not page.items or self._left == 0
+        return iter(items)
+
+
+class LogFollower:
+    """The new part of a job's log each time it is read again (the first time: the tail)."""
+
+    def __init__(self, *, tail: int | None = None) -> None:
+        self._tail = tail
+        self._seen: int | None = None
+
+    def feed(self, text: str) -> str:
+        seen, self._seen = self._seen, len(text)
+        if seen is None:
+            return text if self._tail is None else _last_lines(text, self._tail)
+        return text[seen:] if len(text) >= seen else text  # shorter: the log began anew
+
+
+def _last_lines(text: str, count: int) -> str:
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-count:]) if count > 0 else ""

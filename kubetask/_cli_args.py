@@ -1,0 +1,102 @@
+"""What the CLI reads from its arguments, without I/O beyond the request file: `k=v` params
+(values as JSON when they parse, dotted keys nested), labels and request files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import cast
+
+import yaml
+from pydantic import JsonValue
+
+
+class ArgumentError(ValueError):
+    """An argument the CLI cannot use; the message says which and why."""
+
+
+def parse_value(text: str) -> JsonValue:
+    """`5` -> 5, `true` -> True, `[1,2]` -> [1, 2], `{"a": 1}` -> {...}; else the string."""
+    try:
+        value: JsonValue = json.loads(text)
+    except ValueError:
+        return text
+    return value
+
+
+def _split(item: str, what: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ArgumentError(f"{what} {item!r} is not key=value")
+    return key.strip(), value
+
+
+def parse_params(items: Sequence[str]) -> dict[str, JsonValue]:
+    """`--param` values as a params object; `a.b=1` sets `{"a": {"b": 1}}`."""
+    params: dict[str, JsonValue] = {}
+    for item in items:
+        key, raw = _split(item, "param")
+        *parents, leaf = key.split(".")
+        node = params
+        for depth, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ArgumentError(f"param {key!r}: {where!r} is already set to a value")
+            node = child
+        node[leaf] = parse_value(raw)
+    return params
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    return dict(_split(item, "label") for item in items)
+
+
+def deep_merge(base: Mapping[str, JsonValue], top: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+    """`top` over `base`, objects merged key by key."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_request(path: Path, text: str | None = None) -> dict[str, JsonValue]:
+    """A job request from a JSON or YAML file (`text` given: its content, e.g. stdin)."""
+    content = path.read_text() if text is None else text
+    try:
+        loaded = json.loads(content) if path.suffix == ".json" else yaml.safe_load(content)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ArgumentError(f"{path}: not valid JSON or YAML ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise ArgumentError(f"{path}: a job request is an object (kind, params, ...)")
+    return cast(dict[str, JsonValue], loaded)
+
+
+def build_request(
+    *,
+    kind: str | None,
+    base: Mapping[str, JsonValue],
+    params: Mapping[str, JsonValue],
+    options: Mapping[str, JsonValue],
+) -> dict[str, JsonValue]:
+    """The request: the file's (if any), then the kind, params and options given."""
+    request = dict(base)
+    if kind is not None:
+        request["kind"] = kind
+    if "kind" not in request:
+        raise ArgumentError("give a KIND (or a request file with a kind)")
+    file_params = request.get("params") or {}
+    if not isinstance(file_params, dict):
+        raise ArgumentError("params must be an object")
+    request["params"] = deep_merge(file_params, params)
+    for key, value in options.items():
+        if isinstance(value, dict) and isinstance(request.get(key), dict):
+            request[key] = deep_merge(cast(dict[str, JsonValue], request[key]), value)
+        else:
+            request[key] = value
+    return request

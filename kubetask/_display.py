@@ -1,0 +1,181 @@
+"""How the CLI shows jobs: states in colour, durations, the job table, one job's summary.
+
+Pure renderers: each takes the data (and `now`) and returns rich renderables or text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from pydantic import JsonValue
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from kubetask.models import JobState, JobView, KindInfo, ProgressEvent
+
+STATE_STYLES = {
+    JobState.QUEUED: "cyan",
+    JobState.PENDING: "yellow",
+    JobState.RUNNING: "blue",
+    JobState.SUCCEEDED: "green",
+    JobState.FAILED: "bold red",
+    JobState.CANCELLED: "magenta",
+}
+
+
+def state_text(state: JobState) -> Text:
+    return Text(state.value, style=STATE_STYLES[state])
+
+
+def human_duration(seconds: float) -> str:
+    """3.2s, 4m05s, 2h03m, 3d04h."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def age(view: JobView, now: datetime) -> str:
+    return human_duration(max(0.0, (now - view.created_at).total_seconds()))
+
+
+def duration(view: JobView, now: datetime) -> str:
+    """How long it has run (to its end, or to now); empty if it never started."""
+    if view.started_at is None:
+        return ""
+    end = view.finished_at or now
+    return human_duration(max(0.0, (end - view.started_at).total_seconds()))
+
+
+def fraction(event: ProgressEvent) -> float | None:
+    if event.progress is not None:
+        return event.progress
+    if event.total:
+        return max(0.0, min(1.0, event.current / event.total))
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if float(value).is_integer() else f"{value:.4g}"
+
+
+def metrics_text(metrics: Mapping[str, JsonValue]) -> str:
+    """`epoch=3 loss=0.3121 val_accuracy=0.9`."""
+    parts = []
+    for key, value in metrics.items():
+        shown = _number(value) if isinstance(value, int | float) else json.dumps(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def progress_text(event: ProgressEvent | None) -> str:
+    """`42% train 3/10`: the fraction, the stage and the count."""
+    if event is None:
+        return ""
+    share = fraction(event)
+    parts = [] if share is None else [f"{share:.0%}"]
+    if event.stage:
+        parts.append(event.stage)
+    if event.total:
+        parts.append(f"{_number(event.current)}/{_number(event.total)}")
+    return " ".join(parts)
+
+
+def jobs_table(views: Iterable[JobView], now: datetime) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True)
+    table.add_column("KIND", no_wrap=True)
+    table.add_column("NAME")
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("PROGRESS")
+    table.add_column("AGE", justify="right", no_wrap=True)
+    table.add_column("DURATION", justify="right", no_wrap=True)
+    for view in views:
+        table.add_row(
+            Text(view.id),
+            Text(view.kind),
+            Text(view.name or ""),
+            state_text(view.state),
+            Text(progress_text(view.progress)),
+            Text(age(view, now)),
+            Text(duration(view, now)),
+        )
+    return table
+
+
+def kinds_table(kinds: Iterable[KindInfo]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("KIND", no_wrap=True)
+    table.add_column("IMAGE", no_wrap=True)
+    table.add_column("DESCRIPTION")
+    for info in kinds:
+        table.add_row(Text(info.kind), Text(info.image), Text(info.description))
+    return table
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.isoformat(timespec="seconds")
+
+
+def summary(view: JobView, now: datetime) -> RenderableType:
+    """One job, readable: what it is, where it stands, and its result or error."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    state = state_text(view.state)
+    if view.reason or view.message:
+        state.append(f"  {' - '.join(filter(None, (view.reason, view.message)))}")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", view.id),
+        ("kind", view.kind),
+        ("name", view.name or ""),
+        ("state", state),
+        ("labels", ", ".join(f"{k}={v}" for k, v in view.labels.items())),
+        ("created", f"{_when(view.created_at)} ({age(view, now)} ago)"),
+        ("started", _when(view.started_at)),
+        ("finished", _when(view.finished_at)),
+        ("duration", duration(view, now)),
+        ("attempts", str(view.attempts)),
+        ("backend", f"{view.backend.backend} {view.backend.name}"),
+    ]
+    if view.progress is not None:
+        progress = view.progress
+        rows.append(("progress", progress_text(progress)))
+        rows.append(("message", progress.message or ""))
+        rows.append(("metrics", metrics_text(progress.metrics)))
+    for name, value in rows:
+        if value:
+            grid.add_row(name, Text(value) if isinstance(value, str) else value)
+    parts: list[RenderableType] = [grid]
+    if view.result is not None:
+        parts.append(Text("result", style="bold green"))
+        parts.append(Text(json.dumps(view.result, indent=2)))
+    if view.error is not None:
+        parts.append(error_text(view))
+    return Group(*parts)
+
+
+def error_text(view: JobView) -> Text:
+    """A failed job's error: type and message, the last frames, and what to do."""
+    error = view.error
+    text = Text()
+    if error is None:
+        return text
+    text.append(f"{error.type}: {error.message}\n", style="bold red")
+    for frame in error.traceback:
+        text.append(f"  {frame.rstrip()}\n", style="dim")
+    if error.exit_code is not None:
+        text.append(f"exit code {error.exit_code}\n")
+    if error.suggestion:
+        text.append("suggestion: ", style="bold")
+        text.append(f"{error.suggestion}\n")
+    return text

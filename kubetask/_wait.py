@@ -1,0 +1,81 @@
+"""Waiting for a job, without I/O: the deadline, when to stop, and how a job's end is told.
+
+The sync and async clients drive these objects; the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kubetask.errors import JobCancelled, JobFailed, WaitTimeout
+from kubetask.models import JobState, JobView
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A point in time after which waiting stops (none when `timeout` is None)."""
+
+    job_id: str
+    timeout: float | None
+    started: float
+    clock: Clock = time.monotonic
+
+    @classmethod
+    def start(cls, job_id: str, timeout: float | None, clock: Clock = time.monotonic) -> Deadline:
+        return cls(job_id, timeout, clock(), clock)
+
+    def remaining(self) -> float | None:
+        if self.timeout is None:
+            return None
+        return max(0.0, self.started + self.timeout - self.clock())
+
+    def cap(self, seconds: float) -> float:
+        """`seconds`, or less where the deadline comes first (never below a few ms)."""
+        remaining = self.remaining()
+        return seconds if remaining is None else max(0.01, min(seconds, remaining))
+
+    def check(self, state: JobState | None = None) -> None:
+        """Raise `WaitTimeout` once the deadline has passed."""
+        if self.timeout is not None and self.remaining() == 0.0:
+            raise WaitTimeout(self.job_id, self.timeout, state)
+
+
+def conclude(view: JobView, *, raise_on_failure: bool) -> JobView:
+    """The final view of a finished job, or its failure raised when asked for."""
+    if raise_on_failure and view.state is JobState.FAILED:
+        raise JobFailed(view)
+    if raise_on_failure and view.state is JobState.CANCELLED:
+        raise JobCancelled(view)
+    return view
+
+
+class Waiter:
+    """One `wait()`: follow the stream to the terminal state, then read (or poll) the view."""
+
+    def __init__(
+        self,
+        job_id: str,
+        timeout: float | None,
+        *,
+        raise_on_failure: bool,
+        poll_s: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.deadline = Deadline.start(job_id, timeout, clock)
+        self.raise_on_failure = raise_on_failure
+        self.poll_s = poll_s
+
+    def settle(self, view: JobView) -> JobView | None:
+        """The outcome when `view` is final (raising if asked), else None: keep waiting."""
+        if not view.state.terminal:
+            return None
+        return conclude(view, raise_on_failure=self.raise_on_failure)
+
+    def poll_delay(self, view: JobView) -> float:
+        """How long to sleep before the next poll; `WaitTimeout` when time is up."""
+        self.deadline.check(view.state)
+        return self.deadline.cap(self.poll_s)

@@ -1,0 +1,361 @@
+"""`kubetask`: the command line over the REST API (typer + rich).
+
+The server comes from `--server` or `KUBETASK_URL` (default http://127.0.0.1:8000), a bearer
+token from `--token` or `KUBETASK_TOKEN`. Errors are one line on stderr. Exit codes, so that
+scripts can tell outcomes apart (`submit --wait`, `watch`):
+
+    0 succeeded   1 failed   2 usage error   3 cancelled   4 API or connection error
+    5 --timeout reached   130 interrupted
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Annotated, ParamSpec
+
+import typer
+import yaml
+from pydantic import JsonValue
+from rich.console import Console
+
+from kubetask import _cli_args, _display
+from kubetask._calls import TOKEN_ENV, URL_ENV
+from kubetask._watch import LiveWatch
+from kubetask.client import Client, JobHandle
+from kubetask.errors import KubetaskError, StreamLost, WaitTimeout
+from kubetask.models import JobState, JobView
+
+P = ParamSpec("P")
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    CANCELLED = 3
+    ERROR = 4
+    TIMEOUT = 5
+    INTERRUPTED = 130
+
+
+EXIT_FOR_STATE = {
+    JobState.SUCCEEDED: ExitCode.OK,
+    JobState.FAILED: ExitCode.FAILED,
+    JobState.CANCELLED: ExitCode.CANCELLED,
+}
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    YAML = "yaml"
+
+
+app = typer.Typer(
+    name="kubetask",
+    help="Submit, follow and manage kubetask jobs. Exit codes: 0 succeeded, 1 failed, "
+    "2 usage error, 3 cancelled, 4 API or connection error, 5 timeout.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", "-s", envvar=URL_ENV, help="API URL (default $KUBETASK_URL)."),
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, json or yaml.")]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Stop waiting after this many seconds.")
+]
+FileOpt = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", help="A job request as JSON or YAML ('-' reads stdin)."),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="k=v (repeatable); JSON values; a.b=1 nests."),
+]
+
+
+@dataclass
+class Session:
+    """What one invocation shares: the server, and consoles for output and messages."""
+
+    server: str | None = None
+    token: str | None = None
+    out: Console = field(default_factory=Console)
+    _client: Client | None = None
+
+    def client(self, server: str | None = None) -> Client:
+        if self._client is None:
+            self._client = Client(server or self.server, token=self.token)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _session(ctx: typer.Context) -> Session:
+    if not isinstance(ctx.obj, Session):
+        ctx.obj = Session()
+    return ctx.obj
+
+
+def _guarded(command: Callable[P, None]) -> Callable[P, None]:
+    """API, connection and argument errors as one line (and an exit code), no traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except _cli_args.ArgumentError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        except WaitTimeout as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(ExitCode.TIMEOUT) from None
+        except KubetaskError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+    return run
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    server: ServerOpt = None,
+    token: Annotated[
+        str | None, typer.Option("--token", envvar=TOKEN_ENV, help="Bearer token.")
+    ] = None,
+) -> None:
+    session = Session(server=server, token=token)
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _print_data(data: JsonValue, output: Output) -> None:
+    if output is Output.YAML:
+        typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+    else:
+        typer.echo(json.dumps(data, indent=2))
+
+
+def _request(
+    kind: str | None,
+    file: Path | None,
+    params: list[str] | None,
+    options: dict[str, JsonValue],
+) -> dict[str, JsonValue]:
+    base: dict[str, JsonValue] = {}
+    if file is not None:
+        base = _cli_args.load_request(file, sys.stdin.read() if str(file) == "-" else None)
+    given = {k: v for k, v in options.items() if v not in (None, {})}
+    params_given = _cli_args.parse_params(params or [])
+    return _cli_args.build_request(kind=kind, base=base, params=params_given, options=given)
+
+
+def _follow(session: Session, handle: JobHandle, timeout: float | None) -> ExitCode:
+    """Show a job live until it ends; its exit code."""
+    view = handle.view()
+    title = f"{view.kind}" + (f" {view.name}" if view.name else "")
+    line = _display.state_text(view.state)
+    session.out.print(f"job [bold]{view.id}[/] ({title}):", line)
+    if not view.state.terminal:
+        with LiveWatch(session.out) as live:
+            try:
+                for event in handle.events(timeout=timeout, on_reconnect=live.reconnecting):
+                    live.update(event)
+            except StreamLost as exc:
+                live.note(f"{exc}; polling instead")
+        view = handle.wait(timeout)
+    return _outcome(session, view)
+
+
+def _outcome(session: Session, view: JobView) -> ExitCode:
+    line = _display.state_text(view.state)
+    took = _display.duration(view, _now())
+    if took:
+        line.append(f" in {took}")
+    session.out.print(line)
+    if view.result is not None:
+        typer.echo(json.dumps(view.result, indent=2))
+    if view.error is not None:
+        session.out.print(_display.error_text(view), end="")
+    return EXIT_FOR_STATE.get(view.state, ExitCode.ERROR)
+
+
+@app.command()
+@_guarded
+def submit(
+    ctx: typer.Context,
+    *,
+    kind: Annotated[
+        str | None, typer.Argument(metavar="KIND", help="Task kind (see `kubetask kinds`).")
+    ] = None,
+    param: ParamOpt = None,
+    file: FileOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow it to its end.")] = False,
+    name: Annotated[str | None, typer.Option(help="A DNS label for people.")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="k=v")] = None,
+    retries: Annotated[int | None, typer.Option(help="Re-runs after a failure.")] = None,
+    timeout_s: Annotated[int | None, typer.Option(help="Deadline of the run.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Kueue queue.")] = None,
+    priority: Annotated[str | None, typer.Option()] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="A replay returns the same job.")
+    ] = None,
+    timeout: TimeoutOpt = None,
+    server: ServerOpt = None,
+) -> None:
+    """Submit a job and print its id (with --wait: follow it; the exit code tells the end)."""
+    session = _session(ctx)
+    options: dict[str, JsonValue] = {
+        "name": name,
+        "labels": dict(_cli_args.parse_labels(label or [])),
+        "retries": retries,
+        "timeout_s": timeout_s,
+        "queue": queue,
+        "priority": priority,
+    }
+    body = _request(kind, file, param, options)
+    handle = session.client(server).submit_request(body, idempotency_key=idempotency_key)
+    if not wait:
+        typer.echo(handle.id)
+        return
+    raise typer.Exit(_follow(session, handle, timeout))
+
+
+@app.command()
+@_guarded
+def watch(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    timeout: TimeoutOpt = None,
+    server: ServerOpt = None,
+) -> None:
+    """Follow a job live (progress bar, stage, metrics, ETA) until it ends."""
+    session = _session(ctx)
+    raise typer.Exit(_follow(session, session.client(server).job(job_id), timeout))
+
+
+@app.command()
+@_guarded
+def get(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    output: OutputOpt = Output.TEXT,
+    server: ServerOpt = None,
+) -> None:
+    """One job: state, times, progress, result or error."""
+    session = _session(ctx)
+    view = session.client(server).get(job_id)
+    if output is Output.TEXT:
+        session.out.print(_display.summary(view, _now()))
+    else:
+        _print_data(view.model_dump(mode="json"), output)
+
+
+@app.command("list")
+@_guarded
+def list_jobs(
+    ctx: typer.Context,
+    *,
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="k=v")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 20,
+    output: OutputOpt = Output.TEXT,
+    server: ServerOpt = None,
+) -> None:
+    """Jobs, newest first, as a table."""
+    session = _session(ctx)
+    labels = _cli_args.parse_labels(label or [])
+    views = list(session.client(server).list(state=state, kind=kind, labels=labels, limit=limit))
+    if output is Output.TEXT:
+        session.out.print(_display.jobs_table(views, _now()))
+    else:
+        _print_data([v.model_dump(mode="json") for v in views], output)
+
+
+@app.command()
+@_guarded
+def cancel(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    server: ServerOpt = None,
+) -> None:
+    """Stop a job (SIGTERM, then SIGKILL after the grace period)."""
+    session = _session(ctx)
+    view = session.client(server).cancel(job_id)
+    session.out.print(f"cancelling {view.id} (was ", _display.state_text(view.state), ")", sep="")
+
+
+@app.command()
+@_guarded
+def logs(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    tail: Annotated[int | None, typer.Option(min=1, help="Only the last N lines.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the job ends.")] = False,
+    server: ServerOpt = None,
+) -> None:
+    """A job's stdout and stderr."""
+    client = _session(ctx).client(server)
+    if not follow:
+        typer.echo(client.logs(job_id, tail=tail), nl=False)
+        return
+    for chunk in client.follow_logs(job_id, tail=tail):
+        typer.echo(chunk, nl=False)
+
+
+@app.command()
+@_guarded
+def kinds(ctx: typer.Context, output: OutputOpt = Output.TEXT, server: ServerOpt = None) -> None:
+    """The task kinds this server runs (json/yaml: with their params schemas)."""
+    session = _session(ctx)
+    infos = session.client(server).kinds()
+    if output is Output.TEXT:
+        session.out.print(_display.kinds_table(infos))
+    else:
+        _print_data([k.model_dump(mode="json") for k in infos], output)
+
+
+@app.command()
+@_guarded
+def render(
+    ctx: typer.Context,
+    *,
+    kind: Annotated[
+        str | None, typer.Argument(metavar="KIND", help="Task kind, unless in the file.")
+    ] = None,
+    file: FileOpt = None,
+    param: ParamOpt = None,
+    full: Annotated[bool, typer.Option(help="Also the validated request.")] = False,
+    output: OutputOpt = Output.YAML,
+    server: ServerOpt = None,
+) -> None:
+    """What the backend would create for a request (a dry run; nothing is created)."""
+    session = _session(ctx)
+    answer = session.client(server).render(_request(kind, file, param, {}))
+    data: JsonValue = answer if full else answer.get("object", answer)
+    _print_data(data, Output.JSON if output is Output.JSON else Output.YAML)
+
+
+def run() -> None:
+    """The console script."""
+    app()

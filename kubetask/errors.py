@@ -1,0 +1,164 @@
+"""The SDK's errors: one type per failure a caller can act on.
+
+API errors come from RFC 9457 problem details (`application/problem+json`); `error_from`
+turns a status and a decoded body into the matching type. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import JsonValue
+
+from kubetask.models import JobState, JobView
+
+
+class KubetaskError(Exception):
+    """Base of every error the SDK raises."""
+
+
+class ServerUnreachable(KubetaskError):
+    """No connection to the server (refused, DNS, TLS, timeout)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the kubetask server at {url} ({reason})")
+        self.url = url
+        self.reason = reason
+
+
+class StreamLost(KubetaskError):
+    """The event stream broke and did not come back after several tries."""
+
+    def __init__(self, job_id: str, last_seq: int, reason: str) -> None:
+        super().__init__(f"event stream of job {job_id} lost after seq {last_seq}: {reason}")
+        self.job_id = job_id
+        self.last_seq = last_seq
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid field of a request: its dotted path (`params.n_per_class`) and why."""
+
+    field: str
+    msg: str
+    type: str = ""
+
+
+class ApiError(KubetaskError):
+    """The API answered with an error (a problem details document)."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        errors: tuple[FieldError, ...] = (),
+        body: Mapping[str, JsonValue] | None = None,
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors
+        self.body: Mapping[str, JsonValue] = body or {}
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        """One line: the status, then each field and its message (or the detail)."""
+        if self.errors:
+            return f"{self.status} " + "; ".join(
+                f"{e.field or 'body'}: {e.msg}" for e in self.errors
+            )
+        return f"{self.status} {self.detail or self.title}"
+
+
+class InvalidRequest(ApiError):
+    """The request is invalid (400/422); `errors` name each field."""
+
+
+class Unauthorized(ApiError):
+    """Missing or wrong credentials (401/403); set KUBETASK_TOKEN."""
+
+
+class NotFound(ApiError):
+    """No such job (404)."""
+
+
+class Conflict(ApiError):
+    """The job is already finished, or an Idempotency-Key was reused (409)."""
+
+
+class RequestTooLarge(ApiError):
+    """The request body is over the server's limit (413)."""
+
+
+class ServiceUnavailable(ApiError):
+    """The server cannot serve now (503); try again later."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: RequestTooLarge,
+    422: InvalidRequest,
+    503: ServiceUnavailable,
+}
+
+
+def error_from(status: int, body: JsonValue, *, text: str = "") -> ApiError:
+    """The error for an API response: `body` is the decoded problem document (or None)."""
+    problem = body if isinstance(body, dict) else {}
+    title = str(problem.get("title") or "")
+    detail = problem.get("detail")
+    errors = tuple(
+        FieldError(str(e.get("field", "")), str(e.get("msg", "")), str(e.get("type", "")))
+        for e in _list(problem.get("errors"))
+        if isinstance(e, dict)
+    )
+    cls = _BY_STATUS.get(status, ApiError)
+    message = detail if isinstance(detail, str) else text.strip()[:200]
+    return cls(status, title, message, errors=errors, body=problem)
+
+
+def _list(value: JsonValue) -> list[JsonValue]:
+    return value if isinstance(value, list) else []
+
+
+class JobError(KubetaskError):
+    """A job ended other than succeeded; `view` is its final view."""
+
+    def __init__(self, message: str, view: JobView) -> None:
+        super().__init__(message)
+        self.view = view
+
+
+class JobFailed(JobError):
+    """The job failed; `view.error` says why and what to do."""
+
+    def __init__(self, view: JobView) -> None:
+        error = view.error
+        why = f"{error.type}: {error.message}" if error else view.message or view.reason or ""
+        hint = f" ({error.suggestion})" if error and error.suggestion else ""
+        super().__init__(f"job {view.id} failed: {why}{hint}", view)
+
+
+class JobCancelled(JobError):
+    """The job was cancelled."""
+
+    def __init__(self, view: JobView) -> None:
+        super().__init__(f"job {view.id} was cancelled", view)
+
+
+class WaitTimeout(KubetaskError, TimeoutError):
+    """The job did not finish within the time given to `wait`."""
+
+    def __init__(self, job_id: str, timeout: float, state: JobState | None = None) -> None:
+        where = f" (still {state})" if state else ""
+        super().__init__(f"job {job_id} did not finish within {timeout:g}s{where}")
+        self.job_id = job_id
+        self.timeout = timeout
+        self.state = state

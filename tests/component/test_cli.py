@@ -1,0 +1,201 @@
+"""The `kubetask` CLI against the real API process: in-process with typer's runner, and as a
+real subprocess where what a shell sees (stderr, no traceback, exit code) is the point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from controller.redis_server import free_port
+from kubetask.cli import ExitCode, app
+from tests.component.flaky_proxy import FlakyProxy
+from tests.servers import ApiServer
+
+runner = CliRunner()
+
+
+def kt(server: str, *args: str) -> Result:
+    return runner.invoke(app, ["--server", server, *args], catch_exceptions=False)
+
+
+def kt_process(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kubetask", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_submit_prints_the_id_and_get_shows_the_job(api: ApiServer) -> None:
+    submitted = kt(api.base_url, "submit", "noop", "-p", "steps=2", "--name", "cli-get")
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.stdout.strip()
+    api.wait(job_id)
+    shown = kt(api.base_url, "get", job_id)
+    assert shown.exit_code == 0
+    for text in (job_id, "noop", "cli-get", "succeeded", "100% steps 2/2", '"steps": 2'):
+        assert text in shown.stdout
+    as_json = json.loads(kt(api.base_url, "get", job_id, "-o", "json").stdout)
+    assert as_json["id"] == job_id
+    assert as_json["result"]["steps"] == 2
+
+
+def test_submit_wait_exits_0_on_success_and_1_on_failure(api: ApiServer) -> None:
+    ok = kt(api.base_url, "submit", "noop", "-p", "steps=3", "--wait")
+    assert ok.exit_code == 0, ok.output
+    assert "succeeded" in ok.stdout
+    assert "3/3" in ok.stdout  # the progress bar's count
+    failed = kt(
+        api.base_url, "submit", "noop", "-p", "fail=exception", "-p", "fail_message=boom", "-w"
+    )
+    assert failed.exit_code == 1, failed.output
+    assert "failed" in failed.stdout
+    assert "RuntimeError: boom" in failed.stdout
+
+
+def test_watch_shows_states_progress_and_the_end(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"steps": 4, "step_s": 0.05})
+    watched = kt(api.base_url, "watch", job_id)
+    assert watched.exit_code == 0, watched.output
+    header, lines = watched.stdout.split("\n", 1)
+    assert header.startswith(f"job {job_id} (noop): ")
+    for text in ("queued", "running", "steps", "4/4", "step 4", "succeeded"):
+        assert text in lines
+    assert lines.index("queued") < lines.index("running") < lines.index("succeeded")
+
+
+def test_watch_resumes_when_the_connection_drops(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"steps": 12, "step_s": 0.1})
+    with FlakyProxy(api.port) as proxy:
+
+        def cut_once_streaming() -> None:
+            deadline = time.monotonic() + 10
+            while not any(r.path.endswith("/events") for r in proxy.requests):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            time.sleep(0.3)
+            proxy.drop()
+
+        cutter = threading.Thread(target=cut_once_streaming)
+        cutter.start()
+        watched = kt(proxy.base_url, "watch", job_id)
+        cutter.join()
+    assert watched.exit_code == 0, watched.output
+    assert "connection lost" in watched.stdout
+    assert "resuming after event" in watched.stdout
+    assert "succeeded" in watched.stdout
+    assert any("last-event-id" in r.headers for r in proxy.requests)
+
+
+def test_cancel_then_watch_exits_3(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"steps": 100, "step_s": 0.1})
+    api.wait(job_id, {"running"})
+    cancelled = kt(api.base_url, "cancel", job_id)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert f"cancelling {job_id}" in cancelled.stdout
+    watched = kt(api.base_url, "watch", job_id, "--timeout", "30")
+    assert watched.exit_code == 3, watched.output
+    assert "cancelled" in watched.stdout
+    again = kt(api.base_url, "cancel", job_id)
+    assert again.exit_code == ExitCode.ERROR
+    assert again.stderr.startswith("error: 409 ")
+
+
+def test_list_is_a_table_with_filters(api: ApiServer) -> None:
+    tag = uuid.uuid4().hex[:12]
+    job_id = api.submit("noop", {"steps": 1}, labels={"test": tag}, name="listed")
+    api.wait(job_id)
+    table = kt(api.base_url, "list", "--label", f"test={tag}")
+    assert table.exit_code == 0, table.output
+    header, row = table.stdout.strip().splitlines()
+    assert header.split() == ["ID", "KIND", "NAME", "STATE", "PROGRESS", "AGE", "DURATION"]
+    assert row.split()[:4] == [job_id, "noop", "listed", "succeeded"]
+    none = kt(api.base_url, "list", "--label", f"test={tag}", "--state", "failed")
+    assert job_id not in none.stdout
+    by_kind = kt(api.base_url, "list", "--kind", "noop", "--limit", "1", "-o", "json")
+    assert len(json.loads(by_kind.stdout)) == 1
+
+
+def test_logs_tail_and_follow(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"steps": 3, "step_s": 0.1, "fail": "exit", "fail_message": "bye"})
+    followed = kt(api.base_url, "logs", job_id, "-f")
+    assert followed.exit_code == 0, followed.output
+    assert "bye" in followed.stdout
+    assert api.job(job_id)["state"] == "failed"  # -f ended with the job
+    assert kt(api.base_url, "logs", job_id).stdout == followed.stdout
+    last = followed.stdout.splitlines()[-1]
+    assert kt(api.base_url, "logs", job_id, "--tail", "1").stdout.splitlines() == [last]
+
+
+def test_kinds_and_render(api: ApiServer, tmp_path: Path) -> None:
+    kinds = kt(api.base_url, "kinds")
+    assert kinds.exit_code == 0
+    assert {"datagen", "noop", "train"} <= {line.split()[0] for line in kinds.stdout.splitlines()}
+    assert (
+        "properties"
+        in json.loads(kt(api.base_url, "kinds", "-o", "json").stdout)[0]["params_schema"]
+    )
+    request = tmp_path / "request.yaml"
+    request.write_text("kind: train\nparams:\n  epochs: 2\n  datagen: {length: 256}\n")
+    rendered = kt(
+        api.base_url, "render", "-f", str(request), "-p", "datagen.n_per_class=5", "--full"
+    )
+    assert rendered.exit_code == 0, rendered.output
+    document = yaml.safe_load(rendered.stdout)
+    params = document["request"]["params"]
+    assert params["epochs"] == 2
+    assert params["datagen"]["n_per_class"] == 5  # a dotted key, nested
+    assert params["datagen"]["length"] == 256  # merged with the file's
+    manifest = yaml.safe_load(kt(api.base_url, "render", "noop").stdout)
+    assert manifest["backend"] == "local"  # what the local backend would run: the manifest
+    assert manifest.keys() == document["object"].keys()
+
+
+def test_submit_from_a_file_with_overrides(api: ApiServer, tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"kind": "noop", "params": {"steps": 1}, "retries": 2}))
+    submitted = kt(
+        api.base_url, "submit", "-f", str(request), "-p", "steps=2", "-l", "a=b", "--wait"
+    )
+    assert submitted.exit_code == 0, submitted.output
+    job = api.client.get("/v1/jobs", params={"label": "a=b", "limit": 1}).json()["items"][0]
+    assert job["request"]["params"]["steps"] == 2
+    assert job["request"]["retries"] == 2
+
+
+def test_bad_arguments_are_usage_errors(api: ApiServer) -> None:
+    assert kt(api.base_url, "submit").exit_code == ExitCode.USAGE
+    assert kt(api.base_url, "submit", "noop", "-p", "steps").exit_code == ExitCode.USAGE
+
+
+def test_an_api_error_is_one_line_without_a_traceback(api: ApiServer) -> None:
+    done = kt_process("--server", api.base_url, "submit", "datagen", "-p", "n_per_class=0")
+    assert done.returncode == ExitCode.ERROR
+    assert done.stderr == (
+        "error: 422 params.n_per_class: Input should be greater than or equal to 1\n"
+    )
+    assert done.stdout == ""
+    missing = kt(api.base_url, "get", "0000000000000000")
+    assert missing.exit_code == ExitCode.ERROR
+    assert missing.stderr == "error: 404 no job with id 0000000000000000\n"
+
+
+def test_an_unreachable_server_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("KUBETASK_URL", url)
+    done = kt_process("list")
+    assert done.returncode == ExitCode.ERROR
+    assert done.stderr == f"error: cannot reach the kubetask server at {url} (connection refused)\n"
+    assert "Traceback" not in done.stdout + done.stderr

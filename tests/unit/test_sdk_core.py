@@ -1,0 +1,177 @@
+"""The SDK's and CLI's pure core, without a server: SSE frames, the resume cursor, waiting
+deadlines, problem details as error types, `k=v` params, log following and the ETA."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import JsonValue
+
+from kubetask._calls import LogFollower, request_body
+from kubetask._cli_args import ArgumentError, build_request, load_request, parse_params
+from kubetask._sse import EventCursor, GapEvent, JobEvent, SseFrame, SseParser
+from kubetask._wait import Deadline
+from kubetask._watch import Eta
+from kubetask.errors import InvalidRequest, NotFound, StreamLost, WaitTimeout, error_from
+from kubetask.models import JobState, ProgressEvent, Resources, StateEvent
+
+T0 = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def _frame(seq: int, event: str, **fields: object) -> list[str]:
+    data = {"type": event, "job_id": "j", "seq": seq, "timestamp": T0.isoformat(), **fields}
+    return [f"id: {seq}", f"event: {event}", f"data: {json.dumps(data)}", ""]
+
+
+def _feed(cursor: EventCursor, lines: list[str]) -> list[JobEvent]:
+    return [e for e in map(cursor.feed, lines) if e is not None]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sse_parser_joins_data_lines_and_skips_comments() -> None:
+    parser = SseParser()
+    lines = [": keepalive", "", "id: 7", "event: gap", "data: a", "data:b", ""]
+    frames = [f for f in map(parser.feed, lines) if f is not None]
+    assert frames == [SseFrame(id="7", event="gap", data="a\nb")]
+
+
+def test_cursor_drops_repeats_resumes_after_the_last_seq_and_stops_at_the_end() -> None:
+    cursor = EventCursor("j")
+    assert "Last-Event-ID" not in cursor.connect()
+    first = _feed(cursor, _frame(1, "state", state="queued") + _frame(2, "progress", current=1))
+    assert [type(e) for e in first] == [StateEvent, ProgressEvent]
+    assert cursor.connect()["Last-Event-ID"] == "2"
+    again = _feed(cursor, _frame(2, "progress", current=1) + _frame(3, "state", state="running"))
+    assert [e.seq for e in again] == [3]
+    assert not cursor.done
+    gap = _feed(cursor, _frame(9, "gap", from_seq=4, to_seq=9))
+    assert isinstance(gap[0], GapEvent)
+    _feed(cursor, _frame(10, "state", state="succeeded"))
+    assert cursor.done
+    assert cursor.state is JobState.SUCCEEDED
+
+
+def test_cursor_forgets_a_half_read_frame_on_reconnect() -> None:
+    cursor = EventCursor("j")
+    _feed(cursor, _frame(1, "state", state="queued")[:3])  # cut before the blank line
+    cursor.connect()
+    assert [e.seq for e in _feed(cursor, _frame(1, "state", state="queued"))] == [1]
+
+
+def test_reconnects_back_off_then_give_up_unless_events_come() -> None:
+    seen: list[tuple[int, str]] = []
+    cursor = EventCursor("j", max_failures=3, on_reconnect=lambda s, r: seen.append((s, r)))
+    assert [cursor.lost("x"), cursor.lost("x")] == [0.2, 0.4]
+    _feed(cursor, _frame(1, "state", state="queued"))  # progress: the count starts over
+    assert cursor.lost("reset") == 0.2
+    cursor.lost("x")
+    cursor.lost("x")
+    with pytest.raises(StreamLost, match="after seq 1"):
+        cursor.lost("x")
+    assert seen[2] == (1, "reset")
+
+
+def test_errors_that_retrying_cannot_fix_are_raised() -> None:
+    cursor = EventCursor("j")
+    with pytest.raises(NotFound):
+        cursor.refused(error_from(404, {"detail": "no job with id j"}))
+    assert cursor.refused(error_from(503, None)) == 0.2
+
+
+def test_a_deadline_ends_waiting_with_a_timeout_error() -> None:
+    clock = FakeClock()
+    cursor = EventCursor("j", deadline=Deadline.start("j", 5, clock))
+    assert cursor.read_timeout() == 5
+    clock.now += 4
+    assert cursor.read_timeout() == pytest.approx(1)
+    clock.now += 2
+    with pytest.raises(TimeoutError, match="within 5s") as caught:
+        cursor.feed(": keepalive")
+    assert isinstance(caught.value, WaitTimeout)
+
+
+def test_problem_details_become_typed_errors_with_fields() -> None:
+    body: dict[str, JsonValue] = {
+        "status": 422,
+        "detail": "params.n: too small",
+        "errors": [{"field": "params.n", "msg": "too small", "type": "greater_than"}],
+    }
+    error = error_from(422, body)
+    assert isinstance(error, InvalidRequest)
+    assert str(error) == "422 params.n: too small"
+    assert error.errors[0].field == "params.n"
+    assert (
+        str(error_from(502, None, text="<html>bad gateway</html>"))
+        == "502 <html>bad gateway</html>"
+    )
+
+
+def test_params_from_key_value_pairs() -> None:
+    params = parse_params(["n=5", "name=press-7", "flag=true", "xs=[1,2]", "a.b.c=0.5", "z=007"])
+    assert params == {
+        "n": 5,
+        "name": "press-7",
+        "flag": True,
+        "xs": [1, 2],
+        "a": {"b": {"c": 0.5}},
+        "z": "007",
+    }
+    with pytest.raises(ArgumentError, match="not key=value"):
+        parse_params(["oops"])
+    with pytest.raises(ArgumentError, match="already set"):
+        parse_params(["a=1", "a.b=2"])
+
+
+def test_a_request_file_is_merged_under_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("kind: train\nparams: {epochs: 2, datagen: {length: 256}}\nlabels: {a: b}\n")
+    request = build_request(
+        kind=None,
+        base=load_request(path),
+        params={"datagen": {"n_per_class": 5}},
+        options={"labels": {"c": "d"}, "retries": 1},
+    )
+    assert request == {
+        "kind": "train",
+        "params": {"epochs": 2, "datagen": {"length": 256, "n_per_class": 5}},
+        "labels": {"a": "b", "c": "d"},
+        "retries": 1,
+    }
+    with pytest.raises(ArgumentError, match="KIND"):
+        build_request(kind=None, base={}, params={}, options={})
+
+
+def test_options_are_sent_as_json_only_when_given() -> None:
+    body = request_body("noop", None, {"resources": Resources(cpu="1"), "labels": {"a": "b"}})
+    assert body == {"kind": "noop", "params": {}, "resources": {"cpu": "1"}, "labels": {"a": "b"}}
+
+
+def test_following_a_log_prints_each_part_once() -> None:
+    follower = LogFollower(tail=2)
+    assert follower.feed("a\nb\nc\n") == "b\nc\n"
+    assert follower.feed("a\nb\nc\n") == ""
+    assert follower.feed("a\nb\nc\nd\n") == "d\n"
+    assert follower.feed("new\n") == "new\n"  # shorter: a new log
+
+
+def test_eta_from_the_rate_since_the_stage_began() -> None:
+    def event(seconds: float, current: float, stage: str = "train") -> ProgressEvent:
+        moment = T0 + timedelta(seconds=seconds)
+        return ProgressEvent(
+            job_id="j", seq=1, timestamp=moment, current=current, total=10, stage=stage
+        )
+
+    eta = Eta()
+    assert eta.update(event(0, 1)) is None
+    assert eta.update(event(2, 3)) == pytest.approx(7.0)  # 2 steps in 2 s, 7 to go
+    assert eta.update(event(3, 1, stage="eval")) is None  # a new stage starts over
