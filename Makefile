@@ -41,3 +41,19 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .kubetask .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: images e2e-kind chart-lint
+
+## images: the controller, trainer and gan images, with docker or podman (whichever runs);
+## BASE_IMAGE=..., IMAGE_TAG=..., IMAGE_PREFIX=..., ENGINE=docker|podman; `make images IMAGES=controller`
+IMAGES ?= controller trainer gan
+images:
+	scripts/build-images.sh $(IMAGES)
+
+## e2e-kind: kind cluster + built images + helm install + a datagen job over REST (needs Docker and network)
+e2e-kind:
+	scripts/e2e-kind.sh
+
+## chart-lint: render, lint and validate the Helm chart (also part of `make test`)
+chart-lint: install
+	$(PY) -m pytest tests/component/test_chart.py -q

@@ -9,17 +9,19 @@ from fastapi import FastAPI
 
 from api import problems
 from api.limits import BodySizeLimit
-from api.routers import jobs, meta, streams
+from api.routers import jobs, meta, metrics, streams
 from api.runtime import Runtime
 from api.settings import Settings, get_settings
+from controller.metrics import Metrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings)
+        runtime = await Runtime.start(settings, metrics=app_metrics)
         app.state.runtime = runtime
         try:
             yield
@@ -37,4 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(streams.router)
     app.include_router(meta.router)
+    app.include_router(metrics.router)
+    app.state.metrics = app_metrics
     return app

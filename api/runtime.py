@@ -20,6 +20,7 @@ from controller.backends.base import Backend, TaskSpec
 from controller.backends.kubernetes import KubernetesBackend, api_client
 from controller.backends.local import LocalBackend
 from controller.bus import EventBus, EventHub
+from controller.metrics import Metrics
 from controller.reconciler import Reconciler, utcnow
 from controller.records import JobRecord
 from controller.redis_server import RedisServer
@@ -54,7 +55,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
+    async def start(cls, settings: Settings, *, metrics: Metrics | None = None) -> Runtime:
         embedded = None
         url = settings.redis_url
         if url is None:
@@ -74,7 +75,7 @@ class Runtime:
             idempotency_ttl_s=settings.idempotency_ttl_s,
         )
         bus = EventBus(client)
-        hub = EventHub(client)
+        hub = EventHub(client, on_event=metrics.observe_event if metrics else None)
         backend = make_backend(settings)
         defaults = TaskDefaults(
             redis_url=settings.task_redis_url or url,
@@ -93,6 +94,7 @@ class Runtime:
             spec_for=spec_for,
             retention_s=settings.retention_s,
             resync_s=settings.resync_s,
+            on_transition=metrics.observe_transition if metrics else None,
         )
         service = JobService(
             store=store,

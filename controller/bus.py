@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -99,8 +99,11 @@ class EventHub:
     made again, receives RESYNC and should re-read the history from its last seq.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, on_event: Callable[[str], None] | None = None
+    ) -> None:
         self._redis = client
+        self._on_event = on_event  # sees every event received (metrics)
         self._listeners: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
         self.ready = asyncio.Event()
 
@@ -125,6 +128,8 @@ class EventHub:
                     self._broadcast_resync()
                     async for message in pubsub.listen():
                         if message["type"] == "pmessage":
+                            if self._on_event is not None:
+                                self._on_event(message["data"])
                             self._deliver(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
                 self.ready.clear()

@@ -212,6 +212,7 @@ def build_job(spec: TaskSpec, cluster: ClusterSettings) -> Manifest:
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": int(spec.grace_s),
         "automountServiceAccountToken": False,
+        "enableServiceLinks": False,  # no KUBETASK_PORT=tcp://... from the chart's Services
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": TASK_UID,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.deps import ServiceDep
+from api.routers.metrics import MetricsDep
 from controller.errors import FieldError, InvalidRequest
 from controller.store import JobQuery
 from kubetask.models import JobPage, JobRequest, JobState, JobView
@@ -46,13 +48,16 @@ def _labels(selectors: list[str]) -> dict[str, str]:
 async def submit_job(
     request: JobRequest,
     service: ServiceDep,
+    metrics: MetricsDep,
     response: Response,
     dry_run: bool = False,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Any:
     if dry_run:
         return JSONResponse(service.dry_run(request))
+    started = time.perf_counter()
     view, created = await service.submit(request, idempotency_key=idempotency_key)
+    metrics.observe_submit(request.kind, time.perf_counter() - started, created=created)
     location = f"/v1/jobs/{view.id}"
     if not created:
         return JSONResponse(view.model_dump(mode="json"), headers={"Location": location})

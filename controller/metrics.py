@@ -1,0 +1,212 @@
+"""Prometheus metrics of one controller process (`GET /metrics`).
+
+Counted as things happen (the hooks below are called by the API and the reconciler):
+  kubetask_jobs_submitted_total{kind}                          jobs accepted (201)
+  kubetask_submit_duration_seconds{kind}                       POST /v1/jobs, accepted
+  kubetask_job_transitions_total{kind,from_state,to_state}     state transitions
+  kubetask_job_time_to_state_seconds{kind,state}               acceptance -> reaching the state
+  kubetask_events_relayed_total{type}                          events relayed to streams
+Read from the store at each scrape (so they are right after a restart, too):
+  kubetask_jobs{state,kind}                                    unfinished jobs
+  kubetask_queue_depth{queue}                                  jobs waiting (state queued),
+                                                               by Kueue queue ("" for none)
+  kubetask_store_up                                            1 when the store answered
+
+Each `Metrics` has a registry of its own (never the global one), so several apps in one
+process, as in the tests, do not share counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter as Tally
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from controller.records import JobRecord, JobStatus
+from controller.store import Store
+from jobs.registry import KINDS
+from kubetask.models import JobState
+
+UNFINISHED = (JobState.QUEUED, JobState.PENDING, JobState.RUNNING)
+SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STATE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+READ_CONCURRENCY = 16
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text exposition format
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the store says at one scrape."""
+
+    jobs: dict[tuple[str, str], int] = field(default_factory=dict)  # (state, kind) -> count
+    queued: dict[str, int] = field(default_factory=dict)  # queue -> jobs waiting
+    store_up: bool = True
+
+
+def snapshot_of(records: Iterable[JobRecord]) -> Snapshot:
+    """Count unfinished jobs by state and kind, and waiting jobs by queue."""
+    jobs: Tally[tuple[str, str]] = Tally()
+    queued: Tally[str] = Tally()
+    for record in records:
+        state = record.status.state
+        if state.terminal:
+            continue
+        jobs[(state.value, record.request.kind)] += 1
+        if state is JobState.QUEUED:
+            queued[record.request.queue or ""] += 1
+    return Snapshot(jobs=dict(jobs), queued=dict(queued))
+
+
+def time_to_state(record: JobRecord, status: JobStatus, now: datetime) -> float:
+    """Seconds from acceptance until the job reached `status.state`."""
+    reached = now
+    if status.state.terminal and status.finished_at is not None:
+        reached = status.finished_at
+    elif status.state is JobState.RUNNING and status.started_at is not None:
+        reached = status.started_at
+    return max((reached - record.created_at).total_seconds(), 0.0)
+
+
+def event_type(data: str) -> str:
+    """`progress`, `state`, ... of a raw event from Redis; `unknown` if it is not JSON."""
+    try:
+        fields = json.loads(data)
+    except ValueError:
+        return "unknown"
+    kind = fields.get("type") if isinstance(fields, dict) else None
+    return kind if isinstance(kind, str) else "unknown"
+
+
+class _StoreCollector(Collector):
+    """The scrape-time gauges, from the latest snapshot; every kind and unfinished state
+    is reported (zeros included) so that series do not vanish."""
+
+    def __init__(self, kinds: Collection[str]) -> None:
+        self.kinds = tuple(kinds)
+        self.snapshot = Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        jobs = GaugeMetricFamily(
+            "kubetask_jobs", "Unfinished jobs by state and kind.", labels=["state", "kind"]
+        )
+        kinds = sorted({*self.kinds, *(kind for _, kind in snapshot.jobs)})
+        for state in UNFINISHED:
+            for kind in kinds:
+                jobs.add_metric([state.value, kind], snapshot.jobs.get((state.value, kind), 0))
+        yield jobs
+        depth = GaugeMetricFamily(
+            "kubetask_queue_depth",
+            "Jobs waiting in state queued, by Kueue queue name ('' for none).",
+            labels=["queue"],
+        )
+        for queue, count in sorted({"": 0, **snapshot.queued}.items()):
+            depth.add_metric([queue], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "kubetask_store_up",
+            "1 when the job store answered at this scrape.",
+            value=1 if snapshot.store_up else 0,
+        )
+
+
+class Metrics:
+    def __init__(self, *, clock: Clock = _utcnow, kinds: Collection[str] = tuple(KINDS)) -> None:
+        self._clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._submitted = Counter(
+            "kubetask_jobs_submitted",
+            "Jobs accepted by POST /v1/jobs (idempotent replays not counted).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._submit_seconds = Histogram(
+            "kubetask_submit_duration_seconds",
+            "Seconds to accept a job: validation, the durable write, the answer.",
+            ["kind"],
+            buckets=SUBMIT_BUCKETS,
+            registry=self.registry,
+        )
+        self._transitions = Counter(
+            "kubetask_job_transitions",
+            "Job state transitions.",
+            ["kind", "from_state", "to_state"],
+            registry=self.registry,
+        )
+        self._time_to_state = Histogram(
+            "kubetask_job_time_to_state_seconds",
+            "Seconds from a job's acceptance until it reached the state.",
+            ["kind", "state"],
+            buckets=STATE_BUCKETS,
+            registry=self.registry,
+        )
+        self._events = Counter(
+            "kubetask_events_relayed",
+            "Job events (progress, state) relayed from Redis to the controller's streams.",
+            ["type"],
+            registry=self.registry,
+        )
+        self._store = _StoreCollector(kinds)
+        self.registry.register(self._store)
+
+    # -- hooks -------------------------------------------------------------------------------
+    def observe_submit(self, kind: str, seconds: float, *, created: bool) -> None:
+        """After POST /v1/jobs answered; a replay (`created` False) is not a submission."""
+        if created:
+            self._submitted.labels(kind).inc()
+            self._submit_seconds.labels(kind).observe(seconds)
+
+    async def observe_transition(self, record: JobRecord, status: JobStatus) -> None:
+        """The reconciler's transition hook: `record` as read before, `status` as written."""
+        kind = record.request.kind
+        self._transitions.labels(kind, record.status.state.value, status.state.value).inc()
+        seconds = time_to_state(record, status, self._clock())
+        self._time_to_state.labels(kind, status.state.value).observe(seconds)
+
+    def observe_event(self, data: str) -> None:
+        """One raw event the event hub received from Redis."""
+        self._events.labels(event_type(data)).inc()
+
+    # -- scrape ------------------------------------------------------------------------------
+    async def refresh(self, store: Store) -> None:
+        """Read the unfinished jobs for the scrape-time gauges."""
+        try:
+            ids = await store.unfinished()
+            gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+            async def read(job_id: str) -> JobRecord | None:
+                async with gate:
+                    return await store.get(job_id)
+
+            records = await asyncio.gather(*(read(job_id) for job_id in ids))
+        except Exception:  # a scrape reports the store down; it never fails
+            self._store.snapshot = Snapshot(
+                jobs=self._store.snapshot.jobs,
+                queued=self._store.snapshot.queued,
+                store_up=False,
+            )
+            return
+        self._store.snapshot = snapshot_of(r for r in records if r is not None)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
