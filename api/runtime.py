@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -21,6 +22,8 @@ from controller.backends.kubernetes import KubernetesBackend, api_client
 from controller.backends.local import LocalBackend
 from controller.bus import EventBus, EventHub
 from controller.metrics import Metrics
+from controller.notify import entries_for
+from controller.outbox import Outbox
 from controller.reconciler import Reconciler, utcnow
 from controller.records import JobRecord
 from controller.redis_server import RedisServer
@@ -73,6 +76,15 @@ class Runtime:
             client,
             retention_s=settings.retention_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            notifications=partial(entries_for, settings=settings.notify()),
+        )
+        outbox = Outbox(
+            client,
+            secret=settings.webhook_secret,
+            backoff=settings.backoff(),
+            smtp=settings.smtp(),
+            poll_s=settings.notify_poll_s,
+            timeout_s=settings.webhook_timeout_s,
         )
         bus = EventBus(client)
         hub = EventHub(client, on_event=metrics.observe_event if metrics else None)
@@ -111,6 +123,7 @@ class Runtime:
         runtime.tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(hub.run(), name="event-hub"),
+            asyncio.create_task(outbox.run(), name="notification-outbox"),
         ]
         return runtime
 

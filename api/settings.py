@@ -11,6 +11,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.manifests import ARTIFACTS_DIR, ClusterSettings
+from controller.notify import Backoff, NotifySettings
+from controller.outbox import SmtpSettings
 
 
 class Settings(BaseSettings):
@@ -44,6 +46,26 @@ class Settings(BaseSettings):
         },
         description="Request priority -> PriorityClass; other priorities are refused.",
     )
+    # Notifications (see controller/notify.py)
+    public_url: str | None = Field(
+        None, description="Base URL of the API in links sent out; default http://host:port."
+    )
+    webhooks: list[str] = Field(
+        default_factory=list, description="Webhooks told about every job's end (JSON list)."
+    )
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key signing webhooks.")
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    notify_backoff_s: float = Field(2.0, gt=0, description="First retry delay; doubles.")
+    notify_backoff_cap_s: float = Field(600.0, gt=0)
+    notify_max_attempts: int = Field(10, ge=1, description="Then dead-lettered.")
+    notify_poll_s: float = Field(1.0, gt=0)
+    smtp_host: str | None = Field(None, description="Set to email job ends to smtp_to.")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "kubetask@localhost"
+    smtp_to: list[str] = Field(default_factory=list)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
     # The kubernetes backend
     kubeconfig: str | None = Field(None, description="Outside a cluster: the kubeconfig.")
     namespace: str = "default"
@@ -71,6 +93,32 @@ class Settings(BaseSettings):
             gpu_taint_key=self.gpu_taint_key,
             artifacts_claim=self.artifacts_claim,
             service_account=self.task_service_account,
+        )
+
+    def notify(self) -> NotifySettings:
+        return NotifySettings(
+            public_url=self.public_url or f"http://{self.host}:{self.port}",
+            webhooks=tuple(self.webhooks),
+            email_to=tuple(self.smtp_to) if self.smtp_host else (),
+        )
+
+    def smtp(self) -> SmtpSettings | None:
+        if not self.smtp_host:
+            return None
+        return SmtpSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            sender=self.smtp_from,
+            username=self.smtp_username,
+            password=self.smtp_password,
+            starttls=self.smtp_starttls,
+        )
+
+    def backoff(self) -> Backoff:
+        return Backoff(
+            base_s=self.notify_backoff_s,
+            cap_s=self.notify_backoff_cap_s,
+            max_attempts=self.notify_max_attempts,
         )
 
     @property

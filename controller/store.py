@@ -9,7 +9,8 @@ that changed, so a cancel accepted with 202 can never be overwritten by a late s
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +19,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from controller.notify import OutboxEntry
 from controller.records import JobRecord, JobStatus
 from kubetask import eventlog, keys
 from kubetask.models import TERMINAL_STATES, JobRequest, JobState
@@ -50,6 +52,10 @@ return {ARGV[1], ''}
 """
 )
 
+# KEYS: job, active set, outbox (sorted set of entry ids by due time), outbox entries (hash).
+# ARGV: status, cancel flag read, expiry ('0': not terminal), id, due time, then pairs of
+# outbox entry id and entry. A terminal status and its notifications are written together,
+# so a crash right after the write still leaves them to deliver (at least once).
 _SAVE_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
@@ -58,6 +64,11 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[3] ~= '0' then
   redis.call('SREM', KEYS[2], ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
+  for i = 6, #ARGV, 2 do
+    if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
+      redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
+    end
+  end
 end
 return 1
 """
@@ -125,8 +136,12 @@ class RedisStore:
         *,
         retention_s: int,
         idempotency_ttl_s: int,
+        notifications: Callable[[JobRecord, JobStatus], Sequence[OutboxEntry]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
+        self._notifications = notifications
+        self._clock = clock
         self._retention_s = retention_s
         self._idempotency_ttl_s = idempotency_ttl_s
         self._create = client.register_script(_CREATE)
@@ -221,15 +236,23 @@ class RedisStore:
         return found, upper[1:]
 
     async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
-        """Write the status unless the cancel flag changed since `record` was read."""
-        expire = self._retention_s if status.state in TERMINAL_STATES else 0
+        """Write the status unless the cancel flag changed since `record` was read; a
+        terminal status queues its notifications in the outbox in the same script."""
+        terminal = status.state in TERMINAL_STATES
+        expire = self._retention_s if terminal else 0
+        entries: list[str] = []
+        if terminal and self._notifications is not None:
+            for entry in self._notifications(record, status):
+                entries += [entry.id, entry.model_dump_json()]
         written = await self._save_status(
-            keys=[keys.job(record.id), ACTIVE_SET],
+            keys=[keys.job(record.id), ACTIVE_SET, keys.OUTBOX, keys.OUTBOX_ENTRIES],
             args=[
                 status.model_dump_json(),
                 "1" if record.cancel_requested else "0",
                 expire,
                 record.id,
+                self._clock(),
+                *entries,
             ],
         )
         return int(written) == 1

@@ -3,6 +3,9 @@
 PREFIX = "kubetask"
 JOBS_INDEX = f"{PREFIX}:jobs"
 PROGRESS_PATTERN = f"{PREFIX}:progress:*"
+OUTBOX = f"{PREFIX}:outbox"  # sorted set: notification ids scored by when they are due
+OUTBOX_ENTRIES = f"{PREFIX}:outbox:entries"  # hash: notification id -> entry (JSON)
+OUTBOX_DEAD = f"{PREFIX}:outbox:dead"  # list: entries that ran out of attempts (JSON)
 
 
 def progress_channel(job_id: str) -> str:

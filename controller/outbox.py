@@ -1,0 +1,172 @@
+"""The notification outbox in Redis and the loop that empties it.
+
+`RedisStore.save_status` adds entries in the same script that writes a terminal status; this
+loop claims the due ones (pushing their due time out by a lease, so a crash mid-delivery only
+delays them), sends each (webhook: a signed POST; email: SMTP in a thread), and removes it on
+success or reschedules it with backoff, until it runs out of attempts and is dead-lettered.
+Delivery is at least once: receivers drop duplicates by the idempotency id. Nothing here
+ever touches a job's state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import smtplib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+import httpx
+import redis.asyncio as aioredis
+
+from controller.notify import Backoff, Channel, OutboxEntry, email_text, webhook_headers
+from kubetask import keys
+
+log = logging.getLogger("kubetask.outbox")
+
+# KEYS: outbox, entries. ARGV: now, lease end, batch size. Returns the claimed entries.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local claimed = {}
+for _, id in ipairs(ids) do
+  local entry = redis.call('HGET', KEYS[2], id)
+  if entry then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    table.insert(claimed, entry)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return claimed
+"""
+
+
+class DeliveryError(Exception):
+    """A message was not accepted; it will be retried."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int = 25
+    sender: str = "kubetask@localhost"
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    timeout_s: float = 10.0
+
+
+def send_email(smtp: SmtpSettings, *, to: str, subject: str, text: str, message_id: str) -> None:
+    """Blocking: one message through the SMTP server (run it in a thread)."""
+    message = EmailMessage()
+    message["From"] = smtp.sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["X-Kubetask-Idempotency-Id"] = message_id
+    message.set_content(text)
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as client:
+        if smtp.starttls:
+            client.starttls()
+        if smtp.username:
+            client.login(smtp.username, smtp.password or "")
+        client.send_message(message)
+
+
+@dataclass
+class Outbox:
+    redis: aioredis.Redis
+    secret: str | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    smtp: SmtpSettings | None = None
+    poll_s: float = 1.0
+    timeout_s: float = 5.0
+    lease_s: float = 60.0
+    batch: int = 50
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._claim = self.redis.register_script(_CLAIM)
+
+    async def run(self) -> None:
+        """Deliver due entries forever; errors are logged, never raised."""
+        async with httpx.AsyncClient(timeout=self.timeout_s) as http:
+            while True:
+                try:
+                    sent = await self.deliver_due(http)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("outbox pass failed; trying again")
+                    sent = 0
+                if sent == 0:
+                    await asyncio.sleep(self.poll_s)
+
+    async def deliver_due(self, http: httpx.AsyncClient) -> int:
+        """One pass: claim what is due and try each; the number of entries tried."""
+        now = self.clock()
+        raw: Sequence[str | bytes] = await self._claim(
+            keys=[keys.OUTBOX, keys.OUTBOX_ENTRIES],
+            args=[now, now + self.lease_s, self.batch],
+        )
+        entries = [OutboxEntry.model_validate_json(item) for item in raw]
+        await asyncio.gather(*(self._attempt(http, entry) for entry in entries))
+        return len(entries)
+
+    async def _attempt(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
+        try:
+            await self._send(http, entry)
+        except Exception as exc:
+            await self._failed(entry, exc)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.OUTBOX, entry.id)
+            pipe.hdel(keys.OUTBOX_ENTRIES, entry.id)
+            await pipe.execute()
+        log.info("notification %s delivered to %s", entry.id, entry.target)
+
+    async def _send(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
+        if entry.channel is Channel.WEBHOOK:
+            headers = webhook_headers(entry, secret=self.secret, timestamp=int(self.clock()))
+            response = await http.post(entry.target, content=entry.body, headers=headers)
+            if not response.is_success:
+                raise DeliveryError(f"HTTP {response.status_code}")
+            return
+        if self.smtp is None:
+            raise DeliveryError("no SMTP server configured")
+        subject, text = email_text(json.loads(entry.body))
+        await asyncio.to_thread(
+            send_email, self.smtp, to=entry.target, subject=subject, text=text, message_id=entry.id
+        )
+
+    async def _failed(self, entry: OutboxEntry, exc: Exception) -> None:
+        attempts = entry.attempts + 1
+        failed = entry.model_copy(update={"attempts": attempts})
+        if self.backoff.exhausted(attempts):
+            log.error(
+                "notification %s to %s dead-lettered after %d attempts: %s",
+                entry.id,
+                entry.target,
+                attempts,
+                exc,
+            )
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(keys.OUTBOX_DEAD, failed.model_dump_json())
+                pipe.zrem(keys.OUTBOX, entry.id)
+                pipe.hdel(keys.OUTBOX_ENTRIES, entry.id)
+                await pipe.execute()
+            return
+        delay = self.backoff.delay_s(attempts)
+        log.warning(
+            "notification %s to %s failed (attempt %d: %s); retrying in %.1f s",
+            entry.id,
+            entry.target,
+            attempts,
+            exc,
+            delay,
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.OUTBOX_ENTRIES, entry.id, failed.model_dump_json())
+            pipe.zadd(keys.OUTBOX, {entry.id: self.clock() + delay})
+            await pipe.execute()
