@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from controller.outcomes import parse_outcome
 from kubetask import eventlog, keys
-from kubetask.models import Event, JobState, Outcome, ProgressEvent
+from kubetask.models import JobState, Outcome, ProgressEvent
 
 log = logging.getLogger("kubetask.bus")
 
@@ -55,9 +55,6 @@ class EventBus:
         history goes."""
         raw = await self._redis.zrangebyscore(keys.history(job_id), f"({since}", "+inf")
         return [str(item) for item in raw]
-
-    async def history(self, job_id: str, *, since: int = 0) -> list[Event]:
-        return [eventlog.parse_event(raw) for raw in await self.history_raw(job_id, since=since)]
 
     async def last_seq(self, job_id: str) -> int:
         value = await self._redis.get(keys.seq(job_id))

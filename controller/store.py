@@ -128,7 +128,8 @@ class Store(Protocol):
 
 
 class RedisStore:
-    """The Store on Redis. Terminal records expire after `retention_s`."""
+    """The Store on Redis (a client made with `decode_responses=True`). Terminal records
+    expire after `retention_s`."""
 
     def __init__(
         self,
@@ -182,13 +183,11 @@ class RedisStore:
                 *eventlog.script_args(accepted),
             ],
         )
-        job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+        job_id = str(job_id)
         if job_id == record.id:
             await self._sync_to_disk()
             return record, True
-        seen = (
-            seen_fingerprint.decode() if isinstance(seen_fingerprint, bytes) else seen_fingerprint
-        )
+        seen = str(seen_fingerprint)
         if seen != fingerprint:
             raise IdempotencyConflict(job_id)
         existing = await self.get(job_id)
@@ -200,7 +199,7 @@ class RedisStore:
         return existing, False
 
     async def get(self, job_id: str) -> JobRecord | None:
-        fields = await self._redis.hgetall(keys.job(job_id))
+        fields: dict[str, str] = await self._redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         return _parse(job_id, fields) if fields else None
 
     async def find(
@@ -212,7 +211,7 @@ class RedisStore:
         upper = f"({cursor}" if cursor else "+"
         for _ in range(10):
             ids = [
-                i.decode() if isinstance(i, bytes) else i
+                str(i)
                 for i in await self._redis.zrevrangebylex(
                     keys.JOBS_INDEX, upper, "-", start=0, num=SCAN_BATCH
                 )
@@ -265,14 +264,14 @@ class RedisStore:
         answer = await self._cancel(
             keys=[keys.job(job_id)], args=[s.value for s in TERMINAL_STATES]
         )
-        answer = answer.decode() if isinstance(answer, bytes) else answer
+        answer = str(answer)
         if answer in (CancelOutcome.ACCEPTED, CancelOutcome.MISSING):
             return CancelOutcome(answer)
         return JobState(answer)
 
     async def unfinished(self) -> list[str]:
         members = await self._redis.smembers(ACTIVE_SET)
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        return sorted(str(m) for m in members)
 
     async def _sync_to_disk(self) -> None:
         """Wait until the append-only file holds the write (WAITAOF, Redis 7.2+ / Valkey)."""
@@ -286,12 +285,7 @@ class RedisStore:
             self._waitaof = False
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse(job_id: str, fields: Mapping[bytes | str, bytes | str]) -> JobRecord:
-    data = {_text(k): _text(v) for k, v in fields.items()}
+def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:
     return JobRecord(
         id=job_id,
         request=JobRequest.model_validate_json(data["request"]),

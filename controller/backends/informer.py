@@ -54,7 +54,6 @@ class Informer:
         self._stop = threading.Event()
         self._response: Any = None
         self.synced = threading.Event()
-        self.relists = 0
         self._thread = threading.Thread(target=self._run, name=f"informer-{name}", daemon=True)
 
     # -- the cache ---------------------------------------------------------------------
@@ -153,7 +152,6 @@ class Informer:
             self._remove(obj)
         for obj in items.values():
             self.upsert(obj)
-        self.relists += 1
         self.synced.set()
         version: str = listing["metadata"]["resourceVersion"]
         return version

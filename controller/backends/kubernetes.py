@@ -10,7 +10,6 @@ Creating is idempotent (deterministic names, 409 AlreadyExists is success).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -81,6 +80,7 @@ class KubernetesBackend:
 
     def __init__(self, *, api: k8s.ApiClient, cluster: ClusterSettings) -> None:
         self._cluster = cluster
+        self._api = api  # handed over: closed by stop()
         self._batch = k8s.BatchV1Api(api)
         self._core = k8s.CoreV1Api(api)
         self.changes: asyncio.Queue[str] = asyncio.Queue()
@@ -116,6 +116,7 @@ class KubernetesBackend:
         await asyncio.to_thread(self._jobs.stop)
         await asyncio.to_thread(self._pods.stop)
         self._calls.shutdown(wait=False, cancel_futures=True)
+        self._api.close()  # type: ignore[no-untyped-call]
 
     def _changed(self, obj: Obj) -> None:
         job_id = obj.get("metadata", {}).get("labels", {}).get(LABEL_JOB_ID)
@@ -231,8 +232,3 @@ class KubernetesBackend:
         if configmap is not None:
             rendered["configmap"] = configmap
         return rendered
-
-
-def close_quietly(api: k8s.ApiClient) -> None:
-    with contextlib.suppress(Exception):
-        api.close()  # type: ignore[no-untyped-call]
