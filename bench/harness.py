@@ -148,6 +148,15 @@ def paired_runs(
     return measured, baseline_ms
 
 
+def latency_rows(kubetask_ms: Sequence[float], baseline_ms: Sequence[float]) -> list[Row]:
+    """Median and p90 of paired runs, in milliseconds."""
+    n = len(kubetask_ms)
+    return [
+        Row(f"median of {n}", "ms", median(kubetask_ms), median(baseline_ms)),
+        Row(f"p90 of {n}", "ms", percentile(kubetask_ms, 90), percentile(baseline_ms, 90)),
+    ]
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Linear interpolation between closest ranks (numpy's default); NaN when empty."""
     if not values:

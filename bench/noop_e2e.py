@@ -21,11 +21,10 @@ from bench.harness import (
     Bench,
     Counts,
     Figure,
-    Row,
     epoch,
+    latency_rows,
     median,
     paired_runs,
-    percentile,
     python_module,
     rounded,
     spawn,
@@ -91,11 +90,7 @@ def run(bench: Bench, counts: Counts) -> Figure:
     to_start = [(r.started - r.submitted) * 1000 for r in runs]
     task = [(r.finished - r.started) * 1000 for r in runs]
     to_seen = [(r.seen - r.finished) * 1000 for r in runs]
-    n = counts.launches
-    rows = [
-        Row(f"median of {n}", "ms", median(kubetask_ms), median(baseline_ms)),
-        Row(f"p90 of {n}", "ms", percentile(kubetask_ms, 90), percentile(baseline_ms, 90)),
-    ]
+    rows = latency_rows(kubetask_ms, baseline_ms)
     notes = [
         "kubetask breakdown (medians): "
         f"submit -> started {median(to_start):.1f} ms; "

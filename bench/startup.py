@@ -23,11 +23,10 @@ from bench.harness import (
     Bench,
     Counts,
     Figure,
-    Row,
     epoch,
+    latency_rows,
     median,
     paired_runs,
-    percentile,
     python_module,
     read_json,
     rounded,
@@ -99,11 +98,7 @@ def run(bench: Bench, counts: Counts) -> Figure:
     api_ms = [(x.created - x.submitted) * 1000 for x in launches]
     controller_ms = [(x.pod_created - x.created) * 1000 for x in launches]
     shim_ms = [(x.started - x.pod_created) * 1000 for x in launches]
-    n = counts.launches
-    rows = [
-        Row(f"median of {n}", "ms", median(kubetask_ms), median(baseline_ms)),
-        Row(f"p90 of {n}", "ms", percentile(kubetask_ms, 90), percentile(baseline_ms, 90)),
-    ]
+    rows = latency_rows(kubetask_ms, baseline_ms)
     notes = [
         "kubetask breakdown (medians): "
         f"POST -> record created {median(api_ms):.1f} ms; "
