@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.limits import BodySizeLimit
-from api.routers import jobs, meta, metrics, streams
+from api.routers import dashboard, jobs, live, meta, metrics, streams
 from api.runtime import Runtime
 from api.settings import Settings, get_settings
 from controller.metrics import Metrics
@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(streams.router)
+    app.include_router(live.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     app.state.metrics = app_metrics
     return app

@@ -102,6 +102,7 @@ class EventHub:
         self._redis = client
         self._on_event = on_event  # sees every event received (metrics)
         self._listeners: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+        self._everything: set[asyncio.Queue[str]] = set()  # listeners to all jobs' events
         self.ready = asyncio.Event()
 
     @contextlib.asynccontextmanager
@@ -114,6 +115,16 @@ class EventHub:
             self._listeners[job_id].discard(queue)
             if not self._listeners[job_id]:
                 del self._listeners[job_id]
+
+    @contextlib.asynccontextmanager
+    async def listen_all(self) -> AsyncIterator[asyncio.Queue[str]]:
+        """Every job's raw events (the dashboard's live table), RESYNC as for `listen`."""
+        queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+        self._everything.add(queue)
+        try:
+            yield queue
+        finally:
+            self._everything.discard(queue)
 
     async def run(self) -> None:
         """Keep the subscription up; on every (re)connect tell listeners to resync."""
@@ -136,11 +147,12 @@ class EventHub:
     def _deliver(self, channel: str, data: str) -> None:
         for queue in self._listeners.get(keys.job_id_from_channel(channel), ()):
             _offer(queue, data)
+        for queue in self._everything:
+            _offer(queue, data)
 
     def _broadcast_resync(self) -> None:
-        for queues in self._listeners.values():
-            for queue in queues:
-                _offer(queue, RESYNC)
+        for queue in (*self._everything, *(q for qs in self._listeners.values() for q in qs)):
+            _offer(queue, RESYNC)
 
 
 def _offer(queue: asyncio.Queue[str], item: str) -> None:

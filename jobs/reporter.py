@@ -111,6 +111,8 @@ class ProgressReporter:
         **metrics: JsonValue,
     ) -> None:
         """Report progress; `stage` sticks until changed. Never blocks, never raises."""
+        if stage is not None and stage != self._stage:
+            log.info("stage %s%s", stage, f": {message}" if message else "")
         if stage is not None:
             self._stage = stage
         event = progress_fields(

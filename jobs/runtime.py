@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,10 +150,13 @@ def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> 
         reporter=reporter,
         redis_url=task_env.redis_url,
     )
+    started = time.monotonic()
+    log.info("%s task of job %s (index %s) starting", kind, context.job_id, context.index)
     try:
         result = load_runner(spec)(params, context)
         outcome = Outcome(ok=True, result=spill_result(result, context))
         code = env.EXIT_OK
+        log.info("%s task succeeded in %.1f s", kind, time.monotonic() - started)
     except SystemExit as exc:  # the task (or a library) called sys.exit
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         outcome = Outcome(ok=True, result={})

@@ -1,0 +1,654 @@
+// kubetask dashboard: a live job table and a job page, over the public REST API only.
+// No framework, no build step, no CDN. Every string from the API goes through textContent.
+"use strict";
+
+const STATES = ["queued", "pending", "running", "succeeded", "failed", "cancelled"];
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const PAGE_SIZE = 100;
+const COLORS = ["#326ce5", "#e8710a", "#1a7f37", "#c62828", "#7b3fe4", "#0b8a8a"];
+
+// -- small helpers ---------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) {
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+  }
+  return node;
+}
+
+function duration(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return "";
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${s % 60}s`;
+  const hrs = Math.floor(m / 60);
+  if (hrs < 48) return `${hrs}h ${m % 60}m`;
+  return `${Math.floor(hrs / 24)}d ${hrs % 24}h`;
+}
+
+const ms = (iso) => (iso ? Date.parse(iso) : null);
+const age = (job) => duration(Date.now() - ms(job.created_at));
+function runTime(job) {
+  const start = ms(job.started_at);
+  if (start === null) return "";
+  return duration((ms(job.finished_at) ?? Date.now()) - start);
+}
+
+function fraction(job) {
+  if (job.state === "succeeded") return 1;
+  const p = job.progress;
+  if (!p) return 0;
+  if (typeof p.progress === "number") return p.progress;
+  return p.total ? Math.min(1, p.current / p.total) : 0;
+}
+
+// -- the API ---------------------------------------------------------------------------------
+
+const tokenStore = {
+  get: () => localStorage.getItem("kubetask.token") || "",
+  set: (value) => (value ? localStorage.setItem("kubetask.token", value) : localStorage.removeItem("kubetask.token")),
+};
+
+function authHeaders(extra = {}) {
+  const token = tokenStore.get();
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+async function call(method, path) {
+  const response = await fetch(path, { method, headers: authHeaders({ Accept: "application/json" }) });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      const problem = await response.json();
+      detail = problem.detail || problem.title || detail;
+    } catch (_) { /* not JSON */ }
+    if (response.status === 401) showBanner("This server needs an API token: use the Token button.");
+    throw new ApiError(response.status, `${response.status}: ${detail}`);
+  }
+  const type = response.headers.get("content-type") || "";
+  return type.includes("json") ? response.json() : response.text();
+}
+
+// Server-Sent Events over fetch (EventSource cannot send the Authorization header).
+async function* sse(path, signal, lastEventId) {
+  const headers = authHeaders({ Accept: "text/event-stream" });
+  if (lastEventId) headers["Last-Event-ID"] = String(lastEventId);
+  const response = await fetch(path, { headers, signal, cache: "no-store" });
+  if (!response.ok) throw new ApiError(response.status, `${response.status} on ${path}`);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const message = { event: "message", data: "", id: null };
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") message.event = text;
+        else if (field === "data") message.data += (message.data ? "\n" : "") + text;
+        else if (field === "id") message.id = text;
+      }
+      if (message.data) yield message;
+    }
+  }
+}
+
+const sleep = (msec) => new Promise((resolve) => setTimeout(resolve, msec));
+
+function showBanner(text) {
+  const banner = document.getElementById("banner");
+  banner.textContent = text;
+  banner.hidden = !text;
+}
+
+// -- the live table --------------------------------------------------------------------------
+
+const table = {
+  jobs: new Map(), // id -> job view, kept current by events
+  filters: { state: "", kind: "", label: "", q: "" },
+  nextCursor: null,
+  kinds: [],
+};
+
+function listQuery(cursor) {
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (table.filters.state) params.set("state", table.filters.state);
+  if (table.filters.kind) params.set("kind", table.filters.kind);
+  if (table.filters.label) params.append("label", table.filters.label);
+  if (cursor) params.set("cursor", cursor);
+  return `/v1/jobs?${params}`;
+}
+
+async function loadJobs() {
+  const page = await call("GET", listQuery(null));
+  table.jobs = new Map(page.items.map((job) => [job.id, job]));
+  table.nextCursor = page.next_cursor;
+  scheduleRender();
+}
+
+async function loadMore() {
+  if (!table.nextCursor) return;
+  const page = await call("GET", listQuery(table.nextCursor));
+  for (const job of page.items) if (!table.jobs.has(job.id)) table.jobs.set(job.id, job);
+  table.nextCursor = page.next_cursor;
+  scheduleRender();
+}
+
+function matches(job) {
+  const f = table.filters;
+  if (f.state && job.state !== f.state) return false;
+  if (f.kind && job.kind !== f.kind) return false;
+  if (f.label) {
+    const [key, value] = f.label.split("=");
+    if ((job.labels || {})[key] !== value) return false;
+  }
+  if (f.q) {
+    const text = `${job.id} ${job.name || ""} ${job.kind}`.toLowerCase();
+    if (!text.includes(f.q.toLowerCase())) return false;
+  }
+  return true;
+}
+
+// Apply one event to a job view; returns false when the event is older than what it shows.
+function applyEvent(job, event) {
+  if (job._seq && event.seq <= job._seq) return false;
+  job._seq = event.seq;
+  if (event.type === "progress") {
+    job.progress = event;
+  } else if (event.type === "state") {
+    job.state = event.state;
+    job.reason = event.reason ?? null;
+    job.message = event.message ?? null;
+    if (event.attempts !== undefined) job.attempts = event.attempts;
+    if (event.state === "running" && !job.started_at) job.started_at = event.timestamp;
+    if (TERMINAL.has(event.state)) job.finished_at = job.finished_at || event.timestamp;
+  }
+  return true;
+}
+
+const fetching = new Set();
+async function onLiveEvent(event) {
+  const job = table.jobs.get(event.job_id);
+  if (job) {
+    if (applyEvent(job, event)) scheduleRender();
+    if (event.type === "state" && TERMINAL.has(event.state)) refreshJob(event.job_id);
+    return;
+  }
+  if (event.type !== "state" || fetching.has(event.job_id)) return;
+  fetching.add(event.job_id); // a job this page has not seen: a new submission
+  try {
+    const fresh = await call("GET", `/v1/jobs/${encodeURIComponent(event.job_id)}`);
+    if (!table.jobs.has(fresh.id)) table.jobs.set(fresh.id, fresh);
+    scheduleRender();
+  } catch (_) { /* gone, or another tenant's */ } finally {
+    fetching.delete(event.job_id);
+  }
+}
+
+async function refreshJob(id) {
+  try {
+    const fresh = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`);
+    const known = table.jobs.get(id);
+    if (known) fresh._seq = known._seq;
+    table.jobs.set(id, fresh);
+    scheduleRender();
+  } catch (_) { /* keep what the events said */ }
+}
+
+function setLive(state) {
+  const badge = document.getElementById("live");
+  badge.dataset.live = state;
+  badge.textContent = state;
+}
+
+// One stream for the whole page, kept up for as long as the page is open.
+async function followEverything() {
+  let delay = 500;
+  for (;;) {
+    try {
+      for await (const message of sse("/v1/events")) {
+        delay = 500;
+        if (message.event === "ready" || message.event === "resync") {
+          setLive("live");
+          await loadJobs();
+        } else if (message.event === "state" || message.event === "progress") {
+          onLiveEvent(JSON.parse(message.data));
+        }
+      }
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) await sleep(4000);
+    }
+    setLive("reconnecting");
+    await sleep(delay);
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    if (route().page === "list") renderRows();
+  });
+}
+
+function progressCell(job) {
+  const value = fraction(job);
+  const pct = Math.round(value * 100);
+  const fill = h("div", { class: "fill" });
+  fill.style.width = `${pct}%`; // CSSOM, not a style attribute: the page's CSP allows no inline style
+  return h(
+    "div",
+    { class: "progress", dataset: { state: job.state, value: value.toFixed(4) } },
+    h("div", { class: "track" }, fill),
+    h("span", { class: "pct" }, `${pct}%`),
+  );
+}
+
+function jobRow(job) {
+  const stage = job.progress && job.progress.stage ? job.progress.stage : "";
+  return h(
+    "tr",
+    { dataset: { jobId: job.id, state: job.state }, onclick: () => (location.hash = `#/jobs/${job.id}`) },
+    h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id)),
+    h("td", {}, job.name || ""),
+    h("td", {}, job.kind),
+    h("td", {}, h("span", { class: "state", dataset: { state: job.state } }, job.state)),
+    h("td", {}, progressCell(job), stage ? h("div", { class: "stage" }, stage) : null),
+    h("td", { class: "num", dataset: { created: job.created_at } }, age(job)),
+    h("td", { class: "num" }, runTime(job)),
+  );
+}
+
+function renderRows() {
+  const body = document.querySelector("table.jobs tbody");
+  if (!body) return;
+  const rows = [...table.jobs.values()]
+    .filter(matches)
+    .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+  body.replaceChildren(...rows.map(jobRow));
+  document.querySelector(".empty").hidden = rows.length > 0;
+  document.querySelector(".filters .count").textContent = `${rows.length} job${rows.length === 1 ? "" : "s"}`;
+  document.querySelector(".more").hidden = !table.nextCursor;
+}
+
+function select(name, options, value) {
+  return h(
+    "select",
+    { name, "aria-label": name, onchange: (e) => setFilter(name, e.target.value) },
+    h("option", { value: "" }, `any ${name}`),
+    options.map((option) => h("option", { value: option, selected: option === value }, option)),
+  );
+}
+
+function setFilter(name, value) {
+  table.filters[name] = value;
+  if (name === "q") scheduleRender(); // text search is local
+  else loadJobs().catch((error) => showBanner(error.message));
+}
+
+function renderList() {
+  const f = table.filters;
+  const view = document.getElementById("view");
+  view.replaceChildren(
+    h(
+      "div",
+      { class: "filters" },
+      select("state", STATES, f.state),
+      select("kind", table.kinds, f.kind),
+      h("input", { name: "label", placeholder: "label key=value", value: f.label, onchange: (e) => setFilter("label", e.target.value.trim()) }),
+      h("input", { name: "q", type: "search", placeholder: "search id, name, kind", value: f.q, oninput: (e) => setFilter("q", e.target.value.trim()) }),
+      h("span", { class: "count" }),
+    ),
+    h(
+      "div",
+      { class: "panel" },
+      h(
+        "table",
+        { class: "jobs" },
+        h("thead", {}, h("tr", {}, ["id", "name", "kind", "state", "progress", "age", "duration"].map((c) => h("th", {}, c)))),
+        h("tbody"),
+      ),
+      h("div", { class: "empty" }, "No jobs yet. Submit one: kubetask submit datagen --wait"),
+      h("div", { class: "more", hidden: true }, h("button", { type: "button", onclick: () => loadMore() }, "Load more")),
+    ),
+  );
+  renderRows();
+}
+
+// -- the job page ----------------------------------------------------------------------------
+
+const page = { id: null, job: null, events: [], abort: null, logsTimer: null };
+
+// Metric series from a job's progress events: per-epoch metrics, and per-trial values.
+function metricSeries(events) {
+  const byEpoch = new Map(); // metric -> Map(epoch -> value)
+  const byTrial = new Map();
+  for (const event of events) {
+    const m = event.metrics || {};
+    if (typeof m.trial === "number") {
+      for (const key of ["value", "best_value"]) {
+        if (typeof m[key] !== "number") continue;
+        if (!byTrial.has(key)) byTrial.set(key, new Map());
+        byTrial.get(key).set(m.trial, m[key]);
+      }
+    } else if (typeof m.epoch === "number") {
+      for (const [key, value] of Object.entries(m)) {
+        if (key === "epoch" || key === "samples_per_s" || typeof value !== "number") continue;
+        const name = event.index === null || event.index === undefined ? key : `${key} #${event.index}`;
+        if (!byEpoch.has(name)) byEpoch.set(name, new Map());
+        byEpoch.get(name).set(m.epoch, value); // a retried epoch replaces the earlier one
+      }
+    }
+  }
+  const series = (map, names) => names.map((name) => ({ name, points: [...map.get(name)].sort((a, b) => a[0] - b[0]) }));
+  const names = [...byEpoch.keys()];
+  const charts = [];
+  const loss = names.filter((n) => n.includes("loss"));
+  const accuracy = names.filter((n) => n.includes("acc"));
+  const other = names.filter((n) => !loss.includes(n) && !accuracy.includes(n));
+  if (loss.length) charts.push({ id: "loss", title: "Loss per epoch", x: "epoch", series: series(byEpoch, loss) });
+  if (accuracy.length) charts.push({ id: "accuracy", title: "Accuracy per epoch", x: "epoch", series: series(byEpoch, accuracy) });
+  if (other.length) charts.push({ id: "other", title: "Other metrics per epoch", x: "epoch", series: series(byEpoch, other) });
+  if (byTrial.size) charts.push({ id: "trials", title: "Objective per trial (best so far)", x: "trial", series: series(byTrial, [...byTrial.keys()]) });
+  return charts;
+}
+
+function niceTicks(lo, hi, count) {
+  if (lo === hi) return [lo];
+  const step = (hi - lo) / (count - 1);
+  return Array.from({ length: count }, (_, i) => lo + i * step);
+}
+
+function label(value) {
+  const a = Math.abs(value);
+  if (a !== 0 && (a < 0.01 || a >= 10000)) return value.toExponential(1);
+  return Number.isInteger(value) ? String(value) : value.toFixed(a < 1 ? 3 : 2);
+}
+
+function lineChart(chart) {
+  const W = 460, H = 230, L = 52, R = 12, T = 26, B = 44;
+  const all = chart.series.flatMap((s) => s.points);
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
+  if (y0 === y1) [y0, y1] = [y0 - 0.5, y1 + 0.5];
+  const px = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const py = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+  const parts = [svg("text", { x: L, y: 16, class: "title" }, chart.title)];
+  for (const y of niceTicks(y0, y1, 5)) {
+    parts.push(svg("line", { x1: L, x2: W - R, y1: py(y), y2: py(y), class: "grid" }));
+    parts.push(svg("text", { x: L - 6, y: py(y) + 4, "text-anchor": "end" }, label(y)));
+  }
+  const xTicks = [...new Set(xs)].length <= 10 ? [...new Set(xs)].sort((a, b) => a - b) : niceTicks(x0, x1, 6).map(Math.round);
+  for (const x of xTicks) parts.push(svg("text", { x: px(x), y: H - B + 16, "text-anchor": "middle" }, label(x)));
+  parts.push(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
+  parts.push(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
+  parts.push(svg("text", { x: W - R, y: H - 6, "text-anchor": "end" }, `${chart.x} →`));
+  chart.series.forEach((s, i) => {
+    const color = COLORS[i % COLORS.length];
+    const points = s.points.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
+    parts.push(svg("polyline", { points, stroke: color, "data-series": s.name, "data-points": s.points.length }));
+    for (const [x, y] of s.points) parts.push(svg("circle", { cx: px(x), cy: py(y), r: 2.5, fill: color }));
+  });
+  const legend = chart.series.map((s, i) => svg("tspan", { fill: COLORS[i % COLORS.length], dx: i ? 12 : 0 }, `— ${s.name}`));
+  parts.push(svg("text", { x: L, y: H - 6 }, legend));
+  return svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, "data-chart": chart.id, role: "img", "aria-label": chart.title }, parts);
+}
+
+function facts(rows) {
+  return h("dl", { class: "facts" }, rows.filter(([, v]) => v !== null && v !== undefined && v !== "").flatMap(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { fact: k } }, v)]));
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : null;
+}
+
+function renderJob() {
+  const job = page.job;
+  const view = document.getElementById("view");
+  if (!job) {
+    view.replaceChildren(h("div", { class: "panel empty" }, "Loading…"));
+    return;
+  }
+  const p = job.progress || {};
+  const terminal = TERMINAL.has(job.state);
+  const cancel = h(
+    "button",
+    { type: "button", class: "danger", id: "cancel", disabled: terminal || job.cancel_requested, onclick: () => cancelJob(job.id) },
+    job.cancel_requested && !terminal ? "Cancelling…" : "Cancel",
+  );
+  const head = h(
+    "div",
+    { class: "panel job-head" },
+    h("a", { href: "#/" }, "← jobs"),
+    h("h1", {}, job.name || job.kind, " ", h("span", { class: "mono stage" }, job.id)),
+    h("span", { class: "state", id: "job-state", dataset: { state: job.state } }, job.state),
+    h("span", { class: "spacer" }),
+    progressCell(job),
+    cancel,
+  );
+  const details = h(
+    "div",
+    { class: "panel" },
+    h("h2", {}, "Status"),
+    h(
+      "div",
+      { class: "body" },
+      facts([
+        ["kind", job.kind],
+        ["stage", p.stage],
+        ["message", p.message || job.message],
+        ["reason", job.reason],
+        ["progress", p.total ? `${p.current} / ${p.total}` : null],
+        ["attempts", job.attempts],
+        ["created", when(job.created_at)],
+        ["started", when(job.started_at)],
+        ["finished", when(job.finished_at)],
+        ["duration", runTime(job)],
+        ["backend", job.backend ? `${job.backend.backend}: ${job.backend.namespace ? `${job.backend.namespace}/` : ""}${job.backend.name}` : null],
+        ["labels", Object.entries(job.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")],
+      ]),
+      job.error
+        ? h(
+            "div",
+            { class: "error" },
+            h("p", {}, h("strong", {}, job.error.type || "error"), ": ", job.error.message || ""),
+            job.error.suggestion ? h("div", { class: "suggestion" }, job.error.suggestion) : null,
+          )
+        : null,
+    ),
+  );
+  const result = h(
+    "div",
+    { class: "panel" },
+    h("h2", {}, "Result"),
+    h("div", { class: "body" }, h("pre", { class: "mono result", id: "result" }, job.result ? JSON.stringify(job.result, null, 2) : terminal ? "—" : "not finished")),
+  );
+  const charts = metricSeries(page.events);
+  const chartPanel = h(
+    "div",
+    { class: "panel" },
+    h("h2", {}, "Metrics"),
+    h("div", { class: "body", id: "charts" }, charts.length ? charts.map(lineChart) : h("span", { class: "stage" }, "No metrics reported yet.")),
+  );
+  const logs = h("div", { class: "panel" }, h("h2", {}, "Log tail"), h("div", { class: "body" }, h("pre", { class: "logs", id: "logs" }, page.logs || "(no output yet)")));
+  view.replaceChildren(head, h("div", { class: "grid" }, details, chartPanel), h("div", { class: "grid" }, result, logs));
+  const pre = document.getElementById("logs");
+  pre.scrollTop = pre.scrollHeight;
+}
+
+let jobRenderQueued = false;
+function scheduleJobRender() {
+  if (jobRenderQueued) return;
+  jobRenderQueued = true;
+  setTimeout(() => {
+    jobRenderQueued = false;
+    if (route().page === "job") renderJob();
+  }, 150);
+}
+
+async function cancelJob(id) {
+  try {
+    page.job = await call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`);
+    scheduleJobRender();
+  } catch (error) {
+    showBanner(error.message);
+  }
+}
+
+async function refreshLogs(id) {
+  try {
+    page.logs = await call("GET", `/v1/jobs/${encodeURIComponent(id)}/logs?tail=200`);
+  } catch (error) {
+    page.logs = `(no logs: ${error.message})`;
+  }
+  if (page.id === id) {
+    const pre = document.getElementById("logs");
+    if (pre) {
+      pre.textContent = page.logs || "(no output yet)";
+      pre.scrollTop = pre.scrollHeight;
+    }
+  }
+}
+
+async function openJob(id) {
+  closeJob();
+  page.id = id;
+  page.job = null;
+  page.events = [];
+  page.logs = "";
+  const abort = new AbortController();
+  page.abort = abort;
+  renderJob();
+  try {
+    page.job = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`);
+  } catch (error) {
+    document.getElementById("view").replaceChildren(h("div", { class: "panel empty error" }, error.message));
+    return;
+  }
+  scheduleJobRender();
+  refreshLogs(id);
+  page.logsTimer = setInterval(() => {
+    if (page.job && !TERMINAL.has(page.job.state)) refreshLogs(id);
+  }, 2000);
+  let last = 0;
+  while (!abort.signal.aborted) {
+    try {
+      for await (const message of sse(`/v1/jobs/${encodeURIComponent(id)}/events`, abort.signal, last)) {
+        if (message.id) last = Number(message.id);
+        if (message.event !== "progress" && message.event !== "state") continue;
+        const event = JSON.parse(message.data);
+        if (event.type === "progress") page.events.push(event);
+        applyEvent(page.job, event);
+        if (event.type === "state" && TERMINAL.has(event.state)) {
+          const seq = page.job._seq;
+          page.job = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`); // result, error
+          page.job._seq = seq;
+          refreshLogs(id);
+        }
+        scheduleJobRender();
+      }
+      if (page.job && TERMINAL.has(page.job.state)) return; // the stream ends after the end
+    } catch (error) {
+      if (abort.signal.aborted) return;
+    }
+    await sleep(1000);
+  }
+}
+
+function closeJob() {
+  if (page.abort) page.abort.abort();
+  if (page.logsTimer) clearInterval(page.logsTimer);
+  page.abort = null;
+  page.logsTimer = null;
+  page.id = null;
+}
+
+// -- routing and start-up --------------------------------------------------------------------
+
+function route() {
+  const match = location.hash.match(/^#\/jobs\/([^/?#]+)/);
+  return match ? { page: "job", id: decodeURIComponent(match[1]) } : { page: "list" };
+}
+
+function navigate() {
+  const where = route();
+  if (where.page === "job") {
+    if (page.id !== where.id) openJob(where.id);
+  } else {
+    closeJob();
+    renderList();
+  }
+}
+
+function tick() {
+  // Ages and running durations move with the clock.
+  if (route().page === "list") {
+    for (const row of document.querySelectorAll("table.jobs tbody tr")) {
+      const job = table.jobs.get(row.dataset.jobId);
+      if (!job) continue;
+      row.cells[5].textContent = age(job);
+      row.cells[6].textContent = runTime(job);
+    }
+  } else if (page.job && !TERMINAL.has(page.job.state)) {
+    const fact = document.querySelector('[data-fact="duration"]');
+    if (fact) fact.textContent = runTime(page.job);
+  }
+}
+
+async function start() {
+  document.getElementById("token").addEventListener("click", () => {
+    const value = prompt("API token (leave empty to clear):", tokenStore.get());
+    if (value === null) return;
+    tokenStore.set(value.trim());
+    showBanner("");
+    location.reload();
+  });
+  window.addEventListener("hashchange", navigate);
+  try {
+    table.kinds = (await call("GET", "/v1/kinds")).map((k) => k.kind);
+  } catch (_) { /* the filter just lists no kinds */ }
+  navigate();
+  setInterval(tick, 1000);
+  followEverything();
+}
+
+document.addEventListener("DOMContentLoaded", start);

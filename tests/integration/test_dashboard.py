@@ -1,0 +1,259 @@
+"""The web dashboard in a real headless browser (Debian's chromium driven by selenium), against
+the real API process with real task processes.
+
+Screenshots of the table and of a job page are kept from every run, in
+`$KUBETASK_SCREENSHOTS` (default `build/screenshots/`). Without chromium, chromedriver or
+selenium the module is skipped and says why (`.ci/run` installs them: scripts/install-browser.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.servers import ApiServer
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip(
+        "no chromium/chromedriver here (scripts/install-browser.sh installs them)",
+        allow_module_level=True,
+    )
+
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SCREENSHOTS = Path(os.environ.get("KUBETASK_SCREENSHOTS", "build/screenshots"))
+ROWS_JS = """return [...document.querySelectorAll('table.jobs tbody tr')].map(r => ({
+  id: r.dataset.jobId, state: r.dataset.state,
+  progress: Number(r.querySelector('.progress').dataset.value),
+  cells: [...r.cells].map(c => c.textContent)}))"""
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """An installation of the module's own (its own Redis database): the table shows only
+    this module's jobs."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/15"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    api = ApiServer(redis_url=url, data_dir=tmp_path_factory.mktemp("dashboard"), slots=3)
+    api.start()
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root in a container
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1360,900",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def until(check: Callable[[], Any], *, timeout_s: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None  # the page is between two renders
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+def open_table(browser: Any, server: ApiServer) -> None:
+    browser.get(server.base_url + "/")
+    until(
+        lambda: browser.find_element(By.ID, "live").get_attribute("data-live") == "live",
+        timeout_s=20,
+        what="the live stream",
+    )
+
+
+def rows(browser: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = browser.execute_script(ROWS_JS)
+    return found
+
+
+def row(browser: Any, job_id: str) -> dict[str, Any] | None:
+    return next((r for r in rows(browser) if r["id"] == job_id), None)
+
+
+def screenshot(browser: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    browser.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000  # a rendered page, not a blank one
+    return path
+
+
+def chart_points(browser: Any) -> dict[str, int]:
+    """Each charted series and its number of points."""
+    points: dict[str, int] = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('svg.chart polyline')]"
+        ".map(p => [p.dataset.series, Number(p.dataset.points)]))"
+    )
+    return points
+
+
+def console_errors(browser: Any) -> list[str]:
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_a_submitted_job_appears_and_its_row_progresses_live_to_succeeded(
+    server: ApiServer, browser: Any
+) -> None:
+    open_table(browser, server)
+    job_id = server.submit("noop", {"steps": 12, "step_s": 0.15}, name="live-row")
+
+    seen: list[dict[str, Any]] = []
+
+    def finished() -> bool:
+        current = row(browser, job_id)
+        if current is not None:
+            seen.append(current)
+        return current is not None and current["state"] == "succeeded"
+
+    until(finished, timeout_s=60, what="the row to reach succeeded")
+    states = [s["state"] for s in seen]
+    assert "running" in states
+    order = ["queued", "pending", "running", "succeeded"]
+    assert [order.index(s) for s in states] == sorted(order.index(s) for s in states)
+    partial = {s["progress"] for s in seen if s["state"] == "running"} - {0.0, 1.0}
+    assert partial, "the progress bar moved between 0 and 100% while it ran"
+    progress = [s["progress"] for s in seen]
+    assert progress == sorted(progress)  # never goes backwards
+    assert seen[-1]["progress"] == 1.0
+    assert seen[-1]["cells"][1] == "live-row"
+    assert seen[-1]["cells"][2] == "noop"
+    assert seen[-1]["cells"][6]  # a duration once finished
+    assert not console_errors(browser)
+
+
+def test_a_train_job_page_shows_stage_charts_result_and_log_tail(
+    server: ApiServer, browser: Any
+) -> None:
+    job_id = server.submit(
+        "train", {"epochs": 4, "threads": 1}, name="fault-classifier", labels={"team": "ml"}
+    )
+    open_table(browser, server)
+    train_row = until(
+        lambda: (found := row(browser, job_id)) and found["state"] == "running" and found,
+        what="the train job to run",
+    )
+    assert train_row["cells"][1:3] == ["fault-classifier", "train"]
+    screenshot(browser, "dashboard.png")
+    browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"] a').click()
+    until(lambda: browser.current_url.endswith(f"#/jobs/{job_id}"), what="the job page")
+
+    def state() -> str:
+        return str(browser.find_element(By.ID, "job-state").get_attribute("data-state"))
+
+    until(lambda: state() == "succeeded", timeout_s=90, what="the page to show succeeded")
+    # one point per epoch for each metric, loss and accuracy charted apart
+    expected = {"loss": 4, "val_loss": 4, "accuracy": 4, "val_accuracy": 4}
+    until(lambda: chart_points(browser) == expected, timeout_s=10, what="the metric charts")
+    charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
+    assert [c.get_attribute("data-chart") for c in charts] == ["loss", "accuracy"]
+    facts = {
+        e.get_attribute("data-fact"): e.text
+        for e in browser.find_elements(By.CSS_SELECTOR, "dd[data-fact]")
+    }
+    assert facts["stage"] == "train"
+    assert facts["message"] == "epoch 4/4"
+    assert facts["labels"] == "team=ml"
+    result = browser.find_element(By.ID, "result").text
+    assert '"best_val_accuracy"' in result
+    until(
+        lambda: "train task succeeded" in browser.find_element(By.ID, "logs").text,
+        what="the log tail",
+    )
+    assert browser.find_element(By.ID, "cancel").get_attribute("disabled") is not None
+    browser.set_window_size(1360, 1250)
+    screenshot(browser, "dashboard-job.png")
+    browser.set_window_size(1360, 900)
+    assert not console_errors(browser)
+
+
+def test_the_cancel_button_cancels_a_running_job(server: ApiServer, browser: Any) -> None:
+    job_id = server.submit("noop", {"steps": 600, "step_s": 0.1}, name="to-cancel")
+    browser.get(f"{server.base_url}/#/jobs/{job_id}")
+    until(
+        lambda: browser.find_element(By.ID, "job-state").get_attribute("data-state") == "running",
+        what="the job to run",
+    )
+    browser.find_element(By.ID, "cancel").click()
+    until(
+        lambda: browser.find_element(By.ID, "job-state").get_attribute("data-state") == "cancelled",
+        timeout_s=30,
+        what="the page to show cancelled",
+    )
+    assert server.client.get(f"/v1/jobs/{job_id}").json()["state"] == "cancelled"
+
+
+def test_filters_narrow_the_table(server: ApiServer, browser: Any) -> None:
+    failed = server.submit("noop", {"steps": 1, "fail": "exception"}, name="filter-failed")
+    done = server.submit("noop", {"steps": 1}, name="filter-done")
+    server.wait(failed)
+    server.wait(done)
+    open_table(browser, server)
+    until(lambda: row(browser, failed) and row(browser, done), what="both rows")
+
+    Select = pytest.importorskip("selenium.webdriver.support.select").Select
+    Select(browser.find_element(By.NAME, "state")).select_by_value("failed")
+    until(lambda: {r["state"] for r in rows(browser)} == {"failed"}, what="only failed rows")
+    assert row(browser, failed) is not None
+    Select(browser.find_element(By.NAME, "state")).select_by_value("")
+    until(lambda: row(browser, done), what="all rows back")
+    search = browser.find_element(By.NAME, "q")
+    search.send_keys("filter-done")
+    until(lambda: [r["id"] for r in rows(browser)] == [done], what="the search to match one")
+
+
+def test_text_from_jobs_is_shown_as_text_never_as_markup(server: ApiServer, browser: Any) -> None:
+    markup = '<img id="pwned" src="x" onerror="document.title=\'pwned\'">'
+    job_id = server.submit("noop", {"steps": 1, "fail": "exception", "fail_message": markup})
+    server.wait(job_id)
+    browser.get(f"{server.base_url}/#/jobs/{job_id}")
+    until(lambda: markup in browser.find_element(By.CSS_SELECTOR, ".error").text, what="error")
+    assert browser.find_elements(By.ID, "pwned") == []
+    assert browser.title == "kubetask"
+
+
+def test_everything_the_page_loads_comes_from_the_server_itself(
+    server: ApiServer, browser: Any
+) -> None:
+    open_table(browser, server)
+    urls: list[str] = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert urls, "the page loaded its assets"
+    assert all(url.startswith(server.base_url) for url in urls), urls
