@@ -170,7 +170,6 @@ def test_a_train_job_page_shows_stage_charts_result_and_log_tail(
         what="the train job to run",
     )
     assert train_row["cells"][1:3] == ["fault-classifier", "train"]
-    screenshot(browser, "dashboard.png")
     browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"] a').click()
     until(lambda: browser.current_url.endswith(f"#/jobs/{job_id}"), what="the job page")
 
@@ -251,7 +250,16 @@ def test_text_from_jobs_is_shown_as_text_never_as_markup(server: ApiServer, brow
 def test_everything_the_page_loads_comes_from_the_server_itself(
     server: ApiServer, browser: Any
 ) -> None:
+    running = server.submit("noop", {"steps": 100, "step_s": 0.1}, name="epoch-sweep")
     open_table(browser, server)
+    until(
+        lambda: (found := row(browser, running)) and 0.2 < found["progress"] < 0.8,
+        what="a row part way",
+    )
+    browser.set_window_size(1360, 760)
+    screenshot(browser, "dashboard.png")  # the module's jobs in all their states
+    browser.set_window_size(1360, 900)
+    server.client.delete(f"/v1/jobs/{running}")
     urls: list[str] = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
