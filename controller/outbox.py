@@ -84,6 +84,7 @@ class Outbox:
     timeout_s: float = 5.0
     lease_s: float = 60.0
     batch: int = 50
+    dead_letters: int = 1000  # the newest kept in kubetask:outbox:dead; older ones dropped
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -153,6 +154,7 @@ class Outbox:
             )
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(keys.OUTBOX_DEAD, failed.model_dump_json())
+                pipe.ltrim(keys.OUTBOX_DEAD, -self.dead_letters, -1)
                 pipe.zrem(keys.OUTBOX, entry.id)
                 pipe.hdel(keys.OUTBOX_ENTRIES, entry.id)
                 await pipe.execute()
