@@ -265,3 +265,24 @@ def test_everything_the_page_loads_comes_from_the_server_itself(
     )
     assert urls, "the page loaded its assets"
     assert all(url.startswith(server.base_url) for url in urls), urls
+
+
+def test_trial_events_chart_the_objective_and_the_best_so_far(
+    server: ApiServer, browser: Any
+) -> None:
+    """What `hpo` and `nas` report per finished trial (see jobs/kinds/hpo.py on_trial)."""
+    open_table(browser, server)
+    trials = [
+        {"trial": 0, "value": 0.5, "best_value": 0.5},
+        {"trial": 1, "value": 0.7, "best_value": 0.7},
+        {"trial": 2, "value": None, "best_value": 0.7},  # pruned: no value
+        {"trial": 1, "value": 0.7, "best_value": 0.7},  # replayed: counted once
+    ]
+    events = [{"type": "progress", "seq": i + 1, "metrics": m} for i, m in enumerate(trials)]
+    charts = browser.execute_script("return metricSeries(arguments[0])", events)
+    assert [c["id"] for c in charts] == ["trials"]
+    series = {s["name"]: s["points"] for s in charts[0]["series"]}
+    assert series == {
+        "value": [[0, 0.5], [1, 0.7]],
+        "best_value": [[0, 0.5], [1, 0.7], [2, 0.7]],
+    }
