@@ -19,6 +19,15 @@ from jobs.params import (
     Params,
     TrainParams,
 )
+from jobs.params.catalog import (
+    EvaluateParams,
+    ExportParams,
+    FeaturesParams,
+    MatImportParams,
+    RobustnessParams,
+)
+from jobs.params.explain import ExplainBatchParams, ExplainParams
+from jobs.params.nas import NasParams
 
 if TYPE_CHECKING:
     from jobs.context import TaskContext
@@ -70,6 +79,30 @@ KINDS: Mapping[str, KindSpec] = {
             image="trainer",
         ),
         KindSpec(
+            name="explain",
+            description="Integrated gradients and saliency of a trained model for one "
+            "signal, over its time samples: arrays and a PNG overlay.",
+            params=ExplainParams,
+            runner="jobs.kinds.explain:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="explain-batch",
+            description="explain for many signals, shared out among the job's workers "
+            "(parallelism/completions), each writing its own part; aggregate progress.",
+            params=ExplainBatchParams,
+            runner="jobs.kinds.explain_batch:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="nas",
+            description="Architecture search over 1-D CNNs (depth, channels, kernel sizes, "
+            "pooling), shared like hpo by all the job's workers; the best one as train params.",
+            params=NasParams,
+            runner="jobs.kinds.nas:run",
+            image="trainer",
+        ),
+        KindSpec(
             name="gan-seed",
             description="Seed sensor data for one machine (gan/<machine_id>/seed.csv).",
             params=GanSeedParams,
@@ -90,6 +123,46 @@ KINDS: Mapping[str, KindSpec] = {
             params=GanGenerateParams,
             runner="jobs.kinds.gan_generate:run",
             image="gan",
+        ),
+        KindSpec(
+            name="mat-import",
+            description="MATLAB .mat vibration recordings (v5, v7.3) cut into labelled "
+            "segments: a dataset train reads.",
+            params=MatImportParams,
+            runner="jobs.kinds.mat_import:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="features",
+            description="Per-signal time- and frequency-domain features (RMS, kurtosis, "
+            "FFT band energies, envelope-spectrum peaks...) as a CSV table.",
+            params=FeaturesParams,
+            runner="jobs.kinds.features:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="evaluate",
+            description="A trained model on a dataset: accuracy, per-class precision/recall/"
+            "F1, confusion matrix (JSON and PNG).",
+            params=EvaluateParams,
+            runner="jobs.kinds.evaluate:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="export",
+            description="A trained model as TorchScript and ONNX (raw signals -> logits), "
+            "checked against PyTorch, with sizes, latency and optional int8 quantization.",
+            params=ExportParams,
+            runner="jobs.kinds.export:run",
+            image="trainer",
+        ),
+        KindSpec(
+            name="test",
+            description="Robustness of a trained model: accuracy under noise (SNRs), time "
+            "shifts and amplitude scaling, as a table and a plot.",
+            params=RobustnessParams,
+            runner="jobs.kinds.robustness:run",
+            image="trainer",
         ),
     )
 }

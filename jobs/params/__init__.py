@@ -8,6 +8,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from jobs.params.refs import output_ref
+
 
 class Params(BaseModel):
     """Base of every kind's params: unknown fields are errors, every field has a default."""
@@ -66,20 +68,37 @@ class NoopParams(Params):
 
 MACHINE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # one safe path segment: gan/<machine_id>/
 ModelKind = Literal["mlp", "cnn1d"]
+Pooling = Literal["max", "avg", "none"]
 
 
 def _small_dataset() -> DatagenParams:
     return DatagenParams(n_per_class=24, length=256, sample_rate=2_000.0)
 
 
+class ConvLayer(Params):
+    """One block of a `cnn1d`: Conv1d ('same' padding), BatchNorm, ReLU, then pooling by 2."""
+
+    channels: int = Field(ge=1, le=4096)
+    kernel_size: int = Field(ge=1, le=255, description="Odd, so the padding keeps the length.")
+    pooling: Pooling = Field("max", description="Halve the length by max or average, or not.")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd")
+        return value
+
+
 class TrainParams(Params):
     """A machine-fault classifier (MLP or 1-D CNN) trained on a `datagen` dataset."""
 
-    dataset: str | None = Field(
-        None,
-        max_length=1000,
-        description="dataset.npz written by `datagen`, relative to the artifact store "
-        "(e.g. '<job id>/dataset.npz'). None: generate one from `datagen` first.",
+    dataset: str | None = output_ref(
+        output="dataset",
+        kinds=("datagen", "mat-import"),
+        default=None,
+        description="dataset.npz relative to the artifact store (e.g. '<job id>/dataset.npz'). "
+        "None: generate one from `datagen` first.",
     )
     datagen: DatagenParams = Field(
         default_factory=_small_dataset,
@@ -91,6 +110,14 @@ class TrainParams(Params):
     )
     width: int = Field(32, ge=2, le=4096, description="Hidden units (mlp) or channels (cnn1d).")
     depth: int = Field(3, ge=1, le=12, description="Hidden layers (mlp) or conv blocks (cnn1d).")
+    architecture: list[ConvLayer] | None = Field(
+        None,
+        min_length=1,
+        max_length=12,
+        description="cnn1d only: one entry per conv block (e.g. a `nas` job's best), in place "
+        "of `width` x `depth` blocks with kernel 7 and max pooling.",
+        exclude_if=lambda value: value is None,  # so params without one dump as they always did
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lr: float = Field(3e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
@@ -105,6 +132,12 @@ class TrainParams(Params):
     threads: int = Field(
         0, ge=0, le=1024, description="CPU threads for torch; 0: the container's CPU quota."
     )
+
+    @model_validator(mode="after")
+    def _architecture_is_a_cnn(self) -> Self:
+        if self.architecture is not None and self.model != "cnn1d":
+            raise ValueError("architecture describes a cnn1d: set model='cnn1d' or leave it out")
+        return self
 
 
 def _all_models() -> list[ModelKind]:
@@ -158,6 +191,12 @@ class HpoParams(Params):
     )
     warmup_epochs: int = Field(1, ge=0, le=1000, description="Epochs a trial runs unpruned.")
     seed: int = Field(0, ge=0, description="Sampler seed (worker i uses seed + i).")
+
+    @model_validator(mode="after")
+    def _no_fixed_architecture(self) -> Self:
+        if self.train.architecture is not None:
+            raise ValueError("hpo searches width and depth: leave train.architecture out")
+        return self
 
 
 class GanSeedParams(Params):

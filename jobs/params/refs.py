@@ -17,9 +17,7 @@ JOB_REF_PREFIX = "job:"
 REF_SCHEMA_KEY = "x-kubetask-ref"
 
 
-def output_ref(
-    *, output: str, kinds: tuple[str, ...], description: str, default: Any = ...
-) -> Any:
+def output_ref(*, output: str, kinds: tuple[str, ...], description: str, default: Any = ...) -> Any:
     """A field holding an artifact path or `job:<id>` of a succeeded job of one of `kinds`,
     resolved to that job's `result[output]`."""
     return Field(

@@ -10,8 +10,16 @@ import pytest
 from optuna.trial import TrialState
 
 from jobs.context import TaskContext
-from jobs.kinds.hpo import fail_stale_trials, metric_value, run
-from jobs.kinds.ml.search import LocalBudget, journal_prefix, state_counts, suggest, tickets_key
+from jobs.kinds.hpo import run
+from jobs.kinds.ml.search import (
+    LocalBudget,
+    fail_stale_trials,
+    journal_prefix,
+    metric_value,
+    state_counts,
+    suggest,
+    tickets_key,
+)
 from jobs.params import DatagenParams, HpoParams, SearchSpace, TrainParams
 from jobs.reporter import ProgressReporter
 

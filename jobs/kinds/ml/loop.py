@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional
 
 from jobs.kinds.ml.data import Prepared
-from jobs.kinds.ml.models import ModelSpec, build_model
+from jobs.kinds.ml.models import ModelSpec, build_model, conv_blocks
 from jobs.params import TrainParams
 
 OnBatch = Callable[[int, int], None]  # (batches done, batches per epoch)
@@ -55,6 +55,7 @@ def model_spec(params: TrainParams, data: Prepared) -> ModelSpec:
         width=params.width,
         depth=params.depth,
         dropout=params.dropout,
+        layers=conv_blocks(params.architecture),
     )
 
 

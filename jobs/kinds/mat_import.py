@@ -1,0 +1,170 @@
+"""`mat-import`: MATLAB .mat recordings (a path, a folder or a glob under the artifact store)
+into `dataset.npz`, the format `datagen` writes and `train` reads: each file's signal
+variable cut into `segment_length` windows, labelled by folder, file name or a variable.
+Progress per file (`stage="import"`). A file that cannot be used (unreadable, no signal
+variable, no label, another sample rate) is named in the result and skipped, or fails the
+job with `on_error="fail"`. Without `files`, example files (v5 and v7.3) are written first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import JsonValue
+
+from jobs.context import TaskContext
+from jobs.errors import TaskError
+from jobs.kinds.ml.matfiles import (
+    MatFileError,
+    label_of,
+    pick_signal,
+    read_mat,
+    recordings,
+    sample_rate_of,
+    segments,
+    write_examples,
+)
+from jobs.params.catalog import MatImportParams
+
+GLOB_CHARS = set("*?[")
+MAX_SKIPPED_LISTED = 10
+
+
+@dataclass
+class Imported:
+    """What the files gave so far."""
+
+    signals: list[NDArray[np.float32]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    file_index: list[int] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    skipped: list[dict[str, JsonValue]] = field(default_factory=list)
+    variables: set[str] = field(default_factory=set)
+    sample_rate: float | None = None
+
+
+def matching_files(root: Path, pattern: str) -> list[Path]:
+    """Files named by `pattern` under `root`: a file, every .mat file below a folder, or a
+    glob's matches (sorted)."""
+    if not GLOB_CHARS & set(pattern):
+        target = root / pattern
+        if target.is_dir():
+            return sorted(p for p in target.glob("**/*.mat") if p.is_file())
+        return [target] if target.is_file() else []
+    return sorted(p for p in root.glob(pattern) if p.is_file())
+
+
+def import_file(path: Path, params: MatImportParams, imported: Imported, name: str) -> int:
+    """Add one file's segments; returns how many. Raises MatFileError for an unusable file."""
+    variables = read_mat(path)
+    variable, array = pick_signal(variables, params.variable)
+    label = label_of(
+        path,
+        variables,
+        source=params.label_from,
+        pattern=params.label_pattern,
+        variable=params.label_variable,
+    )
+    rate = params.sample_rate or sample_rate_of(variables)
+    if rate is None:
+        raise MatFileError("no sample rate: set `sample_rate` or add an 'fs' variable")
+    if imported.sample_rate is not None and rate != imported.sample_rate:
+        raise MatFileError(
+            f"sample rate {rate:g} Hz, unlike the {imported.sample_rate:g} Hz before"
+        )
+    windows = [
+        segments(r, params.segment_length, params.overlap, params.max_segments_per_file)
+        for r in recordings(array)
+    ]
+    cut = np.concatenate(windows)
+    if params.max_segments_per_file is not None:
+        cut = cut[: params.max_segments_per_file]
+    if len(cut) == 0:
+        longest = max(len(r) for r in recordings(array))
+        raise MatFileError(
+            f"{variable!r} has {longest} samples, fewer than segment_length={params.segment_length}"
+        )
+    imported.sample_rate = rate
+    imported.signals.append(cut)
+    imported.labels += [label] * len(cut)
+    imported.file_index += [len(imported.files)] * len(cut)
+    imported.files.append(name)
+    imported.variables.add(variable)
+    return len(cut)
+
+
+def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
+    root, reporter = context.artifacts_root, context.reporter
+    if params.files is None:
+        reporter.update(0, 1, stage="examples", message="writing example .mat files")
+        write_examples(context.artifact("examples"))
+        pattern = context.relative(context.artifact("examples"))
+    else:
+        pattern = params.files
+    paths = matching_files(root, pattern)
+    if not paths:
+        raise TaskError(
+            f"no files match {pattern!r} in the artifact store",
+            suggestion="Give a path, folder or glob relative to the artifact store, e.g. "
+            "'uploads/**/*.mat'.",
+        )
+    if len(paths) > params.max_files:
+        raise TaskError(f"{len(paths)} files match {pattern!r}; max_files is {params.max_files}")
+
+    imported = Imported()
+    for number, path in enumerate(paths, 1):
+        name = str(path.relative_to(root))
+        try:
+            count = import_file(path, params, imported, name)
+            message = f"{name}: {count} segments"
+        except MatFileError as exc:
+            if params.on_error == "fail":
+                raise TaskError(
+                    f"{name}: {exc}",
+                    suggestion="Fix or remove the file, or set on_error='skip'.",
+                ) from exc
+            imported.skipped.append({"file": name, "error": str(exc)})
+            message = f"{name}: skipped ({exc})"
+        reporter.update(number, len(paths), stage="import", message=message)
+    if not imported.signals:
+        raise TaskError(
+            f"none of the {len(paths)} files gave a signal; first problem: "
+            f"{imported.skipped[0]['file']}: {imported.skipped[0]['error']}"
+        )
+    return save(imported, params, context)
+
+
+def save(imported: Imported, params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
+    classes = sorted(set(imported.labels))
+    y = np.array([classes.index(label) for label in imported.labels], dtype=np.int64)
+    path = context.artifact("dataset.npz")
+    context.reporter.update(0, 1, stage="save", message=f"writing {path.name}")
+    with path.open("wb") as file:
+        np.savez_compressed(
+            file,
+            X=np.concatenate(imported.signals),
+            y=y,
+            classes=np.array(classes),
+            sample_rate=np.array(imported.sample_rate),
+            file_index=np.array(imported.file_index, dtype=np.int64),
+            files=np.array(imported.files),
+        )
+    context.reporter.update(1, 1, stage="save", message="saved")
+    counts = np.bincount(y, minlength=len(classes)).tolist()
+    variables: list[JsonValue] = list(sorted(imported.variables)[:10])
+    return {
+        "dataset": context.relative(path),
+        "n_signals": len(y),
+        "length": params.segment_length,
+        "sample_rate": imported.sample_rate,
+        "classes": list(classes),
+        "class_counts": dict(zip(classes, counts, strict=True)),
+        "files_imported": len(imported.files),
+        "files_skipped": len(imported.skipped),
+        "skipped": list(imported.skipped[:MAX_SKIPPED_LISTED]),
+        "variables": variables,
+        "bytes": path.stat().st_size,
+    }

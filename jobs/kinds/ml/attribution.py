@@ -1,0 +1,130 @@
+"""Attributions of a classifier's logit to each input sample, with torch autograd.
+
+- Integrated gradients (Sundararajan et al., 2017): the input times the mean gradient of the
+  target logit along the straight path from a baseline (zeros) to the input, by a midpoint
+  Riemann sum of `steps` points. Completeness: the attributions sum to f(x) - f(baseline)
+  up to the sum's error, which `Attribution.gap` reports.
+- Saliency: |d logit / d input| at the input.
+
+`forward` maps a batch [n, length] to logits [n, n_classes]; for a `train` model it is the
+whole pipeline from the raw signal (`LoadedModel.pipeline`), so the attributions are over time
+samples even when the network sees a spectrum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+Floats = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """One signal's attributions for one target class."""
+
+    target: int
+    integrated_gradients: Floats  # [length]
+    saliency: Floats  # [length]
+    logits: Floats  # f(x), [n_classes]
+    baseline_logit: float  # f(baseline)[target]
+
+    @property
+    def logit_delta(self) -> float:
+        """f(x) - f(baseline) for the target: what the attributions should add up to."""
+        return float(self.logits[self.target]) - self.baseline_logit
+
+    @property
+    def gap(self) -> float:
+        """Completeness error: sum(attributions) - (f(x) - f(baseline))."""
+        return float(self.integrated_gradients.astype(np.float64).sum()) - self.logit_delta
+
+    @property
+    def relative_gap(self) -> float:
+        """|gap| relative to |f(x) - f(baseline)| (at least 1e-6)."""
+        return abs(self.gap) / max(abs(self.logit_delta), 1e-6)
+
+
+def path_points(steps: int) -> torch.Tensor:
+    """The midpoints of `steps` equal intervals of [0, 1]: the Riemann sum's alphas."""
+    return (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+
+
+def integrated_gradients(
+    forward: Forward,
+    x: torch.Tensor,
+    target: int,
+    *,
+    steps: int,
+    baseline: torch.Tensor | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """IG of `forward(.)[target]` at `x` [length], `chunk` path points per forward pass."""
+    base = torch.zeros_like(x) if baseline is None else baseline
+    delta = x - base
+    alphas = path_points(steps).to(device=x.device, dtype=x.dtype)
+    total = torch.zeros_like(x)
+    for start in range(0, steps, chunk):
+        points = (base + alphas[start : start + chunk, None] * delta).requires_grad_(True)
+        with torch.enable_grad():
+            outputs = forward(points)[:, target].sum()
+            (grads,) = torch.autograd.grad(outputs, points)
+        total += grads.sum(dim=0)
+    return delta * total / steps
+
+
+def saliency(forward: Forward, x: torch.Tensor, target: int) -> torch.Tensor:
+    """|d forward(x)[target] / d x|, [length]."""
+    point = x.detach().clone()[None].requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(forward(point)[0, target], point)
+    return grad[0].abs()
+
+
+@torch.no_grad()
+def logits_of(forward: Forward, x: torch.Tensor) -> torch.Tensor:
+    return forward(x[None])[0]
+
+
+def attribute(
+    forward: Forward,
+    x: torch.Tensor,
+    *,
+    target: int | None,
+    steps: int,
+    chunk: int = 256,
+) -> Attribution:
+    """Both attributions of one signal `x` [length] for `target` (None: the predicted class),
+    against a zero baseline."""
+    logits = logits_of(forward, x).float()
+    chosen = int(logits.argmax()) if target is None else target
+    baseline_logit = float(logits_of(forward, torch.zeros_like(x))[chosen])
+    ig = integrated_gradients(forward, x, chosen, steps=steps, chunk=chunk)
+    return Attribution(
+        target=chosen,
+        integrated_gradients=ig.detach().float().cpu().numpy(),
+        saliency=saliency(forward, x, chosen).float().cpu().numpy(),
+        logits=logits.cpu().numpy(),
+        baseline_logit=baseline_logit,
+    )
+
+
+def top_samples(values: Floats, k: int) -> list[int]:
+    """The positions of the `k` largest |values|, largest first."""
+    k = min(k, len(values))
+    if k <= 0:
+        return []
+    magnitude = np.abs(values)
+    best = np.argpartition(-magnitude, k - 1)[:k]
+    return [int(i) for i in best[np.argsort(-magnitude[best], kind="stable")]]
+
+
+def softmax(logits: Floats) -> Floats:
+    shifted = np.exp(logits.astype(np.float64) - logits.max())
+    probabilities: Floats = (shifted / shifted.sum()).astype(np.float32)
+    return probabilities

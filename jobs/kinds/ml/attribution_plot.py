@@ -1,0 +1,93 @@
+"""PNG overlays of attributions on their signals (matplotlib's Agg renderer through its
+object API: no display, no pyplot global state).
+
+Per signal, two panels over time: the signal with |integrated gradients| as a heat band
+behind it (where the model looked), then the signed integrated gradients with the saliency
+scaled to the same height. Long signals are drawn from at most `MAX_POINTS` buckets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+MAX_POINTS = 4000
+Floats = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class OverlayRow:
+    """One signal's drawing: the signal, its attributions and a title."""
+
+    signal: Floats
+    integrated_gradients: Floats
+    saliency: Floats
+    title: str
+
+
+def bucket_mean(values: NDArray[np.floating], buckets: int) -> NDArray[np.float64]:
+    """`values` averaged over `buckets` equal runs (the last one padded by its own end)."""
+    if len(values) <= buckets:
+        return values.astype(np.float64)
+    size = -(-len(values) // buckets)
+    padded = np.pad(values.astype(np.float64), (0, size * buckets - len(values)), mode="edge")
+    means: NDArray[np.float64] = padded.reshape(buckets, size).mean(axis=1)
+    return means
+
+
+def _draw(axes: tuple[Axes, Axes], row: OverlayRow, sample_rate: float | None) -> None:
+    length = len(row.signal)
+    points = min(length, MAX_POINTS)
+    span = length / sample_rate if sample_rate else float(length)
+    t = np.linspace(0.0, span, points, endpoint=False)
+    signal = bucket_mean(row.signal, points)
+    heat = bucket_mean(np.abs(row.integrated_gradients), points)
+    ig = bucket_mean(row.integrated_gradients, points)
+    sal = bucket_mean(row.saliency, points)
+
+    top, bottom = axes
+    low, high = float(signal.min()), float(signal.max())
+    pad = 0.05 * (high - low or 1.0)
+    top.imshow(
+        heat[None, :],
+        aspect="auto",
+        cmap="Reds",
+        extent=(0.0, span, low - pad, high + pad),
+        origin="lower",
+        alpha=0.8,
+        interpolation="nearest",
+    )
+    top.plot(t, signal, color="black", linewidth=0.6)
+    top.set_ylim(low - pad, high + pad)
+    top.set_title(row.title, fontsize=9)
+    top.set_ylabel("signal", fontsize=8)
+
+    bottom.fill_between(t, 0.0, ig, color="tab:red", alpha=0.6, label="integrated gradients")
+    scale = float(np.abs(ig).max()) / (float(sal.max()) or 1.0)
+    bottom.plot(t, sal * scale, color="tab:blue", linewidth=0.6, label="saliency (scaled)")
+    bottom.axhline(0.0, color="grey", linewidth=0.4)
+    bottom.set_ylabel("attribution", fontsize=8)
+    bottom.legend(fontsize=7, loc="upper right")
+    bottom.set_xlabel("time (s)" if sample_rate else "sample", fontsize=8)
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+        ax.set_xlim(0.0, span)
+
+
+def render_overlay(path: Path, rows: list[OverlayRow], *, sample_rate: float | None) -> None:
+    """Write the overlays of `rows` (one pair of panels each) as a PNG, atomically."""
+    if not rows:
+        raise ValueError("nothing to draw")
+    figure = Figure(figsize=(10, 3.4 * len(rows)), layout="tight")
+    grid = figure.subplots(2 * len(rows), 1, squeeze=False)
+    for number, row in enumerate(rows):
+        _draw((grid[2 * number, 0], grid[2 * number + 1, 0]), row, sample_rate)
+    partial = path.with_name(path.name + ".partial")
+    figure.savefig(partial, format="png", dpi=100)
+    os.replace(partial, path)

@@ -1,0 +1,182 @@
+"""Reading MATLAB .mat files of vibration recordings: v4-v7 through scipy.io, v7.3 (HDF5)
+through h5py; picking the signal variable, the label and the sample rate; cutting
+recordings into fixed-length segments. What makes a file unusable is a `MatFileError` whose
+message says why; everything but the file reading is pure."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+from numpy.typing import NDArray
+
+from jobs.kinds.datagen import make_signal
+from jobs.params import DatagenParams, FaultClass
+
+Variables = dict[str, NDArray[np.generic] | str]
+SAMPLE_RATE_NAMES = ("fs", "Fs", "FS", "sample_rate", "sampling_rate")
+MATLAB_73_HEADER = (
+    b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: kubetask HDF5 schema 1.00 ."
+)
+
+
+class MatFileError(Exception):
+    """This file cannot be imported; the message says why."""
+
+
+def read_mat(path: Path) -> Variables:
+    """The file's top-level variables: numeric arrays, and text as `str`."""
+    try:
+        if h5py.is_hdf5(path):
+            return _read_hdf5(path)
+        raw = scipy.io.loadmat(path, chars_as_strings=True)
+    except MatFileError:
+        raise
+    except Exception as exc:  # scipy and h5py raise many types for a bad file
+        raise MatFileError(f"not a readable .mat file ({type(exc).__name__}: {exc})") from exc
+    variables: Variables = {}
+    for name, value in raw.items():
+        if name.startswith("__") or not isinstance(value, np.ndarray):
+            continue
+        if value.dtype.kind == "U":
+            variables[name] = "".join(str(v) for v in value.ravel()).strip()
+        else:
+            variables[name] = value
+    return variables
+
+
+def _read_hdf5(path: Path) -> Variables:
+    """A v7.3 file: MATLAB writes arrays transposed and text as uint16 code units."""
+    variables: Variables = {}
+    with h5py.File(path, "r") as file:
+        for name, item in file.items():
+            if not isinstance(item, h5py.Dataset) or name.startswith("#"):
+                continue
+            value = np.asarray(item[()])
+            matlab_class = item.attrs.get("MATLAB_class", b"")
+            if isinstance(matlab_class, bytes):
+                matlab_class = matlab_class.decode()
+            if matlab_class == "char":
+                variables[name] = "".join(chr(c) for c in value.ravel()).strip()
+            else:
+                variables[name] = value.T
+    return variables
+
+
+def _numeric(value: NDArray[np.generic] | str) -> bool:
+    return not isinstance(value, str) and value.dtype.kind in "fiu" and value.size > 1
+
+
+def pick_signal(variables: Variables, pattern: str | None) -> tuple[str, NDArray[np.float64]]:
+    """(name, array) of the signal variable: the largest numeric array, among those whose
+    name matches `pattern` in full when one is given."""
+    candidates = {k: v for k, v in variables.items() if _numeric(v)}
+    if pattern is not None:
+        candidates = {k: v for k, v in candidates.items() if re.fullmatch(pattern, k)}
+    if not candidates:
+        names = ", ".join(sorted(variables)) or "none"
+        wanted = f"matching {pattern!r}" if pattern else "numeric"
+        raise MatFileError(f"no {wanted} signal variable (variables: {names})")
+    name = max(candidates, key=lambda k: (np.size(candidates[k]), k))
+    return name, np.asarray(candidates[name], dtype=np.float64)
+
+
+def recordings(array: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """The 1-D recordings in an array: a vector is one; in a matrix, time runs along the
+    longer axis and each row or column is one recording."""
+    squeezed = np.squeeze(array)
+    if squeezed.ndim == 1:
+        return [squeezed]
+    if squeezed.ndim != 2:
+        raise MatFileError(f"the signal variable has shape {array.shape}: need a vector or matrix")
+    rows = squeezed if squeezed.shape[1] >= squeezed.shape[0] else squeezed.T
+    return list(rows)
+
+
+def segments(
+    recording: NDArray[np.float64], length: int, overlap: float, limit: int | None
+) -> NDArray[np.float32]:
+    """Consecutive windows of `length` samples overlapping by `overlap` (at most `limit`);
+    the tail shorter than a window is dropped."""
+    step = max(1, round(length * (1 - overlap)))
+    count = 0 if len(recording) < length else 1 + (len(recording) - length) // step
+    if limit is not None:
+        count = min(count, limit)
+    if count == 0:
+        return np.empty((0, length), dtype=np.float32)
+    starts = np.arange(count) * step
+    windows: NDArray[np.float32] = recording[starts[:, None] + np.arange(length)].astype(np.float32)
+    return windows
+
+
+def label_of(
+    path: Path, variables: Variables, *, source: str, pattern: str | None, variable: str
+) -> str:
+    """The class of a file: its folder's name, its name (or `pattern`'s first group in
+    it), or a text (or scalar) variable in it."""
+    if source == "folder":
+        return path.parent.name
+    if source == "filename":
+        if pattern is None:
+            return path.stem
+        found = re.search(pattern, path.stem)
+        if found is None:
+            raise MatFileError(f"label_pattern {pattern!r} does not match the file name")
+        return found.group(1) if found.groups() else found.group(0)
+    value = variables.get(variable)
+    if isinstance(value, str) and value:
+        return value
+    if value is not None and not isinstance(value, str) and value.size == 1:
+        number = value.ravel()[0]
+        return str(int(number)) if float(number).is_integer() else str(number)
+    raise MatFileError(f"no text label variable {variable!r}")
+
+
+def sample_rate_of(variables: Variables) -> float | None:
+    """A scalar sample-rate variable ('fs', 'sample_rate', ...), if the file has one."""
+    for name in SAMPLE_RATE_NAMES:
+        value = variables.get(name)
+        if value is not None and not isinstance(value, str) and value.size == 1:
+            rate = float(value.ravel()[0])
+            if rate > 0:
+                return rate
+    return None
+
+
+# -- example files ------------------------------------------------------------------------
+
+
+def write_v5(path: Path, signal: NDArray[np.float64], sample_rate: float) -> None:
+    """A MATLAB v5 file like a CWRU recording: a column vector 'DE_time' and 'fs'."""
+    scipy.io.savemat(path, {"DE_time": signal[:, None], "fs": np.array([[sample_rate]])})
+
+
+def write_v73(path: Path, signal: NDArray[np.float64], sample_rate: float) -> None:
+    """A v7.3 (HDF5) file as MATLAB writes one: the 512-byte header block, arrays stored
+    transposed, each with its MATLAB_class."""
+    with h5py.File(path, "w", userblock_size=512) as file:
+        column = file.create_dataset("DE_time", data=signal[None, :])
+        column.attrs["MATLAB_class"] = np.bytes_("double")
+        rate = file.create_dataset("fs", data=np.array([[sample_rate]]))
+        rate.attrs["MATLAB_class"] = np.bytes_("double")
+    with path.open("r+b") as raw:
+        # 116 bytes of text, 8 of subsystem offset, then version 0x0200 and the endian mark
+        raw.write(MATLAB_73_HEADER.ljust(116, b" ") + bytes(8) + b"\x00\x02IM")
+
+
+def write_examples(folder: Path, *, seed: int = 0) -> list[Path]:
+    """Two recordings per fault class from datagen's physics, one v5 and one v7.3 file,
+    in a folder per class (12 kHz, 4096 samples)."""
+    params = DatagenParams(length=4096, sample_rate=12_000.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    written = []
+    for fault in FaultClass:
+        (folder / fault.value).mkdir(parents=True, exist_ok=True)
+        for number, writer in enumerate((write_v5, write_v73), 1):
+            path = folder / fault.value / f"{fault.value}-{number}.mat"
+            writer(path, make_signal(fault, params, rng), params.sample_rate)
+            written.append(path)
+    return written

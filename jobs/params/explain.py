@@ -1,0 +1,61 @@
+"""`explain` and `explain-batch` params: which trained model, which signals, which class,
+and how finely integrated gradients follow the path from a zero signal to each signal."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from jobs.params.catalog import ModelOnData
+
+PREDICTED = "predicted"
+LABEL = "label"
+
+
+class ExplainBase(ModelOnData):
+    """What both explain kinds share (model, signals, device: see `ModelOnData`)."""
+
+    target: str = Field(
+        PREDICTED,
+        min_length=1,
+        max_length=200,
+        description="The class whose logit is explained: 'predicted' (the model's prediction "
+        "for the signal), 'label' (the dataset's label) or a class name of the model.",
+    )
+    steps: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Riemann steps of integrated gradients from the zero signal to the signal "
+        "(more: a smaller completeness gap, slower). `batch_size` of them per forward pass.",
+    )
+
+
+class ExplainParams(ExplainBase):
+    """Attributions (integrated gradients, saliency) of one signal's class logit over its
+    time samples, as arrays and a PNG overlay."""
+
+    index: int = Field(0, ge=0, description="The signal explained: its row in the dataset.")
+
+
+class ExplainBatchParams(ExplainBase):
+    """Attributions of many signals; the job's workers (completions) share them out."""
+
+    indices: list[int] | None = Field(
+        None,
+        min_length=1,
+        max_length=100_000,
+        description="Rows of the dataset to explain. None: every signal.",
+    )
+    plots: int = Field(
+        4, ge=0, le=64, description="Signals per part drawn in that part's PNG overlay."
+    )
+
+    @field_validator("indices")
+    @classmethod
+    def _rows(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if any(i < 0 for i in value):
+                raise ValueError("rows are counted from 0")
+            if len(set(value)) != len(value):
+                raise ValueError("rows must not repeat")
+        return value

@@ -1,0 +1,151 @@
+"""`explain` and `explain-batch` for real: a tiny model trained once for the module, then
+attributions computed by task processes (and, for the batch, by two workers of one job
+through the API and the local backend), read back from their arrays."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from jobs.context import TaskContext
+from jobs.errors import TaskError
+from jobs.kinds import datagen, explain, train
+from jobs.kinds.ml.shares import RedisShares, my_share
+from jobs.params import DatagenParams, TrainParams
+from jobs.params.explain import ExplainParams
+from jobs.publisher import OUTCOME_TTL_S
+from jobs.reporter import ProgressReporter
+from kubetask import keys
+from tests.integration.task_process import run_task
+from tests.servers import ApiServer
+
+DATA = {"n_per_class": 4, "length": 256, "sample_rate": 2000.0}
+TRAIN = {"datagen": DATA, "epochs": 1, "width": 8, "depth": 2, "threads": 1}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def context(store: Path, job_id: str) -> TaskContext:
+    reporter = ProgressReporter(None, job_id=job_id)
+    return TaskContext(job_id=job_id, index=0, artifacts_root=store, reporter=reporter)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """(artifact store, model path, dataset path): datagen, then train on its dataset, run
+    in this process (the kinds under test run as task processes)."""
+    store = tmp_path_factory.mktemp("explain") / "artifacts"
+    data = datagen.run(DatagenParams.model_validate({**DATA, "seed": 3}), context(store, "data"))
+    params = TrainParams.model_validate({**TRAIN, "dataset": data["dataset"]})
+    model = train.run(params, context(store, "model"))
+    return store, str(model["model"]), str(data["dataset"])
+
+
+def arrays(path: Path) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def test_one_signal_is_explained_over_its_time_samples(trained: tuple[Path, str, str]) -> None:
+    store, model, dataset = trained
+    params = {"model": model, "dataset": dataset, "index": 5, "threads": 1}
+    run = run_task("explain", params, job_id="explain-0001", root=store.parent)
+    assert run.exit_code == 0, run.stderr[-2000:]
+    result = run.result
+    saved = arrays(store / result["arrays"])
+    assert saved["indices"].tolist() == [5]
+    ig = saved["integrated_gradients"][0]
+    assert ig.shape == saved["saliency"][0].shape == (DATA["length"],)
+    assert saved["signals"][0].shape == (DATA["length"],)
+    assert (saved["saliency"] >= 0).all()
+    # completeness: the attributions add up to f(x) - f(0) for the explained logit
+    assert result["relative_gap"] < 0.05
+    assert float(ig.sum()) == pytest.approx(result["attribution_sum"], abs=1e-4)
+    logits = saved["logits"][0]
+    assert result["predicted"] == result["target"] == str(saved["classes"][logits.argmax()])
+    assert result["label"] == str(saved["classes"][saved["labels"][0]])
+    assert result["top_samples"] == np.argsort(-np.abs(ig))[:5].tolist()
+    assert result["top_times_s"][0] == pytest.approx(result["top_samples"][0] / 2000.0)
+    assert (store / result["overlay"]).read_bytes()[:8] == PNG
+    assert result["dataset"] == dataset
+
+
+def test_the_label_or_a_named_class_is_explained_and_mistakes_are_task_errors(
+    trained: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    store, model, _ = trained
+    where = context(store, "explain-0002")
+    base = {"model": model, "index": 2, "threads": 1}  # signals generated (held-out seed)
+    by_label = explain.run(ExplainParams.model_validate({**base, "target": "label"}), where)
+    assert by_label["target"] == by_label["label"]
+    by_name = explain.run(ExplainParams.model_validate({**base, "target": "looseness"}), where)
+    assert by_name["target"] == "looseness"
+    with pytest.raises(TaskError, match="not 'predicted', 'label' or a class") as caught:
+        explain.run(ExplainParams.model_validate({**base, "target": "rust"}), where)
+    assert "bearing_outer" in str(caught.value.suggestion)
+    with pytest.raises(TaskError, match="has 96 signals"):
+        explain.run(ExplainParams.model_validate({**base, "index": 96}), where)
+    with pytest.raises(TaskError, match="not found"):
+        explain.run(ExplainParams.model_validate({**base, "model": "nope/model.pt"}), where)
+
+
+def test_batch_explain_shares_the_signals_out_among_two_workers(
+    api: ApiServer, trained: tuple[Path, str, str]
+) -> None:
+    store = api.data_dir / "artifacts"
+    (store / "models").mkdir(parents=True, exist_ok=True)
+    shutil.copy(trained[0] / trained[1], store / "models" / "tiny.pt")
+    params = {"model": "models/tiny.pt", "plots": 2, "threads": 1}
+    job_id = api.submit("explain-batch", params, parallelism=2, completions=2)
+    events = api.events(job_id, timeout_s=120)
+    job = api.job(job_id)
+    assert job["state"] == "succeeded", job
+    workers = job["result"]["completions"]
+    assert [w["worker"] for w in workers] == [0, 1]
+    total = 16 * 6  # explain's default signals: datagen's held-out set
+    assert {w["signals_total"] for w in workers} == {total}
+    assert sum(w["signals_explained"] for w in workers) == total
+    assert all(w["signals_explained"] >= 1 for w in workers), "both workers took a share"
+
+    rows: list[int] = []
+    for worker in workers:
+        assert worker["part"] == f"{job_id}/explanations-{worker['worker']}.npz"
+        part = arrays(store / worker["part"])
+        assert part["indices"].tolist()[:50] == worker["rows"]
+        assert part["integrated_gradients"].shape == (worker["signals_explained"], 256)
+        assert (store / worker["overlay"]).read_bytes()[:8] == PNG
+        assert worker["max_relative_gap"] < 0.05
+        rows += part["indices"].tolist()
+    assert sorted(rows) == list(range(total)), "every signal once, in one part"
+
+    explained = [e for e in events if e["type"] == "progress" and e["stage"] == "explain"]
+    assert {e["index"] for e in explained} == {0, 1}
+    assert {e["total"] for e in explained} == {total}
+    assert max(e["current"] for e in explained) == total  # progress counts both workers
+    with redis.Redis.from_url(api.redis_url) as client:
+        assert 0 < client.ttl(keys.shares_claimed(job_id)) <= OUTCOME_TTL_S
+
+
+def test_a_retried_worker_takes_back_what_it_claimed(redis_url: str) -> None:
+    first = RedisShares(redis_url, job_id="shares-0001", worker=0)
+    claimed = my_share(first, 10)
+    assert [next(claimed), next(claimed)] == [0, 1]  # then its pod died mid-signal
+    assert first.finish(0) == 1
+    first.close()
+    other = RedisShares(redis_url, job_id="shares-0001", worker=1)
+    taking = my_share(other, 10)
+    theirs = [next(taking) for _ in range(3)]
+    assert theirs == [2, 3, 4]
+    again = RedisShares(redis_url, job_id="shares-0001", worker=0)
+    mine = list(my_share(again, 10))
+    assert mine[:2] == [0, 1]
+    assert set(mine).isdisjoint(theirs)
+    assert sorted(mine + theirs) == list(range(10))
+    assert again.finish(0) == 1  # finishing twice counts once
+    assert other.finish(2) == again.done() == 2
+    for shares in (other, again):
+        shares.close()

@@ -1,0 +1,146 @@
+"""Integrated gradients and saliency where the exact answer is known, through `train`'s
+feature pipeline, and the PNG overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jobs.kinds.ml.attribution import (
+    attribute,
+    integrated_gradients,
+    saliency,
+    softmax,
+    top_samples,
+)
+from jobs.kinds.ml.attribution_plot import OverlayRow, bucket_mean, render_overlay
+from jobs.kinds.ml.inference import SignalPipeline
+from jobs.kinds.ml.models import ModelSpec, build_model
+
+
+def linear(n_in: int = 16, n_out: int = 3, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    model = nn.Linear(n_in, n_out)
+    model.requires_grad_(False)
+    return model
+
+
+def test_integrated_gradients_of_a_linear_model_are_input_times_weight() -> None:
+    model = linear()
+    x = torch.randn(16, dtype=torch.float32)
+    ig = integrated_gradients(model, x, 2, steps=5)
+    torch.testing.assert_close(ig, x * model.weight[2])
+    # completeness: the attributions add up to f(x) - f(0) for the target logit
+    delta = model(x[None])[0, 2] - model(torch.zeros(1, 16))[0, 2]
+    assert float(ig.sum()) == pytest.approx(float(delta), abs=1e-5)
+
+
+def test_saliency_of_a_linear_model_is_the_absolute_weight() -> None:
+    model = linear()
+    x = torch.randn(16)
+    torch.testing.assert_close(saliency(model, x, 1), model.weight[1].abs())
+
+
+def test_the_riemann_sum_is_exact_for_a_quadratic_and_converges_for_a_cubic() -> None:
+    x = torch.linspace(-1.0, 2.0, 12, dtype=torch.float64)
+
+    def quadratic(batch: torch.Tensor) -> torch.Tensor:
+        return (batch**2).sum(dim=1, keepdim=True)
+
+    def cubic(batch: torch.Tensor) -> torch.Tensor:
+        return (batch**3).sum(dim=1, keepdim=True)
+
+    # d/dx_i of sum(x^2) along the path is 2 a x_i: the exact attribution is x_i^2
+    torch.testing.assert_close(integrated_gradients(quadratic, x, 0, steps=3), x**2)
+    coarse = attribute(cubic, x, target=0, steps=2)
+    fine = attribute(cubic, x, target=0, steps=64)
+    np.testing.assert_allclose(fine.integrated_gradients, (x**3).numpy(), rtol=1e-3, atol=1e-4)
+    assert fine.relative_gap < 1e-3 < coarse.relative_gap
+    assert fine.logit_delta == pytest.approx(float((x**3).sum()))
+
+
+def test_chunks_of_path_points_give_the_same_attributions() -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).requires_grad_(False)
+    x = torch.randn(8)
+    whole = integrated_gradients(model, x, 0, steps=10, chunk=256)
+    torch.testing.assert_close(integrated_gradients(model, x, 0, steps=10, chunk=3), whole)
+
+
+def test_without_a_target_the_predicted_class_is_explained() -> None:
+    model = linear(n_out=4, seed=3)
+    x = torch.randn(16)
+    attribution = attribute(model, x, target=None, steps=4)
+    assert attribution.target == int(model(x[None]).argmax())
+    assert attribution.logits.shape == (4,)
+    assert attribution.gap == pytest.approx(0.0, abs=1e-5)
+
+
+def spectrum_pipeline(length: int) -> SignalPipeline:
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        kind="cnn1d", input_length=length // 2 + 1, n_classes=3, width=4, depth=2, dropout=0.0
+    )
+    n = spec.input_length
+    pipeline = SignalPipeline(
+        build_model(spec),
+        features="spectrum",
+        mean=np.full(n, 0.5, dtype=np.float32),
+        std=np.full(n, 2.0, dtype=np.float32),
+        length=length,
+    )
+    return pipeline.eval().requires_grad_(False)
+
+
+def test_a_spectrum_model_is_explained_over_time_samples_and_stays_complete() -> None:
+    pipeline = spectrum_pipeline(64)
+    t = torch.arange(64, dtype=torch.float32)
+    x = torch.sin(t * 0.7) + 0.3 * torch.cos(t * 2.1)
+    attribution = attribute(pipeline, x, target=1, steps=256)
+    assert attribution.integrated_gradients.shape == (64,)
+    assert attribution.saliency.shape == (64,)
+    assert np.isfinite(attribution.integrated_gradients).all()
+    assert attribution.relative_gap < 0.05
+    # the Hann window hides the signal's ends from the spectrum: they barely matter
+    middle = np.abs(attribution.saliency[24:40]).mean()
+    assert np.abs(attribution.saliency[:2]).mean() < 0.1 * middle
+
+
+def test_top_samples_are_the_largest_magnitudes_first() -> None:
+    values = np.array([0.1, -3.0, 2.0, 0.0, 2.5], dtype=np.float32)
+    assert top_samples(values, 3) == [1, 4, 2]
+    assert top_samples(values, 10) == [1, 4, 2, 0, 3]
+    assert top_samples(values, 0) == []
+    assert softmax(np.array([0.0, 0.0], dtype=np.float32)).tolist() == [0.5, 0.5]
+
+
+def test_long_signals_are_drawn_from_bucket_means() -> None:
+    values = np.arange(10, dtype=np.float32)
+    assert bucket_mean(values, 5).tolist() == [0.5, 2.5, 4.5, 6.5, 8.5]
+    assert bucket_mean(values, 20).tolist() == values.tolist()
+    assert len(bucket_mean(np.ones(10_001, dtype=np.float32), 4000)) == 4000
+
+
+def test_the_overlay_is_a_png_with_a_pair_of_panels_per_signal(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = [
+        OverlayRow(
+            signal=rng.normal(size=300).astype(np.float32),
+            integrated_gradients=rng.normal(size=300).astype(np.float32),
+            saliency=np.abs(rng.normal(size=300)).astype(np.float32),
+            title=f"signal {i}",
+        )
+        for i in range(2)
+    ]
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    render_overlay(one, rows[:1], sample_rate=1000.0)
+    render_overlay(two, rows, sample_rate=None)
+    for path in (one, two):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert two.stat().st_size > one.stat().st_size
+    assert not list(tmp_path.glob("*.partial"))
+    with pytest.raises(ValueError, match="nothing to draw"):
+        render_overlay(tmp_path / "none.png", [], sample_rate=None)

@@ -1,0 +1,161 @@
+"""Loading a model as `train` saves it: raw signals give the logits of the training path,
+through numpy features, the torch pipeline and its exportable (DFT matrix) form alike; and
+the .mat reading that `mat-import` builds on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from jobs.errors import TaskError
+from jobs.kinds.datagen import generate
+from jobs.kinds.ml.data import Dataset, Prepared, to_features
+from jobs.kinds.ml.inference import LoadedModel, align_labels, load_model
+from jobs.kinds.ml.loop import build_trainer
+from jobs.kinds.ml.matfiles import (
+    MatFileError,
+    label_of,
+    pick_signal,
+    read_mat,
+    recordings,
+    segments,
+    write_v73,
+)
+from jobs.kinds.ml.models import ModelSpec
+from jobs.kinds.train import save_model
+from jobs.params import DatagenParams, TrainParams
+
+DATA = DatagenParams(n_per_class=2, length=128, sample_rate=2000.0)
+CLASSES = [c.value for c in DATA.classes]
+
+
+def saved_model(folder: Path, kind: str, features: str) -> Path:
+    """A model.pt written by train's own save_model (untrained weights, real statistics)."""
+    x, _ = generate(DATA)
+    feats = to_features(x, features)
+    params = TrainParams.model_validate(
+        {"model": kind, "features": features, "width": 8, "depth": 2}
+    )
+    spec = ModelSpec(kind, feats.shape[1], len(CLASSES), 8, 2, 0.1)  # type: ignore[arg-type]
+    trainer = build_trainer(params, spec, torch.device("cpu"))
+    empty = np.empty((0, feats.shape[1]), dtype=np.float32)
+    labels = np.empty(0, dtype=np.int64)
+    prepared = Prepared(
+        empty, labels, empty, labels, feats.mean(axis=0), feats.std(axis=0) + 1e-6, CLASSES, None
+    )
+    path = folder / f"{kind}-{features}.pt"
+    save_model(path, trainer, spec, prepared, features)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "features"), [("cnn1d", "spectrum"), ("mlp", "raw")])
+def test_every_path_from_raw_signals_gives_the_training_logits(
+    tmp_path: Path, kind: str, features: str
+) -> None:
+    model = load_model(saved_model(tmp_path, kind, features), torch.device("cpu"))
+    assert not model.network.training
+    assert model.classes == CLASSES
+    x, _ = generate(DATA.model_copy(update={"seed": 5}))
+    features_ = torch.from_numpy((to_features(x, features) - model.mean) / model.std)
+    with torch.no_grad():
+        expected = model.network(features_).numpy()
+        eager = model.pipeline(128)(torch.from_numpy(x)).numpy()
+        exportable = model.pipeline(128, exportable=True)(torch.from_numpy(x)).numpy()
+    batches: list[tuple[int, int]] = []
+    logits = model.logits(x, batch_size=5, on_batch=lambda d, t: batches.append((d, t)))
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    np.testing.assert_allclose(eager, expected, atol=1e-4)
+    np.testing.assert_allclose(exportable, expected, atol=1e-4)
+    assert batches[-1] == (3, 3)  # 12 signals in batches of 5
+
+
+def test_the_pipeline_is_differentiable_from_the_raw_signal(tmp_path: Path) -> None:
+    model = load_model(saved_model(tmp_path, "cnn1d", "spectrum"), torch.device("cpu"))
+    x = torch.from_numpy(generate(DATA)[0][:2]).requires_grad_(True)
+    model.pipeline(128)(x)[:, 0].sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    assert x.grad.abs().sum() > 0
+
+
+def test_wrong_lengths_missing_and_foreign_files_are_clear_errors(tmp_path: Path) -> None:
+    model: LoadedModel = load_model(saved_model(tmp_path, "cnn1d", "spectrum"), torch.device("cpu"))
+    assert model.signal_lengths() == (128, 129)
+    with pytest.raises(TaskError, match="length 128 or 129; the signals have length 256"):
+        model.logits(np.zeros((1, 256), dtype=np.float32))
+    with pytest.raises(TaskError, match="not found"):
+        load_model(tmp_path / "nope.pt", torch.device("cpu"), relative="x/model.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(TaskError, match="not a model saved by `train`"):
+        load_model(foreign, torch.device("cpu"))
+
+
+def test_labels_are_aligned_to_the_models_classes_by_name() -> None:
+    data = Dataset(
+        x=np.zeros((3, 4), dtype=np.float32),
+        y=np.array([0, 1, 1], dtype=np.int64),
+        classes=["looseness", "normal"],
+        source="d.npz",
+    )
+    assert align_labels(data, CLASSES).tolist() == [3, 0, 0]
+    strange = Dataset(x=data.x, y=data.y, classes=["normal", "cracked"], source="d.npz")
+    with pytest.raises(TaskError, match=r"classes the model does not know: \['cracked'\]"):
+        align_labels(strange, CLASSES)
+
+
+# -- .mat files ---------------------------------------------------------------------------
+
+
+def test_v5_and_v73_files_read_the_same(tmp_path: Path) -> None:
+    signal = np.sin(np.arange(300) / 7)
+    scipy.io.savemat(
+        tmp_path / "a.mat", {"X097_DE_time": signal[:, None], "RPM": 1797, "who": "inner"}
+    )
+    write_v73(tmp_path / "b.mat", signal, 12_000.0)
+    v5, v73 = read_mat(tmp_path / "a.mat"), read_mat(tmp_path / "b.mat")
+    assert v5["who"] == "inner"
+    assert pick_signal(v5, None)[0] == "X097_DE_time"
+    assert pick_signal(v5, ".*DE_time")[1].shape == (300, 1)
+    name, array = pick_signal(v73, None)
+    assert name == "DE_time"
+    np.testing.assert_array_equal(recordings(array)[0], signal)
+    with pytest.raises(MatFileError, match="no matching 'FE_time' signal variable"):
+        pick_signal(v5, "FE_time")
+
+
+def test_malformed_files_raise_mat_file_errors(tmp_path: Path) -> None:
+    (tmp_path / "text.mat").write_text("this is not a MAT-file at all")
+    with pytest.raises(MatFileError, match=r"not a readable \.mat file"):
+        read_mat(tmp_path / "text.mat")
+    with h5py.File(tmp_path / "cube.mat", "w") as file:
+        file["x"] = np.zeros((2, 3, 4))
+    with pytest.raises(MatFileError, match="need a vector or matrix"):
+        recordings(pick_signal(read_mat(tmp_path / "cube.mat"), None)[1])
+
+
+def test_segments_overlap_limit_and_orientation() -> None:
+    recording = np.arange(10, dtype=np.float64)
+    assert segments(recording, 4, 0.0, None).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert segments(recording, 4, 0.5, None)[:, 0].tolist() == [0, 2, 4, 6]
+    assert len(segments(recording, 4, 0.5, 2)) == 2
+    assert segments(recording, 11, 0.0, None).shape == (0, 11)
+    matrix = np.zeros((3, 100))  # three recordings of 100 samples, either way round
+    assert [len(r) for r in recordings(matrix)] == [100] * 3
+    assert [len(r) for r in recordings(matrix.T)] == [100] * 3
+
+
+def test_labels_from_folder_filename_or_variable() -> None:
+    path = Path("cwru/inner_race/IR007_0.mat")
+    kwargs = {"pattern": None, "variable": "label"}
+    assert label_of(path, {}, source="folder", **kwargs) == "inner_race"  # type: ignore[arg-type]
+    assert label_of(path, {}, source="filename", pattern=r"^([A-Z]+)\d", variable="") == "IR"
+    assert label_of(path, {"label": "ok"}, source="variable", **kwargs) == "ok"  # type: ignore[arg-type]
+    assert label_of(path, {"label": np.array([[3.0]])}, source="variable", **kwargs) == "3"  # type: ignore[arg-type]
+    with pytest.raises(MatFileError, match="does not match"):
+        label_of(path, {}, source="filename", pattern="^B", variable="")
