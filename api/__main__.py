@@ -2,11 +2,15 @@
 
 kubetask-server [--host H] [--port P]     serve (the embedded default on 127.0.0.1)
 kubetask-server render REQUEST.json       print the Kubernetes objects a request becomes
+
+Without KUBETASK_TOKENS_FILE every caller is an admin: the server then listens on loopback
+only, and refuses (exit 2) any other address.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import sys
@@ -17,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from api.app import create_app
+from api.auth import TokenFile, TokensFileError
 from api.settings import Settings
 from controller.errors import InvalidRequest
 from controller.ids import new_job_id
@@ -50,6 +55,34 @@ def render(path: Path, settings: Settings) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False)
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; not 0.0.0.0, a hostname or an interface address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why the server must not start with these settings, or None."""
+    if settings.tokens_file is None:
+        if not is_loopback(settings.host):
+            return (
+                f"refusing to listen on {settings.host} without authentication: set "
+                "KUBETASK_TOKENS_FILE (bearer tokens), or listen on 127.0.0.1"
+            )
+        return None
+    try:
+        table = TokenFile(settings.tokens_file).table()
+    except TokensFileError as exc:
+        return f"bad tokens file: {exc}"
+    if not len(table):
+        return f"the tokens file {settings.tokens_file} holds no tokens: nobody could call"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "render":
@@ -67,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     options = parser.parse_args(args)
     overrides = {k: v for k, v in (("host", options.host), ("port", options.port)) if v is not None}
     settings = Settings(**overrides)
+    if (why := refusal(settings)) is not None:
+        print(f"kubetask-server: {why}", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 
+from api.auth import (
+    LOCAL_PRINCIPAL,
+    Principal,
+    TokenFile,
+    TokensFileError,
+    bearer_token,
+    challenge,
+)
+from api.limits import TenantLimits
 from api.runtime import Runtime
 from controller.service import JobService
 
 
 def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+    return runtime_of(request)
+
+
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    """The app's Runtime, for a request or a WebSocket."""
+    runtime: Runtime = connection.app.state.runtime
     return runtime
 
 
@@ -19,5 +37,62 @@ def get_service(request: Request) -> JobService:
     return get_runtime(request).service
 
 
+@lru_cache(maxsize=4)
+def _token_file(path: Path) -> TokenFile:
+    return TokenFile(path)
+
+
+class Unauthenticated(HTTPException):
+    """401 with the RFC 6750 challenge; `error="invalid_token"` when a token was given."""
+
+    def __init__(self, *, token_given: bool) -> None:
+        detail = "invalid bearer token" if token_given else "a bearer token is required"
+        super().__init__(
+            401, detail, headers={"WWW-Authenticate": challenge(token_given=token_given)}
+        )
+
+
+def principal_of(connection: HTTPConnection) -> Principal:
+    """Who is calling, from `Authorization: Bearer <token>`; Unauthenticated if nobody
+    known. Without a tokens file: the local admin."""
+    path = runtime_of(connection).settings.tokens_file
+    if path is None:
+        return LOCAL_PRINCIPAL
+    try:
+        table = _token_file(path).table()
+    except TokensFileError as exc:  # unreadable since start-up: nobody gets in
+        raise HTTPException(503, f"authentication unavailable: {exc}") from None
+    token = bearer_token(connection.headers.get("authorization"))
+    principal = table.lookup(token) if token is not None else None
+    if principal is None:
+        raise Unauthenticated(token_given=token is not None)
+    return principal
+
+
+def get_principal(request: Request) -> Principal:
+    return principal_of(request)
+
+
+def limits_of(connection: HTTPConnection) -> TenantLimits:
+    """The per-tenant caps kept in Redis, made once per app."""
+    state = connection.app.state
+    limits: TenantLimits | None = getattr(state, "tenant_limits", None)
+    if limits is None:
+        runtime = runtime_of(connection)
+        limits = TenantLimits(
+            runtime.redis,
+            submits_per_minute=runtime.settings.max_submits_per_minute,
+            streams=runtime.settings.max_streams_per_tenant,
+        )
+        state.tenant_limits = limits
+    return limits
+
+
+def get_limits(request: Request) -> TenantLimits:
+    return limits_of(request)
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[JobService, Depends(get_service)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+LimitsDep = Annotated[TenantLimits, Depends(get_limits)]

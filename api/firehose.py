@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from controller.bus import RESYNC, EventHub
+from controller.records import JobRecord
 
 TICK_S = 0.25
 MAX_BATCH = 2000
@@ -21,7 +22,31 @@ READY_FRAME = "event: ready\ndata: {}\n\n"
 RESYNC_FRAME = "event: resync\ndata: {}\n\n"
 KEEPALIVE_FRAME = ": keepalive\n\n"
 
-Visible = Callable[[str], bool]  # is this job's event for this client (tenants)?
+Visible = Callable[[str], Awaitable[bool]]  # is this job's event for this client?
+CACHE_SIZE = 10_000
+
+
+class TenantFilter:
+    """`Visible` for a caller scoped to one tenant: a job's tenant is read once (its record)
+    and remembered; a job with no record yet is not shown until it has one."""
+
+    def __init__(
+        self, tenant: str, get_record: Callable[[str], Awaitable[JobRecord | None]]
+    ) -> None:
+        self._tenant = tenant
+        self._get_record = get_record
+        self._known: dict[str, bool] = {}
+
+    async def __call__(self, job_id: str) -> bool:
+        if job_id in self._known:
+            return self._known[job_id]
+        record = await self._get_record(job_id)
+        if record is None:
+            return False
+        if len(self._known) >= CACHE_SIZE:
+            self._known.clear()
+        self._known[job_id] = record.visible_to(self._tenant)
+        return self._known[job_id]
 
 
 LiveEvent = tuple[str, str, str]  # (type, job id, the event's JSON)
@@ -77,6 +102,6 @@ async def live_frames(
                 batch = [raw for raw in batch if raw != RESYNC]
             events = conflate(batch)
             if visible is not None:
-                events = [event for event in events if visible(event[1])]
+                events = [event for event in events if await visible(event[1])]
             if events:
                 yield render(events)

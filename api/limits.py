@@ -1,12 +1,206 @@
-"""Request bodies over the configured size are refused with 413, before they are read whole."""
+"""What anyone may consume (OWASP API4): request bodies over the configured size are refused
+with 413 before they are read whole; per-job caps on `timeout_s`, cpu, memory and gpu (422
+naming the field); and per-tenant caps on submissions per minute and open event streams
+(429 with Retry-After), counted in Redis so that they hold across API replicas. The cap on
+a tenant's unfinished jobs is kept by the store, in the script that creates the job.
+
+The arithmetic (quantities, windows, caps) is pure; `TenantLimits` does the Redis part.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
+import anyio
+import redis.asyncio as aioredis
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM
+from controller.errors import FieldError, InvalidRequest
+from kubetask import keys
+from kubetask.models import JobRequest
+
+WINDOW_S = 60  # the submissions window
+ACTIVE_RETRY_AFTER_S = 15  # a suggestion: how soon an unfinished job may have ended
+STREAM_RETRY_AFTER_S = 5
+STREAM_LEASE_S = 60.0  # an open stream's slot lapses unless renewed (a crashed replica's)
+
+_SUFFIXES = {
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity ('500m', '2', '1.5Gi', '1e3') as a number (cores, bytes)."""
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E"):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return Decimal(text[: -len(suffix)]) * _SUFFIXES[suffix]
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    return value
+
+
+class LimitExceeded(HTTPException):
+    """A per-tenant cap was reached: 429 with Retry-After (seconds)."""
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(429, detail, headers={"Retry-After": str(max(1, retry_after_s))})
+        self.retry_after_s = max(1, retry_after_s)
+
+
+@dataclass(frozen=True)
+class JobCaps:
+    """The most one job may ask for."""
+
+    max_timeout_s: int | None  # None: no cap (and no default deadline)
+    max_cpu: str
+    max_memory: str
+    max_gpu: int
+
+
+def apply_caps(request: JobRequest, caps: JobCaps) -> JobRequest:
+    """The request within the caps, or InvalidRequest naming each field over them; with a
+    cap on `timeout_s`, a job without one gets the cap as its deadline (none runs unbounded)."""
+    errors: list[FieldError] = []
+    most_s = caps.max_timeout_s
+    if most_s is not None and request.timeout_s is not None and request.timeout_s > most_s:
+        errors.append(_over(("timeout_s",), most_s))
+    resources = request.resources
+    for field, asked, most in (
+        ("cpu", resources.cpu, caps.max_cpu),
+        ("memory", resources.memory, caps.max_memory),
+    ):
+        if asked is not None and parse_quantity(asked) > parse_quantity(most):
+            errors.append(_over(("resources", field), most))
+    if resources.gpu > caps.max_gpu:
+        errors.append(_over(("resources", "gpu"), caps.max_gpu))
+    if errors:
+        raise InvalidRequest(errors)
+    if request.timeout_s is None and most_s is not None:
+        return request.model_copy(update={"timeout_s": most_s})
+    return request
+
+
+def _over(loc: tuple[str, ...], most: object) -> FieldError:
+    return FieldError(loc, f"over this server's limit of {most}", "less_than_equal")
+
+
+def submit_window(now: float) -> tuple[int, int]:
+    """(the fixed window `now` falls in, whole seconds until it ends)."""
+    window = int(now // WINDOW_S)
+    return window, max(1, math.ceil((window + 1) * WINDOW_S - now))
+
+
+# KEYS: the window's counter. ARGV: its expiry. The count including this submission.
+_COUNT_SUBMIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+# KEYS: the tenant's streams. ARGV: now, lease end, the cap, this stream's id.
+# 1 when the stream got a slot, else 0. Lapsed leases (a replica that died) are dropped.
+_OPEN_STREAM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(ARGV[2] - ARGV[1]) + 1)
+return 1
+"""
+
+
+class StreamLease:
+    """One open stream's slot: `renew` it while the stream lasts (cheap when recent),
+    `close` it at the end. A lease never renewed lapses after STREAM_LEASE_S."""
+
+    def __init__(self, limits: TenantLimits, key: str, stream_id: str) -> None:
+        self._limits = limits
+        self._key = key
+        self.id = stream_id
+        self._renewed = limits.clock()
+
+    async def renew(self) -> None:
+        now = self._limits.clock()
+        if now - self._renewed < STREAM_LEASE_S / 3:
+            return
+        self._renewed = now
+        await self._limits.redis.zadd(self._key, {self.id: now + STREAM_LEASE_S}, xx=True)
+
+    async def close(self) -> None:
+        """Give the slot back, even from a stream being cancelled (its client left)."""
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await self._limits.redis.zrem(self._key, self.id)  # else it lapses on its own
+
+
+class TenantLimits:
+    """Per-tenant caps kept in Redis: submissions per minute, open event streams."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        submits_per_minute: int,
+        streams: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.clock = clock
+        self._submits_per_minute = submits_per_minute
+        self._streams = streams
+        self._count_submit = redis.register_script(_COUNT_SUBMIT)
+        self._open_stream = redis.register_script(_OPEN_STREAM)
+
+    async def admit_submit(self, tenant: str) -> None:
+        """Count one submission; LimitExceeded past the tenant's rate."""
+        window, retry_after = submit_window(self.clock())
+        count = await self._count_submit(
+            keys=[keys.tenant_submits(tenant, window)], args=[WINDOW_S * 2]
+        )
+        if int(count) > self._submits_per_minute:
+            raise LimitExceeded(
+                f"tenant {tenant!r} submitted more than {self._submits_per_minute} jobs "
+                "this minute",
+                retry_after_s=retry_after,
+            )
+
+    async def open_stream(self, tenant: str) -> StreamLease:
+        """A slot for one event stream (close it when the stream ends); LimitExceeded when
+        the tenant has as many open as allowed."""
+        key, stream_id = keys.tenant_streams(tenant), secrets.token_hex(8)
+        now = self.clock()
+        opened = await self._open_stream(
+            keys=[key], args=[now, now + STREAM_LEASE_S, self._streams, stream_id]
+        )
+        if not int(opened):
+            raise LimitExceeded(
+                f"tenant {tenant!r} has {self._streams} event streams open",
+                retry_after_s=STREAM_RETRY_AFTER_S,
+            )
+        return StreamLease(self, key, stream_id)
 
 
 class BodyTooLarge(Exception):

@@ -1,4 +1,6 @@
-"""Errors as RFC 9457 `application/problem+json`, with field paths for invalid input."""
+"""Errors as RFC 9457 `application/problem+json`, with field paths for invalid input, and
+the OpenAPI spec telling the truth about them: every error response a route declares is
+documented as a `Problem` in `application/problem+json` (what the handlers here send)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,44 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from controller.errors import IdempotencyKeyReused, InvalidRequest, JobFinished, JobNotFound
 
 log = logging.getLogger("kubetask.api")
 
 PROBLEM = "application/problem+json"
+# FastAPI's answer to a body it cannot decode (not UTF-8): answered as invalid JSON (422).
+_BODY_NOT_DECODED = "There was an error parsing the body"
+_PARAMETER_LOCATIONS = ("query", "path", "header")
+_SCHEMAS = "#/components/schemas/"
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+class FieldProblem(BaseModel):
+    """One invalid field of a request."""
+
+    field: str = Field(description="Dotted path, e.g. `params.n_per_class` ('' for the body).")
+    loc: list[str] = Field(description="Where: body, query, path or header, then the path.")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An error as RFC 9457 problem details. Some say more: `errors` (422: each invalid
+    field), `state` (409: the finished job's state), `job_id` (409: the job an
+    Idempotency-Key already belongs to)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[FieldProblem] = Field(default_factory=list)
 
 
 def problem(
@@ -48,7 +80,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidRequest)
     async def _invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
-        errors = [{"loc": ["body", *e.loc], "msg": e.msg, "type": e.type} for e in exc.errors]
+        errors = [{"loc": _located(e.loc), "msg": e.msg, "type": e.type} for e in exc.errors]
         return _invalid(field_errors(errors))
 
     @app.exception_handler(JobNotFound)
@@ -65,7 +97,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _BODY_NOT_DECODED:
+            msg = "the body is not valid JSON (UTF-8)"
+            return _invalid([{"field": "", "loc": ["body"], "msg": msg, "type": "json_invalid"}])
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:  # Starlette names the first matching route's methods only
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers)
 
     @app.exception_handler(RedisError)
@@ -75,6 +112,58 @@ def install(app: FastAPI) -> None:
             503, "Service Unavailable", "the job store is unavailable; try again",
             headers={"Retry-After": "2"},
         )  # fmt: skip
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(original_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _located(loc: tuple[str | int, ...]) -> list[str | int]:
+    """A controller FieldError's path, under `body` unless it names a parameter."""
+    return list(loc) if loc and loc[0] in _PARAMETER_LOCATIONS else ["body", *loc]
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (for the Allow header of a 405)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
+def document_problems(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with each declared 4xx/5xx response documented as the `Problem` the
+    handlers send (in place of FastAPI's default 422 body, or of no body at all);
+    responses that declare a body of their own keep it."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    problem_schema = Problem.model_json_schema(ref_template=_SCHEMAS + "{model}")
+    schemas.update(problem_schema.pop("$defs", {}))
+    schemas["Problem"] = problem_schema
+    problem_content = {PROBLEM: {"schema": {"$ref": _SCHEMAS + "Problem"}}}
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[:1] in ("4", "5") and _problem_or_nothing(response.get("content")):
+                    response["content"] = dict(problem_content)
+    for default in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(default, None)
+    return spec
+
+
+def _problem_or_nothing(content: dict[str, Any] | None) -> bool:
+    if not content:
+        return True
+    refs = {media.get("schema", {}).get("$ref") for media in content.values()}
+    return refs <= {_SCHEMAS + "HTTPValidationError", _SCHEMAS + "Problem"}
 
 
 def _title(status: int) -> str:

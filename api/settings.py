@@ -7,16 +7,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from controller.manifests import ARTIFACTS_DIR, ClusterSettings
+from api.limits import JobCaps, parse_quantity
+from controller.leader import ElectionSettings, default_identity
+from controller.manifests import ARTIFACTS_DIR, ClusterSettings, SecretKeyRef
 from controller.notify import Backoff, NotifySettings
 from controller.outbox import SmtpSettings
+from controller.redaction import url_password
+from kubetask import env
+from kubetask.models import SecretKey, is_dns_label
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KUBETASK_", extra="ignore")
+    # Secrets are never shown: SecretStr, repr=False on URLs that may hold a password, and
+    # no input values in validation errors.
+    model_config = SettingsConfigDict(
+        env_prefix="KUBETASK_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -24,7 +33,7 @@ class Settings(BaseSettings):
         "auto", description="auto: kubernetes when running in a cluster, else local."
     )
     redis_url: str | None = Field(
-        None, description="Redis to use; unset: start the embedded server in data_dir."
+        None, description="Redis to use; unset: start the embedded server in data_dir.", repr=False
     )
     data_dir: Path = Path(".kubetask")
     artifacts_dir: Path | None = Field(None, description="Default: data_dir/artifacts.")
@@ -32,6 +41,23 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(1.0, ge=0)
     grace_s: float = Field(10.0, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Who may call, and how much anyone may consume (api/auth.py, api/limits.py)
+    tokens_file: Path | None = Field(
+        None, description="Bearer tokens (JSON); unset: local mode, loopback only."
+    )
+    tenant_namespaces: dict[str, str] = Field(
+        default_factory=dict, description="Tenant -> namespace of its Jobs; else `namespace`."
+    )
+    max_active_jobs_per_tenant: int = Field(1000, ge=1, description="Queued + running.")
+    max_submits_per_minute: int = Field(600, ge=1, description="Per tenant, POST /v1/jobs.")
+    max_streams_per_tenant: int = Field(100, ge=1, description="Open SSE/WebSocket streams.")
+    max_timeout_s: int | None = Field(
+        None, ge=1, description="Largest timeout_s, and the default deadline; unset: none."
+    )
+    max_cpu: str = Field("64", description="Largest resources.cpu (a Kubernetes quantity).")
+    max_memory: str = Field("512Gi", description="Largest resources.memory.")
+    max_gpu: int = Field(8, ge=0, description="Largest resources.gpu.")
+    max_page_size: int = Field(200, ge=1, le=200, description="Largest `limit` of a listing.")
     retention_s: int = Field(7 * 24 * 3600, ge=60)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
     keepalive_s: float = Field(15.0, gt=0)
@@ -51,9 +77,11 @@ class Settings(BaseSettings):
         None, description="Base URL of the API in links sent out; default http://host:port."
     )
     webhooks: list[str] = Field(
-        default_factory=list, description="Webhooks told about every job's end (JSON list)."
+        default_factory=list,
+        description="Webhooks told about every job's end (JSON list).",
+        repr=False,  # a webhook URL's path is often its secret
     )
-    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key signing webhooks.")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhooks.")
     webhook_timeout_s: float = Field(5.0, gt=0)
     notify_backoff_s: float = Field(2.0, gt=0, description="First retry delay; doubles.")
     notify_backoff_cap_s: float = Field(600.0, gt=0)
@@ -64,7 +92,7 @@ class Settings(BaseSettings):
     smtp_from: str = "kubetask@localhost"
     smtp_to: list[str] = Field(default_factory=list)
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     # The kubernetes backend
     kubeconfig: str | None = Field(None, description="Outside a cluster: the kubeconfig.")
@@ -75,7 +103,96 @@ class Settings(BaseSettings):
     gpu_taint_key: str = "nvidia.com/gpu"
     artifacts_claim: str | None = "kubetask-artifacts"
     task_service_account: str | None = None
-    task_redis_url: str | None = Field(None, description="Redis as task pods reach it.")
+    task_redis_url: str | None = Field(None, description="Redis as task pods reach it.", repr=False)
+    # Credentials of the tasks (kubernetes backend): Secret references in each Job, never values
+    task_redis_url_secret: SecretKey | None = Field(
+        None, description="A Secret key holding the task Redis URL (JSON: {name, key})."
+    )
+    task_redis_password_secret: SecretKey | None = Field(
+        None,
+        description="A Secret key holding the Redis password, as $(KUBETASK_REDIS_PASSWORD) "
+        "in task_redis_url (JSON: {name, key}).",
+    )
+    # Several replicas (controller/leader.py): each serves the API, the Lease holder reconciles
+    leader_election: bool = Field(
+        False, description="Elect the one replica that reconciles (kubernetes backend only)."
+    )
+    leader_identity: str | None = Field(None, description="Default: $POD_NAME, else host_pid.")
+    lease_name: str | None = Field(None, description="Default: <instance>-leader.")
+    lease_namespace: str | None = Field(None, description="Default: namespace.")
+    lease_duration_s: int = Field(15, ge=1, description="A Lease not renewed this long is free.")
+    renew_deadline_s: float = Field(10.0, gt=0, description="The leader gives up after this.")
+    retry_period_s: float = Field(2.0, gt=0, description="How often replicas look and renew.")
+
+    @model_validator(mode="after")
+    def _no_password_in_jobs(self) -> Settings:
+        """On Kubernetes every Job carries the task Redis URL: a password must come from a
+        Secret, or every Job (and `kubectl describe`) would show it."""
+        if self.resolved_backend != "kubernetes" or self.task_redis_url_secret is not None:
+            return self
+        password = url_password(self.task_redis_url or self.redis_url or "")
+        reference = f"$({env.REDIS_PASSWORD})"
+        if password and password != reference:
+            raise ValueError(
+                "the task Redis URL holds a password that every Job would show: set "
+                "KUBETASK_TASK_REDIS_URL_SECRET (a Secret key holding the URL), or "
+                "KUBETASK_TASK_REDIS_PASSWORD_SECRET with KUBETASK_TASK_REDIS_URL="
+                f"redis://:{reference}@HOST:PORT/DB"
+            )
+        if password == reference and self.task_redis_password_secret is None:
+            raise ValueError(
+                f"the task Redis URL names {reference}: set KUBETASK_TASK_REDIS_PASSWORD_SECRET"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _election_timing(self) -> Settings:
+        timing = self.retry_period_s < self.renew_deadline_s < self.lease_duration_s
+        if self.leader_election and not timing:
+            raise ValueError(
+                "leader election needs retry_period_s < renew_deadline_s < lease_duration_s"
+            )
+        return self
+
+    def election(self) -> ElectionSettings | None:
+        """Leader election, when on (the local backend runs in one process: never)."""
+        if not self.leader_election or self.resolved_backend != "kubernetes":
+            return None
+        return ElectionSettings(
+            name=self.lease_name or f"{self.instance}-leader",
+            namespace=self.lease_namespace or self.namespace,
+            identity=self.leader_identity or default_identity(),
+            duration_s=self.lease_duration_s,
+            renew_deadline_s=self.renew_deadline_s,
+            retry_period_s=self.retry_period_s,
+        )
+
+    @field_validator("tenant_namespaces")
+    @classmethod
+    def _dns_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for tenant, namespace in value.items():
+            for name in (tenant, namespace):
+                if not is_dns_label(name):
+                    raise ValueError(f"{name!r} is not a DNS label")
+        return value
+
+    @field_validator("max_cpu", "max_memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        parse_quantity(value)  # ValueError when it is not one
+        return value
+
+    def namespace_for(self, tenant: str) -> str:
+        """Where a tenant's Jobs go on Kubernetes."""
+        return self.tenant_namespaces.get(tenant, self.namespace)
+
+    def job_caps(self) -> JobCaps:
+        return JobCaps(
+            max_timeout_s=self.max_timeout_s,
+            max_cpu=self.max_cpu,
+            max_memory=self.max_memory,
+            max_gpu=self.max_gpu,
+        )
 
     @property
     def resolved_backend(self) -> Literal["local", "kubernetes"]:
@@ -93,7 +210,16 @@ class Settings(BaseSettings):
             gpu_taint_key=self.gpu_taint_key,
             artifacts_claim=self.artifacts_claim,
             service_account=self.task_service_account,
+            secret_env=self.task_secret_env(),
         )
+
+    def task_secret_env(self) -> dict[str, SecretKeyRef]:
+        """The task variables read from Secrets (kubernetes backend)."""
+        refs = {
+            env.REDIS_URL: self.task_redis_url_secret,
+            env.REDIS_PASSWORD: self.task_redis_password_secret,
+        }
+        return {name: SecretKeyRef(r.name, r.key) for name, r in refs.items() if r is not None}
 
     def notify(self) -> NotifySettings:
         return NotifySettings(
@@ -110,7 +236,7 @@ class Settings(BaseSettings):
             port=self.smtp_port,
             sender=self.smtp_from,
             username=self.smtp_username,
-            password=self.smtp_password,
+            password=self.smtp_password.get_secret_value() if self.smtp_password else None,
             starttls=self.smtp_starttls,
         )
 

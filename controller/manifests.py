@@ -40,6 +40,19 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    """One key of a Kubernetes Secret in the Job's namespace: the kubelet reads it into the
+    container's environment, so its value is never in the Job, its annotations or its
+    events (and the controller needs no access to Secrets)."""
+
+    name: str
+    key: str
+
+    def env_source(self) -> Manifest:
+        return {"secretKeyRef": {"name": self.name, "key": self.key}}
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """What every Job of this installation shares."""
 
@@ -53,6 +66,11 @@ class ClusterSettings:
     service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
     shm_size: str = "1Gi"
+    # Environment variables every task reads from a Secret (e.g. KUBETASK_REDIS_URL, or a
+    # KUBETASK_REDIS_PASSWORD that the URL names as $(KUBETASK_REDIS_PASSWORD)): they take
+    # the place of a plain value of the same name, and come first, so that other values
+    # may refer to them.
+    secret_env: Mapping[str, SecretKeyRef] = field(default_factory=dict)
 
 
 def job_name(job_id: str) -> str:
@@ -126,14 +144,21 @@ def _resources(spec: TaskSpec) -> Manifest:
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 
-def _env(spec: TaskSpec) -> list[Manifest]:
+def _env(spec: TaskSpec, cluster: ClusterSettings) -> list[Manifest]:
     variables = dict(spec.env)
     if needs_params_configmap(spec):
         del variables[env.PARAMS]
         variables[env.PARAMS_FILE] = f"{PARAMS_DIR}/{PARAMS_FILE}"
     variables.setdefault(env.ARTIFACTS, ARTIFACTS_DIR)
     variables.update({"HOME": SCRATCH_DIR, "XDG_DATA_HOME": SCRATCH_DIR})
-    entries: list[Manifest] = [{"name": k, "value": v} for k, v in sorted(variables.items())]
+    secrets = {
+        **{name: SecretKeyRef(*ref) for name, ref in spec.secret_env.items()},
+        **cluster.secret_env,
+    }
+    entries: list[Manifest] = [
+        {"name": name, "valueFrom": ref.env_source()} for name, ref in sorted(secrets.items())
+    ]
+    entries += [{"name": k, "value": v} for k, v in sorted(variables.items()) if k not in secrets]
     if spec.completions > 1:
         annotation = f"metadata.annotations['{ANNOTATION_INDEX}']"
         entries.append(
@@ -183,7 +208,7 @@ def _container(spec: TaskSpec, cluster: ClusterSettings, mounts: list[Manifest])
         "image": spec.image,
         "imagePullPolicy": cluster.image_pull_policy,
         "command": list(spec.command),
-        "env": _env(spec),
+        "env": _env(spec, cluster),
         "volumeMounts": mounts,
         "terminationMessagePath": env.DEFAULT_TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -22,6 +22,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from controller.notify import Backoff, Channel, OutboxEntry, email_text, webhook_headers
+from controller.redaction import url_origin
 from kubetask import keys
 
 log = logging.getLogger("kubetask.outbox")
@@ -43,6 +44,12 @@ return claimed
 """
 
 
+def _shown(entry: OutboxEntry) -> str:
+    """Where a message goes, as a log may say it: a webhook's origin (its path and query
+    are often its secret), an email address as it is."""
+    return url_origin(entry.target) if entry.channel is Channel.WEBHOOK else entry.target
+
+
 class DeliveryError(Exception):
     """A message was not accepted; it will be retried."""
 
@@ -53,7 +60,7 @@ class SmtpSettings:
     port: int = 25
     sender: str = "kubetask@localhost"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     starttls: bool = False
     timeout_s: float = 10.0
 
@@ -77,7 +84,7 @@ def send_email(smtp: SmtpSettings, *, to: str, subject: str, text: str, message_
 @dataclass
 class Outbox:
     redis: aioredis.Redis
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     backoff: Backoff = field(default_factory=Backoff)
     smtp: SmtpSettings | None = None
     poll_s: float = 1.0
@@ -125,7 +132,7 @@ class Outbox:
             pipe.zrem(keys.OUTBOX, entry.id)
             pipe.hdel(keys.OUTBOX_ENTRIES, entry.id)
             await pipe.execute()
-        log.info("notification %s delivered to %s", entry.id, entry.target)
+        log.info("notification %s delivered to %s", entry.id, _shown(entry))
 
     async def _send(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
         if entry.channel is Channel.WEBHOOK:
@@ -148,7 +155,7 @@ class Outbox:
             log.error(
                 "notification %s to %s dead-lettered after %d attempts: %s",
                 entry.id,
-                entry.target,
+                _shown(entry),
                 attempts,
                 exc,
             )
@@ -163,7 +170,7 @@ class Outbox:
         log.warning(
             "notification %s to %s failed (attempt %d: %s); retrying in %.1f s",
             entry.id,
-            entry.target,
+            _shown(entry),
             attempts,
             exc,
             delay,

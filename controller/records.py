@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from controller.states import Derived, can_transition
 from kubetask.models import (
+    DEFAULT_TENANT,
     BackendRef,
     ErrorInfo,
     JobRequest,
@@ -38,9 +39,14 @@ class JobRecord(BaseModel):
     id: str
     request: JobRequest
     created_at: datetime
+    tenant: str = DEFAULT_TENANT  # the submitter's; records from before tenants: the default
     status: JobStatus = JobStatus()
     cancel_requested: bool = False
     submitted: bool = False  # the backend object was created at least once
+
+    def visible_to(self, tenant: str | None) -> bool:
+        """Whether a caller scoped to `tenant` may see this job (None: every tenant's)."""
+        return tenant is None or tenant == self.tenant
 
     def start_deadline_passed(self, now: datetime) -> bool:
         timeout = self.request.start_timeout_s
@@ -54,6 +60,7 @@ class JobRecord(BaseModel):
             id=self.id,
             kind=self.request.kind,
             name=self.request.name,
+            tenant=self.tenant,
             state=status.state,
             reason=status.reason,
             message=status.message,

@@ -2,7 +2,8 @@
 
 Submitting validates the kind's params, stores the record (the job is accepted from then on:
 the reconciler creates the backend's job, and creates it again after any crash) and wakes
-the reconciler.
+the reconciler. Every job belongs to its submitter's tenant; a caller scoped to a tenant
+finds another tenant's job exactly as it finds a missing one (JobNotFound).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import JsonValue, ValidationError
 
 from controller.backends.base import Backend, TaskSpec
 from controller.bus import EventBus
+from controller.chaining import resolve_references
 from controller.errors import (
     FieldError,
     IdempotencyKeyReused,
@@ -28,7 +30,7 @@ from controller.reconciler import Clock, Reconciler
 from controller.records import JobRecord
 from controller.store import CancelOutcome, IdempotencyConflict, JobQuery, Store
 from jobs.registry import KINDS
-from kubetask.models import JobPage, JobRequest, JobView, KindInfo
+from kubetask.models import DEFAULT_TENANT, BackendRef, JobPage, JobRequest, JobView, KindInfo
 
 
 def validate_request(
@@ -102,15 +104,25 @@ class JobService:
         self._clock = clock
 
     async def submit(
-        self, request: JobRequest, *, idempotency_key: str | None
+        self,
+        request: JobRequest,
+        *,
+        idempotency_key: str | None,
+        tenant: str = DEFAULT_TENANT,
+        max_active: int | None = None,
     ) -> tuple[JobView, bool]:
-        """(the job, True) when created now; (the original job, False) for a replay."""
-        request = validate_request(request, priorities=self._priorities)
+        """(the job, True) when created now; (the original job, False) for a replay of the
+        tenant's Idempotency-Key. `TooManyActiveJobs` when the tenant has `max_active`
+        unfinished jobs."""
+        request = await self._validated(request, tenant)
         now = self._clock()
-        record = JobRecord(id=new_job_id(now), request=request, created_at=now)
+        record = JobRecord(id=new_job_id(now), request=request, created_at=now, tenant=tenant)
         try:
             record, created = await self._store.create(
-                record, idempotency_key=idempotency_key, fingerprint=fingerprint(request)
+                record,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint(request),
+                max_active=max_active,
             )
         except IdempotencyConflict as exc:
             raise IdempotencyKeyReused(exc.job_id) from None
@@ -118,32 +130,49 @@ class JobService:
             self._reconciler.enqueue(record.id)
         return await self._view(record), created
 
-    def dry_run(self, request: JobRequest) -> dict[str, JsonValue]:
+    async def dry_run(
+        self, request: JobRequest, *, tenant: str = DEFAULT_TENANT
+    ) -> dict[str, JsonValue]:
         """What submitting would create, creating nothing."""
-        request = validate_request(request, priorities=self._priorities)
+        request = await self._validated(request, tenant)
         now = self._clock()
-        record = JobRecord(id=new_job_id(now), request=request, created_at=now)
+        record = JobRecord(id=new_job_id(now), request=request, created_at=now, tenant=tenant)
         return {
             "request": request.model_dump(mode="json"),
             "object": self._backend.render(self._spec_for(record)),
         }
 
-    async def get(self, job_id: str) -> JobView:
-        return await self._view(await self._record(job_id))
+    async def _validated(self, request: JobRequest, tenant: str) -> JobRequest:
+        """`validate_request`, then each `job:<id>` in the params resolved to that job's
+        output (controller/chaining.py): the tenant's own jobs only."""
+        request = validate_request(request, priorities=self._priorities)
+        model = KINDS[request.kind].params
+
+        async def lookup(job_id: str) -> JobRecord | None:
+            record = await self._store.get(job_id)
+            return record if record is not None and record.visible_to(tenant) else None
+
+        params = await resolve_references(model, request.params, lookup=lookup)
+        return request.model_copy(update={"params": params})
+
+    async def get(self, job_id: str, *, tenant: str | None = None) -> JobView:
+        """The job; `tenant`: only that tenant's (None: any)."""
+        return await self._view(await self._record(job_id, tenant))
 
     async def find(self, query: JobQuery, *, cursor: str | None, limit: int) -> JobPage:
         if cursor is not None and not is_job_id(cursor):
-            raise InvalidRequest([FieldError(("cursor",), "not a cursor from this API", "value")])
+            raise InvalidRequest(
+                [FieldError(("query", "cursor"), "not a cursor from this API", "value_error")]
+            )
         records, next_cursor = await self._store.find(query, cursor=cursor, limit=limit)
         latest = await self._bus.latest_progress([r.id for r in records])
         return JobPage(
-            items=[
-                r.view(backend=self._backend.ref(r.id), progress=latest.get(r.id)) for r in records
-            ],
+            items=[r.view(backend=self._ref(r), progress=latest.get(r.id)) for r in records],
             next_cursor=next_cursor,
         )
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def cancel(self, job_id: str, *, tenant: str | None = None) -> JobView:
+        await self._record(job_id, tenant)
         answer = await self._store.request_cancel(job_id)
         if answer is CancelOutcome.MISSING:
             raise JobNotFound(job_id)
@@ -152,16 +181,19 @@ class JobService:
         self._reconciler.enqueue(job_id)
         return await self.get(job_id)
 
-    async def logs(self, job_id: str, *, tail: int | None) -> str:
-        await self._record(job_id)
+    async def logs(self, job_id: str, *, tail: int | None, tenant: str | None = None) -> str:
+        await self._record(job_id, tenant)
         return await self._backend.logs(job_id, tail=tail) or ""
 
-    async def _record(self, job_id: str) -> JobRecord:
+    async def _record(self, job_id: str, tenant: str | None = None) -> JobRecord:
         record = await self._store.get(job_id) if is_job_id(job_id) else None
-        if record is None:
-            raise JobNotFound(job_id)
+        if record is None or not record.visible_to(tenant):
+            raise JobNotFound(job_id)  # another tenant's job is answered as a missing one
         return record
 
     async def _view(self, record: JobRecord) -> JobView:
         latest = await self._bus.latest_progress([record.id])
-        return record.view(backend=self._backend.ref(record.id), progress=latest.get(record.id))
+        return record.view(backend=self._ref(record), progress=latest.get(record.id))
+
+    def _ref(self, record: JobRecord) -> BackendRef:
+        return self._backend.ref(record.id, tenant=record.tenant)

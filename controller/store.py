@@ -1,5 +1,8 @@
 """Where job records live: one Redis hash per job, a lexically sorted index (ids sort by
-creation time) and the set of unfinished jobs. Each write that must be atomic is one script.
+creation time) and the set of unfinished jobs, each also per tenant (a tenant's listing
+reads its own index; its cap on unfinished jobs counts its own set, in the same script that
+creates the job, so the cap holds across API replicas). Each write that must be atomic is
+one script.
 
 The reconciler is the only writer of a job's `status`; the API writes the record once and
 the cancel flag. A status write names the cancel flag it was derived from and is refused if
@@ -22,17 +25,19 @@ from redis.exceptions import ResponseError
 from controller.notify import OutboxEntry
 from controller.records import JobRecord, JobStatus
 from kubetask import eventlog, keys
-from kubetask.models import TERMINAL_STATES, JobRequest, JobState
+from kubetask.models import DEFAULT_TENANT, TERMINAL_STATES, JobRequest, JobState
 
 log = logging.getLogger("kubetask.store")
 
 ACTIVE_SET = f"{keys.PREFIX}:active"
 SCAN_BATCH = 100
 
-# KEYS: job, index, active set, idempotency key ('' for none), then the event log's four.
-# ARGV: id, request, created_at, status, fingerprint, job key prefix, idempotency TTL, then
-# the "queued" event's body, history limit and progress flag. The event is appended in the
-# same script, so it is always the job's first (seq 1), before any reconciler sees the job.
+# KEYS: job, index, active set, idempotency key ('' for none), then the event log's four,
+# then the tenant's index and active set. ARGV: id, request, created_at, status,
+# fingerprint, job key prefix, idempotency TTL, then the "queued" event's body, history
+# limit and progress flag, then the tenant and its cap on unfinished jobs ('0': none).
+# The event is appended in the same script, so it is always the job's first (seq 1), before
+# any reconciler sees the job. A replay answers the original job even at the cap.
 _CREATE = (
     eventlog.APPEND_FUNCTION
     + """
@@ -42,20 +47,28 @@ if KEYS[4] ~= '' then
     return {existing, redis.call('HGET', ARGV[6] .. existing, 'fingerprint') or ''}
   end
 end
+local cap = tonumber(ARGV[12])
+if cap > 0 then
+  local active = redis.call('SCARD', KEYS[10])
+  if active >= cap then return {'', 'active', active} end
+end
 redis.call('HSET', KEYS[1], 'request', ARGV[2], 'created_at', ARGV[3], 'status', ARGV[4],
-           'fingerprint', ARGV[5])
+           'fingerprint', ARGV[5], 'tenant', ARGV[11])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[9], 0, ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[10], ARGV[1])
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7]) end
 append_event(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[8], ARGV[9], ARGV[10])
 return {ARGV[1], ''}
 """
 )
 
-# KEYS: job, active set, outbox (sorted set of entry ids by due time), outbox entries (hash).
-# ARGV: status, cancel flag read, expiry ('0': not terminal), id, due time, then pairs of
-# outbox entry id and entry. A terminal status and its notifications are written together,
-# so a crash right after the write still leaves them to deliver (at least once).
+# KEYS: job, active set, outbox (sorted set of entry ids by due time), outbox entries (hash),
+# the tenant's active set. ARGV: status, cancel flag read, expiry ('0': not terminal), id,
+# due time, then pairs of outbox entry id and entry. A terminal status and its
+# notifications are written together, so a crash right after the write still leaves them
+# to deliver (at least once).
 _SAVE_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
@@ -63,6 +76,7 @@ if cancel ~= (ARGV[2] == '1') then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[3] ~= '0' then
   redis.call('SREM', KEYS[2], ARGV[4])
+  redis.call('SREM', KEYS[5], ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   for i = 6, #ARGV, 2 do
     if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
@@ -98,13 +112,25 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
+class TooManyActiveJobs(Exception):
+    """The tenant already has `limit` unfinished jobs: nothing was created (429)."""
+
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(f"tenant {tenant!r} already has {limit} unfinished jobs (the cap)")
+        self.tenant = tenant
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class JobQuery:
     state: JobState | None = None
     kind: str | None = None
     labels: Mapping[str, str] | None = None
+    tenant: str | None = None  # None: every tenant's jobs (an admin's listing)
 
     def matches(self, record: JobRecord) -> bool:
+        if not record.visible_to(self.tenant):
+            return False
         if self.state is not None and record.status.state is not self.state:
             return False
         if self.kind is not None and record.request.kind != self.kind:
@@ -115,7 +141,12 @@ class JobQuery:
 
 class Store(Protocol):
     async def create(
-        self, record: JobRecord, *, idempotency_key: str | None, fingerprint: str
+        self,
+        record: JobRecord,
+        *,
+        idempotency_key: str | None,
+        fingerprint: str,
+        max_active: int | None = None,
     ) -> tuple[JobRecord, bool]: ...
     async def get(self, job_id: str) -> JobRecord | None: ...
     async def find(
@@ -151,10 +182,17 @@ class RedisStore:
         self._waitaof: bool | None = None
 
     async def create(
-        self, record: JobRecord, *, idempotency_key: str | None, fingerprint: str
+        self,
+        record: JobRecord,
+        *,
+        idempotency_key: str | None,
+        fingerprint: str,
+        max_active: int | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Store a new record; with an idempotency key seen before, return that job instead."""
-        idem_key = keys.idempotency(idempotency_key) if idempotency_key else ""
+        """Store a new record; with an idempotency key the tenant used before, return that
+        job instead. `TooManyActiveJobs` when the tenant has `max_active` unfinished jobs."""
+        tenant = record.tenant
+        idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
         status = record.status
         accepted = eventlog.state_fields(
             record.id,
@@ -164,13 +202,15 @@ class RedisStore:
             attempts=0,
             now=record.created_at,
         )
-        job_id, seen_fingerprint = await self._create(
+        job_id, seen_fingerprint, *_ = await self._create(
             keys=[
                 keys.job(record.id),
                 keys.JOBS_INDEX,
                 ACTIVE_SET,
                 idem_key,
                 *eventlog.script_keys(record.id),
+                keys.tenant_jobs(tenant),
+                keys.tenant_active(tenant),
             ],
             args=[
                 record.id,
@@ -181,9 +221,13 @@ class RedisStore:
                 keys.job(""),
                 self._idempotency_ttl_s,
                 *eventlog.script_args(accepted),
+                tenant,
+                max_active or 0,
             ],
         )
         job_id = str(job_id)
+        if not job_id:
+            raise TooManyActiveJobs(tenant, max_active or 0)
         if job_id == record.id:
             await self._sync_to_disk()
             return record, True
@@ -194,7 +238,10 @@ class RedisStore:
         if existing is None:  # expired between the two reads: treat the key as new
             await self._redis.delete(idem_key)
             return await self.create(
-                record, idempotency_key=idempotency_key, fingerprint=fingerprint
+                record,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                max_active=max_active,
             )
         return existing, False
 
@@ -206,14 +253,16 @@ class RedisStore:
         self, query: JobQuery, *, cursor: str | None, limit: int
     ) -> tuple[list[JobRecord], str | None]:
         """Newest first. Scans at most a few batches per call, so a page may come back short
-        with a cursor to go on from; `None` means the end."""
+        with a cursor to go on from; `None` means the end. A query for one tenant reads
+        that tenant's index only."""
         found: list[JobRecord] = []
+        index = keys.JOBS_INDEX if query.tenant is None else keys.tenant_jobs(query.tenant)
         upper = f"({cursor}" if cursor else "+"
         for _ in range(10):
             ids = [
                 str(i)
                 for i in await self._redis.zrevrangebylex(
-                    keys.JOBS_INDEX, upper, "-", start=0, num=SCAN_BATCH
+                    index, upper, "-", start=0, num=SCAN_BATCH
                 )
             ]
             if not ids:
@@ -225,7 +274,7 @@ class RedisStore:
             for job_id, fields in zip(ids, rows, strict=True):
                 upper = f"({job_id}"
                 if not fields:
-                    await self._redis.zrem(keys.JOBS_INDEX, job_id)  # expired record
+                    await self._redis.zrem(index, job_id)  # expired record
                     continue
                 record = _parse(job_id, fields)
                 if query.matches(record):
@@ -244,7 +293,13 @@ class RedisStore:
             for entry in self._notifications(record, status):
                 entries += [entry.id, entry.model_dump_json()]
         written = await self._save_status(
-            keys=[keys.job(record.id), ACTIVE_SET, keys.OUTBOX, keys.OUTBOX_ENTRIES],
+            keys=[
+                keys.job(record.id),
+                ACTIVE_SET,
+                keys.OUTBOX,
+                keys.OUTBOX_ENTRIES,
+                keys.tenant_active(record.tenant),
+            ],
             args=[
                 status.model_dump_json(),
                 "1" if record.cancel_requested else "0",
@@ -290,6 +345,7 @@ def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:
         id=job_id,
         request=JobRequest.model_validate_json(data["request"]),
         created_at=datetime.fromisoformat(data["created_at"]),
+        tenant=data.get("tenant") or DEFAULT_TENANT,
         status=JobStatus.model_validate_json(data["status"]),
         cancel_requested=data.get("cancel") == "1",
         submitted=data.get("submitted") == "1",

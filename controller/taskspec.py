@@ -47,4 +47,6 @@ def build_task_spec(record: JobRecord, defaults: TaskDefaults) -> TaskSpec:
         priority=request.priority,
         queue=request.queue,
         request_json=request.model_dump_json(exclude_defaults=True),
+        tenant=record.tenant,
+        secret_env={secret.env: (secret.name, secret.key) for secret in request.secrets},
     )

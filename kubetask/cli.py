@@ -29,7 +29,7 @@ from kubetask import _cli_args, _display
 from kubetask._calls import TOKEN_ENV, URL_ENV
 from kubetask._watch import LiveWatch
 from kubetask.client import Client, JobHandle
-from kubetask.errors import KubetaskError, StreamLost, WaitTimeout
+from kubetask.errors import KubetaskError, StreamLost, Unauthorized, WaitTimeout
 from kubetask.models import JobState, JobView
 
 P = ParamSpec("P")
@@ -122,6 +122,9 @@ def _guarded(command: Callable[P, None]) -> Callable[P, None]:
         except WaitTimeout as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(ExitCode.TIMEOUT) from None
+        except Unauthorized as exc:
+            typer.echo(f"error: {exc} (set {TOKEN_ENV} or --token)", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
         except KubetaskError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(ExitCode.ERROR) from None

@@ -6,6 +6,7 @@ PROGRESS_PATTERN = f"{PREFIX}:progress:*"
 OUTBOX = f"{PREFIX}:outbox"  # sorted set: notification ids scored by when they are due
 OUTBOX_ENTRIES = f"{PREFIX}:outbox:entries"  # hash: notification id -> entry (JSON)
 OUTBOX_DEAD = f"{PREFIX}:outbox:dead"  # list: entries that ran out of attempts (JSON)
+WAKEUP = f"{PREFIX}:wakeup"  # pub/sub: ids of jobs a follower replica took, for the leader
 
 
 def progress_channel(job_id: str) -> str:
@@ -40,8 +41,29 @@ def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
-def idempotency(key: str) -> str:
-    return f"{PREFIX}:idempotency:{key}"
+def idempotency(tenant: str, key: str) -> str:
+    """An Idempotency-Key, scoped to its tenant: two tenants may pick the same key."""
+    return f"{PREFIX}:idempotency:{tenant}:{key}"
+
+
+def tenant_jobs(tenant: str) -> str:
+    """A tenant's jobs: the same lexically sorted index as JOBS_INDEX, for its listing."""
+    return f"{PREFIX}:tenant:{tenant}:jobs"
+
+
+def tenant_active(tenant: str) -> str:
+    """Set of a tenant's unfinished (queued, pending, running) job ids, for its cap."""
+    return f"{PREFIX}:tenant:{tenant}:active"
+
+
+def tenant_submits(tenant: str, window: int) -> str:
+    """Counter of a tenant's submissions in one fixed one-minute window (expires with it)."""
+    return f"{PREFIX}:tenant:{tenant}:submits:{window}"
+
+
+def tenant_streams(tenant: str) -> str:
+    """Sorted set of a tenant's open event streams (SSE, WebSocket), scored by lease end."""
+    return f"{PREFIX}:tenant:{tenant}:streams"
 
 
 def optuna_journal(job_id: str) -> str:
@@ -52,3 +74,13 @@ def optuna_journal(job_id: str) -> str:
 def optuna_tickets(job_id: str) -> str:
     """An `hpo` job's trial budget, taken one INCR per trial across its workers."""
     return f"{PREFIX}:optuna:{job_id}:tickets"
+
+
+def shares_claimed(job_id: str) -> str:
+    """Hash: item position -> the completion index that claimed it (`explain-batch`)."""
+    return f"{PREFIX}:shares:{job_id}:claimed"
+
+
+def shares_done(job_id: str) -> str:
+    """Set of the item positions finished by any worker of the job (aggregate progress)."""
+    return f"{PREFIX}:shares:{job_id}:done"

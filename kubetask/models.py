@@ -19,6 +19,17 @@ _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _RESERVED_LABEL_PREFIXES = ("kubetask.io", "app.kubernetes.io")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What kubetask sets in every task's environment: a Secret may not take their place.
+_RESERVED_ENV = frozenset({"HOME", "XDG_DATA_HOME", "JOB_COMPLETION_INDEX"})
+
+DEFAULT_TENANT = "default"  # the tenant of local mode (no tokens file) and of older records
+
+
+def is_dns_label(value: str) -> bool:
+    """Kubernetes' DNS label (RFC 1123): what a namespace, and so a tenant, is named."""
+    return len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None
 
 
 class JobState(StrEnum):
@@ -47,13 +58,13 @@ def _check_label(key: str, value: str) -> None:
     prefix, slash, name = key.rpartition("/")
     if slash and not prefix:
         raise ValueError(f"label key {key!r} has an empty prefix")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise ValueError(f"label key {key!r} is not a valid Kubernetes label name")
-    if prefix and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
         raise ValueError(f"label key {key!r} has an invalid prefix")
     if any(prefix == p or prefix.endswith(f".{p}") for p in _RESERVED_LABEL_PREFIXES):
         raise ValueError(f"label key {key!r} uses a prefix reserved by kubetask")
-    if len(value) > 63 or not _LABEL_NAME.match(value):
+    if len(value) > 63 or not _LABEL_NAME.fullmatch(value):
         raise ValueError(f"label value {value!r} for {key!r} is not a valid Kubernetes label value")
 
 
@@ -68,8 +79,16 @@ class Resources(_Strict):
     @field_validator("cpu", "memory")
     @classmethod
     def _quantity(cls, value: str | None) -> str | None:
-        if value is not None and not _QUANTITY.match(value):
+        if value is not None and not _QUANTITY.fullmatch(value):
             raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. '500m', '2Gi')")
+        return value
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _label_value(cls, value: str | None) -> str | None:
+        # a node selector's value: Kubernetes' label value rules
+        if value is not None and not _LABEL_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid Kubernetes label value")
         return value
 
 
@@ -79,10 +98,60 @@ class Notify(_Strict):
     webhook: AnyHttpUrl | None = None
 
 
+class SecretKey(_Strict):
+    """One key of a Kubernetes Secret in the job's namespace."""
+
+    name: str = Field(max_length=253, description="The Secret (a DNS subdomain).")
+    key: str = Field(max_length=253, description="The key in it.")
+
+    @field_validator("name")
+    @classmethod
+    def _subdomain(cls, value: str) -> str:
+        if not _LABEL_PREFIX.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Secret name (a lowercase DNS subdomain)")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not _SECRET_KEY.fullmatch(value) or value in (".", ".."):
+            raise ValueError(f"{value!r} is not a Secret key (letters, digits, '-', '_', '.')")
+        return value
+
+
+class SecretEnv(SecretKey):
+    """A credential for the task: the environment variable `env` holds the Secret's key,
+    put there by the kubelet (the value is never in the request, the Job or the API)."""
+
+    env: str = Field(max_length=255, description="The variable, e.g. HF_TOKEN.")
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+            )
+        if value.startswith("KUBETASK_") or value in _RESERVED_ENV:
+            raise ValueError(f"{value!r} is set by kubetask itself")
+        return value
+
+
 class JobRequest(_Strict):
     """`POST /v1/jobs`: what to run and how. Params are checked by the kind's own model."""
 
-    kind: str = Field(description="A registered task kind (see GET /v1/kinds).")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"kind": "noop", "params": {"steps": 3, "step_s": 0.01}, "labels": {"team": "ml"}},
+                {"kind": "datagen", "params": {"n_per_class": 50}},
+            ]
+        }
+    )
+
+    kind: str = Field(
+        description="A registered task kind (see GET /v1/kinds).", examples=["noop", "datagen"]
+    )
     params: dict[str, JsonValue] = Field(default_factory=dict)
     name: str | None = Field(None, max_length=53, description="A DNS label for people.")
     resources: Resources = Field(default_factory=Resources)
@@ -95,11 +164,25 @@ class JobRequest(_Strict):
     queue: str | None = Field(None, max_length=63, description="Kueue LocalQueue name.")
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
     notify: Notify | None = None
+    secrets: list[SecretEnv] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Credentials from Kubernetes Secrets in the job's namespace, as environment "
+        "variables (kubernetes backend).",
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _one_secret_per_env(cls, value: list[SecretEnv]) -> list[SecretEnv]:
+        names = [secret.env for secret in value]
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"each env once: {', '.join(repeated)} named twice")
+        return value
 
     @field_validator("name", "queue")
     @classmethod
     def _dns_label(cls, value: str | None) -> str | None:
-        if value is not None and not _DNS_LABEL.match(value):
+        if value is not None and not _DNS_LABEL.fullmatch(value):
             raise ValueError(f"{value!r} is not a DNS label (lowercase letters, digits, '-')")
         return value
 
@@ -175,6 +258,7 @@ class JobView(_Strict):
     id: str
     kind: str
     name: str | None
+    tenant: str = Field(DEFAULT_TENANT, description="Whose job it is (its submitter's tenant).")
     state: JobState
     reason: str | None = None
     message: str | None = None
@@ -196,6 +280,13 @@ class JobPage(_Strict):
 
     items: list[JobView]
     next_cursor: str | None = None
+
+
+class DryRun(_Strict):
+    """`POST /v1/jobs?dry_run=true`: what submitting would create; nothing is created."""
+
+    request: JobRequest = Field(description="The request as it would be accepted (defaults in).")
+    object: dict[str, JsonValue] = Field(description="What the backend would create.")
 
 
 class KindInfo(_Strict):

@@ -112,14 +112,19 @@ done
 curl -sf "$URL/readyz"
 echo
 
+# The admin token the chart generated (Secret <release>-tokens): every /v1/jobs call needs one.
+TOKEN="$("${KUBECTL[@]}" get secret "$RELEASE-tokens" -o jsonpath='{.data.tokens\.json}' \
+    | base64 -d | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["token"])')"
+AUTH=(-H "Authorization: Bearer $TOKEN")
+
 job_state() {  # a port-forward may drop for a moment: "unreachable", not an exit
-    curl -sf "$URL/v1/jobs/$1" 2>/dev/null \
+    curl -sf "${AUTH[@]}" "$URL/v1/jobs/$1" 2>/dev/null \
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])' 2>/dev/null \
         || echo unreachable
 }
 
 log "submitting a datagen job"
-job_id="$(curl -sf -X POST "$URL/v1/jobs" -H 'content-type: application/json' \
+job_id="$(curl -sf "${AUTH[@]}" -X POST "$URL/v1/jobs" -H 'content-type: application/json' \
     -d '{"kind": "datagen", "params": {"n_per_class": 20, "length": 512}}' \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
 echo "job $job_id"
@@ -134,8 +139,8 @@ while ((SECONDS < deadline)); do
     esac
     sleep 3
 done
-curl -sf "$URL/v1/jobs/$job_id" | python3 -m json.tool
-curl -sf "$URL/v1/jobs/$job_id/events?since=0" --max-time 10 | tail -n 12 || true
+curl -sf "${AUTH[@]}" "$URL/v1/jobs/$job_id" | python3 -m json.tool
+curl -sf "${AUTH[@]}" "$URL/v1/jobs/$job_id/events?since=0" --max-time 10 | tail -n 12 || true
 "${KUBECTL[@]}" get jobs -l app.kubernetes.io/managed-by=kubetask -o wide
 "${KUBECTL[@]}" describe job "kt-$job_id" | tail -n 15
 

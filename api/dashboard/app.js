@@ -250,7 +250,10 @@ async function followEverything() {
         }
       }
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) await sleep(4000);
+      if (error instanceof ApiError && error.status === 401) {
+        showBanner("This server needs an API token: use the Token button.");
+        await sleep(4000);
+      }
     }
     setLive("reconnecting");
     await sleep(delay);

@@ -1,4 +1,5 @@
-"""`/v1/jobs`: submit, read, list, cancel, logs."""
+"""`/v1/jobs`: submit, read, list, cancel, logs; each scoped to the caller's tenant (an
+admin's: every tenant), another tenant's job answering 404 as a missing one does."""
 
 from __future__ import annotations
 
@@ -6,15 +7,24 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api.deps import ServiceDep
+from api.deps import LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
+from api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
 from api.routers.metrics import MetricsDep
 from controller.errors import FieldError, InvalidRequest
-from controller.store import JobQuery
-from kubetask.models import JobPage, JobRequest, JobState, JobView
+from controller.store import JobQuery, TooManyActiveJobs
+from kubetask.models import DryRun, JobPage, JobRequest, JobState, JobView
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses={
+        401: {"description": "No valid bearer token (WWW-Authenticate says why)."},
+        503: {"description": "The job store is unavailable; try again after Retry-After."},
+    },
+)
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
@@ -33,30 +43,57 @@ def _labels(selectors: list[str]) -> dict[str, str]:
     return labels
 
 
+def _secrets_resolvable(request: JobRequest, backend: str) -> None:
+    """Secrets reach a task through the kubelet: the local backend has none to read."""
+    if request.secrets and backend != "kubernetes":
+        message = "the local backend cannot read Kubernetes Secrets; use the kubernetes backend"
+        raise InvalidRequest([FieldError(("secrets",), message, "backend")])
+
+
 @router.post(
     "",
     operation_id="submit_job",
     status_code=status.HTTP_201_CREATED,
     response_model=JobView,
     responses={
-        200: {"description": "Replay of an Idempotency-Key, or a dry run: nothing created."},
+        200: {
+            "description": "Replay of an Idempotency-Key, or a dry run: nothing created.",
+            "model": JobView | DryRun,
+        },
+        201: {"headers": {"Location": {"description": "The job.", "schema": {"type": "string"}}}},
         409: {"description": "Idempotency-Key reused with a different request."},
         413: {"description": "Body too large."},
-        422: {"description": "Unknown field or kind, or invalid params."},
+        422: {"description": "Unknown field or kind, invalid params, or over a per-job cap."},
+        429: {"description": "Over the tenant's submissions per minute or unfinished jobs."},
     },
 )
 async def submit_job(
     request: JobRequest,
     service: ServiceDep,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    limits: LimitsDep,
     metrics: MetricsDep,
     response: Response,
     dry_run: bool = False,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Any:
+    settings = runtime.settings
+    await limits.admit_submit(principal.tenant)
+    request = apply_caps(request, settings.job_caps())
+    _secrets_resolvable(request, settings.resolved_backend)
     if dry_run:
-        return JSONResponse(service.dry_run(request))
+        return JSONResponse(await service.dry_run(request, tenant=principal.tenant))
     started = time.perf_counter()
-    view, created = await service.submit(request, idempotency_key=idempotency_key)
+    try:
+        view, created = await service.submit(
+            request,
+            idempotency_key=idempotency_key,
+            tenant=principal.tenant,
+            max_active=settings.max_active_jobs_per_tenant,
+        )
+    except TooManyActiveJobs as exc:
+        raise LimitExceeded(str(exc), retry_after_s=ACTIVE_RETRY_AFTER_S) from None
     metrics.observe_submit(request.kind, time.perf_counter() - started, created=created)
     location = f"/v1/jobs/{view.id}"
     if not created:
@@ -68,19 +105,43 @@ async def submit_job(
 @router.get("", operation_id="list_jobs", response_model=JobPage)
 async def list_jobs(
     service: ServiceDep,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
     state: JobState | None = None,
     kind: str | None = None,
+    tenant: Annotated[
+        str | None, Query(max_length=63, description="An admin's filter; users see their own.")
+    ] = None,
     label: Annotated[list[str], Query(description="key=value, repeatable")] = [],  # noqa: B006
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_PAGE_SIZE, description="Default 50, or the server's max page size."),
+    ] = None,
     cursor: str | None = None,
 ) -> JobPage:
-    query = JobQuery(state=state, kind=kind, labels=_labels(label))
+    most = runtime.settings.max_page_size
+    if limit is None:
+        limit = min(DEFAULT_PAGE_SIZE, most)
+    elif limit > most:
+        msg = f"at most {most} on this server"
+        raise RequestValidationError(
+            [{"loc": ("query", "limit"), "msg": msg, "type": "less_than_equal"}]
+        )
+    scope = principal.scope
+    if scope is not None and tenant not in (None, scope):
+        return JobPage(items=[])  # another tenant's jobs: as if there were none
+    query = JobQuery(state=state, kind=kind, labels=_labels(label), tenant=scope or tenant)
     return await service.find(query, cursor=cursor, limit=limit)
 
 
-@router.get("/{job_id}", operation_id="get_job", response_model=JobView)
-async def get_job(job_id: str, service: ServiceDep) -> JobView:
-    return await service.get(job_id)
+@router.get(
+    "/{job_id}",
+    operation_id="get_job",
+    response_model=JobView,
+    responses={404: {"description": "No such job."}},
+)
+async def get_job(job_id: str, service: ServiceDep, principal: PrincipalDep) -> JobView:
+    return await service.get(job_id, tenant=principal.scope)
 
 
 @router.delete(
@@ -90,14 +151,20 @@ async def get_job(job_id: str, service: ServiceDep) -> JobView:
     response_model=JobView,
     responses={404: {"description": "No such job."}, 409: {"description": "Already finished."}},
 )
-async def cancel_job(job_id: str, service: ServiceDep) -> JobView:
-    return await service.cancel(job_id)
+async def cancel_job(job_id: str, service: ServiceDep, principal: PrincipalDep) -> JobView:
+    return await service.cancel(job_id, tenant=principal.scope)
 
 
-@router.get("/{job_id}/logs", operation_id="job_logs", response_class=PlainTextResponse)
+@router.get(
+    "/{job_id}/logs",
+    operation_id="job_logs",
+    response_class=PlainTextResponse,
+    responses={404: {"description": "No such job."}},
+)
 async def job_logs(
     job_id: str,
     service: ServiceDep,
+    principal: PrincipalDep,
     tail: Annotated[int | None, Query(ge=1, le=MAX_TAIL_LINES)] = None,
 ) -> str:
-    return await service.logs(job_id, tail=tail)
+    return await service.logs(job_id, tail=tail, tenant=principal.scope)

@@ -1,29 +1,58 @@
-"""All jobs' live events in one stream (the dashboard's job table)."""
+"""All jobs' live events in one stream (the dashboard's job table): the caller's tenant's
+jobs only (an admin's: every job), holding one of the tenant's stream slots."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.deps import RuntimeDep
-from api.firehose import live_frames
+from api.auth import Principal
+from api.deps import LimitsDep, PrincipalDep, RuntimeDep
+from api.firehose import TenantFilter, live_frames
+from api.limits import StreamLease
+from api.runtime import Runtime
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["events"],
+    responses={401: {"description": "No valid bearer token (WWW-Authenticate says why)."}},
+)
+
+
+async def _frames(runtime: Runtime, principal: Principal, lease: StreamLease) -> AsyncIterator[str]:
+    scope = principal.scope
+    visible = None if scope is None else TenantFilter(scope, runtime.store.get)
+    try:
+        async for frame in live_frames(
+            runtime.hub, keepalive_s=runtime.settings.keepalive_s, visible=visible
+        ):
+            await lease.renew()
+            yield frame
+    finally:
+        await lease.close()
 
 
 @router.get(
     "/events",
     operation_id="live_events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        429: {"description": "The tenant has as many event streams open as allowed."},
+    },
 )
-async def live_events(runtime: RuntimeDep) -> StreamingResponse:
-    """Server-Sent Events of every job: `ready` first (load the list now), then `state` and
-    `progress` events (progress conflated to the latest per job, a few per second), and
-    `resync` when some may have been missed (load the list again). No history, no resume:
-    a job's own stream (`/v1/jobs/{id}/events`) has those."""
+async def live_events(
+    runtime: RuntimeDep, principal: PrincipalDep, limits: LimitsDep
+) -> StreamingResponse:
+    """Server-Sent Events of every job the caller may see: `ready` first (load the list
+    now), then `state` and `progress` events (progress conflated to the latest per job, a
+    few per second), and `resync` when some may have been missed (load the list again). No
+    history, no resume: a job's own stream (`/v1/jobs/{id}/events`) has those."""
+    lease = await limits.open_stream(principal.tenant)  # 429 before the stream starts
     return StreamingResponse(
-        live_frames(runtime.hub, keepalive_s=runtime.settings.keepalive_s),
+        _frames(runtime, principal, lease),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -22,7 +22,17 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="readyz")
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    response_model=dict[str, str],
+    responses={
+        503: {
+            "description": "Not ready: Redis unreachable, or the reconciler or event hub down.",
+            "model": dict[str, str],
+        }
+    },
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     ready = await runtime.ready()
     return JSONResponse(

@@ -11,7 +11,7 @@ from pydantic import JsonValue
 
 from controller.records import JobStatus
 from controller.states import Observation
-from kubetask.models import BackendRef, Resources
+from kubetask.models import DEFAULT_TENANT, BackendRef, Resources
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class TaskSpec:
     priority: str | None = None
     queue: str | None = None
     request_json: str = "{}"  # the accepted request, kept on the Job for `kubectl describe`
+    tenant: str = DEFAULT_TENANT  # whose job: the kubernetes backend's namespace follows it
+    # The request's credentials: env name -> (Secret name, key), read by the kubelet
+    secret_env: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class BackendError(Exception):
@@ -68,6 +71,8 @@ class Backend(Protocol):
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """Leave a trace of the transition where the backend's own tools show it."""
 
-    def ref(self, job_id: str) -> BackendRef: ...
+    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
+        """Where the job lives (the tenant's: a backend may place jobs by tenant)."""
+
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
         """What `create` would make, for a dry run."""

@@ -1,10 +1,11 @@
 """The kubernetes backend: every job is a `batch/v1` Job, through the official client.
 
-Two informers (Jobs and Pods of this installation, by label selector) list and watch in
-threads: each keeps a cache, resumes from the last `resourceVersion`, relists on `410 Gone`
-and backs off on 429/5xx as `Retry-After` says; each change only names the job for the
-reconciler, which then reads the cache (level-triggered, as Kubernetes controllers do).
-Creating is idempotent (deterministic names, 409 AlreadyExists is success).
+Each job goes to its tenant's namespace (`tenant_namespaces`, else the installation's).
+Per namespace, two informers (Jobs and Pods of this installation, by label selector) list
+and watch in threads: each keeps a cache, resumes from the last `resourceVersion`, relists
+on `410 Gone` and backs off on 429/5xx as `Retry-After` says; each change only names the
+job for the reconciler, which then reads the caches (level-triggered, as Kubernetes
+controllers do). Creating is idempotent (deterministic names, 409 AlreadyExists is success).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,7 +42,7 @@ from controller.manifests import (
 )
 from controller.records import JobStatus
 from controller.states import Observation
-from kubetask.models import BackendRef
+from kubetask.models import DEFAULT_TENANT, BackendRef
 
 log = logging.getLogger("kubetask.kubernetes")
 
@@ -49,8 +51,9 @@ API_THREADS = 16
 Obj = dict[str, Any]
 
 
-def api_client(kubeconfig: str | None) -> k8s.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (path or default)."""
+def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (path or default);
+    connections for the calls and two watches per namespace."""
     configuration = k8s.Configuration()
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -58,7 +61,7 @@ def api_client(kubeconfig: str | None) -> k8s.ApiClient:
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
-    configuration.connection_pool_maxsize = API_THREADS + 2  # and the two watches
+    configuration.connection_pool_maxsize = API_THREADS + 2 * namespaces  # and the watches
     return k8s.ApiClient(configuration)
 
 
@@ -76,45 +79,62 @@ def _json(response: Any) -> Obj:
 
 
 class KubernetesBackend:
-    """Runs each TaskSpec as a Job in `cluster.namespace`."""
+    """Runs each TaskSpec as a Job in its tenant's namespace (`tenant_namespaces`, else
+    `cluster.namespace`), and watches every one of those namespaces."""
 
-    def __init__(self, *, api: k8s.ApiClient, cluster: ClusterSettings) -> None:
+    def __init__(
+        self,
+        *,
+        api: k8s.ApiClient,
+        cluster: ClusterSettings,
+        tenant_namespaces: Mapping[str, str] | None = None,
+    ) -> None:
         self._cluster = cluster
+        self._tenant_namespaces = dict(tenant_namespaces or {})
         self._api = api  # handed over: closed by stop()
         self._batch = k8s.BatchV1Api(api)
         self._core = k8s.CoreV1Api(api)
         self.changes: asyncio.Queue[str] = asyncio.Queue()
         self._reporter = socket.gethostname()
-        namespace, labels = cluster.namespace, selector(cluster)
-        self._jobs = Informer(
-            name="jobs",
-            list_fn=self._batch.list_namespaced_job,
-            namespace=namespace,
-            selector=labels,
-            on_change=self._changed,
-        )
-        self._pods = Informer(
-            name="pods",
-            list_fn=self._core.list_namespaced_pod,
-            namespace=namespace,
-            selector=labels,
-            on_change=self._changed,
-            index_label=LABEL_JOB_ID,
-        )
+        labels = selector(cluster)
+        self.namespaces = sorted({cluster.namespace, *self._tenant_namespaces.values()})
+        self._jobs = {
+            namespace: Informer(
+                name=f"jobs/{namespace}",
+                list_fn=self._batch.list_namespaced_job,
+                namespace=namespace,
+                selector=labels,
+                on_change=self._changed,
+            )
+            for namespace in self.namespaces
+        }
+        self._pods = {
+            namespace: Informer(
+                name=f"pods/{namespace}",
+                list_fn=self._core.list_namespaced_pod,
+                namespace=namespace,
+                selector=labels,
+                on_change=self._changed,
+                index_label=LABEL_JOB_ID,
+            )
+            for namespace in self.namespaces
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         # API calls block (the official client is synchronous): they get threads of their own
         self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubernetes-api")
 
+    def _informers(self) -> list[Informer]:
+        return [*self._jobs.values(), *self._pods.values()]
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._jobs.start()
-        self._pods.start()
-        await asyncio.to_thread(self._jobs.synced.wait, 30)
-        await asyncio.to_thread(self._pods.synced.wait, 30)
+        for informer in self._informers():
+            informer.start()
+        for informer in self._informers():
+            await asyncio.to_thread(informer.synced.wait, 30)
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self._jobs.stop)
-        await asyncio.to_thread(self._pods.stop)
+        await asyncio.gather(*(asyncio.to_thread(i.stop) for i in self._informers()))
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._api.close()  # type: ignore[no-untyped-call]
 
@@ -122,6 +142,42 @@ class KubernetesBackend:
         job_id = obj.get("metadata", {}).get("labels", {}).get(LABEL_JOB_ID)
         if job_id and self._loop is not None:
             self._loop.call_soon_threadsafe(self.changes.put_nowait, job_id)
+
+    # -- where a job is --------------------------------------------------------------------
+    def namespace_for(self, tenant: str) -> str:
+        return self._tenant_namespaces.get(tenant, self._cluster.namespace)
+
+    def _cluster_for(self, namespace: str) -> ClusterSettings:
+        return replace(self._cluster, namespace=namespace)
+
+    def _cached(self, job_id: str) -> tuple[str, Obj] | None:
+        """(namespace, Job) from the caches, if a watch has seen the job."""
+        name = job_name(job_id)
+        for namespace, informer in self._jobs.items():
+            job = informer.get(name)
+            if job is not None:
+                return namespace, job
+        return None
+
+    async def _find(self, job_id: str) -> tuple[str, Obj] | None:
+        """(namespace, Job): from the caches, else read from the API in each namespace."""
+        found = self._cached(job_id)
+        if found is not None:
+            return found
+        for namespace in self.namespaces:
+            job = await self._read_job(job_name(job_id), namespace)
+            if job is not None:
+                return namespace, job
+        return None
+
+    def _job_pods(self, job_id: str) -> tuple[str, list[Obj]]:
+        """(namespace, the job's pods) from the caches; the installation's namespace when
+        no pod has been seen."""
+        for namespace, informer in self._pods.items():
+            pods = informer.indexed(job_id)
+            if pods:
+                return namespace, pods
+        return self._cluster.namespace, []
 
     # -- calls to the API ----------------------------------------------------------------
     async def _call(
@@ -140,11 +196,11 @@ class KubernetesBackend:
         except OSError as exc:  # connection refused, reset, timeouts (urllib3 wraps in these)
             raise BackendError(f"kubernetes API unreachable: {exc}") from exc
 
-    async def _read_job(self, name: str) -> Obj | None:
+    async def _read_job(self, name: str, namespace: str) -> Obj | None:
         response = await self._call(
             self._batch.read_namespaced_job,
             name,
-            self._cluster.namespace,
+            namespace,
             _preload_content=False,
             ok=(404,),
         )
@@ -152,56 +208,64 @@ class KubernetesBackend:
 
     # -- the Backend interface -----------------------------------------------------------
     async def create(self, spec: TaskSpec) -> None:
-        manifest = build_job(spec, self._cluster)
+        namespace = self.namespace_for(spec.tenant)
+        cluster = self._cluster_for(namespace)
+        manifest = build_job(spec, cluster)
         response = await self._call(
             self._batch.create_namespaced_job,
-            self._cluster.namespace,
+            namespace,
             manifest,
             _preload_content=False,
             ok=(409,),
         )
         job = (
-            _json(response) if response is not None else await self._read_job(job_name(spec.job_id))
+            _json(response)
+            if response is not None
+            else await self._read_job(job_name(spec.job_id), namespace)
         )
         if job is None:
             raise BackendError(f"job {spec.job_id} neither created nor found")
-        self._jobs.upsert(job)
-        configmap = build_params_configmap(spec, self._cluster)
+        self._jobs[namespace].upsert(job)
+        configmap = build_params_configmap(spec, cluster)
         if configmap is not None:
             await self._call(
                 self._core.create_namespaced_config_map,
-                self._cluster.namespace,
+                namespace,
                 owned_by(configmap, job),
                 ok=(409,),
             )
 
     async def delete(self, job_id: str) -> None:
+        found = await self._find(job_id)
+        if found is None:
+            return
         await self._call(
             self._batch.delete_namespaced_job,
             job_name(job_id),
-            self._cluster.namespace,
+            found[0],
             propagation_policy="Background",
             ok=(404,),
         )
 
     async def observe(self, job_id: str) -> Observation | None:
-        name = job_name(job_id)
-        job = self._jobs.get(name) or await self._read_job(name)
-        if job is None:
+        found = await self._find(job_id)
+        if found is None:
             return None
-        return observe_job(job, self._pods.indexed(job_id))
+        namespace, job = found
+        return observe_job(job, self._pods[namespace].indexed(job_id))
 
     async def termination_messages(self, job_id: str) -> dict[int, str]:
-        return termination_messages(self._pods.indexed(job_id))
+        return termination_messages(self._job_pods(job_id)[1])
 
     async def logs(self, job_id: str, *, tail: int | None) -> str | None:
-        pods = latest_pods(self._pods.indexed(job_id))
+        namespace, all_pods = self._job_pods(job_id)
+        pods = latest_pods(all_pods)
         parts = []
         for index, pod in sorted(pods.items()):
             text = await self._call(
                 self._core.read_namespaced_pod_log,
                 pod["metadata"]["name"],
-                self._cluster.namespace,
+                namespace,
                 container=CONTAINER,
                 tail_lines=tail,
                 ok=(400, 404),
@@ -212,23 +276,25 @@ class KubernetesBackend:
 
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """A Kubernetes Event on the Job, so `kubectl describe job` shows each transition."""
-        job = self._jobs.get(job_name(job_id)) or await self._read_job(job_name(job_id))
-        if job is None:
+        found = await self._find(job_id)
+        if found is None:
             return
+        namespace, job = found
         event = build_event(job, status, now=datetime.now(UTC), reporting_instance=self._reporter)
-        await self._call(self._core.create_namespaced_event, self._cluster.namespace, event)
+        await self._call(self._core.create_namespaced_event, namespace, event)
 
-    def ref(self, job_id: str) -> BackendRef:
+    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
         return BackendRef(
-            backend="kubernetes", name=job_name(job_id), namespace=self._cluster.namespace
+            backend="kubernetes", name=job_name(job_id), namespace=self.namespace_for(tenant)
         )
 
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
+        cluster = self._cluster_for(self.namespace_for(spec.tenant))
         rendered: dict[str, JsonValue] = {
             "backend": "kubernetes",
-            "job": build_job(spec, self._cluster),
+            "job": build_job(spec, cluster),
         }
-        configmap = build_params_configmap(spec, self._cluster)
+        configmap = build_params_configmap(spec, cluster)
         if configmap is not None:
             rendered["configmap"] = configmap
         return rendered

@@ -37,9 +37,10 @@ from controller.backends import local_plan
 from controller.backends.base import TaskSpec
 from controller.backends.local_plan import Pod
 from controller.records import JobStatus
+from controller.redaction import redact_env
 from controller.states import Condition, Observation
 from kubetask import env
-from kubetask.models import BackendRef, Resources
+from kubetask.models import DEFAULT_TENANT, BackendRef, Resources
 
 log = logging.getLogger("kubetask.local")
 
@@ -219,15 +220,16 @@ class LocalBackend:
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """Nothing beyond the state events: the job's folder has no event log of its own."""
 
-    def ref(self, job_id: str) -> BackendRef:
+    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
         return BackendRef(backend="local", name=str(self._jobs / job_id))
 
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
+        shown: dict[str, JsonValue] = dict(redact_env(spec.env))  # URLs' passwords masked
         return {
             "backend": "local",
             "folder": str(self._jobs / spec.job_id),
             "command": [self._python, *spec.command[1:]],
-            "spec": spec_to_json(spec),
+            "spec": {**spec_to_json(spec), "env": shown},
         }
 
     # -- the job controller ------------------------------------------------------------

@@ -212,7 +212,8 @@ def test_a_good_values_file_installs_in_a_client_dry_run() -> None:
 
 def test_a_parent_chart_may_pass_its_globals() -> None:
     """As a dependency of another chart, Helm hands kubetask the parent's `global` values."""
-    assert render({"global": {"imageRegistry": "registry.example"}}) == render()
+    tokens = {"auth": {"tokens": [{"token": "t" * 32, "tenant": "default"}]}}  # not random
+    assert render({**tokens, "global": {"imageRegistry": "registry.example"}}) == render(tokens)
 
 
 def test_required_values_are_enforced() -> None:
@@ -396,6 +397,7 @@ def test_the_defaults_render_the_expected_objects() -> None:
         "PriorityClass/kubetask-normal",
         "Role/kubetask",
         "RoleBinding/kubetask",
+        "Secret/kubetask-tokens",
         "Service/kubetask",
         "Service/kubetask-redis",
         "Service/kubetask-redis-headless",

@@ -286,3 +286,42 @@ def test_trial_events_chart_the_objective_and_the_best_so_far(
         "value": [[0, 0.5], [1, 0.7]],
         "best_value": [[0, 0.5], [1, 0.7], [2, 0.7]],
     }
+
+
+def test_with_tokens_the_page_asks_for_one_and_shows_only_its_tenants_jobs(
+    redis_server: Any, tmp_path: Path, browser: Any
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        '[{"token": "team-a-token-0123456789", "tenant": "team-a", "role": "user"},'
+        ' {"token": "team-b-token-0123456789", "tenant": "team-b", "role": "user"}]'
+    )
+    url = redis_server.url.rsplit("/", 1)[0] + "/13"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    secured = ApiServer(redis_url=url, data_dir=tmp_path / "api", tokens_file=tokens)
+    secured.start()
+    try:
+        ours, theirs = (
+            secured.client.post(
+                "/v1/jobs",
+                json={"kind": "noop", "name": name},
+                headers={"Authorization": f"Bearer {team}-token-0123456789"},
+            ).json()["id"]
+            for team, name in (("team-a", "ours"), ("team-b", "theirs"))
+        )
+        browser.get(secured.base_url + "/")
+        until(
+            lambda: "needs an API token" in browser.find_element(By.ID, "banner").text,
+            timeout_s=20,
+            what="the token banner",
+        )
+        assert rows(browser) == []
+        browser.execute_script("localStorage.setItem('kubetask.token', 'team-a-token-0123456789')")
+        browser.refresh()
+        until(lambda: row(browser, ours), timeout_s=20, what="our job's row")
+        assert [r["id"] for r in rows(browser)] == [ours]
+        assert theirs not in browser.page_source
+    finally:
+        browser.execute_script("localStorage.clear()")
+        secured.close()

@@ -124,7 +124,9 @@ Redis: the in-chart StatefulSet's names, and the URLs the controller and the tas
 
 {{- define "kubetask.redisUrl" -}}
 {{- if .Values.redis.enabled }}
-{{- printf "redis://%s.%s.svc:%d/0" (include "kubetask.redisName" .) .Release.Namespace (int .Values.redis.service.port) }}
+{{- /* with a password: named, for the kubelet to put in from the Secret (secretKeyRef) */ -}}
+{{- $auth := ternary ":$(KUBETASK_REDIS_PASSWORD)@" "" (not (empty .Values.redis.auth.existingSecret)) }}
+{{- printf "redis://%s%s.%s.svc:%d/0" $auth (include "kubetask.redisName" .) .Release.Namespace (int .Values.redis.service.port) }}
 {{- else }}
 {{- required "redis.external.url is required when redis.enabled is false" .Values.redis.external.url }}
 {{- end }}
@@ -135,6 +137,64 @@ Redis: the in-chart StatefulSet's names, and the URLs the controller and the tas
 {{- .Values.redis.external.taskUrl }}
 {{- else }}
 {{- include "kubetask.redisUrl" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Redis settings of the settings ConfigMap. A password never is in it: the in-chart
+Redis's comes from redis.auth.existingSecret (the URLs name it as $(KUBETASK_REDIS_PASSWORD)),
+an external Redis's URLs with their passwords from redis.external.existingSecret.
+*/}}
+{{- define "kubetask.redisSettings" -}}
+{{- $external := .Values.redis.external }}
+{{- if and (not .Values.redis.enabled) $external.existingSecret }}
+KUBETASK_TASK_REDIS_URL_SECRET: {{ dict "name" $external.existingSecret "key" (default $external.existingSecretUrlKey $external.existingSecretTaskUrlKey) | toJson | quote }}
+{{- else }}
+{{- if not .Values.redis.enabled }}
+{{- range list $external.url $external.taskUrl }}
+{{- if regexMatch "^rediss?://[^/@]*:[^/@]*@" . }}
+{{- fail "redis.external: a URL with a password belongs in a Secret (redis.external.existingSecret), not in values and the settings ConfigMap" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if not (and .Values.redis.enabled .Values.redis.auth.existingSecret) }}
+KUBETASK_REDIS_URL: {{ include "kubetask.redisUrl" . | quote }}
+{{- end }}
+KUBETASK_TASK_REDIS_URL: {{ include "kubetask.taskRedisUrl" . | quote }}
+{{- if and .Values.redis.enabled .Values.redis.auth.existingSecret }}
+KUBETASK_TASK_REDIS_PASSWORD_SECRET: {{ dict "name" .Values.redis.auth.existingSecret "key" .Values.redis.auth.existingSecretKey | toJson | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The controller's settings that come from Secrets (secretKeyRef: the chart never sees them):
+the Redis password or URL, the webhooks, the webhook signing key, the SMTP password.
+*/}}
+{{- define "kubetask.secretEnv" -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.existingSecret }}
+- name: KUBETASK_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.auth.existingSecret | quote }}
+      key: {{ .Values.redis.auth.existingSecretKey | quote }}
+- name: KUBETASK_REDIS_URL
+  value: {{ include "kubetask.redisUrl" . | quote }}
+{{- else if and (not .Values.redis.enabled) .Values.redis.external.existingSecret }}
+- name: KUBETASK_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.external.existingSecret | quote }}
+      key: {{ .Values.redis.external.existingSecretUrlKey | quote }}
+{{- end }}
+{{- range $name, $ref := dict "KUBETASK_WEBHOOKS" .Values.notifications.webhooksFrom "KUBETASK_WEBHOOK_SECRET" .Values.notifications.signing "KUBETASK_SMTP_PASSWORD" .Values.notifications.smtp.password }}
+{{- if $ref.existingSecret }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.existingSecret | quote }}
+      key: {{ $ref.existingSecretKey | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -192,5 +252,99 @@ NetworkPolicy egress rules: the cluster DNS, and Redis (in the chart, or externa
     - port: {{ . }}
       protocol: TCP
     {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The tokens file (KUBETASK_TOKENS_FILE): the Secret holding it, its key, where it is mounted.
+*/}}
+{{- define "kubetask.tokensSecretName" -}}
+{{- default (include "kubetask.suffixed" (dict "ctx" . "suffix" "tokens")) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "kubetask.tokensSecretKey" -}}
+{{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecretKey }}{{ else }}tokens.json{{ end }}
+{{- end }}
+
+{{- define "kubetask.tokensDir" -}}
+/etc/kubetask/auth
+{{- end }}
+
+{{/*
+The tokens file of the Secret the chart creates: auth.tokens; else the one generated at
+install (read back on upgrade); else one new admin token for the tenant "default".
+*/}}
+{{- define "kubetask.tokensJson" -}}
+{{- if .Values.auth.tokens }}
+{{- toJson .Values.auth.tokens }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "kubetask.tokensSecretName" .) }}
+{{- $data := default dict (get (default dict $existing) "data") }}
+{{- if hasKey $data "tokens.json" }}
+{{- get $data "tokens.json" | b64dec }}
+{{- else }}
+{{- toJson (list (dict "token" (randAlphaNum 40) "tenant" "default" "role" "admin")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The tenants' namespaces other than the release namespace, each once, sorted (a list).
+*/}}
+{{- define "kubetask.tenantNamespaces" -}}
+{{- $namespaces := list }}
+{{- range $tenant, $namespace := .Values.tenants.namespaces }}
+{{- if ne $namespace $.Release.Namespace }}
+{{- $namespaces = append $namespaces $namespace }}
+{{- end }}
+{{- end }}
+{{- toJson ($namespaces | uniq | sortAlpha) }}
+{{- end }}
+
+{{/*
+The controller's Role rules: exactly the calls controller/backends/kubernetes.py makes in a
+namespace where it runs Jobs (the release namespace, and each tenant's).
+*/}}
+{{- define "kubetask.jobRules" -}}
+# one Job per job request; informer list + watch; read after a 409; cancel
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "watch", "delete"]
+# the pods of those Jobs, for the state (pending reasons, exit codes, termination messages)
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# GET /v1/jobs/{id}/logs
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# one Event on the Job per state transition (kubectl describe job)
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# params over 32 KiB, in a ConfigMap owned by its Job (garbage-collected with it)
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create"]
+{{- end }}
+
+{{/*
+Egress to Redis from another namespace (a tenant's task pods): the in-chart Redis in the
+release namespace, or the external one.
+*/}}
+{{- define "kubetask.redisEgressAcross" -}}
+{{- if .Values.redis.enabled }}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Release.Namespace }}
+      podSelector:
+        matchLabels:
+          {{- include "kubetask.selectorLabels" (dict "ctx" . "component" "redis") | nindent 10 }}
+  ports:
+    - port: {{ .Values.redis.service.port }}
+      protocol: TCP
+{{- else }}
+{{- include "kubetask.redisEgress" . }}
 {{- end }}
 {{- end }}
