@@ -1,6 +1,7 @@
 """Everything the app runs, wired once at start-up and stopped at shutdown: the Redis
 connection (and the embedded server when no URL is set), store, event bus, backend,
-reconciler and job service."""
+reconciler and job service. With leader election on, every replica serves the API and only
+the Lease holder runs the reconciler and the notification outbox."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from controller.backends.base import Backend, TaskSpec
 from controller.backends.kubernetes import KubernetesBackend, api_client
 from controller.backends.local import LocalBackend
 from controller.bus import EventBus, EventHub
+from controller.leader import LeaderElector
 from controller.metrics import Metrics
 from controller.notify import entries_for
 from controller.outbox import Outbox
@@ -30,13 +32,19 @@ from controller.redis_server import RedisServer
 from controller.service import JobService
 from controller.store import RedisStore
 from controller.taskspec import TaskDefaults, build_task_spec
+from controller.wakeups import WakeUps
 
 log = logging.getLogger("kubetask.server")
 
 
 def make_backend(settings: Settings) -> Backend:
     if settings.resolved_backend == "kubernetes":
-        return KubernetesBackend(api=api_client(settings.kubeconfig), cluster=settings.cluster())
+        namespaces = {settings.namespace, *settings.tenant_namespaces.values()}
+        return KubernetesBackend(
+            api=api_client(settings.kubeconfig, namespaces=len(namespaces)),
+            cluster=settings.cluster(),
+            tenant_namespaces=settings.tenant_namespaces,
+        )
     return LocalBackend(
         root=(settings.data_dir / "local").resolve(),
         slots=settings.slots,
@@ -56,6 +64,7 @@ class Runtime:
     service: JobService
     embedded_redis: RedisServer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    elector: LeaderElector | None = None  # several replicas: only the Lease holder reconciles
 
     @classmethod
     async def start(cls, settings: Settings, *, metrics: Metrics | None = None) -> Runtime:
@@ -80,7 +89,7 @@ class Runtime:
         )
         outbox = Outbox(
             client,
-            secret=settings.webhook_secret,
+            secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
             backoff=settings.backoff(),
             smtp=settings.smtp(),
             poll_s=settings.notify_poll_s,
@@ -107,6 +116,7 @@ class Runtime:
             retention_s=settings.retention_s,
             resync_s=settings.resync_s,
             on_transition=metrics.observe_transition if metrics else None,
+            wakeups=WakeUps(client) if settings.election() else None,
         )
         service = JobService(
             store=store,
@@ -120,10 +130,25 @@ class Runtime:
         runtime = cls(settings, client, store, bus, hub, backend, reconciler, service, embedded)
         settings.artifacts.mkdir(parents=True, exist_ok=True)
         await backend.start()
-        runtime.tasks = [
-            asyncio.create_task(reconciler.run(), name="reconciler"),
-            asyncio.create_task(hub.run(), name="event-hub"),
-            asyncio.create_task(outbox.run(), name="notification-outbox"),
+        runtime.tasks = [asyncio.create_task(hub.run(), name="event-hub")]
+        election = settings.election()
+        if election is None:
+            runtime.tasks += [
+                asyncio.create_task(reconciler.run(), name="reconciler"),
+                asyncio.create_task(outbox.run(), name="notification-outbox"),
+            ]
+            return runtime
+
+        async def lead() -> None:  # what only the leader does
+            async with asyncio.TaskGroup() as group:
+                group.create_task(reconciler.lead(), name="reconciler")
+                group.create_task(outbox.run(), name="notification-outbox")
+
+        elector = LeaderElector(api=api_client(settings.kubeconfig), settings=election)
+        runtime.elector = elector
+        runtime.tasks += [
+            asyncio.create_task(reconciler.follow_backend(), name="backend-changes"),
+            asyncio.create_task(elector.run(lead), name="leader-election"),
         ]
         return runtime
 
@@ -132,7 +157,14 @@ class Runtime:
             await self.redis.ping()
         except Exception:
             return False
-        return self.reconciler.ready.is_set() and self.hub.ready.is_set()
+        if not self.hub.ready.is_set():
+            return False
+        if self.elector is None:
+            return self.reconciler.ready.is_set()
+        # a follower serves the API once it has seen who leads; a leader once it resynced
+        return self.elector.decided.is_set() and (
+            not self.elector.leading or self.reconciler.ready.is_set()
+        )
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -140,6 +172,9 @@ class Runtime:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.elector is not None:  # leading has stopped: the next replica may take over
+            await self.elector.release()
+            self.elector.close()
         await self.backend.stop()
         await self.redis.aclose()
         if self.embedded_redis is not None:

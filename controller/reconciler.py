@@ -4,12 +4,18 @@ function, and writes the status (and one state event) only when it changed.
 
 One job is synced by one worker at a time; a change that arrives meanwhile syncs it again.
 Unfinished jobs are all re-synced on start and every `resync_s`, so nothing depends on an
-event having been seen.
+event having been seen. A job whose sync was answered "too many requests, retry after N s"
+is not synced again (whatever wakes it) before those N seconds have passed.
+
+With several replicas only the leader reconciles (`lead()`, run while it holds the Lease:
+controller/leader.py); the others drop their backends' change notices and announce the jobs
+they accept to the leader (controller/wakeups.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,6 +26,7 @@ from controller.outcomes import parse_outcome, summarize
 from controller.records import JobRecord, JobStatus, next_status
 from controller.states import JobFacts, Observation, derive_state
 from controller.store import Store
+from controller.wakeups import WakeUps
 from kubetask.models import JobState, Outcome
 
 log = logging.getLogger("kubetask.reconciler")
@@ -52,6 +59,7 @@ class Reconciler:
         workers: int = 8,
         resync_s: float = 30.0,
         on_transition: TransitionHook | None = None,
+        wakeups: WakeUps | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -62,41 +70,88 @@ class Reconciler:
         self._workers = workers
         self._resync_s = resync_s
         self._on_transition = on_transition
+        self._wakeups = wakeups
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._busy: set[str] = set()
         self._again: set[str] = set()
+        self._not_before: dict[str, float] = {}  # job id -> loop time (Retry-After)
+        self._deferred: set[str] = set()
+        self._resync_soon = asyncio.Event()
+        self._leading = False
         self.ready = asyncio.Event()
 
     def enqueue(self, job_id: str) -> None:
+        """Sync this job soon (it was submitted or cancelled here): at once when this
+        replica reconciles, else by telling the leader."""
+        if self._leading:
+            self._wake(job_id)
+        elif self._wakeups is not None:
+            self._wakeups.announce(job_id)
+
+    def _wake(self, job_id: str) -> None:
+        if not self._leading:
+            return
+        wait = self._not_before.get(job_id, 0.0) - asyncio.get_running_loop().time()
+        if wait > 0:
+            if job_id not in self._deferred:
+                self._deferred.add(job_id)
+                asyncio.get_running_loop().call_later(wait, self._undefer, job_id)
+            return
+        self._not_before.pop(job_id, None)
         if job_id in self._busy:
             self._again.add(job_id)
         elif job_id not in self._queued:
             self._queued.add(job_id)
             self._queue.put_nowait(job_id)
 
+    def _undefer(self, job_id: str) -> None:
+        self._deferred.discard(job_id)
+        self._wake(job_id)
+
     async def run(self) -> None:
+        """The only replica: follow the backend and reconcile, forever."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._follow_backend())
-            for _ in range(self._workers):
-                group.create_task(self._work())
-            group.create_task(self._resync_forever())
+            group.create_task(self.follow_backend())
+            group.create_task(self.lead())
+
+    async def lead(self) -> None:
+        """Reconcile until cancelled (the leader's work); every unfinished job first."""
+        self._queue = asyncio.Queue()
+        self._queued.clear()
+        self._again.clear()
+        self._leading = True
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._workers):
+                    group.create_task(self._work())
+                group.create_task(self._resync_forever())
+                if self._wakeups is not None:
+                    group.create_task(self._wakeups.listen(self._wake, self._resync_soon.set))
+        finally:
+            self._leading = False
 
     async def _resync_forever(self) -> None:
         while True:
+            self._resync_soon.clear()
             try:
                 for job_id in await self._store.unfinished():
-                    self.enqueue(job_id)
+                    self._wake(job_id)
                 self.ready.set()
+                now = asyncio.get_running_loop().time()
+                self._not_before = {k: t for k, t in self._not_before.items() if t > now}
             except Exception:
                 log.exception("resync failed; trying again")
                 await asyncio.sleep(1.0)
                 continue
-            await asyncio.sleep(self._resync_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync_soon.wait(), self._resync_s)
 
-    async def _follow_backend(self) -> None:
+    async def follow_backend(self) -> None:
+        """Sync each job the backend says changed (dropped unless leading: the next leader
+        resyncs everything when it starts)."""
         while True:
-            self.enqueue(await self._backend.changes.get())
+            self._wake(await self._backend.changes.get())
 
     async def _work(self) -> None:
         while True:
@@ -115,10 +170,13 @@ class Reconciler:
                 self._busy.discard(job_id)
             if job_id in self._again:
                 self._again.discard(job_id)
-                self.enqueue(job_id)
+                self._wake(job_id)
 
     def _retry_later(self, job_id: str, delay_s: float = 1.0) -> None:
-        asyncio.get_running_loop().call_later(delay_s, self.enqueue, job_id)
+        """Sync it again after `delay_s`, and not before."""
+        self._not_before[job_id] = asyncio.get_running_loop().time() + delay_s
+        self._again.discard(job_id)
+        self._wake(job_id)
 
     async def sync(self, job_id: str) -> None:
         record = await self._store.get(job_id)
@@ -174,8 +232,11 @@ class Reconciler:
             await self._backend.record_transition(job_id, status)
             if self._on_transition is not None:
                 await self._on_transition(record, status)
-        except Exception:  # a trace or a notification never blocks the state
+        except Exception as exc:  # a trace or a notification never blocks the state
             log.warning("after the transition of %s to %s", job_id, status.state, exc_info=True)
+            if isinstance(exc, BackendError) and exc.retry_after_s:  # the API asked for a pause
+                loop_time = asyncio.get_running_loop().time()
+                self._not_before[job_id] = loop_time + exc.retry_after_s
 
     async def _outcomes(self, record: JobRecord) -> dict[int, Outcome]:
         """What each task left: from Redis, or the termination message if Redis lost it."""

@@ -111,6 +111,15 @@ def kubernetes_stack(redis_url: str, root: Path, **settings: object) -> Iterator
 
 
 @pytest.fixture
+def redis_db(redis_server: RedisServer) -> str:
+    """The URL of a Redis database of the test's own, emptied."""
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+@pytest.fixture
 def kube_stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[KubeStack]:
     """A kubernetes-backed API of the test's own, with the test server and simulator."""
     url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"

@@ -1,7 +1,9 @@
 """List + watch for one kind of Kubernetes object, in a thread, as client-go's informers do:
 a cache by name (and optionally by one label), resumed from the last `resourceVersion`,
-relisted on `410 Gone`, backing off on 429/5xx as long as `Retry-After` says (else an
-exponential backoff). Each change calls `on_change(object)`; nothing else is decided here.
+relisted on `410 Gone` (an ERROR event in the stream, or the watch call's own status),
+backing off on 429/5xx as long as `Retry-After` says (else an exponential backoff). A watch
+that was up for a while and is cut resumes at once: only failing calls back off. Each change
+calls `on_change(object)`; nothing else is decided here.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +24,7 @@ log = logging.getLogger("kubetask.informer")
 Obj = dict[str, Any]
 WATCH_TIMEOUT_S = 55
 MAX_BACKOFF_S = 30.0
+ESTABLISHED_S = 1.0  # a watch cut after this long was no failure of the call
 
 
 class Expired(Exception):
@@ -53,6 +57,7 @@ class Informer:
         self._by_label: dict[str, dict[str, Obj]] = defaultdict(dict)
         self._stop = threading.Event()
         self._response: Any = None
+        self._watch_opened: float | None = None  # when the current watch call was answered
         self.synced = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"informer-{name}", daemon=True)
 
@@ -101,19 +106,23 @@ class Informer:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the thread: close its watch, and the next one if it was opening one."""
         self._stop.set()
-        response = self._response
-        if response is not None:
-            try:
-                response.close()
-            except Exception:  # closing a stream another thread reads may raise anything
-                log.debug("closing the %s watch", self.name, exc_info=True)
-        self._thread.join(5)
+        deadline = time.monotonic() + 5
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            response = self._response
+            if response is not None:
+                try:
+                    response.close()
+                except Exception:  # closing a stream another thread reads may raise anything
+                    log.debug("closing the %s watch", self.name, exc_info=True)
+            self._thread.join(0.05)
 
     def _run(self) -> None:
         version: str | None = None
         failures = 0
         while not self._stop.is_set():
+            self._watch_opened = None
             try:
                 if version is None:
                     version = self._relist()
@@ -123,11 +132,20 @@ class Informer:
                 log.info("%s watch expired (410); listing again", self.name)
                 version = None
             except ApiException as exc:
+                if exc.status == 410:  # the version is gone: resuming from it cannot work
+                    log.info("%s watch answered 410 Gone; listing again", self.name)
+                    version = None
+                    continue
                 failures += 1
                 self._pause(exc, failures)
             except Exception as exc:  # dropped connections, timeouts: back off and resume
                 if self._stop.is_set():
                     return
+                opened = self._watch_opened
+                if opened is not None and time.monotonic() - opened >= ESTABLISHED_S:
+                    log.info("%s watch cut (%s); resuming", self.name, exc)
+                    failures = 0
+                    continue
                 failures += 1
                 log.warning("%s watch interrupted (%s); resuming", self.name, exc)
                 self._stop.wait(min(0.2 * 2**failures, MAX_BACKOFF_S))
@@ -169,6 +187,7 @@ class Informer:
             _preload_content=False,
             _request_timeout=(5, WATCH_TIMEOUT_S + 10),
         )
+        self._watch_opened = time.monotonic()
         try:
             for line in iter_resp_lines(self._response):  # type: ignore[no-untyped-call]
                 if not line.strip():

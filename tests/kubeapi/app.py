@@ -172,8 +172,12 @@ class KubeApp:
         async def send_recorded(message: Message) -> None:
             """Log the request as its response starts (before the client can see it)."""
             if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                retry_after = headers.get(b"retry-after", b"").decode()
                 with self.lock:
-                    self.requests.append(RequestRecord(status=message["status"], **record))
+                    self.requests.append(
+                        RequestRecord(status=message["status"], retry_after=retry_after, **record)
+                    )
             await send(message)
 
         try:
@@ -210,6 +214,11 @@ class KubeApp:
         )
         if not verb:
             raise method_not_allowed()
+        body = None
+        if request.method != "GET":  # read first, so that the log names what a create named
+            body = await _read_body(receive, request.headers.get("content-type", ""))
+            if verb == "create" and not target.name and isinstance(body, dict):
+                record["name"] = str((body.get("metadata") or {}).get("name") or "")
         self.faults.check(verb, target.resource, target.namespace, target.name)
         if target.rt.namespaced and not target.namespace and verb not in ("list", "watch"):
             raise NOT_FOUND
@@ -218,8 +227,6 @@ class KubeApp:
         elif target.subresource == "log":
             await self._log(request, receive, send, target)
         else:
-            content_type = request.headers.get("content-type", "")
-            body = await _read_body(receive, content_type) if request.method != "GET" else None
             result = self._serve(verb, request, target, body)
             extra = [(b"warning", f'299 - "{w}"'.encode()) for w in result.warnings]
             await _send(

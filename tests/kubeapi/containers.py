@@ -16,6 +16,7 @@ Paths inside a container cannot exist on the host, so:
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ class Launch:
 
 
 ConfigMaps = Callable[[str, str], Obj | None]  # (namespace, name) -> ConfigMap
+Secrets = Callable[[str, str], Obj | None]  # (namespace, name) -> Secret
 
 
 def prepare_volumes(
@@ -178,7 +180,25 @@ def _config_value(namespace: str, ref: Obj, configmaps: ConfigMaps) -> str | Non
     return str(data[ref["key"]])
 
 
-def container_env(pod: Obj, container: Obj, *, configmaps: ConfigMaps) -> dict[str, str]:
+def _secret_value(namespace: str, ref: Obj, secrets: Secrets | None) -> str | None:
+    secret = secrets(namespace, ref.get("name", "")) if secrets is not None else None
+    if secret is None:
+        if ref.get("optional"):
+            return None
+        raise ConfigError(f'secret "{ref.get("name", "")}" not found')
+    data = secret.get("data") or {}
+    if ref["key"] not in data:
+        if ref.get("optional"):
+            return None
+        raise ConfigError(
+            f"couldn't find key {ref['key']} in Secret {namespace}/{ref.get('name', '')}"
+        )
+    return base64.b64decode(str(data[ref["key"]])).decode()
+
+
+def container_env(
+    pod: Obj, container: Obj, *, configmaps: ConfigMaps, secrets: Secrets | None = None
+) -> dict[str, str]:
     """The container's own environment, resolved; ConfigError if it cannot be."""
     namespace = pod["metadata"]["namespace"]
     env: dict[str, str] = {}
@@ -199,19 +219,25 @@ def container_env(pod: Obj, container: Obj, *, configmaps: ConfigMaps) -> dict[s
         source = variable.get("valueFrom")
         if source is None:
             env[variable["name"]] = expand(str(variable.get("value", "")), env)
-        elif "fieldRef" in source:
-            env[variable["name"]] = _field(pod, source["fieldRef"]["fieldPath"])
-        elif "configMapKeyRef" in source:
-            value = _config_value(namespace, source["configMapKeyRef"], configmaps)
-            if value is not None:
-                env[variable["name"]] = value
-        elif "resourceFieldRef" in source:
-            env[variable["name"]] = _resource_field(container, source["resourceFieldRef"])
-        elif not (source.get("secretKeyRef") or {}).get("optional"):
-            raise ConfigError(
-                f'secret "{(source.get("secretKeyRef") or {}).get("name")}" not found'
-            )
+            continue
+        value = _value_from(pod, container, source, configmaps=configmaps, secrets=secrets)
+        if value is not None:
+            env[variable["name"]] = value
     return env
+
+
+def _value_from(
+    pod: Obj, container: Obj, source: Obj, *, configmaps: ConfigMaps, secrets: Secrets | None
+) -> str | None:
+    """One `valueFrom`; None for an optional reference to nothing."""
+    namespace = pod["metadata"]["namespace"]
+    if "fieldRef" in source:
+        return _field(pod, source["fieldRef"]["fieldPath"])
+    if "configMapKeyRef" in source:
+        return _config_value(namespace, source["configMapKeyRef"], configmaps)
+    if "resourceFieldRef" in source:
+        return _resource_field(container, source["resourceFieldRef"])
+    return _secret_value(namespace, source.get("secretKeyRef") or {}, secrets)
 
 
 def _executable(argv0: str) -> str:
@@ -229,9 +255,10 @@ def build_launch(
     configmaps: ConfigMaps,
     base_env: Mapping[str, str],
     entrypoints: Mapping[str, Sequence[str]],
+    secrets: Secrets | None = None,
 ) -> Launch:
     """Everything needed to start the container as a process."""
-    own = container_env(pod, container, configmaps=configmaps)
+    own = container_env(pod, container, configmaps=configmaps, secrets=secrets)
     pairs = mounts(container, volumes)
     termination = pod_dir / "termination" / container["name"]
     termination.parent.mkdir(parents=True, exist_ok=True)

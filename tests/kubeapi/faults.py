@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 
 from tests.kubeapi.errors import ApiError, error_for_code
@@ -17,7 +18,8 @@ from tests.kubeapi.errors import ApiError, error_for_code
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request the server answered."""
+    """One request the server answered: `at` is when its response started
+    (`time.monotonic()`); `name` is the object's, for a create the name in its body."""
 
     method: str
     path: str
@@ -29,6 +31,8 @@ class RequestRecord:
     name: str = ""
     content_type: str = ""
     user_agent: str = ""
+    retry_after: str = ""
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from tests.kubeapi.containers import (
     ConfigError,
     ConfigMaps,
     MountError,
+    Secrets,
     build_launch,
     prepare_volumes,
 )
@@ -65,9 +66,11 @@ class Kubelet:
         restart_backoff_s: float,
         image_retry_s: float,
         max_grace_s: float | None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.workdir = workdir
         self.configmaps = configmaps
+        self.secrets = secrets
         self.claim_dir = claim_dir
         self.node_ips = node_ips
         self.base_env = base_env
@@ -274,6 +277,7 @@ class Kubelet:
                 pod_dir=run.folder,
                 volumes=run.volumes,
                 configmaps=self.configmaps,
+                secrets=self.secrets,
                 base_env=self.base_env,
                 entrypoints=self.entrypoints,
             )

@@ -59,6 +59,7 @@ PODS = ResourceType(
     categories=("all",),
 )
 CONFIGMAPS = ResourceType("", "v1", "configmaps", "ConfigMap", "configmap", short_names=("cm",))
+SECRETS = ResourceType("", "v1", "secrets", "Secret", "secret")
 EVENTS = ResourceType("", "v1", "events", "Event", "event", short_names=("ev",), storage="events")
 EVENTS_V1 = ResourceType(
     "events.k8s.io", "v1", "events", "Event", "event", short_names=("ev",), storage="events"
@@ -75,7 +76,16 @@ NAMESPACES = ResourceType(
     subresources=("status",),
 )
 
-ALL: tuple[ResourceType, ...] = (NAMESPACES, PODS, CONFIGMAPS, EVENTS, JOBS, EVENTS_V1, LEASES)
+ALL: tuple[ResourceType, ...] = (
+    NAMESPACES,
+    PODS,
+    CONFIGMAPS,
+    SECRETS,
+    EVENTS,
+    JOBS,
+    EVENTS_V1,
+    LEASES,
+)
 
 # The preferred version of each group, in discovery order.
 GROUPS: dict[str, str] = {

@@ -99,6 +99,7 @@ class Simulator:
         self.kubelet = Kubelet(
             workdir=workdir,
             configmaps=self._configmap,
+            secrets=self._secret,
             claim_dir=self.claim_dir,
             node_ips={n.name: f"10.0.0.{i + 1}" for i, n in enumerate(self.nodes)},
             base_env=dict(base_env if base_env is not None else default_base_env()),
@@ -165,6 +166,9 @@ class Simulator:
 
     def _configmap(self, namespace: str, name: str) -> Obj | None:
         return self.registry.store.get("/configmaps", namespace, name)
+
+    def _secret(self, namespace: str, name: str) -> Obj | None:
+        return self.registry.store.get("/secrets", namespace, name)
 
     def evict(
         self,

@@ -4,6 +4,7 @@ propagation policy."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from tests.kubeapi.validation import (
     validate_configmap,
     validate_event,
     validate_lease,
+    validate_secret,
 )
 
 Obj = dict[str, Any]
@@ -156,6 +158,22 @@ class ConfigMapStrategy(Strategy):
         return validate_configmap(new, old)
 
 
+class SecretStrategy(Strategy):
+    def default(self, obj: Obj) -> None:
+        """`stringData` is write-only: merged into `data` (base64), as the real server does."""
+        plain = obj.pop("stringData", None) or {}
+        data = obj.setdefault("data", {}) or {}
+        data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in plain.items()})
+        obj["data"] = data
+        obj.setdefault("type", "Opaque")
+
+    def validate(self, obj: Obj, rt: ResourceType, ctx: Context) -> list[FieldError]:
+        return validate_secret(obj)
+
+    def validate_update(self, new: Obj, old: Obj) -> list[FieldError]:
+        return validate_secret(new, old)
+
+
 class EventStrategy(Strategy):
     def validate(self, obj: Obj, rt: ResourceType, ctx: Context) -> list[FieldError]:
         return validate_event(obj, events_api=rt == EVENTS_V1)
@@ -180,6 +198,7 @@ STRATEGIES: dict[str, Strategy] = {
     "/pods": PodStrategy(),
     "batch/jobs": JobStrategy(),
     "/configmaps": ConfigMapStrategy(),
+    "/secrets": SecretStrategy(),
     "events": EventStrategy(),
     "coordination.k8s.io/leases": LeaseStrategy(),
     "/namespaces": NamespaceStrategy(),

@@ -132,6 +132,15 @@ PRINTERS: dict[str, tuple[list[Obj], Row]] = {
             _age(o, now),
         ],
     ),
+    "/secrets": (
+        [NAME, _column("Type"), _column("Data", "integer"), AGE],
+        lambda o, now: [
+            o["metadata"]["name"],
+            o.get("type", "Opaque"),
+            len(o.get("data") or {}),
+            _age(o, now),
+        ],
+    ),
     "events": (
         [
             _column("Last Seen"),

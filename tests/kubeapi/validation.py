@@ -4,6 +4,7 @@ Messages follow apimachinery's validation messages."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -143,6 +144,17 @@ def validate_metadata(
         errors += [
             invalid(f"metadata.finalizers[{i}]", finalizer, m) for m in qualified_name(finalizer)
         ]
+    return errors
+
+
+def validate_secret(secret: Obj, old: Obj | None = None) -> list[FieldError]:
+    """A Secret's keys and base64 values, its 1 MiB limit and `immutable` (as a ConfigMap's)."""
+    errors = validate_configmap({**secret, "binaryData": None}, old)
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            base64.b64decode(str(value), validate=True)
+        except ValueError:
+            errors.append(invalid(f"data[{key}]", "<value>", "illegal base64 data"))
     return errors
 
 

@@ -1,0 +1,118 @@
+"""Two controller replicas (two API processes, one Redis, one Kubernetes API test server):
+a coordination.k8s.io Lease elects the one that reconciles, both serve the API, and when
+the leader is SIGKILLed the other takes over within the lease duration."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import KubeStack, kubernetes_stack
+from tests.integration.test_faults import assert_one_job_each, wait_all
+from tests.servers import ApiServer
+
+DURATION_S, RENEW_DEADLINE_S, RETRY_S = 3, 2.0, 0.5
+ELECTION = {
+    "leader_election": True,
+    "lease_duration_s": DURATION_S,
+    "renew_deadline_s": RENEW_DEADLINE_S,
+    "retry_period_s": RETRY_S,
+    "resync_s": 30,  # so that a job taken by the follower starts by its wake-up, not a resync
+}
+
+
+def lease(stack: KubeStack) -> dict[str, Any]:
+    found = stack.kube.registry.store.get(
+        "coordination.k8s.io/leases", "default", "kubetask-leader"
+    )
+    assert found is not None, "no Lease"
+    return found
+
+
+def holder(stack: KubeStack) -> str:
+    return str(lease(stack)["spec"].get("holderIdentity") or "")
+
+
+def transitions_seen(api: ApiServer) -> float:
+    """State transitions this replica's reconciler made (its /metrics)."""
+    total = 0.0
+    for line in api.client.get("/metrics").text.splitlines():
+        if line.startswith("kubetask_job_transitions_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def lease_writes(stack: KubeStack) -> list[float]:
+    """When the Lease was written (created or renewed), from the server's request log."""
+    return [
+        r.at
+        for r in stack.kube.requests
+        if r.resource == "leases" and r.verb in ("create", "update") and r.status in (200, 201)
+    ]
+
+
+def test_one_replica_leads_both_serve_and_a_killed_leader_hands_over(
+    redis_db: str, tmp_path: Path
+) -> None:
+    with kubernetes_stack(redis_db, tmp_path, leader_identity="replica-a", **ELECTION) as stack:
+        a = stack.api
+        b = ApiServer(
+            redis_url=redis_db,
+            data_dir=tmp_path / "api-b",
+            backend="kubernetes",
+            kubeconfig=str(stack.kubeconfig),
+            leader_identity="replica-b",
+            **ELECTION,
+        )
+        try:
+            b.start()
+            time.sleep(3 * RETRY_S)  # b has looked at the Lease a few times
+            assert holder(stack) == "replica-a"
+            assert lease(stack)["spec"]["leaseTransitions"] == 0
+
+            before = [
+                (a if i % 2 == 0 else b).submit("noop", {"steps": 15, "step_s": 0.1})
+                for i in range(6)
+            ]
+            taken_by_b = before[1::2]
+            submitted = time.monotonic()
+            for job_id in taken_by_b:  # the follower's jobs start at once (a wake-up)
+                b.wait(job_id, {"running", "succeeded"}, timeout_s=10)
+            prompt = time.monotonic() - submitted
+            assert prompt < 10
+            for job_id in before:  # both replicas answer for every job
+                assert a.job(job_id)["id"] == b.job(job_id)["id"] == job_id
+            assert transitions_seen(a) > 0
+            assert transitions_seen(b) == 0  # the follower reconciles nothing
+
+            a.wait(before[0], {"running"})
+            last_renewal = lease_writes(stack)[-1]
+            killed = time.monotonic()
+            a.kill()
+            while holder(stack) != "replica-b":
+                assert time.monotonic() - killed < DURATION_S + 4 * RETRY_S + 5, "no handover"
+                time.sleep(0.02)
+            took_over = lease_writes(stack)[-1]
+            after_kill = took_over - killed
+            after_renewal = took_over - last_renewal
+            # b saw a's last renewal at most one retry period after it was written, and
+            # notices the expiry at most one retry period after it happens
+            assert after_renewal <= DURATION_S + 2 * RETRY_S + 0.5
+            assert lease(stack)["spec"]["leaseTransitions"] == 1
+
+            after = [b.submit("noop", {"steps": 2}) for _ in range(3)]
+            views = wait_all(b, [*before, *after], timeout_s=60)
+            assert {v["state"] for v in views.values()} == {"succeeded"}
+            assert all(v["attempts"] == 1 for v in views.values()), "a task ran twice"
+            assert all(v["result"]["attempt"] == 1 for v in views.values())
+            assert transitions_seen(b) > 0
+            duplicates = assert_one_job_each(stack, [*before, *after])
+        finally:
+            b.close()
+    print(
+        f"\nreplicas: 2 (lease {DURATION_S} s, retry {RETRY_S} s); jobs={len(before) + len(after)}"
+        f" (3 taken by the follower, started within {prompt:.1f} s)"
+        f" handover={after_kill:.2f}s after the SIGKILL, {after_renewal:.2f}s after the last"
+        f" renewal; lost=0 duplicates={duplicates}"
+    )
