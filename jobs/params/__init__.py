@@ -174,23 +174,31 @@ def _short_trials() -> TrainParams:
     return TrainParams(epochs=3)
 
 
-class HpoParams(Params):
-    """An Optuna study over `train`'s search space, shared by every worker of the job."""
+class StudyParams(Params):
+    """What every Optuna study kind (`hpo`, `nas`) takes: trials, objective, pruning, seed."""
 
     n_trials: int = Field(8, ge=1, le=10_000, description="Trials in total, over all workers.")
     metric: Literal["val_loss", "val_accuracy"] = Field(
         "val_loss", description="Minimized (val_loss) or maximized (val_accuracy)."
     )
-    train: TrainParams = Field(
-        default_factory=_short_trials,
-        description="Each trial's params before the search space's choices (data, epochs...).",
-    )
-    search: SearchSpace = Field(default_factory=SearchSpace)
     startup_trials: int = Field(
         2, ge=0, le=1000, description="Trials finished before the median pruner prunes."
     )
     warmup_epochs: int = Field(1, ge=0, le=1000, description="Epochs a trial runs unpruned.")
     seed: int = Field(0, ge=0, description="Sampler seed (worker i uses seed + i).")
+    train: TrainParams = Field(
+        default_factory=_short_trials, description="Each trial's `train` params."
+    )
+
+
+class HpoParams(StudyParams):
+    """An Optuna study over `train`'s search space, shared by every worker of the job."""
+
+    train: TrainParams = Field(
+        default_factory=_short_trials,
+        description="Each trial's params before the search space's choices (data, epochs...).",
+    )
+    search: SearchSpace = Field(default_factory=SearchSpace)
 
     @model_validator(mode="after")
     def _no_fixed_architecture(self) -> Self:

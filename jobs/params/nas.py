@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Self
 
 from pydantic import Field, model_validator
 
-from jobs.params import Params, Pooling, TrainParams
+from jobs.params import Params, Pooling, StudyParams, TrainParams
 
 
 def _all_poolings() -> list[Pooling]:
@@ -42,23 +42,14 @@ def _short_cnn_trials() -> TrainParams:
     return TrainParams(model="cnn1d", epochs=3)
 
 
-class NasParams(Params):
+class NasParams(StudyParams):
     """An architecture search over 1-D CNNs, shared by every worker of the job like `hpo`."""
 
-    n_trials: int = Field(8, ge=1, le=10_000, description="Trials in total, over all workers.")
-    metric: Literal["val_loss", "val_accuracy"] = Field(
-        "val_loss", description="Minimized (val_loss) or maximized (val_accuracy)."
-    )
     train: TrainParams = Field(
         default_factory=_short_cnn_trials,
         description="Each trial's `train` params but the architecture (data, epochs, lr...).",
     )
     space: ArchitectureSpace = Field(default_factory=ArchitectureSpace)
-    startup_trials: int = Field(
-        2, ge=0, le=1000, description="Trials finished before the median pruner prunes."
-    )
-    warmup_epochs: int = Field(1, ge=0, le=1000, description="Epochs a trial runs unpruned.")
-    seed: int = Field(0, ge=0, description="Sampler seed (worker i uses seed + i).")
 
     @model_validator(mode="after")
     def _searches_cnns(self) -> Self:

@@ -18,7 +18,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import optuna
 import redis
@@ -31,7 +31,7 @@ from jobs.context import TaskContext
 from jobs.kinds.ml.data import Prepared, configure_torch, obtain_dataset, pick_device, prepare
 from jobs.kinds.ml.loop import Tensors, build_trainer, evaluate, model_spec, to_device, train_epoch
 from jobs.kinds.ml.models import count_parameters
-from jobs.params import SearchSpace, TrainParams
+from jobs.params import SearchSpace, StudyParams, TrainParams
 from jobs.publisher import OUTCOME_TTL_S
 from kubetask import keys
 
@@ -120,23 +120,6 @@ class LocalBudget:
 # -- the study and its workers ----------------------------------------------------------------
 
 Suggest = Callable[[optuna.Trial], TrainParams]  # a trial's choices as `train` params
-
-
-class StudyParams(Protocol):
-    """What `hpo` and `nas` params share."""
-
-    @property
-    def n_trials(self) -> int: ...
-    @property
-    def metric(self) -> Literal["val_loss", "val_accuracy"]: ...
-    @property
-    def train(self) -> TrainParams: ...
-    @property
-    def startup_trials(self) -> int: ...
-    @property
-    def warmup_epochs(self) -> int: ...
-    @property
-    def seed(self) -> int: ...
 
 
 def open_storage(
