@@ -29,6 +29,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from controller.backends.k8s_read import retry_after_s
+
 log = logging.getLogger("kubetask.leader")
 
 Obj = dict[str, Any]
@@ -158,14 +160,6 @@ class LeaseError(Exception):
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-def _retry_after(exc: ApiException) -> float | None:
-    value = (exc.headers or {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class LeaderElector:
@@ -328,7 +322,9 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status in ok:
                 return None
-            raise LeaseError(f"{exc.status} {exc.reason}", retry_after_s=_retry_after(exc)) from exc
+            raise LeaseError(
+                f"{exc.status} {exc.reason}", retry_after_s=retry_after_s(exc.headers)
+            ) from exc
         except Exception as exc:  # unreachable, reset, timed out (urllib3 wraps these)
             raise LeaseError(f"kubernetes API unreachable: {exc}") from exc
         data: Obj = json.loads(response.data)

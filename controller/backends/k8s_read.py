@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -95,3 +96,12 @@ def termination_messages(pods: list[Obj]) -> dict[int, str]:
         if terminated.get("message"):
             messages[index] = terminated["message"]
     return messages
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """The seconds an API answer's `Retry-After` asks to wait (None: not said)."""
+    value = (headers or {}).get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

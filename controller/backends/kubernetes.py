@@ -28,7 +28,12 @@ from pydantic import JsonValue
 
 from controller.backends.base import BackendError, TaskSpec
 from controller.backends.informer import Informer
-from controller.backends.k8s_read import latest_pods, observe_job, termination_messages
+from controller.backends.k8s_read import (
+    latest_pods,
+    observe_job,
+    retry_after_s,
+    termination_messages,
+)
 from controller.manifests import (
     CONTAINER,
     LABEL_JOB_ID,
@@ -63,14 +68,6 @@ def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
         )
     configuration.connection_pool_maxsize = API_THREADS + 2 * namespaces  # and the watches
     return k8s.ApiClient(configuration)
-
-
-def _retry_after(exc: ApiException) -> float | None:
-    value = (exc.headers or {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _json(response: Any) -> Obj:
@@ -191,7 +188,8 @@ class KubernetesBackend:
             if exc.status in ok:
                 return None
             raise BackendError(
-                f"kubernetes API: {exc.status} {exc.reason}", retry_after_s=_retry_after(exc)
+                f"kubernetes API: {exc.status} {exc.reason}",
+                retry_after_s=retry_after_s(exc.headers),
             ) from exc
         except OSError as exc:  # connection refused, reset, timeouts (urllib3 wraps in these)
             raise BackendError(f"kubernetes API unreachable: {exc}") from exc
