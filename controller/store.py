@@ -71,6 +71,13 @@ return {ARGV[1], ''}
 # to deliver (at least once).
 _SAVE_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local current = redis.call('HGET', KEYS[1], 'status')
+if current then
+  local state = cjson.decode(current)['state']
+  if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+    return 0  -- terminal states are final, whoever writes (a deposed leader's late write)
+  end
+end
 local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
 if cancel ~= (ARGV[2] == '1') then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
