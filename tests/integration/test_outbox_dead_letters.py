@@ -30,9 +30,12 @@ def test_only_the_newest_dead_letters_are_kept(
         for score, entry in enumerate(entries):
             await client.hset(keys.OUTBOX_ENTRIES, entry.id, entry.model_dump_json())
             await client.zadd(keys.OUTBOX, {entry.id: score})
-        outbox = Outbox(client, backoff=Backoff(max_attempts=1), dead_letters=3, clock=lambda: 1e9)
+        outbox = Outbox(
+            client, backoff=Backoff(max_attempts=1), dead_letters=3, batch=1, clock=lambda: 1e9
+        )
         async with httpx.AsyncClient(timeout=2) as http:
-            await outbox.deliver_due(http)
+            for _ in entries:  # one at a time, oldest first
+                assert await outbox.deliver_due(http) == 1
         dead = [
             OutboxEntry.model_validate_json(raw).id
             for raw in await client.lrange(keys.OUTBOX_DEAD, 0, -1)
