@@ -24,6 +24,7 @@ from kubetask.errors import (
     NotFound,
     ServerUnreachable,
     StreamLost,
+    TooManyRequests,
     WaitTimeout,
 )
 from kubetask.models import (
@@ -87,5 +88,6 @@ __all__ = [
     "ServerUnreachable",
     "StateEvent",
     "StreamLost",
+    "TooManyRequests",
     "WaitTimeout",
 ]

@@ -123,7 +123,12 @@ def api_error(response: httpx.Response) -> ApiError:
         body: JsonValue = response.json()
     except ValueError:
         body = None
-    return error_from(response.status_code, body, text=response.text)
+    return error_from(
+        response.status_code,
+        body,
+        text=response.text,
+        retry_after=response.headers.get("retry-after"),
+    )
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:

@@ -162,7 +162,11 @@ class EventCursor:
         """An error answer: raised when retrying cannot help, else a reconnect delay."""
         if error.status not in RETRYABLE_STATUS:
             raise error
-        return self.lost(error.summary())
+        delay = self.lost(error.summary())
+        asked = getattr(error, "retry_after_s", None)  # 429 (and 503) may say when
+        if asked is None:
+            return delay
+        return max(delay, asked) if self.deadline is None else self.deadline.cap(max(delay, asked))
 
     def lost(self, reason: str) -> float:
         """The connection broke (or ended early): the delay before the next one."""

@@ -93,6 +93,28 @@ class RequestTooLarge(ApiError):
     """The request body is over the server's limit (413)."""
 
 
+class TooManyRequests(ApiError):
+    """Over a limit of the caller's tenant (429): submissions per minute, unfinished jobs or
+    open streams; `retry_after_s` is when the server says to try again."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        errors: tuple[FieldError, ...] = (),
+        body: Mapping[str, JsonValue] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.retry_after_s = retry_after_s  # before the message is made from it
+        super().__init__(status, title, detail, errors=errors, body=body)
+
+    def summary(self) -> str:
+        later = f" (retry after {self.retry_after_s:g} s)" if self.retry_after_s else ""
+        return super().summary() + later
+
+
 class ServiceUnavailable(ApiError):
     """The server cannot serve now (503); try again later."""
 
@@ -105,12 +127,16 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     409: Conflict,
     413: RequestTooLarge,
     422: InvalidRequest,
+    429: TooManyRequests,
     503: ServiceUnavailable,
 }
 
 
-def error_from(status: int, body: JsonValue, *, text: str = "") -> ApiError:
-    """The error for an API response: `body` is the decoded problem document (or None)."""
+def error_from(
+    status: int, body: JsonValue, *, text: str = "", retry_after: str | None = None
+) -> ApiError:
+    """The error for an API response: `body` is the decoded problem document (or None),
+    `retry_after` its Retry-After header."""
     problem = body if isinstance(body, dict) else {}
     title = str(problem.get("title") or "")
     detail = problem.get("detail")
@@ -121,7 +147,18 @@ def error_from(status: int, body: JsonValue, *, text: str = "") -> ApiError:
     )
     cls = _BY_STATUS.get(status, ApiError)
     message = detail if isinstance(detail, str) else text.strip()[:200]
+    if cls is TooManyRequests:
+        return TooManyRequests(
+            status, title, message, errors=errors, body=problem, retry_after_s=_seconds(retry_after)
+        )
     return cls(status, title, message, errors=errors, body=problem)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: not sent by kubetask
 
 
 def _list(value: JsonValue) -> list[JsonValue]:

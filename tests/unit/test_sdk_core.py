@@ -15,7 +15,14 @@ from kubetask._cli_args import ArgumentError, build_request, load_request, parse
 from kubetask._sse import EventCursor, GapEvent, JobEvent, SseFrame, SseParser
 from kubetask._wait import Deadline
 from kubetask._watch import Eta
-from kubetask.errors import InvalidRequest, NotFound, StreamLost, WaitTimeout, error_from
+from kubetask.errors import (
+    InvalidRequest,
+    NotFound,
+    StreamLost,
+    TooManyRequests,
+    WaitTimeout,
+    error_from,
+)
 from kubetask.models import JobState, ProgressEvent, Resources, StateEvent
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
@@ -175,3 +182,13 @@ def test_eta_from_the_rate_since_the_stage_began() -> None:
     assert eta.update(event(0, 1)) is None
     assert eta.update(event(2, 3)) == pytest.approx(7.0)  # 2 steps in 2 s, 7 to go
     assert eta.update(event(3, 1, stage="eval")) is None  # a new stage starts over
+
+
+def test_a_429_is_typed_with_its_retry_after_and_a_stream_waits_that_long() -> None:
+    error = error_from(429, {"detail": "over 600 submissions a minute"}, retry_after="7")
+    assert isinstance(error, TooManyRequests)
+    assert error.retry_after_s == 7.0
+    assert str(error) == "429 over 600 submissions a minute (retry after 7 s)"
+    assert error_from(429, None, retry_after="a date").retry_after_s is None  # type: ignore[attr-defined]
+    cursor = EventCursor("j")
+    assert cursor.refused(error) == 7.0  # not its own, shorter, backoff
