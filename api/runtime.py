@@ -49,6 +49,7 @@ def make_backend(settings: Settings) -> Backend:
         root=(settings.data_dir / "local").resolve(),
         slots=settings.slots,
         retry_backoff_s=settings.retry_backoff_s,
+        finished_ttl_s=settings.retention_s,  # a job's folder (logs) lasts as its record
     )
 
 

@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from pydantic import JsonValue
 from controller.backends import local_plan
 from controller.backends.base import TaskSpec
 from controller.backends.local_plan import Pod
+from controller.backends.local_ttl import remove_expired
 from controller.records import JobStatus
 from controller.redaction import redact_env
 from controller.states import Condition, Observation
@@ -45,6 +47,7 @@ from kubetask.models import DEFAULT_TENANT, BackendRef, Resources
 log = logging.getLogger("kubetask.local")
 
 POLL_INTERVAL_S = 1.0
+SWEEP_INTERVAL_S = 600.0  # how often finished jobs' folders are checked against the TTL
 SHIM = str(Path(__file__).with_name("shim.py"))
 MAX_ENV_PARAMS = 32 * 1024  # one environment string may not pass 128 KiB on Linux
 EXIT_CANNOT_START = 127
@@ -119,9 +122,11 @@ class LocalBackend:
         root: Path,
         slots: int,
         retry_backoff_s: float = 1.0,
+        finished_ttl_s: float | None = None,
         python: str = sys.executable,
     ) -> None:
         self._jobs = root / "jobs"
+        self._finished_ttl_s = finished_ttl_s  # finished jobs' folders removed after this
         self._slots = slots
         self._retry_backoff_s = retry_backoff_s
         self._python = python
@@ -131,11 +136,13 @@ class LocalBackend:
         self._waiting: dict[str, str] = {}  # job -> why it waits for a slot
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._next_sweep = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         """Adopt what runs, read the exits that happened while no controller listened."""
         self._jobs.mkdir(parents=True, exist_ok=True)
+        self._remove_expired()
         for job_dir in sorted(self._jobs.iterdir()):
             if not (job_dir / "job.json").exists():
                 continue
@@ -384,9 +391,21 @@ class LocalBackend:
         self._notify(live.job_id)
         self._sync_all()  # a slot is free
 
+    def _remove_expired(self) -> None:
+        if self._finished_ttl_s is not None:
+            for job_id in remove_expired(self._jobs, now=time.time(), ttl_s=self._finished_ttl_s):
+                log.info(
+                    "job %s finished more than %.0f s ago: folder removed",
+                    job_id,
+                    self._finished_ttl_s,
+                )
+        self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(POLL_INTERVAL_S)
+            if time.monotonic() >= self._next_sweep:
+                self._remove_expired()
             for pod_dir, live in list(self._live.items()):
                 gone = (
                     live.proc.poll() is not None if live.proc else not _pid_alive(live.pid, pod_dir)
