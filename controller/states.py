@@ -73,7 +73,10 @@ class Observation:
 
     @property
     def attempts(self) -> int:
-        return self.active + self.succeeded + self.failed
+        """Tries so far: the first, plus one per failed pod (what the backoff limit counts).
+        An Indexed Job's parallel pods are one try, not one each."""
+        started = self.active + self.succeeded + self.failed
+        return 1 + self.failed if started else 0
 
 
 @dataclass(frozen=True)

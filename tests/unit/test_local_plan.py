@@ -256,7 +256,7 @@ def test_observe_counts_like_kubernetes_without_lost_pods() -> None:
     assert obs.active == 1
     assert obs.succeeded == 1
     assert obs.failed == 1  # the lost pod is a disruption, not a try
-    assert obs.attempts == 3
+    assert obs.attempts == 2  # the first try and one retry (index 0); index 1 ran alongside
     assert obs.start_time == T0
     assert obs.conditions == ()
 

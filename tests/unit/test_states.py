@@ -219,11 +219,6 @@ def test_created_job_without_pods_is_queued() -> None:
 # --- Observation ----------------------------------------------------------------------------
 
 
-def test_attempts_count_active_succeeded_and_failed() -> None:
-    assert Observation(active=2, succeeded=3, failed=4).attempts == 9
-    assert Observation().attempts == 0
-
-
 def test_condition_lookup_finds_only_true_conditions_of_that_type() -> None:
     obs = Observation(
         conditions=(Condition("Failed", status=False), Condition("Complete", reason="Done"))
@@ -255,3 +250,21 @@ def test_every_active_state_may_move_to_any_other_state(old: JobState, new: JobS
 
 def test_allowed_covers_every_state() -> None:
     assert set(ALLOWED) == set(JobState)
+
+
+@pytest.mark.parametrize(
+    ("active", "succeeded", "failed", "attempts"),
+    [
+        (0, 0, 0, 0),  # nothing started yet
+        (1, 0, 0, 1),
+        (1, 0, 2, 3),  # the third try runs
+        (0, 1, 1, 2),
+        (2, 0, 0, 1),  # an Indexed Job's two workers are one try
+        (0, 4, 1, 2),  # four indexes done, one of them retried once
+    ],
+)
+def test_attempts_count_the_first_try_and_each_failed_pod(
+    active: int, succeeded: int, failed: int, attempts: int
+) -> None:
+    observation = Observation(active=active, succeeded=succeeded, failed=failed)
+    assert observation.attempts == attempts
