@@ -53,6 +53,18 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
     return dict(_split(item, "label") for item in items)
 
 
+def parse_secrets(items: Sequence[str]) -> list[JsonValue]:
+    """`--secret ENV=SECRET/KEY` values as the request's `secrets` (Secret references)."""
+    secrets: list[JsonValue] = []
+    for item in items:
+        env_name, ref = _split(item, "secret")
+        name, slash, key = ref.partition("/")
+        if not slash or not name or not key:
+            raise ArgumentError(f"secret {item!r} is not ENV=SECRET/KEY")
+        secrets.append({"env": env_name, "name": name, "key": key})
+    return secrets
+
+
 def deep_merge(base: Mapping[str, JsonValue], top: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
     """`top` over `base`, objects merged key by key."""
     merged = dict(base)

@@ -215,6 +215,12 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow it to its end.")] = False,
     name: Annotated[str | None, typer.Option(help="A DNS label for people.")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="k=v")] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ENV=SECRET/KEY: the task gets key KEY of Kubernetes Secret SECRET as $ENV."
+        ),
+    ] = None,
     retries: Annotated[int | None, typer.Option(help="Re-runs after a failure.")] = None,
     timeout_s: Annotated[int | None, typer.Option(help="Deadline of the run.")] = None,
     queue: Annotated[str | None, typer.Option(help="Kueue queue.")] = None,
@@ -230,6 +236,7 @@ def submit(
     options: dict[str, JsonValue] = {
         "name": name,
         "labels": dict(_cli_args.parse_labels(label or [])),
+        "secrets": _cli_args.parse_secrets(secret or []) or None,
         "retries": retries,
         "timeout_s": timeout_s,
         "queue": queue,

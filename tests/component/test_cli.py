@@ -199,3 +199,9 @@ def test_an_unreachable_server_is_one_line(monkeypatch: pytest.MonkeyPatch) -> N
     assert done.returncode == ExitCode.ERROR
     assert done.stderr == f"error: cannot reach the kubetask server at {url} (connection refused)\n"
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_secret_references_reach_the_api(api: ApiServer) -> None:
+    result = kt(api.base_url, "submit", "noop", "--secret", "HF_TOKEN=hf-creds/token")
+    assert result.exit_code == ExitCode.ERROR
+    assert "secrets: the local backend cannot read Kubernetes Secrets" in result.output

@@ -11,7 +11,13 @@ import pytest
 from pydantic import JsonValue
 
 from kubetask._calls import LogFollower, request_body
-from kubetask._cli_args import ArgumentError, build_request, load_request, parse_params
+from kubetask._cli_args import (
+    ArgumentError,
+    build_request,
+    load_request,
+    parse_params,
+    parse_secrets,
+)
 from kubetask._sse import EventCursor, GapEvent, JobEvent, SseFrame, SseParser
 from kubetask._wait import Deadline
 from kubetask._watch import Eta
@@ -192,3 +198,13 @@ def test_a_429_is_typed_with_its_retry_after_and_a_stream_waits_that_long() -> N
     assert error_from(429, None, retry_after="a date").retry_after_s is None  # type: ignore[attr-defined]
     cursor = EventCursor("j")
     assert cursor.refused(error) == 7.0  # not its own, shorter, backoff
+
+
+def test_secret_options_become_secret_references() -> None:
+    assert parse_secrets(["HF_TOKEN=hf-creds/token", "DB=db/pass=word"]) == [
+        {"env": "HF_TOKEN", "name": "hf-creds", "key": "token"},
+        {"env": "DB", "name": "db", "key": "pass=word"},
+    ]
+    for bad in ("HF_TOKEN", "HF_TOKEN=hf-creds", "HF_TOKEN=/token", "=s/k"):
+        with pytest.raises(ArgumentError):
+            parse_secrets([bad])
