@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from controller.redis_server import RedisServer, free_port
 from tests.kubeapi.server import KubeApiServer
 from tests.kubeapi.simulator import Simulator
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 
 @pytest.fixture(scope="session")
@@ -39,17 +37,12 @@ def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
     server.close()
 
 
-_databases = itertools.cycle(range(1, 16))
-
-
 @pytest.fixture
 def fresh_api(redis_server: RedisServer, tmp_path: Path) -> Iterator[ApiServer]:
     """An API server of the test's own, for tests that stop, kill or restart it. It gets a
     Redis database of its own: two installations must never share one (each would take
     the other's jobs, missing from its own backend, for deleted)."""
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    url = own_database(redis_server.url)
     server = ApiServer(redis_url=url, data_dir=tmp_path / "api")
     server.start()
     yield server
@@ -65,9 +58,7 @@ def any_backend(
     """The API with each backend in turn: the local one, and the kubernetes one against the
     Kubernetes API test server, whose simulator runs each pod as a local process."""
     root = tmp_path_factory.mktemp(f"contract-{request.param}")
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    url = own_database(redis_server.url)
     if request.param == "local":
         server = ApiServer(redis_url=url, data_dir=root / "api")
         server.start()
@@ -113,17 +104,12 @@ def kubernetes_stack(redis_url: str, root: Path, **settings: object) -> Iterator
 @pytest.fixture
 def redis_db(redis_server: RedisServer) -> str:
     """The URL of a Redis database of the test's own, emptied."""
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
-    return url
+    return own_database(redis_server.url)
 
 
 @pytest.fixture
 def kube_stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[KubeStack]:
     """A kubernetes-backed API of the test's own, with the test server and simulator."""
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    url = own_database(redis_server.url)
     with kubernetes_stack(url, tmp_path) as stack:
         yield stack

@@ -4,6 +4,7 @@ pointed at a real Redis-protocol server. Each test that needs one starts it and 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -15,11 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from controller.redis_server import free_port
 from kubetask.models import JobState
 
 TERMINAL = {s.value for s in JobState if s.terminal}
+_databases = itertools.cycle(range(1, 16))  # 0 is the shared `api` fixture's
+
+
+def own_database(redis_url: str) -> str:
+    """A database of the test Redis for one installation, emptied. Two installations must
+    never share one (each would take the other's jobs, missing from its own backend, for
+    deleted), so every test that needs one takes it here, in turn."""
+    url = redis_url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
 
 
 class ApiServer:

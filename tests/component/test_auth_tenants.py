@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from kubetask import Client, NotFound
 from kubetask.cli import ExitCode, app
 from kubetask.errors import Unauthorized
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 PROBLEM = "application/problem+json"
 MISSING = "0000000000000000"
@@ -57,7 +57,7 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     entries = [{"token": token(n), "tenant": t, "role": r} for n, (t, r) in TOKENS.items()]
     tokens.write_text(json.dumps(entries))
     api = ApiServer(
-        redis_url=redis_url.rsplit("/", 1)[0] + "/14",
+        redis_url=own_database(redis_url),
         data_dir=root / "api",
         tokens_file=tokens,
         max_submits_per_minute=SUBMITS_PER_MINUTE,

@@ -29,7 +29,6 @@ from typing import Any
 
 import hypothesis
 import pytest
-import redis
 import schemathesis
 from schemathesis import Case
 from schemathesis.core.transport import Response
@@ -39,7 +38,7 @@ from api.app import create_app
 from api.settings import Settings
 from controller.redis_server import RedisServer
 from jobs.registry import KINDS
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 PROBLEM = "application/problem+json"
 MAX_EXAMPLES = 25  # per operation and phase
@@ -92,9 +91,7 @@ def fuzzed_api(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API server of its own (one slot, its own Redis database)."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/15"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    url = own_database(redis_server.url)
     server = ApiServer(redis_url=url, data_dir=tmp_path_factory.mktemp("fuzz"), slots=1)
     server.start()
     yield server

@@ -25,7 +25,7 @@ from controller.redis_server import RedisServer
 from controller.store import RedisStore
 from kubetask.models import JobRequest, JobState
 from tests.component.chart import CHART
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -200,7 +200,7 @@ def test_the_app_state_metrics_are_the_ones_served(store: FakeStore) -> None:
 
 
 def test_jobs_are_read_from_a_real_redis_store(redis_server: RedisServer) -> None:
-    url = redis_server.url.rsplit("/", 1)[0] + "/14"
+    url = own_database(redis_server.url)
 
     async def scenario() -> str:
         client = aioredis.Redis.from_url(url, decode_responses=True)

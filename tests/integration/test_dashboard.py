@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -48,9 +47,7 @@ ROWS_JS = """return [...document.querySelectorAll('table.jobs tbody tr')].map(r 
 def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """An installation of the module's own (its own Redis database): the table shows only
     this module's jobs."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/15"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    url = own_database(redis_server.url)
     api = ApiServer(redis_url=url, data_dir=tmp_path_factory.mktemp("dashboard"), slots=3)
     api.start()
     yield api
@@ -296,9 +293,7 @@ def test_with_tokens_the_page_asks_for_one_and_shows_only_its_tenants_jobs(
         '[{"token": "team-a-token-0123456789", "tenant": "team-a", "role": "user"},'
         ' {"token": "team-b-token-0123456789", "tenant": "team-b", "role": "user"}]'
     )
-    url = redis_server.url.rsplit("/", 1)[0] + "/13"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    url = own_database(redis_server.url)
     secured = ApiServer(redis_url=url, data_dir=tmp_path / "api", tokens_file=tokens)
     secured.start()
     try:

@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 
 from controller.redis_server import free_port
 from tests.conftest import KubeStack, kubernetes_stack
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 KUBECTL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl")
 
@@ -157,9 +157,7 @@ def test_the_result_comes_from_the_termination_message_when_redis_lost_it(
     redis_url: str, tmp_path: Path
 ) -> None:
     unreachable = f"redis://127.0.0.1:{free_port()}/0"  # tasks cannot reach Redis at all
-    with kubernetes_stack(
-        redis_url.rsplit("/", 1)[0] + "/14", tmp_path, task_redis_url=unreachable
-    ) as stack:
+    with kubernetes_stack(own_database(redis_url), tmp_path, task_redis_url=unreachable) as stack:
         job = stack.api.wait(stack.api.submit("noop", {"steps": 2}))
         assert job["state"] == "succeeded"
         assert job["result"]["steps"] == 2

@@ -13,12 +13,13 @@ from controller.notify import Backoff, OutboxEntry
 from controller.outbox import Outbox
 from controller.redis_server import RedisServer, free_port
 from kubetask import keys
+from tests.servers import own_database
 
 
 def test_only_the_newest_dead_letters_are_kept(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = redis_server.url.rsplit("/", 1)[0] + "/14"
+    url = own_database(redis_server.url)
     nowhere = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: every POST fails
 
     async def scenario() -> list[str]:

@@ -13,10 +13,11 @@ from controller.records import JobRecord, JobStatus
 from controller.redis_server import RedisServer
 from controller.store import RedisStore
 from kubetask.models import JobRequest, JobState
+from tests.servers import own_database
 
 
 def test_a_terminal_status_is_never_overwritten(redis_server: RedisServer) -> None:
-    url = redis_server.url.rsplit("/", 1)[0] + "/12"
+    url = own_database(redis_server.url)
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
     async def scenario() -> tuple[list[bool], JobState | None]:

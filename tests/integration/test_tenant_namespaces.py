@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from kubernetes import client as k8s
 
 from controller.redis_server import RedisServer
@@ -22,7 +21,7 @@ from tests.component.test_chart import role_grants
 from tests.component.test_chart_rbac import CONTROLLER_AGENT
 from tests.kubeapi.server import KubeApiServer
 from tests.kubeapi.simulator import Simulator
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 TENANT_NS = "ml-team-b"
 TOKENS = {"a": ("team-a", "user"), "b": ("team-b", "user")}
@@ -76,9 +75,7 @@ class Stack:
 
 @pytest.fixture
 def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    url = redis_server.url.rsplit("/", 1)[0] + "/13"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    url = own_database(redis_server.url)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(
         json.dumps([{"token": token(n), "tenant": t, "role": r} for n, (t, r) in TOKENS.items()])
