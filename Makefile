@@ -5,16 +5,22 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: all install run test lint format mypy bench clean
+.PHONY: all install lock run test lint format mypy bench clean
 
 all: lint mypy test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,ml]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ml]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## lock: record the versions installed now (after a dependency change) in constraints.txt
+lock: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,ml]'
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 ## run: the embedded default — API + controller + local backend + a real Redis, on 127.0.0.1
 run: install
