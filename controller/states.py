@@ -73,10 +73,9 @@ class Observation:
 
     @property
     def attempts(self) -> int:
-        """Tries so far: the first, plus one per failed pod (what the backoff limit counts).
-        An Indexed Job's parallel pods are one try, not one each."""
-        started = self.active + self.succeeded + self.failed
-        return 1 + self.failed if started else 0
+        """Tries so far: each failed pod (what the backoff limit counts), plus the try under
+        way or that succeeded. An Indexed Job's parallel pods are one try, not one each."""
+        return self.failed + (1 if self.active or self.succeeded else 0)
 
 
 @dataclass(frozen=True)

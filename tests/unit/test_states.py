@@ -261,9 +261,11 @@ def test_allowed_covers_every_state() -> None:
         (0, 1, 1, 2),
         (2, 0, 0, 1),  # an Indexed Job's two workers are one try
         (0, 4, 1, 2),  # four indexes done, one of them retried once
+        (0, 0, 3, 3),  # failed for good after three tries
+        (0, 0, 1, 1),  # exit code 2: one try, never retried
     ],
 )
-def test_attempts_count_the_first_try_and_each_failed_pod(
+def test_attempts_count_each_failed_pod_and_the_try_under_way(
     active: int, succeeded: int, failed: int, attempts: int
 ) -> None:
     observation = Observation(active=active, succeeded=succeeded, failed=failed)
