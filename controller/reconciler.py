@@ -190,19 +190,23 @@ class Reconciler:
             await self._store.mark_submitted(job_id)
             record = record.model_copy(update={"submitted": True})
         observation = await self._backend.observe(job_id)
+        outcomes = None
+        if observation is None and record.submitted:  # gone: what did its tasks say?
+            outcomes = await self._outcomes(record)
         derived = derive_state(
             JobFacts(
                 observation=observation,
                 submitted=record.submitted,
                 cancel_requested=record.cancel_requested,
                 start_deadline_passed=deadline_passed,
+                tasks_succeeded=outcomes is not None and all_succeeded(outcomes, record),
             )
         )
         if derived.stop and observation is not None:
             await self._backend.delete(job_id)
         result = error = None
         if derived.state in (JobState.SUCCEEDED, JobState.FAILED):
-            outcomes = await self._outcomes(record)
+            outcomes = outcomes if outcomes is not None else await self._outcomes(record)
             result, error = summarize(derived, outcomes, completions=record.request.completions)
         status = next_status(
             record.status,
@@ -250,3 +254,9 @@ class Reconciler:
                 if outcome is not None:
                     found[index] = outcome
         return found
+
+
+def all_succeeded(outcomes: dict[int, Outcome], record: JobRecord) -> bool:
+    """Every completion index of the job left a successful outcome."""
+    completions = record.request.completions
+    return all(i in outcomes and outcomes[i].ok for i in range(completions))

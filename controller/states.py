@@ -86,6 +86,7 @@ class JobFacts:
     submitted: bool
     cancel_requested: bool = False
     start_deadline_passed: bool = False  # start_timeout_s is over and it never ran
+    tasks_succeeded: bool = False  # every completion index left a successful outcome
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def derive_state(facts: JobFacts) -> Derived:
     if facts.cancel_requested:
         return Derived(_S.CANCELLED, "Cancelled", "cancelled on request", stop=True)
     if obs is None:
+        if facts.submitted and facts.tasks_succeeded:  # e.g. its TTL ran out while we were away
+            return Derived(_S.SUCCEEDED, "Completed", "every task succeeded; the Job is gone")
         if facts.submitted:
             return Derived(_S.FAILED, "JobDeleted", "the Job was deleted outside kubetask")
         return Derived(_S.QUEUED, "Accepted", "accepted; creating the Job")

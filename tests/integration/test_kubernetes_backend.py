@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 from kubernetes import client as k8s
 
 from controller.redis_server import free_port
+from kubetask import keys
 from tests.conftest import KubeStack, kubernetes_stack
 from tests.servers import ApiServer, own_database
 
@@ -84,6 +86,26 @@ def test_dry_run_renders_the_job_manifest(kube_stack: KubeStack) -> None:
     job = response.json()["object"]["job"]
     assert (job["kind"], job["spec"]["backoffLimit"]) == ("Job", 4)
     assert jobs_in_cluster(kube_stack) == []
+
+
+def test_a_job_whose_ttl_ran_out_while_no_controller_ran_ends_in_its_true_state(
+    kube_stack: KubeStack,
+) -> None:
+    """Its tasks' stored outcomes say it succeeded: the Job being gone does not fail it."""
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 10, "step_s": 0.1})
+    api.wait(job_id, {"running"})
+    api.stop()  # the controller is away while the task ends and the Job expires
+    with redis.Redis.from_url(api.redis_url) as client:
+        deadline = time.monotonic() + 30
+        while not client.exists(keys.outcome(job_id, 0)):
+            assert time.monotonic() < deadline, "the task never stored its outcome"
+            time.sleep(0.1)
+    kubectl(kube_stack, "delete", "job", f"kt-{job_id}", "--wait=false")  # as its TTL would
+    api.start()
+    job = api.wait(job_id)
+    assert (job["state"], job["reason"]) == ("succeeded", "Completed")
+    assert job["result"]["steps"] == 10  # the task's own result
 
 
 def test_a_job_deleted_behind_kubetasks_back_fails_with_a_clear_reason(

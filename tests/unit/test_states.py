@@ -27,6 +27,7 @@ def derive(
     submitted: bool = True,
     cancel_requested: bool = False,
     start_deadline_passed: bool = False,
+    tasks_succeeded: bool = False,
 ) -> Derived:
     return derive_state(
         JobFacts(
@@ -34,6 +35,7 @@ def derive(
             submitted=submitted,
             cancel_requested=cancel_requested,
             start_deadline_passed=start_deadline_passed,
+            tasks_succeeded=tasks_succeeded,
         )
     )
 
@@ -69,6 +71,14 @@ def test_job_gone_after_submit_is_failed_job_deleted() -> None:
     assert derived.reason == "JobDeleted"
     assert derived.message
     assert not derived.stop  # nothing left to delete
+
+
+def test_job_gone_after_every_task_succeeded_is_succeeded() -> None:
+    derived = derive(None, submitted=True, tasks_succeeded=True)
+    assert (derived.state, derived.reason) == (_S.SUCCEEDED, "Completed")
+    assert derive(None, submitted=True, tasks_succeeded=True, cancel_requested=True).state is (
+        _S.CANCELLED
+    )
 
 
 def test_job_not_yet_created_is_queued() -> None:
