@@ -89,13 +89,22 @@ class Outbox:
     smtp: SmtpSettings | None = None
     poll_s: float = 1.0
     timeout_s: float = 5.0
-    lease_s: float = 60.0
+    # How long a claimed entry is hidden from other passes: longer than an attempt takes
+    # (each httpx phase may take timeout_s), short enough that an entry whose sender died
+    # mid-send (a crash) is soon tried again. None: from the timeouts.
+    lease_s: float | None = None
     batch: int = 50
     dead_letters: int = 1000  # the newest kept in kubetask:outbox:dead; older ones dropped
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self._claim = self.redis.register_script(_CLAIM)
+
+    def claim_lease_s(self) -> float:
+        if self.lease_s is not None:
+            return self.lease_s
+        longest = max(self.timeout_s, self.smtp.timeout_s if self.smtp else 0.0)
+        return 4 * longest + 1  # connect, write, read, pool: each may take the timeout
 
     async def run(self) -> None:
         """Deliver due entries forever; errors are logged, never raised."""
@@ -116,7 +125,7 @@ class Outbox:
         now = self.clock()
         raw: Sequence[str | bytes] = await self._claim(
             keys=[keys.OUTBOX, keys.OUTBOX_ENTRIES],
-            args=[now, now + self.lease_s, self.batch],
+            args=[now, now + self.claim_lease_s(), self.batch],
         )
         entries = [OutboxEntry.model_validate_json(item) for item in raw]
         await asyncio.gather(*(self._attempt(http, entry) for entry in entries))

@@ -7,6 +7,8 @@ import hmac
 import json
 from datetime import UTC, datetime, timedelta
 
+from redis.asyncio import Redis
+
 from controller.notify import (
     Backoff,
     Channel,
@@ -17,6 +19,7 @@ from controller.notify import (
     verify,
     webhook_headers,
 )
+from controller.outbox import Outbox, SmtpSettings
 from controller.records import JobRecord, JobStatus
 from kubetask.models import ErrorInfo, JobRequest, JobState
 
@@ -142,3 +145,13 @@ def test_backoff_grows_then_caps_and_is_bounded() -> None:
     assert [backoff.delay_s(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
     assert not backoff.exhausted(4)
     assert backoff.exhausted(5)
+
+
+def test_a_claim_lasts_as_long_as_an_attempt_can_and_no_longer() -> None:
+    """A sender that died mid-send leaves its claim; the entry is tried again once the claim
+    lapses, which is soon after the longest an attempt may take."""
+    client = Redis()  # no connection is made
+    assert Outbox(client, timeout_s=5).claim_lease_s() == 21
+    smtp = SmtpSettings(host="mail", timeout_s=10)
+    assert Outbox(client, timeout_s=5, smtp=smtp).claim_lease_s() == 41
+    assert Outbox(client, timeout_s=5, lease_s=3).claim_lease_s() == 3
