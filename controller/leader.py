@@ -286,24 +286,36 @@ class LeaderElector:
         return self.settings.name, self.settings.namespace
 
     async def release(self) -> None:
-        """Give the Lease up if this replica holds it (on shutdown, after leading stopped)."""
-        seen = self._seen
-        if seen is None or seen.lease.holder != self.identity:
+        """Give the Lease up if this replica holds it (on shutdown, after leading stopped).
+        It is read first: a renewal still in flight when leading stopped may have moved its
+        resourceVersion past the one last seen."""
+        if self._seen is None or self._seen.lease.holder != self.identity:
             return
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.settings.name,
-                "namespace": self.settings.namespace,
-                "resourceVersion": seen.lease.resource_version,
-            },
-            "spec": released_spec(seen.lease, now=self._clock()),
-        }
         try:
-            async with asyncio.timeout(self.settings.retry_period_s):
-                await self._call(self._leases.replace_namespaced_lease, *self._args, body)
-            log.info("%s released lease %s/%s", self.identity, *self._where)
+            async with asyncio.timeout(2 * self.settings.retry_period_s):
+                for _ in range(2):  # once more if a late renewal still wins the race
+                    current = await self._call(
+                        self._leases.read_namespaced_lease, *self._args, ok=(404,)
+                    )
+                    lease = LeaseRecord.from_lease(current) if current else None
+                    if lease is None or lease.holder != self.identity:
+                        return  # gone, or already another's
+                    body = {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {
+                            "name": self.settings.name,
+                            "namespace": self.settings.namespace,
+                            "resourceVersion": lease.resource_version,
+                        },
+                        "spec": released_spec(lease, now=self._clock()),
+                    }
+                    written = await self._call(
+                        self._leases.replace_namespaced_lease, *self._args, body, ok=(409,)
+                    )
+                    if written is not None:
+                        log.info("%s released lease %s/%s", self.identity, *self._where)
+                        return
         except (LeaseError, TimeoutError) as exc:
             log.warning("releasing lease %s/%s: %s", *self._where, exc)
 

@@ -109,4 +109,8 @@ def test_the_lease_rules_grant_exactly_what_an_electing_controller_uses(
         by_name = call.verb in named["verbs"] and call.name in named["resourceNames"]
         assert call.verb in create["verbs"] or by_name, f"{call.verb} {call.name} not granted"
     assert {r.verb for r in calls} == {*create["verbs"], *named["verbs"]}  # none unused
-    assert all(r.status in (200, 201, 404) for r in calls), [(r.verb, r.status) for r in calls]
+    # never refused (403); a 409 is optimistic concurrency at work (a renewal still in flight
+    # when leading stopped), and the release reads the Lease again and still succeeds
+    statuses = [(r.verb, r.status) for r in calls]
+    assert all(status in (200, 201, 404, 409) for _, status in statuses), statuses
+    assert [s for v, s in statuses if v == "update"][-1] == 200, statuses  # released
