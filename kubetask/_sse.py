@@ -163,7 +163,7 @@ class EventCursor:
         if error.status not in RETRYABLE_STATUS:
             raise error
         delay = self.lost(error.summary())
-        asked = getattr(error, "retry_after_s", None)  # 429 (and 503) may say when
+        asked = error.retry_after_s  # 429 and 503 may say when
         if asked is None:
             return delay
         return max(delay, asked) if self.deadline is None else self.deadline.cap(max(delay, asked))

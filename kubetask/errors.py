@@ -56,7 +56,9 @@ class ApiError(KubetaskError):
         *,
         errors: tuple[FieldError, ...] = (),
         body: Mapping[str, JsonValue] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
+        self.retry_after_s = retry_after_s  # when the server said to try again (429, 503)
         self.status = status
         self.title = title
         self.detail = detail
@@ -97,19 +99,6 @@ class TooManyRequests(ApiError):
     """Over a limit of the caller's tenant (429): submissions per minute, unfinished jobs or
     open streams; `retry_after_s` is when the server says to try again."""
 
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        detail: str,
-        *,
-        errors: tuple[FieldError, ...] = (),
-        body: Mapping[str, JsonValue] | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        self.retry_after_s = retry_after_s  # before the message is made from it
-        super().__init__(status, title, detail, errors=errors, body=body)
-
     def summary(self) -> str:
         later = f" (retry after {self.retry_after_s:g} s)" if self.retry_after_s else ""
         return super().summary() + later
@@ -147,11 +136,9 @@ def error_from(
     )
     cls = _BY_STATUS.get(status, ApiError)
     message = detail if isinstance(detail, str) else text.strip()[:200]
-    if cls is TooManyRequests:
-        return TooManyRequests(
-            status, title, message, errors=errors, body=problem, retry_after_s=_seconds(retry_after)
-        )
-    return cls(status, title, message, errors=errors, body=problem)
+    return cls(
+        status, title, message, errors=errors, body=problem, retry_after_s=_seconds(retry_after)
+    )
 
 
 def _seconds(value: str | None) -> float | None:

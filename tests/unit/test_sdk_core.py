@@ -195,7 +195,7 @@ def test_a_429_is_typed_with_its_retry_after_and_a_stream_waits_that_long() -> N
     assert isinstance(error, TooManyRequests)
     assert error.retry_after_s == 7.0
     assert str(error) == "429 over 600 submissions a minute (retry after 7 s)"
-    assert error_from(429, None, retry_after="a date").retry_after_s is None  # type: ignore[attr-defined]
+    assert error_from(429, None, retry_after="a date").retry_after_s is None
     cursor = EventCursor("j")
     assert cursor.refused(error) == 7.0  # not its own, shorter, backoff
 
