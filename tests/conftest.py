@@ -102,6 +102,15 @@ def kubernetes_stack(redis_url: str, root: Path, **settings: object) -> Iterator
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own, for tests that stop and restart it."""
+    server = RedisServer(tmp_path / "redis", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def redis_db(redis_server: RedisServer) -> str:
     """The URL of a Redis database of the test's own, emptied."""
     return own_database(redis_server.url)

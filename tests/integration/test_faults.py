@@ -10,14 +10,13 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from controller.redis_server import RedisServer, free_port
+from controller.redis_server import RedisServer
 from tests.conftest import KubeStack, kubernetes_stack
 from tests.kubeapi import RequestRecord
 from tests.servers import TERMINAL, ApiServer
@@ -280,14 +279,6 @@ def test_429s_with_retry_after_on_a_fifth_of_the_calls_lose_nothing(
 
 
 # -- Redis restarted mid-run --------------------------------------------------------------------
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", port=free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_redis_restarted_mid_run_tasks_carry_on_and_end_right(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:

@@ -6,10 +6,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from controller.redis_server import RedisServer, free_port
 from tests.integration.test_lifecycle import alive, task_pid
@@ -57,14 +54,6 @@ def test_cancel_is_kept_across_a_restart(fresh_api: ApiServer) -> None:
     while alive(pid):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", port=free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_job_records_survive_a_redis_restart(own_redis: RedisServer, tmp_path: Path) -> None:
