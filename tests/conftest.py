@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from controller.redis_server import RedisServer, free_port
-from tests.kubeapi.server import KubeApiServer
-from tests.kubeapi.simulator import Simulator
+from tests.cluster.bootstrap import Installation, admin_client, install, uninstall
+from tests.cluster.control_plane import BINARY, AuditRecord, ControlPlane
+from tests.component.flaky_proxy import FlakyProxy
 from tests.servers import ApiServer, own_database
 
 
@@ -49,6 +53,21 @@ def fresh_api(redis_server: RedisServer, tmp_path: Path) -> Iterator[ApiServer]:
     server.close()
 
 
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+    kube-scheduler, built from the official Go modules) and the process node agent, shared
+    by the session: each installation gets a namespace of its own."""
+    if not BINARY.exists():
+        message = f"{BINARY} is missing: run `make cluster-build` (or `make test`, which builds it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    plane = ControlPlane(tmp_path_factory.mktemp("cluster")).start()
+    yield plane
+    plane.stop()
+
+
 @pytest.fixture(scope="module", params=["local", "kubernetes"])
 def any_backend(
     request: pytest.FixtureRequest,
@@ -56,7 +75,7 @@ def any_backend(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ApiServer]:
     """The API with each backend in turn: the local one, and the kubernetes one against the
-    Kubernetes API test server, whose simulator runs each pod as a local process."""
+    real control plane, whose node agent runs each pod as a local process."""
     root = tmp_path_factory.mktemp(f"contract-{request.param}")
     url = own_database(redis_server.url)
     if request.param == "local":
@@ -65,40 +84,62 @@ def any_backend(
         yield server
         server.close()
         return
-    with kubernetes_stack(url, root) as stack:
+    plane = request.getfixturevalue("control_plane")
+    with kubernetes_stack(plane, url, root) as stack:
         yield stack.api
 
 
 @dataclass
 class KubeStack:
     api: ApiServer
-    kube: KubeApiServer
-    simulator: Simulator
-    kubeconfig: Path
+    plane: ControlPlane
+    namespace: str
+    kubeconfig: Path  # admin, in the installation's namespace (kubectl)
+    installation: Installation
+    proxy: FlakyProxy  # between the controller and the API server
+
+    def client(self) -> k8s.ApiClient:
+        """An admin client of the cluster."""
+        return admin_client(self.plane)
+
+    def controller_requests(self) -> list[AuditRecord]:
+        """What the controller sent, as the API server's audit log has it."""
+        return self.plane.requests(user=self.installation.user)
 
 
 @contextlib.contextmanager
-def kubernetes_stack(redis_url: str, root: Path, **settings: object) -> Iterator[KubeStack]:
-    """API (kubernetes backend) + Kubernetes API test server + Job controller/kubelet."""
-    kube = KubeApiServer().start()
-    simulator = Simulator(
-        kube, workdir=root / "kubelet", claims={"kubetask-artifacts": root / "api" / "artifacts"}
-    ).start()
-    kubeconfig = kube.kubeconfig(root / "kubeconfig")
+def kubernetes_stack(
+    plane: ControlPlane, redis_url: str, root: Path, **settings: object
+) -> Iterator[KubeStack]:
+    """An API process (kubernetes backend) installed in a namespace of its own: the chart's
+    ServiceAccount and Role, a restricted namespace, the artifacts claim on its folder."""
+    namespace = f"kt-{uuid.uuid4().hex[:10]}"
+    proxy = FlakyProxy(upstream_port=plane.api_port)  # proxy.drop() cuts its connections
+    installation = install(
+        plane,
+        namespace=namespace,
+        folder=root / "cluster",
+        artifacts=root / "api" / "artifacts",
+        server=f"https://127.0.0.1:{proxy.port}",
+    )
+    kubeconfig = plane.write_kubeconfig(
+        root / "admin.kubeconfig", token=plane.pki.admin_token, namespace=namespace
+    )
     server = ApiServer(
         redis_url=redis_url,
         data_dir=root / "api",
         backend="kubernetes",
-        kubeconfig=str(kubeconfig),
+        kubeconfig=str(installation.kubeconfig),
+        namespace=namespace,
         **settings,
     )
     try:
         server.start()
-        yield KubeStack(server, kube, simulator, kubeconfig)
+        yield KubeStack(server, plane, namespace, kubeconfig, installation, proxy)
     finally:
         server.close()
-        simulator.stop()
-        kube.stop()
+        proxy.close()
+        uninstall(plane, installation)
 
 
 @pytest.fixture
@@ -117,8 +158,10 @@ def redis_db(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def kube_stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[KubeStack]:
-    """A kubernetes-backed API of the test's own, with the test server and simulator."""
+def kube_stack(
+    control_plane: ControlPlane, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[KubeStack]:
+    """A kubernetes-backed API of the test's own, in a namespace of its own."""
     url = own_database(redis_server.url)
-    with kubernetes_stack(url, tmp_path) as stack:
+    with kubernetes_stack(control_plane, url, tmp_path) as stack:
         yield stack

@@ -1,6 +1,6 @@
-"""What only the kubernetes backend does, against the Kubernetes API test server (which
-validates every object against the official schemas) and its Job controller/kubelet
-simulator (which runs each pod's container as a local process)."""
+"""What only the kubernetes backend does, against the real control plane (kube-apiserver,
+the Job controller, the scheduler; tests/cluster/) whose process node agent runs each pod's
+container as a local process. The controller runs as the chart's ServiceAccount."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 
 from controller.redis_server import free_port
 from kubetask import keys
+from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack
 from tests.servers import ApiServer, own_database
 
@@ -35,9 +36,9 @@ def kubectl(stack: KubeStack, *args: str) -> str:
 
 
 def jobs_in_cluster(stack: KubeStack) -> list[dict[str, Any]]:
-    with stack.kube.api_client() as api:
+    with stack.client() as api:
         response: Any = k8s.BatchV1Api(api).list_namespaced_job(
-            "default",
+            stack.namespace,
             label_selector="app.kubernetes.io/managed-by=kubetask",
             _preload_content=False,
         )
@@ -66,9 +67,9 @@ def test_an_event_is_recorded_on_the_job_at_each_transition(kube_stack: KubeStac
     api.wait(job_id)
     deadline = time.monotonic() + 10
     while True:
-        with kube_stack.kube.api_client() as client:
+        with kube_stack.client() as client:
             events = k8s.CoreV1Api(client).list_namespaced_event(
-                "default", field_selector=f"involvedObject.name=kt-{job_id}"
+                kube_stack.namespace, field_selector=f"involvedObject.name=kt-{job_id}"
             )
         reasons = [e.reason for e in events.items if e.source and e.source.component == "kubetask"]
         if "Succeeded" in reasons or time.monotonic() > deadline:
@@ -154,9 +155,9 @@ def test_a_queue_creates_the_job_suspended_until_admitted(kube_stack: KubeStack)
     time.sleep(0.5)
     assert api.job(job_id)["state"] == "queued"
     assert queued["reason"] in ("Accepted", "Suspended")
-    with kube_stack.kube.api_client() as client:  # what Kueue does on admission
+    with kube_stack.client() as client:  # what Kueue does on admission
         k8s.BatchV1Api(client).patch_namespaced_job(
-            f"kt-{job_id}", "default", {"spec": {"suspend": False}}
+            f"kt-{job_id}", kube_stack.namespace, {"spec": {"suspend": False}}
         )
     assert api.wait(job_id)["state"] == "succeeded"
 
@@ -176,10 +177,11 @@ def test_an_indexed_job_reports_each_completion(kube_stack: KubeStack) -> None:
 
 
 def test_the_result_comes_from_the_termination_message_when_redis_lost_it(
-    redis_url: str, tmp_path: Path
+    control_plane: ControlPlane, redis_url: str, tmp_path: Path
 ) -> None:
     unreachable = f"redis://127.0.0.1:{free_port()}/0"  # tasks cannot reach Redis at all
-    with kubernetes_stack(own_database(redis_url), tmp_path, task_redis_url=unreachable) as stack:
+    url = own_database(redis_url)
+    with kubernetes_stack(control_plane, url, tmp_path, task_redis_url=unreachable) as stack:
         job = stack.api.wait(stack.api.submit("noop", {"steps": 2}))
         assert job["state"] == "succeeded"
         assert job["result"]["steps"] == 2

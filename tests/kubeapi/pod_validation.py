@@ -17,7 +17,7 @@ from tests.kubeapi.errors import (
     not_supported,
     required,
 )
-from tests.kubeapi.quantity import parse_quantity
+from tests.cluster.quantity import parse_quantity
 from tests.kubeapi.validation import dns1123_label, dns1123_subdomain, validate_labels
 
 Obj = dict[str, Any]

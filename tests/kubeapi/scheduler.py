@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from tests.kubeapi.quantity import parse_quantity
+from tests.cluster.quantity import parse_quantity
 
 Obj = dict[str, Any]
 

@@ -37,11 +37,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.kubeapi.containers import default_base_env
+from tests.cluster.containers import default_base_env
 from tests.kubeapi.errors import ApiError
 from tests.kubeapi.job_controller import JobPlan, plan_job
 from tests.kubeapi.job_pods import TRACKING_FINALIZER, is_finished, pod_for
-from tests.kubeapi.kubelet import Kubelet
+from tests.cluster.kubelet import Kubelet
 from tests.kubeapi.patch import MERGE_PATCH
 from tests.kubeapi.recorder import EventRecorder
 from tests.kubeapi.registry import Registry
@@ -100,7 +100,7 @@ class Simulator:
             workdir=workdir,
             configmaps=self._configmap,
             secrets=self._secret,
-            claim_dir=self.claim_dir,
+            claim_dir=lambda _namespace, claim: self.claim_dir(claim),
             node_ips={n.name: f"10.0.0.{i + 1}" for i, n in enumerate(self.nodes)},
             base_env=dict(base_env if base_env is not None else default_base_env()),
             entrypoints=dict(entrypoints or {}),

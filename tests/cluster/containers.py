@@ -27,7 +27,7 @@ from math import ceil
 from pathlib import Path
 from typing import Any
 
-from tests.kubeapi.quantity import parse_quantity
+from tests.cluster.quantity import parse_quantity
 
 Obj = dict[str, Any]
 TERMINATION_ENV = "KUBETASK_TERMINATION_LOG"
@@ -55,7 +55,7 @@ Secrets = Callable[[str, str], Obj | None]  # (namespace, name) -> Secret
 
 
 def prepare_volumes(
-    pod: Obj, pod_dir: Path, *, configmaps: ConfigMaps, claim_dir: Callable[[str], Path]
+    pod: Obj, pod_dir: Path, *, configmaps: ConfigMaps, claim_dir: Callable[[str, str], Path]
 ) -> dict[str, Path]:
     """Set up every volume of the pod as a host folder; MountError if one cannot be."""
     namespace = pod["metadata"]["namespace"]
@@ -84,7 +84,7 @@ def prepare_volumes(
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(data[item["key"]])
         elif "persistentVolumeClaim" in volume:
-            target = claim_dir(volume["persistentVolumeClaim"]["claimName"])
+            target = claim_dir(namespace, volume["persistentVolumeClaim"]["claimName"])
             target.mkdir(parents=True, exist_ok=True)
         elif "hostPath" in volume:
             target = Path(volume["hostPath"]["path"])

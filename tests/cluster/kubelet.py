@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.kubeapi.containers import (
+from tests.cluster.containers import (
     ConfigError,
     ConfigMaps,
     MountError,
@@ -28,7 +28,7 @@ from tests.kubeapi.containers import (
     build_launch,
     prepare_volumes,
 )
-from tests.kubeapi.pod_status import ContainerRun, PodRun, pod_status
+from tests.cluster.pod_status import ContainerRun, PodRun, pod_status
 
 Obj = dict[str, Any]
 Event = tuple[str, str, str]  # type, reason, message
@@ -57,7 +57,7 @@ class Kubelet:
         *,
         workdir: Path,
         configmaps: ConfigMaps,
-        claim_dir: Callable[[str], Path],
+        claim_dir: Callable[[str, str], Path],
         node_ips: Mapping[str, str],
         base_env: Mapping[str, str],
         entrypoints: Mapping[str, Sequence[str]],
@@ -360,7 +360,7 @@ class Kubelet:
     def _message(self, c: ContainerRun, code: int) -> str:
         text = b""
         if c.termination_file is not None and c.termination_file.exists():
-            text = c.termination_file.read_bytes()[:MESSAGE_LIMIT]
+            text = c.termination_file.read_bytes()[-MESSAGE_LIMIT:]  # the kubelet keeps the tail
         fallback = c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
         if not text and fallback and code != 0 and c.logs and c.logs[-1].exists():
             lines = c.logs[-1].read_bytes().splitlines(keepends=True)[-80:]
