@@ -1,4 +1,4 @@
-"""From an accepted job to the TaskSpec a backend runs: a pure function."""
+"""From an accepted job to the TaskSpec a backend runs: pure functions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from controller.backends.base import TaskSpec
 from controller.records import JobRecord
 from jobs.registry import KINDS
 from kubetask import env
+from kubetask.models import JobRequest
+
+MAX_REQUEST_SUMMARY = 4 * 1024  # bytes; the API server allows 256 KiB for all annotations
+# What a summary over the limit sheds, in this order (its count is kept in its place)
+SHED = ("secrets", "labels")
 
 
 @dataclass(frozen=True)
@@ -22,9 +27,33 @@ class TaskDefaults:
     grace_s: float = 10.0
 
 
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def request_summary(request: JobRequest, *, params_bytes: int) -> str:
+    """The request as the Job's annotation keeps it, for `kubectl describe`: never the params
+    (they may hold data: only their size is kept) nor the notify URL (it may embed a token),
+    and at most MAX_REQUEST_SUMMARY bytes: over that, it sheds SHED in order, keeping counts."""
+    summary = request.model_dump(mode="json", exclude_defaults=True, exclude={"params", "notify"})
+    summary["params_bytes"] = params_bytes
+    text = _compact(summary)
+    for key in SHED:
+        if len(text.encode()) <= MAX_REQUEST_SUMMARY:
+            return text
+        if key in summary:
+            summary[f"{key}_count"] = len(summary.pop(key))
+            summary["truncated"] = [*summary.get("truncated", []), key]
+            text = _compact(summary)
+    if len(text.encode()) <= MAX_REQUEST_SUMMARY:
+        return text
+    return _compact({"kind": request.kind, "params_bytes": params_bytes, "truncated": True})
+
+
 def build_task_spec(record: JobRecord, defaults: TaskDefaults) -> TaskSpec:
     request = record.request
     kind = KINDS[request.kind]
+    params = _compact(request.params)
     return TaskSpec(
         job_id=record.id,
         kind=request.kind,
@@ -33,7 +62,7 @@ def build_task_spec(record: JobRecord, defaults: TaskDefaults) -> TaskSpec:
         env={
             env.JOB_ID: record.id,
             env.KIND: request.kind,
-            env.PARAMS: json.dumps(request.params, separators=(",", ":")),
+            env.PARAMS: params,
             env.REDIS_URL: defaults.redis_url,
             env.ARTIFACTS: defaults.artifacts,
         },
@@ -46,7 +75,7 @@ def build_task_spec(record: JobRecord, defaults: TaskDefaults) -> TaskSpec:
         labels=dict(request.labels),
         priority=request.priority,
         queue=request.queue,
-        request_json=request.model_dump_json(exclude_defaults=True),
+        request_json=request_summary(request, params_bytes=len(params.encode())),
         tenant=record.tenant,
         secret_env={secret.env: (secret.name, secret.key) for secret in request.secrets},
     )

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from controller import taskspec
+from controller.manifests import ClusterSettings, build_job, request_of
 from controller.records import JobRecord
-from controller.taskspec import TaskDefaults, build_task_spec
+from controller.taskspec import MAX_REQUEST_SUMMARY, TaskDefaults, build_task_spec
 from jobs.registry import KINDS
 from kubetask import env
 from kubetask.models import JobRequest, Resources
@@ -77,3 +78,53 @@ def test_a_gan_role_kind_gets_the_gan_image(monkeypatch: pytest.MonkeyPatch) -> 
     gan_kind = replace(KINDS["noop"], name="noop", image="gan")
     monkeypatch.setattr(taskspec, "KINDS", {"noop": gan_kind})
     assert build_task_spec(record(), DEFAULTS).image == "kubetask/gan:1.0"
+
+
+def test_the_request_summary_keeps_no_params_and_no_notify_url() -> None:
+    params = {"rows": [[1.5, 2.5]] * 100, "token_like": "s3cr3t-data"}
+    spec = build_task_spec(
+        record(
+            params=params,
+            notify={"webhook": "https://hooks.example/T0/B0?token=hunter2"},
+            retries=2,
+            labels={"team": "vision"},
+            secrets=[{"name": "hf", "key": "token", "env": "HF_TOKEN"}],
+        ),
+        DEFAULTS,
+    )
+    assert "s3cr3t-data" not in spec.request_json
+    assert "hunter2" not in spec.request_json
+    summary = json.loads(spec.request_json)
+    assert summary == {
+        "kind": "noop",
+        "retries": 2,
+        "labels": {"team": "vision"},
+        "secrets": [{"name": "hf", "key": "token", "env": "HF_TOKEN"}],
+        "params_bytes": len(spec.env[env.PARAMS]),
+    }
+    assert request_of(build_job(spec, ClusterSettings())) == summary
+
+
+def test_the_request_summary_is_bounded_and_sheds_the_same_way_every_time() -> None:
+    labels = {f"{'a' * 100}.example.com/label-{i:02d}": "v" * 63 for i in range(32)}
+    secrets = [
+        {"name": f"secret-{i}-" + "s" * 200, "key": "k" * 200, "env": f"E{i}"} for i in range(32)
+    ]
+    job = record(labels=labels, secrets=secrets, params={"payload": "x" * 300_000})
+    first = build_task_spec(job, DEFAULTS).request_json
+    assert len(first.encode()) <= MAX_REQUEST_SUMMARY
+    assert build_task_spec(job, DEFAULTS).request_json == first
+    summary = json.loads(first)
+    assert summary["kind"] == "noop"
+    assert summary["params_bytes"] > 300_000
+    assert summary["truncated"] == ["secrets", "labels"]
+    assert (summary["secrets_count"], summary["labels_count"]) == (32, 32)
+    assert "labels" not in summary
+    assert "secrets" not in summary
+
+
+def test_a_summary_within_bounds_sheds_nothing() -> None:
+    labels = {f"label-{i:02d}": "v" * 20 for i in range(32)}
+    summary = json.loads(build_task_spec(record(labels=labels), DEFAULTS).request_json)
+    assert summary["labels"] == labels
+    assert "truncated" not in summary
