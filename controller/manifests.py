@@ -78,6 +78,12 @@ def job_name(job_id: str) -> str:
     return f"kt-{job_id}"
 
 
+def job_id_of(name: str) -> str | None:
+    """The job id in a Job's name (`job_name`'s inverse); None for a name not made so."""
+    prefix = job_name("")
+    return name[len(prefix) :] if name.startswith(prefix) and len(name) > len(prefix) else None
+
+
 def params_configmap_name(job_id: str) -> str:
     return f"kt-{job_id}-params"
 
@@ -296,7 +302,8 @@ def build_job(spec: TaskSpec, cluster: ClusterSettings) -> Manifest:
 
 
 def request_of(job: Manifest) -> dict[str, Any] | None:
-    """The request kept on a Job (for `kubectl describe` and for audits)."""
+    """The summary of the request kept on a Job (for `kubectl describe` and for audits): the
+    request without its params and notify URL, with `params_bytes` (taskspec.py)."""
     raw = job.get("metadata", {}).get("annotations", {}).get(ANNOTATION_REQUEST)
     return json.loads(raw) if raw else None
 

@@ -4,8 +4,11 @@ function, and writes the status (and one state event) only when it changed.
 
 One job is synced by one worker at a time; a change that arrives meanwhile syncs it again.
 Unfinished jobs are all re-synced on start and every `resync_s`, so nothing depends on an
-event having been seen. A job whose sync was answered "too many requests, retry after N s"
-is not synced again (whatever wakes it) before those N seconds have passed.
+event having been seen. A job whose sync failed is not synced again (whatever wakes it)
+before its back-off has passed: exponential per job (`RetryPolicy`), with jitter so that
+jobs failed together do not retry together, and never shorter than a `Retry-After` the
+backend was told; the first sync that gets through resets it. A create the backend refuses
+for good (CreateRejected) is no failure of the sync: the job fails with the refusal's words.
 
 With several replicas only the leader reconciles (`lead()`, run while it holds the Lease:
 controller/leader.py); the others drop their backends' change notices and announce the jobs
@@ -17,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller.backends.base import Backend, BackendError, TaskSpec
+from controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
 from controller.bus import EventBus
 from controller.outcomes import parse_outcome, summarize
 from controller.records import JobRecord, JobStatus, next_status
@@ -32,7 +37,24 @@ from kubetask.models import JobState, Outcome
 log = logging.getLogger("kubetask.reconciler")
 
 Clock = Callable[[], datetime]
+Jitter = Callable[[], float]  # uniform in [0, 1)
 TransitionHook = Callable[[JobRecord, JobStatus], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a job whose sync failed waits before the next: `base_s` doubling per
+    failure in a row up to `max_s`, times a jitter factor in [0.5, 1.5), never over `max_s`
+    (so jobs at the cap retry spread over its second half)."""
+
+    base_s: float = 1.0
+    max_s: float = 60.0
+
+    def delay_s(self, failures: int, *, jitter: float, retry_after_s: float | None) -> float:
+        """The wait after the `failures`-th failure in a row (1 for the first); a
+        `Retry-After` the backend was told wins when it is longer."""
+        backoff = min(self.base_s * 2.0 ** max(failures - 1, 0), self.max_s) * (0.5 + jitter)
+        return max(min(backoff, self.max_s), retry_after_s or 0.0)
 
 
 def utcnow() -> datetime:
@@ -60,6 +82,8 @@ class Reconciler:
         resync_s: float = 30.0,
         on_transition: TransitionHook | None = None,
         wakeups: WakeUps | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        jitter: Jitter = random.random,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -71,6 +95,9 @@ class Reconciler:
         self._resync_s = resync_s
         self._on_transition = on_transition
         self._wakeups = wakeups
+        self._retry = retry
+        self._jitter = jitter
+        self._failures: dict[str, int] = {}  # job id -> syncs failed in a row
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._busy: set[str] = set()
@@ -160,23 +187,28 @@ class Reconciler:
             self._busy.add(job_id)
             try:
                 await self.sync(job_id)
+                self._failures.pop(job_id, None)
             except BackendError as exc:
-                log.warning("sync of %s: %s; retrying", job_id, exc)
-                self._retry_later(job_id, exc.retry_after_s or 1.0)
+                delay = self._retry_later(job_id, exc.retry_after_s)
+                log.warning("sync of %s: %s; retrying in %.1fs", job_id, exc, delay)
             except Exception:
-                log.exception("sync of %s failed; retrying", job_id)
-                self._retry_later(job_id)
+                delay = self._retry_later(job_id)
+                log.exception("sync of %s failed; retrying in %.1fs", job_id, delay)
             finally:
                 self._busy.discard(job_id)
             if job_id in self._again:
                 self._again.discard(job_id)
                 self._wake(job_id)
 
-    def _retry_later(self, job_id: str, delay_s: float = 1.0) -> None:
-        """Sync it again after `delay_s`, and not before."""
+    def _retry_later(self, job_id: str, retry_after_s: float | None = None) -> float:
+        """Sync it again after its back-off (or `retry_after_s`, if longer), and not
+        before; the delay chosen."""
+        failures = self._failures[job_id] = self._failures.get(job_id, 0) + 1
+        delay_s = self._retry.delay_s(failures, jitter=self._jitter(), retry_after_s=retry_after_s)
         self._not_before[job_id] = asyncio.get_running_loop().time() + delay_s
         self._again.discard(job_id)
         self._wake(job_id)
+        return delay_s
 
     async def sync(self, job_id: str) -> None:
         record = await self._store.get(job_id)
@@ -184,13 +216,11 @@ class Reconciler:
             return
         now = self._clock()
         deadline_passed = record.start_deadline_passed(now)
+        rejected = None
         if not record.submitted and not record.cancel_requested and not deadline_passed:
-            # Creating is idempotent: after a crash between create and mark, it finds the job.
-            await self._backend.create(self._spec_for(record))
-            await self._store.mark_submitted(job_id)
-            record = record.model_copy(update={"submitted": True})
-        observation = await self._backend.observe(job_id)
-        outcomes = None
+            record, rejected = await self._create(record)
+        observation = None if rejected is not None else await self._backend.observe(job_id)
+        outcomes: dict[int, Outcome] | None = {} if rejected is not None else None
         if observation is None and record.submitted:  # gone: what did its tasks say?
             outcomes = await self._outcomes(record)
         derived = derive_state(
@@ -200,6 +230,7 @@ class Reconciler:
                 cancel_requested=record.cancel_requested,
                 start_deadline_passed=deadline_passed,
                 tasks_succeeded=outcomes is not None and all_succeeded(outcomes, record),
+                create_rejected=rejected,
             )
         )
         if derived.stop and observation is not None:
@@ -241,6 +272,17 @@ class Reconciler:
             if isinstance(exc, BackendError) and exc.retry_after_s:  # the API asked for a pause
                 loop_time = asyncio.get_running_loop().time()
                 self._not_before[job_id] = loop_time + exc.retry_after_s
+
+    async def _create(self, record: JobRecord) -> tuple[JobRecord, str | None]:
+        """Create the job's backend job: (the record, marked submitted), or (the record, why
+        the backend refused it for good). Creating is idempotent: after a crash between
+        create and mark, it finds the job."""
+        try:
+            await self._backend.create(self._spec_for(record))
+        except CreateRejected as exc:  # never created: nothing to observe, nothing ran
+            return record, str(exc)
+        await self._store.mark_submitted(record.id)
+        return record.model_copy(update={"submitted": True}), None
 
     async def _outcomes(self, record: JobRecord) -> dict[int, Outcome]:
         """What each task left: from Redis, or the termination message if Redis lost it."""

@@ -52,7 +52,13 @@ class PodFacts:
     phase: str  # Pending | Running | Succeeded | Failed
     waiting_reason: str | None = None
     waiting_message: str | None = None
-    unschedulable_message: str | None = None
+    # Why the scheduler has not placed it (PodScheduled False): Unschedulable, SchedulerError
+    unscheduled_reason: str | None = None
+    unscheduled_message: str | None = None
+    # Not yet counted by the Job (it still holds the Job controller's tracking finalizer):
+    # for a finished pod, the Job's verdict on it is on its way. Backends whose counters
+    # are always up to date (local) leave it False.
+    tracked: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,9 @@ class Observation:
     succeeded: int = 0
     failed: int = 0
     start_time: datetime | None = None
-    pods: tuple[PodFacts, ...] = field(default=())
+    pods: tuple[PodFacts, ...] = field(default=())  # those not being deleted
+    terminating: int = 0  # pods being deleted that the Job still waits for
+    create_failure: str | None = None  # why the Job controller could not create a pod (newest)
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_ and c.status), None)
@@ -87,6 +95,7 @@ class JobFacts:
     cancel_requested: bool = False
     start_deadline_passed: bool = False  # start_timeout_s is over and it never ran
     tasks_succeeded: bool = False  # every completion index left a successful outcome
+    create_rejected: str | None = None  # the backend refused the job for good: its words
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,8 @@ def derive_state(facts: JobFacts) -> Derived:
     obs = facts.observation
     if facts.cancel_requested:
         return Derived(_S.CANCELLED, "Cancelled", "cancelled on request", stop=True)
+    if facts.create_rejected is not None:
+        return Derived(_S.FAILED, "CreateRejected", facts.create_rejected)
     if obs is None:
         if facts.submitted and facts.tasks_succeeded:  # e.g. its TTL ran out while we were away
             return Derived(_S.SUCCEEDED, "Completed", "every task succeeded; the Job is gone")
@@ -132,17 +143,38 @@ def derive_state(facts: JobFacts) -> Derived:
 
 
 def _pending(obs: Observation) -> Derived:
+    """No pod runs: why, in the order a person would look (the scheduler, the kubelet, pods
+    going away, the Job controller's own failures, its counting of finished pods)."""
     live = [pod for pod in obs.pods if pod.phase in ("Pending", "Running")]
     for pod in live:
-        if pod.unschedulable_message:
-            return Derived(_S.PENDING, "Unschedulable", pod.unschedulable_message)
+        if pod.unscheduled_reason:
+            message = pod.unscheduled_message or _UNSCHEDULED.get(pod.unscheduled_reason)
+            return Derived(_S.PENDING, pod.unscheduled_reason, message)
     for pod in live:
         if pod.waiting_reason in PENDING_REASONS:
             return Derived(_S.PENDING, pod.waiting_reason, pod.waiting_message)
     if live:
         return Derived(_S.PENDING, "PodPending", "the pod is not running yet")
-    if any(pod.phase == "Succeeded" for pod in obs.pods):
+    if obs.terminating:
+        pods = "1 pod" if obs.terminating == 1 else f"{obs.terminating} pods"
+        return Derived(
+            _S.PENDING,
+            "PodTerminating",
+            f"{pods} terminating (evicted or its node lost); a replacement starts when it is gone",
+        )
+    if obs.create_failure:  # newer than every pod: the backend reads it so
+        return Derived(_S.PENDING, "FailedCreate", obs.create_failure)
+    finished = [pod for pod in obs.pods if pod.phase in ("Succeeded", "Failed")]
+    if any(pod.tracked or pod.phase == "Succeeded" for pod in finished):
         return Derived(_S.RUNNING)  # a task is done; the Job's own verdict is on its way
-    if obs.failed or any(pod.phase == "Failed" for pod in obs.pods):
+    if obs.failed:
         return Derived(_S.PENDING, "RetryBackoff", f"retrying after {obs.failed} failed attempt(s)")
+    if finished:  # failed, not tracked, not counted: a disruption the Job does not count
+        return Derived(_S.RUNNING)
     return Derived(_S.QUEUED, "Created", "the Job is created; no pod yet")
+
+
+_UNSCHEDULED = {
+    "Unschedulable": "no node can run this pod",
+    "SchedulerError": "the scheduler could not place this pod",
+}

@@ -32,7 +32,7 @@ class TaskSpec:
     labels: Mapping[str, str] = field(default_factory=dict)  # the user's labels
     priority: str | None = None
     queue: str | None = None
-    request_json: str = "{}"  # the accepted request, kept on the Job for `kubectl describe`
+    request_json: str = "{}"  # a bounded summary of the request (no params), kept on the Job
     tenant: str = DEFAULT_TENANT  # whose job: the kubernetes backend's namespace follows it
     # The request's credentials: env name -> (Secret name, key), read by the kubelet
     secret_env: Mapping[str, tuple[str, str]] = field(default_factory=dict)
@@ -47,6 +47,11 @@ class BackendError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class CreateRejected(BackendError):
+    """The backend refused to create the job, and will refuse again whatever the retry
+    (invalid, forbidden, its namespace missing): the job fails with the backend's words."""
+
+
 class Backend(Protocol):
     """Creates, observes and deletes jobs. Level-triggered: `changes` only names a job whose
     facts may have changed; the reconciler re-reads it with `observe`."""
@@ -56,7 +61,8 @@ class Backend(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def create(self, spec: TaskSpec) -> None:
-        """Create the job; creating one that exists already does nothing."""
+        """Create the job; creating one that exists already does nothing. CreateRejected
+        when it never can be; BackendError when a retry may do."""
 
     async def delete(self, job_id: str) -> None:
         """Stop every task of the job (graceful, then forced) and remove it."""

@@ -1,9 +1,10 @@
 """List + watch for one kind of Kubernetes object, in a thread, as client-go's informers do:
-a cache by name (and optionally by one label), resumed from the last `resourceVersion`,
-relisted on `410 Gone` (an ERROR event in the stream, or the watch call's own status),
-backing off on 429/5xx as long as `Retry-After` says (else an exponential backoff). A watch
-that was up for a while and is cut resumes at once: only failing calls back off. Each change
-calls `on_change(object)`; nothing else is decided here.
+objects chosen by a label and/or field selector, a cache by name (and optionally by one
+index key: a label's value, or what `index_key` reads off the object), resumed from the
+last `resourceVersion`, relisted on `410 Gone` (an ERROR event in the stream, or the watch
+call's own status), backing off on 429/5xx as long as `Retry-After` says (else an
+exponential backoff). A watch that was up for a while and is cut resumes at once: only
+failing calls back off. Each change calls `on_change(object)`; nothing else is decided here.
 """
 
 from __future__ import annotations
@@ -42,16 +43,23 @@ class Informer:
         name: str,
         list_fn: Callable[..., Any],
         namespace: str,
-        selector: str,
+        selector: str | None = None,
+        field_selector: str | None = None,
         on_change: Callable[[Obj], None],
         index_label: str | None = None,
+        index_key: Callable[[Obj], str | None] | None = None,
     ) -> None:
         self.name = name
         self._list = list_fn
         self._namespace = namespace
-        self._selector = selector
+        self._selectors: dict[str, str] = {}
+        if selector is not None:
+            self._selectors["label_selector"] = selector
+        if field_selector is not None:
+            self._selectors["field_selector"] = field_selector
         self._on_change = on_change
         self._index_label = index_label
+        self._index_key = index_key
         self._lock = threading.Lock()
         self._cache: dict[str, Obj] = {}
         self._by_label: dict[str, dict[str, Obj]] = defaultdict(dict)
@@ -67,7 +75,7 @@ class Informer:
             return self._cache.get(name)
 
     def indexed(self, value: str) -> list[Obj]:
-        """Objects whose `index_label` has this value."""
+        """Objects whose `index_label` (or `index_key`) has this value."""
         with self._lock:
             return list(self._by_label.get(value, {}).values())
 
@@ -96,6 +104,8 @@ class Informer:
         self._on_change(obj)
 
     def _label(self, obj: Obj) -> str | None:
+        if self._index_key is not None:
+            return self._index_key(obj)
         if self._index_label is None:
             return None
         value = obj.get("metadata", {}).get("labels", {}).get(self._index_label)
@@ -113,6 +123,9 @@ class Informer:
             response = self._response
             if response is not None:
                 try:
+                    # shutdown() unblocks the read in the other thread; a plain close() of
+                    # a TLS stream waits for that read (up to the watch's timeout)
+                    response.shutdown()
                     response.close()
                 except Exception:  # closing a stream another thread reads may raise anything
                     log.debug("closing the %s watch", self.name, exc_info=True)
@@ -159,9 +172,7 @@ class Informer:
         self._stop.wait(delay)
 
     def _relist(self) -> str:
-        response = self._list(
-            self._namespace, label_selector=self._selector, _preload_content=False
-        )
+        response = self._list(self._namespace, **self._selectors, _preload_content=False)
         listing = json.loads(response.data)
         items = {item["metadata"]["name"]: item for item in listing.get("items", [])}
         with self._lock:
@@ -179,7 +190,7 @@ class Informer:
         version is where the next watch resumes."""
         self._response = self._list(
             self._namespace,
-            label_selector=self._selector,
+            **self._selectors,
             watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,

@@ -1,18 +1,24 @@
 """Reading Kubernetes objects (raw API JSON) into kubetask's terms: pure functions.
 
-`observe_job` turns a Job and its Pods into the Observation that `derive_state` reads.
+`observe_job` turns a Job, its Pods and the Job controller's `FailedCreate` Events into the
+Observation that `derive_state` reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from controller.manifests import ANNOTATION_INDEX, CONTAINER
+from controller.manifests import ANNOTATION_INDEX, CONTAINER, job_id_of
 from controller.states import Condition, Observation, PodFacts
 
 Obj = dict[str, Any]
+
+# The Job controller's finalizer on each pod, removed once the pod's outcome is counted
+TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+FAILED_CREATE = "FailedCreate"  # the Job controller's Event reason when a pod create fails
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -31,32 +37,101 @@ def _container_status(pod: Obj) -> Obj:
     )
 
 
-def pod_facts(pod: Obj) -> PodFacts:
+def _unscheduled(status: Obj) -> tuple[str, str | None] | None:
+    """(reason, message) when the scheduler could not place the pod."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            reason = cond.get("reason")
+            if reason in ("Unschedulable", "SchedulerError"):
+                return reason, cond.get("message")
+    return None
+
+
+def _tracked(pod: Obj) -> bool:
+    return TRACKING_FINALIZER in (pod.get("metadata", {}).get("finalizers") or [])
+
+
+def _finished(pod: Obj) -> bool:
+    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def pod_facts(pod: Obj, *, uncounted: frozenset[str] = frozenset()) -> PodFacts:
+    """The pod's facts; `uncounted`: the uids the Job lists as finished but not yet counted
+    (the controller drops a pod's finalizer between listing it there and counting it)."""
     status = pod.get("status", {})
     waiting = _container_status(pod).get("state", {}).get("waiting") or {}
-    unschedulable = next(
-        (
-            c.get("message") or "no node can run this pod"
-            for c in status.get("conditions") or []
-            if c.get("type") == "PodScheduled"
-            and c.get("status") == "False"
-            and c.get("reason") == "Unschedulable"
-        ),
-        None,
-    )
+    unscheduled = _unscheduled(status)
     return PodFacts(
         phase=status.get("phase", "Pending"),
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
-        unschedulable_message=unschedulable,
+        unscheduled_reason=unscheduled[0] if unscheduled else None,
+        unscheduled_message=unscheduled[1] if unscheduled else None,
+        tracked=_tracked(pod) or pod.get("metadata", {}).get("uid") in uncounted,
     )
 
 
-def observe_job(job: Obj, pods: list[Obj]) -> Observation:
-    """The Job's conditions and counters, and the facts of its pods (those being deleted
-    left out: they no longer run for the Job)."""
+def _uncounted(status: Obj) -> frozenset[str]:
+    lists = status.get("uncountedTerminatedPods") or {}
+    return frozenset(str(uid) for key in ("succeeded", "failed") for uid in lists.get(key) or [])
+
+
+def _terminating(pods: Iterable[Obj]) -> int:
+    """Pods being deleted that the Job still waits for: not finished yet, or finished but
+    not yet counted."""
+    return sum(
+        1
+        for pod in pods
+        if pod.get("metadata", {}).get("deletionTimestamp")
+        and (not _finished(pod) or _tracked(pod))
+    )
+
+
+def event_job_id(event: Obj) -> str | None:
+    """The job an Event on a Job is about (None: not a kubetask Job's name)."""
+    involved = event.get("involvedObject") or {}
+    return job_id_of(str(involved.get("name", ""))) if involved.get("kind") == "Job" else None
+
+
+def _event_time(event: Obj) -> datetime | None:
+    return parse_time(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("metadata", {}).get("creationTimestamp")
+    )
+
+
+def create_failure(job: Obj, pods: Iterable[Obj], events: Iterable[Obj]) -> str | None:
+    """The message of the Job controller's newest `FailedCreate` Event on this very Job (by
+    uid: an older Job of the same name is another job), unless a pod was created since."""
+    uid = job.get("metadata", {}).get("uid")
+    newest: tuple[datetime, str] | None = None
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        when = _event_time(event)
+        if (
+            event.get("reason") != FAILED_CREATE
+            or involved.get("kind") != "Job"
+            or involved.get("uid") != uid
+            or when is None
+        ):
+            continue
+        if newest is None or when > newest[0]:
+            message = event.get("message") or "the Job controller could not create a pod"
+            newest = (when, str(message))
+    if newest is None:
+        return None
+    created = [t for t in (parse_time(_created(p) or None) for p in pods) if t is not None]
+    return newest[1] if not created or newest[0] > max(created) else None
+
+
+def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observation:
+    """The Job's conditions and counters, the facts of its pods (those being deleted left
+    out: they no longer run for the Job, they only delay a replacement), and why no pod could
+    be created, if the Job controller said so."""
     status = job.get("status") or {}
     current = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
+    uncounted = _uncounted(status)
     return Observation(
         conditions=tuple(
             Condition(
@@ -72,7 +147,10 @@ def observe_job(job: Obj, pods: list[Obj]) -> Observation:
         succeeded=int(status.get("succeeded") or 0),
         failed=int(status.get("failed") or 0),
         start_time=parse_time(status.get("startTime")),
-        pods=tuple(pod_facts(p) for p in sorted(current, key=_created)),
+        pods=tuple(pod_facts(p, uncounted=uncounted) for p in sorted(current, key=_created)),
+        # The Job counts them too, but its status lags the pods' own
+        terminating=max(int(status.get("terminating") or 0), _terminating(pods)),
+        create_failure=create_failure(job, pods, events),
     )
 
 
@@ -105,3 +183,14 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def api_message(body: str | bytes | None, reason: str | None) -> str:
+    """What an API error says: its Status's `message` when the body is one, else the
+    HTTP reason."""
+    try:
+        status = json.loads(body) if body else None
+    except ValueError:
+        status = None
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message) if message else str(reason or "rejected by the Kubernetes API")

@@ -1,11 +1,13 @@
 """The kubernetes backend: every job is a `batch/v1` Job, through the official client.
 
 Each job goes to its tenant's namespace (`tenant_namespaces`, else the installation's).
-Per namespace, two informers (Jobs and Pods of this installation, by label selector) list
-and watch in threads: each keeps a cache, resumes from the last `resourceVersion`, relists
+Per namespace, three informers (Jobs and Pods of this installation, by label selector; the
+Job controller's `FailedCreate` Events on Jobs, by field selector) list and watch in
+threads: each keeps a cache, resumes from the last `resourceVersion`, relists
 on `410 Gone` and backs off on 429/5xx as `Retry-After` says; each change only names the
 job for the reconciler, which then reads the caches (level-triggered, as Kubernetes
-controllers do). Creating is idempotent (deterministic names, 409 AlreadyExists is success).
+controllers do). Creating is idempotent (deterministic names, 409 AlreadyExists is success);
+a create the API refuses for good (400, 403, 404, 422) is CreateRejected, with its words.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from pydantic import JsonValue
 
-from controller.backends.base import BackendError, TaskSpec
+from controller.backends.base import BackendError, CreateRejected, TaskSpec
 from controller.backends.informer import Informer
 from controller.backends.k8s_read import (
+    FAILED_CREATE,
+    api_message,
+    event_job_id,
     latest_pods,
     observe_job,
     retry_after_s,
@@ -53,12 +58,15 @@ log = logging.getLogger("kubetask.kubernetes")
 
 T = TypeVar("T")
 API_THREADS = 16
+WATCHES = 3  # per namespace: Jobs, Pods, Events
+REJECTED = (400, 403, 404, 422)  # a create answered so fails the same way when tried again
+EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 Obj = dict[str, Any]
 
 
 def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig (path or default);
-    connections for the calls and two watches per namespace."""
+    connections for the calls and the watches of each namespace."""
     configuration = k8s.Configuration()
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -66,7 +74,7 @@ def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
-    configuration.connection_pool_maxsize = API_THREADS + 2 * namespaces  # and the watches
+    configuration.connection_pool_maxsize = API_THREADS + WATCHES * namespaces
     return k8s.ApiClient(configuration)
 
 
@@ -116,12 +124,25 @@ class KubernetesBackend:
             )
             for namespace in self.namespaces
         }
+        # Events have no labels: they are the Job controller's, about any Job; the name of
+        # the Job they are about says which job (the uid, which Job of that name)
+        self._events = {
+            namespace: Informer(
+                name=f"events/{namespace}",
+                list_fn=self._core.list_namespaced_event,
+                namespace=namespace,
+                field_selector=EVENTS_SELECTOR,
+                on_change=self._event_changed,
+                index_key=event_job_id,
+            )
+            for namespace in self.namespaces
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         # API calls block (the official client is synchronous): they get threads of their own
         self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubernetes-api")
 
     def _informers(self) -> list[Informer]:
-        return [*self._jobs.values(), *self._pods.values()]
+        return [*self._jobs.values(), *self._pods.values(), *self._events.values()]
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -136,7 +157,12 @@ class KubernetesBackend:
         self._api.close()  # type: ignore[no-untyped-call]
 
     def _changed(self, obj: Obj) -> None:
-        job_id = obj.get("metadata", {}).get("labels", {}).get(LABEL_JOB_ID)
+        self._notify(obj.get("metadata", {}).get("labels", {}).get(LABEL_JOB_ID))
+
+    def _event_changed(self, event: Obj) -> None:
+        self._notify(event_job_id(event))
+
+    def _notify(self, job_id: str | None) -> None:
         if job_id and self._loop is not None:
             self._loop.call_soon_threadsafe(self.changes.put_nowait, job_id)
 
@@ -178,15 +204,23 @@ class KubernetesBackend:
 
     # -- calls to the API ----------------------------------------------------------------
     async def _call(
-        self, fn: Callable[..., T], *args: Any, ok: tuple[int, ...] = (), **kw: Any
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        ok: tuple[int, ...] = (),
+        rejected: tuple[int, ...] = (),
+        **kw: Any,
     ) -> T | None:
-        """One API call in a thread; None for the statuses in `ok`; others as BackendError."""
+        """One API call in a thread; None for the statuses in `ok`; those in `rejected` as
+        CreateRejected (with the API's message); others as BackendError."""
         try:
             call = functools.partial(fn, *args, **kw)
             return await asyncio.get_running_loop().run_in_executor(self._calls, call)
         except ApiException as exc:
             if exc.status in ok:
                 return None
+            if exc.status in rejected:
+                raise CreateRejected(api_message(exc.body, exc.reason)) from exc
             raise BackendError(
                 f"kubernetes API: {exc.status} {exc.reason}",
                 retry_after_s=retry_after_s(exc.headers),
@@ -215,6 +249,7 @@ class KubernetesBackend:
             manifest,
             _preload_content=False,
             ok=(409,),
+            rejected=REJECTED,
         )
         job = (
             _json(response)
@@ -250,7 +285,9 @@ class KubernetesBackend:
         if found is None:
             return None
         namespace, job = found
-        return observe_job(job, self._pods[namespace].indexed(job_id))
+        return observe_job(
+            job, self._pods[namespace].indexed(job_id), self._events[namespace].indexed(job_id)
+        )
 
     async def termination_messages(self, job_id: str) -> dict[int, str]:
         return termination_messages(self._job_pods(job_id)[1])

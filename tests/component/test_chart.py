@@ -412,7 +412,7 @@ EXPECTED_RULES = {
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list", "watch"},
     ("", "configmaps"): {"create"},
 }
 

@@ -17,6 +17,7 @@ from controller.manifests import (
     build_event,
     build_job,
     build_params_configmap,
+    job_id_of,
     job_name,
     owned_by,
     request_of,
@@ -208,3 +209,9 @@ def test_an_event_per_transition_names_the_job() -> None:
     assert event["involvedObject"]["name"] == job_name(JOB_ID)
     assert (event["reason"], event["type"], event["message"]) == ("Failed", "Warning", "3 failed")
     kubernetes_validate.validate(event, "1.37.0", strict=True)
+
+
+def test_the_job_id_is_read_back_from_a_job_name() -> None:
+    assert job_id_of(job_name(JOB_ID)) == JOB_ID
+    assert job_id_of("other-job") is None
+    assert job_id_of("kt-") is None

@@ -1,5 +1,7 @@
-"""The reconciler waits out a backend's Retry-After for a job, whatever wakes the job up
-meanwhile (resyncs, change notices), and reconciles only while it leads."""
+"""The reconciler backs off a job whose sync failed (exponentially, with jitter, never less
+than a Retry-After the backend was told), whatever wakes the job up meanwhile (resyncs,
+change notices), and starts again from the shortest wait once a sync gets through; a create
+the backend refuses for good fails the job instead. It reconciles only while it leads."""
 
 from __future__ import annotations
 
@@ -8,16 +10,18 @@ import contextlib
 import itertools
 import time
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
+import pytest
 import redis.asyncio as aioredis
 
-from controller.backends.base import Backend, BackendError, TaskSpec
+from controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
 from controller.bus import EventBus
-from controller.reconciler import Reconciler
-from controller.records import JobRecord
+from controller.reconciler import Reconciler, RetryPolicy
+from controller.records import JobRecord, JobStatus
+from controller.states import Observation, PodFacts
 from controller.store import Store
-from kubetask.models import JobRequest
+from kubetask.models import JobRequest, JobState, Outcome
 
 JOB = JobRecord(
     id="0000000000000001", request=JobRequest(kind="noop"), created_at=datetime.now(UTC)
@@ -52,6 +56,7 @@ class ThrottledBackend:
 
 def reconciler(backend: ThrottledBackend) -> Reconciler:
     return Reconciler(
+        retry=RetryPolicy(base_s=0.01, max_s=0.01),  # the Retry-After is the longer wait
         store=cast(Store, OneJobStore()),  # only get, unfinished and mark_submitted are used
         bus=EventBus(aioredis.Redis()),  # never reached: no status is written here
         backend=cast(Backend, backend),  # only changes and create are used
@@ -108,3 +113,169 @@ async def _follower_drops_changes() -> tuple[int, int]:
 def test_only_a_leading_reconciler_syncs_and_it_stops_when_leadership_ends() -> None:
     idle, after = asyncio.run(_follower_drops_changes())
     assert (idle, after) == (0, 0)
+
+
+# --- the back-off itself ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "jitter", "retry_after_s", "delay_s"),
+    [
+        (1, 0.5, None, 1.0),
+        (2, 0.5, None, 2.0),
+        (3, 0.5, None, 4.0),
+        (7, 0.5, None, 60.0),  # capped
+        (30, 0.5, None, 60.0),
+        (1, 0.0, None, 0.5),  # jitter spans [0.5, 1.5) of the back-off
+        (1, 0.999, None, 1.499),
+        (7, 0.999, None, 60.0),
+        (30, 0.0, None, 30.0),  # at the cap, retries spread over its second half
+        (1, 0.5, 30.0, 30.0),  # a longer Retry-After wins
+        (3, 0.5, 2.0, 4.0),  # a shorter one does not
+    ],
+)
+def test_the_wait_doubles_per_failure_with_jitter_up_to_a_cap(
+    failures: int, jitter: float, retry_after_s: float | None, delay_s: float
+) -> None:
+    wait = RetryPolicy().delay_s(failures, jitter=jitter, retry_after_s=retry_after_s)
+    assert wait == pytest.approx(delay_s)
+
+
+class RecordingStore:
+    """One job, its status as last saved, and whether it was marked submitted."""
+
+    def __init__(self) -> None:
+        self.record = JOB
+        self.saved: list[JobStatus] = []
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return self.record if job_id == JOB.id else None
+
+    async def unfinished(self) -> list[str]:
+        return [] if self.record.status.state.terminal else [JOB.id]
+
+    async def mark_submitted(self, job_id: str) -> None:
+        self.record = self.record.model_copy(update={"submitted": True})
+
+    async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
+        self.saved.append(status)
+        self.record = self.record.model_copy(update={"status": status})
+        return True
+
+
+class RecordingBus:
+    def __init__(self) -> None:
+        self.states: list[JobState] = []
+
+    async def publish_state(self, job_id: str, *, state: JobState, **_: Any) -> int:
+        self.states.append(state)
+        return len(self.states)
+
+    async def expire(self, job_id: str, seconds: int) -> None:
+        return None
+
+    async def outcomes(self, job_id: str, completions: int) -> dict[int, Outcome]:
+        return {}
+
+
+class ScriptedBackend:
+    """create and observe fail as scripted (an exception, or None: get through); notes when
+    each was called."""
+
+    def __init__(self, creates: list[Exception | None], observes: list[Exception | None]) -> None:
+        self.changes: asyncio.Queue[str] = asyncio.Queue()
+        self._creates = creates
+        self._observes = observes
+        self.created: list[float] = []
+        self.observed: list[float] = []
+        self.transitions: list[JobState] = []
+        self._observing = asyncio.Event()
+
+    async def observed_times(self, count: int) -> None:
+        """Until observe was called `count` times."""
+        while len(self.observed) < count:
+            self._observing.clear()
+            await self._observing.wait()
+
+    async def create(self, spec: TaskSpec) -> None:
+        self.created.append(time.monotonic())
+        failure = self._creates.pop(0) if self._creates else None
+        if failure is not None:
+            raise failure
+
+    async def observe(self, job_id: str) -> Observation | None:
+        self.observed.append(time.monotonic())
+        self._observing.set()
+        failure = self._observes.pop(0) if self._observes else None
+        if failure is not None:
+            raise failure
+        return Observation(active=1, pods=(PodFacts("Running"),))
+
+    async def termination_messages(self, job_id: str) -> dict[int, str]:
+        return {}
+
+    async def record_transition(self, job_id: str, status: JobStatus) -> None:
+        self.transitions.append(status.state)
+
+
+def scripted(backend: ScriptedBackend, store: RecordingStore, retry: RetryPolicy) -> Reconciler:
+    return Reconciler(
+        store=cast(Store, store),
+        bus=cast(EventBus, RecordingBus()),
+        backend=cast(Backend, backend),
+        spec_for=lambda record: TaskSpec(
+            job_id=record.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
+        ),
+        retention_s=60,
+        retry=retry,
+        jitter=lambda: 0.5,  # the back-off itself, no more, no less
+    )
+
+
+async def _backs_off_then_resets() -> ScriptedBackend:
+    down = BackendError("kubernetes API: 503 Service Unavailable")
+    backend = ScriptedBackend(creates=[down, down, down], observes=[None, down])
+    store = RecordingStore()
+    task = asyncio.create_task(scripted(backend, store, RetryPolicy(base_s=0.1, max_s=10)).run())
+    await backend.observed_times(1)
+    await asyncio.sleep(0.1)
+    backend.changes.put_nowait(JOB.id)  # the next sync fails once more: a fresh back-off
+    await backend.observed_times(3)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert store.record.submitted
+    return backend
+
+
+def test_failed_syncs_back_off_exponentially_and_a_success_resets_it() -> None:
+    backend = asyncio.run(_backs_off_then_resets())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(backend.created)]
+    assert len(gaps) == 3
+    for gap, wait in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+        assert wait <= gap < wait + 0.15
+    after_reset = backend.observed[2] - backend.observed[1]
+    assert 0.1 <= after_reset < 0.25  # not 0.8: the count started again
+
+
+async def _rejected() -> tuple[RecordingStore, ScriptedBackend]:
+    refusal = 'jobs.batch "kt-x" is forbidden: exceeded quota: jobs, requested: count/jobs=1'
+    backend = ScriptedBackend(creates=[CreateRejected(refusal)], observes=[AssertionError()])
+    store = RecordingStore()
+    await scripted(backend, store, RetryPolicy()).sync(JOB.id)
+    return store, backend
+
+
+def test_a_create_refused_for_good_fails_the_job_with_the_apis_words() -> None:
+    store, backend = asyncio.run(_rejected())
+    assert len(backend.created) == 1
+    assert backend.observed == []  # never created: nothing to observe
+    assert not store.record.submitted
+    (status,) = store.saved
+    assert (status.state, status.reason) == (JobState.FAILED, "CreateRejected")
+    assert status.message == (
+        'jobs.batch "kt-x" is forbidden: exceeded quota: jobs, requested: count/jobs=1'
+    )
+    assert status.error is not None
+    assert status.error.type == "CreateRejected"
+    assert backend.transitions == [JobState.FAILED]

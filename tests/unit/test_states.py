@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -181,16 +182,28 @@ def test_a_running_pod_makes_the_job_running() -> None:
     assert not derived.stop
 
 
-def test_unschedulable_pod_is_pending_with_the_schedulers_message() -> None:
-    pod = PodFacts(phase="Pending", unschedulable_message="0/3 nodes have nvidia.com/gpu")
+@pytest.mark.parametrize("reason", ["Unschedulable", "SchedulerError"])
+def test_a_pod_not_scheduled_is_pending_with_the_schedulers_reason_and_message(
+    reason: str,
+) -> None:
+    pod = PodFacts(
+        phase="Pending", unscheduled_reason=reason, unscheduled_message="0/3 nodes have a GPU"
+    )
     derived = derive(Observation(pods=(pod,), active=1))
-    assert derived == Derived(_S.PENDING, "Unschedulable", "0/3 nodes have nvidia.com/gpu")
+    assert derived == Derived(_S.PENDING, reason, "0/3 nodes have a GPU")
+
+
+@pytest.mark.parametrize("reason", ["Unschedulable", "SchedulerError"])
+def test_a_pod_not_scheduled_without_a_message_still_explains_itself(reason: str) -> None:
+    derived = derive(Observation(pods=(PodFacts("Pending", unscheduled_reason=reason),)))
+    assert (derived.state, derived.reason) == (_S.PENDING, reason)
+    assert derived.message
 
 
 def test_unschedulable_is_reported_before_a_waiting_reason_of_another_pod() -> None:
     pods = (
         PodFacts(phase="Pending", waiting_reason="ErrImagePull", waiting_message="pull"),
-        PodFacts(phase="Pending", unschedulable_message="no room"),
+        PodFacts(phase="Pending", unscheduled_reason="Unschedulable", unscheduled_message="no"),
     )
     assert derive(Observation(pods=pods, active=2)).reason == "Unschedulable"
 
@@ -217,6 +230,74 @@ def test_failed_attempts_and_no_pod_is_pending_in_retry_backoff() -> None:
     assert derived.reason == "RetryBackoff"
     assert derived.message is not None
     assert "2" in derived.message
+
+
+def test_a_counted_failure_is_retry_backoff_with_the_jobs_count() -> None:
+    derived = derive(Observation(failed=1, pods=(PodFacts("Failed"),)))
+    assert derived == Derived(_S.PENDING, "RetryBackoff", "retrying after 1 failed attempt(s)")
+
+
+@pytest.mark.parametrize("phase", ["Failed", "Succeeded"])
+@pytest.mark.parametrize("failed", [0, 1])
+def test_a_finished_pod_the_job_has_not_counted_yet_keeps_it_running(
+    phase: str, failed: int
+) -> None:
+    # The pod informer sees the pod finish before the Job controller counts it (the pod
+    # still holds its tracking finalizer): the Job's verdict is on its way, no retry yet.
+    derived = derive(Observation(failed=failed, pods=(PodFacts(phase, tracked=True),)))
+    assert derived == Derived(_S.RUNNING)
+
+
+def test_a_failed_pod_the_job_did_not_count_is_no_retry() -> None:
+    # Not tracked, not counted: a disruption the pod failure policy ignores; the Job
+    # replaces the pod at once, it is no failed attempt.
+    derived = derive(Observation(pods=(PodFacts("Failed"),)))
+    assert derived.state is _S.RUNNING
+    assert derived.reason != "RetryBackoff"
+
+
+@pytest.mark.parametrize(("terminating", "pods"), [(1, "1 pod"), (2, "2 pods")])
+def test_only_terminating_pods_is_pending_pod_terminating(terminating: int, pods: str) -> None:
+    derived = derive(Observation(terminating=terminating, failed=1))
+    assert (derived.state, derived.reason) == (_S.PENDING, "PodTerminating")
+    assert derived.message is not None
+    assert derived.message.startswith(f"{pods} terminating")
+
+
+def test_a_live_pod_wins_over_terminating_ones() -> None:
+    pod = PodFacts("Pending", waiting_reason="ContainerCreating", waiting_message="m")
+    assert derive(Observation(terminating=1, pods=(pod,))).reason == "ContainerCreating"
+    assert derive(Observation(terminating=1, pods=(RUNNING_POD,))).state is _S.RUNNING
+
+
+def test_terminating_pods_of_a_suspended_job_are_queued() -> None:
+    derived = derive(Observation(suspended=True, terminating=1))
+    assert (derived.state, derived.reason) == (_S.QUEUED, "Suspended")
+
+
+def test_terminating_pods_of_a_finished_job_do_not_matter() -> None:
+    obs = Observation(conditions=(Condition("FailureTarget", reason="BackoffLimitExceeded"),))
+    assert derive(replace(obs, terminating=1)).state is _S.FAILED
+
+
+def test_a_pod_the_job_controller_could_not_create_is_pending_failed_create() -> None:
+    why = 'Error creating: pods "kt-x-abc" is forbidden: violates PodSecurity "restricted"'
+    derived = derive(Observation(create_failure=why))
+    assert derived == Derived(_S.PENDING, "FailedCreate", why)
+
+
+def test_a_live_or_terminating_pod_wins_over_a_create_failure() -> None:
+    obs = Observation(create_failure="quota", pods=(PodFacts("Pending"),))
+    assert derive(obs).reason == "PodPending"
+    assert derive(replace(obs, pods=(), terminating=1)).reason == "PodTerminating"
+    assert derive(replace(obs, pods=(), suspended=True)).reason == "Suspended"
+
+
+def test_a_create_the_backend_rejected_fails_the_job_with_its_words() -> None:
+    facts = JobFacts(observation=None, submitted=False, create_rejected="namespace not found")
+    assert derive_state(facts) == Derived(_S.FAILED, "CreateRejected", "namespace not found")
+    cancelled = replace(facts, cancel_requested=True)
+    assert derive_state(cancelled).state is _S.CANCELLED
 
 
 def test_created_job_without_pods_is_queued() -> None:

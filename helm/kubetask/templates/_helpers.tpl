@@ -318,10 +318,11 @@ namespace where it runs Jobs (the release namespace, and each tenant's).
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# one Event on the Job per state transition (kubectl describe job)
+# one Event on the Job per state transition (kubectl describe job); informer list + watch
+# of the Job controller's FailedCreate Events (why a Job has no pod)
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list", "watch"]
 # params over 32 KiB, in a ConfigMap owned by its Job (garbage-collected with it)
 - apiGroups: [""]
   resources: ["configmaps"]

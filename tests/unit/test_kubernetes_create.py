@@ -1,0 +1,199 @@
+"""The kubernetes backend's create, and its informers' selectors, against a fake API client
+that records each call and answers as a real kube-apiserver does: a create the API refuses
+for good is CreateRejected with the API's own words; one it may accept later stays a
+retryable BackendError."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any, cast
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.rest import RESTClientObject, RESTResponse
+
+from controller.backends.base import BackendError, CreateRejected, TaskSpec
+from controller.backends.informer import Informer
+from controller.backends.k8s_read import event_job_id
+from controller.backends.kubernetes import EVENTS_SELECTOR, KubernetesBackend
+from controller.manifests import ClusterSettings
+
+SPEC = TaskSpec(
+    job_id="0000000000abcdef",
+    kind="noop",
+    image="kubetask/trainer:1.0",
+    command=("python", "-m", "jobs", "noop"),
+    env={},
+    retries=0,
+    timeout_s=None,
+)
+
+
+class Answer:
+    """One HTTP answer, as urllib3 hands it to the client."""
+
+    def __init__(self, status: int, reason: str, obj: dict[str, Any]) -> None:
+        self.status = status
+        self.reason = reason
+        self.data = json.dumps(obj).encode()
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}
+
+
+def status_error(code: int, reason: str, message: str) -> Answer:
+    """An error answer: a Status object, as kube-apiserver sends it."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return Answer(code, reason, body)
+
+
+class FakeTransport:
+    """Takes the place of the client's HTTP layer: notes each request and answers with the
+    next of `answers` (raised if an exception)."""
+
+    def __init__(self, answers: list[Answer | Exception]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, str]] = []
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> RESTResponse:
+        self.calls.append((method, url.split("?", maxsplit=1)[0].removeprefix("http://kube")))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return RESTResponse(answer)
+
+    def close(self) -> None:
+        return None
+
+
+async def _create(answers: list[Answer | Exception]) -> tuple[FakeTransport, Exception | None]:
+    api = k8s.ApiClient(k8s.Configuration(host="http://kube"))
+    transport = FakeTransport(answers)
+    api.rest_client = cast(RESTClientObject, transport)
+    backend = KubernetesBackend(api=api, cluster=ClusterSettings(artifacts_claim=None))
+    try:
+        await backend.create(SPEC)
+    except BackendError as exc:
+        return transport, exc
+    finally:
+        await backend.stop()
+    return transport, None
+
+
+POD_SECURITY = (
+    'jobs.batch "kt-0000000000abcdef" is forbidden: violates PodSecurity "restricted:latest"'
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "message"),
+    [
+        (400, "BadRequest", "the server rejected our request for an unknown reason"),
+        (403, "Forbidden", POD_SECURITY),
+        (404, "NotFound", 'namespaces "ml" not found'),
+        (
+            422,
+            "Invalid",
+            'Job.batch "kt-0000000000abcdef" is invalid: metadata.annotations: Too long',
+        ),
+    ],
+)
+def test_a_create_refused_for_good_is_create_rejected_with_the_apis_message(
+    code: int, reason: str, message: str
+) -> None:
+    api, error = asyncio.run(_create([status_error(code, reason, message)]))
+    assert isinstance(error, CreateRejected)
+    assert str(error) == message
+    assert api.calls == [("POST", "/apis/batch/v1/namespaces/default/jobs")]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"), [(429, "TooManyRequests"), (500, "InternalError"), (503, "Unavailable")]
+)
+def test_a_create_that_may_work_later_stays_retryable(code: int, reason: str) -> None:
+    _, error = asyncio.run(_create([status_error(code, reason, "try again")]))
+    assert isinstance(error, BackendError)
+    assert not isinstance(error, CreateRejected)
+
+
+def test_a_create_that_cannot_reach_the_api_stays_retryable() -> None:
+    _, error = asyncio.run(_create([ConnectionRefusedError("connection refused")]))
+    assert isinstance(error, BackendError)
+    assert not isinstance(error, CreateRejected)
+
+
+def test_a_job_that_exists_already_is_created() -> None:
+    job = {"metadata": {"name": "kt-0000000000abcdef", "uid": "u", "resourceVersion": "5"}}
+    exists = status_error(409, "AlreadyExists", "already exists")
+    api, error = asyncio.run(_create([exists, Answer(200, "OK", job)]))
+    assert error is None
+    assert api.calls == [
+        ("POST", "/apis/batch/v1/namespaces/default/jobs"),
+        ("GET", "/apis/batch/v1/namespaces/default/jobs/kt-0000000000abcdef"),
+    ]
+
+
+# --- the events informer ----------------------------------------------------------------------
+
+
+def failed_create(name: str, kind: str = "Job") -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{name}.18a2b3c4d5e6f708", "resourceVersion": "7"},
+        "involvedObject": {"kind": kind, "name": name, "uid": "u"},
+        "reason": "FailedCreate",
+        "message": "Error creating: pods is forbidden",
+    }
+
+
+class Stream:
+    """A watch that sends nothing and ends when closed."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Any:
+        self.closed.wait(5)
+        return iter(())
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def release_conn(self) -> None:
+        return None
+
+
+def test_the_events_informer_selects_by_field_and_indexes_by_job_id() -> None:
+    calls: list[dict[str, Any]] = []
+    changed: list[str | None] = []
+    events = [failed_create("kt-0000000000abcdef"), failed_create("kt-other", kind="Pod")]
+
+    def list_events(namespace: str, **kw: Any) -> Any:
+        calls.append(kw)
+        if kw.get("watch"):
+            return Stream()
+        return Answer(200, "OK", {"metadata": {"resourceVersion": "9"}, "items": events})
+
+    informer = Informer(
+        name="events/ml",
+        list_fn=list_events,
+        namespace="ml",
+        field_selector=EVENTS_SELECTOR,
+        on_change=lambda event: changed.append(event_job_id(event)),
+        index_key=event_job_id,
+    )
+    informer.start()
+    assert informer.synced.wait(5)
+    informer.stop()
+    assert EVENTS_SELECTOR == "involvedObject.kind=Job,reason=FailedCreate"
+    assert all(call["field_selector"] == EVENTS_SELECTOR for call in calls)
+    assert all("label_selector" not in call for call in calls)
+    assert informer.indexed("0000000000abcdef") == [events[0]]
+    assert sorted(changed, key=str) == ["0000000000abcdef", None]
