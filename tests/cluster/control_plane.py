@@ -221,12 +221,13 @@ class ControlPlane:
         ]
 
     def _audit_policy(self) -> Path:
-        """Every request, once, with who sent it and what came back (no bodies)."""
+        """Every request, with who sent it and what came back (no bodies): at its end, and
+        a long-running one (a watch) also when its response starts."""
         path = self.folder / "audit-policy.json"
         policy = {
             "apiVersion": "audit.k8s.io/v1",
             "kind": "Policy",
-            "omitStages": ["RequestReceived", "ResponseStarted"],
+            "omitStages": ["RequestReceived"],
             "rules": [{"level": "Metadata"}],
         }
         path.write_text(json.dumps(policy))
@@ -234,12 +235,13 @@ class ControlPlane:
 
     def requests(self, *, user: str | None = None) -> list[AuditRecord]:
         """What the API server answered so far (from its audit log), optionally one user's."""
-        records = []
+        records: dict[str, AuditRecord] = {}  # by audit id: a watch's end replaces its start
         for line in self.audit_log.read_text().splitlines() if self.audit_log.exists() else []:
-            record = AuditRecord.parse(json.loads(line))
+            event = json.loads(line)
+            record = AuditRecord.parse(event)
             if user is None or record.user == user:
-                records.append(record)
-        return records
+                records[event["auditID"]] = record
+        return list(records.values())
 
     def _controller_args(self, pki: Pki) -> list[str]:
         return [
