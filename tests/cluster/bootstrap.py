@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.cluster.control_plane import ControlPlane
 from tests.component.chart import render
 
-Obj = dict[str, Any]
+Obj = dict[str, Any]  # bodies go to the client as plain dicts: its APIs are used as Any
 ARTIFACTS_CLAIM = "kubetask-artifacts"
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
 
@@ -50,8 +50,9 @@ def restricted_namespace(api: k8s.ApiClient, name: str) -> None:
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
     }
+    core: Any = k8s.CoreV1Api(api)
     with contextlib.suppress(ApiException):
-        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": labels}})
+        core.create_namespace({"metadata": {"name": name, "labels": labels}})
 
 
 def bind_claim(
@@ -60,7 +61,7 @@ def bind_claim(
     """A PersistentVolumeClaim, and a hostPath PersistentVolume on `folder` reserved for it
     (the PersistentVolume binder binds the two, as for a statically provisioned volume)."""
     folder.mkdir(parents=True, exist_ok=True)
-    core = k8s.CoreV1Api(api)
+    core: Any = k8s.CoreV1Api(api)
     core.create_persistent_volume(
         {
             "metadata": {"name": f"{namespace}-{claim}"},
@@ -108,11 +109,10 @@ def service_account_kubeconfig(
     server: str | None = None,
 ) -> Path:
     request = {"spec": {"expirationSeconds": 24 * 3600}}
-    token = (
-        k8s.CoreV1Api(api)
-        .create_namespaced_service_account_token(account, namespace, request)
-        .status.token
-    )
+    core: Any = k8s.CoreV1Api(api)
+    token: str = core.create_namespaced_service_account_token(
+        account, namespace, request
+    ).status.token
     return plane.write_kubeconfig(path, token=token, namespace=namespace, server=server)
 
 
@@ -133,7 +133,7 @@ def install(
         restricted_namespace(api, namespace)
         objects = chart_rbac(namespace, values)
         for obj in objects:
-            k8s_utils.create_from_dict(api, obj, namespace=namespace)
+            k8s_utils.create_from_dict(api, obj, namespace=namespace)  # type: ignore[no-untyped-call]
         bind_claim(api, namespace=namespace, claim=ARTIFACTS_CLAIM, folder=artifacts)
         account = controller_account(objects)
         kubeconfig = service_account_kubeconfig(
@@ -162,7 +162,7 @@ def throttle(plane: ControlPlane, *, namespace: str, account: str) -> None:
     its bursts are answered 429 with Retry-After by the API server itself."""
     level = f"kubetask-throttled-{namespace}"
     with admin_client(plane) as api:
-        flow = k8s.FlowcontrolApiserverV1Api(api)
+        flow: Any = k8s.FlowcontrolApiserverV1Api(api)
         flow.create_priority_level_configuration(
             {
                 "metadata": {"name": level},

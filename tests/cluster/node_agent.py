@@ -138,8 +138,10 @@ class NodeAgent:
     def __init__(
         self, api: k8s.ApiClient, *, workdir: Path, nodes: dict[str, bool], port: int
     ) -> None:
-        self.core = k8s.CoreV1Api(api)
-        self.coordination = k8s.CoordinationV1Api(api)
+        # bodies go as plain dicts and lists come back raw (_preload_content=False), which
+        # the client's annotations do not allow for: its APIs are used untyped here
+        self.core: Any = k8s.CoreV1Api(api)
+        self.coordination: Any = k8s.CoordinationV1Api(api)
         self.nodes = nodes  # name -> is a GPU node
         self.port = port
         self.pods: dict[Key, Obj] = {}
@@ -234,7 +236,7 @@ class NodeAgent:
                     self.dirty |= set(self.pods)
                 self.wake.set()
                 version = body["metadata"]["resourceVersion"]
-                stream = k8s_watch.Watch().stream(
+                stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
                     self.core.list_pod_for_all_namespaces,
                     resource_version=version,
                     timeout_seconds=60,
@@ -320,8 +322,10 @@ class NodeAgent:
                 self.core.delete_namespaced_pod(
                     key[1],
                     key[0],
-                    grace_period_seconds=0,
-                    preconditions=k8s.V1Preconditions(uid=pod["metadata"]["uid"]),
+                    body=k8s.V1DeleteOptions(
+                        grace_period_seconds=0,
+                        preconditions=k8s.V1Preconditions(uid=pod["metadata"]["uid"]),
+                    ),
                 )
         if result.requeue_s is not None:
             self._after(result.requeue_s, key)
