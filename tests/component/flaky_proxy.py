@@ -1,5 +1,6 @@
-"""A TCP proxy in front of the API that can drop every open connection on demand, or answer
-some paths itself with an error: the network faults an SDK must live through.
+"""A TCP proxy in front of the API that can drop every open connection on demand, refuse
+new ones for a while (the API unreachable), or answer some paths itself with an error: the
+network faults an SDK must live through.
 
 It records the request line and headers of each request it forwards, so a test can see on
 the wire what the client sent (e.g. `Last-Event-ID` on a reconnect)."""
@@ -28,6 +29,7 @@ class FlakyProxy:
     upstream_port: int
     reject: str | None = None  # a path fragment answered with 501 instead of forwarded
     requests: list[SeenRequest] = field(default_factory=list)
+    refusing: bool = False  # each new connection is closed at once
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -58,6 +60,15 @@ class FlakyProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def refuse(self) -> None:
+        """The API unreachable until `resume()`: every connection cut, each new one closed
+        as soon as it is made."""
+        self.refusing = True
+        self.drop()
+
+    def resume(self) -> None:
+        self.refusing = False
+
     def close(self) -> None:
         self._closed = True
         self._listener.close()
@@ -69,6 +80,9 @@ class FlakyProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             except OSError:
