@@ -75,6 +75,10 @@ class Observation:
     pods: tuple[PodFacts, ...] = field(default=())  # those not being deleted
     terminating: int = 0  # pods being deleted that the Job still waits for
     create_failure: str | None = None  # why the Job controller could not create a pod (newest)
+    # Finished pods the Job controller has seen but not yet moved into succeeded/failed
+    # (status.uncountedTerminatedPods): the Job's final condition may come before the count.
+    uncounted_succeeded: int = 0
+    uncounted_failed: int = 0
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_ and c.status), None)
@@ -83,7 +87,9 @@ class Observation:
     def attempts(self) -> int:
         """Tries so far: each failed pod (what the backoff limit counts), plus the try under
         way or that succeeded. An Indexed Job's parallel pods are one try, not one each."""
-        return self.failed + (1 if self.active or self.succeeded else 0)
+        failed = self.failed + self.uncounted_failed
+        succeeded = self.succeeded + self.uncounted_succeeded
+        return failed + (1 if self.active or succeeded else 0)
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,13 @@ def pod_facts(pod: Obj, *, uncounted: frozenset[str] = frozenset()) -> PodFacts:
     )
 
 
-def _uncounted(status: Obj) -> frozenset[str]:
+def _uncounted_list(status: Obj, outcome: str) -> list[str]:
     lists = status.get("uncountedTerminatedPods") or {}
-    return frozenset(str(uid) for key in ("succeeded", "failed") for uid in lists.get(key) or [])
+    return [str(uid) for uid in lists.get(outcome) or []]
+
+
+def _uncounted(status: Obj) -> frozenset[str]:
+    return frozenset(_uncounted_list(status, "succeeded") + _uncounted_list(status, "failed"))
 
 
 def _terminating(pods: Iterable[Obj]) -> int:
@@ -151,6 +155,8 @@ def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observ
         # The Job counts them too, but its status lags the pods' own
         terminating=max(int(status.get("terminating") or 0), _terminating(pods)),
         create_failure=create_failure(job, pods, events),
+        uncounted_succeeded=len(_uncounted_list(status, "succeeded")),
+        uncounted_failed=len(_uncounted_list(status, "failed")),
     )
 
 

@@ -171,6 +171,7 @@ def throttle(plane: ControlPlane, *, namespace: str, account: str) -> None:
                     "limited": {
                         "nominalConcurrencyShares": 1,
                         "lendablePercent": 0,
+                        "borrowingLimitPercent": 0,  # no seats borrowed from other levels
                         "limitResponse": {"type": "Reject"},
                     },
                 },

@@ -171,6 +171,24 @@ def test_a_succeeded_pod_the_job_has_not_counted_keeps_it_running() -> None:
     assert derive(real_job(active=1), [done]) == Derived(JobState.RUNNING)
 
 
+def test_a_job_whose_success_is_met_before_it_counts_the_pod_made_one_attempt() -> None:
+    """The Job controller writes SuccessCriteriaMet while the pod is still in
+    uncountedTerminatedPods (succeeded: 0, active: 0): one try, not none."""
+    done = real_pod("Succeeded", state={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    job = real_job(
+        uncountedTerminatedPods={"succeeded": [POD_UID]},
+        conditions=[_condition("SuccessCriteriaMet", "True", "CompletionsReached")],
+    )
+    observation = observe_job(job, [done])
+    assert derive_state(JobFacts(observation=observation, submitted=True)).state == "succeeded"
+    assert observation.attempts == 1
+
+
+def test_failures_not_yet_counted_are_attempts_too() -> None:
+    job = real_job(failed=1, uncountedTerminatedPods={"failed": [POD_UID]})
+    assert observe_job(job, [failed_pod(tracked=True)]).attempts == 2
+
+
 # --- 2. terminating pods ----------------------------------------------------------------------
 
 EVICTED = [
