@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -109,10 +110,16 @@ class KubeStack:
 
 @contextlib.contextmanager
 def kubernetes_stack(
-    plane: ControlPlane, redis_url: str, root: Path, **settings: object
+    plane: ControlPlane,
+    redis_url: str,
+    root: Path,
+    *,
+    values: dict[str, Any] | None = None,
+    **settings: object,
 ) -> Iterator[KubeStack]:
     """An API process (kubernetes backend) installed in a namespace of its own: the chart's
-    ServiceAccount and Role, a restricted namespace, the artifacts claim on its folder."""
+    ServiceAccount and Role (rendered with `values`), a restricted namespace, the artifacts
+    claim on its folder."""
     namespace = f"kt-{uuid.uuid4().hex[:10]}"
     proxy = FlakyProxy(upstream_port=plane.api_port)  # proxy.drop() cuts its connections
     installation = install(
@@ -120,6 +127,7 @@ def kubernetes_stack(
         namespace=namespace,
         folder=root / "cluster",
         artifacts=root / "api" / "artifacts",
+        values=values,
         server=f"https://127.0.0.1:{proxy.port}",
     )
     kubeconfig = plane.write_kubeconfig(

@@ -1,6 +1,7 @@
 """The chart with several controller replicas: leader election on, a rolling update, the
 Lease RBAC scoped to its name, and those grants compared with what a controller electing
-itself actually sends to the Kubernetes API test server."""
+itself actually sends to the real control plane, installed with that Role (which the API
+server enforces)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
+from tests.cluster.control_plane import ControlPlane
 from tests.component.chart import CHART, KUBE_VERSIONS, NAMESPACE, Obj, one, render
 from tests.component.test_chart import lint_problems, settings_from
 from tests.conftest import kubernetes_stack
@@ -90,12 +92,14 @@ def test_bad_election_values_are_refused(values: Obj, refused: str) -> None:
 
 
 def test_the_lease_rules_grant_exactly_what_an_electing_controller_uses(
-    redis_db: str, tmp_path: Path
+    control_plane: ControlPlane, redis_db: str, tmp_path: Path
 ) -> None:
     (create, named) = lease_rules(one(render(REPLICATED), "Role"))
     with kubernetes_stack(
+        control_plane,
         redis_db,
         tmp_path,
+        values=REPLICATED,  # the Role with these rules, enforced by the API server
         leader_election=True,
         lease_name=named["resourceNames"][0],
         lease_duration_s=3,
@@ -104,13 +108,13 @@ def test_the_lease_rules_grant_exactly_what_an_electing_controller_uses(
     ) as stack:
         time.sleep(0.5)  # a few renewals
         stack.api.stop()  # and the release on the way out
-        calls = [r for r in stack.kube.requests if r.resource == "leases"]
+        calls = [r for r in stack.controller_requests() if r.resource == "leases"]
     for call in calls:
         by_name = call.verb in named["verbs"] and call.name in named["resourceNames"]
         assert call.verb in create["verbs"] or by_name, f"{call.verb} {call.name} not granted"
     assert {r.verb for r in calls} == {*create["verbs"], *named["verbs"]}  # none unused
     # never refused (403); a 409 is optimistic concurrency at work (a renewal still in flight
     # when leading stopped), and the release reads the Lease again and still succeeds
-    statuses = [(r.verb, r.status) for r in calls]
+    statuses = [(r.verb, r.code) for r in sorted(calls, key=lambda r: r.at)]
     assert all(status in (200, 201, 404, 409) for _, status in statuses), statuses
     assert [s for v, s in statuses if v == "update"][-1] == 200, statuses  # released
