@@ -4,8 +4,9 @@ Kubernetes Event, the API's or the controller's log, or any API answer.
 
 The end-to-end tests run the real API process against a real Redis-protocol server whose
 ACL user needs a password (so a job that succeeds has used it), with the kubernetes backend
-against the Kubernetes API test server (whose kubelet resolves `secretKeyRef` from the
-Secrets it stores, and `$(VAR)` references), and with the local backend.
+against the real control plane (the Secrets created in the installation's namespace through
+the API; the node agent resolves `secretKeyRef` by reading them from the API server, and
+`$(VAR)` references), and with the local backend.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from controller.redis_server import RedisServer, free_port
 from controller.service import validate_request
 from controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
+from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack
 from tests.servers import ApiServer
 
@@ -149,7 +151,11 @@ def api_answers(server: ApiServer, job_id: str, request: dict[str, Any]) -> list
 
 @pytest.mark.parametrize("mode", ["url-secret", "password-secret"])
 def test_tasks_get_credentials_through_secret_references_only(
-    redis_server: RedisServer, credentials: Credentials, tmp_path: Path, mode: str
+    control_plane: ControlPlane,
+    redis_server: RedisServer,
+    credentials: Credentials,
+    tmp_path: Path,
+    mode: str,
 ) -> None:
     """url-secret: the whole task Redis URL in a Secret (an external Redis); password-secret:
     the password in a Secret and $(KUBETASK_REDIS_PASSWORD) in the URL (the chart's Redis)."""
@@ -164,14 +170,14 @@ def test_tasks_get_credentials_through_secret_references_only(
         }
     )
     settings = {**task_redis, **notification_settings(credentials, free_port())}
-    with kubernetes_stack(url, tmp_path, **settings) as stack:
-        core = k8s.CoreV1Api(stack.kube.api_client())
+    with kubernetes_stack(control_plane, url, tmp_path, **settings) as stack, stack.client() as api:
+        core = k8s.CoreV1Api(api)
         for name, data in (
             ("kubetask-redis", {"url": url, "pw": credentials.redis_password}),
             ("hf", {"token": credentials.hf_token}),
         ):
             body = k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data=data)
-            core.create_namespaced_secret("default", body)
+            core.create_namespaced_secret(stack.namespace, body)
         request = {
             "kind": "noop",
             "params": {"steps": 3},
@@ -190,9 +196,9 @@ def test_tasks_get_credentials_through_secret_references_only(
         answers = api_answers(stack.api, job_id, request)
         log = wait_for_log(stack.api, "127.0.0.1", "ops@example.com")
         assert "failed (attempt" in log
-        stored = stored_objects(stack)
+        stored = stored_objects(stack, api)
 
-    job = next(j for j in stored["batch/jobs"] if j["metadata"]["name"] == f"kt-{job_id}")
+    job = next(j for j in stored["jobs"] if j["metadata"]["name"] == f"kt-{job_id}")
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
     if mode == "url-secret":
@@ -214,11 +220,22 @@ def test_tasks_get_credentials_through_secret_references_only(
     assert not any(found.values()), {k: v for k, v in found.items() if v}
 
 
-def stored_objects(stack: KubeStack) -> dict[str, list[dict[str, Any]]]:
-    """What the Kubernetes API test server holds, Secrets aside: Jobs, Pods, Events, ..."""
-    store = stack.kube.registry.store
-    kinds = ("batch/jobs", "/pods", "events", "/configmaps", "coordination.k8s.io/leases")
-    return {kind: store.scan(kind) for kind in kinds}
+def stored_objects(stack: KubeStack, api: k8s.ApiClient) -> dict[str, list[dict[str, Any]]]:
+    """What the API server holds in the installation's namespace, Secrets aside: Jobs, Pods,
+    Events (the controller's, the Job controller's, the scheduler's, the node agent's), ..."""
+    core: Any = k8s.CoreV1Api(api)
+    lists = {
+        "jobs": k8s.BatchV1Api(api).list_namespaced_job,
+        "pods": core.list_namespaced_pod,
+        "events": core.list_namespaced_event,
+        "configmaps": core.list_namespaced_config_map,
+        "leases": k8s.CoordinationV1Api(api).list_namespaced_lease,
+    }
+    stored: dict[str, list[dict[str, Any]]] = {}
+    for kind, list_fn in lists.items():
+        response: Any = list_fn(stack.namespace, _preload_content=False)
+        stored[kind] = json.loads(response.data)["items"]
+    return stored
 
 
 # -- the local backend ----------------------------------------------------------------------------
