@@ -1,12 +1,14 @@
 """Tenants on Kubernetes: each tenant's Jobs run in its own namespace (KUBETASK_TENANT_NAMESPACES),
-watched, observed, logged and cancelled there, against the Kubernetes API test server and
-its simulator; and what the controller asks of a tenant's namespace is exactly what the
-chart's Role there grants."""
+watched, observed, logged and cancelled there, against the real control plane; the tenant's
+namespace is set up as the chart does it (its Role and RoleBinding for the controller's
+ServiceAccount, the task ServiceAccount, the artifacts claim), and what the controller asks
+of it (from the API server's audit log) is exactly what the chart's Role there grants."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,15 +17,13 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
-from controller.redis_server import RedisServer
+from tests.cluster.bootstrap import ARTIFACTS_CLAIM, admin_client, bind_claim, restricted_namespace
+from tests.cluster.control_plane import ControlPlane
 from tests.component.chart import render
 from tests.component.test_chart import role_grants
-from tests.component.test_chart_rbac import CONTROLLER_AGENT
-from tests.kubeapi.server import KubeApiServer
-from tests.kubeapi.simulator import Simulator
-from tests.servers import ApiServer, own_database
+from tests.conftest import KubeStack, kubernetes_stack
+from tests.servers import own_database
 
-TENANT_NS = "ml-team-b"
 TOKENS = {"a": ("team-a", "user"), "b": ("team-b", "user")}
 
 
@@ -31,13 +31,17 @@ def token(name: str) -> str:
     return f"{name}-token-{'z' * 24}"
 
 
+def tenant_values(namespace: str) -> dict[str, Any]:
+    return {"tenants": {"namespaces": {"team-b": namespace}}}
+
+
 class Stack:
-    def __init__(self, api: ApiServer, kube: KubeApiServer) -> None:
-        self.api = api
+    def __init__(self, kube: KubeStack, tenant_namespace: str) -> None:
         self.kube = kube
+        self.tenant_namespace = tenant_namespace
         self.as_ = {
             name: httpx.Client(
-                base_url=api.base_url,
+                base_url=kube.api.base_url,
                 timeout=30,
                 headers={"Authorization": f"Bearer {token(name)}"},
             )
@@ -64,7 +68,7 @@ class Stack:
             time.sleep(0.05)
 
     def jobs_in(self, namespace: str) -> set[str]:
-        with self.kube.api_client() as api:
+        with self.kube.client() as api:
             response: Any = k8s.BatchV1Api(api).list_namespaced_job(
                 namespace,
                 label_selector="app.kubernetes.io/managed-by=kubetask",
@@ -74,49 +78,58 @@ class Stack:
 
 
 @pytest.fixture
-def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    url = own_database(redis_server.url)
+def stack(control_plane: ControlPlane, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    url = own_database(redis_url)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(
         json.dumps([{"token": token(n), "tenant": t, "role": r} for n, (t, r) in TOKENS.items()])
     )
-    kube = KubeApiServer(namespaces=[TENANT_NS]).start()
-    claims = {"kubetask-artifacts": tmp_path / "api" / "artifacts"}
-    simulator = Simulator(kube, workdir=tmp_path / "kubelet", claims=claims).start()
-    api = ApiServer(
-        redis_url=url,
-        data_dir=tmp_path / "api",
-        backend="kubernetes",
-        kubeconfig=str(kube.kubeconfig(tmp_path / "kubeconfig")),
-        tokens_file=tokens,
-        tenant_namespaces=json.dumps({"team-b": TENANT_NS}),
-    )
-    stack = None
+    tenant_namespace = f"ml-team-b-{uuid.uuid4().hex[:8]}"
+    # the tenant's namespace exists before the install (the chart requires it), with its
+    # own artifacts claim on the same folder as the release namespace's
+    with admin_client(control_plane) as api:
+        restricted_namespace(api, tenant_namespace)
+        bind_claim(
+            api,
+            namespace=tenant_namespace,
+            claim=ARTIFACTS_CLAIM,
+            folder=tmp_path / "api" / "artifacts",
+        )
     try:
-        api.start()
-        stack = Stack(api, kube)
-        yield stack
+        with kubernetes_stack(
+            control_plane,
+            url,
+            tmp_path,
+            values=tenant_values(tenant_namespace),  # its Role, RoleBinding, task account
+            tokens_file=tokens,
+            tenant_namespaces=json.dumps({"team-b": tenant_namespace}),
+        ) as kube:
+            stack = Stack(kube, tenant_namespace)
+            try:
+                yield stack
+            finally:
+                stack.close()
     finally:
-        if stack is not None:
-            stack.close()
-        api.close()
-        simulator.stop()
-        kube.stop()
+        with admin_client(control_plane) as api:
+            core: Any = k8s.CoreV1Api(api)
+            core.delete_namespace(tenant_namespace, propagation_policy="Background")
+            core.delete_persistent_volume(f"{tenant_namespace}-{ARTIFACTS_CLAIM}")
 
 
 def test_each_tenants_jobs_run_and_stop_in_its_namespace(stack: Stack) -> None:
+    tenant_ns, release_ns = stack.tenant_namespace, stack.kube.namespace
     ours, theirs = stack.submit("a", {"steps": 2}), stack.submit("b", {"steps": 2})
     done = stack.wait("b", theirs, {"succeeded", "failed"})
     assert done["state"] == "succeeded", done
     assert done["backend"] == {
         "backend": "kubernetes",
         "name": f"kt-{theirs}",
-        "namespace": TENANT_NS,
+        "namespace": tenant_ns,
     }
-    assert stack.wait("a", ours, {"succeeded"})["backend"]["namespace"] == "default"
-    assert f"kt-{theirs}" in stack.jobs_in(TENANT_NS)
-    assert f"kt-{ours}" in stack.jobs_in("default")
-    assert f"kt-{theirs}" not in stack.jobs_in("default")
+    assert stack.wait("a", ours, {"succeeded"})["backend"]["namespace"] == release_ns
+    assert f"kt-{theirs}" in stack.jobs_in(tenant_ns)
+    assert f"kt-{ours}" in stack.jobs_in(release_ns)
+    assert f"kt-{theirs}" not in stack.jobs_in(release_ns)
     assert stack.as_["b"].get(f"/v1/jobs/{theirs}/logs").status_code == 200
     assert stack.as_["a"].get(f"/v1/jobs/{theirs}/logs").status_code == 404
 
@@ -124,19 +137,20 @@ def test_each_tenants_jobs_run_and_stop_in_its_namespace(stack: Stack) -> None:
     stack.wait("b", running, {"running"})
     assert stack.as_["b"].delete(f"/v1/jobs/{running}").status_code == 202
     assert stack.wait("b", running, {"cancelled", "failed", "succeeded"})["state"] == "cancelled"
-    assert f"kt-{running}" not in stack.jobs_in(TENANT_NS)
+    assert f"kt-{running}" not in stack.jobs_in(tenant_ns)
 
+    calls = stack.kube.controller_requests()
+    refused = [r for r in calls if r.code == 403]
+    assert refused == [], "the real RBAC authorizer refused calls the controller made"
     used: dict[tuple[str, str], set[str]] = {}
-    for request in stack.kube.requests:
-        mine = request.namespace == TENANT_NS and request.verb
-        if mine and request.user_agent.startswith(CONTROLLER_AGENT):
-            group = "" if request.path.startswith("/api/") else request.path.split("/")[2]
-            used.setdefault((group, request.resource), set()).add(request.verb)
+    for request in calls:
+        if request.namespace == tenant_ns and request.resource:
+            used.setdefault((request.group, request.resource), set()).add(request.verb)
     granted = role_grants(
         next(
             r
-            for r in render({"tenants": {"namespaces": {"team-b": TENANT_NS}}})
-            if r["kind"] == "Role" and r["metadata"]["namespace"] == TENANT_NS
+            for r in render(tenant_values(tenant_ns))
+            if r["kind"] == "Role" and r["metadata"]["namespace"] == tenant_ns
         )
     )
     assert used, "the controller made no calls in the tenant's namespace"
