@@ -231,6 +231,7 @@ class Reconciler:
                 start_deadline_passed=deadline_passed,
                 tasks_succeeded=outcomes is not None and all_succeeded(outcomes, record),
                 create_rejected=rejected,
+                ran=record.status.started_at is not None,
             )
         )
         if derived.stop and observation is not None:

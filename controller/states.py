@@ -102,6 +102,7 @@ class JobFacts:
     start_deadline_passed: bool = False  # start_timeout_s is over and it never ran
     tasks_succeeded: bool = False  # every completion index left a successful outcome
     create_rejected: str | None = None  # the backend refused the job for good: its words
+    ran: bool = False  # a task of the job has run (kubetask's record says when it started)
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,10 @@ def derive_state(facts: JobFacts) -> Derived:
         return Derived(_S.QUEUED, "Suspended", message or "waiting for admission by the queue")
     if running:
         return Derived(_S.RUNNING)
-    return _pending(obs)
+    return _pending(obs, ran=facts.ran)
 
 
-def _pending(obs: Observation) -> Derived:
+def _pending(obs: Observation, *, ran: bool) -> Derived:
     """No pod runs: why, in the order a person would look (the scheduler, the kubelet, pods
     going away, the Job controller's own failures, its counting of finished pods)."""
     live = [pod for pod in obs.pods if pod.phase in ("Pending", "Running")]
@@ -177,6 +178,8 @@ def _pending(obs: Observation) -> Derived:
         return Derived(_S.PENDING, "RetryBackoff", f"retrying after {obs.failed} failed attempt(s)")
     if finished:  # failed, not tracked, not counted: a disruption the Job does not count
         return Derived(_S.RUNNING)
+    if ran:  # its pod went (evicted, its node lost) and was not counted: one more is coming
+        return Derived(_S.PENDING, "PodReplacing", "a new pod is being made for the one that went")
     return Derived(_S.QUEUED, "Created", "the Job is created; no pod yet")
 
 

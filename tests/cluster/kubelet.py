@@ -67,6 +67,7 @@ class Kubelet:
         image_retry_s: float,
         max_grace_s: float | None,
         secrets: Secrets | None = None,
+        has_image: Callable[[str], bool] | None = None,
     ) -> None:
         self.workdir = workdir
         self.configmaps = configmaps
@@ -76,6 +77,7 @@ class Kubelet:
         self.base_env = base_env
         self.entrypoints = entrypoints
         self.missing_images = missing_images
+        self.has_image = has_image or (lambda image: image not in missing_images)
         self.now = now
         self.restart_backoff_s = restart_backoff_s
         self.image_retry_s = image_retry_s
@@ -243,7 +245,7 @@ class Kubelet:
         self, pod: Obj, run: PodRun, c: ContainerRun, *, mono: float, result: KubeletResult
     ) -> None:
         image = c.spec.get("image", "")
-        if image in self.missing_images:
+        if not self.has_image(image):
             c.pulls_failed += 1
             c.retry_at = mono + self.image_retry_s
             if c.pulls_failed == 1:

@@ -52,6 +52,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 LEASE_S = 40
 RENEW_S = 5.0
 STRATEGIC = "application/strategic-merge-patch+json"
+TASK_IMAGES = ("kubetask/trainer", "kubetask/gan")
 
 
 def now() -> str:
@@ -136,7 +137,13 @@ def node_status(*, gpu: bool, port: int) -> Obj:
 
 class NodeAgent:
     def __init__(
-        self, api: k8s.ApiClient, *, workdir: Path, nodes: dict[str, bool], port: int
+        self,
+        api: k8s.ApiClient,
+        *,
+        workdir: Path,
+        nodes: dict[str, bool],
+        port: int,
+        images: tuple[str, ...] = TASK_IMAGES,
     ) -> None:
         # bodies go as plain dicts and lists come back raw (_preload_content=False), which
         # the client's annotations do not allow for: its APIs are used untyped here
@@ -165,6 +172,10 @@ class NodeAgent:
             restart_backoff_s=1.0,
             image_retry_s=1.0,
             max_grace_s=None,
+            # The images "present" on this node: the task images, whose containers say
+            # their command. Others (the controller's, Redis) fail to pull, as on a node
+            # that cannot reach their registry: nothing is pulled here.
+            has_image=lambda image: image.rsplit(":", 1)[0].endswith(images),
         )
 
     # -- what a kubelet reads from the API ---------------------------------------------------
@@ -368,7 +379,7 @@ class NodeAgent:
         if pod is None:
             return None
         text = self.kubelet.read_log(pod, container, previous=False)
-        if text is not None and tail is not None:
+        if text is not None and tail is not None and tail >= 0:  # kubectl sends -1 for all
             lines = text.splitlines(keepends=True)
             text = "".join(lines[-tail:] if tail else [])
         return text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -361,3 +362,13 @@ def test_attempts_count_each_failed_pod_and_the_try_under_way(
 ) -> None:
     observation = Observation(active=active, succeeded=succeeded, failed=failed)
     assert observation.attempts == attempts
+
+
+def test_a_job_that_ran_and_has_no_pod_is_pending_a_replacement_not_queued() -> None:
+    """An evicted pod is gone and not counted (the failure policy ignores disruptions):
+    until the Job controller makes the next one, the job waits for a pod, it is not new."""
+    empty = Observation(active=0, start_time=datetime(2026, 3, 1, tzinfo=UTC))
+    ran = derive_state(JobFacts(observation=empty, submitted=True, ran=True))
+    assert (ran.state, ran.reason) == (_S.PENDING, "PodReplacing")
+    fresh = derive_state(JobFacts(observation=empty, submitted=True))
+    assert (fresh.state, fresh.reason) == (_S.QUEUED, "Created")
