@@ -201,6 +201,31 @@ the Redis password or URL, the webhooks, the webhook signing key, the SMTP passw
 {{/*
 The artifacts PVC that task pods mount at /artifacts (KUBETASK_ARTIFACTS_CLAIM).
 */}}
+{{/*
+Refuse, at install, an artifacts claim that cannot bind: ReadWriteMany asked of a StorageClass
+(the named one, else the cluster's default) whose provisioner offers only ReadWriteOnce. The
+claim would stay Pending and every task pod with it. `lookup` sees the cluster only in a real
+install or upgrade; `helm template` and client dry runs skip the check.
+*/}}
+{{- define "kubetask.checkArtifactsStorage" -}}
+{{- if and .Values.artifacts.create (not .Values.artifacts.existingClaim) (has "ReadWriteMany" .Values.artifacts.accessModes) }}
+{{- $readWriteOnceOnly := list "rancher.io/local-path" "kubernetes.io/no-provisioner" "openebs.io/local" "topolvm.io" "pd.csi.storage.gke.io" "kubernetes.io/gce-pd" "ebs.csi.aws.com" "kubernetes.io/aws-ebs" "disk.csi.azure.com" "kubernetes.io/azure-disk" }}
+{{- $class := dict }}
+{{- if .Values.artifacts.storageClass }}
+{{- $class = lookup "storage.k8s.io/v1" "StorageClass" "" .Values.artifacts.storageClass }}
+{{- else }}
+{{- range (lookup "storage.k8s.io/v1" "StorageClass" "" "").items }}
+{{- if eq (index (.metadata.annotations | default dict) "storageclass.kubernetes.io/is-default-class") "true" }}
+{{- $class = . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $class (has $class.provisioner $readWriteOnceOnly) }}
+{{- fail (printf "artifacts.accessModes asks for ReadWriteMany, but StorageClass %q (provisioner %s) offers only ReadWriteOnce: the artifacts claim would stay Pending, and every task pod with it. Use artifacts.accessModes=[ReadWriteOnce] (every task then runs where the volume is), a StorageClass that offers ReadWriteMany (artifacts.storageClass), or artifacts.existingClaim." $class.metadata.name $class.provisioner) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "kubetask.artifactsClaim" -}}
 {{- if .Values.artifacts.existingClaim }}
 {{- .Values.artifacts.existingClaim }}

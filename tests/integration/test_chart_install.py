@@ -1,0 +1,174 @@
+"""The chart, installed into the real API server by Helm's own engine (helm-python-sdk), with
+its default values: every object is accepted (RBAC, Pod Security `restricted`, PriorityClasses,
+NetworkPolicies...), and the controller — run here with the settings the chart installed and
+the chart's ServiceAccount token — takes a REST `datagen` job to `succeeded` on the process
+node; `kubectl describe job` tells the story. And the storage trap: an artifacts claim that
+cannot bind leaves pods Pending (shown as the job's reason), and the install refuses
+ReadWriteMany on a StorageClass that offers only ReadWriteOnce."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+from kubernetes import client as k8s
+
+from tests.cluster.bootstrap import admin_client, restricted_namespace, service_account_kubeconfig
+from tests.cluster.control_plane import ControlPlane
+from tests.component.chart import CHART
+from tests.servers import ApiServer, own_database
+
+KUBECTL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl")
+RELEASE = "kubetask"
+CLAIM = f"{RELEASE}-artifacts"
+LOCAL = {"HOST", "PORT", "DATA_DIR", "REDIS_URL", "TASK_REDIS_URL", "TOKENS_FILE"}
+
+
+def static_volume(api: k8s.ApiClient, *, name: str, folder: Path, namespace: str) -> None:
+    """What an operator gives a cluster without dynamic provisioning: a PersistentVolume
+    (here a local folder, ReadWriteOnce, as most storage is) reserved for the chart's claim."""
+    folder.mkdir(parents=True, exist_ok=True)
+    k8s.CoreV1Api(api).create_persistent_volume(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "50Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
+                "claimRef": {"namespace": namespace, "name": CLAIM},
+            },
+        }
+    )
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, tmp_path: Path) -> Iterator[str]:
+    name = f"kt-chart-{uuid.uuid4().hex[:8]}"
+    with admin_client(control_plane) as api:
+        restricted_namespace(api, name)
+        static_volume(api, name=name, folder=tmp_path / "artifacts", namespace=name)
+    yield name
+    with admin_client(control_plane) as api:
+        k8s.CoreV1Api(api).delete_namespace(name)
+        k8s.CoreV1Api(api).delete_persistent_volume(name)
+
+
+def install(plane: ControlPlane, namespace: str, values: dict[str, Any] | None = None) -> Any:
+    """`helm install`; only the default install makes the (cluster-wide) PriorityClasses."""
+    values = values if values is None else {"priorityClasses": {"create": False}, **values}
+    with helm.Config(kubeconfig_path=str(plane.kubeconfig), namespace=namespace) as config:
+        return config.install(str(CHART), RELEASE, values or {}, namespace=namespace)
+
+
+def installed_settings(api: k8s.ApiClient, namespace: str) -> dict[str, str]:
+    """The controller's settings as the chart installed them (its ConfigMap), less what
+    only makes sense inside the cluster (its address, Redis's in-cluster name)."""
+    data = k8s.CoreV1Api(api).read_namespaced_config_map(RELEASE, namespace).data
+    return {
+        name.removeprefix("KUBETASK_").lower(): value
+        for name, value in data.items()
+        if name.removeprefix("KUBETASK_") not in LOCAL
+    }
+
+
+def test_the_default_chart_installs_and_runs_a_job_on_the_process_node(
+    control_plane: ControlPlane, namespace: str, redis_url: str, tmp_path: Path
+) -> None:
+    release = install(control_plane, namespace)
+    assert release["status"] == "deployed"
+    with admin_client(control_plane) as api:
+        core = k8s.CoreV1Api(api)
+        claim = core.read_namespaced_persistent_volume_claim(CLAIM, namespace)
+        settings = installed_settings(api, namespace)
+        kubeconfig = service_account_kubeconfig(
+            control_plane,
+            api,
+            namespace=namespace,
+            account=RELEASE,
+            path=tmp_path / "controller.kubeconfig",
+        )
+    assert claim.spec.access_modes == ["ReadWriteOnce"]
+    controller = ApiServer(
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path / "api",
+        **{**settings, "kubeconfig": str(kubeconfig)},
+    )
+    controller.start()
+    try:
+        small = {"n_per_class": 4, "length": 256, "sample_rate": 2000}
+        job = controller.wait(controller.submit("datagen", small), timeout_s=120)
+    finally:
+        controller.close()
+    assert job["state"] == "succeeded", job
+    assert job["backend"]["namespace"] == namespace
+    assert (tmp_path / "artifacts" / job["id"]).is_dir()  # written through the claim
+    described = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace, "describe"]
+        + ["job", f"kt-{job['id']}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "SuccessfulCreate" in described  # the Job controller's Events
+    assert re.search(r"Normal\s+Succeeded\s+.*kubetask", described), described  # and ours
+
+
+def test_a_claim_that_cannot_bind_is_the_jobs_pending_reason(
+    control_plane: ControlPlane, namespace: str, redis_url: str, tmp_path: Path
+) -> None:
+    """ReadWriteMany asked where only a ReadWriteOnce volume exists: the claim stays
+    Pending, and so does every task pod; the job says why, in the scheduler's words."""
+    install(control_plane, namespace, {"artifacts": {"accessModes": ["ReadWriteMany"]}})
+    with admin_client(control_plane) as api:
+        settings = installed_settings(api, namespace)
+        kubeconfig = service_account_kubeconfig(
+            control_plane, api, namespace=namespace, account=RELEASE, path=tmp_path / "kc"
+        )
+    controller = ApiServer(
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path / "api",
+        **{**settings, "kubeconfig": str(kubeconfig)},
+    )
+    controller.start()
+    try:
+        job_id = controller.submit("datagen", start_timeout_s=20)
+        stuck = controller.wait(job_id, {"pending"}, timeout_s=30)
+        while stuck["reason"] != "Unschedulable" and stuck["state"] == "pending":
+            stuck = controller.job(job_id)
+        assert "unbound" in stuck["message"]
+        assert "PersistentVolumeClaim" in stuck["message"]
+        ended = controller.wait(job_id, timeout_s=40)
+    finally:
+        controller.close()
+    assert (ended["state"], ended["reason"]) == ("failed", "StartTimeout")
+
+
+def test_the_install_refuses_read_write_many_where_the_storage_offers_only_read_write_once(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    storage_class = f"local-path-{namespace}"
+    with admin_client(control_plane) as api:
+        k8s.StorageV1Api(api).create_storage_class(
+            {
+                "metadata": {"name": storage_class},
+                "provisioner": "rancher.io/local-path",
+                "volumeBindingMode": "WaitForFirstConsumer",
+            }
+        )
+    try:
+        values = {"artifacts": {"accessModes": ["ReadWriteMany"], "storageClass": storage_class}}
+        with pytest.raises(helm.HelmError, match="offers only ReadWriteOnce"):
+            install(control_plane, namespace, values)
+        release = install(control_plane, namespace, {"artifacts": {"storageClass": storage_class}})
+        assert release["status"] == "deployed"  # ReadWriteOnce, the default, is fine
+    finally:
+        with admin_client(control_plane) as api:
+            k8s.StorageV1Api(api).delete_storage_class(storage_class)
