@@ -61,13 +61,12 @@ class Kubelet:
         node_ips: Mapping[str, str],
         base_env: Mapping[str, str],
         entrypoints: Mapping[str, Sequence[str]],
-        missing_images: set[str],
         now: Callable[[], str],
         restart_backoff_s: float,
         image_retry_s: float,
         max_grace_s: float | None,
         secrets: Secrets | None = None,
-        has_image: Callable[[str], bool] | None = None,
+        has_image: Callable[[str], bool],
     ) -> None:
         self.workdir = workdir
         self.configmaps = configmaps
@@ -76,8 +75,7 @@ class Kubelet:
         self.node_ips = node_ips
         self.base_env = base_env
         self.entrypoints = entrypoints
-        self.missing_images = missing_images
-        self.has_image = has_image or (lambda image: image not in missing_images)
+        self.has_image = has_image
         self.now = now
         self.restart_backoff_s = restart_backoff_s
         self.image_retry_s = image_retry_s
@@ -133,17 +131,6 @@ class Kubelet:
             container.proc.wait()
             container.proc = None
 
-    def oom_kill(self, uid: str, container: str = "") -> bool:
-        """Kill a running container as the OOM killer would (reason OOMKilled, exit 137)."""
-        with self.lock:
-            run = self.runs.get(uid)
-            for c in run.running() if run else []:
-                if container in ("", c.name) and c.proc is not None:
-                    c.oom = True
-                    _signal(c.proc, signal.SIGKILL)
-                    return True
-        return False
-
     # -- logs ----------------------------------------------------------------------------------
     def _container(self, pod: Obj, name: str) -> ContainerRun | None:
         run = self.runs.get(pod["metadata"]["uid"])
@@ -157,11 +144,6 @@ class Kubelet:
             return None
         path = logs[-2] if previous else logs[-1]
         return path.read_bytes().decode(errors="replace") if path.exists() else None
-
-    def log_complete(self, pod: Obj, container: str) -> bool:
-        with self.lock:
-            found = self._container(pod, container)
-            return found is None or (found.proc is None and "running" not in found.state)
 
     # -- sync ------------------------------------------------------------------------------------
     def sync(self, pod: Obj, mono: float) -> KubeletResult:
@@ -346,7 +328,7 @@ class Kubelet:
                 continue
             code = code if code >= 0 else 128 - code
             c.proc = None
-            reason = "OOMKilled" if c.oom else ("Completed" if code == 0 else "Error")
+            reason = "Completed" if code == 0 else "Error"
             terminated: Obj = {
                 "exitCode": code,
                 "reason": reason,

@@ -167,7 +167,6 @@ class NodeAgent:
             node_ips=dict.fromkeys(nodes, "127.0.0.1"),
             base_env=default_base_env(),
             entrypoints={},
-            missing_images=set(),
             now=now,
             restart_backoff_s=1.0,
             image_retry_s=1.0,

@@ -26,7 +26,6 @@ class ContainerRun:
     container_id: str = ""
     retry_at: float = 0.0
     pulls_failed: int = 0
-    oom: bool = False
 
     @property
     def name(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from api.settings import Settings
 from controller.ids import new_job_id
@@ -22,6 +25,8 @@ from controller.records import JobRecord
 from controller.service import validate_request
 from controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
+from tests.cluster.bootstrap import admin_client, restricted_namespace
+from tests.cluster.control_plane import ControlPlane
 from tests.component.chart import (
     CHART,
     KUBE_VERSIONS,
@@ -35,7 +40,6 @@ from tests.component.chart import (
     render_files,
     settings_env,
 )
-from tests.kubeapi.pod_security import violations
 
 EXTERNAL_REDIS = {
     "redis": {
@@ -465,12 +469,43 @@ def test_task_pods_get_an_account_with_no_role_and_no_token() -> None:
 
 
 # -- hardened pods ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def restricted(control_plane: ControlPlane) -> Iterator[k8s.CoreV1Api]:
+    """The real API server's Pod Security admission, in a namespace that enforces the
+    `restricted` standard: pods are created there as a dry run."""
+    with admin_client(control_plane) as api:
+        restricted_namespace(api, "chart-pod-security")
+        yield k8s.CoreV1Api(api)
+
+
+def admission_refusal(core: k8s.CoreV1Api, spec: Obj) -> str | None:
+    """Why Pod Security admission refuses a pod of this spec (None: it admits it). The
+    account and priority class are left out: other admission plugins would look them up;
+    a StatefulSet's claim templates become the claim volumes its controller would add."""
+    probe = {k: v for k, v in spec.items() if k not in ("serviceAccountName", "priorityClassName")}
+    named = {v["name"] for v in spec.get("volumes", [])}
+    mounted = {m["name"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+    probe["volumes"] = [
+        *spec.get("volumes", []),
+        *({"name": n, "persistentVolumeClaim": {"claimName": n}} for n in sorted(mounted - named)),
+    ]
+    try:
+        core.create_namespaced_pod(
+            "chart-pod-security", {"metadata": {"name": "probe"}, "spec": probe}, dry_run="All"
+        )
+    except ApiException as error:
+        return str(json.loads(error.body)["message"])
+    return None
+
+
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_every_pod_is_hardened(name: str) -> None:
+def test_every_pod_is_hardened(name: str, restricted: k8s.CoreV1Api) -> None:
     specs = list(pod_specs(render(VALUE_SETS[name])))
     assert specs
+    loose = {**specs[0][1], "hostNetwork": True}  # what admission would refuse
+    assert "violates PodSecurity" in (admission_refusal(restricted, loose) or "")
     for owner, spec in specs:
-        assert violations(spec, "restricted") == [], owner
+        assert admission_refusal(restricted, spec) is None, owner
         pod_context = spec["securityContext"]
         assert pod_context["runAsNonRoot"] is True, owner
         assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}, owner
