@@ -478,7 +478,7 @@ def restricted(control_plane: ControlPlane) -> Iterator[k8s.CoreV1Api]:
         yield k8s.CoreV1Api(api)
 
 
-def admission_refusal(core: k8s.CoreV1Api, spec: Obj) -> str | None:
+def admission_refusal(core: Any, spec: Obj) -> str | None:
     """Why Pod Security admission refuses a pod of this spec (None: it admits it). The
     account and priority class are left out: other admission plugins would look them up;
     a StatefulSet's claim templates become the claim volumes its controller would add."""
@@ -494,7 +494,7 @@ def admission_refusal(core: k8s.CoreV1Api, spec: Obj) -> str | None:
             "chart-pod-security", {"metadata": {"name": "probe"}, "spec": probe}, dry_run="All"
         )
     except ApiException as error:
-        return str(json.loads(error.body)["message"])
+        return str(json.loads(error.body or "{}").get("message", error))
     return None
 
 

@@ -24,8 +24,8 @@ from controller.records import JobRecord
 from controller.service import validate_request
 from controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
-from tests.component.chart import KUBE_VERSIONS, NAMESPACE, Obj, find, one, render
 from tests.cluster.containers import container_env
+from tests.component.chart import KUBE_VERSIONS, NAMESPACE, Obj, find, one, render
 
 PASSWORD = "0123456789abcdef0123456789abcdef"  # what the Secrets hold; never in the chart
 EXTERNAL_URL = f"redis://app:{PASSWORD}@redis.data.svc:6379/2"

@@ -34,7 +34,8 @@ def static_volume(api: k8s.ApiClient, *, name: str, folder: Path, namespace: str
     """What an operator gives a cluster without dynamic provisioning: a PersistentVolume
     (here a local folder, ReadWriteOnce, as most storage is) reserved for the chart's claim."""
     folder.mkdir(parents=True, exist_ok=True)
-    k8s.CoreV1Api(api).create_persistent_volume(
+    core: Any = k8s.CoreV1Api(api)
+    core.create_persistent_volume(
         {
             "metadata": {"name": name},
             "spec": {
@@ -70,7 +71,7 @@ def install(plane: ControlPlane, namespace: str, values: dict[str, Any] | None =
 def installed_settings(api: k8s.ApiClient, namespace: str) -> dict[str, str]:
     """The controller's settings as the chart installed them (its ConfigMap), less what
     only makes sense inside the cluster (its address, Redis's in-cluster name)."""
-    data = k8s.CoreV1Api(api).read_namespaced_config_map(RELEASE, namespace).data
+    data = k8s.CoreV1Api(api).read_namespaced_config_map(RELEASE, namespace).data or {}
     return {
         name.removeprefix("KUBETASK_").lower(): value
         for name, value in data.items()
@@ -84,7 +85,7 @@ def test_the_default_chart_installs_and_runs_a_job_on_the_process_node(
     release = install(control_plane, namespace)
     assert release["status"] == "deployed"
     with admin_client(control_plane) as api:
-        core = k8s.CoreV1Api(api)
+        core: Any = k8s.CoreV1Api(api)
         claim = core.read_namespaced_persistent_volume_claim(CLAIM, namespace)
         settings = installed_settings(api, namespace)
         kubeconfig = service_account_kubeconfig(
@@ -109,9 +110,9 @@ def test_the_default_chart_installs_and_runs_a_job_on_the_process_node(
     assert job["state"] == "succeeded", job
     assert job["backend"]["namespace"] == namespace
     assert (tmp_path / "artifacts" / job["id"]).is_dir()  # written through the claim
+    kubectl = [KUBECTL, "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
     described = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace, "describe"]
-        + ["job", f"kt-{job['id']}"],
+        [*kubectl, "describe", "job", f"kt-{job['id']}"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -156,7 +157,8 @@ def test_the_install_refuses_read_write_many_where_the_storage_offers_only_read_
 ) -> None:
     storage_class = f"local-path-{namespace}"
     with admin_client(control_plane) as api:
-        k8s.StorageV1Api(api).create_storage_class(
+        storage: Any = k8s.StorageV1Api(api)
+        storage.create_storage_class(
             {
                 "metadata": {"name": storage_class},
                 "provisioner": "rancher.io/local-path",

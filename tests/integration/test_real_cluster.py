@@ -107,7 +107,9 @@ def test_a_job_that_fails_for_good_goes_straight_to_failed(kube_stack: KubeStack
             events = k8s.CoreV1Api(client).list_namespaced_event(
                 kube_stack.namespace, field_selector=f"involvedObject.name=kt-{job_id}"
             )
-        return [e.reason for e in events.items if e.source and e.source.component == "kubetask"]
+        return [
+            str(e.reason) for e in events.items if e.source and e.source.component == "kubetask"
+        ]
 
     ours = wait_for(lambda: "Failed" in (found := traced()) and found, "the Failed Event")
     assert "Pending" not in ours
@@ -117,7 +119,8 @@ def test_pods_the_job_controller_cannot_create_show_why(kube_stack: KubeStack) -
     """A ResourceQuota leaves no room for a pod: the Job controller's FailedCreate Event
     becomes the job's pending reason, with the quota's words."""
     with kube_stack.client() as client:
-        k8s.CoreV1Api(client).create_namespaced_resource_quota(
+        core: Any = k8s.CoreV1Api(client)
+        core.create_namespaced_resource_quota(
             kube_stack.namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
         )
     api = kube_stack.api
@@ -138,7 +141,7 @@ def test_a_create_the_api_refuses_for_good_fails_the_job_with_its_words(
     namespace = kube_stack.namespace
     policy = f"no-blocked-teams-{namespace}"
     with kube_stack.client() as client:
-        admission = k8s.AdmissionregistrationV1Api(client)
+        admission: Any = k8s.AdmissionregistrationV1Api(client)
         admission.create_validating_admission_policy(
             {
                 "metadata": {"name": policy},
@@ -203,7 +206,8 @@ def test_an_evicted_pod_is_replaced_and_not_counted_as_a_try(kube_stack: KubeSta
     wait_for(lambda: api.job(job_id)["progress"], "the task to report progress")
     (pod,) = job_pods(kube_stack, job_id)
     with kube_stack.client() as client:
-        k8s.CoreV1Api(client).create_namespaced_pod_eviction(
+        core: Any = k8s.CoreV1Api(client)
+        core.create_namespaced_pod_eviction(
             pod.metadata.name,
             kube_stack.namespace,
             {"metadata": {"name": pod.metadata.name, "namespace": kube_stack.namespace}},
