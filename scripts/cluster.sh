@@ -8,12 +8,14 @@
 #                              eval "$(scripts/cluster.sh env)"; make run
 #   scripts/cluster.sh down    stop it (its state stays in .kubetask/cluster until `clean`)
 #   scripts/cluster.sh clean   stop it and remove its state
+# KUBETASK_CLUSTER_DIR puts the cluster's state elsewhere; KUBETASK_DATA_DIR (as `make run`
+# reads it, default .kubetask) holds the artifacts folder its claim is bound to.
 # Test infrastructure (tests/cluster/), not product.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DIR=$ROOT/.kubetask/cluster
-BIN=$DIR/bin/kubecluster
+DIR=${KUBETASK_CLUSTER_DIR:-$ROOT/.kubetask/cluster}  # the cluster's state (tests set their own)
+BIN=$ROOT/.kubetask/cluster/bin/kubecluster
 SRC=tests/cluster
 K8S_VERSION=v1.37.2
 PY=${PY:-$ROOT/.venv/bin/python}
@@ -63,5 +65,5 @@ case "${1:-}" in
   env) "$PY" -m tests.cluster env "$DIR" ;;
   down) "$PY" -m tests.cluster down "$DIR" ;;
   clean) "$PY" -m tests.cluster down "$DIR"; find "$DIR" -mindepth 1 -maxdepth 1 ! -name bin -exec rm -rf {} + ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

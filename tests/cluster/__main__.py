@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ NAMESPACE = "kubetask"
 
 
 def main(action: str, folder: Path) -> None:
-    root = Path.cwd()
+    data = Path(os.environ.get("KUBETASK_DATA_DIR", ".kubetask")).resolve()  # as `make run`
     if action == "up":
         stop_recorded(folder)
         plane = ControlPlane(folder, pod_failure_backoff=None).start()
@@ -21,7 +22,7 @@ def main(action: str, folder: Path) -> None:
             plane,
             namespace=NAMESPACE,
             folder=folder / "kubetask",
-            artifacts=root / ".kubetask" / "artifacts",
+            artifacts=data / "artifacts",
         )
         plane.processes.clear()  # they outlive this process; `down` stops them
         print(f"cluster up at {plane.server}; kubeconfig {plane.kubeconfig}", file=sys.stderr)

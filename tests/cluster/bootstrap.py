@@ -7,6 +7,7 @@ ServiceAccount (TokenRequest), so the controller runs with exactly the chart's r
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,19 @@ def restricted_namespace(api: k8s.ApiClient, name: str) -> None:
         core.create_namespace({"metadata": {"name": name, "labels": labels}})
 
 
+@contextlib.contextmanager
+def _already_there() -> Iterator[None]:
+    """Creating what exists already is done (409, or the client's wrapper around one)."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    except k8s_utils.FailToCreateError as error:
+        if any(getattr(e, "status", None) != 409 for e in error.api_exceptions):
+            raise
+
+
 def bind_claim(
     api: k8s.ApiClient, *, namespace: str, claim: str, folder: Path, access: str = "ReadWriteOnce"
 ) -> None:
@@ -62,19 +76,20 @@ def bind_claim(
     (the PersistentVolume binder binds the two, as for a statically provisioned volume)."""
     folder.mkdir(parents=True, exist_ok=True)
     core: Any = k8s.CoreV1Api(api)
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": f"{namespace}-{claim}"},
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": [access],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
-                "claimRef": {"namespace": namespace, "name": claim},
-            },
-        }
-    )
+    with _already_there():
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": f"{namespace}-{claim}"},
+                "spec": {
+                    "capacity": {"storage": "10Gi"},
+                    "accessModes": [access],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
     with contextlib.suppress(ApiException):  # the chart may have made it already
         core.create_namespaced_persistent_volume_claim(
             namespace,
@@ -133,7 +148,8 @@ def install(
         restricted_namespace(api, namespace)
         objects = chart_rbac(namespace, values)
         for obj in objects:
-            k8s_utils.create_from_dict(api, obj, namespace=namespace)  # type: ignore[no-untyped-call]
+            with _already_there():  # installing again (`cluster.sh up` twice) keeps them
+                k8s_utils.create_from_dict(api, obj, namespace=namespace)  # type: ignore[no-untyped-call]
         bind_claim(api, namespace=namespace, claim=ARTIFACTS_CLAIM, folder=artifacts)
         account = controller_account(objects)
         kubeconfig = service_account_kubeconfig(

@@ -54,7 +54,10 @@ def test_a_job_preempted_by_its_queue_is_queued_again_never_failed(kube_stack: K
     Suspended. Admitted again, it runs to the end."""
     api = kube_stack.api
     job_id = api.submit("noop", {"steps": 200, "step_s": 0.05}, queue="team-a")
-    assert api.wait(job_id, {"queued"})["state"] == "queued"
+    held = wait_for(  # its Job exists, suspended, waiting for the queue
+        lambda: (job := api.job(job_id))["reason"] == "Suspended" and job, "the suspended Job"
+    )
+    assert held["state"] == "queued"
     set_suspend(kube_stack, job_id, False)
     api.wait(job_id, {"running"})
     set_suspend(kube_stack, job_id, True)
