@@ -103,43 +103,39 @@ class KubernetesBackend:
         self._reporter = socket.gethostname()
         labels = selector(cluster)
         self.namespaces = sorted({cluster.namespace, *self._tenant_namespaces.values()})
-        self._jobs = {
-            namespace: Informer(
-                name=f"jobs/{namespace}",
-                list_fn=self._batch.list_namespaced_job,
-                namespace=namespace,
-                selector=labels,
-                on_change=self._changed,
-            )
-            for namespace in self.namespaces
-        }
-        self._pods = {
-            namespace: Informer(
-                name=f"pods/{namespace}",
-                list_fn=self._core.list_namespaced_pod,
-                namespace=namespace,
-                selector=labels,
-                on_change=self._changed,
-                index_label=LABEL_JOB_ID,
-            )
-            for namespace in self.namespaces
-        }
+        self._jobs = self._informers_of(
+            "jobs", self._batch.list_namespaced_job, selector=labels, on_change=self._changed
+        )
+        self._pods = self._informers_of(
+            "pods",
+            self._core.list_namespaced_pod,
+            selector=labels,
+            on_change=self._changed,
+            index_label=LABEL_JOB_ID,
+        )
         # Events have no labels: they are the Job controller's, about any Job; the name of
         # the Job they are about says which job (the uid, which Job of that name)
-        self._events = {
-            namespace: Informer(
-                name=f"events/{namespace}",
-                list_fn=self._core.list_namespaced_event,
-                namespace=namespace,
-                field_selector=EVENTS_SELECTOR,
-                on_change=self._event_changed,
-                index_key=event_job_id,
-            )
-            for namespace in self.namespaces
-        }
+        self._events = self._informers_of(
+            "events",
+            self._core.list_namespaced_event,
+            field_selector=EVENTS_SELECTOR,
+            on_change=self._event_changed,
+            index_key=event_job_id,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         # API calls block (the official client is synchronous): they get threads of their own
         self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubernetes-api")
+
+    def _informers_of(
+        self, resource: str, list_fn: Callable[..., Any], **options: Any
+    ) -> dict[str, Informer]:
+        """One informer of `resource` per watched namespace."""
+        return {
+            namespace: Informer(
+                name=f"{resource}/{namespace}", list_fn=list_fn, namespace=namespace, **options
+            )
+            for namespace in self.namespaces
+        }
 
     def _informers(self) -> list[Informer]:
         return [*self._jobs.values(), *self._pods.values(), *self._events.values()]
