@@ -17,7 +17,7 @@ from controller.notify import Backoff, NotifySettings
 from controller.outbox import SmtpSettings
 from controller.redaction import url_password
 from kubetask import env
-from kubetask.models import SecretKey, is_dns_label
+from kubetask.models import MAX_DEADLINE_S, SecretKey, is_dns_label
 
 
 class Settings(BaseSettings):
@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     max_submits_per_minute: int = Field(600, ge=1, description="Per tenant, POST /v1/jobs.")
     max_streams_per_tenant: int = Field(100, ge=1, description="Open SSE/WebSocket streams.")
     max_timeout_s: int | None = Field(
-        None, ge=1, description="Largest timeout_s, and the default deadline; unset: none."
+        7 * 24 * 3600,
+        ge=1,
+        le=MAX_DEADLINE_S,
+        description="Largest timeout_s, and the default deadline (7 days, as the chart's).",
     )
     max_cpu: str = Field("64", description="Largest resources.cpu (a Kubernetes quantity).")
     max_memory: str = Field("512Gi", description="Largest resources.memory.")

@@ -39,6 +39,7 @@ log = logging.getLogger("kubetask.reconciler")
 Clock = Callable[[], datetime]
 Jitter = Callable[[], float]  # uniform in [0, 1)
 TransitionHook = Callable[[JobRecord, JobStatus], Awaitable[None]]
+GIVE_UP_AFTER = 5  # unexpected errors in a row syncing one job: it is failed, the rest go on
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Reconciler:
         self._retry = retry
         self._jitter = jitter
         self._failures: dict[str, int] = {}  # job id -> syncs failed in a row
+        self._errors: dict[str, list[str]] = {}  # job id -> unexpected errors, in a row
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._busy: set[str] = set()
@@ -188,10 +190,13 @@ class Reconciler:
             try:
                 await self.sync(job_id)
                 self._failures.pop(job_id, None)
+                self._errors.pop(job_id, None)
             except BackendError as exc:
                 delay = self._retry_later(job_id, exc.retry_after_s)
                 log.warning("sync of %s: %s; retrying in %.1fs", job_id, exc, delay)
-            except Exception:
+            except Exception as exc:  # a bug, or a record nothing can handle: this job only
+                errors = self._errors.setdefault(job_id, [])
+                errors.append(f"{type(exc).__name__}: {exc}")
                 delay = self._retry_later(job_id)
                 log.exception("sync of %s failed; retrying in %.1fs", job_id, delay)
             finally:
@@ -210,18 +215,42 @@ class Reconciler:
         self._wake(job_id)
         return delay_s
 
+    def _unhandled(self, job_id: str) -> str | None:
+        """Why this job cannot be handled, once its syncs failed unexpectedly
+        `GIVE_UP_AFTER` times in a row (the same way: not a passing fault)."""
+        errors = self._errors.get(job_id, [])
+        if len(errors) < GIVE_UP_AFTER:
+            return None
+        return errors[-1]
+
+    async def _stop_unhandled(self, job_id: str) -> None:
+        """Stop what runs for a job given up on, as far as the backend still can."""
+        try:
+            await self._backend.delete(job_id)
+        except Exception:
+            log.exception("stopping %s, which kubetask gave up on", job_id)
+
     async def sync(self, job_id: str) -> None:
         record = await self._store.get(job_id)
         if record is None or record.status.state.terminal:
             return
         now = self._clock()
-        deadline_passed = record.start_deadline_passed(now)
+        unhandled = self._unhandled(job_id)
+        if unhandled is not None:
+            await self._stop_unhandled(job_id)
+        deadline_passed = unhandled is None and record.start_deadline_passed(now)
         rejected = None
-        if not record.submitted and not record.cancel_requested and not deadline_passed:
+        if (
+            unhandled is None
+            and not record.submitted
+            and not record.cancel_requested
+            and not deadline_passed
+        ):
             record, rejected = await self._create(record)
-        observation = None if rejected is not None else await self._backend.observe(job_id)
-        outcomes: dict[int, Outcome] | None = {} if rejected is not None else None
-        if observation is None and record.submitted:  # gone: what did its tasks say?
+        skip = rejected is not None or unhandled is not None
+        observation = None if skip else await self._backend.observe(job_id)
+        outcomes: dict[int, Outcome] | None = {} if skip else None
+        if observation is None and record.submitted and not skip:  # gone: what did its tasks say?
             outcomes = await self._outcomes(record)
         derived = derive_state(
             JobFacts(
@@ -232,6 +261,7 @@ class Reconciler:
                 tasks_succeeded=outcomes is not None and all_succeeded(outcomes, record),
                 create_rejected=rejected,
                 ran=record.status.started_at is not None,
+                unhandled=unhandled,
             )
         )
         if derived.stop and observation is not None:

@@ -103,6 +103,7 @@ class JobFacts:
     tasks_succeeded: bool = False  # every completion index left a successful outcome
     create_rejected: str | None = None  # the backend refused the job for good: its words
     ran: bool = False  # a task of the job has run (kubetask's record says when it started)
+    unhandled: str | None = None  # kubetask failed to handle the job, again and again: why
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,10 @@ def derive_state(facts: JobFacts) -> Derived:
     obs = facts.observation
     if facts.cancel_requested:
         return Derived(_S.CANCELLED, "Cancelled", "cancelled on request", stop=True)
+    if facts.unhandled is not None:
+        return Derived(
+            _S.FAILED, "ControllerError", f"kubetask could not handle this job: {facts.unhandled}"
+        )
     if facts.create_rejected is not None:
         return Derived(_S.FAILED, "CreateRejected", facts.create_rejected)
     if obs is None:

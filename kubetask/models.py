@@ -32,6 +32,9 @@ def is_dns_label(value: str) -> bool:
     return len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None
 
 
+MAX_DEADLINE_S = 366 * 24 * 3600  # any deadline beyond is a mistake (and dates overflow far beyond)
+
+
 class JobState(StrEnum):
     """Where a job stands. Derived from observable facts, never set by hand."""
 
@@ -156,8 +159,12 @@ class JobRequest(_Strict):
     name: str | None = Field(None, max_length=53, description="A DNS label for people.")
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(0, ge=0, le=20, description="Re-runs after a failed attempt.")
-    timeout_s: int | None = Field(None, ge=1, description="Deadline for the whole run.")
-    start_timeout_s: int | None = Field(None, ge=1, description="Deadline to start running.")
+    timeout_s: int | None = Field(
+        None, ge=1, le=MAX_DEADLINE_S, description="Deadline for the whole run (≤ 366 days)."
+    )
+    start_timeout_s: int | None = Field(
+        None, ge=1, le=MAX_DEADLINE_S, description="Deadline to start running (≤ 366 days)."
+    )
     parallelism: int = Field(1, ge=1, le=64)
     completions: int = Field(1, ge=1, le=1024)
     priority: str | None = Field(None, max_length=63)

@@ -146,17 +146,24 @@ class LocalBackend:
         for job_dir in sorted(self._jobs.iterdir()):
             if not (job_dir / "job.json").exists():
                 continue
-            for pod_dir, _ in self._pod_dirs(job_dir):
-                shim = _read_json(pod_dir / "shim.json")
-                if shim and not (pod_dir / "exit.json").exists():
-                    pid = int(str(shim["pid"]))
-                    if _pid_alive(pid, pod_dir):
-                        self._watch(pod_dir, _LivePod(job_dir.name, pid))
+            try:
+                self._adopt(job_dir)
+            except Exception:  # a damaged folder: that job's syncs will say so, not start-up
+                log.exception("adopting local job %s", job_dir.name)
             if not (job_dir / "deleted").exists() and not (job_dir / "finished.json").exists():
                 self._open.add(job_dir.name)
             self._notify(job_dir.name)
         self._sync_all()
         self._poller = asyncio.create_task(self._poll_forever())
+
+    def _adopt(self, job_dir: Path) -> None:
+        """Watch the job's supervisors that still run."""
+        for pod_dir, _ in self._pod_dirs(job_dir):
+            shim = _read_json(pod_dir / "shim.json")
+            if shim and not (pod_dir / "exit.json").exists():
+                pid = int(str(shim["pid"]))
+                if _pid_alive(pid, pod_dir):
+                    self._watch(pod_dir, _LivePod(job_dir.name, pid))
 
     async def stop(self) -> None:
         """Stop watching; the tasks keep running and are adopted by the next start."""
@@ -242,7 +249,10 @@ class LocalBackend:
     # -- the job controller ------------------------------------------------------------
     def _sync_all(self) -> None:
         for job_id in sorted(self._open):  # ids sort by age: the oldest job gets a slot first
-            self._sync(job_id)
+            try:
+                self._sync(job_id)
+            except Exception:  # one job's bad folder never stops the others (nor start-up):
+                log.exception("local job %s", job_id)  # its own syncs raise it to the reconciler
 
     def _sync(self, job_id: str) -> None:
         """Decide the terminal condition or start what should run, then set a wake-up."""

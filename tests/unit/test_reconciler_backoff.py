@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
 from controller.bus import EventBus
-from controller.reconciler import Reconciler, RetryPolicy
+from controller.reconciler import GIVE_UP_AFTER, Reconciler, RetryPolicy
 from controller.records import JobRecord, JobStatus
 from controller.states import Observation, PodFacts
 from controller.store import Store
@@ -279,3 +279,36 @@ def test_a_create_refused_for_good_fails_the_job_with_the_apis_words() -> None:
     assert status.error is not None
     assert status.error.type == "CreateRejected"
     assert backend.transitions == [JobState.FAILED]
+
+
+class DeletingBackend(ScriptedBackend):
+    async def delete(self, job_id: str) -> None:
+        self.deleted = True
+
+
+async def _gives_up() -> tuple[RecordingStore, DeletingBackend]:
+    broken = OverflowError("date value out of range")  # what no retry will mend
+    backend = DeletingBackend(creates=[], observes=[broken] * GIVE_UP_AFTER)
+    store = RecordingStore()
+    task = asyncio.create_task(scripted(backend, store, RetryPolicy(base_s=0.01, max_s=0.01)).run())
+    for _ in range(200):
+        if store.record.status.state.terminal:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return store, backend
+
+
+def test_a_job_whose_sync_fails_the_same_way_again_and_again_is_failed_not_retried_forever() -> (
+    None
+):
+    store, backend = asyncio.run(_gives_up())
+    assert len(backend.observed) == GIVE_UP_AFTER  # then no more observing
+    (status,) = store.saved
+    assert (status.state, status.reason) == (JobState.FAILED, "ControllerError")
+    assert status.message == (
+        "kubetask could not handle this job: OverflowError: date value out of range"
+    )
+    assert backend.deleted  # what ran for it is stopped

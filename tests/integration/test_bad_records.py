@@ -1,0 +1,44 @@
+"""One bad record never stops the controller: deadlines are bounded where the request is
+read, and a job that the controller cannot handle (here: its local folder damaged while no
+controller ran) neither stops start-up nor the other jobs; it ends `failed` with the reason,
+after a few tries, and the rest go on."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubetask.models import MAX_DEADLINE_S
+from tests.servers import ApiServer
+
+
+@pytest.mark.parametrize("field", ["timeout_s", "start_timeout_s"])
+@pytest.mark.parametrize("seconds", [MAX_DEADLINE_S + 1, 10**12, 10**14])
+def test_deadlines_beyond_a_year_are_refused_naming_the_field(
+    api: ApiServer, field: str, seconds: int
+) -> None:
+    answer = api.client.post("/v1/jobs", json={"kind": "noop", field: seconds})
+    assert answer.status_code == 422, answer.text
+    (error,) = answer.json()["errors"]
+    assert error["field"] == field
+
+
+def test_the_longest_deadlines_allowed_run(api: ApiServer) -> None:
+    """A year to start; a week to run, the server's default cap (KUBETASK_MAX_TIMEOUT_S)."""
+    week = 7 * 24 * 3600
+    job = api.wait(api.submit("noop", timeout_s=week, start_timeout_s=MAX_DEADLINE_S))
+    assert job["state"] == "succeeded"
+
+
+def test_a_damaged_job_neither_stops_start_up_nor_the_others(fresh_api: ApiServer) -> None:
+    api = fresh_api
+    damaged = api.submit("noop", {"steps": 100, "step_s": 0.1})
+    api.wait(damaged, {"running"})
+    api.kill()
+    job_file = api.data_dir / "local" / "jobs" / damaged / "job.json"
+    job_file.write_text('{"spec": ')  # what a full disk or a bad hand leaves
+    api.start()  # start-up goes on
+    fine = api.wait(api.submit("noop", {"steps": 2}))
+    assert fine["state"] == "succeeded"
+    ended = api.wait(damaged, timeout_s=90)
+    assert (ended["state"], ended["reason"]) == ("failed", "ControllerError")
+    assert "kubetask could not handle this job" in ended["message"]
