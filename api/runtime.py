@@ -95,6 +95,7 @@ class Runtime:
             smtp=settings.smtp(),
             poll_s=settings.notify_poll_s,
             timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.webhook_allow_private,
         )
         bus = EventBus(client)
         hub = EventHub(client, on_event=metrics.observe_event if metrics else None)

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     )
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhooks.")
     webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks and SMTP reach loopback, link-local and private addresses.",
+    )
     notify_backoff_s: float = Field(2.0, gt=0, description="First retry delay; doubles.")
     notify_backoff_cap_s: float = Field(600.0, gt=0)
     notify_max_attempts: int = Field(10, ge=1, description="Then dead-lettered.")

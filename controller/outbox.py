@@ -21,6 +21,7 @@ from email.message import EmailMessage
 import httpx
 import redis.asyncio as aioredis
 
+from controller.egress import RefusedTarget, resolve_public
 from controller.notify import Backoff, Channel, OutboxEntry, email_text, webhook_headers
 from controller.redaction import url_origin
 from kubetask import keys
@@ -95,6 +96,7 @@ class Outbox:
     lease_s: float | None = None
     batch: int = 50
     dead_letters: int = 1000  # the newest kept in kubetask:outbox:dead; older ones dropped
+    allow_private: bool = False  # targets resolving to loopback/link-local/private addresses
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -134,6 +136,9 @@ class Outbox:
     async def _attempt(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
         try:
             await self._send(http, entry)
+        except RefusedTarget as exc:  # no retry can change where it points
+            await self._failed(entry, exc, final=True)
+            return
         except Exception as exc:
             await self._failed(entry, exc)
             return
@@ -146,21 +151,32 @@ class Outbox:
     async def _send(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
         if entry.channel is Channel.WEBHOOK:
             headers = webhook_headers(entry, secret=self.secret, timestamp=int(self.clock()))
-            response = await http.post(entry.target, content=entry.body, headers=headers)
+            url, extensions = httpx.URL(entry.target), {}
+            if not self.allow_private:  # connect to the address checked, not a new lookup
+                default_port = 443 if url.scheme == "https" else 80
+                pinned = await resolve_public(url.host, url.port or default_port)
+                headers["Host"] = url.netloc.decode("ascii")
+                extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+                url = url.copy_with(host=pinned.address)
+            response = await http.post(
+                url, content=entry.body, headers=headers, extensions=extensions
+            )
             if not response.is_success:
                 raise DeliveryError(f"HTTP {response.status_code}")
             return
         if self.smtp is None:
             raise DeliveryError("no SMTP server configured")
+        if not self.allow_private:
+            await resolve_public(self.smtp.host, self.smtp.port)
         subject, text = email_text(json.loads(entry.body))
         await asyncio.to_thread(
             send_email, self.smtp, to=entry.target, subject=subject, text=text, message_id=entry.id
         )
 
-    async def _failed(self, entry: OutboxEntry, exc: Exception) -> None:
+    async def _failed(self, entry: OutboxEntry, exc: Exception, *, final: bool = False) -> None:
         attempts = entry.attempts + 1
         failed = entry.model_copy(update={"attempts": attempts})
-        if self.backoff.exhausted(attempts):
+        if final or self.backoff.exhausted(attempts):
             log.error(
                 "notification %s to %s dead-lettered after %d attempts: %s",
                 entry.id,

@@ -29,6 +29,7 @@ FAST = {
     "notify_backoff_cap_s": 0.4,
     "notify_max_attempts": 100,
     "webhook_timeout_s": 2,
+    "webhook_allow_private": True,  # the receivers here listen on 127.0.0.1
 }
 
 
@@ -203,6 +204,30 @@ def test_dead_lettered_after_bounded_attempts(fresh_api: ApiServer) -> None:
         assert receiver.calls == 3
     finally:
         receiver.stop()
+
+
+def test_a_webhook_to_an_internal_address_is_refused_not_sent(
+    fresh_api: ApiServer, receiver: Receiver
+) -> None:
+    """By default a job's webhook may not reach loopback, link-local (a cloud's metadata
+    service) or private addresses: checked on the resolved address at send time, and
+    dead-lettered at once, never retried."""
+    fresh_api.restart_with(**{**FAST, "webhook_allow_private": False})
+    named = receiver.url.replace("127.0.0.1", "localhost")  # a name is resolved, then checked
+    ids = [
+        fresh_api.submit("noop", {"steps": 1, "step_s": 0}, notify={"webhook": target})
+        for target in (receiver.url, named, "http://169.254.169.254/latest/meta-data/")
+    ]
+    for job_id in ids:
+        fresh_api.wait(job_id)
+    with redis.Redis.from_url(fresh_api.redis_url) as client:
+        until(lambda: client.llen(keys.OUTBOX_DEAD) == 3, 10, "not all refused")
+        dead = [json.loads(item) for item in client.lrange(keys.OUTBOX_DEAD, 0, -1)]
+    assert [d["attempts"] for d in dead] == [1, 1, 1]
+    time.sleep(0.3)
+    assert receiver.calls == 0
+    assert "resolves to a loopback address" in fresh_api.log_tail()
+    assert "resolves to a link-local address" in fresh_api.log_tail()
 
 
 def test_at_least_once_across_a_controller_crash(fresh_api: ApiServer) -> None:
