@@ -67,10 +67,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ServerOpt = Annotated[
+# Given before the command (`kubetask --server URL list`) or after it (`kubetask list
+# --server URL`); only the first reads $KUBETASK_URL, so an explicit flag always wins.
+MainServerOpt = Annotated[
     str | None,
     typer.Option("--server", "-s", envvar=URL_ENV, help="API URL (default $KUBETASK_URL)."),
 ]
+ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API URL.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, json or yaml.")]
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Stop waiting after this many seconds.")
@@ -137,7 +140,7 @@ def _guarded(command: Callable[P, None]) -> Callable[P, None]:
 @app.callback()
 def main(
     ctx: typer.Context,
-    server: ServerOpt = None,
+    server: MainServerOpt = None,
     token: Annotated[
         str | None, typer.Option("--token", envvar=TOKEN_ENV, help="Bearer token.")
     ] = None,

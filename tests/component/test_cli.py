@@ -205,3 +205,16 @@ def test_secret_references_reach_the_api(api: ApiServer) -> None:
     result = kt(api.base_url, "submit", "noop", "--secret", "HF_TOKEN=hf-creds/token")
     assert result.exit_code == ExitCode.ERROR
     assert "secrets: the local backend cannot read Kubernetes Secrets" in result.output
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_explicit_server_wins_over_kubetask_url(
+    api: ApiServer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """`--server` before or after the command beats $KUBETASK_URL (which used to win when
+    the flag came first: the command's own option read the variable)."""
+    monkeypatch.setenv("KUBETASK_URL", f"http://127.0.0.1:{free_port()}")  # nothing there
+    flag = ["--server", api.base_url]
+    args = [*flag, "list"] if where == "before" else ["list", *flag]
+    done = kt_process(*args)
+    assert done.returncode == 0, done.stderr
