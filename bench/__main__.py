@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only relay,startup,noop,train,gan]`: run the figures against
+"""`python -m bench [--quick] [--only relay,startup,noop,kube,train,gan]`: run the figures against
 one set of servers, print a table and write bench/out/results.json."""
 
 from __future__ import annotations
