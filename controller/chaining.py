@@ -1,11 +1,17 @@
-"""Chaining jobs: params that name another job's output as `job:<id>` are resolved at
-submit time to the path that job's result lists (relative to the artifact store).
+"""Chaining jobs, and whose files params may name: every path field of a kind's params
+(jobs/params/refs.py) is checked at submit time against the caller's tenant.
 
-A kind declares such a field with `jobs.params.refs.output_ref(output=..., kinds=...)`. A
-reference to a job that does not exist, has not succeeded, is of another kind, or whose
-result lacks the output is refused here, as a 422 on that field, instead of failing the task
-minutes later. Finding the references and judging a referenced record are pure; only
-`resolve_references` reads the store (through the `lookup` it is given).
+A `job:<id>` value (in an `output_ref` field) is resolved to the path the named job's result
+lists (relative to the artifact store). A reference to a job that does not exist, is another
+tenant's, has not succeeded, is of another kind, or whose result lacks the output is refused
+here, as a 422 on that field, instead of failing the task minutes later.
+
+A plain path must lie in an area the tenant may read (jobs/params/paths.py): `<job id>/...`
+of one of its own jobs, or `uploads/<its tenant>/...`. A path naming another tenant's job is
+refused exactly as a `job:<id>` of that job is, as a job that does not exist, so ids cannot be
+probed; a path is never looked up on disk here, so no answer tells whether a file exists.
+Finding the values and judging them are pure; only `resolve_references` reads the store
+(through the `lookup` it is given).
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from pydantic import BaseModel, JsonValue
 from controller.errors import FieldError, InvalidRequest
 from controller.ids import is_job_id
 from controller.records import JobRecord
-from jobs.params.refs import ref_target, referenced_job
+from jobs.params.paths import (
+    UPLOADS,
+    OutsideTheStore,
+    area,
+    has_wildcards,
+    store_parts,
+    uploads_area,
+)
+from jobs.params.refs import PathValue, path_values
 from kubetask.models import JobState
 
 JobLookup = Callable[[str], Awaitable[JobRecord | None]]
@@ -39,27 +53,53 @@ def find_references(model: type[BaseModel], params: Mapping[str, JsonValue]) -> 
     """Every `job:<id>` in validated `params` of `model`: in `output_ref` fields holding one
     value or a list of them, and in nested params models."""
     found: list[Reference] = []
-    for name, field in model.model_fields.items():
-        value = params.get(name)
-        target = ref_target(field)
-        if target is not None:
-            output, kinds = target
-            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
-            for position, item in items:
-                job_id = referenced_job(item)
-                if job_id is not None:
-                    loc: Loc = (name,) if position is None else (name, position)
-                    found.append(Reference(loc=loc, job_id=job_id, output=output, kinds=kinds))
-            continue
-        nested = field.annotation
-        if isinstance(nested, type) and issubclass(nested, BaseModel) and isinstance(value, dict):
-            for ref in find_references(nested, value):
-                found.append(
-                    Reference(
-                        loc=(name, *ref.loc), job_id=ref.job_id, output=ref.output, kinds=ref.kinds
-                    )
-                )
+    for value in path_values(model, params):
+        job_id = value.job_ref
+        if job_id is not None and value.ref is not None:
+            output, kinds = value.ref
+            found.append(Reference(loc=value.loc, job_id=job_id, output=output, kinds=kinds))
     return found
+
+
+def find_paths(model: type[BaseModel], params: Mapping[str, JsonValue]) -> list[PathValue]:
+    """Every plain artifact path (not a `job:<id>`) in validated `params` of `model`."""
+    return [value for value in path_values(model, params) if value.job_ref is None]
+
+
+def not_found(loc: Loc, job_id: str) -> FieldError:
+    """The one answer for a job that does not exist and for another tenant's."""
+    return FieldError(loc, f"no job {job_id!r} (it may have expired)", "job_ref_not_found")
+
+
+def path_owner(path: PathValue, *, tenant: str) -> str | FieldError | None:
+    """The job whose record decides whether `tenant` may read the plain path `path` (it must
+    be the tenant's), None when the path is in the tenant's own uploads, or why the path is
+    refused (on `params.<loc>`). Syntax only: nothing is looked up."""
+    loc = ("params", *path.loc)
+    try:
+        owner = area(store_parts(path.value))
+    except OutsideTheStore as exc:
+        return FieldError(loc, str(exc), "artifact_path")
+    if path.glob and has_wildcards(owner):
+        return FieldError(
+            loc,
+            "the leading '<job id>/' or 'uploads/<tenant>/' must be named without wildcards",
+            "artifact_path",
+        )
+    if owner[0] == UPLOADS:
+        if owner == uploads_area(tenant):
+            return None
+        return FieldError(
+            loc, f"outside your tenant's uploads area 'uploads/{tenant}/'", "artifact_path"
+        )
+    if not is_job_id(owner[0]):
+        return FieldError(
+            loc,
+            "must start with the id of one of your tenant's jobs ('<job id>/<file>') or "
+            f"with your tenant's uploads area 'uploads/{tenant}/'",
+            "artifact_path",
+        )
+    return owner[0]
 
 
 def _kinds_text(kinds: tuple[str, ...]) -> str:
@@ -70,7 +110,7 @@ def judge(ref: Reference, record: JobRecord | None) -> str | FieldError:
     """The artifact path `ref` resolves to, or why it cannot be used (on `params.<loc>`)."""
     loc = ("params", *ref.loc)
     if record is None:
-        return FieldError(loc, f"no job {ref.job_id!r} (it may have expired)", "job_ref_not_found")
+        return not_found(loc, ref.job_id)
     kind = record.request.kind
     if kind not in ref.kinds:
         return FieldError(
@@ -87,11 +127,19 @@ def judge(ref: Reference, record: JobRecord | None) -> str | FieldError:
             "job_ref_state",
         )
     path = (record.status.result or {}).get(ref.output)
-    if not isinstance(path, str) or not path:
+    if not isinstance(path, str) or not _inside_the_store(path):
         return FieldError(
             loc, f"job {ref.job_id}'s result has no {ref.output!r} output", "job_ref_output"
         )
     return path
+
+
+def _inside_the_store(path: str) -> bool:
+    try:
+        store_parts(path)
+    except OutsideTheStore:
+        return False
+    return True
 
 
 def substitute(
@@ -122,17 +170,19 @@ def _replaced(value: JsonValue, loc: Loc, new: str) -> JsonValue:
 
 
 async def resolve_references(
-    model: type[BaseModel], params: Mapping[str, JsonValue], *, lookup: JobLookup
+    model: type[BaseModel], params: Mapping[str, JsonValue], *, tenant: str, lookup: JobLookup
 ) -> dict[str, JsonValue]:
-    """`params` with each `job:<id>` replaced by that job's output path; raises
-    `InvalidRequest` naming every reference that cannot be used."""
+    """`params` with each `job:<id>` replaced by that job's output path, every plain path
+    checked to be `tenant`'s to read; raises `InvalidRequest` naming every value that cannot
+    be used. `lookup` answers None for a job the tenant may not see."""
     references = find_references(model, params)
-    if not references:
-        return dict(params)
+    owners = [(path, path_owner(path, tenant=tenant)) for path in find_paths(model, params)]
+    wanted = [ref.job_id for ref in references]
+    wanted += [owner for _, owner in owners if isinstance(owner, str)]
     records: dict[str, JobRecord | None] = {}
-    for ref in references:
-        if ref.job_id not in records:
-            records[ref.job_id] = await lookup(ref.job_id) if is_job_id(ref.job_id) else None
+    for job_id in wanted:
+        if job_id not in records:
+            records[job_id] = await lookup(job_id) if is_job_id(job_id) else None
     resolved: dict[Loc, str] = {}
     errors: list[FieldError] = []
     for ref in references:
@@ -141,6 +191,11 @@ async def resolve_references(
             errors.append(outcome)
         else:
             resolved[ref.loc] = outcome
+    for path, owner in owners:
+        if isinstance(owner, FieldError):
+            errors.append(owner)
+        elif isinstance(owner, str) and records[owner] is None:
+            errors.append(not_found(("params", *path.loc), owner))
     if errors:
         raise InvalidRequest(errors)
     return substitute(params, resolved)

@@ -144,7 +144,8 @@ class JobService:
 
     async def _validated(self, request: JobRequest, tenant: str) -> JobRequest:
         """`validate_request`, then each `job:<id>` in the params resolved to that job's
-        output (controller/chaining.py): the tenant's own jobs only."""
+        output and each artifact path checked to be the tenant's (controller/chaining.py):
+        the tenant's own jobs and uploads only."""
         request = validate_request(request, priorities=self._priorities)
         model = KINDS[request.kind].params
 
@@ -152,7 +153,7 @@ class JobService:
             record = await self._store.get(job_id)
             return record if record is not None and record.visible_to(tenant) else None
 
-        params = await resolve_references(model, request.params, lookup=lookup)
+        params = await resolve_references(model, request.params, tenant=tenant, lookup=lookup)
         return request.model_copy(update={"params": params})
 
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobView:

@@ -4,17 +4,37 @@ and publish JSON schemas without importing torch or sdv."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from jobs.params.refs import output_ref
+from jobs.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, store_parts
+from jobs.params.refs import is_path_field, output_ref
 
 
 class Params(BaseModel):
-    """Base of every kind's params: unknown fields are errors, every field has a default."""
+    """Base of every kind's params: unknown fields are errors, every field has a default,
+    and every field that names files (`artifact_path`, `output_ref`) holds paths inside the
+    artifact store only (jobs/params/paths.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _paths_inside_the_store(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or not is_path_field(field):
+            return value
+        items = value if isinstance(value, list) else [value]
+        for position, item in enumerate(items):
+            if not isinstance(item, str):
+                continue
+            try:
+                store_parts(item)
+            except OutsideTheStore:
+                where = f"item {position}: " if isinstance(value, list) else ""
+                raise ValueError(where + OUTSIDE_THE_STORE) from None
+        return value
 
 
 class FaultClass(StrEnum):

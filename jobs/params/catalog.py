@@ -5,13 +5,12 @@ artifact path or `job:<id>` (resolved at submit time)."""
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from jobs.params import DatagenParams, Params
-from jobs.params.refs import output_ref
+from jobs.params.refs import artifact_path, output_ref
 
 DATASET_KINDS = ("datagen", "mat-import")
 Device = Literal["auto", "cpu", "cuda"]
@@ -56,13 +55,14 @@ class MatImportParams(Params):
     """MATLAB .mat files (v5 and older via scipy, v7.3 via h5py) of vibration signals, cut
     into fixed-length segments and labelled, as a dataset `train` reads."""
 
-    files: str | None = Field(
-        None,
-        max_length=1000,
+    files: str | None = artifact_path(
+        default=None,
+        glob=True,
         description="A file, a folder (every .mat file below it) or a glob ('**' for any "
-        "depth), relative to the artifact store, e.g. 'uploads/cwru/**/*.mat'. None: write "
-        "a few example files (v5 and v7.3, from datagen) into this job's folder and import "
-        "those.",
+        "depth), relative to the artifact store: under your tenant's uploads or one of its "
+        "jobs' folders, e.g. 'uploads/<tenant>/cwru/**/*.mat' (no wildcards in those first "
+        "segments). None: write a few example files (v5 and v7.3, from datagen) into this "
+        "job's folder and import those.",
     )
     variable: str | None = Field(
         None,
@@ -97,15 +97,6 @@ class MatImportParams(Params):
         description="A malformed file: skipped (and listed in the result), or the job fails.",
     )
     max_files: int = Field(10_000, ge=1, le=1_000_000)
-
-    @field_validator("files")
-    @classmethod
-    def _inside_the_store(cls, value: str | None) -> str | None:
-        if value is not None:
-            path = PurePosixPath(value)
-            if path.is_absolute() or ".." in path.parts or not value.strip():
-                raise ValueError("must be a path or glob inside the artifact store (no '..')")
-        return value
 
     @field_validator("variable", "label_pattern")
     @classmethod

@@ -1,20 +1,41 @@
-"""Params that name another job's output: an artifact path, or `job:<id>`.
+"""Params that name files in the artifact store: `artifact_path(...)` fields (a path, or a
+glob) and `output_ref(...)` fields (a path, or `job:<id>` of another job's output).
 
-A kind that consumes a model or a dataset declares the field with `output_ref(...)`. The
-service resolves `job:<id>` at submit time to the path the named job's result lists under
+The service resolves `job:<id>` at submit time to the path the named job's result lists under
 `output` (and refuses, with a 422 on that field, a job that did not succeed or is of another
-kind), so the task itself only ever sees artifact paths.
+kind), so the task itself only ever sees artifact paths. Every such field, whatever the kind,
+holds only paths inside the store (jobs/params/paths.py): the `Params` base checks the syntax
+of each, the service checks whose area each names at submit, the task runtime checks where
+each leads before the kind runs. `path_values` finds them all in a kind's params.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
 JOB_REF_PREFIX = "job:"
 REF_SCHEMA_KEY = "x-kubetask-ref"
+PATH_SCHEMA_KEY = "x-kubetask-artifact-path"
+
+Loc = tuple[str | int, ...]
+
+
+def artifact_path(*, description: str, default: Any = ..., glob: bool = False) -> Any:
+    """A field holding a path (or with `glob`, a glob pattern) relative to the artifact
+    store, confined to what the caller's tenant may read."""
+    return Field(
+        default,
+        max_length=1000,
+        description=description,
+        json_schema_extra={PATH_SCHEMA_KEY: {"glob": glob}},
+    )
 
 
 def output_ref(*, output: str, kinds: tuple[str, ...], description: str, default: Any = ...) -> Any:
@@ -23,19 +44,26 @@ def output_ref(*, output: str, kinds: tuple[str, ...], description: str, default
     return Field(
         default,
         max_length=1000,
-        description=f"{description} An artifact path, or 'job:<id>' of a succeeded "
+        description=f"{description} An artifact path ('<job id>/<file>' of your tenant's job, "
+        f"or 'uploads/<tenant>/...'), or 'job:<id>' of a succeeded "
         f"{' or '.join(kinds)} job (its '{output}').",
-        json_schema_extra={REF_SCHEMA_KEY: {"output": output, "kinds": list(kinds)}},
+        json_schema_extra={
+            REF_SCHEMA_KEY: {"output": output, "kinds": list(kinds)},
+            PATH_SCHEMA_KEY: {"glob": False},
+        },
     )
+
+
+def _extra(field: FieldInfo, key: str) -> dict[str, Any] | None:
+    extra = field.json_schema_extra
+    value = extra.get(key) if isinstance(extra, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def ref_target(field: FieldInfo) -> tuple[str, tuple[str, ...]] | None:
     """(output, kinds) when the field is an `output_ref`, else None."""
-    extra = field.json_schema_extra
-    if not isinstance(extra, dict):
-        return None
-    ref = extra.get(REF_SCHEMA_KEY)
-    if not isinstance(ref, dict):
+    ref = _extra(field, REF_SCHEMA_KEY)
+    if ref is None:
         return None
     output, kinds = ref.get("output"), ref.get("kinds")
     if not isinstance(output, str) or not isinstance(kinds, list):
@@ -43,8 +71,75 @@ def ref_target(field: FieldInfo) -> tuple[str, tuple[str, ...]] | None:
     return output, tuple(str(k) for k in kinds)
 
 
+def is_path_field(field: FieldInfo) -> bool:
+    """Whether the field names files in the artifact store (`artifact_path`, `output_ref`)."""
+    return _extra(field, PATH_SCHEMA_KEY) is not None
+
+
+def is_glob_field(field: FieldInfo) -> bool:
+    return bool((_extra(field, PATH_SCHEMA_KEY) or {}).get("glob"))
+
+
 def referenced_job(value: object) -> str | None:
     """The job id in a `job:<id>` value, else None."""
     if isinstance(value, str) and value.startswith(JOB_REF_PREFIX):
         return value.removeprefix(JOB_REF_PREFIX)
     return None
+
+
+@dataclass(frozen=True)
+class PathValue:
+    """One value of a path field in params: where it is, and what the field allows."""
+
+    loc: Loc  # inside params, e.g. ("model",), ("train", "dataset") or ("models", 1)
+    value: str
+    ref: tuple[str, tuple[str, ...]] | None  # (output, kinds) of an output_ref field
+    glob: bool
+
+    @property
+    def job_ref(self) -> str | None:
+        """The job id when the value is `job:<id>` in a field that takes one."""
+        return referenced_job(self.value) if self.ref is not None else None
+
+
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The params model a field holds (`Model` or `Model | None`), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(models) == 1:
+            return nested_model(models[0])
+    return None
+
+
+def path_values(model: type[BaseModel], params: Mapping[str, Any]) -> list[PathValue]:
+    """Every value of a path field in `params` of `model` (its JSON form): fields holding one
+    value or a list of them, in nested params models too."""
+    found: list[PathValue] = []
+    for name, field in model.model_fields.items():
+        value = params.get(name)
+        if is_path_field(field):
+            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+            for position, item in items:
+                if isinstance(item, str):
+                    loc: Loc = (name,) if position is None else (name, position)
+                    found.append(PathValue(loc, item, ref_target(field), is_glob_field(field)))
+            continue
+        nested = nested_model(field.annotation)
+        if nested is not None and isinstance(value, Mapping):
+            for inner in path_values(nested, value):
+                found.append(PathValue((name, *inner.loc), inner.value, inner.ref, inner.glob))
+    return found
+
+
+def path_fields(model: type[BaseModel]) -> list[Loc]:
+    """Where a kind's params name files: each path field's location, nested ones too."""
+    found: list[Loc] = []
+    for name, field in model.model_fields.items():
+        nested = nested_model(field.annotation)
+        if is_path_field(field):
+            found.append((name,))
+        elif nested is not None:
+            found += [(name, *loc) for loc in path_fields(nested)]
+    return found

@@ -97,9 +97,10 @@ def test_batch_explain_shares_the_signals_out_among_two_workers(
     api: ApiServer, trained: tuple[Path, str, str]
 ) -> None:
     store = api.data_dir / "artifacts"
-    (store / "models").mkdir(parents=True, exist_ok=True)
-    shutil.copy(trained[0] / trained[1], store / "models" / "tiny.pt")
-    params = {"model": "models/tiny.pt", "plots": 2, "threads": 1}
+    uploads = store / "uploads" / "default" / "models"  # the tenant's own uploads area
+    uploads.mkdir(parents=True, exist_ok=True)
+    shutil.copy(trained[0] / trained[1], uploads / "tiny.pt")
+    params = {"model": "uploads/default/models/tiny.pt", "plots": 2, "threads": 1}
     job_id = api.submit("explain-batch", params, parallelism=2, completions=2)
     events = api.events(job_id, timeout_s=120)
     job = api.job(job_id)

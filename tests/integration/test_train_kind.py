@@ -56,8 +56,8 @@ def test_a_killed_attempt_is_retried_from_its_last_checkpoint(api: ApiServer) ->
 
 
 def test_train_on_a_datagen_dataset_and_on_a_missing_one(api: ApiServer) -> None:
-    missing = api.submit("train", {"dataset": "nowhere/dataset.npz"})
     datagen = api.wait(api.submit("datagen", {"n_per_class": 6, "length": 256}))
+    missing = api.submit("train", {"dataset": f"{datagen['id']}/nowhere.npz"})
     dataset = datagen["result"]["dataset"]
     job = api.wait(api.submit("train", {"dataset": dataset, "epochs": 1, "threads": 1}))
     assert job["state"] == "succeeded", job
@@ -66,5 +66,5 @@ def test_train_on_a_datagen_dataset_and_on_a_missing_one(api: ApiServer) -> None
 
     failed = api.wait(missing)
     assert failed["state"] == "failed"
-    assert "nowhere/dataset.npz" in failed["error"]["message"]
+    assert f"{datagen['id']}/nowhere.npz" in failed["error"]["message"]
     assert "datagen" in failed["error"]["suggestion"]

@@ -134,10 +134,10 @@ def write_recordings(folder: Path) -> None:
 
 
 def test_mat_import_then_features(api: ApiServer) -> None:
-    uploads = api.data_dir / "artifacts" / "uploads" / "bearing"
+    uploads = api.data_dir / "artifacts" / "uploads" / "default" / "bearing"  # the tenant's
     write_recordings(uploads)
     params = {
-        "files": "uploads/bearing/**/*.mat",
+        "files": "uploads/default/bearing/**/*.mat",
         "variable": ".*DE_time",
         "segment_length": 1000,
         "sample_rate": 12_000,
@@ -147,7 +147,7 @@ def test_mat_import_then_features(api: ApiServer) -> None:
 
     result = succeeded(api, imported)["result"]
     assert result["skipped"] == [
-        {"file": "uploads/bearing/inner/broken.mat", "error": result["skipped"][0]["error"]}
+        {"file": "uploads/default/bearing/inner/broken.mat", "error": result["skipped"][0]["error"]}
     ]
     assert "not a readable .mat file" in result["skipped"][0]["error"]
     assert result["files_imported"] == 4
@@ -161,7 +161,7 @@ def test_mat_import_then_features(api: ApiServer) -> None:
 
     failed = api.wait(failing)
     assert failed["state"] == "failed"
-    assert "uploads/bearing/inner/broken.mat" in failed["error"]["message"]
+    assert "uploads/default/bearing/inner/broken.mat" in failed["error"]["message"]
 
     features = succeeded(api, api.submit("features", {"dataset": f"job:{imported}", "bands": 4}))
     result = features["result"]

@@ -1,4 +1,5 @@
-"""Chaining: `job:<id>` params resolved to the named job's output, or refused on the field."""
+"""Chaining: `job:<id>` params resolved to the named job's output, or refused on the field;
+plain artifact paths checked to be the tenant's (its jobs' folders, its uploads)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from controller.chaining import find_references, resolve_references
 from controller.errors import InvalidRequest
 from controller.records import JobRecord, JobStatus
 from jobs.params import Params
-from jobs.params.catalog import EvaluateParams
+from jobs.params.catalog import EvaluateParams, MatImportParams
 from jobs.params.refs import output_ref
 from kubetask.models import JobRequest, JobState
 
@@ -21,16 +22,24 @@ DATAGEN_ID = "0abcdefgh7654321"
 RUNNING_ID = "0abcdefghrunning"
 FAILED_ID = "0abcdefghfailed0"
 NO_OUTPUT_ID = "0abcdefghnooutpt"
+THEIRS_ID = "0abcdefghtheirs0"  # team-b's
+MISSING_ID = "0000000000000000"
+TENANT = "team-a"
 
 
 def record(
-    job_id: str, kind: str, state: JobState, result: dict[str, JsonValue] | None = None
+    job_id: str,
+    kind: str,
+    state: JobState,
+    result: dict[str, JsonValue] | None = None,
+    tenant: str = TENANT,
 ) -> JobRecord:
     return JobRecord(
         id=job_id,
         request=JobRequest(kind=kind),
         created_at=datetime(2025, 1, 1, tzinfo=UTC),
         status=JobStatus(state=state, result=result),
+        tenant=tenant,
     )
 
 
@@ -42,6 +51,9 @@ RECORDS = {
         record(RUNNING_ID, "train", JobState.RUNNING),
         record(FAILED_ID, "train", JobState.FAILED),
         record(NO_OUTPUT_ID, "train", JobState.SUCCEEDED, {"result_file": "x/result-0.json"}),
+        record(
+            THEIRS_ID, "train", JobState.SUCCEEDED, {"model": f"{THEIRS_ID}/model.pt"}, "team-b"
+        ),
     )
 }
 
@@ -61,11 +73,12 @@ class Many(Params):
 def resolve(model: type[Params], params: dict[str, JsonValue]) -> dict[str, JsonValue]:
     looked_up: list[str] = []
 
-    async def lookup(job_id: str) -> JobRecord | None:
+    async def lookup(job_id: str) -> JobRecord | None:  # as the service's: the tenant's only
         looked_up.append(job_id)
-        return RECORDS.get(job_id)
+        found = RECORDS.get(job_id)
+        return found if found is not None and found.visible_to(TENANT) else None
 
-    resolved = asyncio.run(resolve_references(model, params, lookup=lookup))
+    resolved = asyncio.run(resolve_references(model, params, tenant=TENANT, lookup=lookup))
     assert len(looked_up) == len(set(looked_up)), "each job is read once"
     return resolved
 
@@ -88,29 +101,100 @@ def test_job_refs_become_the_referenced_jobs_outputs() -> None:
     assert resolved["batch_size"] == params["batch_size"]  # the rest untouched
 
 
-def test_plain_artifact_paths_are_left_alone_without_any_lookup() -> None:
-    params = evaluate_params(model="abc/model.pt")
+def test_plain_paths_in_the_tenants_own_areas_are_left_alone() -> None:
+    params = evaluate_params(model=f"{TRAIN_ID}/model.pt", dataset=f"uploads/{TENANT}/d.npz")
+    looked_up: list[str] = []
 
     async def lookup(job_id: str) -> JobRecord | None:
-        raise AssertionError("no lookup expected")
+        looked_up.append(job_id)
+        return RECORDS[job_id]
 
-    assert asyncio.run(resolve_references(EvaluateParams, params, lookup=lookup)) == params
+    resolved = asyncio.run(resolve_references(EvaluateParams, params, tenant=TENANT, lookup=lookup))
+    assert resolved == params
+    assert looked_up == [TRAIN_ID]  # the job's tenant is checked; the uploads need no lookup
+    plain = evaluate_params(model=f"{RUNNING_ID}/checkpoint.pt", dataset=f"{TRAIN_ID}/d.npz")
+    assert resolve(EvaluateParams, plain) == plain  # any file of any own job, in any state
+
+
+def test_a_plain_path_to_another_tenants_job_is_refused_as_a_missing_job_is() -> None:
+    errors = refused(
+        Many,
+        {
+            "models": [f"{THEIRS_ID}/model.pt", f"job:{THEIRS_ID}"],
+            "inner": {"model": f"{MISSING_ID}/model.pt"},
+        },
+    )
+    expected = ("job_ref_not_found", f"no job {THEIRS_ID!r} (it may have expired)")
+    assert errors["params.models.0"] == errors["params.models.1"] == expected
+    assert errors["params.inner.model"] == (
+        "job_ref_not_found",
+        f"no job {MISSING_ID!r} (it may have expired)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("uploads/team-b/d.npz", f"outside your tenant's uploads area 'uploads/{TENANT}/'"),
+        ("uploads/d.npz", "outside your tenant's uploads area"),
+        ("uploads", "outside your tenant's uploads area"),
+        ("gan/press-7/seed.csv", "must start with the id of one of your tenant's jobs"),
+        ("nowhere/dataset.npz", f"or with your tenant's uploads area 'uploads/{TENANT}/'"),
+        ("/etc/passwd", "must be a path relative to the artifact store"),
+        (f"{TRAIN_ID}/../{THEIRS_ID}/model.pt", "without a leading '/' or '..'"),
+    ],
+)
+def test_a_plain_path_outside_the_tenants_areas_is_refused_on_its_field(
+    path: str, says: str
+) -> None:
+    errors = refused(Nested, {"model": path})  # unvalidated params: checked here as well
+    kind, message = errors["params.model"]
+    assert kind == "artifact_path"
+    assert says in message
+
+
+def test_a_glob_names_its_area_in_full() -> None:
+    for pattern in (f"uploads/{TENANT}/**/*.mat", f"{TRAIN_ID}/examples/*.mat"):
+        params = MatImportParams(files=pattern).model_dump(mode="json")
+        assert resolve(MatImportParams, params)["files"] == pattern
+    for pattern in ("*/examples/*.mat", "uploads/*/x.mat", "**/*.mat", "uploads/team-?/*.mat"):
+        errors = refused(MatImportParams, {"files": pattern})
+        assert errors["params.files"][0] == "artifact_path", pattern
+        assert "without wildcards" in errors["params.files"][1]
+
+
+def test_a_result_naming_a_path_outside_the_store_is_no_output() -> None:
+    escaping = record(TRAIN_ID, "train", JobState.SUCCEEDED, {"model": "/etc/passwd"})
+
+    async def lookup(job_id: str) -> JobRecord | None:
+        return escaping
+
+    with pytest.raises(InvalidRequest) as info:
+        asyncio.run(
+            resolve_references(
+                EvaluateParams, {"model": f"job:{TRAIN_ID}"}, tenant=TENANT, lookup=lookup
+            )
+        )
+    assert [e.type for e in info.value.errors] == ["job_ref_output"]
 
 
 def test_refs_in_lists_and_nested_params_are_resolved_and_other_fields_are_not() -> None:
     params: dict[str, JsonValue] = {
-        "models": ["a/model.pt", f"job:{TRAIN_ID}"],
+        "models": [f"{DATAGEN_ID}/model.pt", f"job:{TRAIN_ID}"],
         "inner": {"model": f"job:{TRAIN_ID}"},
         "plain": "job:not-a-ref-field",
     }
     assert [r.loc for r in find_references(Many, params)] == [("models", 1), ("inner", "model")]
     resolved = resolve(Many, params)
     assert resolved == {
-        "models": ["a/model.pt", f"{TRAIN_ID}/model.pt"],
+        "models": [f"{DATAGEN_ID}/model.pt", f"{TRAIN_ID}/model.pt"],
         "inner": {"model": f"{TRAIN_ID}/model.pt"},
         "plain": "job:not-a-ref-field",
     }
-    assert params["models"] == ["a/model.pt", f"job:{TRAIN_ID}"]  # the input is not changed
+    assert params["models"] == [
+        f"{DATAGEN_ID}/model.pt",
+        f"job:{TRAIN_ID}",
+    ]  # the input is not changed
 
 
 def test_every_unusable_reference_is_refused_on_its_own_field() -> None:
@@ -143,7 +227,9 @@ def test_every_unusable_reference_is_refused_on_its_own_field() -> None:
 
 
 def test_a_dataset_ref_accepts_either_dataset_kind_but_not_a_model() -> None:
-    errors = refused(EvaluateParams, evaluate_params(model="m.pt", dataset=f"job:{TRAIN_ID}"))
+    errors = refused(
+        EvaluateParams, evaluate_params(model=f"{TRAIN_ID}/m.pt", dataset=f"job:{TRAIN_ID}")
+    )
     assert errors == {
         "params.dataset": (
             "job_ref_kind",
