@@ -1,11 +1,37 @@
-"""What a running task is given: its identity, its artifact folder and its reporter."""
+"""What a running task is given: its identity, its artifact folder and its reporter; and the
+runtime's own check of every artifact path a task opens from its params (`resolve`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.errors import InvalidParams
+from jobs.params.paths import OutsideTheStore, area, store_parts
 from jobs.reporter import ProgressReporter
+
+
+def inside_the_store(root: Path, path: str) -> Path:
+    """`path` (relative to the artifact store `root`) as a real path, symlinks resolved;
+    `InvalidParams` when it is absolute, has a '..', or leads, through a symlink anywhere on
+    the way, out of the area its first segments name (`<job id>/` or `uploads/<tenant>/`,
+    see jobs/params/paths.py): so not out of the store, nor into another job's folder. The
+    answer is the same whether or not the place it leads to exists."""
+    refused = InvalidParams(
+        f"artifact path {path!r} leads outside the artifact store or out of the folder it "
+        "names (paths are relative to the store, without '..', and may not follow a symlink "
+        "out)"
+    )
+    try:
+        parts = store_parts(path)
+        real_root = root.resolve()
+        allowed = real_root.joinpath(*area(parts))
+        real = real_root.joinpath(*parts).resolve()
+    except (OutsideTheStore, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        raise refused from None
+    if not real.is_relative_to(allowed):
+        raise refused
+    return real
 
 
 @dataclass(frozen=True)
@@ -31,6 +57,6 @@ class TaskContext:
         return str(path.relative_to(self.artifacts_root))
 
     def resolve(self, path: str) -> Path:
-        """An artifact path given in params: relative to the store, or absolute."""
-        candidate = Path(path)
-        return candidate if candidate.is_absolute() else self.artifacts_root / candidate
+        """An artifact path given in params, relative to the store: its real path, checked
+        to stay inside the folder it names (`inside_the_store`; `InvalidParams` if not)."""
+        return inside_the_store(self.artifacts_root, path)

@@ -19,6 +19,11 @@ class TaskError(Exception):
         self.suggestion = suggestion
 
 
+class InvalidParams(Exception):
+    """Raised by the runtime or a task for params that can never work as given, such as an
+    artifact path leading out of the store (exit code 2: never retried)."""
+
+
 class TaskTerminated(BaseException):
     """Raised in the task when it receives SIGTERM (cancel, eviction, deadline)."""
 

@@ -22,7 +22,9 @@ from types import FrameType
 from pydantic import JsonValue, ValidationError
 
 from jobs.context import TaskContext
-from jobs.errors import TaskTerminated, describe_failure
+from jobs.errors import InvalidParams, TaskTerminated, describe_failure
+from jobs.params import Params
+from jobs.params.refs import path_values
 from jobs.publisher import RedisPublisher
 from jobs.registry import KINDS, load_runner
 from jobs.reporter import ProgressReporter
@@ -115,6 +117,20 @@ def spill_result(result: dict[str, JsonValue], context: TaskContext) -> dict[str
     return {"result_file": context.relative(path), "keys": keys}
 
 
+def check_paths(params: Params, context: TaskContext) -> None:
+    """Every artifact path in the params (not globs: the kind checks each file they match)
+    resolved under the store and kept inside the folder it names, before the kind opens
+    any: the second line behind the API's check at submit. `InvalidParams` naming the
+    field otherwise."""
+    for item in path_values(type(params), params.model_dump(mode="json")):
+        if not item.glob:
+            try:
+                context.resolve(item.value)
+            except InvalidParams as exc:
+                where = ".".join(str(part) for part in item.loc)
+                raise InvalidParams(f"{where}: {exc}") from None
+
+
 def format_validation_errors(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
@@ -153,10 +169,13 @@ def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> 
     started = time.monotonic()
     log.info("%s task of job %s (index %s) starting", kind, context.job_id, context.index)
     try:
+        check_paths(params, context)
         result = load_runner(spec)(params, context)
         outcome = Outcome(ok=True, result=spill_result(result, context))
         code = env.EXIT_OK
         log.info("%s task succeeded in %.1f s", kind, time.monotonic() - started)
+    except InvalidParams as exc:
+        code, outcome = invalid_params(kind, str(exc))
     except SystemExit as exc:  # the task (or a library) called sys.exit
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         outcome = Outcome(ok=True, result={})

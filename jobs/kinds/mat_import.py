@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from pydantic import JsonValue
 
 from jobs.context import TaskContext
-from jobs.errors import TaskError
+from jobs.errors import InvalidParams, TaskError
 from jobs.kinds.ml.matfiles import (
     MatFileError,
     label_of,
@@ -109,7 +109,7 @@ def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
         raise TaskError(
             f"no files match {pattern!r} in the artifact store",
             suggestion="Give a path, folder or glob relative to the artifact store, e.g. "
-            "'uploads/**/*.mat'.",
+            "'uploads/<tenant>/**/*.mat'.",
         )
     if len(paths) > params.max_files:
         raise TaskError(f"{len(paths)} files match {pattern!r}; max_files is {params.max_files}")
@@ -118,7 +118,11 @@ def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
     for number, path in enumerate(paths, 1):
         name = str(path.relative_to(root))
         try:
-            count = import_file(path, params, imported, name)
+            real = context.resolve(name)  # a symlink may not lead out of the pattern's folder
+        except InvalidParams as exc:
+            raise InvalidParams(f"files: {exc}") from None
+        try:
+            count = import_file(real, params, imported, name)
             message = f"{name}: {count} segments"
         except MatFileError as exc:
             if params.on_error == "fail":
