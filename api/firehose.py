@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 
 from controller.bus import RESYNC, EventHub
 from controller.records import JobRecord
@@ -84,7 +84,7 @@ async def live_frames(
     keepalive_s: float,
     visible: Visible | None = None,
     tick_s: float = TICK_S,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """SSE text: `ready`, then batches of `state`/`progress` events, `resync` when some may
     have been missed, keepalive comments while idle. Runs until the client goes."""
     async with hub.listen_all() as queue:

@@ -1,5 +1,6 @@
 """Following one job's events: the history first (from the seq the client last saw), then
-live events, in seq order without repeats, until the terminal state event.
+live events, in seq order without repeats, until the terminal state event. And the response
+every event stream goes out in, which gives its stream slot back however it ends.
 
 Events pass through as the JSON Redis holds (no re-encoding on the hot path), in batches.
 Where the bounded history no longer holds what a client missed, a `gap` event says which
@@ -10,10 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from api.limits import StreamLease
 from controller.bus import RESYNC, EventBus, EventHub
 from controller.records import JobRecord
 from kubetask.models import TERMINAL_STATES, StateEvent
@@ -22,6 +28,7 @@ from kubetask.models import TERMINAL_STATES, StateEvent
 # (expired or trimmed); the stream then ends with an event made from the record.
 SETTLE = timedelta(seconds=5)
 MAX_BATCH = 500
+MAX_SEQ_DIGITS = 15  # below 2**53: Redis scores (doubles) hold every such seq exactly
 KEEPALIVE_FRAME = ": keepalive\n\n"
 _TERMINAL = {state.value for state in TERMINAL_STATES}
 
@@ -59,10 +66,32 @@ class Frame:
         return f"id: {self.seq}\nevent: {self.type}\ndata: {self.data}\n\n"
 
 
-def parse_last_event_id(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value.strip())
+class BadResumePoint(ValueError):
+    """A `Last-Event-ID` or `since` that is not a seq (the message names which)."""
+
+
+def _seq(text: str, name: str) -> int:
+    if 0 < len(text) <= MAX_SEQ_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    raise BadResumePoint(f"{name} must be a seq: up to {MAX_SEQ_DIGITS} ASCII digits")
+
+
+def resume_point(last_event_id: str | None, since: str | None) -> int:
+    """The seq a stream resumes after: `Last-Event-ID` (what a browser sends back) when
+    given, else `since`, else 0. Strict: ASCII digits only (no sign, space, point,
+    underscore or other scripts' digits), BadResumePoint otherwise. An empty
+    `Last-Event-ID` is none, as the SSE rules make it."""
+    if last_event_id:
+        return _seq(last_event_id, "Last-Event-ID")
+    return 0 if since is None else _seq(since, "since")
+
+
+async def ended_by(job_id: str, since: int, bus: EventBus) -> bool:
+    """Whether the job's terminal state event is at or before `since`: a resume there has
+    nothing left to send (what every browser EventSource asks after the stream ended)."""
+    if since <= 0:
+        return False
+    return any(Frame.of(raw).terminal for raw in await bus.history_until(job_id, until=since))
 
 
 class Cursor:
@@ -115,7 +144,7 @@ async def follow(
     hub: EventHub,
     get_record: Callable[[str], Awaitable[JobRecord | None]],
     keepalive_s: float,
-) -> AsyncIterator[list[Frame] | None]:
+) -> AsyncGenerator[list[Frame] | None, None]:
     """Yields batches of frames with seq > since, and None as a keep-alive when quiet."""
     cursor = Cursor(job_id, since)
     read_history = True
@@ -173,3 +202,28 @@ async def _lost_ending(
         attempts=record.status.attempts,
     )
     return Frame(seq=event.seq, type="state", data=event.model_dump_json(), terminal=True)
+
+
+class LeasedStream(StreamingResponse):
+    """Server-Sent Events holding one of the tenant's stream slots. The slot is given back
+    and the events' generator closed however the response ends: the client gone before the
+    first byte, mid-stream or at the end, an error, a cancel."""
+
+    def __init__(self, content: AsyncGenerator[str, None], *, lease: StreamLease) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._content = content
+        self._lease = lease
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._content.aclose()
+                finally:
+                    await self._lease.close()

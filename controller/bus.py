@@ -56,6 +56,13 @@ class EventBus:
         raw = await self._redis.zrangebyscore(keys.history(job_id), f"({since}", "+inf")
         return [str(item) for item in raw]
 
+    async def history_until(self, job_id: str, *, until: int, count: int = 16) -> list[str]:
+        """The last `count` stored events with seq <= until, newest first."""
+        raw = await self._redis.zrevrangebyscore(
+            keys.history(job_id), until, "-inf", start=0, num=count
+        )
+        return [str(item) for item in raw]
+
     async def last_seq(self, job_id: str) -> int:
         value = await self._redis.get(keys.seq(job_id))
         return int(value) if value else 0

@@ -20,6 +20,7 @@ from kubetask.errors import ApiError, StreamLost
 from kubetask.models import JobState, ProgressEvent, StateEvent
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+NO_CONTENT = 204  # a resume at or past the terminal state: the stream is over
 
 
 class GapEvent(BaseModel):
@@ -157,6 +158,10 @@ class EventCursor:
             self.state = event.state
             self.done = event.state.terminal
         return event
+
+    def ended_before(self) -> None:
+        """The server answered 204: the job ended at or before `last`, nothing follows."""
+        self.done = True
 
     def refused(self, error: ApiError) -> float:
         """An error answer: raised when retrying cannot help, else a reconnect delay."""

@@ -24,7 +24,7 @@ from pydantic import JsonValue
 
 from kubetask import _calls
 from kubetask._calls import Call, JobOptions, LogFollower, Pager
-from kubetask._sse import EventCursor, JobEvent, OnReconnect
+from kubetask._sse import NO_CONTENT, EventCursor, JobEvent, OnReconnect
 from kubetask._wait import Deadline, Waiter
 from kubetask.errors import ApiError, ServerUnreachable, StreamLost
 from kubetask.models import JobRequest, JobState, JobView, KindInfo, ProgressEvent
@@ -73,6 +73,9 @@ class AsyncClient:
                     if response.is_error:
                         await response.aread()
                         delay = cursor.refused(_calls.api_error(response))
+                    elif response.status_code == NO_CONTENT:
+                        cursor.ended_before()
+                        return
                     else:
                         async for line in response.aiter_lines():
                             event = cursor.feed(line)

@@ -24,7 +24,7 @@ from pydantic import JsonValue
 
 from kubetask import _calls
 from kubetask._calls import Call, JobOptions, LogFollower, Pager
-from kubetask._sse import EventCursor, JobEvent, OnReconnect
+from kubetask._sse import NO_CONTENT, EventCursor, JobEvent, OnReconnect
 from kubetask._wait import Deadline, Waiter
 from kubetask.errors import ApiError, ServerUnreachable, StreamLost
 from kubetask.models import JobRequest, JobState, JobView, KindInfo, ProgressEvent
@@ -74,6 +74,9 @@ class Client:
                     if response.is_error:
                         response.read()
                         delay = cursor.refused(_calls.api_error(response))
+                    elif response.status_code == NO_CONTENT:
+                        cursor.ended_before()
+                        return
                     else:
                         for line in response.iter_lines():
                             event = cursor.feed(line)

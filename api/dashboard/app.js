@@ -102,6 +102,7 @@ async function* sse(path, signal, lastEventId) {
   if (lastEventId) headers["Last-Event-ID"] = String(lastEventId);
   const response = await fetch(path, { headers, signal, cache: "no-store" });
   if (!response.ok) throw new ApiError(response.status, `${response.status} on ${path}`);
+  if (response.status === 204 || !response.body) return; // resumed at the end: nothing follows
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {

@@ -3,7 +3,8 @@ jobs only (an admin's: every job), holding one of the tenant's stream slots."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -13,6 +14,7 @@ from api.deps import LimitsDep, PrincipalDep, RuntimeDep
 from api.firehose import TenantFilter, live_frames
 from api.limits import StreamLease
 from api.runtime import Runtime
+from api.streaming import LeasedStream
 
 router = APIRouter(
     prefix="/v1",
@@ -21,17 +23,16 @@ router = APIRouter(
 )
 
 
-async def _frames(runtime: Runtime, principal: Principal, lease: StreamLease) -> AsyncIterator[str]:
+async def _frames(
+    runtime: Runtime, principal: Principal, lease: StreamLease
+) -> AsyncGenerator[str, None]:
     scope = principal.scope
     visible = None if scope is None else TenantFilter(scope, runtime.store.get)
-    try:
-        async for frame in live_frames(
-            runtime.hub, keepalive_s=runtime.settings.keepalive_s, visible=visible
-        ):
+    frames = live_frames(runtime.hub, keepalive_s=runtime.settings.keepalive_s, visible=visible)
+    async with contextlib.aclosing(frames):
+        async for frame in frames:
             await lease.renew()
             yield frame
-    finally:
-        await lease.close()
 
 
 @router.get(
@@ -51,8 +52,4 @@ async def live_events(
     few per second), and `resync` when some may have been missed (load the list again). No
     history, no resume: a job's own stream (`/v1/jobs/{id}/events`) has those."""
     lease = await limits.open_stream(principal.tenant)  # 429 before the stream starts
-    return StreamingResponse(
-        _frames(runtime, principal, lease),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return LeasedStream(_frames(runtime, principal, lease), lease=lease)

@@ -4,11 +4,12 @@ of the tenant's stream slots while it lasts (429, or close code 4429, when none 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, Mapping
 from http import HTTPStatus
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, Query, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException
 
@@ -16,8 +17,17 @@ from api.deps import LimitsDep, PrincipalDep, RuntimeDep, limits_of, principal_o
 from api.limits import StreamLease
 from api.problems import problem
 from api.runtime import Runtime
-from api.streaming import KEEPALIVE_FRAME, follow, parse_last_event_id
+from api.streaming import (
+    KEEPALIVE_FRAME,
+    BadResumePoint,
+    LeasedStream,
+    ended_by,
+    follow,
+    resume_point,
+)
 from controller.errors import JobNotFound
+
+SEQ = {"pattern": "^[0-9]{1,15}$"}
 
 router = APIRouter(
     prefix="/v1/jobs",
@@ -29,20 +39,21 @@ router = APIRouter(
 )
 
 
-async def _sse(runtime: Runtime, job_id: str, since: int, lease: StreamLease) -> AsyncIterator[str]:
-    try:
-        async for batch in follow(
-            job_id,
-            since=since,
-            bus=runtime.bus,
-            hub=runtime.hub,
-            get_record=runtime.store.get,
-            keepalive_s=runtime.settings.keepalive_s,
-        ):
+async def _sse(
+    runtime: Runtime, job_id: str, since: int, lease: StreamLease
+) -> AsyncGenerator[str, None]:
+    batches = follow(
+        job_id,
+        since=since,
+        bus=runtime.bus,
+        hub=runtime.hub,
+        get_record=runtime.store.get,
+        keepalive_s=runtime.settings.keepalive_s,
+    )
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
             await lease.renew()
             yield KEEPALIVE_FRAME if batch is None else "".join(frame.sse() for frame in batch)
-    finally:
-        await lease.close()
 
 
 @router.get(
@@ -51,6 +62,11 @@ async def _sse(runtime: Runtime, job_id: str, since: int, lease: StreamLease) ->
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}},
+        204: {
+            "description": "The job ended at or before the resume point: nothing follows "
+            "(this also tells a browser's EventSource to stop reconnecting)."
+        },
+        400: {"description": "`Last-Event-ID` or `since` is not a seq (ASCII digits)."},
         404: {"description": "No such job."},
         429: {"description": "The tenant has as many event streams open as allowed."},
     },
@@ -60,51 +76,67 @@ async def job_events(
     runtime: RuntimeDep,
     principal: PrincipalDep,
     limits: LimitsDep,
-    since: Annotated[int, Query(ge=0)] = 0,
-    last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+    since: Annotated[
+        str | None, Query(description="Resume after this seq.", json_schema_extra=SEQ)
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="Resume after this seq; wins over `since`.")
+    ] = None,
+) -> Response:
     """Server-Sent Events: `id:` is the seq, `event:` progress or state (or gap, naming seqs
     the bounded history no longer holds); ends after the terminal state. Resumes after
-    `Last-Event-ID` (or `?since=`)."""
-    await runtime.service.get(job_id, tenant=principal.scope)  # 404 before the stream starts
-    lease = await limits.open_stream(principal.tenant)  # 429 before the stream starts
-    resume = parse_last_event_id(last_event_id)
-    return StreamingResponse(
-        _sse(runtime, job_id, since if resume is None else resume, lease),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    `Last-Event-ID` (or `?since=`); a resume at or past the terminal state is 204."""
+    try:  # 400, 404 and 204 before a stream slot is taken, 429 when none is free
+        resume = resume_point(last_event_id, since)
+    except BadResumePoint as exc:
+        raise HTTPException(400, str(exc)) from None
+    await runtime.service.get(job_id, tenant=principal.scope)
+    if await ended_by(job_id, resume, runtime.bus):
+        return Response(status_code=204)
+    lease = await limits.open_stream(principal.tenant)
+    return LeasedStream(_sse(runtime, job_id, resume, lease), lease=lease)
 
 
 @router.websocket("/{job_id}/ws")
-async def job_ws(websocket: WebSocket, job_id: str, since: int = 0) -> None:
-    """The same events as JSON text messages; closes (1000) after the terminal state.
-    Refused before the handshake completes: with the HTTP answer (401, 404, 429 problem
-    details) where the server can send one, else by closing with 4401, 4404 or 4429."""
+async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) -> None:
+    """The same events as JSON text messages; closes (1000) after the terminal state, at
+    once when `since` is at or past it. Refused before the handshake completes: with the
+    HTTP answer (400, 401, 404, 429 problem details) where the server can send one, else by
+    closing with 4400, 4401, 4404 or 4429."""
     runtime = runtime_of(websocket)
     try:
         principal = principal_of(websocket)
+        resume = resume_point(None, since)
         await runtime.service.get(job_id, tenant=principal.scope)
+        if await ended_by(job_id, resume, runtime.bus):
+            await websocket.accept()
+            await websocket.close(code=1000)
+            return
         lease = await limits_of(websocket).open_stream(principal.tenant)
     except HTTPException as exc:
         await _refuse(websocket, exc.status_code, str(exc.detail), exc.headers)
         return
+    except BadResumePoint as exc:
+        await _refuse(websocket, 400, str(exc))
+        return
     except JobNotFound:
         await _refuse(websocket, 404, f"no job with id {job_id}")
         return
+    batches = follow(
+        job_id,
+        since=resume,
+        bus=runtime.bus,
+        hub=runtime.hub,
+        get_record=runtime.store.get,
+        keepalive_s=runtime.settings.keepalive_s,
+    )
     try:
-        await websocket.accept()
-        async for batch in follow(
-            job_id,
-            since=max(since, 0),
-            bus=runtime.bus,
-            hub=runtime.hub,
-            get_record=runtime.store.get,
-            keepalive_s=runtime.settings.keepalive_s,
-        ):
-            await lease.renew()
-            for frame in batch or ():
-                await websocket.send_text(frame.data)
+        async with contextlib.aclosing(batches):
+            await websocket.accept()
+            async for batch in batches:
+                await lease.renew()
+                for frame in batch or ():
+                    await websocket.send_text(frame.data)
         await websocket.close(code=1000)
     except WebSocketDisconnect:
         return

@@ -79,6 +79,9 @@ def test_events_come_in_order_and_end_with_the_terminal_state(client: Client) ->
     progress = [e for e in events if isinstance(e, ProgressEvent)]
     assert progress[-1].current == 4
     assert list(job.events(since=events[2].seq)) == events[3:]
+    started = time.monotonic()
+    assert list(job.events(since=events[-1].seq)) == []  # at the end: over at once (204)
+    assert time.monotonic() - started < 1
 
 
 def test_events_resume_after_a_dropped_connection(api: ApiServer, proxy: FlakyProxy) -> None:
@@ -201,6 +204,7 @@ def test_async_submit_events_wait_and_result(api: ApiServer) -> None:
             events = [event async for event in job.events(timeout=30)]
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             assert isinstance(events[-1], StateEvent)
+            assert [event async for event in job.events(since=events[-1].seq)] == []
             view = await job.wait(timeout=30, raise_on_failure=True)
             assert view.state is JobState.SUCCEEDED
             assert await job.state is JobState.SUCCEEDED

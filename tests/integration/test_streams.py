@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.servers import ApiServer, read_sse
+from tests.servers import ApiServer, own_database, read_sse
 
 
 def test_late_subscriber_gets_the_whole_history(api: ApiServer) -> None:
@@ -54,3 +60,85 @@ def test_websocket_carries_the_same_events(api: ApiServer) -> None:
     assert live[-1]["state"] == "succeeded"
     assert live == api.events(job_id)
     assert _ws_events(api, job_id, since=2) == live[2:]
+
+
+# -- resume points and stream slots ------------------------------------------------------------
+CAP = 3  # the capped server's streams per tenant
+GARBAGE = [b"\xb2", b"abc", b"-1", b"+3", b"3.0", b"0x10", b"1_0", b"\xd9\xa1", b"9" * 16]
+
+
+@pytest.fixture(scope="module")
+def capped(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """An API server allowing each tenant CAP open streams."""
+    server = ApiServer(
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path_factory.mktemp("capped"),
+        max_streams_per_tenant=CAP,
+    )
+    server.start()
+    yield server
+    server.close()
+
+
+def _open_streams(api: ApiServer, job_id: str, count: int) -> list[int]:
+    """Open `count` streams of a job at once (each holds a slot while open), then close
+    them: the status of each."""
+    with contextlib.ExitStack() as stack:
+        statuses = []
+        for _ in range(count):
+            client = stack.enter_context(httpx.Client(base_url=api.base_url, timeout=10))
+            response = stack.enter_context(client.stream("GET", f"/v1/jobs/{job_id}/events"))
+            statuses.append(response.status_code)
+        return statuses
+
+
+def test_a_garbage_resume_point_is_400_and_takes_no_slot(capped: ApiServer) -> None:
+    job_id = capped.submit("noop", {"steps": 200, "step_s": 0.1})
+    path = f"/v1/jobs/{job_id}/events"
+    with httpx.Client(base_url=capped.base_url, timeout=10) as client:
+        for _ in range(2):  # more garbage than there are slots
+            for value in GARBAGE:
+                response = client.get(path, headers={b"Last-Event-ID": value})
+                assert response.status_code == 400, (value, response.text)
+                assert response.headers["content-type"] == "application/problem+json"
+                assert "Last-Event-ID" in response.json()["detail"]
+        for text in ["²", "-1", "abc", "", "1e3"]:
+            response = client.get(path, params={"since": text})
+            assert response.status_code == 400, (text, response.text)
+            assert "since" in response.json()["detail"]
+    assert _open_streams(capped, job_id, CAP) == [200] * CAP, "a refused request kept a slot"
+    assert _open_streams(capped, job_id, CAP + 1)[-1] == 429
+    assert _open_streams(capped, job_id, CAP) == [200] * CAP, "a closed stream kept its slot"
+    capped.client.delete(f"/v1/jobs/{job_id}")
+
+
+def test_a_resume_at_or_past_the_end_ends_at_once(capped: ApiServer) -> None:
+    job_id = capped.submit("noop", {"steps": 2})
+    capped.wait(job_id)
+    last = capped.events(job_id)[-1]["seq"]
+    for headers, params in [
+        ({"Last-Event-ID": str(last)}, {}),
+        ({"Last-Event-ID": str(last + 10)}, {}),
+        ({}, {"since": str(last)}),
+    ]:
+        started = time.monotonic()
+        response = capped.client.get(
+            f"/v1/jobs/{job_id}/events", headers=headers, params=params, timeout=10
+        )
+        # 204: what tells a browser's EventSource to stop reconnecting
+        assert response.status_code == 204, response.text
+        assert time.monotonic() - started < 1
+    started = time.monotonic()
+    assert _ws_events(capped, job_id, since=last) == []
+    assert time.monotonic() - started < 1
+    assert _open_streams(capped, job_id, CAP) == [200] * CAP
+    # one before the end still gets the terminal event
+    assert [e["seq"] for e in capped.events(job_id, since=last - 1)] == [last]
+
+
+def test_a_websocket_with_a_garbage_since_is_refused(capped: ApiServer) -> None:
+    job_id = capped.submit("noop", {"steps": 2})
+    url = capped.base_url.replace("http", "ws") + f"/v1/jobs/{job_id}/ws?since=%C2%B2"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 400

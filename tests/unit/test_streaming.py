@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from api.streaming import Cursor, Frame, parse_last_event_id
+import pytest
+
+from api.streaming import BadResumePoint, Cursor, Frame, resume_point
 from controller.bus import RESYNC
 
 
@@ -65,7 +67,17 @@ def test_sse_frame_names_seq_and_type() -> None:
     assert frame.sse() == f"id: 5\nevent: progress\ndata: {progress(5)}\n\n"
 
 
-def test_last_event_id_parsing() -> None:
-    assert parse_last_event_id(" 12 ") == 12
-    assert parse_last_event_id("abc") is None
-    assert parse_last_event_id(None) is None
+def test_a_resume_point_is_ascii_digits_only() -> None:
+    assert resume_point("12", None) == 12
+    assert resume_point(None, "7") == 7
+    assert resume_point("12", "7") == 12  # Last-Event-ID wins, as browsers send it
+    assert resume_point("", "7") == 7  # an empty Last-Event-ID is none (the SSE rules)
+    assert resume_point(None, None) == 0
+    assert resume_point("0", None) == 0
+    for garbage in ["²", "١٢", "abc", "-1", "+1", "1.0", "0x10", "1_000", "1 2", " 1", "9" * 16]:
+        with pytest.raises(BadResumePoint, match="Last-Event-ID"):
+            resume_point(garbage, None)
+        with pytest.raises(BadResumePoint, match="since"):
+            resume_point(None, garbage)
+    with pytest.raises(BadResumePoint, match="since"):
+        resume_point(None, "")
