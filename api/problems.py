@@ -16,7 +16,13 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from controller.errors import IdempotencyKeyReused, InvalidRequest, JobFinished, JobNotFound
+from controller.errors import (
+    IdempotencyKeyReused,
+    InvalidRequest,
+    JobFinished,
+    JobNotFound,
+    NotDurable,
+)
 
 log = logging.getLogger("kubetask.api")
 
@@ -26,6 +32,7 @@ _BODY_NOT_DECODED = "There was an error parsing the body"
 _PARAMETER_LOCATIONS = ("query", "path", "header")
 _SCHEMAS = "#/components/schemas/"
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+RETRY_AFTER_S = 2  # a 503's suggestion: the store is away, busy, or its disk is slow
 
 
 class FieldProblem(BaseModel):
@@ -110,8 +117,15 @@ def install(app: FastAPI) -> None:
         log.warning("redis unavailable: %s", exc)
         return problem(
             503, "Service Unavailable", "the job store is unavailable; try again",
-            headers={"Retry-After": "2"},
+            headers={"Retry-After": str(RETRY_AFTER_S)},
         )  # fmt: skip
+
+    @app.exception_handler(NotDurable)
+    async def _not_durable(request: Request, exc: NotDurable) -> JSONResponse:
+        detail = f"{exc}; nothing was created: try again"
+        return problem(
+            503, "Service Unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
 
     original_openapi = app.openapi
 

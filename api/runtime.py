@@ -75,17 +75,23 @@ class Runtime:
             embedded = RedisServer(settings.data_dir / "redis")
             url = await asyncio.to_thread(embedded.start)
             log.info("embedded redis at %s (data in %s)", url, embedded.data_dir)
-        client = aioredis.Redis.from_url(
+        # A request waits for a free connection (up to the pool timeout, then 503) rather
+        # than failing at once when every connection is busy (some wait on WAITAOF).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=settings.redis_max_connections,
+            timeout=settings.redis_pool_timeout_s,
             decode_responses=True,
             health_check_interval=10,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        client = aioredis.Redis.from_pool(pool)
         store = RedisStore(
             client,
             retention_s=settings.retention_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            fsync_timeout_ms=round(settings.fsync_timeout_s * 1000),
             notifications=partial(entries_for, settings=settings.notify()),
         )
         outbox = Outbox(

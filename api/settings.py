@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis to use; unset: start the embedded server in data_dir.", repr=False
     )
+    redis_max_connections: int = Field(
+        128, ge=4, description="Redis connections per replica; requests wait for a free one."
+    )
+    redis_pool_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for a free Redis connection; then 503."
+    )
+    fsync_timeout_s: float = Field(
+        3.0, gt=0, description="Longest wait for a new job to be on disk (WAITAOF); then 503."
+    )
     data_dir: Path = Path(".kubetask")
     artifacts_dir: Path | None = Field(None, description="Default: data_dir/artifacts.")
     slots: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)

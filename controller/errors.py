@@ -38,3 +38,8 @@ class IdempotencyKeyReused(Exception):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"Idempotency-Key already used for job {job_id} with another request")
         self.job_id = job_id
+
+
+class NotDurable(Exception):
+    """The job store did not confirm that a new job is on disk, so it was taken back out:
+    nothing was accepted, and the same request may be sent again (503)."""

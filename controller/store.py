@@ -4,6 +4,11 @@ reads its own index; its cap on unfinished jobs counts its own set, in the same 
 creates the job, so the cap holds across API replicas). Each write that must be atomic is
 one script.
 
+A new record is acknowledged (201) only once it is on disk: the create script and `WAITAOF`
+go down one connection together, and when the server does not confirm the local fsync in
+time (a slow or failing disk, append-only persistence off) the record is taken back out,
+with its idempotency key, index entries and event log, and the caller is told to retry.
+
 The reconciler is the only writer of a job's `status`; the API writes the record once and
 the cancel flag. A status write names the cancel flag it was derived from and is refused if
 that changed, so a cancel accepted with 202 can never be overwritten by a late success.
@@ -20,8 +25,9 @@ from enum import StrEnum
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
+from controller.errors import NotDurable
+from controller.fsync import FSYNC_TIMEOUT_MS, local_fsync
 from controller.notify import OutboxEntry
 from controller.records import JobRecord, JobStatus
 from kubetask import eventlog, keys
@@ -37,12 +43,18 @@ SCAN_BATCH = 100
 # fingerprint, job key prefix, idempotency TTL, then the "queued" event's body, history
 # limit and progress flag, then the tenant and its cap on unfinished jobs ('0': none).
 # The event is appended in the same script, so it is always the job's first (seq 1), before
-# any reconciler sees the job. A replay answers the original job even at the cap.
+# any reconciler sees the job. A replay answers the original job even at the cap. The same
+# script run again (the client retried after losing the connection) writes the key again:
+# WAITAOF, on the new connection, then waits for a write of its own, which is after the record.
 _CREATE = (
     eventlog.APPEND_FUNCTION
     + """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
+  if existing == ARGV[1] then
+    redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7])
+    return {ARGV[1], ''}
+  end
   if existing then
     return {existing, redis.call('HGET', ARGV[6] .. existing, 'fingerprint') or ''}
   end
@@ -91,6 +103,26 @@ if ARGV[3] ~= '0' then
     end
   end
 end
+return 1
+"""
+
+# KEYS and ARGV[1]: as _CREATE's. Takes a record the disk did not confirm back out: the
+# record, its event log, its index entries and its places in the active sets (the tenant's
+# count of unfinished jobs), and the idempotency key if it still names this job.
+_DISCARD = """
+redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[9], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[10], ARGV[1])
+if KEYS[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+return 1
+"""
+
+# Only a record that exists (one taken back out after a failed fsync stays gone).
+_MARK_SUBMITTED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'submitted', '1')
 return 1
 """
 
@@ -177,16 +209,20 @@ class RedisStore:
         idempotency_ttl_s: int,
         notifications: Callable[[JobRecord, JobStatus], Sequence[OutboxEntry]] | None = None,
         clock: Callable[[], float] = time.time,
+        fsync_timeout_ms: int = FSYNC_TIMEOUT_MS,
     ) -> None:
         self._redis = client
         self._notifications = notifications
         self._clock = clock
         self._retention_s = retention_s
         self._idempotency_ttl_s = idempotency_ttl_s
+        self._fsync_timeout_ms = fsync_timeout_ms
         self._create = client.register_script(_CREATE)
+        self._discard = client.register_script(_DISCARD)
         self._save_status = client.register_script(_SAVE_STATUS)
+        self._mark_submitted = client.register_script(_MARK_SUBMITTED)
         self._cancel = client.register_script(_CANCEL)
-        self._waitaof: bool | None = None
+        self._waitaof = True  # False once the server turned out to predate WAITAOF
 
     async def create(
         self,
@@ -196,8 +232,10 @@ class RedisStore:
         fingerprint: str,
         max_active: int | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Store a new record; with an idempotency key the tenant used before, return that
-        job instead. `TooManyActiveJobs` when the tenant has `max_active` unfinished jobs."""
+        """Store a new record, on disk before this returns; with an idempotency key the
+        tenant used before, return that job instead. `TooManyActiveJobs` when the tenant
+        has `max_active` unfinished jobs; `NotDurable` when the server did not confirm the
+        fsync in time, and then nothing of the record is left."""
         tenant = record.tenant
         idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
         status = record.status
@@ -209,34 +247,45 @@ class RedisStore:
             attempts=0,
             now=record.created_at,
         )
-        job_id, seen_fingerprint, *_ = await self._create(
-            keys=[
-                keys.job(record.id),
-                keys.JOBS_INDEX,
-                ACTIVE_SET,
-                idem_key,
-                *eventlog.script_keys(record.id),
-                keys.tenant_jobs(tenant),
-                keys.tenant_active(tenant),
-            ],
-            args=[
-                record.id,
-                record.request.model_dump_json(),
-                record.created_at.isoformat(),
-                status.model_dump_json(),
-                fingerprint,
-                keys.job(""),
-                self._idempotency_ttl_s,
-                *eventlog.script_args(accepted),
-                tenant,
-                max_active or 0,
-            ],
-        )
+        script_keys = [
+            keys.job(record.id),
+            keys.JOBS_INDEX,
+            ACTIVE_SET,
+            idem_key,
+            *eventlog.script_keys(record.id),
+            keys.tenant_jobs(tenant),
+            keys.tenant_active(tenant),
+        ]
+        # One connection for both: WAITAOF waits for that connection's own writes only.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._create(
+                keys=script_keys,
+                args=[
+                    record.id,
+                    record.request.model_dump_json(),
+                    record.created_at.isoformat(),
+                    status.model_dump_json(),
+                    fingerprint,
+                    keys.job(""),
+                    self._idempotency_ttl_s,
+                    *eventlog.script_args(accepted),
+                    tenant,
+                    max_active or 0,
+                ],
+                client=pipe,
+            )
+            if self._waitaof:
+                pipe.execute_command("WAITAOF", 1, 0, self._fsync_timeout_ms)
+            answer, *fsync = await pipe.execute(raise_on_error=False)
+        if isinstance(answer, Exception):
+            raise answer
+        job_id, seen_fingerprint, *_ = answer
         job_id = str(job_id)
         if not job_id:
             raise TooManyActiveJobs(tenant, max_active or 0)
         if job_id == record.id:
-            await self._sync_to_disk()
+            if fsync:  # else the server predates WAITAOF: nothing to wait for
+                await self._confirm_on_disk(fsync[0], record.id, script_keys)
             return record, True
         seen = str(seen_fingerprint)
         if seen != fingerprint:
@@ -251,6 +300,20 @@ class RedisStore:
                 max_active=max_active,
             )
         return existing, False
+
+    async def _confirm_on_disk(self, reply: object, job_id: str, script_keys: list[str]) -> None:
+        """Take a new record back out (NotDurable) unless WAITAOF counted the local fsync."""
+        confirmed = local_fsync(reply)
+        if confirmed is None:
+            log.warning("no WAITAOF on this server (%s); relying on appendfsync", reply)
+            self._waitaof = False
+        elif not confirmed:
+            log.error("job %s not on disk (WAITAOF: %s): taken back out", job_id, reply)
+            await self._discard(keys=script_keys, args=[job_id])
+            raise NotDurable(
+                "the job store did not confirm that the job is on disk "
+                f"(waited up to {self._fsync_timeout_ms} ms)"
+            )
 
     async def get(self, job_id: str) -> JobRecord | None:
         fields: dict[str, str] = await self._redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
@@ -319,7 +382,7 @@ class RedisStore:
         return int(written) == 1
 
     async def mark_submitted(self, job_id: str) -> None:
-        await self._redis.hset(keys.job(job_id), "submitted", "1")
+        await self._mark_submitted(keys=[keys.job(job_id)])
 
     async def request_cancel(self, job_id: str) -> CancelOutcome | JobState:
         """ACCEPTED, MISSING, or the terminal state that makes cancelling impossible."""
@@ -334,17 +397,6 @@ class RedisStore:
     async def unfinished(self) -> list[str]:
         members = await self._redis.smembers(ACTIVE_SET)
         return sorted(str(m) for m in members)
-
-    async def _sync_to_disk(self) -> None:
-        """Wait until the append-only file holds the write (WAITAOF, Redis 7.2+ / Valkey)."""
-        if self._waitaof is False:
-            return
-        try:
-            await self._redis.execute_command("WAITAOF", 1, 0, 1000)  # type: ignore[no-untyped-call]
-            self._waitaof = True
-        except ResponseError as exc:
-            log.info("no WAITAOF on this server (%s); relying on appendfsync", exc)
-            self._waitaof = False
 
 
 def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:
