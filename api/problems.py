@@ -183,6 +183,8 @@ def _problem_or_nothing(content: dict[str, Any] | None) -> bool:
 def _title(status: int) -> str:
     from http import HTTPStatus
 
+    if status == 413:  # RFC 9110's name (Python 3.11 still says "Request Entity Too Large")
+        return "Content Too Large"
     try:
         return HTTPStatus(status).phrase
     except ValueError:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from api.body import JsonRoute
 from api.deps import LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
 from api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
 from api.routers.metrics import MetricsDep
@@ -20,6 +21,7 @@ from kubetask.models import DryRun, JobPage, JobRequest, JobState, JobView
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
+    route_class=JsonRoute,
     responses={
         401: {"description": "No valid bearer token (WWW-Authenticate says why)."},
         503: {"description": "The job store is unavailable; try again after Retry-After."},
