@@ -28,13 +28,26 @@ from controller.notify import entries_for
 from controller.outbox import Outbox
 from controller.reconciler import Reconciler, utcnow
 from controller.records import JobRecord
-from controller.redis_server import RedisServer
+from controller.redis_server import RedisServer, watch
 from controller.service import JobService
 from controller.store import RedisStore
 from controller.taskspec import TaskDefaults, build_task_spec
 from controller.wakeups import WakeUps
 
 log = logging.getLogger("kubetask.server")
+
+
+async def start_embedded(server: RedisServer) -> str:
+    """Start the embedded server: its process from this thread (the event loop's, which
+    lives as long as the process: the server's parent-death signal follows it), the waits
+    in another."""
+    await asyncio.to_thread(server.claim)
+    try:
+        server.spawn()
+        return await asyncio.to_thread(server.wait_ready)
+    except BaseException:
+        await asyncio.to_thread(server.stop)
+        raise
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -73,8 +86,22 @@ class Runtime:
         url = settings.redis_url
         if url is None:
             embedded = RedisServer(settings.data_dir / "redis")
-            url = await asyncio.to_thread(embedded.start)
+            url = await start_embedded(embedded)
             log.info("embedded redis at %s (data in %s)", url, embedded.data_dir)
+        try:
+            runtime = await cls._wire(settings, url, embedded, metrics)
+        except BaseException:
+            if embedded is not None:  # a failed start stops what it started
+                await asyncio.to_thread(embedded.stop)
+            raise
+        if embedded is not None:  # restarted on its address and data whenever it dies
+            runtime.tasks.append(asyncio.create_task(watch(embedded), name="embedded-redis"))
+        return runtime
+
+    @classmethod
+    async def _wire(
+        cls, settings: Settings, url: str, embedded: RedisServer | None, metrics: Metrics | None
+    ) -> Runtime:
         # A request waits for a free connection (up to the pool timeout, then 503) rather
         # than failing at once when every connection is busy (some wait on WAITAOF).
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -159,6 +186,11 @@ class Runtime:
             asyncio.create_task(elector.run(lead), name="leader-election"),
         ]
         return runtime
+
+    def alive(self) -> bool:
+        """Liveness: what this process runs itself is up (the embedded Redis server, when
+        it runs one)."""
+        return self.embedded_redis is None or self.embedded_redis.running
 
     async def ready(self) -> bool:
         try:

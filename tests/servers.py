@@ -38,7 +38,8 @@ def own_database(redis_url: str) -> str:
 class ApiServer:
     """`python -m api` as its own process; `restart()` and `kill()` act on it like an operator."""
 
-    def __init__(self, *, redis_url: str, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, *, redis_url: str | None, data_dir: Path, **settings: Any) -> None:
+        """`redis_url=None`: the server starts its embedded Redis (in `data_dir/redis`)."""
         self.redis_url = redis_url
         self.data_dir = data_dir
         self.port = free_port()
@@ -56,13 +57,9 @@ class ApiServer:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETASK_")}
-        env.update(
-            {
-                "KUBETASK_REDIS_URL": self.redis_url,
-                "KUBETASK_DATA_DIR": str(self.data_dir),
-                "KUBETASK_PORT": str(self.port),
-            }
-        )
+        env.update({"KUBETASK_DATA_DIR": str(self.data_dir), "KUBETASK_PORT": str(self.port)})
+        if self.redis_url is not None:
+            env["KUBETASK_REDIS_URL"] = self.redis_url
         env.update({f"KUBETASK_{k.upper()}": str(v) for k, v in self.settings.items()})
         return env
 
@@ -171,6 +168,20 @@ def read_sse(
             elif not line.startswith(":"):
                 key, _, value = line.partition(": ")
                 frame[key] = value
+
+
+def redis_processes(data_dir: Path) -> list[int]:
+    """Every live Redis server process with its data in `data_dir/redis` (an API server's
+    embedded one; the server works in its data folder), read from /proc."""
+    folder = (data_dir / "redis").resolve()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            server = (proc / "comm").read_text().strip() in ("redis-server", "valkey-server")
+            zombie = ") Z" in (proc / "stat").read_text()
+            if server and not zombie and (proc / "cwd").resolve() == folder:
+                found.append(int(proc.name))
+    return sorted(found)
 
 
 def kill_tasks(data_dir: Path) -> None:

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import RuntimeDep
+from api.problems import problem
 from controller.service import kind_infos
 from kubetask.models import KindInfo
 
@@ -17,9 +18,19 @@ async def list_kinds() -> list[KindInfo]:
     return kind_infos()
 
 
-@router.get("/healthz", operation_id="healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/healthz",
+    operation_id="healthz",
+    response_model=dict[str, str],
+    responses={503: {"description": "The embedded Redis server is gone (being restarted)."}},
+)
+async def healthz(runtime: RuntimeDep) -> JSONResponse:
+    if not runtime.alive():
+        return problem(
+            503, "Service Unavailable", "the embedded Redis server is gone; restarting it",
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
+    return JSONResponse({"status": "ok"})
 
 
 @router.get(
