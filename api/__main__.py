@@ -10,18 +10,22 @@ only, and refuses (exit 2) any other address.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 
 import uvicorn
 import yaml
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from api.app import create_app
 from api.auth import TokenFile, TokensFileError
+from api.runtime import Runtime
 from api.settings import Settings
 from controller.errors import InvalidRequest
 from controller.ids import new_job_id
@@ -31,6 +35,10 @@ from controller.records import JobRecord
 from controller.service import validate_request
 from controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
+
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app fails to start
+GRACEFUL_S = 10  # what requests get to finish on shutdown (the chart's grace: 30 s)
+STREAMS_END_S = 2.0  # what streams get to say goodbye before uvicorn closes connections
 
 
 def render(path: Path, settings: Settings) -> str:
@@ -104,7 +112,37 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kubetask-server: {why}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_S,
+    )
+    server = Server(config, app=app)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run exits when the app failed to start
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending the event streams first when it shuts down (SIGTERM,
+    SIGINT). Left to uvicorn, a shutdown waits for every open stream's client to leave (a
+    dashboard tab never does) before the app stops: the reconciler, the Lease and the
+    embedded Redis would stay. Requests still running GRACEFUL_S later are cancelled."""
+
+    def __init__(self, config: uvicorn.Config, *, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        runtime: Runtime | None = getattr(self._app.state, "runtime", None)
+        if runtime is not None:  # SSE clients are told to reconnect, WebSockets get 1001
+            runtime.hub.close()
+            await runtime.hub.wait_unheard(STREAMS_END_S)
+        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

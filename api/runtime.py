@@ -207,6 +207,7 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        self.hub.close()  # streams still open end now
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

@@ -30,6 +30,9 @@ SETTLE = timedelta(seconds=5)
 MAX_BATCH = 500
 MAX_SEQ_DIGITS = 15  # below 2**53: Redis scores (doubles) hold every such seq exactly
 KEEPALIVE_FRAME = ": keepalive\n\n"
+# The last words of a stream cut short by a shutdown: reconnect (to another replica, or to
+# this one restarted) in a second; a job's stream resumes by Last-Event-ID.
+SHUTDOWN_FRAME = ": the server is shutting down; reconnect\nretry: 1000\n\n"
 _TERMINAL = {state.value for state in TERMINAL_STATES}
 
 
@@ -204,12 +207,33 @@ async def _lost_ending(
     return Frame(seq=event.seq, type="state", data=event.model_dump_json(), terminal=True)
 
 
+async def until(event: asyncio.Event, work: Callable[[], Awaitable[None]]) -> bool:
+    """Run `work` to its end (True), or until `event` is set (False: `work` was cancelled).
+    Errors from `work` pass unchanged."""
+    with anyio.CancelScope() as scope:
+
+        def cancel(_: object) -> None:
+            scope.cancel()
+
+        waiter = asyncio.ensure_future(event.wait())
+        waiter.add_done_callback(cancel)
+        try:
+            await work()
+        finally:
+            waiter.remove_done_callback(cancel)
+            waiter.cancel()
+    return not scope.cancelled_caught
+
+
 class LeasedStream(StreamingResponse):
     """Server-Sent Events holding one of the tenant's stream slots. The slot is given back
     and the events' generator closed however the response ends: the client gone before the
-    first byte, mid-stream or at the end, an error, a cancel."""
+    first byte, mid-stream or at the end, an error, a cancel. When `closing` is set (the
+    server shuts down) the stream ends at once with SHUTDOWN_FRAME."""
 
-    def __init__(self, content: AsyncGenerator[str, None], *, lease: StreamLease) -> None:
+    def __init__(
+        self, content: AsyncGenerator[str, None], *, lease: StreamLease, closing: asyncio.Event
+    ) -> None:
         super().__init__(
             content,
             media_type="text/event-stream",
@@ -217,6 +241,23 @@ class LeasedStream(StreamingResponse):
         )
         self._content = content
         self._lease = lease
+        self._closing = closing
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+
+        async def body() -> None:
+            async for chunk in self._content:
+                await send(
+                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
+                )
+
+        if not await until(self._closing, body):
+            farewell = SHUTDOWN_FRAME.encode()
+            await send({"type": "http.response.body", "body": farewell, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -111,6 +111,20 @@ class EventHub:
         self._listeners: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
         self._everything: set[asyncio.Queue[str]] = set()  # listeners to all jobs' events
         self.ready = asyncio.Event()
+        self.closed = asyncio.Event()  # the process is shutting down: its streams end
+
+    def close(self) -> None:
+        """Tell every stream to end (the process is shutting down); new ones end at once."""
+        self.closed.set()
+
+    async def wait_unheard(self, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) until nobody listens; whether that came."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._listeners or self._everything:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     @contextlib.asynccontextmanager
     async def listen(self, job_id: str) -> AsyncIterator[asyncio.Queue[str]]:

@@ -52,4 +52,4 @@ async def live_events(
     few per second), and `resync` when some may have been missed (load the list again). No
     history, no resume: a job's own stream (`/v1/jobs/{id}/events`) has those."""
     lease = await limits.open_stream(principal.tenant)  # 429 before the stream starts
-    return LeasedStream(_frames(runtime, principal, lease), lease=lease)
+    return LeasedStream(_frames(runtime, principal, lease), lease=lease, closing=runtime.hub.closed)

@@ -24,6 +24,7 @@ from api.streaming import (
     ended_by,
     follow,
     resume_point,
+    until,
 )
 from controller.errors import JobNotFound
 
@@ -94,13 +95,16 @@ async def job_events(
     if await ended_by(job_id, resume, runtime.bus):
         return Response(status_code=204)
     lease = await limits.open_stream(principal.tenant)
-    return LeasedStream(_sse(runtime, job_id, resume, lease), lease=lease)
+    return LeasedStream(
+        _sse(runtime, job_id, resume, lease), lease=lease, closing=runtime.hub.closed
+    )
 
 
 @router.websocket("/{job_id}/ws")
 async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) -> None:
     """The same events as JSON text messages; closes (1000) after the terminal state, at
-    once when `since` is at or past it. Refused before the handshake completes: with the
+    once when `since` is at or past it, and with 1001 (going away) when the server shuts
+    down. Refused before the handshake completes: with the
     HTTP answer (400, 401, 404, 429 problem details) where the server can send one, else by
     closing with 4400, 4401, 4404 or 4429."""
     runtime = runtime_of(websocket)
@@ -130,14 +134,19 @@ async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) ->
         get_record=runtime.store.get,
         keepalive_s=runtime.settings.keepalive_s,
     )
+
+    async def pump() -> None:
+        async for batch in batches:
+            await lease.renew()
+            for frame in batch or ():
+                await websocket.send_text(frame.data)
+
     try:
         async with contextlib.aclosing(batches):
             await websocket.accept()
-            async for batch in batches:
-                await lease.renew()
-                for frame in batch or ():
-                    await websocket.send_text(frame.data)
-        await websocket.close(code=1000)
+            ended = await until(runtime.hub.closed, pump)
+            # 1001 going away: the server shuts down (resume with ?since=)
+            await websocket.close(code=1000 if ended else 1001)
     except WebSocketDisconnect:
         return
     finally:

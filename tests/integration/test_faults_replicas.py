@@ -5,12 +5,16 @@ the lease duration. The API server's audit log witnesses the Lease writes and Jo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack
@@ -18,6 +22,7 @@ from tests.integration.test_faults import assert_one_job_each, wait_all
 from tests.servers import ApiServer
 
 DURATION_S, RENEW_DEADLINE_S, RETRY_S = 3, 2.0, 0.5
+GRACE_S = 30  # the chart's terminationGracePeriodSeconds
 LEASE = "kubetask-leader"
 REPLICATED = {"replicaCount": 2}  # the chart's Role then grants the Lease
 ELECTION = {
@@ -134,3 +139,42 @@ def test_one_replica_leads_both_serve_and_a_killed_leader_hands_over(
         f" handover={after_kill:.2f}s after the SIGKILL, {after_renewal:.2f}s after the last"
         f" renewal; lost=0 duplicates={duplicates}"
     )
+
+
+def _holds(stack: KubeStack, identity: str) -> bool:
+    with contextlib.suppress(ApiException):  # 404: not created yet
+        return holder(stack) == identity
+    return False
+
+
+def test_a_leader_sigtermed_with_streams_open_releases_the_lease_and_exits(
+    control_plane: ControlPlane, redis_db: str, tmp_path: Path
+) -> None:
+    with kubernetes_stack(
+        control_plane,
+        redis_db,
+        tmp_path,
+        values=REPLICATED,
+        leader_identity="replica-a",
+        **ELECTION,
+    ) as stack:
+        api = stack.api
+        deadline = time.monotonic() + 10
+        while not _holds(stack, "replica-a"):
+            assert time.monotonic() < deadline, "no leader"
+            time.sleep(0.05)
+        job_id = api.submit("noop", {"steps": 600, "step_s": 0.1})
+        api.wait(job_id, {"running"}, timeout_s=30)
+        with contextlib.ExitStack() as streams:  # a dashboard tab and a follower, never leaving
+            client = streams.enter_context(httpx.Client(base_url=api.base_url, timeout=30))
+            for path in ("/v1/events", f"/v1/jobs/{job_id}/events"):
+                assert streams.enter_context(client.stream("GET", path)).status_code == 200
+            assert api.process is not None
+            sent = time.monotonic()
+            api.process.send_signal(signal.SIGTERM)
+            api.process.wait(GRACE_S)
+            took = time.monotonic() - sent
+            api.process = None
+        assert took < 10
+        assert holder(stack) == "", "the Lease was left to expire"
+    print(f"\nleader SIGTERMed with 2 streams open: exited in {took:.2f} s, the Lease released")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from api.streaming import BadResumePoint, Cursor, Frame, resume_point
+from api.streaming import BadResumePoint, Cursor, Frame, resume_point, until
 from controller.bus import RESYNC
 
 
@@ -81,3 +82,28 @@ def test_a_resume_point_is_ascii_digits_only() -> None:
             resume_point(None, garbage)
     with pytest.raises(BadResumePoint, match="since"):
         resume_point(None, "")
+
+
+def test_until_runs_work_to_its_end_or_until_the_event() -> None:
+    async def scenario() -> None:
+        event = asyncio.Event()
+        done: list[str] = []
+
+        async def quick() -> None:
+            done.append("quick")
+
+        async def forever() -> None:
+            asyncio.get_running_loop().call_later(0.05, event.set)
+            await asyncio.sleep(60)
+
+        async def failing() -> None:
+            raise OSError("the client left")
+
+        assert await until(event, quick) is True
+        assert done == ["quick"]
+        assert await asyncio.wait_for(until(event, forever), 5) is False
+        assert await asyncio.wait_for(until(event, forever), 1) is False  # already set
+        with pytest.raises(OSError, match="client left"):  # errors pass unchanged
+            await until(asyncio.Event(), failing)
+
+    asyncio.run(scenario())
