@@ -40,7 +40,7 @@ class ApiServer:
 
     def __init__(self, *, redis_url: str | None, data_dir: Path, **settings: Any) -> None:
         """`redis_url=None`: the server starts its embedded Redis (in `data_dir/redis`)."""
-        self.redis_url = redis_url
+        self._redis_url = redis_url
         self.data_dir = data_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -55,11 +55,20 @@ class ApiServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
 
+    @property
+    def redis_url(self) -> str:
+        """The Redis this server uses: the one it was given, or (once started) its embedded
+        one, whose address the data folder's lock file records."""
+        if self._redis_url is not None:
+            return self._redis_url
+        record = json.loads((self.data_dir / "redis" / "lock").read_text())
+        return str(record["url"])
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETASK_")}
         env.update({"KUBETASK_DATA_DIR": str(self.data_dir), "KUBETASK_PORT": str(self.port)})
-        if self.redis_url is not None:
-            env["KUBETASK_REDIS_URL"] = self.redis_url
+        if self._redis_url is not None:
+            env["KUBETASK_REDIS_URL"] = self._redis_url
         env.update({f"KUBETASK_{k.upper()}": str(v) for k, v in self.settings.items()})
         return env
 

@@ -43,6 +43,8 @@ def test_a_killed_controller_takes_its_redis_with_it_and_adopted_tasks_stream_on
     try:
         api.start()
         assert len(redis_processes(api.data_dir)) == 1
+        with redis.Redis.from_url(api.redis_url) as client:  # the embedded server's address
+            assert client.ping()
         job_id = api.submit("noop", {"steps": 150, "step_s": 0.1})
         api.wait(job_id, {"running"})
         for _ in range(3):
