@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import JsonValue, ValidationError
 
-from controller.backends.base import Backend, TaskSpec
+from controller.backends.base import Backend, RefusesRequests, TaskSpec
 from controller.bus import EventBus
 from controller.chaining import resolve_references
 from controller.errors import (
@@ -44,6 +44,14 @@ def validate_request(
         raise InvalidRequest(
             [FieldError(("kind",), f"unknown kind {request.kind!r}; known: {known}", "enum")]
         )
+    if request.completions > 1 and not spec.splits:
+        splitting = ", ".join(sorted(name for name, kind in KINDS.items() if kind.splits))
+        message = (
+            f"{request.kind} cannot share its work among workers: each of the "
+            f"{request.completions} would do all of it, into the same files; ask for 1 "
+            f"(kinds that split their work: {splitting})"
+        )
+        raise InvalidRequest([FieldError(("completions",), message, "value_error")])
     try:
         params = spec.params.model_validate(request.params)
     except ValidationError as exc:
@@ -147,6 +155,10 @@ class JobService:
         output and each artifact path checked to be the tenant's (controller/chaining.py):
         the tenant's own jobs and uploads only."""
         request = validate_request(request, priorities=self._priorities)
+        if isinstance(self._backend, RefusesRequests) and (
+            refused := self._backend.refusals(request)
+        ):
+            raise InvalidRequest(refused)
         model = KINDS[request.kind].params
 
         async def lookup(job_id: str) -> JobRecord | None:

@@ -43,6 +43,9 @@ class KindSpec:
     params: type[Params]
     runner: str  # "module:function", imported only inside the task process
     image: Image
+    # Whether the kind shares its work among a job's workers (parallelism/completions > 1);
+    # a kind that cannot would have every worker do the whole of it, into the same files.
+    splits: bool = False
 
 
 KINDS: Mapping[str, KindSpec] = {
@@ -61,6 +64,7 @@ KINDS: Mapping[str, KindSpec] = {
             params=NoopParams,
             runner="jobs.kinds.noop:run",
             image="trainer",
+            splits=True,
         ),
         KindSpec(
             name="train",
@@ -77,6 +81,7 @@ KINDS: Mapping[str, KindSpec] = {
             params=HpoParams,
             runner="jobs.kinds.hpo:run",
             image="trainer",
+            splits=True,
         ),
         KindSpec(
             name="explain",
@@ -93,6 +98,7 @@ KINDS: Mapping[str, KindSpec] = {
             params=ExplainBatchParams,
             runner="jobs.kinds.explain_batch:run",
             image="trainer",
+            splits=True,
         ),
         KindSpec(
             name="nas",
@@ -101,6 +107,7 @@ KINDS: Mapping[str, KindSpec] = {
             params=NasParams,
             runner="jobs.kinds.nas:run",
             image="trainer",
+            splits=True,
         ),
         KindSpec(
             name="gan-seed",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
+from controller.errors import FieldError
 from controller.records import JobStatus
 from controller.states import Observation
-from kubetask.models import DEFAULT_TENANT, BackendRef, Resources
+from kubetask.models import DEFAULT_TENANT, BackendRef, JobRequest, Resources
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,13 @@ class Backend(Protocol):
 
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
         """What `create` would make, for a dry run."""
+
+
+@runtime_checkable
+class RefusesRequests(Protocol):
+    """An optional capability: a backend that can tell, at submit time, what of a request it
+    could never honour (the local backend has no GPU to give). The API answers 422 with
+    these words and creates nothing."""
+
+    def refusals(self, request: JobRequest) -> list[FieldError]:
+        """Each field the backend cannot honour, with why; empty when it can run it."""

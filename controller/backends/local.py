@@ -36,13 +36,15 @@ from pydantic import JsonValue
 
 from controller.backends import local_plan
 from controller.backends.base import TaskSpec
+from controller.backends.local_gpus import visible_gpus
 from controller.backends.local_plan import Pod
 from controller.backends.local_ttl import remove_expired
+from controller.errors import FieldError
 from controller.records import JobStatus
 from controller.redaction import redact_env
 from controller.states import Condition, Observation
 from kubetask import env
-from kubetask.models import DEFAULT_TENANT, BackendRef, Resources
+from kubetask.models import DEFAULT_TENANT, BackendRef, JobRequest, Resources
 
 log = logging.getLogger("kubetask.local")
 
@@ -124,7 +126,9 @@ class LocalBackend:
         retry_backoff_s: float = 1.0,
         finished_ttl_s: float | None = None,
         python: str = sys.executable,
+        gpus: int | None = None,
     ) -> None:
+        self._gpus = gpus  # None: as many as this machine shows (local_gpus.py)
         self._jobs = root / "jobs"
         self._finished_ttl_s = finished_ttl_s  # finished jobs' folders removed after this
         self._slots = slots
@@ -233,6 +237,20 @@ class LocalBackend:
 
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """Nothing beyond the state events: the job's folder has no event log of its own."""
+
+    def refusals(self, request: JobRequest) -> list[FieldError]:
+        """A GPU this machine does not have: the task would run on the CPU instead. (cpu and
+        memory are not enforced here: the README says why.)"""
+        asked = request.resources.gpu
+        have = visible_gpus() if self._gpus is None else self._gpus
+        if asked <= have:
+            return []
+        shown = "no GPU" if have == 0 else f"{have} GPU{'s' if have > 1 else ''}"
+        message = (
+            f"the local backend runs tasks on this machine, which has {shown}: it cannot "
+            f"give {asked}; ask for at most {have}, or use the kubernetes backend"
+        )
+        return [FieldError(("resources", "gpu"), message, "backend")]
 
     def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
         return BackendRef(backend="local", name=str(self._jobs / job_id))

@@ -140,3 +140,31 @@ def test_kind_infos_lists_every_registered_kind_with_its_schema() -> None:
         properties = info.params_schema["properties"]
         assert isinstance(properties, dict)
         assert set(properties) == set(spec.params.model_fields)
+
+
+# --- workers for kinds that cannot share their work -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, spec in KINDS.items() if not spec.splits))
+def test_a_kind_that_cannot_split_refuses_completions_above_one(kind: str) -> None:
+    error = invalid(request(kind=kind, completions=2))
+    assert [e.loc for e in error.errors] == [("completions",)]
+    assert f"{kind} cannot share its work" in error.errors[0].msg
+
+
+def test_the_kinds_that_split_their_work_are_these() -> None:
+    assert sorted(k for k, spec in KINDS.items() if spec.splits) == [
+        "explain-batch",
+        "hpo",
+        "nas",
+        "noop",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["hpo", "nas", "noop"])
+def test_kinds_that_split_their_work_take_workers(kind: str) -> None:
+    assert validate_request(request(kind=kind, parallelism=2, completions=2)).completions == 2
+
+
+def test_a_kind_that_cannot_split_runs_one_worker() -> None:
+    assert validate_request(request(kind="datagen")).completions == 1
