@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import JsonValue, ValidationError
 
 from controller.states import Derived
@@ -15,6 +17,35 @@ _REASON_SUGGESTIONS = {
     "submit it again if it should run.",
     "BackoffLimitExceeded": "Every attempt failed: the logs show why (GET /v1/jobs/{id}/logs).",
 }
+
+
+def in_plain_words(
+    derived: Derived,
+    *,
+    attempts: int,
+    exit_code: int | None,
+    timeout_s: int | None,
+    start_timeout_s: int | None,
+) -> Derived:
+    """`derived` with a message a person reads at a glance ("failed after 2 attempts (exit
+    code 3)"); `reason` keeps the backend's (Kubernetes') word, for programs. Reasons
+    without plain words here keep their message."""
+    said = derived.message
+    exited = f" (exit code {exit_code})" if exit_code is not None else ""
+    tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+    words = {
+        "BackoffLimitExceeded": f"failed after {tries}{exited}",
+        "PodFailurePolicy": "failed at once, not retried: the task exited with code 2, "
+        "which means its params are invalid",
+        "DeadlineExceeded": f"stopped: it ran longer than its timeout_s ({timeout_s} s)",
+        "StartTimeout": f"failed: it did not start running within its start_timeout_s "
+        f"({start_timeout_s} s)",
+        "CreateRejected": f"failed: the backend refused to create it: {said}",
+        "FailedCreate": f"no task could be created yet (retrying): {said}",
+        "ControllerError": f"failed: {said}; the server's log says more",
+    }
+    plain = words.get(derived.reason or "")
+    return derived if plain is None else replace(derived, message=plain)
 
 
 def parse_outcome(raw: str | None) -> Outcome | None:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
 from controller.bus import EventBus
-from controller.outcomes import parse_outcome, summarize
+from controller.outcomes import in_plain_words, parse_outcome, summarize
 from controller.records import JobRecord, JobStatus, next_status
 from controller.states import JobFacts, Observation, derive_state
 from controller.store import Store
@@ -263,6 +263,13 @@ class Reconciler:
                 ran=record.status.started_at is not None,
                 unhandled=unhandled,
             )
+        )
+        derived = in_plain_words(
+            derived,
+            attempts=max(observation.attempts if observation else 0, record.status.attempts),
+            exit_code=observation.last_exit_code if observation else None,
+            timeout_s=record.request.timeout_s,
+            start_timeout_s=record.request.start_timeout_s,
         )
         if derived.stop and observation is not None:
             await self._backend.delete(job_id)

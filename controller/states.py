@@ -79,6 +79,7 @@ class Observation:
     # (status.uncountedTerminatedPods): the Job's final condition may come before the count.
     uncounted_succeeded: int = 0
     uncounted_failed: int = 0
+    last_exit_code: int | None = None  # of the task that failed last, where the backend knows
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_ and c.status), None)

@@ -157,7 +157,19 @@ def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observ
         create_failure=create_failure(job, pods, events),
         uncounted_succeeded=len(_uncounted_list(status, "succeeded")),
         uncounted_failed=len(_uncounted_list(status, "failed")),
+        last_exit_code=last_exit_code(pods),
     )
+
+
+def last_exit_code(pods: list[Obj]) -> int | None:
+    """The exit code of the newest failed pod's task container, if it says one."""
+    for pod in sorted(pods, key=_created, reverse=True):
+        if pod.get("status", {}).get("phase") == "Failed":
+            terminated = _container_status(pod).get("state", {}).get("terminated") or {}
+            code = terminated.get("exitCode")
+            if isinstance(code, int):
+                return code
+    return None
 
 
 def _created(pod: Obj) -> str:

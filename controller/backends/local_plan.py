@@ -143,6 +143,8 @@ def observe(
 ) -> Observation:
     """The Job as Kubernetes would show it."""
     counted = [p for p in pods if not p.lost]
+    failures = [p for p in counted if p.failed]
+    last_failure = max(failures, key=lambda p: p.finished_at or p.created_at, default=None)
     return Observation(
         conditions=(condition,) if condition else (),
         suspended=waiting_for_slot is not None and not any(p.active for p in pods),
@@ -159,4 +161,5 @@ def observe(
             for p in pods
             if p.active
         ),
+        last_exit_code=last_failure.exit_code if last_failure else None,
     )

@@ -273,8 +273,9 @@ def test_a_create_refused_for_good_fails_the_job_with_the_apis_words() -> None:
     assert not store.record.submitted
     (status,) = store.saved
     assert (status.state, status.reason) == (JobState.FAILED, "CreateRejected")
-    assert status.message == (
-        'jobs.batch "kt-x" is forbidden: exceeded quota: jobs, requested: count/jobs=1'
+    assert status.message == (  # plain words first, the API's own after
+        'failed: the backend refused to create it: jobs.batch "kt-x" is forbidden: '
+        "exceeded quota: jobs, requested: count/jobs=1"
     )
     assert status.error is not None
     assert status.error.type == "CreateRejected"
@@ -309,6 +310,7 @@ def test_a_job_whose_sync_fails_the_same_way_again_and_again_is_failed_not_retri
     (status,) = store.saved
     assert (status.state, status.reason) == (JobState.FAILED, "ControllerError")
     assert status.message == (
-        "kubetask could not handle this job: OverflowError: date value out of range"
+        "failed: kubetask could not handle this job: OverflowError: date value out of range; "
+        "the server's log says more"
     )
     assert backend.deleted  # what ran for it is stopped

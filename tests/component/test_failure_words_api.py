@@ -1,0 +1,24 @@
+"""A failed job, as the API shows it: `message` in plain words, `reason` kept as the backend's
+(Kubernetes') word for programs; against the real API process and the local backend."""
+
+from __future__ import annotations
+
+from tests.servers import ApiServer
+
+
+def test_a_task_that_exits_3_reads_failed_after_1_attempt(api: ApiServer) -> None:
+    job = api.wait(api.submit("noop", {"fail": "exit", "exit_code": 3}, retries=0))
+    assert (job["state"], job["reason"]) == ("failed", "BackoffLimitExceeded")
+    assert job["message"] == "failed after 1 attempt (exit code 3)"
+
+
+def test_retried_attempts_are_counted(api: ApiServer) -> None:
+    job = api.wait(api.submit("noop", {"fail": "exit", "exit_code": 5}, retries=1))
+    assert (job["state"], job["reason"]) == ("failed", "BackoffLimitExceeded")
+    assert job["message"] == "failed after 2 attempts (exit code 5)"
+
+
+def test_a_deadline_says_which_limit_it_passed(api: ApiServer) -> None:
+    job = api.wait(api.submit("noop", {"steps": 100, "step_s": 1}, timeout_s=1))
+    assert (job["state"], job["reason"]) == ("failed", "DeadlineExceeded")
+    assert job["message"] == "stopped: it ran longer than its timeout_s (1 s)"
