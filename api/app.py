@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.limits import BodySizeLimit
-from api.routers import dashboard, jobs, live, meta, metrics, streams
+from api.routers import dashboard, docs, jobs, live, meta, metrics, streams
 from api.runtime import Runtime
 from api.settings import Settings, get_settings
 from controller.metrics import Metrics
@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="A Kubernetes-native job runner for ML work: one container per task.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/routers/docs.py, with its assets: no CDN
+        redoc_url=None,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     problems.install(app)
@@ -42,5 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
     app.state.metrics = app_metrics
     return app
