@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 all: lint mypy test
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "installing kubetask and its ML dependencies (PyTorch, Optuna, SDV): a few minutes the first time..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ml]'
 	touch $(STAMP)

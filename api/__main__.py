@@ -36,6 +36,8 @@ from controller.service import validate_request
 from controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
 
+log = logging.getLogger("kubetask")
+
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app fails to start
 GRACEFUL_S = 10  # what requests get to finish on shutdown (the chart's grace: 30 s)
 STREAMS_END_S = 2.0  # what streams get to say goodbye before uvicorn closes connections
@@ -61,6 +63,12 @@ def render(path: Path, settings: Settings) -> str:
     if configmap is not None:
         objects.append(configmap)
     return yaml.safe_dump_all(objects, sort_keys=False)
+
+
+def ready_url(host: str, port: int) -> str:
+    """Where a person reaches the server: `http://127.0.0.1:8000`, `http://[::1]:8000`."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}"
 
 
 def is_loopback(host: str) -> bool:
@@ -136,6 +144,18 @@ class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, *, app: FastAPI) -> None:
         super().__init__(config)
         self._app = app
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            base = ready_url(self.config.host, self._bound_port())
+            log.info("kubetask is ready: API %s/v1, dashboard %s/", base, base)
+
+    def _bound_port(self) -> int:
+        for server in self.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.port
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         runtime: Runtime | None = getattr(self._app.state, "runtime", None)
