@@ -14,6 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from kubetask._live_line import count_text
 from kubetask.models import JobState, JobView, KindInfo, ProgressEvent
 
 STATE_STYLES = {
@@ -86,30 +87,64 @@ def progress_text(event: ProgressEvent | None) -> str:
     if event.stage:
         parts.append(event.stage)
     if event.total:
-        parts.append(f"{_number(event.current)}/{_number(event.total)}")
+        parts.append(count_text(event.current, event.total))
     return " ".join(parts)
 
 
-def jobs_table(views: Iterable[JobView], now: datetime) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True)
-    table.add_column("KIND", no_wrap=True)
-    table.add_column("NAME")
-    table.add_column("STATE", no_wrap=True)
-    table.add_column("PROGRESS")
-    table.add_column("AGE", justify="right", no_wrap=True)
-    table.add_column("DURATION", justify="right", no_wrap=True)
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def job_rows(views: Iterable[JobView], now: datetime, *, wide: bool = False) -> list[list[str]]:
+    """`kubetask list`'s table as text cells, the header first (`wide`: more columns)."""
+    header = ["ID", "KIND", "NAME", "STATE", "REASON", "PROGRESS", "AGE", "DURATION"]
+    if wide:
+        header += ["ATTEMPTS", "LABELS", "BACKEND", "MESSAGE"]
+    rows = [header]
     for view in views:
-        table.add_row(
-            Text(view.id),
-            Text(view.kind),
-            Text(view.name or ""),
-            state_text(view.state),
-            Text(progress_text(view.progress)),
-            Text(age(view, now)),
-            Text(duration(view, now)),
+        row = [
+            view.id,
+            view.kind,
+            view.name or "",
+            view.state.value,
+            view.reason or "",
+            progress_text(view.progress),
+            age(view, now),
+            duration(view, now),
+        ]
+        if wide:
+            message = view.message or (view.error.message if view.error else "")
+            row += [str(view.attempts), _labels(view.labels), view.backend.name, message]
+        rows.append([" ".join(cell.split()) for cell in row])  # one line each
+    return rows
+
+
+def jobs_table(rows: list[list[str]]) -> Table:
+    """The rows (header first) for a terminal: a row never wraps; long cells end in "…"."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    right = {"AGE", "DURATION", "ATTEMPTS"}
+    squeezable = {"NAME", "REASON", "PROGRESS", "LABELS", "MESSAGE"}
+    for title in rows[0]:  # rich narrows the columns that may wrap; their cells never do
+        table.add_column(
+            title, no_wrap=title not in squeezable, justify="right" if title in right else "left"
         )
+    state_at = rows[0].index("STATE")
+    for row in rows[1:]:
+        cells = [Text(cell, no_wrap=True, overflow="ellipsis") for cell in row]
+        cells[state_at] = state_text(JobState(row[state_at]))
+        table.add_row(*cells)
     return table
+
+
+def plain_rows(rows: list[list[str]]) -> str:
+    """The rows for a pipe: one line per row, columns aligned by spaces, never cut or
+    wrapped; an empty cell is "-" so that every row has the same number of fields."""
+    cells = [[cell or "-" for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in cells
+    )
 
 
 def kinds_table(kinds: Iterable[KindInfo]) -> Table:

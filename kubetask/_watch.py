@@ -1,33 +1,33 @@
-"""`kubetask watch`: a live progress bar per task (stage, count, message, metrics, ETA), state
-changes as lines above it, and a note when the stream is resumed after a dropped connection.
+"""`kubetask watch`: a live line per task (stage, bar, percentage, count, ETA, then message
+and metrics in what width is left), state changes as lines above it, a note when the stream
+is resumed after a dropped connection, and a last frame that says how it ended.
 
-On a terminal the bars redraw in place; piped, the final bars are printed once.
+Events only change what is shown; the lines are drawn at a steady rate (REFRESH_PER_SECOND),
+each from `_live_line.layout` at the terminal's width, so a burst of events never makes them
+flicker and a field never moves. On a terminal they redraw in place; piped, the last frame is
+printed once.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-)
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.live import Live
 from rich.text import Text
 
-from kubetask._display import fraction, human_duration, metrics_text, state_text
+from kubetask._display import STATE_STYLES, fraction, human_duration, metrics_text, state_text
+from kubetask._live_line import LineParts, Widths, count_text, layout
 from kubetask._sse import GapEvent, JobEvent
-from kubetask.models import ProgressEvent, StateEvent
+from kubetask.models import JobState, ProgressEvent, StateEvent
 
-BAR_TOTAL = 1000  # bars run on fractions; the count is shown as text
+REFRESH_PER_SECOND = 4
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+OUTCOME_MARKERS = {JobState.SUCCEEDED: "✔", JobState.FAILED: "✘", JobState.CANCELLED: "■"}
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -52,36 +52,56 @@ class Eta:
         return (1.0 - share) * elapsed / done
 
 
-class EtaColumn(ProgressColumn):
-    """`eta 1m05s`, counting down from the last estimate."""
+@dataclass(frozen=True)
+class Bar:
+    """What one task's line shows, as of its latest event."""
 
-    def render(self, task: Task) -> Text:
-        eta_at = task.fields.get("eta_at")
-        if task.finished or not isinstance(eta_at, float):
-            return Text("")
-        return Text(f"eta {human_duration(max(0.0, eta_at - time.monotonic()))}", style="cyan")
+    label: str
+    stage: str | None
+    share: float | None
+    count: str
+    detail: str
+    eta_at: float | None  # the monotonic time it should end at, while that is known
+
+
+def next_bar(previous: Bar | None, event: ProgressEvent, left: float | None, now: float) -> Bar:
+    """The bar after `event`. A detail (message, metrics) stays until a new one comes, and an
+    ETA until its stage changes, so the line never blanks between two events."""
+    stage = event.stage or "progress"
+    label = stage if event.index is None else f"[{event.index}] {stage}"
+    detail = "  ".join(filter(None, (event.message, metrics_text(event.metrics))))
+    eta_at = None if left is None else now + left
+    if previous is not None:
+        detail = detail or previous.detail
+        if eta_at is None and previous.stage == event.stage:
+            eta_at = previous.eta_at
+    return Bar(
+        label, event.stage, fraction(event), count_text(event.current, event.total), detail, eta_at
+    )
 
 
 class LiveWatch:
-    """Shows a job's events as they come; use as a context manager around the stream."""
+    """Shows a job's events as they come; use as a context manager around the stream, and
+    call `finish` with how it ended (a job state, or INTERRUPTED) before leaving it."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[count]}", markup=False),
-            EtaColumn(),
-            TextColumn("{task.fields[detail]}", markup=False),
-            console=console,
-        )
-        self._bars: dict[int | None, TaskID] = {}
+        self._clock = clock
+        self._bars: dict[int | None, Bar] = {}
         self._etas: dict[int | None, Eta] = {}
+        self._widths = Widths()
+        self._outcome: JobState | str | None = None
+        self._live = Live(
+            self,
+            console=console,
+            auto_refresh=True,
+            refresh_per_second=REFRESH_PER_SECOND,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
 
     def __enter__(self) -> LiveWatch:
-        self._progress.start()
+        self._live.start()
         return self
 
     def __exit__(
@@ -90,7 +110,15 @@ class LiveWatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._outcome is None and exc_type is KeyboardInterrupt:
+            self._outcome = INTERRUPTED
+        self._live.stop()
+        if self._bars and not self.console.is_terminal:
+            self.console.line()  # a file gets the last frame once, as whole lines
+
+    def finish(self, outcome: JobState | str) -> None:
+        """The last frame shows this outcome instead of a spinner and an ETA."""
+        self._outcome = outcome
 
     def update(self, event: JobEvent) -> None:
         if isinstance(event, ProgressEvent):
@@ -106,25 +134,46 @@ class LiveWatch:
 
     def note(self, message: str) -> None:
         """A line above the bars (plain text, never markup)."""
-        self._progress.console.print(Text(message, style="yellow"))
+        self.console.print(Text(message, style="yellow"))
+
+    def lines(self, width: int) -> list[Text]:
+        """The bars as of now, laid out for `width` cells."""
+        now = self._clock()
+        marker, style, eta_override = self._marker(now)
+        lines = []
+        for _, bar in sorted(
+            self._bars.items(), key=lambda item: (item[0] is not None, item[0] or 0)
+        ):
+            if eta_override is not None:
+                eta = eta_override
+            elif bar.eta_at is None or (bar.share or 0.0) >= 1.0:
+                eta = ""
+            else:
+                eta = f"eta {human_duration(max(0.0, bar.eta_at - now))}"
+            parts = LineParts(marker, bar.label, bar.share, bar.count, eta, bar.detail, style)
+            lines.append(layout(parts, width, self._widths))
+        return lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.lines(options.max_width)
+
+    def _marker(self, now: float) -> tuple[str, str, str | None]:
+        if self._outcome is None:
+            return SPINNER[int(now * REFRESH_PER_SECOND * 2) % len(SPINNER)], "blue", None
+        if isinstance(self._outcome, JobState):
+            style = STATE_STYLES[self._outcome]
+            return OUTCOME_MARKERS.get(self._outcome, "•"), style, self._outcome.value
+        return "⏸", "yellow", self._outcome
 
     def _show_progress(self, event: ProgressEvent) -> None:
-        bar = self._bars.get(event.index)
-        if bar is None:
-            bar = self._progress.add_task("", total=BAR_TOTAL, count="", detail="", eta_at=None)
-            self._bars[event.index] = bar
+        now = self._clock()
         left = self._etas.setdefault(event.index, Eta()).update(event)
-        share = fraction(event)
-        stage = event.stage or "progress"
-        count = f"{event.current:g}/{event.total:g}" if event.total else f"{event.current:g}"
-        detail = "  ".join(filter(None, (event.message, metrics_text(event.metrics))))
-        self._progress.update(
-            bar,
-            description=stage if event.index is None else f"[{event.index}] {stage}",
-            completed=None if share is None else share * BAR_TOTAL,
-            count=count,
-            detail=detail,
-            eta_at=None if left is None else time.monotonic() + left,
+        bar = next_bar(self._bars.get(event.index), event, left, now)
+        self._bars[event.index] = bar
+        self._widths = Widths(
+            label=max(self._widths.label, len(bar.label)),
+            count=max(self._widths.count, len(count_text(event.total or 0, event.total))),
+            eta=max(self._widths.eta, len("eta 00m00s")),
         )
 
     def _show_state(self, event: StateEvent) -> None:
@@ -135,7 +184,7 @@ class LiveWatch:
             line.append(f"  {why}", style="dim")
         if event.attempts > 1:
             line.append(f"  (attempt {event.attempts})", style="dim")
-        self._progress.console.print(line)
+        self.console.print(line)
 
     def _show_gap(self, event: GapEvent) -> None:
         self.note(f"events {event.from_seq}..{event.to_seq} are no longer kept")

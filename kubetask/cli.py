@@ -27,9 +27,17 @@ from rich.console import Console
 
 from kubetask import _cli_args, _display
 from kubetask._calls import TOKEN_ENV, URL_ENV
-from kubetask._watch import LiveWatch
+from kubetask._cli_app import Command, Group, Shell, completion_script
+from kubetask._suggest import did_you_mean
+from kubetask._watch import INTERRUPTED, LiveWatch
 from kubetask.client import Client, JobHandle
-from kubetask.errors import KubetaskError, StreamLost, Unauthorized, WaitTimeout
+from kubetask.errors import (
+    InvalidRequest,
+    KubetaskError,
+    StreamLost,
+    Unauthorized,
+    WaitTimeout,
+)
 from kubetask.models import JobState, JobView
 
 P = ParamSpec("P")
@@ -58,14 +66,23 @@ class Output(StrEnum):
     YAML = "yaml"
 
 
+class ListOutput(StrEnum):
+    TEXT = "text"
+    WIDE = "wide"
+    JSON = "json"
+    YAML = "yaml"
+
+
 app = typer.Typer(
     name="kubetask",
     help="Submit, follow and manage kubetask jobs. Exit codes: 0 succeeded, 1 failed, "
     "2 usage error, 3 cancelled, 4 API or connection error, 5 timeout.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
+command = functools.partial(app.command, cls=Command)
 
 # Given before the command (`kubetask --server URL list`) or after it (`kubetask list
 # --server URL`); only the first reads $KUBETASK_URL, so an explicit flag always wins.
@@ -176,20 +193,35 @@ def _request(
 
 
 def _follow(session: Session, handle: JobHandle, timeout: float | None) -> ExitCode:
-    """Show a job live until it ends; its exit code."""
+    """Show a job live until it ends; its exit code. Ctrl-C stops watching, not the job,
+    and says how to watch it again or cancel it."""
     view = handle.view()
     title = f"{view.kind}" + (f" {view.name}" if view.name else "")
     line = _display.state_text(view.state)
     session.out.print(f"job [bold]{view.id}[/] ({title}):", line)
     if not view.state.terminal:
-        with LiveWatch(session.out) as live:
-            try:
-                for event in handle.events(timeout=timeout, on_reconnect=live.reconnecting):
-                    live.update(event)
-            except StreamLost as exc:
-                live.note(f"{exc}; polling instead")
-        view = handle.wait(timeout)
+        try:
+            with LiveWatch(session.out) as live:
+                try:
+                    for event in handle.events(timeout=timeout, on_reconnect=live.reconnecting):
+                        live.update(event)
+                except StreamLost as exc:
+                    live.note(f"{exc}; polling instead")
+                view = handle.wait(timeout)
+                live.finish(view.state)
+        except KeyboardInterrupt:
+            typer.echo(_interrupted_hint(view.id, session.server), err=True)
+            return ExitCode.INTERRUPTED
     return _outcome(session, view)
+
+
+def _interrupted_hint(job_id: str, server: str | None) -> str:
+    where = f" --server {server}" if server else ""
+    return (
+        f"{INTERRUPTED}: job {job_id} goes on running on the server; "
+        f"`kubetask{where} watch {job_id}` follows it again, "
+        f"`kubetask{where} cancel {job_id}` stops it"
+    )
 
 
 def _outcome(session: Session, view: JobView) -> ExitCode:
@@ -205,7 +237,7 @@ def _outcome(session: Session, view: JobView) -> ExitCode:
     return EXIT_FOR_STATE.get(view.state, ExitCode.ERROR)
 
 
-@app.command()
+@command()
 @_guarded
 def submit(
     ctx: typer.Context,
@@ -224,10 +256,22 @@ def submit(
             help="ENV=SECRET/KEY: the task gets key KEY of Kubernetes Secret SECRET as $ENV."
         ),
     ] = None,
-    retries: Annotated[int | None, typer.Option(help="Re-runs after a failure.")] = None,
-    timeout_s: Annotated[int | None, typer.Option(help="Deadline of the run.")] = None,
-    queue: Annotated[str | None, typer.Option(help="Kueue queue.")] = None,
-    priority: Annotated[str | None, typer.Option()] = None,
+    parallelism: Annotated[
+        int | None, typer.Option(min=1, help="Workers at once (an Indexed Job).")
+    ] = None,
+    completions: Annotated[
+        int | None, typer.Option(min=1, help="Workers in all (at least --parallelism).")
+    ] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPU per worker, e.g. 500m or 2.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory per worker, e.g. 512Mi.")] = None,
+    gpu: Annotated[int | None, typer.Option(min=0, help="GPUs per worker.")] = None,
+    gpu_type: Annotated[str | None, typer.Option(help="GPU node label value.")] = None,
+    retries: Annotated[int | None, typer.Option(min=0, help="Re-runs after a failure.")] = None,
+    timeout_s: Annotated[
+        int | None, typer.Option(min=1, help="Deadline of the run, in seconds.")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Kueue LocalQueue.")] = None,
+    priority: Annotated[str | None, typer.Option(help="A priority the server allows.")] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="A replay returns the same job.")
     ] = None,
@@ -236,24 +280,47 @@ def submit(
 ) -> None:
     """Submit a job and print its id (with --wait: follow it; the exit code tells the end)."""
     session = _session(ctx)
+    resources: dict[str, JsonValue] = {"cpu": cpu, "memory": memory, "gpu": gpu}
+    resources["gpu_type"] = gpu_type
     options: dict[str, JsonValue] = {
         "name": name,
         "labels": dict(_cli_args.parse_labels(label or [])),
         "secrets": _cli_args.parse_secrets(secret or []) or None,
+        "resources": {k: v for k, v in resources.items() if v is not None},
+        "parallelism": parallelism,
+        "completions": completions,
         "retries": retries,
         "timeout_s": timeout_s,
         "queue": queue,
         "priority": priority,
     }
     body = _request(kind, file, param, options)
-    handle = session.client(server).submit_request(body, idempotency_key=idempotency_key)
+    client = session.client(server)
+    try:
+        handle = client.submit_request(body, idempotency_key=idempotency_key)
+    except InvalidRequest as exc:
+        _explain_invalid(client, body, exc)
     if not wait:
         typer.echo(handle.id)
         return
     raise typer.Exit(_follow(session, handle, timeout))
 
 
-@app.command()
+def _explain_invalid(client: Client, body: dict[str, JsonValue], exc: InvalidRequest) -> None:
+    """Re-raise `exc`, with "did you mean …?" for a mistyped kind or param if there is one
+    (from the kinds and params schemas the server lists)."""
+    try:
+        infos = client.kinds()
+    except KubetaskError:
+        raise exc from None
+    hints = did_you_mean(str(body.get("kind")), exc.errors, infos)
+    if not hints:
+        raise exc
+    typer.echo(f"error: {exc} ({'; '.join(hints)})", err=True)
+    raise typer.Exit(ExitCode.ERROR)
+
+
+@command()
 @_guarded
 def watch(
     ctx: typer.Context,
@@ -266,7 +333,7 @@ def watch(
     raise typer.Exit(_follow(session, session.client(server).job(job_id), timeout))
 
 
-@app.command()
+@command()
 @_guarded
 def get(
     ctx: typer.Context,
@@ -283,7 +350,7 @@ def get(
         _print_data(view.model_dump(mode="json"), output)
 
 
-@app.command("list")
+@command("list")
 @_guarded
 def list_jobs(
     ctx: typer.Context,
@@ -292,20 +359,27 @@ def list_jobs(
     kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="k=v")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 20,
-    output: OutputOpt = Output.TEXT,
+    output: Annotated[
+        ListOutput,
+        typer.Option("--output", "-o", help="text, wide (more columns), json or yaml."),
+    ] = ListOutput.TEXT,
     server: ServerOpt = None,
 ) -> None:
-    """Jobs, newest first, as a table."""
+    """Jobs, newest first, as a table (piped: one plain line per job, never wrapped)."""
     session = _session(ctx)
     labels = _cli_args.parse_labels(label or [])
     views = list(session.client(server).list(state=state, kind=kind, labels=labels, limit=limit))
-    if output is Output.TEXT:
-        session.out.print(_display.jobs_table(views, _now()))
+    if output in (ListOutput.JSON, ListOutput.YAML):
+        _print_data([v.model_dump(mode="json") for v in views], Output(output.value))
+        return
+    rows = _display.job_rows(views, _now(), wide=output is ListOutput.WIDE)
+    if session.out.is_terminal:
+        session.out.print(_display.jobs_table(rows))
     else:
-        _print_data([v.model_dump(mode="json") for v in views], output)
+        typer.echo(_display.plain_rows(rows), nl=False)
 
 
-@app.command()
+@command()
 @_guarded
 def cancel(
     ctx: typer.Context,
@@ -318,7 +392,7 @@ def cancel(
     session.out.print(f"cancelling {view.id} (was ", _display.state_text(view.state), ")", sep="")
 
 
-@app.command()
+@command()
 @_guarded
 def logs(
     ctx: typer.Context,
@@ -336,7 +410,7 @@ def logs(
         typer.echo(chunk, nl=False)
 
 
-@app.command()
+@command()
 @_guarded
 def kinds(ctx: typer.Context, output: OutputOpt = Output.TEXT, server: ServerOpt = None) -> None:
     """The task kinds this server runs (json/yaml: with their params schemas)."""
@@ -348,7 +422,7 @@ def kinds(ctx: typer.Context, output: OutputOpt = Output.TEXT, server: ServerOpt
         _print_data([k.model_dump(mode="json") for k in infos], output)
 
 
-@app.command()
+@command()
 @_guarded
 def render(
     ctx: typer.Context,
@@ -364,9 +438,23 @@ def render(
 ) -> None:
     """What the backend would create for a request (a dry run; nothing is created)."""
     session = _session(ctx)
-    answer = session.client(server).render(_request(kind, file, param, {}))
+    body = _request(kind, file, param, {})
+    client = session.client(server)
+    try:
+        answer = client.render(body)
+    except InvalidRequest as exc:
+        _explain_invalid(client, body, exc)
     data: JsonValue = answer if full else answer.get("object", answer)
     _print_data(data, Output.JSON if output is Output.JSON else Output.YAML)
+
+
+@command()
+def completion(
+    shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")],
+) -> None:
+    """Print the shell's completion script: `source <(kubetask completion bash)`, or save it
+    where the shell loads completions from."""
+    typer.echo(completion_script(shell))
 
 
 def run() -> None:

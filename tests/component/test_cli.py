@@ -4,6 +4,8 @@ real subprocess where what a shell sees (stderr, no traceback, exit code) is the
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -120,12 +122,51 @@ def test_list_is_a_table_with_filters(api: ApiServer) -> None:
     table = kt(api.base_url, "list", "--label", f"test={tag}")
     assert table.exit_code == 0, table.output
     header, row = table.stdout.strip().splitlines()
-    assert header.split() == ["ID", "KIND", "NAME", "STATE", "PROGRESS", "AGE", "DURATION"]
+    assert header.split() == [
+        "ID", "KIND", "NAME", "STATE", "REASON", "PROGRESS", "AGE", "DURATION"
+    ]  # fmt: skip
     assert row.split()[:4] == [job_id, "noop", "listed", "succeeded"]
     none = kt(api.base_url, "list", "--label", f"test={tag}", "--state", "failed")
     assert job_id not in none.stdout
     by_kind = kt(api.base_url, "list", "--kind", "noop", "--limit", "1", "-o", "json")
     assert len(json.loads(by_kind.stdout)) == 1
+
+
+def test_list_piped_is_one_line_per_job_with_the_reason(api: ApiServer) -> None:
+    """Piped (not a terminal), each job is one plain line however long its cells: no
+    wrapping at 80 columns, no cut cells; the reason a job ended has a column, and `-o wide`
+    adds attempts, labels, backend object and message."""
+    tag = uuid.uuid4().hex[:12]
+    long_name = "a-rather-long-name-that-people-gave-this-job-" + tag[:6]
+    failed = api.submit(
+        "noop",
+        {"fail": "exception", "fail_message": "boom"},
+        labels={"test": tag, "team": "machine-learning-research"},
+        name=long_name,
+    )
+    ok = api.submit("noop", {"steps": 1}, labels={"test": tag})
+    reason = api.wait(failed)["reason"]
+    api.wait(ok)
+    assert reason
+    listed = kt_process("--server", api.base_url, "list", "-l", f"test={tag}")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 3  # the header and one line per job
+    assert lines[0].split()[4] == "REASON"
+    failed_row = next(line for line in lines if line.startswith(failed))
+    assert long_name in failed_row  # whole, never cut with "…"
+    assert failed_row.split()[3:5] == ["failed", reason]
+    ok_row = next(line for line in lines if line.startswith(ok))
+    assert ok_row.split()[2:5] == ["-", "succeeded", "Completed"]  # "-": an empty name
+    wide = kt_process("--server", api.base_url, "list", "-l", f"test={tag}", "-o", "wide")
+    header, *rows = wide.stdout.splitlines()
+    assert header.split()[-4:] == ["ATTEMPTS", "LABELS", "BACKEND", "MESSAGE"]
+    assert len(rows) == 2
+    row = next(line for line in rows if line.startswith(failed))
+    assert "team=machine-learning-research" in row
+    assert api.job(failed)["message"] in row
+    as_yaml = yaml.safe_load(kt(api.base_url, "list", "-l", f"test={tag}", "-o", "yaml").stdout)
+    assert {job["id"] for job in as_yaml} == {failed, ok}
 
 
 def test_logs_tail_and_follow(api: ApiServer) -> None:
@@ -218,3 +259,119 @@ def test_an_explicit_server_wins_over_kubetask_url(
     args = [*flag, "list"] if where == "before" else ["list", *flag]
     done = kt_process(*args)
     assert done.returncode == 0, done.stderr
+
+
+def test_submit_options_set_the_request_fields(api: ApiServer) -> None:
+    """Parallel work, resources and the rest from flags, without a request file."""
+    submitted = kt(
+        api.base_url,
+        "submit", "noop", "-p", "steps=1",
+        "--parallelism", "2", "--completions", "3",
+        "--cpu", "250m", "--memory", "128Mi",
+        "--retries", "1", "--timeout-s", "120", "--name", "flagged",
+    )  # fmt: skip
+    assert submitted.exit_code == 0, submitted.output
+    request = api.job(submitted.stdout.strip())["request"]
+    assert request["parallelism"] == 2
+    assert request["completions"] == 3
+    assert request["resources"]["cpu"] == "250m"
+    assert request["resources"]["memory"] == "128Mi"
+    assert request["retries"] == 1
+    assert request["timeout_s"] == 120
+    assert request["name"] == "flagged"
+    placed = kt(
+        api.base_url, "submit", "noop", "--gpu-type", "a100", "--queue", "team-a",
+        "--priority", "high",
+    )  # fmt: skip
+    assert placed.exit_code == 0, placed.output
+    request = api.job(placed.stdout.strip())["request"]
+    assert request["resources"]["gpu_type"] == "a100"
+    assert (request["queue"], request["priority"]) == ("team-a", "high")
+    gpu = kt(api.base_url, "submit", "noop", "--gpu", "1")
+    assert gpu.exit_code == ExitCode.ERROR  # the local backend has none to give
+    assert "resources.gpu: the local backend" in gpu.stderr
+
+
+def test_did_you_mean_for_kinds_and_params(api: ApiServer) -> None:
+    kind = kt_process("--server", api.base_url, "submit", "noopp")
+    assert kind.returncode == ExitCode.ERROR
+    assert kind.stderr.startswith("error: 422 kind: unknown kind 'noopp'")
+    assert kind.stderr.rstrip().endswith("(did you mean noop?)")
+    param = kt(api.base_url, "submit", "noop", "-p", "stpes=2")
+    assert param.exit_code == ExitCode.ERROR
+    assert "params.stpes: did you mean steps?" in param.stderr
+    nested = kt(api.base_url, "render", "train", "-p", "datagen.n_per_clas=5")
+    assert "params.datagen.n_per_clas: did you mean datagen.n_per_class?" in nested.stderr
+    nothing_close = kt(api.base_url, "submit", "noop", "-p", "zzzzzz=1")
+    assert nothing_close.exit_code == ExitCode.ERROR
+    assert "did you mean" not in nothing_close.stderr
+
+
+def test_a_mistyped_command_gets_a_suggestion() -> None:
+    done = kt_process("lsit")
+    assert done.returncode == ExitCode.USAGE
+    assert "Did you mean 'list'" in done.stderr
+
+
+def test_help_shows_flags_as_flags() -> None:
+    helped = runner.invoke(app, ["submit", "--help"], env={"COLUMNS": "120"})
+    assert helped.exit_code == 0
+    assert "--wait" in helped.stdout
+    assert "--parallelism" in helped.stdout
+    assert "<bool>" not in helped.stdout
+    assert "<bool>" not in runner.invoke(app, ["logs", "--help"]).stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_a_script_that_completes(shell: str) -> None:
+    script = kt_process("completion", shell)
+    assert script.returncode == 0, script.stderr
+    assert "_KUBETASK_COMPLETE" in script.stdout
+    assert "kubetask" in script.stdout
+    if shell != "bash":
+        return
+    answered = subprocess.run(
+        [sys.executable, "-m", "kubetask"],
+        env={
+            **os.environ,
+            "_KUBETASK_COMPLETE": "complete_bash",
+            "COMP_WORDS": "kubetask submit --para",
+            "COMP_CWORD": "2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answered.stdout.split() == ["--param", "--parallelism"]
+
+
+def test_watch_ends_on_a_line_with_the_outcome(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"steps": 4, "step_s": 0.05})
+    watched = kt(api.base_url, "watch", job_id)
+    assert watched.exit_code == 0, watched.output
+    bar = next(line for line in watched.stdout.splitlines() if "4/4" in line)
+    assert bar.startswith("✔ steps ")
+    assert "100% 4/4  succeeded" in bar
+
+
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_come_back(api: ApiServer) -> None:
+    job_id = api.submit("noop", {"steps": 200, "step_s": 0.1})
+    api.wait(job_id, {"running"})
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "kubetask", "--server", api.base_url, "watch", job_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)  # the CLI has started and is following the stream
+    watching.send_signal(signal.SIGINT)
+    out, err = watching.communicate(timeout=30)
+    assert watching.returncode == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err
+    assert f"job {job_id} goes on running" in err
+    assert f"`kubetask --server {api.base_url} watch {job_id}`" in err
+    assert f"`kubetask --server {api.base_url} cancel {job_id}`" in err
+    assert api.job(job_id)["state"] == "running"
+    assert kt(api.base_url, "cancel", job_id).exit_code == 0
+    assert "⏸ steps" in out  # its last frame says it was interrupted, no frozen spinner
