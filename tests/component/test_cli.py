@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -375,3 +377,41 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_come_back(api: ApiServer)
     assert api.job(job_id)["state"] == "running"
     assert kt(api.base_url, "cancel", job_id).exit_code == 0
     assert "⏸ steps" in out  # its last frame says it was interrupted, no frozen spinner
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def _readme_cli_lines() -> list[str]:
+    """The `kubetask …` commands of the README's CLI block, without comments."""
+    section = README.read_text().split("## CLI and SDK", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.splitlines():
+        match = re.search(r"kubetask [^#)]*", line)
+        if match:
+            commands.append(match.group(0).strip())
+    return commands
+
+
+def test_the_readme_cli_lines_run_as_written(api: ApiServer) -> None:
+    """The README lines for parallel work, `list` and completion, run as they are written
+    (against this test's server)."""
+    lines = _readme_cli_lines()
+    parallel = next(line for line in lines if "--parallelism" in line)
+    submitted = kt(api.base_url, *shlex.split(parallel)[1:])
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.stdout.strip()
+    try:
+        request = api.job(job_id)["request"]
+        assert (request["parallelism"], request["completions"]) == (2, 2)
+        assert request["resources"] == {"cpu": "2", "memory": "4Gi", "gpu": 0, "gpu_type": None}
+        for line in lines:
+            if line.startswith("kubetask list"):
+                listed = kt(api.base_url, *shlex.split(line)[1:])
+                assert listed.exit_code == 0, listed.output
+                assert listed.stdout.split()[4] == "REASON"
+    finally:
+        kt(api.base_url, "cancel", job_id)
+    completion = next(line for line in lines if line.startswith("kubetask completion"))
+    assert "complete -o default -F" in kt_process(*shlex.split(completion)[1:]).stdout
