@@ -24,6 +24,7 @@ from pydantic import BaseModel, JsonValue
 from controller.errors import FieldError, InvalidRequest
 from controller.ids import is_job_id
 from controller.records import JobRecord
+from controller.shapes import fill_and_check
 from jobs.params.paths import (
     UPLOADS,
     OutsideTheStore,
@@ -169,12 +170,31 @@ def _replaced(value: JsonValue, loc: Loc, new: str) -> JsonValue:
     raise ValueError(f"no {head!r} in {value!r}")
 
 
+def _judge_path(
+    path: PathValue, owner: str | FieldError | None, records: Mapping[str, JobRecord | None]
+) -> FieldError | JobRecord | None:
+    """Why the plain `path` (of `owner`, see `path_owner`) is refused, or the job it is an
+    output of (listed in its result), or None."""
+    if owner is None or isinstance(owner, FieldError):
+        return owner
+    record = records[owner]
+    if record is None:
+        return not_found(("params", *path.loc), owner)
+    return record if path.value in (record.status.result or {}).values() else None
+
+
 async def resolve_references(
-    model: type[BaseModel], params: Mapping[str, JsonValue], *, tenant: str, lookup: JobLookup
+    model: type[BaseModel],
+    params: Mapping[str, JsonValue],
+    *,
+    tenant: str,
+    lookup: JobLookup,
 ) -> dict[str, JsonValue]:
     """`params` with each `job:<id>` replaced by that job's output path, every plain path
-    checked to be `tenant`'s to read; raises `InvalidRequest` naming every value that cannot
-    be used. `lookup` answers None for a job the tenant may not see."""
+    checked to be `tenant`'s to read, the fields left out that take a model's own data
+    filled in and signal shapes checked (controller/shapes.py); raises `InvalidRequest`
+    naming every value that cannot be used. `lookup` answers None for a job the tenant may
+    not see."""
     references = find_references(model, params)
     owners = [(path, path_owner(path, tenant=tenant)) for path in find_paths(model, params)]
     wanted = [ref.job_id for ref in references]
@@ -184,18 +204,26 @@ async def resolve_references(
         if job_id not in records:
             records[job_id] = await lookup(job_id) if is_job_id(job_id) else None
     resolved: dict[Loc, str] = {}
+    sources: dict[Loc, JobRecord] = {}  # the job each path value is an output of
     errors: list[FieldError] = []
     for ref in references:
-        outcome = judge(ref, records[ref.job_id])
+        referenced = records[ref.job_id]
+        outcome = judge(ref, referenced)
         if isinstance(outcome, FieldError):
             errors.append(outcome)
         else:
             resolved[ref.loc] = outcome
+            if referenced is not None:
+                sources[ref.loc] = referenced
     for path, owner in owners:
-        if isinstance(owner, FieldError):
-            errors.append(owner)
-        elif isinstance(owner, str) and records[owner] is None:
-            errors.append(not_found(("params", *path.loc), owner))
+        judged = _judge_path(path, owner, records)
+        if isinstance(judged, FieldError):
+            errors.append(judged)
+        elif judged is not None:
+            sources[path.loc] = judged
     if errors:
         raise InvalidRequest(errors)
-    return substitute(params, resolved)
+    filled, errors = fill_and_check(model, substitute(params, resolved), sources)
+    if errors:
+        raise InvalidRequest(errors)
+    return filled

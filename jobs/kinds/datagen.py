@@ -9,6 +9,9 @@ inner-race (BPFI, amplitude-modulated by the shaft) defect frequency. Signals ar
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import JsonValue
@@ -75,11 +78,12 @@ def generate(
     return signals, labels
 
 
-def run(params: DatagenParams, context: TaskContext) -> dict[str, JsonValue]:
-    signals, labels = generate(params, context)
-    path = context.artifact("dataset.npz")
-    context.reporter.update(0, 1, stage="save", message=f"writing {path.name}")
-    with path.open("wb") as file:
+def save(
+    path: Path, signals: NDArray[np.float32], labels: NDArray[np.int64], params: DatagenParams
+) -> None:
+    """`dataset.npz` as `datagen` writes it (and `train` for the data it generates)."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as file:
         np.savez_compressed(
             file,
             X=signals,
@@ -87,6 +91,14 @@ def run(params: DatagenParams, context: TaskContext) -> dict[str, JsonValue]:
             classes=np.array([c.value for c in params.classes]),
             sample_rate=np.array(params.sample_rate),
         )
+    os.replace(partial, path)
+
+
+def run(params: DatagenParams, context: TaskContext) -> dict[str, JsonValue]:
+    signals, labels = generate(params, context)
+    path = context.artifact("dataset.npz")
+    context.reporter.update(0, 1, stage="save", message=f"writing {path.name}")
+    save(path, signals, labels, params)
     context.reporter.update(1, 1, stage="save", message="saved")
     counts = np.bincount(labels, minlength=len(params.classes)).tolist()
     return {

@@ -5,21 +5,27 @@ val_accuracy, samples_per_s) and writes `checkpoint.pt` in the job's artifacts; 
 attempt finds it and goes on from there (`resumed_from_epoch` in the result). CUDA with
 float16 autocast and a gradient scaler when a GPU is present, the CPU otherwise; the same
 seed gives the same metrics on the same hardware. The trained network, its spec and its
-input standardization are saved as `model.pt`.
+input standardization are saved as `model.pt`. Signals generated on the fly (no `dataset`)
+are kept as the job's `dataset.npz`; the result names the dataset trained on and its signals'
+shape (`length`, `sample_rate`, `classes`), which the analysis kinds are checked against at
+submit and, when they name no data of their own, take as theirs.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from pydantic import JsonValue
 
 from jobs.context import TaskContext
+from jobs.kinds.datagen import save as save_dataset
 from jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from jobs.kinds.ml.data import Prepared, configure_torch, obtain_dataset, pick_device, prepare
+from jobs.kinds.ml.inference import read_sample_rate
 from jobs.kinds.ml.loop import (
     OnBatch,
     Trainer,
@@ -77,12 +83,24 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def sample_rate_of(params: TrainParams, context: TaskContext) -> float | None:
+    """The sample rate of the signals trained on: generated, or as the dataset records it."""
+    if params.dataset is None:
+        return params.datagen.sample_rate
+    return read_sample_rate(context.resolve(params.dataset))
+
+
 def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
     device = pick_device(params.device)
     configure_torch(threads=params.threads, seed=params.seed, device=device)
     reporter = context.reporter
     reporter.update(0, params.epochs, stage="data", message="preparing the dataset")
-    data = prepare(obtain_dataset(params, context), params)
+    dataset = obtain_dataset(params, context)
+    if dataset.source is None:  # generated: kept, so the model's data can be named later
+        saved = context.artifact("dataset.npz")
+        save_dataset(saved, dataset.x, dataset.y, params.datagen)
+        dataset = replace(dataset, source=context.relative(saved))
+    data = prepare(dataset, params)
     spec = model_spec(params, data)
     trainer = build_trainer(params, spec, device)
     train_set = to_device(data.x_train, data.y_train, device)
@@ -116,6 +134,9 @@ def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
         "model": context.relative(model_path),
         "checkpoint": context.relative(checkpoint),
         "dataset": data.source,
+        "length": int(dataset.x.shape[1]),
+        "sample_rate": sample_rate_of(params, context),
+        "features": params.features,
         "device": describe_device(device),
         "amp": trainer.amp,
         "epochs": params.epochs,

@@ -7,17 +7,46 @@ from enum import StrEnum
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
+from pydantic_core import core_schema, to_jsonable_python
 
 from jobs.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, store_parts
 from jobs.params.refs import is_path_field, output_ref
 
 
+class DefaultsSchema(GenerateJsonSchema):
+    """A JSON schema whose `default`s are the values validation fills in, those made by a
+    `default_factory` too (pydantic leaves them out), so a schema's defaults are what a
+    request without the field gets."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return to_jsonable_python(factory())  # type: ignore[call-arg]
+        return super().get_default_value(schema)
+
+
 class Params(BaseModel):
     """Base of every kind's params: unknown fields are errors, every field has a default,
     and every field that names files (`artifact_path`, `output_ref`) holds paths inside the
-    artifact store only (jobs/params/paths.py)."""
+    artifact store only (jobs/params/paths.py). Its JSON schema shows every default as
+    validation fills it in (`DefaultsSchema`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def model_json_schema(
+        cls,
+        by_alias: bool | None = None,
+        ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = DefaultsSchema,
+        mode: JsonSchemaMode = "validation",
+        *,
+        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
+    ) -> dict[str, Any]:
+        return super().model_json_schema(
+            by_alias, ref_template, schema_generator, mode, union_format=union_format
+        )
 
     @field_validator("*")
     @classmethod
@@ -91,8 +120,9 @@ ModelKind = Literal["mlp", "cnn1d"]
 Pooling = Literal["max", "avg", "none"]
 
 
-def _small_dataset() -> DatagenParams:
-    return DatagenParams(n_per_class=24, length=256, sample_rate=2_000.0)
+def _fewer_signals() -> DatagenParams:
+    """`datagen`'s default signals (length, sample rate, classes), fewer of them."""
+    return DatagenParams(n_per_class=24)
 
 
 class ConvLayer(Params):
@@ -121,8 +151,10 @@ class TrainParams(Params):
         "None: generate one from `datagen` first.",
     )
     datagen: DatagenParams = Field(
-        default_factory=_small_dataset,
-        description="The dataset generated on the fly when `dataset` is not given.",
+        default_factory=_fewer_signals,
+        description="The dataset generated on the fly when `dataset` is not given (shaped as "
+        "`datagen`'s defaults: length, sample rate, classes), saved as this job's "
+        "`dataset.npz`.",
     )
     model: ModelKind = "cnn1d"
     features: Literal["spectrum", "raw"] = Field(

@@ -17,8 +17,8 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 def _held_out() -> DatagenParams:
-    """`train`'s default dataset (same length and rate) with another seed: unseen signals."""
-    return DatagenParams(n_per_class=16, length=256, sample_rate=2_000.0, seed=1)
+    """`datagen`'s (and `train`'s) default signals, fewer of them, with another seed."""
+    return DatagenParams(n_per_class=16, seed=1)
 
 
 def _dataset_ref() -> Any:
@@ -30,6 +30,20 @@ def _dataset_ref() -> Any:
     )
 
 
+def _model_data_ref() -> Any:
+    return output_ref(
+        output="dataset",
+        kinds=DATASET_KINDS,
+        default=None,
+        default_from="model",
+        description="The signals (dataset.npz). Left out (and `datagen` too) with `model` a "
+        "train job's ('job:<id>' or its model path): the dataset that model was trained on, "
+        "filled in at submit. Otherwise None: generate them from `datagen`. A dataset whose "
+        "signal length, sample rate or classes the model cannot take is refused at submit when "
+        "both are known.",
+    )
+
+
 def _model_ref() -> Any:
     return output_ref(output="model", kinds=("train",), description="The trained model (model.pt).")
 
@@ -38,11 +52,12 @@ class ModelOnData(Params):
     """What the kinds that run a trained model on a dataset share."""
 
     model: str = _model_ref()
-    dataset: str | None = _dataset_ref()
+    dataset: str | None = _model_data_ref()
     datagen: DatagenParams = Field(
         default_factory=_held_out,
-        description="The signals generated when `dataset` is not given (by default shaped "
-        "like train's default data, with another seed).",
+        description="The signals generated when `dataset` is not given and not filled in "
+        "from the model's job (by default shaped like datagen's and train's defaults, with "
+        "another seed).",
     )
     batch_size: int = Field(256, ge=1, le=65_536)
     device: Device = Field("auto", description="auto: CUDA when a GPU is present, else the CPU.")

@@ -38,19 +38,28 @@ def artifact_path(*, description: str, default: Any = ..., glob: bool = False) -
     )
 
 
-def output_ref(*, output: str, kinds: tuple[str, ...], description: str, default: Any = ...) -> Any:
+def output_ref(
+    *,
+    output: str,
+    kinds: tuple[str, ...],
+    description: str,
+    default: Any = ...,
+    default_from: str | None = None,
+) -> Any:
     """A field holding an artifact path or `job:<id>` of a succeeded job of one of `kinds`,
-    resolved to that job's `result[output]`."""
+    resolved to that job's `result[output]`. `default_from`: the name of a sibling
+    `output_ref` field; when this field is left out and that one is a `job:<id>`, the service
+    fills this one with that job's `result[output]` (what that job itself used)."""
+    ref: dict[str, Any] = {"output": output, "kinds": list(kinds)}
+    if default_from is not None:
+        ref["default_from"] = default_from
     return Field(
         default,
         max_length=1000,
         description=f"{description} An artifact path ('<job id>/<file>' of your tenant's job, "
         f"or 'uploads/<tenant>/...'), or 'job:<id>' of a succeeded "
         f"{' or '.join(kinds)} job (its '{output}').",
-        json_schema_extra={
-            REF_SCHEMA_KEY: {"output": output, "kinds": list(kinds)},
-            PATH_SCHEMA_KEY: {"glob": False},
-        },
+        json_schema_extra={REF_SCHEMA_KEY: ref, PATH_SCHEMA_KEY: {"glob": False}},
     )
 
 
@@ -69,6 +78,12 @@ def ref_target(field: FieldInfo) -> tuple[str, tuple[str, ...]] | None:
     if not isinstance(output, str) or not isinstance(kinds, list):
         return None
     return output, tuple(str(k) for k in kinds)
+
+
+def filled_from(field: FieldInfo) -> str | None:
+    """The sibling field an `output_ref` is filled from when left out (`default_from`)."""
+    value = (_extra(field, REF_SCHEMA_KEY) or {}).get("default_from")
+    return value if isinstance(value, str) else None
 
 
 def is_path_field(field: FieldInfo) -> bool:

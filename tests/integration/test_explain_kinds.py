@@ -26,6 +26,7 @@ from tests.servers import ApiServer
 
 DATA = {"n_per_class": 4, "length": 256, "sample_rate": 2000.0}
 TRAIN = {"datagen": DATA, "epochs": 1, "width": 8, "depth": 2, "threads": 1}
+HELD_OUT = {**DATA, "n_per_class": 16, "seed": 1}  # generated signals the tiny model takes
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -79,7 +80,7 @@ def test_the_label_or_a_named_class_is_explained_and_mistakes_are_task_errors(
 ) -> None:
     store, model, _ = trained
     where = context(store, "explain-0002")
-    base = {"model": model, "index": 2, "threads": 1}  # signals generated (held-out seed)
+    base = {"model": model, "index": 2, "datagen": HELD_OUT, "threads": 1}  # generated
     by_label = explain.run(ExplainParams.model_validate({**base, "target": "label"}), where)
     assert by_label["target"] == by_label["label"]
     by_name = explain.run(ExplainParams.model_validate({**base, "target": "looseness"}), where)
@@ -100,14 +101,19 @@ def test_batch_explain_shares_the_signals_out_among_two_workers(
     uploads = store / "uploads" / "default" / "models"  # the tenant's own uploads area
     uploads.mkdir(parents=True, exist_ok=True)
     shutil.copy(trained[0] / trained[1], uploads / "tiny.pt")
-    params = {"model": "uploads/default/models/tiny.pt", "plots": 2, "threads": 1}
+    params = {
+        "model": "uploads/default/models/tiny.pt",
+        "datagen": HELD_OUT,
+        "plots": 2,
+        "threads": 1,
+    }
     job_id = api.submit("explain-batch", params, parallelism=2, completions=2)
     events = api.events(job_id, timeout_s=120)
     job = api.job(job_id)
     assert job["state"] == "succeeded", job
     workers = job["result"]["completions"]
     assert [w["worker"] for w in workers] == [0, 1]
-    total = 16 * 6  # explain's default signals: datagen's held-out set
+    total = 16 * 6  # the held-out signals generated
     assert {w["signals_total"] for w in workers} == {total}
     assert sum(w["signals_explained"] for w in workers) == total
     # How the signals split depends on when each worker starts (on a busy machine one may

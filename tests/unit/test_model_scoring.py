@@ -130,4 +130,5 @@ def test_model_and_dataset_fields_declare_what_they_reference() -> None:
     assert schema["dataset"]["x-kubetask-ref"] == {
         "output": "dataset",
         "kinds": ["datagen", "mat-import"],
+        "default_from": "model",  # left out: the model's own training data
     }
