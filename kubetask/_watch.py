@@ -169,7 +169,7 @@ class LiveWatch:
         now = self._clock()
         left = self._etas.setdefault(event.index, Eta()).update(event)
         bar = next_bar(self._bars.get(event.index), event, left, now)
-        self._bars[event.index] = bar
+        self._bars = {**self._bars, event.index: bar}  # whole: the refresh thread reads it
         self._widths = Widths(
             label=max(self._widths.label, len(bar.label)),
             count=max(self._widths.count, len(count_text(event.total or 0, event.total))),

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec
 
@@ -28,36 +28,20 @@ from rich.console import Console
 from kubetask import _cli_args, _display
 from kubetask._calls import TOKEN_ENV, URL_ENV
 from kubetask._cli_app import Command, Group, Shell, completion_script
+from kubetask._follow import ExitCode, follow
 from kubetask._suggest import did_you_mean
-from kubetask._watch import INTERRUPTED, LiveWatch
-from kubetask.client import Client, JobHandle
+from kubetask.client import Client
 from kubetask.errors import (
     InvalidRequest,
     KubetaskError,
-    StreamLost,
     Unauthorized,
     WaitTimeout,
 )
-from kubetask.models import JobState, JobView
+from kubetask.models import JobState
+
+__all__ = ["ExitCode", "app", "run"]  # ExitCode: the exit codes, for scripts and tests
 
 P = ParamSpec("P")
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    FAILED = 1
-    USAGE = 2
-    CANCELLED = 3
-    ERROR = 4
-    TIMEOUT = 5
-    INTERRUPTED = 130
-
-
-EXIT_FOR_STATE = {
-    JobState.SUCCEEDED: ExitCode.OK,
-    JobState.FAILED: ExitCode.FAILED,
-    JobState.CANCELLED: ExitCode.CANCELLED,
-}
 
 
 class Output(StrEnum):
@@ -192,51 +176,6 @@ def _request(
     return _cli_args.build_request(kind=kind, base=base, params=params_given, options=given)
 
 
-def _follow(session: Session, handle: JobHandle, timeout: float | None) -> ExitCode:
-    """Show a job live until it ends; its exit code. Ctrl-C stops watching, not the job,
-    and says how to watch it again or cancel it."""
-    view = handle.view()
-    title = f"{view.kind}" + (f" {view.name}" if view.name else "")
-    line = _display.state_text(view.state)
-    session.out.print(f"job [bold]{view.id}[/] ({title}):", line)
-    if not view.state.terminal:
-        try:
-            with LiveWatch(session.out) as live:
-                try:
-                    for event in handle.events(timeout=timeout, on_reconnect=live.reconnecting):
-                        live.update(event)
-                except StreamLost as exc:
-                    live.note(f"{exc}; polling instead")
-                view = handle.wait(timeout)
-                live.finish(view.state)
-        except KeyboardInterrupt:
-            typer.echo(_interrupted_hint(view.id, session.server), err=True)
-            return ExitCode.INTERRUPTED
-    return _outcome(session, view)
-
-
-def _interrupted_hint(job_id: str, server: str | None) -> str:
-    where = f" --server {server}" if server else ""
-    return (
-        f"{INTERRUPTED}: job {job_id} goes on running on the server; "
-        f"`kubetask{where} watch {job_id}` follows it again, "
-        f"`kubetask{where} cancel {job_id}` stops it"
-    )
-
-
-def _outcome(session: Session, view: JobView) -> ExitCode:
-    line = _display.state_text(view.state)
-    took = _display.duration(view, _now())
-    if took:
-        line.append(f" in {took}")
-    session.out.print(line)
-    if view.result is not None:
-        typer.echo(json.dumps(view.result, indent=2))
-    if view.error is not None:
-        session.out.print(_display.error_text(view), end="")
-    return EXIT_FOR_STATE.get(view.state, ExitCode.ERROR)
-
-
 @command()
 @_guarded
 def submit(
@@ -303,7 +242,7 @@ def submit(
     if not wait:
         typer.echo(handle.id)
         return
-    raise typer.Exit(_follow(session, handle, timeout))
+    raise typer.Exit(follow(session.out, handle, timeout=timeout, server=server or session.server))
 
 
 def _explain_invalid(client: Client, body: dict[str, JsonValue], exc: InvalidRequest) -> None:
@@ -330,7 +269,8 @@ def watch(
 ) -> None:
     """Follow a job live (progress bar, stage, metrics, ETA) until it ends."""
     session = _session(ctx)
-    raise typer.Exit(_follow(session, session.client(server).job(job_id), timeout))
+    handle = session.client(server).job(job_id)
+    raise typer.Exit(follow(session.out, handle, timeout=timeout, server=server or session.server))
 
 
 @command()

@@ -357,11 +357,16 @@ def test_watch_ends_on_a_line_with_the_outcome(api: ApiServer) -> None:
     assert "100% 4/4  succeeded" in bar
 
 
-def test_ctrl_c_leaves_the_job_running_and_says_how_to_come_back(api: ApiServer) -> None:
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_come_back(
+    api: ApiServer, where: str
+) -> None:
     job_id = api.submit("noop", {"steps": 200, "step_s": 0.1})
     api.wait(job_id, {"running"})
+    flag = ["--server", api.base_url]
+    args = [*flag, "watch", job_id] if where == "before" else ["watch", job_id, *flag]
     watching = subprocess.Popen(
-        [sys.executable, "-m", "kubetask", "--server", api.base_url, "watch", job_id],
+        [sys.executable, "-m", "kubetask", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
