@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -371,7 +372,12 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_come_back(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.0)  # the CLI has started and is following the stream
+    assert watching.stdout is not None
+    ready, _, _ = select.select([watching.stdout], [], [], 30)
+    assert ready, "the CLI printed nothing in 30 s"
+    header = watching.stdout.readline()  # printed just before the live lines start
+    assert header.startswith(f"job {job_id} (noop): running"), header
+    time.sleep(0.5)
     watching.send_signal(signal.SIGINT)
     out, err = watching.communicate(timeout=30)
     assert watching.returncode == ExitCode.INTERRUPTED, err
