@@ -79,6 +79,16 @@ OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, json or
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Stop waiting after this many seconds.")
 ]
+ParallelismOpt = Annotated[
+    int | None, typer.Option(min=1, help="Workers at once (an Indexed Job).")
+]
+CompletionsOpt = Annotated[
+    int | None, typer.Option(min=1, help="Workers in all (at least --parallelism).")
+]
+CpuOpt = Annotated[str | None, typer.Option(help="CPU per worker, e.g. 500m or 2.")]
+MemoryOpt = Annotated[str | None, typer.Option(help="Memory per worker, e.g. 512Mi.")]
+GpuOpt = Annotated[int | None, typer.Option(min=0, help="GPUs per worker.")]
+GpuTypeOpt = Annotated[str | None, typer.Option(help="GPU node label value.")]
 FileOpt = Annotated[
     Path | None,
     typer.Option("--file", "-f", help="A job request as JSON or YAML ('-' reads stdin)."),
@@ -162,6 +172,24 @@ def _print_data(data: JsonValue, output: Output) -> None:
         typer.echo(json.dumps(data, indent=2))
 
 
+def _placement(
+    *,
+    parallelism: int | None,
+    completions: int | None,
+    cpu: str | None,
+    memory: str | None,
+    gpu: int | None,
+    gpu_type: str | None,
+) -> dict[str, JsonValue]:
+    """The request fields of how many workers run and what each gets (`resources`)."""
+    resources = {"cpu": cpu, "memory": memory, "gpu": gpu, "gpu_type": gpu_type}
+    return {
+        "parallelism": parallelism,
+        "completions": completions,
+        "resources": {k: v for k, v in resources.items() if v is not None},
+    }
+
+
 def _request(
     kind: str | None,
     file: Path | None,
@@ -195,16 +223,12 @@ def submit(
             help="ENV=SECRET/KEY: the task gets key KEY of Kubernetes Secret SECRET as $ENV."
         ),
     ] = None,
-    parallelism: Annotated[
-        int | None, typer.Option(min=1, help="Workers at once (an Indexed Job).")
-    ] = None,
-    completions: Annotated[
-        int | None, typer.Option(min=1, help="Workers in all (at least --parallelism).")
-    ] = None,
-    cpu: Annotated[str | None, typer.Option(help="CPU per worker, e.g. 500m or 2.")] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory per worker, e.g. 512Mi.")] = None,
-    gpu: Annotated[int | None, typer.Option(min=0, help="GPUs per worker.")] = None,
-    gpu_type: Annotated[str | None, typer.Option(help="GPU node label value.")] = None,
+    parallelism: ParallelismOpt = None,
+    completions: CompletionsOpt = None,
+    cpu: CpuOpt = None,
+    memory: MemoryOpt = None,
+    gpu: GpuOpt = None,
+    gpu_type: GpuTypeOpt = None,
     retries: Annotated[int | None, typer.Option(min=0, help="Re-runs after a failure.")] = None,
     timeout_s: Annotated[
         int | None, typer.Option(min=1, help="Deadline of the run, in seconds.")
@@ -219,15 +243,18 @@ def submit(
 ) -> None:
     """Submit a job and print its id (with --wait: follow it; the exit code tells the end)."""
     session = _session(ctx)
-    resources: dict[str, JsonValue] = {"cpu": cpu, "memory": memory, "gpu": gpu}
-    resources["gpu_type"] = gpu_type
     options: dict[str, JsonValue] = {
         "name": name,
         "labels": dict(_cli_args.parse_labels(label or [])),
         "secrets": _cli_args.parse_secrets(secret or []) or None,
-        "resources": {k: v for k, v in resources.items() if v is not None},
-        "parallelism": parallelism,
-        "completions": completions,
+        **_placement(
+            parallelism=parallelism,
+            completions=completions,
+            cpu=cpu,
+            memory=memory,
+            gpu=gpu,
+            gpu_type=gpu_type,
+        ),
         "retries": retries,
         "timeout_s": timeout_s,
         "queue": queue,
@@ -372,13 +399,27 @@ def render(
     ] = None,
     file: FileOpt = None,
     param: ParamOpt = None,
+    parallelism: ParallelismOpt = None,
+    completions: CompletionsOpt = None,
+    cpu: CpuOpt = None,
+    memory: MemoryOpt = None,
+    gpu: GpuOpt = None,
+    gpu_type: GpuTypeOpt = None,
     full: Annotated[bool, typer.Option(help="Also the validated request.")] = False,
     output: OutputOpt = Output.YAML,
     server: ServerOpt = None,
 ) -> None:
     """What the backend would create for a request (a dry run; nothing is created)."""
     session = _session(ctx)
-    body = _request(kind, file, param, {})
+    placement = _placement(
+        parallelism=parallelism,
+        completions=completions,
+        cpu=cpu,
+        memory=memory,
+        gpu=gpu,
+        gpu_type=gpu_type,
+    )
+    body = _request(kind, file, param, placement)
     client = session.client(server)
     try:
         answer = client.render(body)

@@ -295,6 +295,17 @@ def test_submit_options_set_the_request_fields(api: ApiServer) -> None:
     assert "resources.gpu: the local backend" in gpu.stderr
 
 
+def test_render_takes_the_same_placement_options(api: ApiServer) -> None:
+    rendered = kt(
+        api.base_url, "render", "hpo", "--parallelism", "2", "--completions", "2",
+        "--cpu", "500m", "--memory", "1Gi", "--full",
+    )  # fmt: skip
+    assert rendered.exit_code == 0, rendered.output
+    request = yaml.safe_load(rendered.stdout)["request"]
+    assert (request["parallelism"], request["completions"]) == (2, 2)
+    assert (request["resources"]["cpu"], request["resources"]["memory"]) == ("500m", "1Gi")
+
+
 def test_did_you_mean_for_kinds_and_params(api: ApiServer) -> None:
     kind = kt_process("--server", api.base_url, "submit", "noopp")
     assert kind.returncode == ExitCode.ERROR
