@@ -113,6 +113,7 @@ def notification_settings(credentials: Credentials, port: int) -> dict[str, Any]
         "smtp_password": credentials.smtp_password,
         "notify_poll_s": 0.2,
         "notify_backoff_s": 0.2,
+        "webhook_allow_private": True,  # to 127.0.0.1: refused by default, never attempted
     }
 
 

@@ -105,17 +105,23 @@ def test_a_job_that_fails_for_good_goes_straight_to_failed(kube_stack: KubeStack
     assert ("pending", "RetryBackoff") not in seen
     assert seen[-2:] == [("running", None), ("failed", "BackoffLimitExceeded")], seen
 
-    def traced() -> list[str]:
+    def traced() -> list[tuple[str, str]]:
         with kube_stack.client() as client:
             events = k8s.CoreV1Api(client).list_namespaced_event(
                 kube_stack.namespace, field_selector=f"involvedObject.name=kt-{job_id}"
             )
         return [
-            str(e.reason) for e in events.items if e.source and e.source.component == "kubetask"
+            (str(e.reason), str(e.message))
+            for e in events.items
+            if e.source and e.source.component == "kubetask"
         ]
 
-    ours = wait_for(lambda: "Failed" in (found := traced()) and found, "the Failed Event")
-    assert "Pending" not in ours
+    def failed_traced() -> list[tuple[str, str]]:
+        found = traced()
+        return found if any(reason == "Failed" for reason, _ in found) else []
+
+    ours = wait_for(failed_traced, "the Failed Event")
+    assert not [m for _, m in ours if "retrying" in m], ours  # no Event for a retry either
 
 
 def test_pods_the_job_controller_cannot_create_show_why(kube_stack: KubeStack) -> None:
