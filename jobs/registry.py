@@ -111,22 +111,23 @@ KINDS: Mapping[str, KindSpec] = {
         ),
         KindSpec(
             name="gan-seed",
-            description="Seed sensor data for one machine (gan/<machine_id>/seed.csv).",
+            description="Seed sensor data for one machine (seed.csv in the job's folder).",
             params=GanSeedParams,
             runner="jobs.kinds.gan_seed:run",
             image="gan",
         ),
         KindSpec(
             name="gan-train",
-            description="An SDV TVAE or CTGAN synthesizer fitted on a machine's seed data.",
+            description="An SDV TVAE or CTGAN synthesizer fitted on a machine's seed data "
+            "(`dataset`: job:<gan-seed id>), saved in the job's folder.",
             params=GanTrainParams,
             runner="jobs.kinds.gan_train:run",
             image="gan",
         ),
         KindSpec(
             name="gan-generate",
-            description="Train/val/test synthetic datasets from a machine's synthesizer, "
-            "with a quality score.",
+            description="Train/val/test synthetic datasets from a fitted synthesizer "
+            "(`model`: job:<gan-train id>), with a quality score.",
             params=GanGenerateParams,
             runner="jobs.kinds.gan_generate:run",
             image="gan",

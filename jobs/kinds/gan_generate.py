@@ -1,7 +1,8 @@
-"""`gan-generate`: train/val/test synthetic datasets from one machine's fitted synthesizer
-(`gan/<machine_id>/synthesizer.pkl`, from `gan-train`), written as `train.csv`, `val.csv`
-and `test.csv` in the job's artifacts, with a quality score: sdmetrics' QualityReport (column
-shapes and column-pair trends) of the train split against the machine's seed data. SDV is
+"""`gan-generate`: train/val/test synthetic datasets from a fitted synthesizer (`model`: a
+`gan-train` job's `synthesizer.pkl`), written as `train.csv`, `val.csv` and `test.csv` in the
+job's artifacts, with a quality score: sdmetrics' QualityReport (column shapes and column-pair
+trends) of the train split against the seed data (`dataset`; by default the one the
+synthesizer was fitted on). SDV is
 imported once the inputs are known to be there (see gan_train)."""
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import pandas as pd
 from pydantic import JsonValue
 
 from jobs.context import TaskContext
+from jobs.errors import TaskError
 from jobs.kinds.gan_train import prepare_torch, quiet_library_logs
-from jobs.kinds.ml.gan_store import TABLE, MachineFiles, write_atomically
+from jobs.kinds.ml.gan_store import TABLE, require, write_atomically
 from jobs.params import GanGenerateParams
 
 
@@ -50,10 +52,16 @@ def quality(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Any) -> dict[
 
 def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]:
     quiet_library_logs()
-    files = MachineFiles(context.artifacts_root, params.machine_id)
-    model_path = files.require(files.synthesizer, what="fitted synthesizer", producer="gan-train")
+    model_path = require(context, params.model, what="fitted synthesizer", producer="gan-train")
+    seed_path: Path | None = None
     if params.quality:
-        files.require(files.seed, what="seed data", producer="gan-seed")
+        if params.dataset is None:
+            raise TaskError(
+                "quality=true needs the real data to compare with, and `dataset` is not given",
+                suggestion="Pass `model` as 'job:<gan-train id>' (its seed data is then used), "
+                "or `dataset`, or set quality=false.",
+            )
+        seed_path = require(context, params.dataset, what="seed data", producer="gan-seed")
     splits = [
         (name, rows)
         for name, rows in (
@@ -65,7 +73,7 @@ def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]
     ]
     steps = len(splits) + int(params.quality)
     reporter = context.reporter
-    reporter.update(0, steps, stage="load", message=files.relative(model_path))
+    reporter.update(0, steps, stage="load", message=params.model)
     from sdv.utils import load_synthesizer
 
     synthesizer = load_synthesizer(str(model_path))
@@ -86,13 +94,14 @@ def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]
 
     result: dict[str, JsonValue] = {
         "machine_id": params.machine_id,
-        "synthesizer": files.relative(model_path),
+        "synthesizer": params.model,
+        "dataset": params.dataset,
         "files": written,
         "rows": counts,
     }
-    if params.quality:
+    if seed_path is not None:
         reporter.update(steps - 1, steps, stage="evaluate", message="quality report")
-        real = pd.read_csv(files.seed)
+        real = pd.read_csv(seed_path)
         result |= quality(real, frames["train"], synthesizer.get_metadata())
         reporter.update(steps, steps, stage="evaluate", quality_score=result["quality_score"])
     return result

@@ -1,9 +1,11 @@
 """`gan-train`: an SDV synthesizer (TVAE or CTGAN) fitted on one machine's seed data.
 
-Reads `gan/<machine_id>/seed.csv` (from `gan-seed`), detects the table's metadata, fits, and
-reports every epoch's loss as it finishes (`stage="train"`; see ml/sdv_progress.py for how,
-since SDV has no callback). Writes `synthesizer.pkl` (its model on the CPU, so any node can
-sample from it), `metadata.json` and `losses.csv` beside the seed data.
+Reads the seed data its `dataset` names (a `gan-seed` job's `seed.csv`; none: it makes its
+own, as gan-seed does, into its folder), detects the table's metadata, fits, and reports
+every epoch's loss as it finishes (`stage="train"`; see ml/sdv_progress.py for how, since SDV
+has no callback). Writes `synthesizer.pkl` (its model on the CPU, so any node can sample from
+it), `metadata.json` and `losses.csv` in its own folder; the result names them and the seed
+data (`seed`), which `gan-generate` (`model`: `job:<id>`) scores its samples against.
 
 SDV (and torch) take seconds to import: they are imported once the inputs are known to be
 there, so that a missing seed file fails at once.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,9 +24,10 @@ import pandas as pd
 from pydantic import JsonValue
 
 from jobs.context import TaskContext
-from jobs.kinds.ml.gan_store import TABLE, MachineFiles, write_atomically
+from jobs.kinds.ml.gan_store import TABLE, require, write_atomically
 from jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher, move_model_to_cpu
-from jobs.params import GanTrainParams
+from jobs.kinds.ml.seed_data import seed_frame
+from jobs.params import GanSeedParams, GanTrainParams
 
 
 def prepare_torch(seed: int) -> None:
@@ -66,17 +70,31 @@ def build_synthesizer(params: GanTrainParams, metadata: Any) -> Any:
     return CTGANSynthesizer(metadata, generator_dim=hidden, discriminator_dim=hidden, **common)
 
 
+def seed_data(params: GanTrainParams, context: TaskContext) -> Path:
+    """The seed data `params.dataset` names, or seed data made for `params.machine_id` with
+    gan-seed's defaults and written as this job's `seed.csv`."""
+    if params.dataset is not None:
+        return require(context, params.dataset, what="seed data", producer="gan-seed")
+    defaults = GanSeedParams(machine_id=params.machine_id)
+    frame = seed_frame(
+        params.machine_id, rows=defaults.rows, fault_rate=defaults.fault_rate, seed=defaults.seed
+    )
+    path = context.artifact("seed.csv")
+    write_atomically(path, lambda partial: frame.to_csv(partial, index=False))
+    return path
+
+
 def run(params: GanTrainParams, context: TaskContext) -> dict[str, JsonValue]:
     quiet_library_logs()
-    files = MachineFiles(context.artifacts_root, params.machine_id)
-    seed_path = files.require(files.seed, what="seed data", producer="gan-seed")
+    seed_path = seed_data(params, context)
     from sdv.metadata import Metadata
 
     reporter = context.reporter
-    reporter.update(0, params.epochs, stage="load", message=files.relative(seed_path))
+    reporter.update(0, params.epochs, stage="load", message=context.relative(seed_path))
     data = pd.read_csv(seed_path)
     metadata = Metadata.detect_from_dataframes({TABLE: data})
-    write_atomically(files.metadata, lambda path: metadata.save_to_json(str(path)))
+    metadata_path = context.artifact("metadata.json")
+    write_atomically(metadata_path, lambda path: metadata.save_to_json(str(path)))
 
     prepare_torch(params.seed)
     synthesizer = build_synthesizer(params, metadata)
@@ -93,15 +111,17 @@ def run(params: GanTrainParams, context: TaskContext) -> dict[str, JsonValue]:
 
     reporter.update(params.epochs, params.epochs, stage="save", message="saving the synthesizer")
     move_model_to_cpu(synthesizer)
-    write_atomically(files.synthesizer, lambda path: synthesizer.save(str(path)))
+    model_path, losses_path = context.artifact("synthesizer.pkl"), context.artifact("losses.csv")
+    write_atomically(model_path, lambda path: synthesizer.save(str(path)))
     losses = pd.DataFrame([vars(loss) for loss in watcher.losses])
-    write_atomically(files.losses, lambda path: losses.to_csv(path, index=False))
+    write_atomically(losses_path, lambda path: losses.to_csv(path, index=False))
     final = watcher.losses[-1] if watcher.losses else None
     return {
         "machine_id": params.machine_id,
-        "synthesizer": files.relative(files.synthesizer),
-        "metadata": files.relative(files.metadata),
-        "losses": files.relative(files.losses),
+        "seed": context.relative(seed_path),
+        "synthesizer": context.relative(model_path),
+        "metadata": context.relative(metadata_path),
+        "losses": context.relative(losses_path),
         "kind": params.synthesizer,
         "device": "cuda" if use_gpu(params) else "cpu",
         "rows": len(data),

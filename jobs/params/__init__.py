@@ -115,7 +115,7 @@ class NoopParams(Params):
 
 # -- ML kinds ---------------------------------------------------------------------------------
 
-MACHINE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # one safe path segment: gan/<machine_id>/
+MACHINE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a label, kept short and plain
 ModelKind = Literal["mlp", "cnn1d"]
 Pooling = Literal["max", "avg", "none"]
 
@@ -268,10 +268,29 @@ class GanSeedParams(Params):
     seed: int = Field(0, ge=0)
 
 
+def _seed_ref(*, default_from: str | None = None, description: str) -> Any:
+    return output_ref(
+        output="seed",
+        kinds=("gan-seed",),
+        default=None,
+        default_from=default_from,
+        description=description,
+    )
+
+
 class GanTrainParams(Params):
     """An SDV synthesizer (TVAE or CTGAN) fitted on one machine's seed data."""
 
-    machine_id: str = Field("machine-1", pattern=MACHINE_ID)
+    dataset: str | None = _seed_ref(
+        description="The seed data (seed.csv) fitted on. None: this job makes its own as "
+        "`gan-seed` does with its defaults (for `machine_id`), saved as its `seed.csv`."
+    )
+    machine_id: str = Field(
+        "machine-1",
+        pattern=MACHINE_ID,
+        description="A label reported in the result; the machine whose data is generated when "
+        "`dataset` is not given.",
+    )
     synthesizer: Literal["tvae", "ctgan"] = "tvae"
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(100, ge=10, le=100_000, description="A multiple of 10 (CTGAN's pac).")
@@ -292,9 +311,21 @@ class GanTrainParams(Params):
 class GanGenerateParams(Params):
     """Train/val/test synthetic datasets sampled from one machine's fitted synthesizer."""
 
-    machine_id: str = Field("machine-1", pattern=MACHINE_ID)
+    model: str = output_ref(
+        output="synthesizer",
+        kinds=("gan-train",),
+        description="The fitted synthesizer (synthesizer.pkl).",
+    )
+    dataset: str | None = _seed_ref(
+        default_from="model",
+        description="The real data the quality score compares the train split with. Left out "
+        "with `model` a gan-train job's: the seed data it was fitted on, filled in at submit.",
+    )
+    machine_id: str = Field("machine-1", pattern=MACHINE_ID, description="A label.")
     train_rows: int = Field(300, ge=1, le=10_000_000)
     val_rows: int = Field(100, ge=0, le=10_000_000)
     test_rows: int = Field(100, ge=0, le=10_000_000)
     seed: int = Field(0, ge=0)
-    quality: bool = Field(True, description="Score the train split against the seed data.")
+    quality: bool = Field(
+        True, description="Score the train split against the seed data (`dataset`)."
+    )

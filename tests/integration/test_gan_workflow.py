@@ -1,6 +1,7 @@
-"""The GAN workflow for one machine, as a user runs it: three requests, seed -> train ->
-generate, each a real task process (SDV on tiny data), with per-epoch losses on the stream
-and a clear error when a step's input is missing."""
+"""The GAN workflow as a user runs it: three requests chained by `job:<id>`, seed -> train ->
+generate, each a real task process (SDV on tiny data) writing only under its own job folder,
+with per-epoch losses on the stream; a second fit on the same seed data replaces nothing;
+a missing input names the kind that makes it."""
 
 from __future__ import annotations
 
@@ -9,47 +10,80 @@ import pandas as pd
 from tests.servers import ApiServer
 
 
-def test_seed_train_generate_in_three_requests(api: ApiServer) -> None:
-    machine = {"machine_id": "press-7"}
-    seed = api.wait(api.submit("gan-seed", {**machine, "rows": 200}))
+def test_seed_train_generate_chained_by_job_ids(api: ApiServer) -> None:
+    artifacts = api.data_dir / "artifacts"
+    seed = api.wait(api.submit("gan-seed", {"machine_id": "press-7", "rows": 200}))
     assert seed["state"] == "succeeded", seed
-    assert seed["result"]["seed"] == "gan/press-7/seed.csv"
+    assert seed["result"]["seed"] == f"{seed['id']}/seed.csv"
 
-    train_id = api.submit("gan-train", {**machine, "epochs": 3, "batch_size": 50})
+    fit = {"dataset": f"job:{seed['id']}", "batch_size": 50}
+    train_id = api.submit("gan-train", {**fit, "epochs": 3})
     events = api.events(train_id, timeout_s=90)
     train = api.job(train_id)
     assert train["state"] == "succeeded", train
+    assert train["request"]["params"]["dataset"] == seed["result"]["seed"]
     epochs = [e for e in events if e["type"] == "progress" and e["stage"] == "train"]
     assert [e["metrics"]["epoch"] for e in epochs] == [1, 2, 3]
     assert all(isinstance(e["metrics"]["loss"], float) for e in epochs)
-    assert train["result"]["synthesizer"] == "gan/press-7/synthesizer.pkl"
+    assert train["result"]["synthesizer"] == f"{train_id}/synthesizer.pkl"
+    assert train["result"]["seed"] == seed["result"]["seed"]
     assert train["result"]["epochs_reported"] == 3
+    fitted = (artifacts / train["result"]["synthesizer"]).read_bytes()
+
+    again = api.wait(api.submit("gan-train", {**fit, "epochs": 1}), timeout_s=90)
+    assert again["state"] == "succeeded", again
+    assert again["result"]["synthesizer"] == f"{again['id']}/synthesizer.pkl"
+    assert (artifacts / train["result"]["synthesizer"]).read_bytes() == fitted  # untouched
 
     sizes = {"train_rows": 120, "val_rows": 30, "test_rows": 20}
-    generate = api.wait(api.submit("gan-generate", {**machine, **sizes}), timeout_s=90)
+    generate_id = api.submit("gan-generate", {"model": f"job:{train_id}", **sizes})
+    generate = api.wait(generate_id, timeout_s=90)
     assert generate["state"] == "succeeded", generate
+    params = generate["request"]["params"]
+    assert params["model"] == train["result"]["synthesizer"]
+    assert params["dataset"] == seed["result"]["seed"]  # what it was fitted on, filled in
     result = generate["result"]
     assert result["rows"] == {"train": 120, "val": 30, "test": 20}
     assert 0.0 < result["quality_score"] <= 1.0
     assert set(result["quality_properties"]) == {"Column Shapes", "Column Pair Trends"}
-    seed_columns = list(pd.read_csv(api.data_dir / "artifacts" / seed["result"]["seed"]).columns)
+    seed_columns = list(pd.read_csv(artifacts / seed["result"]["seed"]).columns)
     for split, path in result["files"].items():
-        frame = pd.read_csv(api.data_dir / "artifacts" / path)
+        assert path == f"{generate['id']}/{split}.csv"
+        frame = pd.read_csv(artifacts / path)
         assert len(frame) == result["rows"][split]
         assert list(frame.columns) == seed_columns
     stages = [e["stage"] for e in api.events(generate["id"]) if e["type"] == "progress"]
     assert {"load", "sample", "evaluate"} <= set(stages)
 
 
-def test_a_missing_input_names_the_kind_that_makes_it(api: ApiServer) -> None:
-    untrained = api.submit("gan-generate", {"machine_id": "never-trained"})
-    unseeded = api.submit("gan-train", {"machine_id": "never-seeded"})
+def test_references_are_checked_at_submit_and_a_missing_file_names_its_kind(
+    api: ApiServer,
+) -> None:
+    response = api.client.post("/v1/jobs", json={"kind": "gan-generate", "params": {}})
+    assert response.status_code == 422
+    assert "params.model" in [e["field"] for e in response.json()["errors"]]
+    datagen = api.wait(api.submit("datagen", {"n_per_class": 2, "length": 64}))
+    response = api.client.post(
+        "/v1/jobs", json={"kind": "gan-train", "params": {"dataset": f"job:{datagen['id']}"}}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["msg"].endswith("expected a gan-seed job")
+
+    untrained = api.submit("gan-generate", {"model": "uploads/default/none.pkl"})
+    unseeded = api.submit("gan-train", {"dataset": "uploads/default/none.csv"})
     for job_id, missing, producer in (
-        (untrained, "gan/never-trained/synthesizer.pkl", "gan-train"),
-        (unseeded, "gan/never-seeded/seed.csv", "gan-seed"),
+        (untrained, "uploads/default/none.pkl", "gan-train"),
+        (unseeded, "uploads/default/none.csv", "gan-seed"),
     ):
         job = api.wait(job_id, timeout_s=60)
         assert job["state"] == "failed"
         assert job["error"]["type"] == "TaskError"
         assert missing in job["error"]["message"]
         assert f"`{producer}`" in job["error"]["suggestion"]
+
+
+def test_gan_train_without_seed_data_makes_its_own(api: ApiServer) -> None:
+    train = api.wait(api.submit("gan-train", {"epochs": 1, "batch_size": 50}), timeout_s=90)
+    assert train["state"] == "succeeded", train
+    assert train["result"]["seed"] == f"{train['id']}/seed.csv"
+    assert train["result"]["rows"] == 400  # gan-seed's default

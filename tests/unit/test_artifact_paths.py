@@ -55,9 +55,10 @@ PATH_FIELDS: dict[str, list[Loc]] = {
     "nas": [("train", "dataset")],
     "mat-import": [("files",)],
     "features": [("dataset",)],
+    "gan-train": [("dataset",)],
     **{
         kind: [("model",), ("dataset",)]
-        for kind in ("evaluate", "export", "test", "explain", "explain-batch")
+        for kind in ("evaluate", "export", "test", "explain", "explain-batch", "gan-generate")
     },
 }
 

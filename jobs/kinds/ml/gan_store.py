@@ -1,57 +1,32 @@
-"""Where the GAN workflow keeps a machine's files, shared by its jobs:
-`gan/<machine_id>/seed.csv` (gan-seed), `synthesizer.pkl`, `metadata.json` and `losses.csv`
-(gan-train), under the artifact store root. Files are replaced atomically, so a job reading
-them never sees half a file; a missing one is an error that names the kind producing it."""
+"""The GAN kinds' files: each job writes its own under its folder in the artifact store
+(`seed.csv` from gan-seed; `synthesizer.pkl`, `metadata.json`, `losses.csv` from gan-train;
+the CSV splits from gan-generate) and reads its inputs by the paths its params name, so
+nothing is replaced in place and a tenant reads only its own. Files are written atomically,
+so a job reading them never sees half a file; a missing input is an error that names the
+kind producing it."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.context import TaskContext
 from jobs.errors import TaskError
 
 TABLE = "readings"  # the table name in the SDV metadata
 
 
-@dataclass(frozen=True)
-class MachineFiles:
-    root: Path  # the artifact store
-    machine_id: str
-
-    @property
-    def folder(self) -> Path:
-        return self.root / "gan" / self.machine_id
-
-    @property
-    def seed(self) -> Path:
-        return self.folder / "seed.csv"
-
-    @property
-    def synthesizer(self) -> Path:
-        return self.folder / "synthesizer.pkl"
-
-    @property
-    def metadata(self) -> Path:
-        return self.folder / "metadata.json"
-
-    @property
-    def losses(self) -> Path:
-        return self.folder / "losses.csv"
-
-    def relative(self, path: Path) -> str:
-        return str(path.relative_to(self.root))
-
-    def require(self, path: Path, *, what: str, producer: str) -> Path:
-        """`path` when it exists; else a TaskError saying which kind makes it."""
-        if path.is_file():
-            return path
-        raise TaskError(
-            f"no {what} for machine {self.machine_id!r}: {self.relative(path)} is missing "
-            "from the artifact store",
-            suggestion=f"Run a `{producer}` job with machine_id={self.machine_id!r} first.",
-        )
+def require(context: TaskContext, path: str, *, what: str, producer: str) -> Path:
+    """The file `path` (relative to the store) names; a TaskError naming the kind that makes
+    it when it is missing."""
+    real = context.resolve(path)
+    if real.is_file():
+        return real
+    raise TaskError(
+        f"no {what}: {path} is missing from the artifact store",
+        suggestion=f"Run a `{producer}` job first and pass 'job:<id>' of it.",
+    )
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
