@@ -176,6 +176,9 @@ def test_a_redis_that_dies_is_restarted_and_tasks_carry_on(tmp_path: Path) -> No
             sock.unlink()
             sock.mkdir()
             os.kill(pid, signal.SIGKILL)
+            # the watchdog looks every 0.2 s: from when it has seen the death, and while the
+            # server cannot come back, /healthz fails
+            wait_for(lambda: api.client.get("/healthz").status_code == 503, "healthz failing")
             down = time.monotonic()
             while time.monotonic() - down < 1.5:
                 assert api.client.get("/healthz").status_code == 503
