@@ -14,8 +14,9 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.redis_server import RedisServer, free_port
+from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import Installation, admin_client, install, uninstall
-from tests.cluster.control_plane import BINARY, AuditRecord, ControlPlane
+from tests.cluster.control_plane import BINARY, ControlPlane
 from tests.component.flaky_proxy import FlakyProxy
 from tests.servers import ApiServer, own_database
 

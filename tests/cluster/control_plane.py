@@ -24,11 +24,11 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from controller.redis_server import free_port
+from tests.cluster.audit import AuditRecord
 from tests.cluster.pki import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,39 +54,6 @@ CONTROLLERS = ",".join(
         "root-ca-certificate-publisher-controller",
     ]
 )
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One request as the API server's audit log has it."""
-
-    verb: str
-    group: str
-    resource: str  # with its subresource: pods/log
-    namespace: str
-    name: str
-    user: str
-    user_agent: str
-    code: int
-    at: float  # when the server received it (seconds since the epoch)
-
-    @classmethod
-    def parse(cls, event: dict[str, Any]) -> AuditRecord:
-        ref = event.get("objectRef") or {}
-        resource = ref.get("resource", "")
-        if ref.get("subresource"):
-            resource += "/" + ref["subresource"]
-        return cls(
-            verb=event.get("verb", ""),
-            group=ref.get("apiGroup", ""),
-            resource=resource,
-            namespace=ref.get("namespace", ""),
-            name=ref.get("name", ""),
-            user=event.get("user", {}).get("username", ""),
-            user_agent=event.get("userAgent", ""),
-            code=int(event.get("responseStatus", {}).get("code", 0)),
-            at=datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp(),
-        )
 
 
 class ControlPlaneError(RuntimeError):

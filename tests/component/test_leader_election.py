@@ -26,13 +26,14 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from controller.leader import ElectionSettings, LeaderElector
+from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import (
     admin_client,
     restricted_namespace,
     service_account_kubeconfig,
     throttle,
 )
-from tests.cluster.control_plane import AuditRecord, ControlPlane
+from tests.cluster.control_plane import ControlPlane
 from tests.component.flaky_proxy import FlakyProxy
 
 DURATION_S, RENEW_DEADLINE_S, RETRY_S = 2, 1.2, 0.2

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 
 from controller.redis_server import RedisServer
+from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import throttle
-from tests.cluster.control_plane import AuditRecord, ControlPlane
+from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack
 from tests.servers import TERMINAL, ApiServer
 
