@@ -160,6 +160,24 @@ class ApiServer:
         return list(read_sse(self.client, f"/v1/jobs/{job_id}/events", headers, timeout_s))
 
 
+@contextlib.contextmanager
+def bearer_clients(base_url: str, tokens: dict[str, str]) -> Iterator[dict[str, httpx.Client]]:
+    """An HTTP client per name, each sending its token ("" for none)."""
+    clients = {
+        name: httpx.Client(
+            base_url=base_url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )
+        for name, token in tokens.items()
+    }
+    try:
+        yield clients
+    finally:
+        for client in clients.values():
+            client.close()
+
+
 def read_sse(
     client: httpx.Client, path: str, headers: dict[str, str], timeout_s: float
 ) -> Iterator[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ApiServer, own_database
+from tests.servers import ApiServer, bearer_clients, own_database
 
 PROBLEM = "application/problem+json"
 MISSING = "0000000000000000"
@@ -52,17 +52,8 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def as_(server: ApiServer) -> Iterator[dict[str, httpx.Client]]:
-    clients = {
-        name: httpx.Client(
-            base_url=server.base_url,
-            timeout=30,
-            headers={"Authorization": f"Bearer {token(name)}"},
-        )
-        for name in TOKENS
-    }
-    yield clients
-    for client in clients.values():
-        client.close()
+    with bearer_clients(server.base_url, {name: token(name) for name in TOKENS}) as clients:
+        yield clients
 
 
 @pytest.fixture(scope="module")

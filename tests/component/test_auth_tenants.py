@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from kubetask import Client, NotFound
 from kubetask.cli import ExitCode, app
 from kubetask.errors import Unauthorized
-from tests.servers import ApiServer, own_database
+from tests.servers import ApiServer, bearer_clients, own_database
 
 PROBLEM = "application/problem+json"
 MISSING = "0000000000000000"
@@ -79,17 +79,9 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture(scope="module")
 def as_(server: ApiServer) -> Iterator[dict[str, httpx.Client]]:
     """An HTTP client per token name ('' for none)."""
-    clients = {
-        name: httpx.Client(
-            base_url=server.base_url,
-            timeout=30,
-            headers={"Authorization": f"Bearer {token(name)}"} if name else {},
-        )
-        for name in ["", *TOKENS]
-    }
-    yield clients
-    for client in clients.values():
-        client.close()
+    names = ["", *TOKENS]
+    with bearer_clients(server.base_url, {n: token(n) if n else "" for n in names}) as clients:
+        yield clients
 
 
 def submit(client: httpx.Client, params: dict[str, Any] | None = None, **fields: Any) -> str:
