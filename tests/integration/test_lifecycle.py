@@ -133,9 +133,12 @@ def test_jobs_beyond_the_slots_wait_queued_then_run(fresh_api: ApiServer) -> Non
     first = fresh_api.submit("noop", {"steps": 10, "step_s": 0.1})
     second = fresh_api.submit("noop")
     fresh_api.wait(first, {"running"})
-    waiting = fresh_api.job(second)
+    deadline = time.monotonic() + 10  # once the controller has synced it: waiting for a slot
+    while "slot" not in (waiting := fresh_api.job(second))["message"]:
+        assert waiting["state"] == "queued", waiting
+        assert time.monotonic() < deadline, waiting
+        time.sleep(0.05)
     assert waiting["state"] == "queued"
-    assert "slot" in waiting["message"]
     done = fresh_api.wait(second)
     assert done["state"] == "succeeded", done
     second_started = fresh_api.job(second)["started_at"]
