@@ -99,7 +99,7 @@ class Reconciler:
         self._retry = retry
         self._jitter = jitter
         self._failures: dict[str, int] = {}  # job id -> syncs failed in a row
-        self._errors: dict[str, list[str]] = {}  # job id -> unexpected errors, in a row
+        self._errors: dict[str, tuple[str, int]] = {}  # job id -> (unexpected error, in a row)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._busy: set[str] = set()
@@ -195,8 +195,9 @@ class Reconciler:
                 delay = self._retry_later(job_id, exc.retry_after_s)
                 log.warning("sync of %s: %s; retrying in %.1fs", job_id, exc, delay)
             except Exception as exc:  # a bug, or a record nothing can handle: this job only
-                errors = self._errors.setdefault(job_id, [])
-                errors.append(f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                last, times = self._errors.get(job_id, ("", 0))
+                self._errors[job_id] = (error, times + 1 if error == last else 1)
                 delay = self._retry_later(job_id)
                 log.exception("sync of %s failed; retrying in %.1fs", job_id, delay)
             finally:
@@ -218,10 +219,8 @@ class Reconciler:
     def _unhandled(self, job_id: str) -> str | None:
         """Why this job cannot be handled, once its syncs failed unexpectedly
         `GIVE_UP_AFTER` times in a row (the same way: not a passing fault)."""
-        errors = self._errors.get(job_id, [])
-        if len(errors) < GIVE_UP_AFTER:
-            return None
-        return errors[-1]
+        error, times = self._errors.get(job_id, ("", 0))
+        return error if times >= GIVE_UP_AFTER else None
 
     async def _stop_unhandled(self, job_id: str) -> None:
         """Stop what runs for a job given up on, as far as the backend still can."""

@@ -314,3 +314,22 @@ def test_a_job_whose_sync_fails_the_same_way_again_and_again_is_failed_not_retri
         "the server's log says more"
     )
     assert backend.deleted  # what ran for it is stopped
+
+
+async def _passing_faults() -> tuple[RecordingStore, DeletingBackend]:
+    """Errors that differ each time are passing faults, not a job nothing can handle."""
+    faults: list[Exception | None] = [RuntimeError(f"fault {i}") for i in range(GIVE_UP_AFTER + 2)]
+    backend = DeletingBackend(creates=[], observes=faults)
+    store = RecordingStore()
+    task = asyncio.create_task(scripted(backend, store, RetryPolicy(base_s=0.01, max_s=0.01)).run())
+    await asyncio.wait_for(backend.observed_times(len(faults) + 1), 10)  # still syncing it
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return store, backend
+
+
+def test_different_errors_in_a_row_are_retried_not_given_up() -> None:
+    store, backend = asyncio.run(_passing_faults())
+    assert JobState.FAILED not in [status.state for status in store.saved]
+    assert not hasattr(backend, "deleted")
