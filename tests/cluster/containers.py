@@ -4,15 +4,15 @@ command line and working directory.
 
 Paths inside a container cannot exist on the host, so:
 - each volume is a host folder: `emptyDir` and `configMap` volumes under the pod's folder (a
-  configMap volume holds one file per key), a `persistentVolumeClaim` the folder the simulator
+  configMap volume holds one file per key), a `persistentVolumeClaim` the folder the node agent
   maps the claim to, a `hostPath` the host path itself;
 - any env value, argument or `workingDir` equal to or under a volumeMount's `mountPath` is
   rewritten to the same place under the host folder (`/artifacts/x` -> `<claim folder>/x`);
 - the container's `terminationMessagePath` is a host file: env values equal to it are
   rewritten, and `KUBETASK_TERMINATION_LOG` names it;
 - other absolute paths (a `workingDir` outside every mount) live under the pod's `rootfs/`;
-- a leading `python`/`python3` runs `sys.executable`; an image with no `command` runs the
-  entrypoint the simulator was given for that image."""
+- a leading `python`/`python3` runs `sys.executable`; a container must say its `command`
+  (there are no images, so no entrypoints)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def prepare_volumes(
         else:
             kind = next((k for k in volume if k != "name"), "unknown")
             raise MountError(
-                f'MountVolume.SetUp failed for volume "{name}" : the simulator '
+                f'MountVolume.SetUp failed for volume "{name}" : the node agent '
                 f"cannot mount {kind} volumes"
             )
         folders[name] = target
@@ -254,7 +254,6 @@ def build_launch(
     volumes: Mapping[str, Path],
     configmaps: ConfigMaps,
     base_env: Mapping[str, str],
-    entrypoints: Mapping[str, Sequence[str]],
     secrets: Secrets | None = None,
 ) -> Launch:
     """Everything needed to start the container as a process."""
@@ -271,11 +270,9 @@ def build_launch(
     image = container.get("image", "")
     command = [expand(c, own) for c in container.get("command") or []]
     args = [expand(a, own) for a in container.get("args") or []]
-    if not command:
-        command = list(entrypoints.get(image, []))
     argv = [rewrite(part, pairs) if i else part for i, part in enumerate(command + args)]
-    if not argv:
-        raise FileNotFoundError(f"no command specified and no entrypoint known for {image}")
+    if not argv:  # an image's own entrypoint: there are no images here
+        raise FileNotFoundError(f"no command specified, and {image} has no entrypoint here")
     argv[0] = _executable(argv[0])
     rootfs = pod_dir / "rootfs"
     working = container.get("workingDir", "")

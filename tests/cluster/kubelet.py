@@ -1,8 +1,8 @@
-"""A kubelet for the simulated nodes: it runs each container of a bound Pod as a local process
+"""The kubelet half of the process node agent (node_agent.py): it runs each container of a bound Pod as a local process
 (see containers.py), captures stdout+stderr as the container log, and reports the Pod's status
 as a kubelet does — Pending (ContainerCreating, ErrImagePull/ImagePullBackOff,
 CreateContainerConfigError), Running (ready), Succeeded/Failed with `state.terminated`
-{exitCode, reason Completed/Error/OOMKilled, message, startedAt, finishedAt}. Init containers
+{exitCode, reason Completed/Error, message (its last 4 KiB), startedAt, finishedAt}. Init containers
 run in order; `restartPolicy: OnFailure` restarts a failed container after a back-off
 (CrashLoopBackOff). A Pod being deleted gets SIGTERM, then SIGKILL after its grace period,
 then its final status, and is removed."""
@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,8 @@ def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 class Kubelet:
-    """Runs the Pods bound to the simulated nodes. Thread-safe: `sync` runs in the
-    simulator's thread, log reads in the API server's."""
+    """Runs the Pods bound to the agent's nodes. Thread-safe: `sync` runs in the
+    node agent's sync thread, log reads in its log server's."""
 
     def __init__(
         self,
@@ -60,11 +60,9 @@ class Kubelet:
         claim_dir: Callable[[str, str], Path],
         node_ips: Mapping[str, str],
         base_env: Mapping[str, str],
-        entrypoints: Mapping[str, Sequence[str]],
         now: Callable[[], str],
         restart_backoff_s: float,
         image_retry_s: float,
-        max_grace_s: float | None,
         secrets: Secrets | None = None,
         has_image: Callable[[str], bool],
     ) -> None:
@@ -74,12 +72,10 @@ class Kubelet:
         self.claim_dir = claim_dir
         self.node_ips = node_ips
         self.base_env = base_env
-        self.entrypoints = entrypoints
         self.has_image = has_image
         self.now = now
         self.restart_backoff_s = restart_backoff_s
         self.image_retry_s = image_retry_s
-        self.max_grace_s = max_grace_s
         self.runs: dict[str, PodRun] = {}
         self.lock = threading.RLock()
         self._ips = 0
@@ -147,7 +143,7 @@ class Kubelet:
 
     # -- sync ------------------------------------------------------------------------------------
     def sync(self, pod: Obj, mono: float) -> KubeletResult:
-        """Advance one pod bound to a simulated node; what to write back."""
+        """Advance one pod bound to one of the agent's nodes; what to write back."""
         with self.lock:
             return self._sync(pod, mono)
 
@@ -263,7 +259,6 @@ class Kubelet:
                 configmaps=self.configmaps,
                 secrets=self.secrets,
                 base_env=self.base_env,
-                entrypoints=self.entrypoints,
             )
         except ConfigError as error:
             if c.state.get("waiting", {}).get("message") != str(error):
@@ -358,8 +353,6 @@ class Kubelet:
         if running:
             if run.kill_at is None:
                 grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
-                if self.max_grace_s is not None:
-                    grace = min(grace, self.max_grace_s)
                 run.kill_at = mono + grace
                 for c in running:
                     assert c.proc is not None

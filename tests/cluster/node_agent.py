@@ -83,11 +83,9 @@ class NodeAgent:
             claim_dir=self._claim_dir,
             node_ips=dict.fromkeys(nodes, "127.0.0.1"),
             base_env=default_base_env(),
-            entrypoints={},
             now=now,
             restart_backoff_s=1.0,
             image_retry_s=1.0,
-            max_grace_s=None,
             # The images "present" on this node: the task images, whose containers say
             # their command. Others (the controller's, Redis) fail to pull, as on a node
             # that cannot reach their registry: nothing is pulled here.
