@@ -1,5 +1,5 @@
-"""The kubelet half of the process node agent (node_agent.py): it runs each container of a bound Pod as a local process
-(see containers.py), captures stdout+stderr as the container log, and reports the Pod's status
+"""The kubelet half of the process node agent (node_agent.py): it runs each container of a
+bound Pod as a local process (see containers.py), captures stdout+stderr as the container log, and reports the Pod's status
 as a kubelet does — Pending (ContainerCreating, ErrImagePull/ImagePullBackOff,
 CreateContainerConfigError), Running (ready), Succeeded/Failed with `state.terminated`
 {exitCode, reason Completed/Error, message (its last 4 KiB), startedAt, finishedAt}. Init containers
