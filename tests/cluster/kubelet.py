@@ -1,11 +1,12 @@
 """The kubelet half of the process node agent (node_agent.py): it runs each container of a
-bound Pod as a local process (see containers.py), captures stdout+stderr as the container
-log, and reports the Pod's status as a kubelet does — Pending (ContainerCreating, ErrImagePull/ImagePullBackOff,
-CreateContainerConfigError), Running (ready), Succeeded/Failed with `state.terminated`
-{exitCode, reason Completed/Error, message (its last 4 KiB), startedAt, finishedAt}. Init containers
-run in order; `restartPolicy: OnFailure` restarts a failed container after a back-off
-(CrashLoopBackOff). A Pod being deleted gets SIGTERM, then SIGKILL after its grace period,
-then its final status, and is removed."""
+bound Pod as a local process (see containers.py), keeps stdout+stderr as the container log,
+and reports the Pod's status as a kubelet does: Pending (ContainerCreating,
+ErrImagePull/ImagePullBackOff, CreateContainerConfigError), Running (ready),
+Succeeded/Failed with `state.terminated` {exitCode, reason Completed/Error, message (its
+last 4 KiB), startedAt, finishedAt}. Init containers run in order; `restartPolicy:
+OnFailure` restarts a failed container after a back-off (CrashLoopBackOff). A Pod being
+deleted gets SIGTERM, then SIGKILL after its grace period, then its final status, and is
+removed."""
 
 from __future__ import annotations
 
