@@ -203,7 +203,9 @@ class ControlPlane:
     def requests(self, *, user: str | None = None) -> list[AuditRecord]:
         """What the API server answered so far (from its audit log), optionally one user's."""
         records: dict[str, AuditRecord] = {}  # by audit id: a watch's end replaces its start
-        for line in self.audit_log.read_text().splitlines() if self.audit_log.exists() else []:
+        text = self.audit_log.read_text() if self.audit_log.exists() else ""
+        complete = text[: text.rfind("\n") + 1]  # the server may be halfway through a line
+        for line in complete.splitlines():
             event = json.loads(line)
             record = AuditRecord.parse(event)
             if user is None or record.user == user:
