@@ -25,7 +25,7 @@ lock: install
 
 ## run: the embedded default — API + controller + local backend + a real Redis, on 127.0.0.1
 run: install
-	$(PY) -m api --port $(PORT)
+	$(PY) -m kubetask.api --port $(PORT)
 
 ## test: the whole suite (unit, component, integration, the real control plane); tiny data
 test: install cluster-build

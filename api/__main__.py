@@ -1,4 +1,4 @@
-"""`kubetask-server` (or `python -m api`): API + controller + backend in one process.
+"""`kubetask-server` (or `python -m kubetask.api`): API + controller + backend in one process.
 
 kubetask-server [--host H] [--port P]     serve (the embedded default on 127.0.0.1)
 kubetask-server render REQUEST.json       print the Kubernetes objects a request becomes
@@ -23,17 +23,17 @@ import yaml
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from api.app import create_app
-from api.auth import TokenFile, TokensFileError
-from api.runtime import Runtime
-from api.settings import Settings
-from controller.errors import InvalidRequest
-from controller.ids import new_job_id
-from controller.manifests import build_job, build_params_configmap
-from controller.reconciler import utcnow
-from controller.records import JobRecord
-from controller.service import validate_request
-from controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.api.app import create_app
+from kubetask.api.auth import TokenFile, TokensFileError
+from kubetask.api.runtime import Runtime
+from kubetask.api.settings import Settings
+from kubetask.controller.errors import InvalidRequest
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.manifests import build_job, build_params_configmap
+from kubetask.controller.reconciler import utcnow
+from kubetask.controller.records import JobRecord
+from kubetask.controller.service import validate_request
+from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
 
 log = logging.getLogger("kubetask")

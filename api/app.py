@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
-from api.limits import BodySizeLimit
-from api.routers import dashboard, docs, jobs, live, meta, metrics, streams
-from api.runtime import Runtime
-from api.settings import Settings, get_settings
-from controller.metrics import Metrics
+from kubetask.api import problems
+from kubetask.api.limits import BodySizeLimit
+from kubetask.api.routers import dashboard, docs, jobs, live, meta, metrics, streams
+from kubetask.api.runtime import Runtime
+from kubetask.api.settings import Settings, get_settings
+from kubetask.controller.metrics import Metrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
-from api.auth import (
+from kubetask.api.auth import (
     LOCAL_PRINCIPAL,
     Principal,
     TokenFile,
@@ -18,9 +18,9 @@ from api.auth import (
     bearer_token,
     challenge,
 )
-from api.limits import TenantLimits
-from api.runtime import Runtime
-from controller.service import JobService
+from kubetask.api.limits import TenantLimits
+from kubetask.api.runtime import Runtime
+from kubetask.controller.service import JobService
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -13,8 +13,8 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 
-from controller.bus import RESYNC, EventHub
-from controller.records import JobRecord
+from kubetask.controller.bus import RESYNC, EventHub
+from kubetask.controller.records import JobRecord
 
 TICK_S = 0.25
 MAX_BATCH = 2000

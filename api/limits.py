@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import PROBLEM
-from controller.errors import FieldError, InvalidRequest
 from kubetask import keys
+from kubetask.api.problems import PROBLEM
+from kubetask.controller.errors import FieldError, InvalidRequest
 from kubetask.models import JobRequest
 
 WINDOW_S = 60  # the submissions window

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from controller.errors import (
+from kubetask.controller.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
     JobFinished,

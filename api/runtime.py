@@ -17,22 +17,22 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.settings import Settings
-from controller.backends.base import Backend, TaskSpec
-from controller.backends.kubernetes import KubernetesBackend, api_client
-from controller.backends.local import LocalBackend
-from controller.bus import EventBus, EventHub
-from controller.leader import LeaderElector
-from controller.metrics import Metrics
-from controller.notify import entries_for
-from controller.outbox import Outbox
-from controller.reconciler import Reconciler, utcnow
-from controller.records import JobRecord
-from controller.redis_server import RedisServer, watch
-from controller.service import JobService
-from controller.store import RedisStore
-from controller.taskspec import TaskDefaults, build_task_spec
-from controller.wakeups import WakeUps
+from kubetask.api.settings import Settings
+from kubetask.controller.backends.base import Backend, TaskSpec
+from kubetask.controller.backends.kubernetes import KubernetesBackend, api_client
+from kubetask.controller.backends.local import LocalBackend
+from kubetask.controller.bus import EventBus, EventHub
+from kubetask.controller.leader import LeaderElector
+from kubetask.controller.metrics import Metrics
+from kubetask.controller.notify import entries_for
+from kubetask.controller.outbox import Outbox
+from kubetask.controller.reconciler import Reconciler, utcnow
+from kubetask.controller.records import JobRecord
+from kubetask.controller.redis_server import RedisServer, watch
+from kubetask.controller.service import JobService
+from kubetask.controller.store import RedisStore
+from kubetask.controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.controller.wakeups import WakeUps
 
 log = logging.getLogger("kubetask.server")
 

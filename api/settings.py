@@ -10,13 +10,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api.limits import JobCaps, parse_quantity
-from controller.leader import ElectionSettings, default_identity
-from controller.manifests import ARTIFACTS_DIR, ClusterSettings, SecretKeyRef
-from controller.notify import Backoff, NotifySettings
-from controller.outbox import SmtpSettings
-from controller.redaction import url_password
 from kubetask import env
+from kubetask.api.limits import JobCaps, parse_quantity
+from kubetask.controller.leader import ElectionSettings, default_identity
+from kubetask.controller.manifests import ARTIFACTS_DIR, ClusterSettings, SecretKeyRef
+from kubetask.controller.notify import Backoff, NotifySettings
+from kubetask.controller.outbox import SmtpSettings
+from kubetask.controller.redaction import url_password
 from kubetask.models import MAX_DEADLINE_S, SecretKey, is_dns_label
 
 

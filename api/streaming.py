@@ -19,9 +19,9 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.limits import StreamLease
-from controller.bus import RESYNC, EventBus, EventHub
-from controller.records import JobRecord
+from kubetask.api.limits import StreamLease
+from kubetask.controller.bus import RESYNC, EventBus, EventHub
+from kubetask.controller.records import JobRecord
 from kubetask.models import TERMINAL_STATES, StateEvent
 
 # A finished job whose terminal event is not in the history after this long lost it

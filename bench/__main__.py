@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import gan_epoch, kube, noop_e2e, relay, startup, train_loop
 from bench.harness import Bench, Counts, Figure, Row, servers
-from controller.redis_server import server_binary
+from kubetask.controller.redis_server import server_binary
 
 FIGURES: dict[str, Callable[[Bench, Counts], Figure]] = {
     "relay": relay.run,

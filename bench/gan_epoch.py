@@ -26,11 +26,11 @@ import torch
 
 from bench.harness import Bench, Counts, Figure, Row, median, rounded
 from bench.train_loop import paired_ratio
-from jobs.kinds.ml.data import default_threads
-from jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher
-from jobs.kinds.ml.seed_data import seed_frame
-from jobs.publisher import RedisPublisher
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.kinds.ml.data import default_threads
+from kubetask.jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher
+from kubetask.jobs.kinds.ml.seed_data import seed_frame
+from kubetask.jobs.publisher import RedisPublisher
+from kubetask.jobs.reporter import ProgressReporter
 
 ROWS = 500
 EPOCHS = {"tvae": 60, "ctgan": 30}

@@ -20,8 +20,8 @@ from typing import TypeVar
 
 from pydantic import JsonValue
 
-from controller.redis_server import RedisServer, free_port
 from kubetask import env
+from kubetask.controller.redis_server import RedisServer, free_port
 from tests.servers import ApiServer
 
 T = TypeVar("T")

@@ -28,8 +28,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from bench.harness import Bench, Counts, Figure, Row, median, percentile
-from controller.backends.base import TaskSpec
-from controller.manifests import ClusterSettings, build_job, job_name, selector
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.manifests import ClusterSettings, build_job, job_name, selector
 from tests.cluster.bootstrap import Installation, install
 from tests.cluster.control_plane import ControlPlane
 from tests.servers import ApiServer, read_sse
@@ -125,7 +125,7 @@ def submissions(bench: KubeBench, count: int) -> tuple[float, float]:
         job_id="0" * 16,
         kind="noop",
         image="kubetask/trainer:latest",
-        command=("python", "-m", "jobs", "noop"),
+        command=("python", "-m", "kubetask.jobs", "noop"),
         env={},
         retries=0,
         timeout_s=None,

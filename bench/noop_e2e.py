@@ -3,7 +3,7 @@
 kubetask: from just before `POST /v1/jobs` (`noop`, steps=0) to the client holding the
 terminal `succeeded` event, read from the job's SSE stream (`GET /v1/jobs/{id}/events`,
 opened right after the POST; it replays the history, so nothing is missed).
-Baseline: from just before `subprocess.Popen([python, "-m", "jobs", "noop"])` to its exit,
+Baseline: from just before `subprocess.Popen([python, "-m", "kubetask.jobs", "noop"])` to its exit,
 with the same environment a task gets (the same Redis, so it also stores its outcome there).
 
 The kubetask side is broken down with the job view's timestamps: submit -> started (the
@@ -69,7 +69,7 @@ def noop_kubetask(bench: Bench) -> EndToEnd:
 
 def noop_baseline(bench: Bench, run_id: str) -> float:
     task_env = bench.task_env(job_id=run_id, kind="noop", params='{"steps":0}')
-    command = python_module("jobs", "noop")
+    command = python_module("kubetask.jobs", "noop")
     before = time.time()
     proc = spawn(command, task_env=task_env, cwd=bench.scratch / run_id)
     code = proc.wait(TIMEOUT_S)

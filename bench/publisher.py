@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import redis
 from pydantic import JsonValue
 
-from jobs.publisher import RedisPublisher
-from jobs.reporter import EventSink, ProgressReporter
 from kubetask import keys
+from kubetask.jobs.publisher import RedisPublisher
+from kubetask.jobs.reporter import EventSink, ProgressReporter
 
 
 class RawPublishSink:

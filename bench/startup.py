@@ -2,11 +2,11 @@
 
 kubetask: from just before `POST /v1/jobs` (a `noop` job) to the moment the task process
 exists: the local backend's supervisor writes `started_at` into the pod folder's
-`started.json` right after its fork+exec of `python -m jobs noop` returned (the same instant
-the job view reports as `started_at`).
-Baseline: from just before `subprocess.Popen([python, "-m", "jobs", "noop"])` to its return,
-which is also right after the fork+exec of the task: the same end point, with nothing between
-the caller and the process. The difference is what the API, the store, the reconciler, the
+`started.json` right after its fork+exec of `python -m kubetask.jobs noop` returned (the
+same instant the job view reports as `started_at`).
+Baseline: from just before `subprocess.Popen([python, "-m", "kubetask.jobs", "noop"])` to its
+return, which is also right after the fork+exec of the task: the same end point, with nothing
+between the caller and the process. The difference is what the API, the store, the reconciler, the
 backend and the supervisor cost before a task can begin; the kubetask side is broken down
 with the timestamps the job record (`created_at`) and the pod folder (`pod.json`) keep.
 
@@ -77,7 +77,7 @@ def launch_kubetask(bench: Bench) -> Launch:
 def launch_baseline(bench: Bench, run_id: str) -> float:
     """Milliseconds for Popen to return; waits for the process to exit."""
     task_env = bench.task_env(job_id=run_id, kind="noop", params="{}")
-    command = python_module("jobs", "noop")
+    command = python_module("kubetask.jobs", "noop")
     before = time.time()
     proc = spawn(command, task_env=task_env, cwd=bench.scratch / run_id)
     after = time.time()

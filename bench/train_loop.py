@@ -25,9 +25,9 @@ import torch
 from torch.nn import functional
 
 from bench.harness import Bench, Counts, Figure, Row, median, rounded
-from jobs.kinds.ml.checkpoint import save_checkpoint
-from jobs.kinds.ml.data import Prepared, default_threads, obtain_dataset, prepare
-from jobs.kinds.ml.loop import (
+from kubetask.jobs.kinds.ml.checkpoint import save_checkpoint
+from kubetask.jobs.kinds.ml.data import Prepared, default_threads, obtain_dataset, prepare
+from kubetask.jobs.kinds.ml.loop import (
     Tensors,
     Trainer,
     build_trainer,
@@ -38,10 +38,10 @@ from jobs.kinds.ml.loop import (
     to_device,
     train_epoch,
 )
-from jobs.kinds.train import BATCH_REPORT_INTERVAL_S, batch_progress
-from jobs.params import DatagenParams, TrainParams
-from jobs.publisher import RedisPublisher
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.kinds.train import BATCH_REPORT_INTERVAL_S, batch_progress
+from kubetask.jobs.params import DatagenParams, TrainParams
+from kubetask.jobs.publisher import RedisPublisher
+from kubetask.jobs.reporter import ProgressReporter
 
 
 def paired_ratio(metric: str, ours: list[float], theirs: list[float]) -> Row:
@@ -131,7 +131,7 @@ def run(bench: Bench, counts: Counts) -> Figure:
     return Figure(
         key="train",
         title="train: training throughput with progress reporting vs a plain PyTorch loop",
-        kubetask="jobs.kinds.train's epoch (train_epoch + progress events to Redis)",
+        kubetask="kubetask.jobs.kinds.train's epoch (train_epoch + progress events to Redis)",
         baseline="zero_grad / forward / backward / step on the same model and batches",
         rows=[
             Row("training, best round", "samples/s", max(training), max(theirs)),

@@ -14,8 +14,8 @@ from datetime import datetime
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from controller.outcomes import parse_outcome
 from kubetask import eventlog, keys
+from kubetask.controller.outcomes import parse_outcome
 from kubetask.models import JobState, Outcome, ProgressEvent
 
 log = logging.getLogger("kubetask.bus")

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, JsonValue
 
-from controller.errors import FieldError, InvalidRequest
-from controller.ids import is_job_id
-from controller.records import JobRecord
-from controller.shapes import fill_and_check
-from jobs.params.paths import (
+from kubetask.controller.errors import FieldError, InvalidRequest
+from kubetask.controller.ids import is_job_id
+from kubetask.controller.records import JobRecord
+from kubetask.controller.shapes import fill_and_check
+from kubetask.jobs.params.paths import (
     UPLOADS,
     OutsideTheStore,
     area,
@@ -33,7 +33,7 @@ from jobs.params.paths import (
     store_parts,
     uploads_area,
 )
-from jobs.params.refs import PathValue, path_values
+from kubetask.jobs.params.refs import PathValue, path_values
 from kubetask.models import JobState
 
 JobLookup = Callable[[str], Awaitable[JobRecord | None]]

@@ -29,7 +29,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.backends.k8s_read import retry_after_s
+from kubetask.controller.backends.k8s_read import retry_after_s
 
 log = logging.getLogger("kubetask.leader")
 

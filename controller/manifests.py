@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controller.backends.base import TaskSpec
-from controller.records import JobStatus
 from kubetask import env
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.records import JobStatus
 
 Manifest = dict[str, Any]
 

@@ -35,9 +35,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from controller.records import JobRecord, JobStatus
-from controller.store import Store
-from jobs.registry import KINDS
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.store import Store
+from kubetask.jobs.registry import KINDS
 from kubetask.models import JobState
 
 UNFINISHED = (JobState.QUEUED, JobState.PENDING, JobState.RUNNING)

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from controller.records import JobRecord, JobStatus
+from kubetask.controller.records import JobRecord, JobStatus
 
 SIGNATURE_HEADER = "X-Kubetask-Signature"
 TIMESTAMP_HEADER = "X-Kubetask-Timestamp"

@@ -21,10 +21,10 @@ from email.message import EmailMessage
 import httpx
 import redis.asyncio as aioredis
 
-from controller.egress import RefusedTarget, resolve_public
-from controller.notify import Backoff, Channel, OutboxEntry, email_text, webhook_headers
-from controller.redaction import url_origin
 from kubetask import keys
+from kubetask.controller.egress import RefusedTarget, resolve_public
+from kubetask.controller.notify import Backoff, Channel, OutboxEntry, email_text, webhook_headers
+from kubetask.controller.redaction import url_origin
 
 log = logging.getLogger("kubetask.outbox")
 

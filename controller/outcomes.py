@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from pydantic import JsonValue, ValidationError
 
-from controller.states import Derived
+from kubetask.controller.states import Derived
 from kubetask.models import ErrorInfo, JobState, Outcome
 
 _REASON_SUGGESTIONS = {

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
-from controller.bus import EventBus
-from controller.outcomes import in_plain_words, parse_outcome, summarize
-from controller.records import JobRecord, JobStatus, next_status
-from controller.states import JobFacts, Observation, derive_state
-from controller.store import Store
-from controller.wakeups import WakeUps
+from kubetask.controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
+from kubetask.controller.bus import EventBus
+from kubetask.controller.outcomes import in_plain_words, parse_outcome, summarize
+from kubetask.controller.records import JobRecord, JobStatus, next_status
+from kubetask.controller.states import JobFacts, Observation, derive_state
+from kubetask.controller.store import Store
+from kubetask.controller.wakeups import WakeUps
 from kubetask.models import JobState, Outcome
 
 log = logging.getLogger("kubetask.reconciler")

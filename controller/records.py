@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from controller.states import Derived, can_transition
+from kubetask.controller.states import Derived, can_transition
 from kubetask.models import (
     DEFAULT_TENANT,
     BackendRef,

@@ -15,21 +15,21 @@ from typing import Any
 
 from pydantic import JsonValue, ValidationError
 
-from controller.backends.base import Backend, RefusesRequests, TaskSpec
-from controller.bus import EventBus
-from controller.chaining import resolve_references
-from controller.errors import (
+from kubetask.controller.backends.base import Backend, RefusesRequests, TaskSpec
+from kubetask.controller.bus import EventBus
+from kubetask.controller.chaining import resolve_references
+from kubetask.controller.errors import (
     FieldError,
     IdempotencyKeyReused,
     InvalidRequest,
     JobFinished,
     JobNotFound,
 )
-from controller.ids import is_job_id, new_job_id
-from controller.reconciler import Clock, Reconciler
-from controller.records import JobRecord
-from controller.store import CancelOutcome, IdempotencyConflict, JobQuery, Store
-from jobs.registry import KINDS
+from kubetask.controller.ids import is_job_id, new_job_id
+from kubetask.controller.reconciler import Clock, Reconciler
+from kubetask.controller.records import JobRecord
+from kubetask.controller.store import CancelOutcome, IdempotencyConflict, JobQuery, Store
+from kubetask.jobs.registry import KINDS
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobPage, JobRequest, JobView, KindInfo
 
 

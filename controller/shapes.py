@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel, JsonValue
 from pydantic.fields import FieldInfo
 
-from controller.errors import FieldError
-from controller.records import JobRecord
-from jobs.params.refs import filled_from, ref_target, referenced_job
+from kubetask.controller.errors import FieldError
+from kubetask.controller.records import JobRecord
+from kubetask.jobs.params.refs import filled_from, ref_target, referenced_job
 
 Loc = tuple[str | int, ...]
 GENERATED = "datagen"  # the field holding the params of signals generated in the task

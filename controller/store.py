@@ -26,11 +26,11 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from controller.errors import NotDurable
-from controller.fsync import FSYNC_TIMEOUT_MS, local_fsync
-from controller.notify import OutboxEntry
-from controller.records import JobRecord, JobStatus
 from kubetask import eventlog, keys
+from kubetask.controller.errors import NotDurable
+from kubetask.controller.fsync import FSYNC_TIMEOUT_MS, local_fsync
+from kubetask.controller.notify import OutboxEntry
+from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.models import DEFAULT_TENANT, TERMINAL_STATES, JobRequest, JobState
 
 log = logging.getLogger("kubetask.store")

@@ -6,10 +6,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controller.backends.base import TaskSpec
-from controller.records import JobRecord
-from jobs.registry import KINDS
 from kubetask import env
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.records import JobRecord
+from kubetask.jobs.registry import KINDS
 from kubetask.models import JobRequest
 
 MAX_REQUEST_SUMMARY = 4 * 1024  # bytes; the API server allows 256 KiB for all annotations
@@ -58,7 +58,7 @@ def build_task_spec(record: JobRecord, defaults: TaskDefaults) -> TaskSpec:
         job_id=record.id,
         kind=request.kind,
         image=defaults.images[kind.image],
-        command=("python", "-m", "jobs", request.kind),
+        command=("python", "-m", "kubetask.jobs", request.kind),
         env={
             env.JOB_ID: record.id,
             env.KIND: request.kind,

@@ -1,7 +1,7 @@
-"""`python -m jobs <kind>`: the entrypoint of every task container."""
+"""`python -m kubetask.jobs <kind>`: the entrypoint of every task container."""
 
 import sys
 
-from jobs.runtime import main
+from kubetask.jobs.runtime import main
 
 sys.exit(main(sys.argv[1:]))

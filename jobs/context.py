@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.errors import InvalidParams
-from jobs.params.paths import OutsideTheStore, area, store_parts
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.errors import InvalidParams
+from kubetask.jobs.params.paths import OutsideTheStore, area, store_parts
+from kubetask.jobs.reporter import ProgressReporter
 
 
 def inside_the_store(root: Path, path: str) -> Path:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import JsonValue
 
-from jobs.params import (
+from kubetask.jobs.params import (
     DatagenParams,
     GanGenerateParams,
     GanSeedParams,
@@ -19,18 +19,18 @@ from jobs.params import (
     Params,
     TrainParams,
 )
-from jobs.params.catalog import (
+from kubetask.jobs.params.catalog import (
     EvaluateParams,
     ExportParams,
     FeaturesParams,
     MatImportParams,
     RobustnessParams,
 )
-from jobs.params.explain import ExplainBatchParams, ExplainParams
-from jobs.params.nas import NasParams
+from kubetask.jobs.params.explain import ExplainBatchParams, ExplainParams
+from kubetask.jobs.params.nas import NasParams
 
 if TYPE_CHECKING:
-    from jobs.context import TaskContext
+    from kubetask.jobs.context import TaskContext
 
 Runner = Callable[[Params, "TaskContext"], dict[str, JsonValue]]
 Image = Literal["trainer", "gan"]
@@ -55,14 +55,14 @@ KINDS: Mapping[str, KindSpec] = {
             name="datagen",
             description="Synthetic vibration signals for machine-fault classification.",
             params=DatagenParams,
-            runner="jobs.kinds.datagen:run",
+            runner="kubetask.jobs.kinds.datagen:run",
             image="trainer",
         ),
         KindSpec(
             name="noop",
             description="Reports progress and exits; can fail on request (retries, errors).",
             params=NoopParams,
-            runner="jobs.kinds.noop:run",
+            runner="kubetask.jobs.kinds.noop:run",
             image="trainer",
             splits=True,
         ),
@@ -71,7 +71,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="A PyTorch machine-fault classifier (MLP or 1-D CNN); resumes from "
             "its last checkpoint when retried.",
             params=TrainParams,
-            runner="jobs.kinds.train:run",
+            runner="kubetask.jobs.kinds.train:run",
             image="trainer",
         ),
         KindSpec(
@@ -79,7 +79,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="An Optuna study over train's search space with pruning, shared in "
             "Redis by all the job's workers (parallelism/completions).",
             params=HpoParams,
-            runner="jobs.kinds.hpo:run",
+            runner="kubetask.jobs.kinds.hpo:run",
             image="trainer",
             splits=True,
         ),
@@ -88,7 +88,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="Integrated gradients and saliency of a trained model for one "
             "signal, over its time samples: arrays and a PNG overlay.",
             params=ExplainParams,
-            runner="jobs.kinds.explain:run",
+            runner="kubetask.jobs.kinds.explain:run",
             image="trainer",
         ),
         KindSpec(
@@ -96,7 +96,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="explain for many signals, shared out among the job's workers "
             "(parallelism/completions), each writing its own part; aggregate progress.",
             params=ExplainBatchParams,
-            runner="jobs.kinds.explain_batch:run",
+            runner="kubetask.jobs.kinds.explain_batch:run",
             image="trainer",
             splits=True,
         ),
@@ -105,7 +105,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="Architecture search over 1-D CNNs (depth, channels, kernel sizes, "
             "pooling), shared like hpo by all the job's workers; the best one as train params.",
             params=NasParams,
-            runner="jobs.kinds.nas:run",
+            runner="kubetask.jobs.kinds.nas:run",
             image="trainer",
             splits=True,
         ),
@@ -113,7 +113,7 @@ KINDS: Mapping[str, KindSpec] = {
             name="gan-seed",
             description="Seed sensor data for one machine (seed.csv in the job's folder).",
             params=GanSeedParams,
-            runner="jobs.kinds.gan_seed:run",
+            runner="kubetask.jobs.kinds.gan_seed:run",
             image="gan",
         ),
         KindSpec(
@@ -121,7 +121,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="An SDV TVAE or CTGAN synthesizer fitted on a machine's seed data "
             "(`dataset`: job:<gan-seed id>), saved in the job's folder.",
             params=GanTrainParams,
-            runner="jobs.kinds.gan_train:run",
+            runner="kubetask.jobs.kinds.gan_train:run",
             image="gan",
         ),
         KindSpec(
@@ -129,7 +129,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="Train/val/test synthetic datasets from a fitted synthesizer "
             "(`model`: job:<gan-train id>), with a quality score.",
             params=GanGenerateParams,
-            runner="jobs.kinds.gan_generate:run",
+            runner="kubetask.jobs.kinds.gan_generate:run",
             image="gan",
         ),
         KindSpec(
@@ -137,7 +137,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="MATLAB .mat vibration recordings (v5, v7.3) cut into labelled "
             "segments: a dataset train reads.",
             params=MatImportParams,
-            runner="jobs.kinds.mat_import:run",
+            runner="kubetask.jobs.kinds.mat_import:run",
             image="trainer",
         ),
         KindSpec(
@@ -145,7 +145,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="Per-signal time- and frequency-domain features (RMS, kurtosis, "
             "FFT band energies, envelope-spectrum peaks...) as a CSV table.",
             params=FeaturesParams,
-            runner="jobs.kinds.features:run",
+            runner="kubetask.jobs.kinds.features:run",
             image="trainer",
         ),
         KindSpec(
@@ -153,7 +153,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="A trained model on a dataset: accuracy, per-class precision/recall/"
             "F1, confusion matrix (JSON and PNG).",
             params=EvaluateParams,
-            runner="jobs.kinds.evaluate:run",
+            runner="kubetask.jobs.kinds.evaluate:run",
             image="trainer",
         ),
         KindSpec(
@@ -161,7 +161,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="A trained model as TorchScript and ONNX (raw signals -> logits), "
             "checked against PyTorch, with sizes, latency and optional int8 quantization.",
             params=ExportParams,
-            runner="jobs.kinds.export:run",
+            runner="kubetask.jobs.kinds.export:run",
             image="trainer",
         ),
         KindSpec(
@@ -169,7 +169,7 @@ KINDS: Mapping[str, KindSpec] = {
             description="Robustness of a trained model: accuracy under noise (SNRs), time "
             "shifts and amplitude scaling, as a table and a plot.",
             params=RobustnessParams,
-            runner="jobs.kinds.robustness:run",
+            runner="kubetask.jobs.kinds.robustness:run",
             image="trainer",
         ),
     )

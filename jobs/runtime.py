@@ -1,4 +1,4 @@
-"""The task entrypoint, `python -m jobs <kind>`, the same in a container and a local process.
+"""The task entrypoint, `python -m kubetask.jobs <kind>`, the same in a container and locally.
 
 It reads the `KUBETASK_*` environment, validates the params (exit 2 when they are invalid,
 which the pod failure policy never retries), runs the kind, and leaves its outcome in the
@@ -21,14 +21,14 @@ from types import FrameType
 
 from pydantic import JsonValue, ValidationError
 
-from jobs.context import TaskContext
-from jobs.errors import InvalidParams, TaskTerminated, describe_failure
-from jobs.params import Params
-from jobs.params.refs import path_values
-from jobs.publisher import RedisPublisher
-from jobs.registry import KINDS, load_runner
-from jobs.reporter import ProgressReporter
 from kubetask import env
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import InvalidParams, TaskTerminated, describe_failure
+from kubetask.jobs.params import Params
+from kubetask.jobs.params.refs import path_values
+from kubetask.jobs.publisher import RedisPublisher
+from kubetask.jobs.registry import KINDS, load_runner
+from kubetask.jobs.reporter import ProgressReporter
 from kubetask.models import ErrorInfo, Outcome
 
 log = logging.getLogger("kubetask.task")
@@ -207,7 +207,7 @@ def write_outcome(outcome_json: str, task_env: TaskEnv, publisher: RedisPublishe
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if len(argv) != 1:
-        print("usage: python -m jobs <kind>", file=sys.stderr)
+        print("usage: python -m kubetask.jobs <kind>", file=sys.stderr)
         return env.EXIT_INVALID_PARAMS
     signal.signal(signal.SIGTERM, _on_sigterm)
     task_env = TaskEnv.from_environ(os.environ, argv[0])

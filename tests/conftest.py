@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from controller.redis_server import RedisServer, free_port
+from kubetask.controller.redis_server import RedisServer, free_port
 from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import Installation, admin_client, install, uninstall
 from tests.cluster.control_plane import BINARY, ControlPlane

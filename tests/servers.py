@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis
 
-from controller.redis_server import free_port
+from kubetask.controller.redis_server import free_port
 from kubetask.models import JobState
 
 TERMINAL = {s.value for s in JobState if s.terminal}
@@ -36,7 +36,7 @@ def own_database(redis_url: str) -> str:
 
 
 class ApiServer:
-    """`python -m api` as its own process; `restart()` and `kill()` act on it like an operator."""
+    """`python -m kubetask.api` in a process of its own; `restart()`/`kill()` act as an operator."""
 
     def __init__(self, *, redis_url: str | None, data_dir: Path, **settings: Any) -> None:
         """`redis_url=None`: the server starts its embedded Redis (in `data_dir/redis`)."""
@@ -76,7 +76,7 @@ class ApiServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with (self.data_dir / "api.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "api"], env=self.env(), stdout=log, stderr=log
+                [sys.executable, "-m", "kubetask.api"], env=self.env(), stdout=log, stderr=log
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

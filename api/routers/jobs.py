@@ -10,12 +10,12 @@ from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api.body import JsonRoute
-from api.deps import LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
-from api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
-from api.routers.metrics import MetricsDep
-from controller.errors import FieldError, InvalidRequest
-from controller.store import JobQuery, TooManyActiveJobs
+from kubetask.api.body import JsonRoute
+from kubetask.api.deps import LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
+from kubetask.api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
+from kubetask.api.routers.metrics import MetricsDep
+from kubetask.controller.errors import FieldError, InvalidRequest
+from kubetask.controller.store import JobQuery, TooManyActiveJobs
 from kubetask.models import DryRun, JobPage, JobRequest, JobState, JobView
 
 router = APIRouter(

@@ -9,12 +9,12 @@ from collections.abc import AsyncGenerator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.auth import Principal
-from api.deps import LimitsDep, PrincipalDep, RuntimeDep
-from api.firehose import TenantFilter, live_frames
-from api.limits import StreamLease
-from api.runtime import Runtime
-from api.streaming import LeasedStream
+from kubetask.api.auth import Principal
+from kubetask.api.deps import LimitsDep, PrincipalDep, RuntimeDep
+from kubetask.api.firehose import TenantFilter, live_frames
+from kubetask.api.limits import StreamLease
+from kubetask.api.runtime import Runtime
+from kubetask.api.streaming import LeasedStream
 
 router = APIRouter(
     prefix="/v1",

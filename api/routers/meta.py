@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import RuntimeDep
-from api.problems import problem
-from controller.service import kind_infos
+from kubetask.api.deps import RuntimeDep
+from kubetask.api.problems import problem
+from kubetask.controller.service import kind_infos
 from kubetask.models import KindInfo
 
 router = APIRouter(tags=["meta"])

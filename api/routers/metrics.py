@@ -10,8 +10,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from api.deps import RuntimeDep
-from controller.metrics import CONTENT_TYPE, Metrics
+from kubetask.api.deps import RuntimeDep
+from kubetask.controller.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(tags=["meta"])
 

@@ -13,11 +13,18 @@ from fastapi import APIRouter, Header, Query, Response, WebSocket, WebSocketDisc
 from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException
 
-from api.deps import LimitsDep, PrincipalDep, RuntimeDep, limits_of, principal_of, runtime_of
-from api.limits import StreamLease
-from api.problems import problem
-from api.runtime import Runtime
-from api.streaming import (
+from kubetask.api.deps import (
+    LimitsDep,
+    PrincipalDep,
+    RuntimeDep,
+    limits_of,
+    principal_of,
+    runtime_of,
+)
+from kubetask.api.limits import StreamLease
+from kubetask.api.problems import problem
+from kubetask.api.runtime import Runtime
+from kubetask.api.streaming import (
     KEEPALIVE_FRAME,
     BadResumePoint,
     LeasedStream,
@@ -26,7 +33,7 @@ from api.streaming import (
     resume_point,
     until,
 )
-from controller.errors import JobNotFound
+from kubetask.controller.errors import JobNotFound
 
 SEQ = {"pattern": "^[0-9]{1,15}$"}
 

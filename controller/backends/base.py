@@ -9,9 +9,9 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
-from controller.errors import FieldError
-from controller.records import JobStatus
-from controller.states import Observation
+from kubetask.controller.errors import FieldError
+from kubetask.controller.records import JobStatus
+from kubetask.controller.states import Observation
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobRequest, Resources
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from controller.manifests import ANNOTATION_INDEX, CONTAINER, job_id_of
-from controller.states import Condition, Observation, PodFacts
+from kubetask.controller.manifests import ANNOTATION_INDEX, CONTAINER, job_id_of
+from kubetask.controller.states import Condition, Observation, PodFacts
 
 Obj = dict[str, Any]
 

@@ -28,9 +28,9 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from pydantic import JsonValue
 
-from controller.backends.base import BackendError, CreateRejected, TaskSpec
-from controller.backends.informer import Informer
-from controller.backends.k8s_read import (
+from kubetask.controller.backends.base import BackendError, CreateRejected, TaskSpec
+from kubetask.controller.backends.informer import Informer
+from kubetask.controller.backends.k8s_read import (
     FAILED_CREATE,
     api_message,
     event_job_id,
@@ -39,7 +39,7 @@ from controller.backends.k8s_read import (
     retry_after_s,
     termination_messages,
 )
-from controller.manifests import (
+from kubetask.controller.manifests import (
     CONTAINER,
     LABEL_JOB_ID,
     ClusterSettings,
@@ -50,8 +50,8 @@ from controller.manifests import (
     owned_by,
     selector,
 )
-from controller.records import JobStatus
-from controller.states import Observation
+from kubetask.controller.records import JobStatus
+from kubetask.controller.states import Observation
 from kubetask.models import DEFAULT_TENANT, BackendRef
 
 log = logging.getLogger("kubetask.kubernetes")

@@ -34,16 +34,16 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from controller.backends import local_plan
-from controller.backends.base import TaskSpec
-from controller.backends.local_gpus import visible_gpus
-from controller.backends.local_plan import Pod
-from controller.backends.local_ttl import remove_expired
-from controller.errors import FieldError
-from controller.records import JobStatus
-from controller.redaction import redact_env
-from controller.states import Condition, Observation
 from kubetask import env
+from kubetask.controller.backends import local_plan
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.local_gpus import visible_gpus
+from kubetask.controller.backends.local_plan import Pod
+from kubetask.controller.backends.local_ttl import remove_expired
+from kubetask.controller.errors import FieldError
+from kubetask.controller.records import JobStatus
+from kubetask.controller.redaction import redact_env
+from kubetask.controller.states import Condition, Observation
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobRequest, Resources
 
 log = logging.getLogger("kubetask.local")

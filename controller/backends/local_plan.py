@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from controller.backends.base import TaskSpec
-from controller.states import Condition, Observation, PodFacts
 from kubetask import env
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.states import Condition, Observation, PodFacts
 
 MAX_BACKOFF_S = 360.0
 

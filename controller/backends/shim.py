@@ -1,6 +1,6 @@
 """The local backend's per-pod supervisor, the part a container runtime's shim plays:
 
-    python -m controller.backends.shim POD_DIR GRACE_S -- COMMAND...
+    python -m kubetask.controller.backends.shim POD_DIR GRACE_S -- COMMAND...
 
 It runs in its own session, so the controller may stop or crash while the task goes on.
 It starts the task in a process group of its own (stdout and stderr to `output.log`), says

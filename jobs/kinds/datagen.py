@@ -16,8 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.params import DatagenParams, FaultClass
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.params import DatagenParams, FaultClass
 
 # Defect frequencies as multiples of the shaft speed, for a typical deep-groove bearing.
 BPFO_RATIO = 3.58

@@ -8,10 +8,10 @@ import json
 
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.ml import plots, scores
-from jobs.kinds.ml.inference import model_on_data
-from jobs.params.catalog import EvaluateParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml import plots, scores
+from kubetask.jobs.kinds.ml.inference import model_on_data
+from kubetask.jobs.params.catalog import EvaluateParams
 
 
 def run(params: EvaluateParams, context: TaskContext) -> dict[str, JsonValue]:

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
-from jobs.kinds.datagen import generate
-from jobs.kinds.ml.attribution import Attribution, attribute, softmax, top_samples
-from jobs.kinds.ml.attribution_plot import OverlayRow, render_overlay
-from jobs.kinds.ml.data import Array, Dataset, Labels, configure_torch, pick_device
-from jobs.kinds.ml.inference import (
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.datagen import generate
+from kubetask.jobs.kinds.ml.attribution import Attribution, attribute, softmax, top_samples
+from kubetask.jobs.kinds.ml.attribution_plot import OverlayRow, render_overlay
+from kubetask.jobs.kinds.ml.data import Array, Dataset, Labels, configure_torch, pick_device
+from kubetask.jobs.kinds.ml.inference import (
     LoadedModel,
     SignalPipeline,
     align_labels,
@@ -35,7 +35,7 @@ from jobs.kinds.ml.inference import (
     open_dataset,
     read_sample_rate,
 )
-from jobs.params.explain import LABEL, PREDICTED, ExplainBase, ExplainParams
+from kubetask.jobs.params.explain import LABEL, PREDICTED, ExplainBase, ExplainParams
 
 TOP_SAMPLES = 5
 

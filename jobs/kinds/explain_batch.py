@@ -2,7 +2,7 @@
 
 With `parallelism`/`completions` > 1 (an Indexed Job, or the local backend's processes),
 each worker claims the next unexplained signal in Redis until none is left
-(`jobs.kinds.ml.shares`), so the workers split the list whatever their number, and a
+(`kubetask.jobs.kinds.ml.shares`), so the workers split the list whatever their number, and a
 retried worker redoes its own claims. Each worker writes its own part,
 `explanations-<index>.npz` (the `explain` arrays, one row per signal it explained) and
 `explanations-<index>.png` (overlays of its first `plots` signals); its result says where
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.explain import (
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.explain import (
     check_rows,
     explain_row,
     load_subject,
@@ -23,11 +23,11 @@ from jobs.kinds.explain import (
     save_arrays,
     signal_summary,
 )
-from jobs.kinds.ml.attribution import Attribution
-from jobs.kinds.ml.attribution_plot import render_overlay
-from jobs.kinds.ml.shares import LocalShares, RedisShares, my_share
-from jobs.params.explain import ExplainBatchParams
-from jobs.publisher import OUTCOME_TTL_S
+from kubetask.jobs.kinds.ml.attribution import Attribution
+from kubetask.jobs.kinds.ml.attribution_plot import render_overlay
+from kubetask.jobs.kinds.ml.shares import LocalShares, RedisShares, my_share
+from kubetask.jobs.params.explain import ExplainBatchParams
+from kubetask.jobs.publisher import OUTCOME_TTL_S
 
 ROWS_LISTED = 50  # rows a result lists (the part holds them all)
 

@@ -31,11 +31,11 @@ from numpy.typing import NDArray
 from pydantic import JsonValue
 from torch import nn
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
-from jobs.kinds.ml import scores
-from jobs.kinds.ml.inference import ModelData, SignalPipeline, model_on_data
-from jobs.params.catalog import ExportParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.ml import scores
+from kubetask.jobs.kinds.ml.inference import ModelData, SignalPipeline, model_on_data
+from kubetask.jobs.params.catalog import ExportParams
 
 Logits = NDArray[np.float32]
 Signals = NDArray[np.float32]

@@ -12,19 +12,19 @@ import math
 import numpy as np
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
-from jobs.kinds.datagen import generate
-from jobs.kinds.ml.data import Dataset
-from jobs.kinds.ml.inference import open_dataset, read_sample_rate
-from jobs.kinds.ml.signal_features import (
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.datagen import generate
+from kubetask.jobs.kinds.ml.data import Dataset
+from kubetask.jobs.kinds.ml.inference import open_dataset, read_sample_rate
+from kubetask.jobs.kinds.ml.signal_features import (
     TIME_FEATURES,
     band_edges,
     band_energies,
     envelope_peaks,
     time_features,
 )
-from jobs.params.catalog import FeaturesParams
+from kubetask.jobs.params.catalog import FeaturesParams
 
 
 def columns(edges: np.ndarray, peaks: int) -> list[str]:

@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
-from jobs.kinds.gan_train import prepare_torch, quiet_library_logs
-from jobs.kinds.ml.gan_store import TABLE, require, write_atomically
-from jobs.params import GanGenerateParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.gan_train import prepare_torch, quiet_library_logs
+from kubetask.jobs.kinds.ml.gan_store import TABLE, require, write_atomically
+from kubetask.jobs.params import GanGenerateParams
 
 
 def one_table(sampled: Any) -> pd.DataFrame:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.ml.gan_store import write_atomically
-from jobs.kinds.ml.seed_data import CATEGORICAL, NUMERIC, machine_profile, seed_frame
-from jobs.params import GanSeedParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml.gan_store import write_atomically
+from kubetask.jobs.kinds.ml.seed_data import CATEGORICAL, NUMERIC, machine_profile, seed_frame
+from kubetask.jobs.params import GanSeedParams
 
 
 def run(params: GanSeedParams, context: TaskContext) -> dict[str, JsonValue]:

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.ml.gan_store import TABLE, require, write_atomically
-from jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher, move_model_to_cpu
-from jobs.kinds.ml.seed_data import seed_frame
-from jobs.params import GanSeedParams, GanTrainParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml.gan_store import TABLE, require, write_atomically
+from kubetask.jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher, move_model_to_cpu
+from kubetask.jobs.kinds.ml.seed_data import seed_frame
+from kubetask.jobs.params import GanSeedParams, GanTrainParams
 
 
 def prepare_torch(seed: int) -> None:
@@ -35,7 +35,7 @@ def prepare_torch(seed: int) -> None:
     otherwise start one per host core)."""
     import torch
 
-    from jobs.kinds.ml.data import default_threads
+    from kubetask.jobs.kinds.ml.data import default_threads
 
     torch.set_num_threads(default_threads())
     random.seed(seed)

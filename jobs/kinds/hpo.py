@@ -6,8 +6,8 @@ every worker of an Indexed Job (or the local backend's processes) joins the same
 they stop together once `n_trials` trials exist in total. A worker that dies loses nothing
 but its running trial: when it comes back (a retry of its index) it marks that trial failed
 and goes on. Its keys expire with the job's outcome (7 days after a worker's end). Without a
-Redis URL (`python -m jobs hpo` by hand) the study is in memory. The machinery, shared with
-`nas`, is in `jobs.kinds.ml.search`.
+Redis URL (`python -m kubetask.jobs hpo` by hand) the study is in memory. The machinery, shared with
+`nas`, is in `kubetask.jobs.kinds.ml.search`.
 
 Each finished trial is a progress event (`stage="trial"`: trial, state, value, best_value,
 complete, pruned, failed). Each worker's result holds the study's best params and value at
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.ml.search import best_trial, run_study, study_summary, suggest
-from jobs.params import HpoParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml.search import best_trial, run_study, study_summary, suggest
+from kubetask.jobs.params import HpoParams
 
 
 def run(params: HpoParams, context: TaskContext) -> dict[str, JsonValue]:

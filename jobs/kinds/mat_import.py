@@ -15,9 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.errors import InvalidParams, TaskError
-from jobs.kinds.ml.matfiles import (
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import InvalidParams, TaskError
+from kubetask.jobs.kinds.ml.matfiles import (
     MatFileError,
     label_of,
     pick_signal,
@@ -27,7 +27,7 @@ from jobs.kinds.ml.matfiles import (
     segments,
     write_examples,
 )
-from jobs.params.catalog import MatImportParams
+from kubetask.jobs.params.catalog import MatImportParams
 
 GLOB_CHARS = set("*?[")
 MAX_SKIPPED_LISTED = 10

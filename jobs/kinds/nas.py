@@ -1,7 +1,7 @@
 """`nas`: a neural architecture search over 1-D CNNs (blocks, and per block its channels,
 kernel size and pooling), run by the same parallel-trial machinery as `hpo`: one Optuna
 study in Redis shared by every worker of an Indexed Job, an exact trial budget, median
-pruning on each trial's per-epoch validation metric (`jobs.kinds.ml.search`).
+pruning on each trial's per-epoch validation metric (`kubetask.jobs.kinds.ml.search`).
 
 Each trial trains `train` with the sampled `architecture`. Each worker's result holds the
 study's best architecture at its end, its validation metrics and size, and `train_params`:
@@ -15,10 +15,10 @@ from typing import Any
 import optuna
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.ml.search import METRICS_ATTR, best_trial, run_study, study_summary
-from jobs.params import ConvLayer, TrainParams
-from jobs.params.nas import ArchitectureSpace, NasParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml.search import METRICS_ATTR, best_trial, run_study, study_summary
+from kubetask.jobs.params import ConvLayer, TrainParams
+from kubetask.jobs.params.nas import ArchitectureSpace, NasParams
 
 
 def suggest_architecture(

@@ -8,8 +8,8 @@ import time
 
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.params import NoopParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.params import NoopParams
 
 
 def _count_attempt(context: TaskContext) -> int:

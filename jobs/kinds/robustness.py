@@ -14,10 +14,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.ml import plots, scores
-from jobs.kinds.ml.inference import model_on_data
-from jobs.params.catalog import RobustnessParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml import plots, scores
+from kubetask.jobs.kinds.ml.inference import model_on_data
+from kubetask.jobs.params.catalog import RobustnessParams
 
 Signals = NDArray[np.float32]
 AXIS_TITLES = {"noise": "SNR (dB)", "shift": "shift (fraction of length)", "scale": "scale"}

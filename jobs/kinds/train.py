@@ -21,12 +21,18 @@ from pathlib import Path
 import torch
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.datagen import save as save_dataset
-from jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
-from jobs.kinds.ml.data import Prepared, configure_torch, obtain_dataset, pick_device, prepare
-from jobs.kinds.ml.inference import read_sample_rate
-from jobs.kinds.ml.loop import (
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.datagen import save as save_dataset
+from kubetask.jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from kubetask.jobs.kinds.ml.data import (
+    Prepared,
+    configure_torch,
+    obtain_dataset,
+    pick_device,
+    prepare,
+)
+from kubetask.jobs.kinds.ml.inference import read_sample_rate
+from kubetask.jobs.kinds.ml.loop import (
     OnBatch,
     Trainer,
     build_trainer,
@@ -36,9 +42,9 @@ from jobs.kinds.ml.loop import (
     to_device,
     train_epoch,
 )
-from jobs.kinds.ml.models import ModelSpec, count_parameters
-from jobs.params import TrainParams
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.kinds.ml.models import ModelSpec, count_parameters
+from kubetask.jobs.params import TrainParams
+from kubetask.jobs.reporter import ProgressReporter
 
 BATCH_REPORT_INTERVAL_S = 1.0
 

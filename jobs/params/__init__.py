@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 from pydantic_core import core_schema, to_jsonable_python
 
-from jobs.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, store_parts
-from jobs.params.refs import is_path_field, output_ref
+from kubetask.jobs.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, store_parts
+from kubetask.jobs.params.refs import is_path_field, output_ref
 
 
 class DefaultsSchema(GenerateJsonSchema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from jobs.params.catalog import ModelOnData
+from kubetask.jobs.params.catalog import ModelOnData
 
 PREDICTED = "predicted"
 LABEL = "label"

@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from jobs.params import Params, Pooling, StudyParams, TrainParams
+from kubetask.jobs.params import Params, Pooling, StudyParams, TrainParams
 
 
 def _all_poolings() -> list[Pooling]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.redis_server import free_port
+from kubetask.controller.redis_server import free_port
 from tests.cluster.audit import AuditRecord
 from tests.cluster.pki import Pki, make_pki
 

@@ -87,7 +87,7 @@ def test_dry_run_creates_nothing(api: ApiServer) -> None:
     assert response.status_code == 200
     rendered = response.json()
     assert rendered["request"]["params"]["n_per_class"] == 40
-    assert rendered["object"]["spec"]["command"] == ["python", "-m", "jobs", "datagen"]
+    assert rendered["object"]["spec"]["command"] == ["python", "-m", "kubetask.jobs", "datagen"]
     selector = f"test={labels['test']}"
     assert api.client.get("/v1/jobs", params={"label": selector}).json()["items"] == []
 

@@ -360,7 +360,7 @@ def test_without_tokens_the_server_refuses_any_address_but_loopback(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETASK_")}
     env["KUBETASK_DATA_DIR"] = str(tmp_path)
     refused = subprocess.run(
-        [sys.executable, "-m", "api", "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "kubetask.api", "--host", "0.0.0.0", "--port", "1"],
         env=env,
         capture_output=True,
         text=True,

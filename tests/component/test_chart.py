@@ -18,12 +18,12 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from api.settings import Settings
-from controller.ids import new_job_id
-from controller.manifests import build_job
-from controller.records import JobRecord
-from controller.service import validate_request
-from controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.api.settings import Settings
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.manifests import build_job
+from kubetask.controller.records import JobRecord
+from kubetask.controller.service import validate_request
+from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
 from tests.cluster.bootstrap import admin_client, restricted_namespace
 from tests.cluster.control_plane import ControlPlane

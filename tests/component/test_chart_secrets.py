@@ -17,12 +17,12 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from api.settings import Settings
-from controller.ids import new_job_id
-from controller.manifests import build_job
-from controller.records import JobRecord
-from controller.service import validate_request
-from controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.api.settings import Settings
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.manifests import build_job
+from kubetask.controller.records import JobRecord
+from kubetask.controller.service import validate_request
+from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
 from tests.cluster.containers import container_env
 from tests.component.chart import KUBE_VERSIONS, NAMESPACE, Obj, find, one, render

@@ -17,12 +17,12 @@ import kubernetes_validate
 import pytest
 from kubernetes import client as k8s
 
-from api.auth import Principal, Role, TokenTable
-from controller.backends.kubernetes import KubernetesBackend
-from controller.ids import new_job_id
-from controller.records import JobRecord
-from controller.service import validate_request
-from controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.api.auth import Principal, Role, TokenTable
+from kubetask.controller.backends.kubernetes import KubernetesBackend
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.records import JobRecord
+from kubetask.controller.service import validate_request
+from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
 from tests.component.chart import CHART, KUBE_VERSIONS, NAMESPACE, Obj, find, one, render
 from tests.component.test_chart import (

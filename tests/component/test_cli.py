@@ -20,8 +20,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from controller.redis_server import free_port
 from kubetask.cli import ExitCode, app
+from kubetask.controller.redis_server import free_port
 from tests.component.flaky_proxy import FlakyProxy
 from tests.servers import ApiServer
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from controller.redis_server import RedisServer
+from kubetask.controller.redis_server import RedisServer
 from tests.component import aof
 from tests.servers import ApiServer, own_database
 

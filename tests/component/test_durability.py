@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from controller.redis_server import RedisServer
 from kubetask import keys
+from kubetask.controller.redis_server import RedisServer
 from kubetask.models import DEFAULT_TENANT
 from tests.component import aof
 from tests.servers import ApiServer

@@ -1,7 +1,7 @@
 """The API fuzzed over its own OpenAPI spec (schemathesis): no 5xx, every status code and
 content type documented, every response body valid against its declared schema.
 
-It runs against the real API process (`python -m api`, local backend) on a free port and a
+It runs against the real API process (`python -m kubetask.api`, local backend) on a free port and a
 real Redis-protocol server, with a bounded, deterministic number of examples per operation,
 so that it belongs in `make test`.
 
@@ -34,10 +34,10 @@ from schemathesis import Case
 from schemathesis.core.transport import Response
 from schemathesis.generation.stateful.state_machine import APIStateMachine
 
-from api.app import create_app
-from api.settings import Settings
-from controller.redis_server import RedisServer
-from jobs.registry import KINDS
+from kubetask.api.app import create_app
+from kubetask.api.settings import Settings
+from kubetask.controller.redis_server import RedisServer
+from kubetask.jobs.registry import KINDS
 from tests.servers import ApiServer, own_database
 
 PROBLEM = "application/problem+json"

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.redis_server import free_port
+from kubetask.controller.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ("controller", "trainer", "gan")

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from controller.backends.informer import ESTABLISHED_S, Informer
+from kubetask.controller.backends.informer import ESTABLISHED_S, Informer
 from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import admin_client, restricted_namespace
 from tests.cluster.control_plane import ControlPlane

@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from controller.leader import ElectionSettings, LeaderElector
+from kubetask.controller.leader import ElectionSettings, LeaderElector
 from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import (
     admin_client,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from controller.backends.local_gpus import count_gpus
+from kubetask.controller.backends.local_gpus import count_gpus
 from tests.servers import ApiServer
 
 PROBLEM = "application/problem+json"

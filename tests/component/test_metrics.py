@@ -17,12 +17,12 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.deps import get_runtime
-from api.routers import metrics as metrics_router
-from controller.metrics import Metrics, event_type, snapshot_of, time_to_state
-from controller.records import JobRecord, JobStatus
-from controller.redis_server import RedisServer
-from controller.store import RedisStore
+from kubetask.api.deps import get_runtime
+from kubetask.api.routers import metrics as metrics_router
+from kubetask.controller.metrics import Metrics, event_type, snapshot_of, time_to_state
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.redis_server import RedisServer
+from kubetask.controller.store import RedisStore
 from kubetask.models import JobRequest, JobState
 from tests.component.chart import CHART
 from tests.servers import ApiServer, own_database

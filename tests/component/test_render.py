@@ -16,7 +16,7 @@ def render(tmp_path: Path, request: dict[str, object]) -> subprocess.CompletedPr
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
     return subprocess.run(
-        [sys.executable, "-m", "api", "render", str(path)],
+        [sys.executable, "-m", "kubetask.api", "render", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

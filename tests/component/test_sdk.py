@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from controller.redis_server import free_port
 from kubetask import (
     AsyncClient,
     Client,
@@ -25,6 +24,7 @@ from kubetask import (
     ServerUnreachable,
     StateEvent,
 )
+from kubetask.controller.redis_server import free_port
 from kubetask.errors import WaitTimeout
 from tests.component.flaky_proxy import FlakyProxy
 from tests.servers import ApiServer

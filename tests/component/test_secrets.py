@@ -25,15 +25,15 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from api.settings import Settings
-from controller.ids import new_job_id
-from controller.manifests import build_job
-from controller.reconciler import utcnow
-from controller.records import JobRecord
-from controller.redaction import redact_url, url_origin
-from controller.redis_server import RedisServer, free_port
-from controller.service import validate_request
-from controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.api.settings import Settings
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.manifests import build_job
+from kubetask.controller.reconciler import utcnow
+from kubetask.controller.records import JobRecord
+from kubetask.controller.redaction import redact_url, url_origin
+from kubetask.controller.redis_server import RedisServer, free_port
+from kubetask.controller.service import validate_request
+from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
 from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack

@@ -1,5 +1,5 @@
-"""A task run as its container runs it, `python -m jobs <kind>` in a process of its own, with
-the container contract's environment; for tests that drive a kind without the API."""
+"""A task run as its container runs it, `python -m kubetask.jobs <kind>` in a process of its
+own, with the container contract's environment; for tests that drive a kind without the API."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def task_command(
         task_env[env.REDIS_URL] = redis_url
     if index is not None:
         task_env[env.COMPLETION_INDEX] = str(index)
-    return [sys.executable, "-m", "jobs", kind], task_env, log
+    return [sys.executable, "-m", "kubetask.jobs", kind], task_env, log
 
 
 def start_task(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.kinds.ml.matfiles import write_examples
 from kubetask import env
+from kubetask.jobs.kinds.ml.matfiles import write_examples
 from tests.integration.task_process import run_task
 
 JOB = "0abcdefgh1234567"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from controller.redis_server import free_port
+from kubetask.controller.redis_server import free_port
 from tests.cluster.control_plane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from controller.redis_server import FolderInUse, RedisServer, server_binary
 from kubetask import Client
+from kubetask.controller.redis_server import FolderInUse, RedisServer, server_binary
 from kubetask.models import ProgressEvent, StateEvent
 from tests.servers import ApiServer, redis_processes
 
@@ -132,7 +132,7 @@ def test_a_server_left_on_the_folder_is_stopped_and_its_data_kept(tmp_path: Path
                 client.set("orphaned", "1")
         # one whose owner died where no parent-death signal took it along
         script = (
-            "import os, sys, pathlib, controller.redis_server as rs\n"
+            "import os, sys, pathlib, kubetask.controller.redis_server as rs\n"
             "rs.die_with_this_process = lambda: None\n"
             "rs.RedisServer(pathlib.Path(sys.argv[1])).start()\n"
             "os._exit(0)\n"

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import redis
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
-from jobs.kinds import datagen, explain, train
-from jobs.kinds.ml.shares import RedisShares, my_share
-from jobs.params import DatagenParams, TrainParams
-from jobs.params.explain import ExplainParams
-from jobs.publisher import OUTCOME_TTL_S
-from jobs.reporter import ProgressReporter
 from kubetask import keys
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds import datagen, explain, train
+from kubetask.jobs.kinds.ml.shares import RedisShares, my_share
+from kubetask.jobs.params import DatagenParams, TrainParams
+from kubetask.jobs.params.explain import ExplainParams
+from kubetask.jobs.publisher import OUTCOME_TTL_S
+from kubetask.jobs.reporter import ProgressReporter
 from tests.integration.task_process import run_task
 from tests.servers import ApiServer
 

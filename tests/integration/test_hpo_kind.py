@@ -12,12 +12,12 @@ from typing import Any
 import optuna
 import redis
 
-from jobs.context import TaskContext
-from jobs.kinds.hpo import run
-from jobs.kinds.ml.search import RedisBudget, journal_prefix, tickets_key
-from jobs.params import HpoParams
-from jobs.publisher import OUTCOME_TTL_S
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.hpo import run
+from kubetask.jobs.kinds.ml.search import RedisBudget, journal_prefix, tickets_key
+from kubetask.jobs.params import HpoParams
+from kubetask.jobs.publisher import OUTCOME_TTL_S
+from kubetask.jobs.reporter import ProgressReporter
 from tests.servers import ApiServer
 
 DATA = {"n_per_class": 12, "length": 512, "sample_rate": 2000.0}

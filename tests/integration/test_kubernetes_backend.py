@@ -14,8 +14,8 @@ import redis
 import yaml
 from kubernetes import client as k8s
 
-from controller.redis_server import free_port
 from kubetask import keys
+from kubetask.controller.redis_server import free_port
 from tests.cluster.bootstrap import throttle
 from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from jobs.context import TaskContext
-from jobs.kinds import nas, train
-from jobs.params import TrainParams
-from jobs.params.nas import NasParams
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds import nas, train
+from kubetask.jobs.params import TrainParams
+from kubetask.jobs.params.nas import NasParams
+from kubetask.jobs.reporter import ProgressReporter
 from tests.servers import ApiServer
 
 DATA = {"n_per_class": 12, "length": 512, "sample_rate": 2000.0}

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from controller.notify import verify
-from controller.redis_server import free_port
 from kubetask import keys
+from kubetask.controller.notify import verify
+from kubetask.controller.redis_server import free_port
 from tests.servers import ApiServer
 
 SECRET = "test-secret"

@@ -9,10 +9,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from controller.notify import Backoff, OutboxEntry
-from controller.outbox import Outbox
-from controller.redis_server import RedisServer, free_port
 from kubetask import keys
+from kubetask.controller.notify import Backoff, OutboxEntry
+from kubetask.controller.outbox import Outbox
+from kubetask.controller.redis_server import RedisServer, free_port
 from tests.servers import own_database
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from controller.redis_server import RedisServer, free_port
+from kubetask.controller.redis_server import RedisServer, free_port
 from tests.integration.test_lifecycle import alive, task_pid
 from tests.servers import ApiServer
 
@@ -103,7 +103,7 @@ def test_the_task_runtime_never_fails_because_redis_is_unreachable(tmp_path: Pat
         "KUBETASK_TERMINATION_LOG": str(log),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "jobs", "noop"],
+        [sys.executable, "-m", "kubetask.jobs", "noop"],
         env=env,
         capture_output=True,
         text=True,

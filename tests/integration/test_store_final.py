@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from controller.ids import new_job_id
-from controller.records import JobRecord, JobStatus
-from controller.redis_server import RedisServer
-from controller.store import RedisStore
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.redis_server import RedisServer
+from kubetask.controller.store import RedisStore
 from kubetask.models import JobRequest, JobState
 from tests.servers import own_database
 

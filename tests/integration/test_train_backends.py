@@ -1,12 +1,12 @@
 """`train` on each backend: the local one, and the kubernetes one against the Kubernetes API
-test server, whose simulator runs the pod's container (`python -m jobs train`) as a process.
+test server, whose node runs the pod's container (`python -m kubetask.jobs train`) as a process.
 The user sees the same per-epoch progress, result and model file either way."""
 
 from __future__ import annotations
 
 import torch
 
-from jobs.kinds.ml.models import ModelSpec, build_model
+from kubetask.jobs.kinds.ml.models import ModelSpec, build_model
 from tests.servers import ApiServer
 
 TINY = {"datagen": {"n_per_class": 8, "length": 256, "sample_rate": 2000.0}, "threads": 1}

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from jobs.context import inside_the_store
-from jobs.errors import InvalidParams
-from jobs.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, area, store_parts
-from jobs.params.refs import Loc, path_fields
-from jobs.registry import KINDS
-from jobs.runtime import TaskEnv, run_task
 from kubetask import env
+from kubetask.jobs.context import inside_the_store
+from kubetask.jobs.errors import InvalidParams
+from kubetask.jobs.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, area, store_parts
+from kubetask.jobs.params.refs import Loc, path_fields
+from kubetask.jobs.registry import KINDS
+from kubetask.jobs.runtime import TaskEnv, run_task
 from kubetask.models import Outcome
 
 JOB = "0abcdefgh1234567"

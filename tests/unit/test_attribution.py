@@ -10,16 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from jobs.kinds.ml.attribution import (
+from kubetask.jobs.kinds.ml.attribution import (
     attribute,
     integrated_gradients,
     saliency,
     softmax,
     top_samples,
 )
-from jobs.kinds.ml.attribution_plot import OverlayRow, bucket_mean, render_overlay
-from jobs.kinds.ml.inference import SignalPipeline
-from jobs.kinds.ml.models import ModelSpec, build_model
+from kubetask.jobs.kinds.ml.attribution_plot import OverlayRow, bucket_mean, render_overlay
+from kubetask.jobs.kinds.ml.inference import SignalPipeline
+from kubetask.jobs.kinds.ml.models import ModelSpec, build_model
 
 
 def linear(n_in: int = 16, n_out: int = 3, seed: int = 0) -> nn.Linear:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from api.auth import (
+from kubetask.api.auth import (
     LOCAL_PRINCIPAL,
     Principal,
     Role,

@@ -9,9 +9,9 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from api.app import create_app
-from api.body import JsonRoute, is_json, parse_json
-from api.settings import Settings
+from kubetask.api.app import create_app
+from kubetask.api.body import JsonRoute, is_json, parse_json
+from kubetask.api.settings import Settings
 
 
 def _errors(body: bytes) -> list[tuple[tuple[Any, ...], str, str]]:

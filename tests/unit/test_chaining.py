@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import Field, JsonValue
 
-from controller.chaining import find_references, resolve_references
-from controller.errors import InvalidRequest
-from controller.records import JobRecord, JobStatus
-from jobs.params import Params
-from jobs.params.catalog import EvaluateParams, MatImportParams
-from jobs.params.refs import output_ref
+from kubetask.controller.chaining import find_references, resolve_references
+from kubetask.controller.errors import InvalidRequest
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.jobs.params import Params
+from kubetask.jobs.params.catalog import EvaluateParams, MatImportParams
+from kubetask.jobs.params.refs import output_ref
 from kubetask.models import JobRequest, JobState
 
 TRAIN_ID = "0abcdefgh1234567"

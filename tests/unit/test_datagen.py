@@ -9,10 +9,10 @@ import pytest
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
-from jobs.context import TaskContext
-from jobs.kinds.datagen import generate, run
-from jobs.params import DatagenParams, FaultClass
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.datagen import generate, run
+from kubetask.jobs.params import DatagenParams, FaultClass
+from kubetask.jobs.reporter import ProgressReporter
 
 F = FaultClass
 RATE = 2000.0

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from controller import outbox as outbox_module
-from controller.egress import Pinned, RefusedTarget, refusal, resolve_public
-from controller.notify import Channel, OutboxEntry
-from controller.outbox import Outbox
+from kubetask.controller import outbox as outbox_module
+from kubetask.controller.egress import Pinned, RefusedTarget, refusal, resolve_public
+from kubetask.controller.notify import Channel, OutboxEntry
+from kubetask.controller.outbox import Outbox
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from jobs.errors import (
+from kubetask.jobs.errors import (
     TRACEBACK_FRAMES,
     TaskError,
     TaskTerminated,

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from controller.backends.base import TaskSpec
-from controller.backends.k8s_read import observe_job
-from controller.backends.local_plan import Pod
-from controller.backends.local_plan import observe as observe_local
-from controller.outcomes import in_plain_words
-from controller.states import Derived
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.k8s_read import observe_job
+from kubetask.controller.backends.local_plan import Pod
+from kubetask.controller.backends.local_plan import observe as observe_local
+from kubetask.controller.outcomes import in_plain_words
+from kubetask.controller.states import Derived
 from kubetask.models import JobState
 
 _S = JobState

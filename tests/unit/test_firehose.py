@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from api.firehose import conflate, render
+from kubetask.api.firehose import conflate, render
 
 
 def _progress(job: str, seq: int) -> str:

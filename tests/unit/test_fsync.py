@@ -6,7 +6,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from controller.fsync import local_fsync
+from kubetask.controller.fsync import local_fsync
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jobs.kinds.ml.seed_data import (
+from kubetask.jobs.kinds.ml.seed_data import (
     CATEGORICAL,
     COLUMNS,
     FAULTS,

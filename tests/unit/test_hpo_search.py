@@ -9,9 +9,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from jobs.context import TaskContext
-from jobs.kinds.hpo import run
-from jobs.kinds.ml.search import (
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.hpo import run
+from kubetask.jobs.kinds.ml.search import (
     LocalBudget,
     fail_stale_trials,
     journal_prefix,
@@ -20,8 +20,8 @@ from jobs.kinds.ml.search import (
     suggest,
     tickets_key,
 )
-from jobs.params import DatagenParams, HpoParams, SearchSpace, TrainParams
-from jobs.reporter import ProgressReporter
+from kubetask.jobs.params import DatagenParams, HpoParams, SearchSpace, TrainParams
+from kubetask.jobs.reporter import ProgressReporter
 
 SPACE = SearchSpace(
     models=["mlp"], lr=(1e-3, 1e-2), width=[8, 16], depth=(1, 2), dropout=(0.0, 0.2)

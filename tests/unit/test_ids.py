@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.ids import is_job_id, new_job_id
+from kubetask.controller.ids import is_job_id, new_job_id
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -12,12 +12,12 @@ import pytest
 import scipy.io
 import torch
 
-from jobs.errors import TaskError
-from jobs.kinds.datagen import generate
-from jobs.kinds.ml.data import Dataset, Prepared, to_features
-from jobs.kinds.ml.inference import LoadedModel, align_labels, load_model
-from jobs.kinds.ml.loop import build_trainer
-from jobs.kinds.ml.matfiles import (
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.datagen import generate
+from kubetask.jobs.kinds.ml.data import Dataset, Prepared, to_features
+from kubetask.jobs.kinds.ml.inference import LoadedModel, align_labels, load_model
+from kubetask.jobs.kinds.ml.loop import build_trainer
+from kubetask.jobs.kinds.ml.matfiles import (
     MatFileError,
     label_of,
     pick_signal,
@@ -26,9 +26,9 @@ from jobs.kinds.ml.matfiles import (
     segments,
     write_v73,
 )
-from jobs.kinds.ml.models import ModelSpec
-from jobs.kinds.train import save_model
-from jobs.params import DatagenParams, TrainParams
+from kubetask.jobs.kinds.ml.models import ModelSpec
+from kubetask.jobs.kinds.train import save_model
+from kubetask.jobs.params import DatagenParams, TrainParams
 
 DATA = DatagenParams(n_per_class=2, length=128, sample_rate=2000.0)
 CLASSES = [c.value for c in DATA.classes]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.backends.k8s_read import latest_pods, observe_job, termination_messages
-from controller.states import JobFacts, derive_state
+from kubetask.controller.backends.k8s_read import latest_pods, observe_job, termination_messages
+from kubetask.controller.states import JobFacts, derive_state
 from kubetask.models import JobState
 
 

@@ -10,8 +10,13 @@ from typing import Any
 
 import pytest
 
-from controller.backends.k8s_read import TRACKING_FINALIZER, api_message, observe_job, pod_facts
-from controller.states import Derived, JobFacts, derive_state
+from kubetask.controller.backends.k8s_read import (
+    TRACKING_FINALIZER,
+    api_message,
+    observe_job,
+    pod_facts,
+)
+from kubetask.controller.states import Derived, JobFacts, derive_state
 from kubetask.models import JobState
 
 Obj = dict[str, Any]

@@ -14,17 +14,17 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import RESTClientObject, RESTResponse
 
-from controller.backends.base import BackendError, CreateRejected, TaskSpec
-from controller.backends.informer import Informer
-from controller.backends.k8s_read import event_job_id
-from controller.backends.kubernetes import EVENTS_SELECTOR, KubernetesBackend
-from controller.manifests import ClusterSettings
+from kubetask.controller.backends.base import BackendError, CreateRejected, TaskSpec
+from kubetask.controller.backends.informer import Informer
+from kubetask.controller.backends.k8s_read import event_job_id
+from kubetask.controller.backends.kubernetes import EVENTS_SELECTOR, KubernetesBackend
+from kubetask.controller.manifests import ClusterSettings
 
 SPEC = TaskSpec(
     job_id="0000000000abcdef",
     kind="noop",
     image="kubetask/trainer:1.0",
-    command=("python", "-m", "jobs", "noop"),
+    command=("python", "-m", "kubetask.jobs", "noop"),
     env={},
     retries=0,
     timeout_s=None,

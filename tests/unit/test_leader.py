@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from api.settings import Settings
-from controller.leader import (
+from kubetask.api.settings import Settings
+from kubetask.controller.leader import (
     Action,
     LeaseRecord,
     Sighting,

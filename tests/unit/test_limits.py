@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from api.__main__ import is_loopback, refusal
-from api.limits import JobCaps, apply_caps, parse_quantity, submit_window
-from api.settings import Settings
-from controller.errors import InvalidRequest
-from controller.ids import new_job_id
-from controller.records import JobRecord
-from controller.service import validate_request
-from controller.taskspec import TaskDefaults, build_task_spec
 from kubetask import env
+from kubetask.api.__main__ import is_loopback, refusal
+from kubetask.api.limits import JobCaps, apply_caps, parse_quantity, submit_window
+from kubetask.api.settings import Settings
+from kubetask.controller.errors import InvalidRequest
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.records import JobRecord
+from kubetask.controller.service import validate_request
+from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.models import JobRequest
 
 CAPS = JobCaps(max_timeout_s=3600, max_cpu="4", max_memory="8Gi", max_gpu=1)
@@ -136,5 +136,5 @@ def test_params_never_reach_a_shell() -> None:
         record,
         TaskDefaults(redis_url="redis://r", artifacts="/a", images={"trainer": "t", "gan": "g"}),
     )
-    assert spec.command == ("python", "-m", "jobs", "noop")
+    assert spec.command == ("python", "-m", "kubetask.jobs", "noop")
     assert json.loads(spec.env[env.PARAMS])["fail_message"] == nasty

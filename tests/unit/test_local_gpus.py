@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.backends.local_gpus import count_gpus
+from kubetask.controller.backends.local_gpus import count_gpus
 
 
 def fake_smi(tmp_path: Path, output: str, *, code: int = 0) -> str:

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.backends.base import TaskSpec
-from controller.backends.local_plan import (
+from kubetask import env
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.local_plan import (
     MAX_BACKOFF_S,
     Pod,
     backoff_s,
@@ -15,8 +16,7 @@ from controller.backends.local_plan import (
     plan_pods,
     terminal_condition,
 )
-from controller.states import Condition, PodFacts
-from kubetask import env
+from kubetask.controller.states import Condition, PodFacts
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -36,7 +36,7 @@ def spec(
         job_id="0000000000abcdef",
         kind="noop",
         image="kubetask/trainer:test",
-        command=("python", "-m", "jobs", "noop"),
+        command=("python", "-m", "kubetask.jobs", "noop"),
         env={},
         retries=retries,
         timeout_s=timeout_s,

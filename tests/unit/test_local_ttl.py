@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from controller.backends.local import LocalBackend
-from controller.backends.local_ttl import expired, remove_expired
+from kubetask.controller.backends.local import LocalBackend
+from kubetask.controller.backends.local_ttl import expired, remove_expired
 
 HOUR = 3600.0
 

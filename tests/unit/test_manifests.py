@@ -10,8 +10,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from controller.backends.base import TaskSpec
-from controller.manifests import (
+from kubetask import env
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.manifests import (
     ANNOTATION_REQUEST,
     ClusterSettings,
     build_event,
@@ -23,8 +24,7 @@ from controller.manifests import (
     request_of,
     selector,
 )
-from controller.records import JobStatus
-from kubetask import env
+from kubetask.controller.records import JobStatus
 from kubetask.models import JobState, Resources
 
 VERSIONS = ("1.30.0", "1.37.0")  # the oldest supported, the newest bundled
@@ -37,7 +37,7 @@ def spec(**changes: Any) -> TaskSpec:
         job_id=JOB_ID,
         kind="datagen",
         image="registry.example/kubetask/trainer:1.0",
-        command=("python", "-m", "jobs", "datagen"),
+        command=("python", "-m", "kubetask.jobs", "datagen"),
         env={env.JOB_ID: JOB_ID, env.KIND: "datagen", env.PARAMS: '{"seed":1}'},
         retries=2,
         timeout_s=None,
@@ -146,7 +146,7 @@ def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
 
 def test_the_container_contract_env_and_command() -> None:
     job = build_job(spec(), CLUSTER)
-    assert container(job)["command"] == ["python", "-m", "jobs", "datagen"]
+    assert container(job)["command"] == ["python", "-m", "kubetask.jobs", "datagen"]
     assert container(job)["image"] == "registry.example/kubetask/trainer:1.0"
     variables = env_of(job)
     assert variables[env.JOB_ID] == JOB_ID

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from jobs.params import (
+from kubetask.jobs.params import (
     GanGenerateParams,
     GanSeedParams,
     GanTrainParams,
@@ -16,7 +16,7 @@ from jobs.params import (
     SearchSpace,
     TrainParams,
 )
-from jobs.registry import KINDS
+from kubetask.jobs.registry import KINDS
 
 
 @pytest.mark.parametrize(

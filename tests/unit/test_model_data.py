@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import JsonValue
 
-from controller.chaining import resolve_references
-from controller.errors import InvalidRequest
-from controller.records import JobRecord, JobStatus
-from controller.shapes import SignalShape, mismatch
-from jobs.params import DatagenParams, TrainParams
-from jobs.params.catalog import EvaluateParams, ExportParams, ModelOnData, RobustnessParams
-from jobs.params.explain import ExplainBatchParams, ExplainParams
+from kubetask.controller.chaining import resolve_references
+from kubetask.controller.errors import InvalidRequest
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.shapes import SignalShape, mismatch
+from kubetask.jobs.params import DatagenParams, TrainParams
+from kubetask.jobs.params.catalog import EvaluateParams, ExportParams, ModelOnData, RobustnessParams
+from kubetask.jobs.params.explain import ExplainBatchParams, ExplainParams
 from kubetask.models import JobRequest, JobState
 
 TENANT = "default"

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from jobs.kinds.ml import scores
-from jobs.kinds.robustness import conditions, scaled, shifted, with_noise
-from jobs.params import Params
-from jobs.params.catalog import (
+from kubetask.jobs.kinds.ml import scores
+from kubetask.jobs.kinds.robustness import conditions, scaled, shifted, with_noise
+from kubetask.jobs.params import Params
+from kubetask.jobs.params.catalog import (
     EvaluateParams,
     ExportParams,
     FeaturesParams,
     MatImportParams,
     RobustnessParams,
 )
-from jobs.registry import KINDS
+from kubetask.jobs.registry import KINDS
 
 
 def test_report_matches_hand_counts() -> None:

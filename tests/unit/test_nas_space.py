@@ -12,13 +12,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from jobs.kinds.ml.checkpoint import fingerprint
-from jobs.kinds.ml.models import ConvBlock, ModelSpec, build_model, count_parameters
-from jobs.kinds.nas import architecture_of, suggest_architecture, with_architecture
-from jobs.params import ConvLayer, HpoParams, TrainParams
-from jobs.params.explain import ExplainBatchParams, ExplainParams
-from jobs.params.nas import ArchitectureSpace, NasParams
-from jobs.registry import KINDS
+from kubetask.jobs.kinds.ml.checkpoint import fingerprint
+from kubetask.jobs.kinds.ml.models import ConvBlock, ModelSpec, build_model, count_parameters
+from kubetask.jobs.kinds.nas import architecture_of, suggest_architecture, with_architecture
+from kubetask.jobs.params import ConvLayer, HpoParams, TrainParams
+from kubetask.jobs.params.explain import ExplainBatchParams, ExplainParams
+from kubetask.jobs.params.nas import ArchitectureSpace, NasParams
+from kubetask.jobs.registry import KINDS
 
 SPACE = ArchitectureSpace(depth=(2, 5), channels=[4, 12], kernel_sizes=[3, 7], pooling=["avg"])
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
-from controller.notify import (
+from kubetask.controller.notify import (
     Backoff,
     Channel,
     NotifySettings,
@@ -19,8 +19,8 @@ from controller.notify import (
     verify,
     webhook_headers,
 )
-from controller.outbox import Outbox, SmtpSettings
-from controller.records import JobRecord, JobStatus
+from kubetask.controller.outbox import Outbox, SmtpSettings
+from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.models import ErrorInfo, JobRequest, JobState
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.outcomes import parse_outcome, summarize
-from controller.states import Derived
+from kubetask.controller.outcomes import parse_outcome, summarize
+from kubetask.controller.states import Derived
 from kubetask.models import ErrorInfo, JobState, Outcome
 
 _S = JobState

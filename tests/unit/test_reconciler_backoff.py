@@ -15,12 +15,12 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
-from controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
-from controller.bus import EventBus
-from controller.reconciler import GIVE_UP_AFTER, Reconciler, RetryPolicy
-from controller.records import JobRecord, JobStatus
-from controller.states import Observation, PodFacts
-from controller.store import Store
+from kubetask.controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
+from kubetask.controller.bus import EventBus
+from kubetask.controller.reconciler import GIVE_UP_AFTER, Reconciler, RetryPolicy
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.states import Observation, PodFacts
+from kubetask.controller.store import Store
 from kubetask.models import JobRequest, JobState, Outcome
 
 JOB = JobRecord(

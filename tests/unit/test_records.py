@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.records import JobRecord, JobStatus, next_status
-from controller.states import Derived
+from kubetask.controller.records import JobRecord, JobStatus, next_status
+from kubetask.controller.states import Derived
 from kubetask.models import (
     BackendRef,
     ErrorInfo,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import JsonValue
 
-from jobs.reporter import ProgressReporter, conflate, progress_fields
+from kubetask.jobs.reporter import ProgressReporter, conflate, progress_fields
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.registry import KINDS
-from jobs.reporter import ProgressReporter
-from jobs.runtime import MAX_OUTCOME_BYTES, TaskEnv, fit_outcome, run_task, spill_result
 from kubetask import env
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.registry import KINDS
+from kubetask.jobs.reporter import ProgressReporter
+from kubetask.jobs.runtime import MAX_OUTCOME_BYTES, TaskEnv, fit_outcome, run_task, spill_result
 from kubetask.models import ErrorInfo, Outcome
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from jobs.kinds.ml.sdv_progress import (
+from kubetask.jobs.kinds.ml.sdv_progress import (
     EpochLoss,
     LossWatcher,
     SdvInternalsChanged,
@@ -22,7 +22,7 @@ from jobs.kinds.ml.sdv_progress import (
     move_model_to_cpu,
     recorded_losses,
 )
-from jobs.kinds.ml.seed_data import seed_frame
+from kubetask.jobs.kinds.ml.seed_data import seed_frame
 
 PINNED = {"sdv": "2.0.0", "ctgan": "0.12.1"}
 EPOCHS = 3

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from controller.errors import InvalidRequest
-from controller.service import fingerprint, kind_infos, validate_request
-from jobs.params import DatagenParams, NoopParams
-from jobs.registry import KINDS
+from kubetask.controller.errors import InvalidRequest
+from kubetask.controller.service import fingerprint, kind_infos, validate_request
+from kubetask.jobs.params import DatagenParams, NoopParams
+from kubetask.jobs.registry import KINDS
 from kubetask.models import JobRequest
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jobs.kinds.ml.signal_features import (
+from kubetask.jobs.kinds.ml.signal_features import (
     band_edges,
     band_energies,
     envelope,

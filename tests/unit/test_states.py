@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controller.states import (
+from kubetask.controller.states import (
     ALLOWED,
     Condition,
     Derived,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from api.streaming import BadResumePoint, Cursor, Frame, resume_point, until
-from controller.bus import RESYNC
+from kubetask.api.streaming import BadResumePoint, Cursor, Frame, resume_point, until
+from kubetask.controller.bus import RESYNC
 
 
 def progress(seq: int) -> str:

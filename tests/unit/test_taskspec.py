@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controller import taskspec
-from controller.manifests import ClusterSettings, build_job, request_of
-from controller.records import JobRecord
-from controller.taskspec import MAX_REQUEST_SUMMARY, TaskDefaults, build_task_spec
-from jobs.registry import KINDS
 from kubetask import env
+from kubetask.controller import taskspec
+from kubetask.controller.manifests import ClusterSettings, build_job, request_of
+from kubetask.controller.records import JobRecord
+from kubetask.controller.taskspec import MAX_REQUEST_SUMMARY, TaskDefaults, build_task_spec
+from kubetask.jobs.registry import KINDS
 from kubetask.models import JobRequest, Resources
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -55,7 +55,7 @@ def test_spec_carries_the_request() -> None:
     )
     assert spec.job_id == "0000000000abcdef"
     assert spec.kind == "noop"
-    assert spec.command == ("python", "-m", "jobs", "noop")
+    assert spec.command == ("python", "-m", "kubetask.jobs", "noop")
     assert (spec.retries, spec.timeout_s) == (3, 600)
     assert (spec.completions, spec.parallelism) == (8, 4)
     assert spec.resources == resources

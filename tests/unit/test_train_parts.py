@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.errors import TaskError
-from jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
-from jobs.kinds.ml.data import (
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from kubetask.jobs.kinds.ml.data import (
     Prepared,
     cpu_quota,
     load_dataset,
@@ -20,7 +20,7 @@ from jobs.kinds.ml.data import (
     split_indices,
     to_features,
 )
-from jobs.kinds.ml.loop import (
+from kubetask.jobs.kinds.ml.loop import (
     Trainer,
     build_trainer,
     epoch_metrics,
@@ -29,8 +29,8 @@ from jobs.kinds.ml.loop import (
     to_device,
     train_epoch,
 )
-from jobs.kinds.ml.models import ModelSpec, build_model, count_parameters
-from jobs.params import DatagenParams, ModelKind, TrainParams
+from kubetask.jobs.kinds.ml.models import ModelSpec, build_model, count_parameters
+from kubetask.jobs.params import DatagenParams, ModelKind, TrainParams
 
 CPU = torch.device("cpu")
 TINY_DATA = DatagenParams(n_per_class=6, length=128, sample_rate=2_000.0)

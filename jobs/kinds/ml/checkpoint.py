@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from jobs.kinds.ml.loop import Trainer
-from jobs.params import TrainParams
+from kubetask.jobs.kinds.ml.loop import Trainer
+from kubetask.jobs.params import TrainParams
 
 log = logging.getLogger("kubetask.task")
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
-from jobs.kinds.datagen import generate
-from jobs.params import TrainParams
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.datagen import generate
+from kubetask.jobs.params import TrainParams
 
 Array = NDArray[np.float32]
 Labels = NDArray[np.int64]

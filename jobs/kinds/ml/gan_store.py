@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
 
 TABLE = "readings"  # the table name in the SDV metadata
 

@@ -21,10 +21,10 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from jobs.context import TaskContext
-from jobs.errors import TaskError
-from jobs.kinds.datagen import generate
-from jobs.kinds.ml.data import (
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.datagen import generate
+from kubetask.jobs.kinds.ml.data import (
     Array,
     Dataset,
     Labels,
@@ -33,8 +33,8 @@ from jobs.kinds.ml.data import (
     pick_device,
     to_features,
 )
-from jobs.kinds.ml.models import ModelSpec, build_model
-from jobs.params.catalog import ModelOnData
+from kubetask.jobs.kinds.ml.models import ModelSpec, build_model
+from kubetask.jobs.params.catalog import ModelOnData
 
 __all__ = [
     "Dataset",

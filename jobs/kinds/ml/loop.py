@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from jobs.kinds.ml.data import Prepared
-from jobs.kinds.ml.models import ModelSpec, build_model, conv_blocks
-from jobs.params import TrainParams
+from kubetask.jobs.kinds.ml.data import Prepared
+from kubetask.jobs.kinds.ml.models import ModelSpec, build_model, conv_blocks
+from kubetask.jobs.params import TrainParams
 
 OnBatch = Callable[[int, int], None]  # (batches done, batches per epoch)
 

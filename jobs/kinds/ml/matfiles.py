@@ -13,8 +13,8 @@ import numpy as np
 import scipy.io
 from numpy.typing import NDArray
 
-from jobs.kinds.datagen import make_signal
-from jobs.params import DatagenParams, FaultClass
+from kubetask.jobs.kinds.datagen import make_signal
+from kubetask.jobs.params import DatagenParams, FaultClass
 
 Variables = dict[str, NDArray[np.generic] | str]
 SAMPLE_RATE_NAMES = ("fs", "Fs", "FS", "sample_rate", "sampling_rate")

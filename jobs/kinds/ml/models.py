@@ -11,7 +11,7 @@ import torch
 from pydantic import JsonValue
 from torch import nn
 
-from jobs.params import ConvLayer, ModelKind, Pooling
+from kubetask.jobs.params import ConvLayer, ModelKind, Pooling
 
 DEFAULT_KERNEL = 7
 

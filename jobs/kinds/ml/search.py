@@ -27,13 +27,26 @@ from optuna.storages.journal import JournalRedisBackend, JournalStorage
 from optuna.trial import TrialState
 from pydantic import JsonValue
 
-from jobs.context import TaskContext
-from jobs.kinds.ml.data import Prepared, configure_torch, obtain_dataset, pick_device, prepare
-from jobs.kinds.ml.loop import Tensors, build_trainer, evaluate, model_spec, to_device, train_epoch
-from jobs.kinds.ml.models import count_parameters
-from jobs.params import SearchSpace, StudyParams, TrainParams
-from jobs.publisher import OUTCOME_TTL_S
 from kubetask import keys
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml.data import (
+    Prepared,
+    configure_torch,
+    obtain_dataset,
+    pick_device,
+    prepare,
+)
+from kubetask.jobs.kinds.ml.loop import (
+    Tensors,
+    build_trainer,
+    evaluate,
+    model_spec,
+    to_device,
+    train_epoch,
+)
+from kubetask.jobs.kinds.ml.models import count_parameters
+from kubetask.jobs.params import SearchSpace, StudyParams, TrainParams
+from kubetask.jobs.publisher import OUTCOME_TTL_S
 
 WORKER_ATTR = "worker"  # the completion index that runs a trial
 METRICS_ATTR = "metrics"  # a complete trial's last validation metrics and size
