@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional
 
 from bench.harness import Bench, Counts, Figure, Row, median, rounded
+from kubetask.jobs.kinds.ml.best_epoch import BestWeights, keep_best
 from kubetask.jobs.kinds.ml.checkpoint import save_checkpoint
 from kubetask.jobs.kinds.ml.data import Prepared, default_threads, obtain_dataset, prepare
 from kubetask.jobs.kinds.ml.loop import (
@@ -70,6 +71,7 @@ def kubetask_round(
     reporter = ProgressReporter(publisher, job_id=run_id)
     training_s = whole_s = 0.0
     history: list[dict[str, float]] = []
+    best: BestWeights | None = None
     for epoch in range(1, EPOCHS + 1):
         started = time.perf_counter()
         on_batch = batch_progress(
@@ -80,7 +82,11 @@ def kubetask_round(
         trained = time.perf_counter()
         metrics = epoch_metrics(epoch, stats, evaluate(trainer, val_set))
         history.append(metrics)
-        save_checkpoint(folder / "checkpoint.pt", trainer, epoch=epoch, history=history, key="")
+        best = keep_best(
+            best, epoch=epoch, val_accuracy=metrics["val_accuracy"], model=trainer.model
+        )
+        checkpoint = folder / "checkpoint.pt"
+        save_checkpoint(checkpoint, trainer, epoch=epoch, history=history, best=best, key="")
         training_s += trained - started
         whole_s += time.perf_counter() - started
     reporter.close()

@@ -4,8 +4,11 @@ Each epoch reports its metrics (`stage="train"`: epoch, loss, accuracy, val_loss
 val_accuracy, samples_per_s) and writes `checkpoint.pt` in the job's artifacts; a retried
 attempt finds it and goes on from there (`resumed_from_epoch` in the result). CUDA with
 float16 autocast and a gradient scaler when a GPU is present, the CPU otherwise; the same
-seed gives the same metrics on the same hardware. The trained network, its spec and its
-input standardization are saved as `model.pt`. Signals generated on the fly (no `dataset`)
+seed gives the same metrics on the same hardware. The network of the best epoch (highest
+validation accuracy, the earlier on a tie; `best_epoch`, `best_metrics`), its spec and its
+input standardization are saved as `model.pt`, which `job:<id>` chaining names; the last
+epoch's network as `last.pt` (`last_model`, `metrics`). The best weights wait on the CPU, so
+the GPU never holds two copies of the model. Signals generated on the fly (no `dataset`)
 are kept as the job's `dataset.npz`; the result names the dataset trained on and its signals'
 shape (`length`, `sample_rate`, `classes`), which the analysis kinds are checked against at
 submit and, when they name no data of their own, take as theirs.
@@ -23,6 +26,7 @@ from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.kinds.datagen import save as save_dataset
+from kubetask.jobs.kinds.ml.best_epoch import StateDict, cpu_state, keep_best
 from kubetask.jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from kubetask.jobs.kinds.ml.data import (
     Prepared,
@@ -34,7 +38,6 @@ from kubetask.jobs.kinds.ml.data import (
 from kubetask.jobs.kinds.ml.inference import read_sample_rate
 from kubetask.jobs.kinds.ml.loop import (
     OnBatch,
-    Trainer,
     build_trainer,
     epoch_metrics,
     evaluate,
@@ -67,20 +70,34 @@ def batch_progress(
 
 
 def save_model(
-    path: Path, trainer: Trainer, spec: ModelSpec, data: Prepared, features: str
+    path: Path,
+    weights: StateDict,
+    *,
+    spec: ModelSpec,
+    data: Prepared,
+    features: str,
+    metrics: dict[str, float],
 ) -> None:
-    """Weights with what inference needs: the spec, the classes and the standardization."""
+    """Weights with what inference needs (the spec, the classes and the standardization)
+    and the epoch's metrics they scored."""
     state = {
         "spec": spec.to_json(),
         "features": features,
         "classes": data.classes,
         "mean": torch.from_numpy(data.mean),
         "std": torch.from_numpy(data.std),
-        "state_dict": {k: v.cpu() for k, v in trainer.model.state_dict().items()},
+        "epoch": int(metrics["epoch"]),
+        "metrics": metrics,
+        "state_dict": weights,
     }
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
     os.replace(partial, path)
+
+
+def without_speed(metrics: dict[str, float]) -> dict[str, JsonValue]:
+    """An epoch's metrics for the result: its throughput is the run's `samples_per_s`."""
+    return {k: v for k, v in metrics.items() if k != "samples_per_s"}
 
 
 def describe_device(device: torch.device) -> str:
@@ -116,6 +133,7 @@ def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
     key = fingerprint(params)
     resumed = load_checkpoint(checkpoint, trainer, key=key, epochs=params.epochs)
     history = resumed.history if resumed else []
+    best = resumed.best if resumed else None
     first = resumed.epoch + 1 if resumed else 1
     if resumed:
         reporter.update(resumed.epoch, params.epochs, stage="train", message="resumed")
@@ -128,16 +146,26 @@ def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
         stats = train_epoch(trainer, train_set, on_batch)
         metrics = epoch_metrics(epoch, stats, evaluate(trainer, val_set))
         history.append(metrics)
-        save_checkpoint(checkpoint, trainer, epoch=epoch, history=history, key=key)
+        best = keep_best(
+            best, epoch=epoch, val_accuracy=metrics["val_accuracy"], model=trainer.model
+        )
+        save_checkpoint(checkpoint, trainer, epoch=epoch, history=history, best=best, key=key)
         message = f"epoch {epoch}/{params.epochs}"
         reporter.update(epoch, params.epochs, stage="train", message=message, **metrics)
         samples, seconds = samples + stats.samples, seconds + stats.seconds
 
-    model_path = context.artifact("model.pt")
-    save_model(model_path, trainer, spec, data, params.features)
-    final = history[-1]
+    if best is None:  # epochs >= 1: an epoch ran, or a checkpoint brought its best
+        raise RuntimeError("no epoch trained")
+    best_metrics, final = history[best.epoch - 1], history[-1]
+    model_path, last_path = context.artifact("model.pt"), context.artifact("last.pt")
+    for path, weights, metrics in (
+        (model_path, best.state_dict, best_metrics),
+        (last_path, cpu_state(trainer.model), final),
+    ):
+        save_model(path, weights, spec=spec, data=data, features=params.features, metrics=metrics)
     return {
         "model": context.relative(model_path),
+        "last_model": context.relative(last_path),
         "checkpoint": context.relative(checkpoint),
         "dataset": data.source,
         "length": int(dataset.x.shape[1]),
@@ -148,8 +176,10 @@ def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
         "epochs": params.epochs,
         "epochs_run": params.epochs - first + 1,
         "resumed_from_epoch": resumed.epoch if resumed else None,
-        "metrics": {k: v for k, v in final.items() if k != "samples_per_s"},
-        "best_val_accuracy": max(m["val_accuracy"] for m in history),
+        "best_epoch": best.epoch,
+        "best_val_accuracy": best.val_accuracy,
+        "best_metrics": without_speed(best_metrics),
+        "metrics": without_speed(final),
         "samples_per_s": round(samples / seconds, 1) if seconds else None,
         "n_train": len(data.y_train),
         "n_val": len(data.y_val),

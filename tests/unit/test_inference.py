@@ -14,6 +14,7 @@ import torch
 
 from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.datagen import generate
+from kubetask.jobs.kinds.ml.best_epoch import cpu_state
 from kubetask.jobs.kinds.ml.data import Dataset, Prepared, to_features
 from kubetask.jobs.kinds.ml.inference import LoadedModel, align_labels, load_model
 from kubetask.jobs.kinds.ml.loop import build_trainer
@@ -49,7 +50,8 @@ def saved_model(folder: Path, kind: str, features: str) -> Path:
         empty, labels, empty, labels, feats.mean(axis=0), feats.std(axis=0) + 1e-6, CLASSES, None
     )
     path = folder / f"{kind}-{features}.pt"
-    save_model(path, trainer, spec, prepared, features)
+    weights = cpu_state(trainer.model)
+    save_model(path, weights, spec=spec, data=prepared, features=features, metrics={"epoch": 0})
     return path
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.ml.best_epoch import keep_best
 from kubetask.jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from kubetask.jobs.kinds.ml.data import (
     Prepared,
@@ -165,7 +166,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> N
     trainer, data = setup(params)
     history = fit(trainer, data, range(1, 3))
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, trainer, epoch=2, history=history, key=fingerprint(params))
+    best = keep_best(None, epoch=2, val_accuracy=history[-1]["val_accuracy"], model=trainer.model)
+    save_checkpoint(path, trainer, epoch=2, history=history, best=best, key=fingerprint(params))
     torch.manual_seed(12345)  # a new process starts with other random state
 
     trainer, data = setup(params.model_copy(update={"epochs": 4}))
@@ -179,7 +181,8 @@ def test_a_checkpoint_of_other_params_or_more_epochs_is_not_taken_up(tmp_path: P
     params = tiny()
     trainer, _ = setup(params)
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, trainer, epoch=3, history=[], key=fingerprint(params))
+    best = keep_best(None, epoch=3, val_accuracy=0.0, model=trainer.model)
+    save_checkpoint(path, trainer, epoch=3, history=[], best=best, key=fingerprint(params))
     assert load_checkpoint(path, trainer, key=fingerprint(tiny(lr=0.1)), epochs=8) is None
     assert load_checkpoint(path, trainer, key=fingerprint(params), epochs=2) is None
     assert load_checkpoint(tmp_path / "absent.pt", trainer, key="", epochs=8) is None

@@ -1,6 +1,8 @@
 """`train`'s checkpoint: written atomically after every epoch, so that a retried attempt
 (same job, same artifact folder) goes on from the last finished epoch with the same weights,
-optimizer, gradient scaler and random streams, as if it had never stopped.
+optimizer, gradient scaler and random streams, as if it had never stopped; it holds the
+best epoch so far too (its number, validation accuracy and CPU weights), so that a resumed
+run keeps the same epoch as `model.pt` as an uninterrupted one.
 
 A checkpoint is only taken up when it was written for the same training (params other than
 `epochs`, `device`, `threads` and `amp`) and not for more epochs than asked for."""
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from kubetask.jobs.kinds.ml.best_epoch import BestWeights
 from kubetask.jobs.kinds.ml.loop import Trainer
 from kubetask.jobs.params import TrainParams
 
@@ -28,6 +31,7 @@ RUNTIME_FIELDS = {"epochs", "device", "threads", "amp"}
 class Resumed:
     epoch: int  # the last finished epoch
     history: list[dict[str, float]]
+    best: BestWeights
 
 
 def fingerprint(params: TrainParams) -> str:
@@ -36,12 +40,21 @@ def fingerprint(params: TrainParams) -> str:
 
 
 def save_checkpoint(
-    path: Path, trainer: Trainer, *, epoch: int, history: list[dict[str, float]], key: str
+    path: Path,
+    trainer: Trainer,
+    *,
+    epoch: int,
+    history: list[dict[str, float]],
+    best: BestWeights,
+    key: str,
 ) -> None:
     state: dict[str, Any] = {
         "fingerprint": key,
         "epoch": epoch,
         "history": history,
+        "best_epoch": best.epoch,
+        "best_val_accuracy": best.val_accuracy,
+        "best_state": best.state_dict,
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.scaler.state_dict(),
@@ -59,7 +72,8 @@ def load_checkpoint(path: Path, trainer: Trainer, *, key: str, epochs: int) -> R
     """Restore the trainer from `path` when it holds this training's state; else None."""
     if not path.is_file():
         return None
-    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    # on the CPU: the best weights stay there; the rest is copied to the model's device
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("fingerprint") != key:
         log.warning("%s was written for other params: starting over", path.name)
         return None
@@ -67,6 +81,9 @@ def load_checkpoint(path: Path, trainer: Trainer, *, key: str, epochs: int) -> R
         log.warning(
             "%s is at epoch %s, past epochs=%s: starting over", path, state["epoch"], epochs
         )
+        return None
+    if "best_state" not in state:
+        log.warning("%s holds no best epoch (an older format): starting over", path.name)
         return None
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -76,4 +93,9 @@ def load_checkpoint(path: Path, trainer: Trainer, *, key: str, epochs: int) -> R
     torch.set_rng_state(state["cpu_rng"].cpu())
     if trainer.device.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), trainer.device)
-    return Resumed(epoch=int(state["epoch"]), history=list(state["history"]))
+    best = BestWeights(
+        epoch=int(state["best_epoch"]),
+        val_accuracy=float(state["best_val_accuracy"]),
+        state_dict=dict(state["best_state"]),
+    )
+    return Resumed(epoch=int(state["epoch"]), history=list(state["history"]), best=best)

@@ -29,6 +29,7 @@ from pydantic import JsonValue
 
 from kubetask import keys
 from kubetask.jobs.context import TaskContext
+from kubetask.jobs.kinds.ml.best_epoch import improves
 from kubetask.jobs.kinds.ml.data import (
     Prepared,
     configure_torch,
@@ -195,17 +196,20 @@ class Worker:
         return self.params.metric == "val_accuracy"
 
     def objective(self, trial: optuna.Trial) -> float:
-        """Train the trial's params, reporting each epoch's metric to the pruner."""
+        """Train the trial's params, reporting each epoch's metric to the pruner; the trial's
+        value and metrics are those of the epoch `train` keeps as its `model.pt`."""
         trial.set_user_attr(WORKER_ATTR, self.context.index)
         params = self.suggest(trial)
         trainer = build_trainer(params, model_spec(params, self.data), self.device)
-        value, val = math.nan, (math.nan, math.nan)
+        kept: tuple[int, tuple[float, float]] | None = None  # the epoch `train` would keep
         for epoch in range(1, params.epochs + 1):
             train_epoch(trainer, self.train_set)
             val = evaluate(trainer, self.val_set)
             value = metric_value(val, self.maximize)
             if not math.isfinite(value):
-                break  # diverged: a nan objective fails the trial
+                return math.nan  # diverged: a nan objective fails the trial
+            if improves(val[1], kept[1][1] if kept else None):
+                kept = (epoch, val)
             trial.report(value, epoch)
             message = f"trial {trial.number}: epoch {epoch}/{params.epochs}"
             self.context.reporter.update(
@@ -213,13 +217,17 @@ class Worker:
             )
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+        if kept is None:
+            return math.nan
+        best_epoch, val = kept
         metrics: dict[str, JsonValue] = {
+            "epoch": best_epoch,
             "val_loss": round(val[0], 6),
             "val_accuracy": round(val[1], 6),
             "parameters": count_parameters(trainer.model),
         }
         trial.set_user_attr(METRICS_ATTR, metrics)
-        return value
+        return metric_value(val, self.maximize)
 
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """One progress event per finished trial, with the study's counts so far."""
