@@ -33,6 +33,16 @@ def test_a_seeded_run_is_reproduced_and_a_retry_resumes_exactly(tmp_path: Path) 
     assert (resumed["resumed_from_epoch"], resumed["epochs_run"]) == (2, 2)
     assert resumed["metrics"] == expected["metrics"]
 
+    # model.pt is the best epoch, last.pt the last one, in a resumed run as in a straight one
+    accuracies = [m["val_accuracy"] for m in history]
+    assert expected["best_epoch"] == accuracies.index(max(accuracies)) + 1
+    assert resumed["best_metrics"] == expected["best_metrics"]
+    for result in (expected, resumed):
+        model = torch.load(tmp_path / "artifacts" / result["model"], weights_only=True)
+        last = torch.load(tmp_path / "artifacts" / result["last_model"], weights_only=True)
+        assert (model["epoch"], last["epoch"]) == (expected["best_epoch"], 4)
+        assert model["metrics"]["val_accuracy"] == expected["best_val_accuracy"]
+
 
 def test_a_killed_attempt_is_retried_from_its_last_checkpoint(api: ApiServer) -> None:
     data = {"n_per_class": 40, "length": 1024, "sample_rate": 2000.0}
