@@ -60,11 +60,12 @@ def test_two_workers_search_one_study_and_the_best_is_trainable(
     request = {"kind": "train", "params": train_params}
     response = api.client.post("/v1/jobs", params={"dry_run": "true"}, json=request)
     assert response.status_code == 200, response.text
-    # and training them gives the metrics the search measured (same seed, data, architecture)
+    # and training them keeps the epoch the search measured (same seed, data, architecture)
     result = train.run(TrainParams.model_validate(train_params), context(tmp_path, "retrain"))
     assert result["parameters"] == final["best_metrics"]["parameters"]
-    assert isinstance(result["metrics"], dict)
-    assert result["metrics"]["val_loss"] == pytest.approx(final["best_value"], abs=1e-4)
+    assert isinstance(result["best_metrics"], dict)
+    assert result["best_metrics"]["val_loss"] == pytest.approx(final["best_value"], abs=1e-4)
+    assert result["best_epoch"] == final["best_metrics"]["epoch"]
 
 
 def test_every_kind_is_listed_with_its_params_schema(api: ApiServer) -> None:
