@@ -50,7 +50,7 @@ from kubetask.jobs.params import SearchSpace, StudyParams, TrainParams
 from kubetask.jobs.publisher import OUTCOME_TTL_S
 
 WORKER_ATTR = "worker"  # the completion index that runs a trial
-METRICS_ATTR = "metrics"  # a complete trial's last validation metrics and size
+METRICS_ATTR = "metrics"  # a complete trial's kept epoch, its validation metrics, size
 
 journal_prefix = keys.optuna_journal
 tickets_key = keys.optuna_tickets
