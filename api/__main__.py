@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from kubetask.api.app import create_app
 from kubetask.api.auth import TokenFile, TokensFileError
-from kubetask.api.runtime import Runtime
+from kubetask.api.runtime import Runtime, compose, installed_kinds
 from kubetask.api.settings import Settings
 from kubetask.controller.errors import InvalidRequest
 from kubetask.controller.ids import new_job_id
@@ -33,7 +33,7 @@ from kubetask.controller.manifests import build_job, build_params_configmap
 from kubetask.controller.reconciler import utcnow
 from kubetask.controller.records import JobRecord
 from kubetask.controller.service import validate_request
-from kubetask.controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.kinds import KindError
 from kubetask.models import JobRequest
 
 log = logging.getLogger("kubetask")
@@ -45,19 +45,19 @@ STREAMS_END_S = 2.0  # what streams get to say goodbye before uvicorn closes con
 
 def render(path: Path, settings: Settings) -> str:
     """The Job (and params ConfigMap) for a request, as YAML; no cluster needed."""
+    wiring = compose(
+        settings,
+        redis_url=settings.redis_url or "redis://redis:6379/0",
+        kinds=installed_kinds(settings),
+    )
     request = validate_request(
         JobRequest.model_validate_json(path.read_text()),
-        priorities=frozenset(settings.priority_classes),
+        kinds=wiring.kinds,
+        priorities=wiring.priorities,
     )
     now = utcnow()
     record = JobRecord(id=new_job_id(now), request=request, created_at=now)
-    defaults = TaskDefaults(
-        redis_url=settings.task_redis_url or settings.redis_url or "redis://redis:6379/0",
-        artifacts="/artifacts",
-        images={"trainer": settings.trainer_image, "gan": settings.gan_image},
-        grace_s=settings.grace_s,
-    )
-    spec = build_task_spec(record, defaults)
+    spec = wiring.spec_for(record)
     objects = [build_job(spec, settings.cluster())]
     configmap = build_params_configmap(spec, settings.cluster())
     if configmap is not None:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         options = parser.parse_args(args[1:])
         try:
             print(render(options.request, Settings()), end="")
-        except (ValidationError, InvalidRequest, json.JSONDecodeError, OSError) as exc:
+        except (ValidationError, InvalidRequest, KindError, json.JSONDecodeError, OSError) as exc:
             sys.exit(f"kubetask-server render: {exc}")
         return
     parser = argparse.ArgumentParser(prog="kubetask-server", description=__doc__)
@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kubetask-server: {why}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except KindError as exc:
+        print(f"kubetask-server: {exc}", file=sys.stderr)
+        sys.exit(2)
     config = uvicorn.Config(
         app,
         host=settings.host,

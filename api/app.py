@@ -10,18 +10,19 @@ from fastapi import FastAPI
 from kubetask.api import problems
 from kubetask.api.limits import BodySizeLimit
 from kubetask.api.routers import dashboard, docs, jobs, live, meta, metrics, streams
-from kubetask.api.runtime import Runtime
+from kubetask.api.runtime import Runtime, installed_kinds
 from kubetask.api.settings import Settings, get_settings
 from kubetask.controller.metrics import Metrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app_metrics = Metrics()
+    kinds = installed_kinds(settings)  # KindError: the installed kinds cannot be served
+    app_metrics = Metrics(kinds=tuple(kinds))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings, metrics=app_metrics)
+        runtime = await Runtime.start(settings, kinds=kinds, metrics=app_metrics)
         app.state.runtime = runtime
         try:
             yield

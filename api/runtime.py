@@ -1,13 +1,18 @@
 """Everything the app runs, wired once at start-up and stopped at shutdown: the Redis
 connection (and the embedded server when no URL is set), store, event bus, backend,
 reconciler and job service. With leader election on, every replica serves the API and only
-the Lease holder runs the reconciler and the notification outbox."""
+the Lease holder runs the reconciler and the notification outbox.
+
+The installed kinds (entry points, kubetask/kinds.py) are loaded and checked here, and how a
+request becomes a task (`compose`: kinds, task defaults, priorities) is built here once, for
+the server and for `kubetask-server render` alike."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -33,6 +38,7 @@ from kubetask.controller.service import JobService
 from kubetask.controller.store import RedisStore
 from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.controller.wakeups import WakeUps
+from kubetask.kinds import KindSpec, check_kinds, load_kinds
 
 log = logging.getLogger("kubetask.server")
 
@@ -48,6 +54,41 @@ async def start_embedded(server: RedisServer) -> str:
     except BaseException:
         await asyncio.to_thread(server.stop)
         raise
+
+
+def installed_kinds(settings: Settings) -> Mapping[str, KindSpec]:
+    """The installed kinds, checked: every `output_ref` names an installed kind's declared
+    output, and every kind's image role has an image (`task_images`); `KindError` naming
+    what is wrong otherwise, so the server refuses to start."""
+    kinds = load_kinds()
+    check_kinds(kinds, images=settings.task_images)
+    return kinds
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """How this installation turns a request into a task: the installed kinds, what every
+    task shares, and the priorities a request may ask for."""
+
+    kinds: Mapping[str, KindSpec]
+    defaults: TaskDefaults
+    priorities: frozenset[str]
+
+    def spec_for(self, record: JobRecord) -> TaskSpec:
+        return build_task_spec(record, self.defaults, self.kinds)
+
+
+def compose(settings: Settings, *, redis_url: str, kinds: Mapping[str, KindSpec]) -> Wiring:
+    """The one wiring of requests into tasks, used by the server (`Runtime`) and by
+    `kubetask-server render`, so the two agree. `redis_url`: the server's Redis (tasks get
+    `task_redis_url` when set)."""
+    defaults = TaskDefaults(
+        redis_url=settings.task_redis_url or redis_url,
+        artifacts=settings.task_artifacts(),
+        images=dict(settings.task_images),
+        grace_s=settings.grace_s,
+    )
+    return Wiring(kinds=kinds, defaults=defaults, priorities=frozenset(settings.priority_classes))
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -81,7 +122,13 @@ class Runtime:
     elector: LeaderElector | None = None  # several replicas: only the Lease holder reconciles
 
     @classmethod
-    async def start(cls, settings: Settings, *, metrics: Metrics | None = None) -> Runtime:
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        kinds: Mapping[str, KindSpec],
+        metrics: Metrics | None = None,
+    ) -> Runtime:
         embedded = None
         url = settings.redis_url
         if url is None:
@@ -89,7 +136,8 @@ class Runtime:
             url = await start_embedded(embedded)
             log.info("embedded redis at %s (data in %s)", url, embedded.data_dir)
         try:
-            runtime = await cls._wire(settings, url, embedded, metrics)
+            wiring = compose(settings, redis_url=url, kinds=kinds)
+            runtime = await cls._wire(settings, wiring, url, embedded, metrics)
         except BaseException:
             if embedded is not None:  # a failed start stops what it started
                 await asyncio.to_thread(embedded.stop)
@@ -100,7 +148,12 @@ class Runtime:
 
     @classmethod
     async def _wire(
-        cls, settings: Settings, url: str, embedded: RedisServer | None, metrics: Metrics | None
+        cls,
+        settings: Settings,
+        wiring: Wiring,
+        url: str,
+        embedded: RedisServer | None,
+        metrics: Metrics | None,
     ) -> Runtime:
         # A request waits for a free connection (up to the pool timeout, then 503) rather
         # than failing at once when every connection is busy (some wait on WAITAOF).
@@ -133,34 +186,25 @@ class Runtime:
         bus = EventBus(client)
         hub = EventHub(client, on_event=metrics.observe_event if metrics else None)
         backend = make_backend(settings)
-        defaults = TaskDefaults(
-            redis_url=settings.task_redis_url or url,
-            artifacts=settings.task_artifacts(),
-            images={"trainer": settings.trainer_image, "gan": settings.gan_image},
-            grace_s=settings.grace_s,
-        )
-
-        def spec_for(record: JobRecord) -> TaskSpec:
-            return build_task_spec(record, defaults)
-
         reconciler = Reconciler(
             store=store,
             bus=bus,
             backend=backend,
-            spec_for=spec_for,
+            spec_for=wiring.spec_for,
             retention_s=settings.retention_s,
             resync_s=settings.resync_s,
             on_transition=metrics.observe_transition if metrics else None,
             wakeups=WakeUps(client) if settings.election() else None,
         )
         service = JobService(
+            kinds=wiring.kinds,
             store=store,
             bus=bus,
             backend=backend,
             reconciler=reconciler,
-            spec_for=spec_for,
+            spec_for=wiring.spec_for,
             clock=utcnow,
-            priorities=frozenset(settings.priority_classes),
+            priorities=wiring.priorities,
         )
         runtime = cls(settings, client, store, bus, hub, backend, reconciler, service, embedded)
         settings.artifacts.mkdir(parents=True, exist_ok=True)

@@ -74,8 +74,13 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
     keepalive_s: float = Field(15.0, gt=0)
     resync_s: float = Field(30.0, gt=0)
-    trainer_image: str = "kubetask/trainer:latest"
-    gan_image: str = "kubetask/gan:latest"
+    task_images: dict[str, str] = Field(
+        default_factory=lambda: {
+            "trainer": "kubetask/trainer:latest",
+            "gan": "kubetask/gan:latest",
+        },
+        description="Image role -> task image (JSON); every installed kind's role needs one.",
+    )
     priority_classes: dict[str, str] = Field(
         default_factory=lambda: {
             "low": "kubetask-low",

@@ -1,12 +1,12 @@
 """Chaining jobs, and whose files params may name: every path field of a kind's params
-(jobs/params/refs.py) is checked at submit time against the caller's tenant.
+(kubetask/params/refs.py) is checked at submit time against the caller's tenant.
 
 A `job:<id>` value (in an `output_ref` field) is resolved to the path the named job's result
 lists (relative to the artifact store). A reference to a job that does not exist, is another
 tenant's, has not succeeded, is of another kind, or whose result lacks the output is refused
 here, as a 422 on that field, instead of failing the task minutes later.
 
-A plain path must lie in an area the tenant may read (jobs/params/paths.py): `<job id>/...`
+A plain path must lie in an area the tenant may read (kubetask/params/paths.py): `<job id>/...`
 of one of its own jobs, or `uploads/<its tenant>/...`. A path naming another tenant's job is
 refused exactly as a `job:<id>` of that job is, as a job that does not exist, so ids cannot be
 probed; a path is never looked up on disk here, so no answer tells whether a file exists.
@@ -25,7 +25,8 @@ from kubetask.controller.errors import FieldError, InvalidRequest
 from kubetask.controller.ids import is_job_id
 from kubetask.controller.records import JobRecord
 from kubetask.controller.shapes import fill_and_check
-from kubetask.jobs.params.paths import (
+from kubetask.models import JobState
+from kubetask.params.paths import (
     UPLOADS,
     OutsideTheStore,
     area,
@@ -33,8 +34,7 @@ from kubetask.jobs.params.paths import (
     store_parts,
     uploads_area,
 )
-from kubetask.jobs.params.refs import PathValue, path_values
-from kubetask.models import JobState
+from kubetask.params.refs import PathValue, path_values
 
 JobLookup = Callable[[str], Awaitable[JobRecord | None]]
 Loc = tuple[str | int, ...]

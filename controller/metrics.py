@@ -37,7 +37,6 @@ from prometheus_client.registry import Collector
 
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.store import Store
-from kubetask.jobs.registry import KINDS
 from kubetask.models import JobState
 
 UNFINISHED = (JobState.QUEUED, JobState.PENDING, JobState.RUNNING)
@@ -130,7 +129,9 @@ class _StoreCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, *, clock: Clock = _utcnow, kinds: Collection[str] = tuple(KINDS)) -> None:
+    """The process's metrics; `kinds` (the installed ones) are reported at 0 before any job."""
+
+    def __init__(self, *, clock: Clock = _utcnow, kinds: Collection[str] = ()) -> None:
         self._clock = clock
         self.registry = CollectorRegistry(auto_describe=True)
         self._submitted = Counter(

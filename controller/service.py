@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import JsonValue, ValidationError
@@ -29,23 +29,27 @@ from kubetask.controller.ids import is_job_id, new_job_id
 from kubetask.controller.reconciler import Clock, Reconciler
 from kubetask.controller.records import JobRecord
 from kubetask.controller.store import CancelOutcome, IdempotencyConflict, JobQuery, Store
-from kubetask.jobs.registry import KINDS
+from kubetask.kinds import KindSpec
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobPage, JobRequest, JobView, KindInfo
 
 
 def validate_request(
-    request: JobRequest, *, priorities: Collection[str] | None = None
+    request: JobRequest,
+    *,
+    kinds: Mapping[str, KindSpec],
+    priorities: Collection[str] | None = None,
 ) -> JobRequest:
-    """The request with its params checked by the kind's model and its defaults filled in;
-    `priorities` (when given) are the allowed values of `priority`."""
-    spec = KINDS.get(request.kind)
+    """The request with its params checked by the kind's model (one of `kinds`, the installed
+    ones) and its defaults filled in; `priorities` (when given) are the allowed values of
+    `priority`."""
+    spec = kinds.get(request.kind)
     if spec is None:
-        known = ", ".join(sorted(KINDS))
+        known = ", ".join(sorted(kinds))
         raise InvalidRequest(
             [FieldError(("kind",), f"unknown kind {request.kind!r}; known: {known}", "enum")]
         )
     if request.completions > 1 and not spec.splits:
-        splitting = ", ".join(sorted(name for name, kind in KINDS.items() if kind.splits))
+        splitting = ", ".join(sorted(name for name, kind in kinds.items() if kind.splits))
         message = (
             f"{request.kind} cannot share its work among workers: each of the "
             f"{request.completions} would do all of it, into the same files; ask for 1 "
@@ -79,9 +83,10 @@ def fingerprint(request: JobRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def kind_infos() -> list[KindInfo]:
+def kind_infos(kinds: Mapping[str, KindSpec]) -> list[KindInfo]:
+    """What `GET /v1/kinds` shows of each kind: its description, image role and params schema."""
     schemas: list[KindInfo] = []
-    for name, spec in sorted(KINDS.items()):
+    for name, spec in sorted(kinds.items()):
         schema: dict[str, Any] = spec.params.model_json_schema()
         schemas.append(
             KindInfo(
@@ -95,6 +100,7 @@ class JobService:
     def __init__(
         self,
         *,
+        kinds: Mapping[str, KindSpec],
         store: Store,
         bus: EventBus,
         backend: Backend,
@@ -103,6 +109,7 @@ class JobService:
         clock: Clock,
         priorities: Collection[str] | None = None,
     ) -> None:
+        self.kinds = kinds
         self._priorities = priorities
         self._store = store
         self._bus = bus
@@ -154,12 +161,12 @@ class JobService:
         """`validate_request`, then each `job:<id>` in the params resolved to that job's
         output and each artifact path checked to be the tenant's (controller/chaining.py):
         the tenant's own jobs and uploads only."""
-        request = validate_request(request, priorities=self._priorities)
+        request = validate_request(request, kinds=self.kinds, priorities=self._priorities)
         if isinstance(self._backend, RefusesRequests) and (
             refused := self._backend.refusals(request)
         ):
             raise InvalidRequest(refused)
-        model = KINDS[request.kind].params
+        model = self.kinds[request.kind].params
 
         async def lookup(job_id: str) -> JobRecord | None:
             record = await self._store.get(job_id)

@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 
 from kubetask.controller.errors import FieldError
 from kubetask.controller.records import JobRecord
-from kubetask.jobs.params.refs import filled_from, ref_target, referenced_job
+from kubetask.params.refs import filled_from, ref_target, referenced_job
 
 Loc = tuple[str | int, ...]
 GENERATED = "datagen"  # the field holding the params of signals generated in the task

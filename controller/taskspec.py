@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from kubetask import env
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.records import JobRecord
-from kubetask.jobs.registry import KINDS
+from kubetask.kinds import KindSpec
 from kubetask.models import JobRequest
 
 MAX_REQUEST_SUMMARY = 4 * 1024  # bytes; the API server allows 256 KiB for all annotations
@@ -50,9 +50,12 @@ def request_summary(request: JobRequest, *, params_bytes: int) -> str:
     return _compact({"kind": request.kind, "params_bytes": params_bytes, "truncated": True})
 
 
-def build_task_spec(record: JobRecord, defaults: TaskDefaults) -> TaskSpec:
+def build_task_spec(
+    record: JobRecord, defaults: TaskDefaults, kinds: Mapping[str, KindSpec]
+) -> TaskSpec:
+    """The task an accepted job runs, on the image of its kind's role (one of `kinds`)."""
     request = record.request
-    kind = KINDS[request.kind]
+    kind = kinds[request.kind]
     params = _compact(request.params)
     return TaskSpec(
         job_id=record.id,

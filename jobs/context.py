@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetask.jobs.errors import InvalidParams
-from kubetask.jobs.params.paths import OutsideTheStore, area, store_parts
 from kubetask.jobs.reporter import ProgressReporter
+from kubetask.params.paths import OutsideTheStore, area, store_parts
 
 
 def inside_the_store(root: Path, path: str) -> Path:
     """`path` (relative to the artifact store `root`) as a real path, symlinks resolved;
     `InvalidParams` when it is absolute, has a '..', or leads, through a symlink anywhere on
     the way, out of the area its first segments name (`<job id>/` or `uploads/<tenant>/`,
-    see jobs/params/paths.py): so not out of the store, nor into another job's folder. The
+    see kubetask/params/paths.py): so not out of the store, nor into another job's folder. The
     answer is the same whether or not the place it leads to exists."""
     refused = InvalidParams(
         f"artifact path {path!r} leads outside the artifact store or out of the folder it "

@@ -23,13 +23,13 @@ from pydantic import JsonValue, ValidationError
 
 from kubetask import env
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.errors import InvalidParams, TaskTerminated, describe_failure
-from kubetask.jobs.params import Params
-from kubetask.jobs.params.refs import path_values
+from kubetask.jobs.errors import InvalidParams, TaskError, TaskTerminated, describe_failure
 from kubetask.jobs.publisher import RedisPublisher
-from kubetask.jobs.registry import KINDS, load_runner
 from kubetask.jobs.reporter import ProgressReporter
+from kubetask.kinds import KindError, KindSpec, load_kinds, load_runner, missing_outputs
 from kubetask.models import ErrorInfo, Outcome
+from kubetask.params import Params
+from kubetask.params.refs import path_values
 
 log = logging.getLogger("kubetask.task")
 
@@ -131,6 +131,21 @@ def check_paths(params: Params, context: TaskContext) -> None:
                 raise InvalidParams(f"{where}: {exc}") from None
 
 
+def run_kind(spec: KindSpec, params: Params, context: TaskContext) -> dict[str, JsonValue]:
+    """The kind's runner (checked against its spec: `KindError`) on `params`; a `TaskError`
+    when its result lacks an output the kind declares, which later jobs would name."""
+    result = load_runner(spec)(params, context)
+    missing = missing_outputs(spec, result)
+    if missing:
+        raise TaskError(
+            f"the {spec.name} runner's result lacks the output(s) its kind declares: "
+            f"{', '.join(missing)} (result keys: {', '.join(sorted(result)) or 'none'})",
+            suggestion="A bug in the kind: its runner must return an artifact path for each "
+            "of its KindSpec's outputs.",
+        )
+    return result
+
+
 def format_validation_errors(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
@@ -141,13 +156,25 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise TaskTerminated("received SIGTERM")
 
 
-def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> tuple[int, Outcome]:
-    """Validate, run, and describe how it went; never raises."""
-    spec = KINDS.get(kind)
+def run_task(
+    kind: str,
+    task_env: TaskEnv,
+    publisher: RedisPublisher | None,
+    kinds: Mapping[str, KindSpec] | None = None,
+) -> tuple[int, Outcome]:
+    """Validate, run, and describe how it went; never raises. `kinds`: the installed ones
+    (entry points) unless given."""
+    try:
+        kinds = load_kinds() if kinds is None else kinds
+    except KindError as exc:  # an installed kind that does not load: no task can run
+        return env.EXIT_FAILED, Outcome(
+            ok=False, error=describe_failure(exc, exit_code=env.EXIT_FAILED)
+        )
+    spec = kinds.get(kind)
     if spec is None:
         error = ErrorInfo(
             type="UnknownKind",
-            message=f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}",
+            message=f"unknown kind {kind!r}; known: {', '.join(sorted(kinds))}",
             exit_code=env.EXIT_INVALID_PARAMS,
         )
         return env.EXIT_INVALID_PARAMS, Outcome(ok=False, error=error)
@@ -170,7 +197,7 @@ def run_task(kind: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> 
     log.info("%s task of job %s (index %s) starting", kind, context.job_id, context.index)
     try:
         check_paths(params, context)
-        result = load_runner(spec)(params, context)
+        result = run_kind(spec, params, context)
         outcome = Outcome(ok=True, result=spill_result(result, context))
         code = env.EXIT_OK
         log.info("%s task succeeded in %.1f s", kind, time.monotonic() - started)

@@ -14,8 +14,8 @@ router = APIRouter(tags=["meta"])
 
 
 @router.get("/v1/kinds", operation_id="list_kinds", response_model=list[KindInfo])
-async def list_kinds() -> list[KindInfo]:
-    return kind_infos()
+async def list_kinds(runtime: RuntimeDep) -> list[KindInfo]:
+    return kind_infos(runtime.service.kinds)
 
 
 @router.get(

@@ -10,7 +10,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from kubetask.jobs.params import DatagenParams, Params
-from kubetask.jobs.params.refs import artifact_path, output_ref
+from kubetask.params.refs import artifact_path, output_ref
 
 DATASET_KINDS = ("datagen", "mat-import")
 Device = Literal["auto", "cpu", "cuda"]

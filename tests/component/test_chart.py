@@ -18,12 +18,13 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from kubetask.api.runtime import compose
 from kubetask.api.settings import Settings
 from kubetask.controller.ids import new_job_id
 from kubetask.controller.manifests import build_job
 from kubetask.controller.records import JobRecord
 from kubetask.controller.service import validate_request
-from kubetask.controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
 from tests.cluster.bootstrap import admin_client, restricted_namespace
 from tests.cluster.control_plane import ControlPlane
@@ -620,18 +621,13 @@ def settings_from(objects: list[Obj], monkeypatch: pytest.MonkeyPatch) -> Settin
 def task_job(settings: Settings, request: Obj) -> Obj:
     """The Job the controller would create for `request` with these settings."""
     now = datetime.now(UTC)
+    assert settings.redis_url is not None
+    wiring = compose(settings, redis_url=settings.redis_url, kinds=load_kinds())
     accepted = validate_request(
-        JobRequest.model_validate(request), priorities=frozenset(settings.priority_classes)
+        JobRequest.model_validate(request), kinds=wiring.kinds, priorities=wiring.priorities
     )
     record = JobRecord(id=new_job_id(now), request=accepted, created_at=now)
-    assert settings.redis_url is not None
-    defaults = TaskDefaults(
-        redis_url=settings.task_redis_url or settings.redis_url,
-        artifacts=settings.task_artifacts(),
-        images={"trainer": settings.trainer_image, "gan": settings.gan_image},
-        grace_s=settings.grace_s,
-    )
-    return build_job(build_task_spec(record, defaults), settings.cluster())
+    return build_job(wiring.spec_for(record), settings.cluster())
 
 
 def test_the_settings_configmap_configures_the_controller(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -643,8 +639,10 @@ def test_the_settings_configmap_configures_the_controller(monkeypatch: pytest.Mo
     assert settings.instance == RELEASE
     assert settings.redis_url == f"redis://kubetask-redis.{NAMESPACE}.svc:6379/0"
     assert settings.task_redis_url == settings.redis_url
-    assert settings.trainer_image == "kubetask/trainer:0.1.0"
-    assert settings.gan_image == "kubetask/gan:0.1.0"
+    assert settings.task_images == {
+        "trainer": "kubetask/trainer:0.1.0",
+        "gan": "kubetask/gan:0.1.0",
+    }
     assert settings.max_body_bytes == 1048576
     assert settings.retention_s == 604800
     redis_service = one(objects, "Service", "kubetask-redis")
@@ -698,7 +696,7 @@ def test_the_jobs_the_controller_creates_fit_the_chart(
     assert pod["spec"]["nodeSelector"] == {node_label: "H100"}
     assert pod["spec"]["tolerations"][0]["key"] == gpu.get("taintKey", "nvidia.com/gpu")
     image = pod["spec"]["containers"][0]["image"]
-    assert image == settings.trainer_image
+    assert image == settings.task_images["trainer"]
     # The controller's own selectors never take in a task pod.
     labels = pod["metadata"]["labels"]
     for kind in ("Deployment", "StatefulSet"):

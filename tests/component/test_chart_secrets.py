@@ -17,12 +17,13 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
+from kubetask.api.runtime import compose
 from kubetask.api.settings import Settings
 from kubetask.controller.ids import new_job_id
 from kubetask.controller.manifests import build_job
 from kubetask.controller.records import JobRecord
 from kubetask.controller.service import validate_request
-from kubetask.controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
 from tests.cluster.containers import container_env
 from tests.component.chart import KUBE_VERSIONS, NAMESPACE, Obj, find, one, render
@@ -102,14 +103,10 @@ def controller_settings(objects: list[Obj], monkeypatch: pytest.MonkeyPatch) -> 
 def task_environment(settings: Settings, objects: list[Obj]) -> dict[str, str]:
     """What a task pod of a Job the controller builds with these settings gets."""
     now = datetime.now(UTC)
-    request = validate_request(JobRequest(kind="noop"))
+    wiring = compose(settings, redis_url=settings.redis_url or "", kinds=load_kinds())
+    request = validate_request(JobRequest(kind="noop"), kinds=wiring.kinds)
     record = JobRecord(id=new_job_id(now), request=request, created_at=now)
-    defaults = TaskDefaults(
-        redis_url=settings.task_redis_url or settings.redis_url or "",
-        artifacts=settings.task_artifacts(),
-        images={"trainer": settings.trainer_image, "gan": settings.gan_image},
-    )
-    job = build_job(build_task_spec(record, defaults), settings.cluster())
+    job = build_job(wiring.spec_for(record), settings.cluster())
     assert PASSWORD not in json.dumps(job)
     return environment(objects, job["spec"]["template"]["spec"], "kt-task-0")
 

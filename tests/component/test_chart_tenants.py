@@ -18,11 +18,12 @@ import pytest
 from kubernetes import client as k8s
 
 from kubetask.api.auth import Principal, Role, TokenTable
+from kubetask.api.runtime import compose
 from kubetask.controller.backends.kubernetes import KubernetesBackend
 from kubetask.controller.ids import new_job_id
 from kubetask.controller.records import JobRecord
 from kubetask.controller.service import validate_request
-from kubetask.controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
 from tests.component.chart import CHART, KUBE_VERSIONS, NAMESPACE, Obj, find, one, render
 from tests.component.test_chart import (
@@ -178,22 +179,18 @@ def test_a_tenants_job_lands_where_its_account_and_claim_are(
     objects = render(TENANTS)
     settings = settings_from(objects, monkeypatch)
     assert settings.redis_url is not None
-    defaults = TaskDefaults(
-        redis_url=settings.redis_url,
-        artifacts=settings.task_artifacts(),
-        images={"trainer": settings.trainer_image, "gan": settings.gan_image},
-    )
+    wiring = compose(settings, redis_url=settings.redis_url, kinds=load_kinds())
     backend = KubernetesBackend(
         api=k8s.ApiClient(),
         cluster=settings.cluster(),
         tenant_namespaces=settings.tenant_namespaces,
     )
-    request = validate_request(JobRequest(kind="noop"))
+    request = validate_request(JobRequest(kind="noop"), kinds=wiring.kinds)
     try:
         for tenant, namespace in [("team-a", "ml-team-a"), ("ops", NAMESPACE), ("x", NAMESPACE)]:
             now = datetime.now(UTC)
             record = JobRecord(id=new_job_id(now), request=request, created_at=now, tenant=tenant)
-            job: Any = backend.render(build_task_spec(record, defaults))["job"]
+            job: Any = backend.render(wiring.spec_for(record))["job"]
             assert job["metadata"]["namespace"] == namespace
             pod = job["spec"]["template"]["spec"]
             here = [o for o in objects if o["metadata"].get("namespace") == namespace]

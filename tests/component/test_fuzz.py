@@ -37,8 +37,10 @@ from schemathesis.generation.stateful.state_machine import APIStateMachine
 from kubetask.api.app import create_app
 from kubetask.api.settings import Settings
 from kubetask.controller.redis_server import RedisServer
-from kubetask.jobs.registry import KINDS
+from kubetask.kinds import load_kinds
 from tests.servers import ApiServer, own_database
+
+KINDS = load_kinds()  # the installed kinds (entry points)
 
 PROBLEM = "application/problem+json"
 MAX_EXAMPLES = 25  # per operation and phase

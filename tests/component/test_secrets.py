@@ -34,6 +34,7 @@ from kubetask.controller.redaction import redact_url, url_origin
 from kubetask.controller.redis_server import RedisServer, free_port
 from kubetask.controller.service import validate_request
 from kubetask.controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
 from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack
@@ -329,7 +330,8 @@ def test_jobs_reference_secrets_and_pass_strict_validation(
         **task_redis,
     )
     request = validate_request(
-        JobRequest(kind="noop", secrets=[{"name": "hf", "key": "token", "env": "HF_TOKEN"}])
+        JobRequest(kind="noop", secrets=[{"name": "hf", "key": "token", "env": "HF_TOKEN"}]),
+        kinds=load_kinds(),
     )
     record = JobRecord(id=new_job_id(utcnow()), request=request, created_at=utcnow())
     defaults = TaskDefaults(
@@ -337,7 +339,7 @@ def test_jobs_reference_secrets_and_pass_strict_validation(
         artifacts="/artifacts",
         images={"trainer": "t", "gan": "g"},
     )
-    job = build_job(build_task_spec(record, defaults), settings.cluster())
+    job = build_job(build_task_spec(record, defaults, load_kinds()), settings.cluster())
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     # the references first (in name order), so that values may name them as $(VAR)
     assert [e["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})] == sorted(

@@ -17,11 +17,13 @@ from pydantic import ValidationError
 from kubetask import env
 from kubetask.jobs.context import inside_the_store
 from kubetask.jobs.errors import InvalidParams
-from kubetask.jobs.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, area, store_parts
-from kubetask.jobs.params.refs import Loc, path_fields
-from kubetask.jobs.registry import KINDS
 from kubetask.jobs.runtime import TaskEnv, run_task
+from kubetask.kinds import load_kinds
 from kubetask.models import Outcome
+from kubetask.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, area, store_parts
+from kubetask.params.refs import Loc, path_fields
+
+KINDS = load_kinds()  # the installed kinds (entry points)
 
 JOB = "0abcdefgh1234567"
 OTHER_JOB = "0abcdefgh7654321"

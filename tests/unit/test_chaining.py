@@ -14,8 +14,8 @@ from kubetask.controller.errors import InvalidRequest
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.jobs.params import Params
 from kubetask.jobs.params.catalog import EvaluateParams, MatImportParams
-from kubetask.jobs.params.refs import output_ref
 from kubetask.models import JobRequest, JobState
+from kubetask.params.refs import output_ref
 
 TRAIN_ID = "0abcdefgh1234567"
 DATAGEN_ID = "0abcdefgh7654321"

@@ -19,6 +19,7 @@ from kubetask.controller.ids import new_job_id
 from kubetask.controller.records import JobRecord
 from kubetask.controller.service import validate_request
 from kubetask.controller.taskspec import TaskDefaults, build_task_spec
+from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
 
 CAPS = JobCaps(max_timeout_s=3600, max_cpu="4", max_memory="8Gi", max_gpu=1)
@@ -129,12 +130,15 @@ def test_settings_check_the_tenant_namespaces_and_the_caps() -> None:
 def test_params_never_reach_a_shell() -> None:
     """A task is argv + environment: shell syntax in params stays an inert string."""
     nasty = "$(touch /tmp/pwned); `id` && rm -rf / ; echo ${HOME}"
-    request = validate_request(JobRequest(kind="noop", params={"fail_message": nasty}))
+    request = validate_request(
+        JobRequest(kind="noop", params={"fail_message": nasty}), kinds=load_kinds()
+    )
     now = datetime.now(UTC)
     record = JobRecord(id=new_job_id(now), request=request, created_at=now)
     spec = build_task_spec(
         record,
         TaskDefaults(redis_url="redis://r", artifacts="/a", images={"trainer": "t", "gan": "g"}),
+        load_kinds(),
     )
     assert spec.command == ("python", "-m", "kubetask.jobs", "noop")
     assert json.loads(spec.env[env.PARAMS])["fail_message"] == nasty

@@ -16,7 +16,9 @@ from kubetask.jobs.params import (
     SearchSpace,
     TrainParams,
 )
-from kubetask.jobs.registry import KINDS
+from kubetask.kinds import load_kinds
+
+KINDS = load_kinds()  # the installed kinds (entry points)
 
 
 @pytest.mark.parametrize(

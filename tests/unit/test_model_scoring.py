@@ -19,7 +19,9 @@ from kubetask.jobs.params.catalog import (
     MatImportParams,
     RobustnessParams,
 )
-from kubetask.jobs.registry import KINDS
+from kubetask.kinds import load_kinds
+
+KINDS = load_kinds()  # the installed kinds (entry points)
 
 
 def test_report_matches_hand_counts() -> None:

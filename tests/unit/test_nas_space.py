@@ -18,7 +18,9 @@ from kubetask.jobs.kinds.nas import architecture_of, suggest_architecture, with_
 from kubetask.jobs.params import ConvLayer, HpoParams, TrainParams
 from kubetask.jobs.params.explain import ExplainBatchParams, ExplainParams
 from kubetask.jobs.params.nas import ArchitectureSpace, NasParams
-from kubetask.jobs.registry import KINDS
+from kubetask.kinds import load_kinds
+
+KINDS = load_kinds()  # the installed kinds (entry points)
 
 SPACE = ArchitectureSpace(depth=(2, 5), channels=[4, 12], kernel_sizes=[3, 7], pooling=["avg"])
 

@@ -10,10 +10,12 @@ from pydantic import JsonValue
 
 from kubetask import env
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.registry import KINDS
 from kubetask.jobs.reporter import ProgressReporter
 from kubetask.jobs.runtime import MAX_OUTCOME_BYTES, TaskEnv, fit_outcome, run_task, spill_result
+from kubetask.kinds import load_kinds
 from kubetask.models import ErrorInfo, Outcome
+
+KINDS = load_kinds()  # the installed kinds (entry points)
 
 
 def task_env(tmp_path: Path, **environ: str) -> TaskEnv:

@@ -7,8 +7,10 @@ import pytest
 from kubetask.controller.errors import InvalidRequest
 from kubetask.controller.service import fingerprint, kind_infos, validate_request
 from kubetask.jobs.params import DatagenParams, NoopParams
-from kubetask.jobs.registry import KINDS
+from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
+
+KINDS = load_kinds()  # the installed kinds (entry points)
 
 
 def request(**fields: object) -> JobRequest:
@@ -17,7 +19,7 @@ def request(**fields: object) -> JobRequest:
 
 def invalid(req: JobRequest) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as info:
-        validate_request(req)
+        validate_request(req, kinds=KINDS)
     return info.value
 
 
@@ -56,14 +58,14 @@ def test_a_model_level_param_error_is_reported_at_params() -> None:
 
 
 def test_defaults_are_filled_in() -> None:
-    validated = validate_request(request(params={"steps": 2}))
+    validated = validate_request(request(params={"steps": 2}), kinds=KINDS)
     assert validated.params == NoopParams(steps=2).model_dump(mode="json")
     assert validated.params["step_s"] == 0.0
     assert validated.params["fail"] is None
 
 
 def test_datagen_defaults_are_json() -> None:
-    validated = validate_request(request(kind="datagen"))
+    validated = validate_request(request(kind="datagen"), kinds=KINDS)
     assert validated.params == DatagenParams().model_dump(mode="json")
     assert validated.params["classes"] == [
         "normal",
@@ -77,7 +79,7 @@ def test_datagen_defaults_are_json() -> None:
 
 def test_validation_keeps_the_rest_of_the_request() -> None:
     req = request(name="run-1", retries=2, labels={"team": "ml"}, completions=3, parallelism=3)
-    validated = validate_request(req)
+    validated = validate_request(req, kinds=KINDS)
     assert validated.model_dump(exclude={"params"}) == req.model_dump(exclude={"params"})
 
 
@@ -87,7 +89,7 @@ def test_parallelism_above_completions_is_rejected() -> None:
 
 
 def test_parallelism_equal_to_completions_is_accepted() -> None:
-    assert validate_request(request(parallelism=4, completions=4)).parallelism == 4
+    assert validate_request(request(parallelism=4, completions=4), kinds=KINDS).parallelism == 4
 
 
 # --- fingerprint ----------------------------------------------------------------------------
@@ -98,8 +100,8 @@ def test_fingerprint_is_stable_for_the_same_request() -> None:
 
 
 def test_fingerprint_of_validated_requests_ignores_spelled_out_defaults() -> None:
-    short = validate_request(request())
-    spelled = validate_request(request(params={"steps": 0, "fail": None}, retries=0))
+    short = validate_request(request(), kinds=KINDS)
+    spelled = validate_request(request(params={"steps": 0, "fail": None}, retries=0), kinds=KINDS)
     assert fingerprint(short) == fingerprint(spelled)
 
 
@@ -130,7 +132,7 @@ def test_fingerprint_ignores_the_order_of_label_keys() -> None:
 
 
 def test_kind_infos_lists_every_registered_kind_with_its_schema() -> None:
-    infos = kind_infos()
+    infos = kind_infos(KINDS)
     assert [i.kind for i in infos] == sorted(KINDS)
     for info in infos:
         spec = KINDS[info.kind]
@@ -163,8 +165,9 @@ def test_the_kinds_that_split_their_work_are_these() -> None:
 
 @pytest.mark.parametrize("kind", ["hpo", "nas", "noop"])
 def test_kinds_that_split_their_work_take_workers(kind: str) -> None:
-    assert validate_request(request(kind=kind, parallelism=2, completions=2)).completions == 2
+    validated = validate_request(request(kind=kind, parallelism=2, completions=2), kinds=KINDS)
+    assert validated.completions == 2
 
 
 def test_a_kind_that_cannot_split_runs_one_worker() -> None:
-    assert validate_request(request(kind="datagen")).completions == 1
+    assert validate_request(request(kind="datagen"), kinds=KINDS).completions == 1

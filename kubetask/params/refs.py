@@ -4,7 +4,7 @@ glob) and `output_ref(...)` fields (a path, or `job:<id>` of another job's outpu
 The service resolves `job:<id>` at submit time to the path the named job's result lists under
 `output` (and refuses, with a 422 on that field, a job that did not succeed or is of another
 kind), so the task itself only ever sees artifact paths. Every such field, whatever the kind,
-holds only paths inside the store (jobs/params/paths.py): the `Params` base checks the syntax
+holds only paths inside the store (kubetask/params/paths.py): the `Params` base checks the syntax
 of each, the service checks whose area each names at submit, the task runtime checks where
 each leads before the kind runs. `path_values` finds them all in a kind's params.
 """
@@ -157,4 +157,18 @@ def path_fields(model: type[BaseModel]) -> list[Loc]:
             found.append((name,))
         elif nested is not None:
             found += [(name, *loc) for loc in path_fields(nested)]
+    return found
+
+
+def ref_fields(model: type[BaseModel]) -> list[tuple[Loc, str, tuple[str, ...]]]:
+    """Every `output_ref` field of a kind's params, nested ones too: (location, output,
+    producing kinds)."""
+    found: list[tuple[Loc, str, tuple[str, ...]]] = []
+    for name, field in model.model_fields.items():
+        target = ref_target(field)
+        nested = nested_model(field.annotation)
+        if target is not None:
+            found.append(((name,), *target))
+        elif nested is not None:
+            found += [((name, *loc), output, kinds) for loc, output, kinds in ref_fields(nested)]
     return found

@@ -1,0 +1,172 @@
+"""The built-in kinds' specs, each named by one entry point of the `kubetask.kinds` group
+(pyproject.toml), e.g. `datagen = "kubetask.jobs.specs:DATAGEN"`. Light: params models only,
+no torch or sdv (a runner is imported by name, in the task process)."""
+
+from __future__ import annotations
+
+from kubetask.jobs.params import (
+    DatagenParams,
+    GanGenerateParams,
+    GanSeedParams,
+    GanTrainParams,
+    HpoParams,
+    NoopParams,
+    TrainParams,
+)
+from kubetask.jobs.params.catalog import (
+    EvaluateParams,
+    ExportParams,
+    FeaturesParams,
+    MatImportParams,
+    RobustnessParams,
+)
+from kubetask.jobs.params.explain import ExplainBatchParams, ExplainParams
+from kubetask.jobs.params.nas import NasParams
+from kubetask.kinds import KindSpec
+
+DATAGEN = KindSpec(
+    name="datagen",
+    description="Synthetic vibration signals for machine-fault classification.",
+    params=DatagenParams,
+    runner="kubetask.jobs.kinds.datagen:run",
+    image="trainer",
+    outputs=("dataset",),
+)
+
+NOOP = KindSpec(
+    name="noop",
+    description="Reports progress and exits; can fail on request (retries, errors).",
+    params=NoopParams,
+    runner="kubetask.jobs.kinds.noop:run",
+    image="trainer",
+    splits=True,
+)
+
+TRAIN = KindSpec(
+    name="train",
+    description="A PyTorch machine-fault classifier (MLP or 1-D CNN); resumes from "
+    "its last checkpoint when retried.",
+    params=TrainParams,
+    runner="kubetask.jobs.kinds.train:run",
+    image="trainer",
+    outputs=("model", "checkpoint", "dataset"),
+)
+
+HPO = KindSpec(
+    name="hpo",
+    description="An Optuna study over train's search space with pruning, shared in "
+    "Redis by all the job's workers (parallelism/completions).",
+    params=HpoParams,
+    runner="kubetask.jobs.kinds.hpo:run",
+    image="trainer",
+    splits=True,
+)
+
+EXPLAIN = KindSpec(
+    name="explain",
+    description="Integrated gradients and saliency of a trained model for one "
+    "signal, over its time samples: arrays and a PNG overlay.",
+    params=ExplainParams,
+    runner="kubetask.jobs.kinds.explain:run",
+    image="trainer",
+    outputs=("arrays", "overlay"),
+)
+
+EXPLAIN_BATCH = KindSpec(
+    name="explain-batch",
+    description="explain for many signals, shared out among the job's workers "
+    "(parallelism/completions), each writing its own part; aggregate progress.",
+    params=ExplainBatchParams,
+    runner="kubetask.jobs.kinds.explain_batch:run",
+    image="trainer",
+    outputs=("part", "parts"),
+    splits=True,
+)
+
+NAS = KindSpec(
+    name="nas",
+    description="Architecture search over 1-D CNNs (depth, channels, kernel sizes, "
+    "pooling), shared like hpo by all the job's workers; the best one as train params.",
+    params=NasParams,
+    runner="kubetask.jobs.kinds.nas:run",
+    image="trainer",
+    splits=True,
+)
+
+GAN_SEED = KindSpec(
+    name="gan-seed",
+    description="Seed sensor data for one machine (seed.csv in the job's folder).",
+    params=GanSeedParams,
+    runner="kubetask.jobs.kinds.gan_seed:run",
+    image="gan",
+    outputs=("seed",),
+)
+
+GAN_TRAIN = KindSpec(
+    name="gan-train",
+    description="An SDV TVAE or CTGAN synthesizer fitted on a machine's seed data "
+    "(`dataset`: job:<gan-seed id>), saved in the job's folder.",
+    params=GanTrainParams,
+    runner="kubetask.jobs.kinds.gan_train:run",
+    image="gan",
+    outputs=("seed", "synthesizer", "metadata", "losses"),
+)
+
+GAN_GENERATE = KindSpec(
+    name="gan-generate",
+    description="Train/val/test synthetic datasets from a fitted synthesizer "
+    "(`model`: job:<gan-train id>), with a quality score.",
+    params=GanGenerateParams,
+    runner="kubetask.jobs.kinds.gan_generate:run",
+    image="gan",
+)
+
+MAT_IMPORT = KindSpec(
+    name="mat-import",
+    description="MATLAB .mat vibration recordings (v5, v7.3) cut into labelled "
+    "segments: a dataset train reads.",
+    params=MatImportParams,
+    runner="kubetask.jobs.kinds.mat_import:run",
+    image="trainer",
+    outputs=("dataset",),
+)
+
+FEATURES = KindSpec(
+    name="features",
+    description="Per-signal time- and frequency-domain features (RMS, kurtosis, "
+    "FFT band energies, envelope-spectrum peaks...) as a CSV table.",
+    params=FeaturesParams,
+    runner="kubetask.jobs.kinds.features:run",
+    image="trainer",
+    outputs=("table",),
+)
+
+EVALUATE = KindSpec(
+    name="evaluate",
+    description="A trained model on a dataset: accuracy, per-class precision/recall/"
+    "F1, confusion matrix (JSON and PNG).",
+    params=EvaluateParams,
+    runner="kubetask.jobs.kinds.evaluate:run",
+    image="trainer",
+    outputs=("metrics_file", "confusion_plot"),
+)
+
+EXPORT = KindSpec(
+    name="export",
+    description="A trained model as TorchScript and ONNX (raw signals -> logits), "
+    "checked against PyTorch, with sizes, latency and optional int8 quantization.",
+    params=ExportParams,
+    runner="kubetask.jobs.kinds.export:run",
+    image="trainer",
+    outputs=("manifest",),
+)
+
+TEST = KindSpec(
+    name="test",
+    description="Robustness of a trained model: accuracy under noise (SNRs), time "
+    "shifts and amplitude scaling, as a table and a plot.",
+    params=RobustnessParams,
+    runner="kubetask.jobs.kinds.robustness:run",
+    image="trainer",
+    outputs=("table_file", "plot"),
+)
