@@ -1,0 +1,185 @@
+"""The local backend's store: what Kubernetes keeps in etcd, a folder per job keeps here.
+
+    {jobs}/{job_id}/job.json          the TaskSpec
+                    params.json       params too large for an environment variable
+                    finished.json     the terminal condition, once decided
+                    deleted           present once the job was deleted (cancelled)
+                    pods/{index}-{attempt}/
+                        pod.json shim.json started.json exit.json
+                        output.log termination-log
+
+Reading and writing these files, and nothing else: no processes, no decisions. Each JSON
+file is written whole (a temporary file renamed over it), so a reader never sees half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import JsonValue
+
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.local_plan import Pod
+from kubetask.controller.states import Condition
+from kubetask.models import Resources
+
+
+def write_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, JsonValue] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def spec_to_json(spec: TaskSpec) -> dict[str, JsonValue]:
+    data: dict[str, JsonValue] = {
+        **asdict(spec),
+        "resources": spec.resources.model_dump(),
+        "env": dict(spec.env),
+        "command": list(spec.command),
+        "labels": dict(spec.labels),
+    }
+    return data
+
+
+def spec_from_json(data: dict[str, JsonValue]) -> TaskSpec:
+    fields: dict[str, Any] = dict(data)
+    fields["resources"] = Resources.model_validate(fields["resources"])
+    fields["command"] = tuple(fields["command"])
+    return TaskSpec(**fields)
+
+
+def read_pod(pod_dir: Path, index: int, attempt: int, *, alive: bool) -> Pod:
+    """One pod as its folder shows it; `alive`: its supervisor still runs."""
+    created = read_json(pod_dir / "pod.json") or {}
+    started = read_json(pod_dir / "started.json")
+    exited = read_json(pod_dir / "exit.json")
+    return Pod(
+        index=index,
+        attempt=attempt,
+        created_at=datetime.fromisoformat(str(created.get("created_at")))
+        if created
+        else datetime.fromtimestamp(pod_dir.stat().st_mtime, UTC),
+        started_at=datetime.fromisoformat(str(started["started_at"])) if started else None,
+        finished_at=datetime.fromisoformat(str(exited["finished_at"])) if exited else None,
+        exit_code=int(str(exited["exit_code"])) if exited else None,
+        alive=alive,
+    )
+
+
+class JobFolders:
+    """The job folders under `jobs`, one method per thing read or written."""
+
+    def __init__(self, jobs: Path) -> None:
+        self.jobs = jobs
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs / job_id
+
+    def job_ids(self) -> list[str]:
+        """Every job with a spec, oldest first (ids sort by age)."""
+        if not self.jobs.is_dir():
+            return []
+        return sorted(d.name for d in self.jobs.iterdir() if (d / "job.json").exists())
+
+    def exists(self, job_id: str) -> bool:
+        return (self.job_dir(job_id) / "job.json").exists()
+
+    def deleted(self, job_id: str) -> bool:
+        return (self.job_dir(job_id) / "deleted").exists()
+
+    def ended(self, job_id: str) -> bool:
+        """Deleted, or its terminal condition written: it starts no more pods."""
+        job_dir = self.job_dir(job_id)
+        return (job_dir / "deleted").exists() or (job_dir / "finished.json").exists()
+
+    def write_job(self, spec: TaskSpec) -> bool:
+        """Write the job's spec; False (and nothing written) when it exists already."""
+        if self.exists(spec.job_id):
+            return False
+        job_dir = self.job_dir(spec.job_id)
+        (job_dir / "pods").mkdir(parents=True, exist_ok=True)
+        write_json(job_dir / "job.json", spec_to_json(spec))
+        return True
+
+    def mark_deleted(self, job_id: str) -> None:
+        (self.job_dir(job_id) / "deleted").touch()
+
+    def finished(self, job_id: str) -> Condition | None:
+        data = read_json(self.job_dir(job_id) / "finished.json")
+        return Condition(**data) if data else None  # type: ignore[arg-type]
+
+    def write_finished(self, job_id: str, condition: Condition) -> None:
+        write_json(self.job_dir(job_id) / "finished.json", asdict(condition))
+
+    def params_file(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "params.json"
+
+    # -- pods --------------------------------------------------------------------------
+    def pod_dirs(self, job_id: str) -> list[tuple[Path, tuple[int, int]]]:
+        """Each pod folder with its (index, attempt), in that order."""
+        pods_dir = self.job_dir(job_id) / "pods"
+        if not pods_dir.exists():
+            return []
+        found = []
+        for pod_dir in pods_dir.iterdir():
+            index, _, attempt = pod_dir.name.partition("-")
+            if index.isdigit() and attempt.isdigit():
+                found.append((pod_dir, (int(index), int(attempt))))
+        return sorted(found, key=lambda item: item[1])
+
+    def latest_pod_dirs(self, job_id: str) -> dict[int, Path]:
+        """Each completion index's last attempt."""
+        latest: dict[int, Path] = {}
+        for pod_dir, (index, _) in self.pod_dirs(job_id):
+            latest[index] = pod_dir  # sorted by attempt: the last one wins
+        return latest
+
+    def new_pod_dir(self, job_id: str, index: int, attempt: int, *, now: datetime) -> Path:
+        pod_dir = self.job_dir(job_id) / "pods" / f"{index}-{attempt}"
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        write_json(pod_dir / "pod.json", {"created_at": now.isoformat()})
+        return pod_dir
+
+    def load(self, job_id: str, *, alive: Callable[[Path], bool]) -> tuple[TaskSpec, list[Pod]]:
+        """The spec and the pods; `alive(pod_dir)`: whether that pod's supervisor runs."""
+        spec = spec_from_json(read_json(self.job_dir(job_id) / "job.json") or {})
+        pods = [
+            read_pod(pod_dir, index, attempt, alive=alive(pod_dir))
+            for pod_dir, (index, attempt) in self.pod_dirs(job_id)
+        ]
+        return spec, pods
+
+    def termination_messages(self, job_id: str) -> dict[int, str]:
+        messages: dict[int, str] = {}
+        for index, pod_dir in self.latest_pod_dirs(job_id).items():
+            with contextlib.suppress(OSError):
+                messages[index] = (pod_dir / "termination-log").read_text()
+        return messages
+
+    def logs(self, job_id: str, *, tail: int | None) -> str | None:
+        """The last attempts' output, each index under a header when there are several."""
+        if not self.exists(job_id):
+            return None
+        latest = self.latest_pod_dirs(job_id)
+        parts = []
+        for index, pod_dir in sorted(latest.items()):
+            with contextlib.suppress(OSError):
+                text = (pod_dir / "output.log").read_text(errors="replace")
+                parts.append(text if len(latest) == 1 else f"==> index {index} <==\n{text}")
+        lines = "".join(parts).splitlines(keepends=True)
+        return "".join(lines[-tail:] if tail else lines)

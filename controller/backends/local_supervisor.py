@@ -1,0 +1,215 @@
+"""The local backend's kubelet: it starts each pod's supervisor (shim.py) with the
+container's command and environment, watches it, signals it, and adopts the supervisors
+still running after a controller restart.
+
+A supervisor's exit is noticed through a pidfd at once (`check_exits`, called by the
+backend's poller, is the safety net where pidfds are missing). What to start, and when, is
+not decided here: the backend's sync step does that (local_plan.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from kubetask import env
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.local_folders import JobFolders, read_json, write_json
+
+log = logging.getLogger("kubetask.local")
+
+SHIM = str(Path(__file__).with_name("shim.py"))
+MAX_ENV_PARAMS = 32 * 1024  # one environment string may not pass 128 KiB on Linux
+EXIT_CANNOT_START = 127
+SYSTEM_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+@dataclass
+class LivePod:
+    job_id: str
+    pid: int
+    proc: subprocess.Popen[bytes] | None = None  # None for a supervisor adopted after restart
+    pidfd: int | None = None
+
+
+def pid_alive(pid: int, pod_dir: Path) -> bool:
+    """True if `pid` runs and (where /proc tells) is the supervisor of `pod_dir`."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        with contextlib.suppress(OSError):
+            return str(pod_dir).encode() in cmdline.read_bytes()
+    return True
+
+
+def task_env(
+    spec: TaskSpec, pod_dir: Path, index: int, *, system: dict[str, str]
+) -> tuple[dict[str, str], str | None]:
+    """The container's environment (plus PATH and the like from `system` to find Python),
+    and the params when too large for an environment variable: the caller puts them in
+    the file named by `KUBETASK_PARAMS_FILE`, as a ConfigMap mount would."""
+    environment = {k: system[k] for k in SYSTEM_ENV if k in system}
+    environment.update(spec.env)
+    environment["HOME"] = str(pod_dir)
+    environment[env.TERMINATION_LOG] = str(pod_dir / "termination-log")
+    if spec.completions > 1:
+        environment[env.COMPLETION_INDEX] = str(index)
+    params = environment.get(env.PARAMS, "")
+    if len(params) <= MAX_ENV_PARAMS:
+        return environment, None
+    del environment[env.PARAMS]
+    return environment, params
+
+
+def supervised_command(spec: TaskSpec, pod_dir: Path, *, python: str) -> list[str]:
+    """The supervisor's command line, with the task's after `--` (`python` as ours)."""
+    command = [python if spec.command[0] == "python" else spec.command[0], *spec.command[1:]]
+    # -I -S: the supervisor needs only the standard library; skipping site-packages
+    # halves its start-up.
+    return [python, "-I", "-S", SHIM, str(pod_dir), str(spec.grace_s), "--", *command]
+
+
+class Supervisor:
+    """The pods' supervisors this controller watches. `on_change(job_id)`: a pod of the
+    job started or could not start; `on_exit(job_id)`: one exited (a slot is free)."""
+
+    def __init__(
+        self,
+        *,
+        folders: JobFolders,
+        python: str,
+        on_change: Callable[[str], None],
+        on_exit: Callable[[str], None],
+    ) -> None:
+        self._folders = folders
+        self._python = python
+        self._on_change = on_change
+        self._on_exit = on_exit
+        self._live: dict[Path, LivePod] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._live)
+
+    def watches(self, pod_dir: Path) -> bool:
+        return pod_dir in self._live
+
+    def spawn(self, spec: TaskSpec, index: int, attempt: int, *, now: datetime) -> None:
+        """Start one pod: its folder, then its supervisor (which starts the task)."""
+        pod_dir = self._folders.new_pod_dir(spec.job_id, index, attempt, now=now)
+        environment, params = task_env(spec, pod_dir, index, system=dict(os.environ))
+        if params is not None:
+            params_file = self._folders.params_file(spec.job_id)
+            params_file.write_text(params)
+            environment[env.PARAMS_FILE] = str(params_file)
+        try:
+            with (pod_dir / "shim.log").open("ab") as shim_log:
+                proc = subprocess.Popen(
+                    supervised_command(spec, pod_dir, python=self._python),
+                    env=environment,
+                    cwd=pod_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=shim_log,
+                    start_new_session=True,
+                )
+        except OSError as exc:  # the pod fails to start, as a container that cannot be created
+            log.error("cannot start %s: %s", pod_dir, exc)
+            (pod_dir / "output.log").write_text(f"cannot start the task: {exc}\n")
+            write_json(
+                pod_dir / "exit.json",
+                {"exit_code": EXIT_CANNOT_START, "finished_at": now.isoformat()},
+            )
+            self._on_change(spec.job_id)
+            return
+        write_json(pod_dir / "shim.json", {"pid": proc.pid})
+        self._watch(pod_dir, LivePod(spec.job_id, proc.pid, proc))
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        asyncio.get_running_loop().add_reader(proc.stdout.fileno(), self._on_output, pod_dir)
+        self._on_change(spec.job_id)
+
+    def adopt(self, job_id: str) -> None:
+        """Watch the job's supervisors that still run (started by an earlier controller)."""
+        for pod_dir, _ in self._folders.pod_dirs(job_id):
+            shim = read_json(pod_dir / "shim.json")
+            if shim and not (pod_dir / "exit.json").exists():
+                pid = int(str(shim["pid"]))
+                if pid_alive(pid, pod_dir):
+                    self._watch(pod_dir, LivePod(job_id, pid))
+
+    def terminate(self, job_id: str) -> None:
+        """SIGTERM each running supervisor of the job; it gives the task its grace, then
+        SIGKILL."""
+        for live in self._live.values():
+            if live.job_id == job_id:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(live.pid, signal.SIGTERM)
+
+    def check_exits(self) -> None:
+        """Notice the exits no pidfd told of."""
+        for pod_dir, live in list(self._live.items()):
+            gone = live.proc.poll() is not None if live.proc else not pid_alive(live.pid, pod_dir)
+            if gone:
+                self._exited(pod_dir)
+
+    def close(self) -> None:
+        """Stop watching; the supervisors keep running, for the next controller to adopt."""
+        for pod_dir in list(self._live):
+            self._unwatch(pod_dir)
+
+    # -- watching ----------------------------------------------------------------------
+    def _on_output(self, pod_dir: Path) -> None:
+        """The supervisor said 'started' (or closed its stdout): the pod may be running."""
+        live = self._live.get(pod_dir)
+        if live is None or live.proc is None or live.proc.stdout is None:
+            return
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            data = live.proc.stdout.read() or b""
+        if not data or data.endswith(b"\n"):
+            asyncio.get_running_loop().remove_reader(live.proc.stdout.fileno())
+            live.proc.stdout.close()
+        self._on_change(live.job_id)
+
+    def _watch(self, pod_dir: Path, live: LivePod) -> None:
+        self._live[pod_dir] = live
+        try:
+            live.pidfd = os.pidfd_open(live.pid)
+        except (AttributeError, OSError):
+            return  # no pidfd here (or already gone): the poller notices the exit
+        asyncio.get_running_loop().add_reader(live.pidfd, self._exited, pod_dir)
+
+    def _unwatch(self, pod_dir: Path) -> LivePod | None:
+        live = self._live.pop(pod_dir, None)
+        if live is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if live.pidfd is not None:
+            loop.remove_reader(live.pidfd)
+            os.close(live.pidfd)
+        if live.proc is not None and live.proc.stdout is not None and not live.proc.stdout.closed:
+            loop.remove_reader(live.proc.stdout.fileno())
+            live.proc.stdout.close()
+        return live
+
+    def _exited(self, pod_dir: Path) -> None:
+        live = self._unwatch(pod_dir)
+        if live is None:
+            return
+        if live.proc is not None:
+            live.proc.wait()  # reap our own child
+        self._on_exit(live.job_id)
