@@ -27,10 +27,10 @@ from kubetask.api.app import create_app
 from kubetask.api.auth import TokenFile, TokensFileError
 from kubetask.api.runtime import Runtime, compose, installed_kinds
 from kubetask.api.settings import Settings
+from kubetask.controller.clock import utcnow
 from kubetask.controller.errors import InvalidRequest
 from kubetask.controller.ids import new_job_id
 from kubetask.controller.manifests import build_job, build_params_configmap
-from kubetask.controller.reconciler import utcnow
 from kubetask.controller.records import JobRecord
 from kubetask.controller.service import validate_request
 from kubetask.kinds import KindError

@@ -27,11 +27,12 @@ from kubetask.controller.backends.base import Backend, TaskSpec
 from kubetask.controller.backends.kubernetes import KubernetesBackend, api_client
 from kubetask.controller.backends.local import LocalBackend
 from kubetask.controller.bus import EventBus, EventHub
+from kubetask.controller.clock import utcnow
 from kubetask.controller.leader import LeaderElector
 from kubetask.controller.metrics import Metrics
 from kubetask.controller.notify import entries_for
 from kubetask.controller.outbox import Outbox
-from kubetask.controller.reconciler import Reconciler, utcnow
+from kubetask.controller.reconciler import Reconciler
 from kubetask.controller.records import JobRecord
 from kubetask.controller.redis_server import RedisServer, watch
 from kubetask.controller.service import JobService

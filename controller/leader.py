@@ -29,16 +29,10 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from kubetask.controller.backends.k8s_read import retry_after_s
+from kubetask.controller.clock import Clock, utcnow
+from kubetask.controller.k8s_api import Obj, retry_after_s
 
 log = logging.getLogger("kubetask.leader")
-
-Obj = dict[str, Any]
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_identity() -> str:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter as Tally
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,6 +35,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.store import Store
 from kubetask.models import JobState
@@ -44,12 +45,6 @@ SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STATE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 READ_CONCURRENCY = 16
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text exposition format
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -131,7 +126,7 @@ class _StoreCollector(Collector):
 class Metrics:
     """The process's metrics; `kinds` (the installed ones) are reported at 0 before any job."""
 
-    def __init__(self, *, clock: Clock = _utcnow, kinds: Collection[str] = ()) -> None:
+    def __init__(self, *, clock: Clock = utcnow, kinds: Collection[str] = ()) -> None:
         self._clock = clock
         self.registry = CollectorRegistry(auto_describe=True)
         self._submitted = Counter(

@@ -23,10 +23,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from kubetask.controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
 from kubetask.controller.bus import EventBus
+from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.outcomes import in_plain_words, parse_outcome, summarize
 from kubetask.controller.records import JobRecord, JobStatus, next_status
 from kubetask.controller.states import JobFacts, Observation, derive_state
@@ -36,7 +37,6 @@ from kubetask.models import JobState, Outcome
 
 log = logging.getLogger("kubetask.reconciler")
 
-Clock = Callable[[], datetime]
 Jitter = Callable[[], float]  # uniform in [0, 1)
 TransitionHook = Callable[[JobRecord, JobStatus], Awaitable[None]]
 GIVE_UP_AFTER = 5  # unexpected errors in a row syncing one job: it is failed, the rest go on
@@ -56,10 +56,6 @@ class RetryPolicy:
         `Retry-After` the backend was told wins when it is longer."""
         backoff = min(self.base_s * 2.0 ** max(failures - 1, 0), self.max_s) * (0.5 + jitter)
         return max(min(backoff, self.max_s), retry_after_s or 0.0)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def ran_at(observation: Observation | None, now: datetime) -> datetime | None:

@@ -18,6 +18,7 @@ from pydantic import JsonValue, ValidationError
 from kubetask.controller.backends.base import Backend, RefusesRequests, TaskSpec
 from kubetask.controller.bus import EventBus
 from kubetask.controller.chaining import resolve_references
+from kubetask.controller.clock import Clock
 from kubetask.controller.errors import (
     FieldError,
     IdempotencyKeyReused,
@@ -26,7 +27,7 @@ from kubetask.controller.errors import (
     JobNotFound,
 )
 from kubetask.controller.ids import is_job_id, new_job_id
-from kubetask.controller.reconciler import Clock, Reconciler
+from kubetask.controller.reconciler import Reconciler
 from kubetask.controller.records import JobRecord
 from kubetask.controller.store import CancelOutcome, IdempotencyConflict, JobQuery, Store
 from kubetask.kinds import KindSpec

@@ -14,15 +14,16 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from kubetask.controller.k8s_api import Obj, retry_after_s
+
 log = logging.getLogger("kubetask.informer")
 
-Obj = dict[str, Any]
 WATCH_TIMEOUT_S = 55
 MAX_BACKOFF_S = 30.0
 ESTABLISHED_S = 1.0  # a watch cut after this long was no failure of the call
@@ -30,6 +31,13 @@ ESTABLISHED_S = 1.0  # a watch cut after this long was no failure of the call
 
 class Expired(Exception):
     """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def pause_s(headers: Mapping[str, str] | None, failures: int) -> float:
+    """The wait before calling again after the `failures`-th failed call in a row: what the
+    answer's `Retry-After` asks, else an exponential backoff up to MAX_BACKOFF_S."""
+    asked = retry_after_s(headers)
+    return asked if asked is not None else min(0.2 * 2**failures, MAX_BACKOFF_S)
 
 
 def _rv(obj: Obj) -> int:
@@ -164,10 +172,7 @@ class Informer:
                 self._stop.wait(min(0.2 * 2**failures, MAX_BACKOFF_S))
 
     def _pause(self, exc: ApiException, failures: int) -> None:
-        header = (exc.headers or {}).get("Retry-After")
-        delay = (
-            float(header) if header and header.isdigit() else min(0.2 * 2**failures, MAX_BACKOFF_S)
-        )
+        delay = pause_s(exc.headers, failures)
         log.warning("%s: %s %s; retrying in %.1fs", self.name, exc.status, exc.reason, delay)
         self._stop.wait(delay)
 

@@ -7,14 +7,12 @@ Observation that `derive_state` reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
+from kubetask.controller.k8s_api import Obj
 from kubetask.controller.manifests import ANNOTATION_INDEX, CONTAINER, job_id_of
 from kubetask.controller.states import Condition, Observation, PodFacts
-
-Obj = dict[str, Any]
 
 # The Job controller's finalizer on each pod, removed once the pod's outcome is counted
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
@@ -192,15 +190,6 @@ def termination_messages(pods: list[Obj]) -> dict[int, str]:
         if terminated.get("message"):
             messages[index] = terminated["message"]
     return messages
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """The seconds an API answer's `Retry-After` asks to wait (None: not said)."""
-    value = (headers or {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def api_message(body: str | bytes | None, reason: str | None) -> str:

@@ -20,7 +20,6 @@ import socket
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
@@ -36,9 +35,10 @@ from kubetask.controller.backends.k8s_read import (
     event_job_id,
     latest_pods,
     observe_job,
-    retry_after_s,
     termination_messages,
 )
+from kubetask.controller.clock import utcnow
+from kubetask.controller.k8s_api import Obj, retry_after_s
 from kubetask.controller.manifests import (
     CONTAINER,
     LABEL_JOB_ID,
@@ -61,7 +61,6 @@ API_THREADS = 16
 WATCHES = 3  # per namespace: Jobs, Pods, Events
 REJECTED = (400, 403, 404, 422)  # a create answered so fails the same way when tried again
 EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
-Obj = dict[str, Any]
 
 
 def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
@@ -311,7 +310,7 @@ class KubernetesBackend:
         if found is None:
             return
         namespace, job = found
-        event = build_event(job, status, now=datetime.now(UTC), reporting_instance=self._reporter)
+        event = build_event(job, status, now=utcnow(), reporting_instance=self._reporter)
         await self._call(self._core.create_namespaced_event, namespace, event)
 
     def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:

@@ -26,9 +26,9 @@ import redis
 from pydantic import ValidationError
 
 from kubetask.api.settings import Settings
+from kubetask.controller.clock import utcnow
 from kubetask.controller.ids import new_job_id
 from kubetask.controller.manifests import build_job
-from kubetask.controller.reconciler import utcnow
 from kubetask.controller.records import JobRecord
 from kubetask.controller.redaction import redact_url, url_origin
 from kubetask.controller.redis_server import RedisServer, free_port
