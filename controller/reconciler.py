@@ -54,7 +54,9 @@ class RetryPolicy:
     def delay_s(self, failures: int, *, jitter: float, retry_after_s: float | None) -> float:
         """The wait after the `failures`-th failure in a row (1 for the first); a
         `Retry-After` the backend was told wins when it is longer."""
-        backoff = min(self.base_s * 2.0 ** max(failures - 1, 0), self.max_s) * (0.5 + jitter)
+        # capped: 2.0 ** 1024 overflows (a record broken for hours would crash the workers)
+        doublings = min(max(failures - 1, 0), 64)
+        backoff = min(self.base_s * 2.0**doublings, self.max_s) * (0.5 + jitter)
         return max(min(backoff, self.max_s), retry_after_s or 0.0)
 
 

@@ -1,0 +1,375 @@
+"""Reconciler.sync, the heart, against in-memory fakes of its ports (store, bus, backend)
+and a clock the test sets: no Redis, no processes. Each sync writes a status and
+publishes one state event only when the state changed; a terminal one is final."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import pytest
+from pydantic import JsonValue
+
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.bus import EventBus
+from kubetask.controller.reconciler import GIVE_UP_AFTER, Reconciler, RetryPolicy
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.states import Condition, Observation, PodFacts
+from kubetask.controller.store import CancelOutcome, JobQuery
+from kubetask.models import DEFAULT_TENANT, BackendRef, JobRequest, JobState, Outcome
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+JOB = "0000000000000001"
+OTHER = "0000000000000002"
+
+PENDING = Observation(active=1, pods=(PodFacts("Pending", waiting_reason="ContainerCreating"),))
+RUNNING = Observation(active=1, start_time=T0, pods=(PodFacts("Running"),))
+COMPLETE = Observation(
+    conditions=(Condition("Complete", reason="Completed", message="all tasks succeeded"),),
+    succeeded=1,
+    start_time=T0,
+)
+FAILED = Observation(
+    conditions=(Condition("Failed", reason="BackoffLimitExceeded"),), failed=1, start_time=T0
+)
+
+
+class BrokenRecord(Exception):
+    """What reading a record nothing can parse raises."""
+
+
+class FakeStore:
+    """Job records in a dict; `save_status` refuses a status derived before a cancel, as
+    the real store's script does."""
+
+    def __init__(self, *records: JobRecord) -> None:
+        self.records = {r.id: r for r in records}
+        self.broken: set[str] = set()
+        self.saved: list[tuple[str, JobStatus]] = []
+
+    async def create(
+        self,
+        record: JobRecord,
+        *,
+        idempotency_key: str | None,
+        fingerprint: str,
+        max_active: int | None = None,
+    ) -> tuple[JobRecord, bool]:
+        self.records.setdefault(record.id, record)
+        return self.records[record.id], True
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        if job_id in self.broken:
+            raise BrokenRecord(f"record {job_id} cannot be read")
+        return self.records.get(job_id)
+
+    async def find(
+        self, query: JobQuery, *, cursor: str | None, limit: int
+    ) -> tuple[list[JobRecord], str | None]:
+        return [r for r in self.records.values() if query.matches(r)][:limit], None
+
+    async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
+        stored = self.records[record.id]
+        if stored.cancel_requested != record.cancel_requested:
+            return False
+        self.records[record.id] = stored.model_copy(update={"status": status})
+        self.saved.append((record.id, status))
+        return True
+
+    async def mark_submitted(self, job_id: str) -> None:
+        self.records[job_id] = self.records[job_id].model_copy(update={"submitted": True})
+
+    async def request_cancel(self, job_id: str) -> CancelOutcome | JobState:
+        record = self.records.get(job_id)
+        if record is None:
+            return CancelOutcome.MISSING
+        if record.status.state.terminal:
+            return record.status.state
+        self.records[job_id] = record.model_copy(update={"cancel_requested": True})
+        return CancelOutcome.ACCEPTED
+
+    async def unfinished(self) -> list[str]:
+        return sorted(i for i, r in self.records.items() if not r.status.state.terminal)
+
+
+@dataclass
+class FakeBus:
+    """The state events published, the expiries set and the outcomes tasks left."""
+
+    states: list[tuple[str, JobState, str | None]] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    left: dict[str, dict[int, Outcome]] = field(default_factory=dict)
+
+    async def publish_state(
+        self,
+        job_id: str,
+        *,
+        state: JobState,
+        reason: str | None,
+        message: str | None,
+        attempts: int,
+        now: datetime,
+    ) -> int:
+        self.states.append((job_id, state, reason))
+        return len(self.states)
+
+    async def expire(self, job_id: str, seconds: int) -> None:
+        self.expired.append(job_id)
+
+    async def outcomes(self, job_id: str, completions: int) -> dict[int, Outcome]:
+        return dict(self.left.get(job_id, {}))
+
+
+class FakeBackend:
+    """Each job's observation as the test sets it (None: no such job); records what the
+    reconciler asked. `failing[job]`: what observe raises for that job."""
+
+    def __init__(self) -> None:
+        self.changes: asyncio.Queue[str] = asyncio.Queue()
+        self.jobs: dict[str, Observation] = {}
+        self.failing: dict[str, Exception] = {}
+        self.created: list[str] = []
+        self.deleted: list[str] = []
+        self.observed: list[str] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def create(self, spec: TaskSpec) -> None:
+        self.created.append(spec.job_id)
+        self.jobs.setdefault(spec.job_id, Observation())
+
+    async def delete(self, job_id: str) -> None:
+        self.deleted.append(job_id)
+
+    async def observe(self, job_id: str) -> Observation | None:
+        self.observed.append(job_id)
+        if job_id in self.failing:
+            raise self.failing[job_id]
+        return self.jobs.get(job_id)
+
+    async def termination_messages(self, job_id: str) -> dict[int, str]:
+        return {}
+
+    async def logs(self, job_id: str, *, tail: int | None) -> str | None:
+        return None
+
+    async def record_transition(self, job_id: str, status: JobStatus) -> None:
+        return None
+
+    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
+        return BackendRef(backend="fake", name=job_id)
+
+    def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
+        return {}
+
+
+@dataclass
+class World:
+    store: FakeStore
+    bus: FakeBus
+    backend: FakeBackend
+    now: list[datetime]
+    reconciler: Reconciler
+
+    def sync(self, job_id: str = JOB, times: int = 1) -> None:
+        async def run() -> None:
+            for _ in range(times):
+                await self.reconciler.sync(job_id)
+
+        asyncio.run(run())
+
+    def record(self, job_id: str = JOB) -> JobRecord:
+        return self.store.records[job_id]
+
+    def published(self, job_id: str = JOB) -> list[JobState]:
+        return [state for job, state, _ in self.bus.states if job == job_id]
+
+
+def record(
+    job_id: str = JOB,
+    *,
+    submitted: bool = False,
+    cancel_requested: bool = False,
+    start_timeout_s: int | None = None,
+) -> JobRecord:
+    return JobRecord(
+        id=job_id,
+        request=JobRequest(kind="noop", start_timeout_s=start_timeout_s),
+        created_at=T0,
+        submitted=submitted,
+        cancel_requested=cancel_requested,
+    )
+
+
+def world(*records: JobRecord, backend: FakeBackend | None = None) -> World:
+    store, bus = FakeStore(*(records or (record(),))), FakeBus()
+    backend = backend or FakeBackend()
+    now = [T0 + timedelta(seconds=1)]
+    reconciler = Reconciler(
+        store=store,
+        bus=cast(EventBus, bus),  # the bus is a class, not a port: FakeBus has what sync uses
+        backend=backend,
+        spec_for=lambda r: TaskSpec(
+            job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
+        ),
+        retention_s=60,
+        clock=lambda: now[0],
+        retry=RetryPolicy(base_s=0.001, max_s=0.001),  # a failed sync is retried soon
+        jitter=lambda: 0.0,
+    )
+    return World(store, bus, backend, now, reconciler)
+
+
+def test_a_queued_job_is_created_once_however_often_it_is_synced() -> None:
+    w = world()
+    w.sync(times=2)
+    assert w.backend.created == [JOB]
+    assert w.record().submitted
+    assert (w.record().status.state, w.record().status.reason) == (JobState.QUEUED, "Created")
+    assert w.bus.states == [(JOB, JobState.QUEUED, "Created")]  # one event, not one per sync
+
+
+def test_pending_then_running_are_each_published_once() -> None:
+    w = world(record(submitted=True))
+    w.backend.jobs[JOB] = PENDING
+    w.sync(times=2)
+    w.now[0] += timedelta(seconds=5)
+    w.backend.jobs[JOB] = RUNNING
+    w.sync(times=2)
+    assert w.published() == [JobState.PENDING, JobState.RUNNING]
+    assert [s.state for _, s in w.store.saved] == [JobState.PENDING, JobState.RUNNING]
+    assert w.record().status.started_at == w.now[0]  # the clock given, not the wall's
+    assert w.backend.created == []  # submitted already
+
+
+def test_the_terminal_outcome_is_written_once_and_never_overwritten() -> None:
+    w = world(record(submitted=True))
+    w.bus.left[JOB] = {0: Outcome(ok=True, result={"accuracy": 0.9})}
+    w.backend.jobs[JOB] = COMPLETE
+    w.sync(times=2)
+    w.backend.jobs[JOB] = FAILED  # whatever the backend says later
+    w.sync()
+    (status,) = [s for _, s in w.store.saved]
+    assert (status.state, status.result) == (JobState.SUCCEEDED, {"accuracy": 0.9})
+    assert status.finished_at == w.now[0]
+    assert w.record().status == status
+    assert w.published() == [JobState.SUCCEEDED]
+    assert w.bus.expired == [JOB]  # its events expire after the retention, once
+    assert w.backend.deleted == []  # a finished Job is left to its TTL
+
+
+def test_a_requested_cancel_deletes_the_backend_job() -> None:
+    w = world(record(submitted=True, cancel_requested=True))
+    w.backend.jobs[JOB] = RUNNING
+    w.sync()
+    assert w.backend.deleted == [JOB]
+    assert (w.record().status.state, w.record().status.reason) == (
+        JobState.CANCELLED,
+        "Cancelled",
+    )
+    assert w.published() == [JobState.CANCELLED]
+
+
+def test_a_job_cancelled_before_it_was_created_is_never_created() -> None:
+    w = world(record(cancel_requested=True))
+    w.sync()
+    assert w.backend.created == []
+    assert w.record().status.state is JobState.CANCELLED
+
+
+def test_a_status_derived_before_a_cancel_is_not_written() -> None:
+    class CancelDuringSync(FakeBackend):
+        async def observe(self, job_id: str) -> Observation | None:
+            await w.store.request_cancel(job_id)  # the API accepted a cancel meanwhile
+            return COMPLETE
+
+    w = world(record(submitted=True), backend=CancelDuringSync())
+    w.sync()
+    assert w.store.saved == []
+    assert w.bus.states == []
+
+
+@pytest.mark.parametrize(
+    ("after_s", "state", "reason"),
+    [(59, JobState.PENDING, "ContainerCreating"), (61, JobState.FAILED, "StartTimeout")],
+)
+def test_a_job_not_started_by_its_start_deadline_fails_and_is_stopped(
+    after_s: int, state: JobState, reason: str
+) -> None:
+    w = world(record(submitted=True, start_timeout_s=60))
+    w.backend.jobs[JOB] = PENDING
+    w.now[0] = T0 + timedelta(seconds=after_s)
+    w.sync()
+    status = w.record().status
+    assert (status.state, status.reason) == (state, reason)
+    assert w.backend.deleted == ([JOB] if state is JobState.FAILED else [])
+    if state is JobState.FAILED:
+        assert (
+            status.message == "failed: it did not start running within its start_timeout_s (60 s)"
+        )
+        assert status.error is not None
+        assert status.error.type == "StartTimeout"
+
+
+def test_a_running_job_is_not_failed_by_the_start_deadline() -> None:
+    w = world(record(submitted=True, start_timeout_s=60))
+    w.backend.jobs[JOB] = RUNNING
+    w.now[0] = T0 + timedelta(seconds=600)
+    w.sync()
+    assert w.record().status.state is JobState.RUNNING
+    assert w.backend.deleted == []
+
+
+async def _lead_until(w: World, done: Callable[[], bool]) -> None:
+    """Run the reconciler's workers (its retries included) until `done()` holds."""
+    task = asyncio.create_task(w.reconciler.lead())
+    try:
+        for _ in range(500):
+            if done():
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError("not done within half a second")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_after_the_same_error_five_times_the_job_is_given_up_and_stopped() -> None:
+    w = world(record(submitted=True))
+    w.backend.failing[JOB] = OverflowError("date value out of range")
+    asyncio.run(_lead_until(w, lambda: w.record().status.state.terminal))
+    assert w.backend.observed == [JOB] * GIVE_UP_AFTER  # then no more observing
+    status = w.record().status
+    assert (status.state, status.reason) == (JobState.FAILED, "ControllerError")
+    assert status.message == (
+        "failed: kubetask could not handle this job: OverflowError: date value out of range; "
+        "the server's log says more"
+    )
+    assert w.backend.deleted == [JOB]  # what ran for it is stopped
+    assert w.published() == [JobState.FAILED]
+
+
+def test_a_bad_record_does_not_stop_the_sync_of_the_others() -> None:
+    w = world(record(JOB), record(OTHER, submitted=True))
+    w.store.broken.add(JOB)
+    w.backend.jobs[OTHER] = RUNNING
+    asyncio.run(_lead_until(w, lambda: w.record(OTHER).status.state is JobState.RUNNING))
+    assert w.published(OTHER) == [JobState.RUNNING]
+    assert w.bus.states == [(OTHER, JobState.RUNNING, None)]
+    assert w.backend.created == []  # the bad one: nothing done with it
+
+
+def test_a_record_broken_for_hours_keeps_its_capped_wait() -> None:
+    """Over a thousand failed syncs in a row (a day at the cap): the wait stays the cap; the
+    doubling no longer overflows and takes the reconciler's workers down with it."""
+    for failures in (1025, 1026, 100_000):
+        assert RetryPolicy().delay_s(failures, jitter=0.5, retry_after_s=None) == 60.0
