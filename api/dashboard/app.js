@@ -89,9 +89,10 @@ async function call(method, path) {
       const problem = await response.json();
       detail = problem.detail || problem.title || detail;
     } catch (_) { /* not JSON */ }
-    if (response.status === 401) showBanner("This server needs an API token: use the Token button.");
+    if (response.status === 401) showBanner(NEEDS_TOKEN, "auth");
     throw new ApiError(response.status, `${response.status}: ${detail}`);
   }
+  clearBanner("auth");
   const type = response.headers.get("content-type") || "";
   return type.includes("json") ? response.json() : response.text();
 }
@@ -130,10 +131,20 @@ async function* sse(path, signal, lastEventId) {
 
 const sleep = (msec) => new Promise((resolve) => setTimeout(resolve, msec));
 
-function showBanner(text) {
+// The banner shows one problem and who raised it ("auth", "list", "stream", "action"); the
+// next success of that source clears it, so a fixed problem never lingers.
+const NEEDS_TOKEN = "This server needs an API token: use the Token button.";
+let bannerSource = null;
+function showBanner(text, source) {
   const banner = document.getElementById("banner");
   banner.textContent = text;
   banner.hidden = !text;
+  banner.dataset.source = source || "";
+  bannerSource = source;
+}
+
+function clearBanner(source) {
+  if (bannerSource === source) showBanner("", null);
 }
 
 // -- the live table --------------------------------------------------------------------------
@@ -143,7 +154,11 @@ const table = {
   filters: { state: "", kind: "", label: "", q: "" },
   nextCursor: null,
   kinds: [],
+  loaded: false, // the first page has arrived
+  loading: 0, // the generation of the listing in flight, 0 when none
 };
+
+let listGeneration = 0;
 
 function listQuery(cursor) {
   const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
@@ -155,10 +170,23 @@ function listQuery(cursor) {
 }
 
 async function loadJobs() {
-  const page = await call("GET", listQuery(null));
-  table.jobs = new Map(page.items.map((job) => [job.id, job]));
-  table.nextCursor = page.next_cursor;
+  const generation = ++listGeneration;
+  table.loading = generation;
   scheduleRender();
+  try {
+    const page = await call("GET", listQuery(null));
+    if (generation !== listGeneration) return; // a newer filter's listing supersedes this one
+    table.jobs = new Map(page.items.map((job) => [job.id, job]));
+    table.nextCursor = page.next_cursor;
+    table.loaded = true;
+    clearBanner("list");
+  } catch (error) {
+    const token = error instanceof ApiError && error.status === 401; // its own banner says so
+    if (generation === listGeneration && !token) showBanner(`Cannot list jobs: ${error.message}`, "list");
+  } finally {
+    if (table.loading === generation) table.loading = 0;
+    scheduleRender();
+  }
 }
 
 async function loadMore() {
@@ -243,6 +271,7 @@ async function followEverything() {
     try {
       for await (const message of sse("/v1/events")) {
         delay = 500;
+        clearBanner("stream");
         if (message.event === "ready" || message.event === "resync") {
           setLive("live");
           await loadJobs();
@@ -252,8 +281,10 @@ async function followEverything() {
       }
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
-        showBanner("This server needs an API token: use the Token button.");
+        showBanner(NEEDS_TOKEN, "auth");
         await sleep(4000);
+      } else {
+        showBanner(`Lost the live stream (${error.message}); reconnecting…`, "stream");
       }
     }
     setLive("reconnecting");
@@ -307,9 +338,35 @@ function renderRows() {
     .filter(matches)
     .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
   body.replaceChildren(...rows.map(jobRow));
-  document.querySelector(".empty").hidden = rows.length > 0;
-  document.querySelector(".filters .count").textContent = `${rows.length} job${rows.length === 1 ? "" : "s"}`;
+  const status = listStatus({ shown: rows.length, loading: !table.loaded || table.loading > 0, filtered: filtering() });
+  const box = document.getElementById("list-status");
+  box.dataset.status = status || "";
+  box.hidden = !status;
+  box.replaceChildren(...(status ? statusMessage(status) : []));
+  const count = `${rows.length} job${rows.length === 1 ? "" : "s"}`;
+  document.querySelector(".filters .count").textContent = table.loaded ? count : "";
   document.querySelector(".more").hidden = !table.nextCursor;
+}
+
+const filtering = () => Object.values(table.filters).some(Boolean);
+
+// What the list says in place of rows: null when it shows some.
+function listStatus({ shown, loading, filtered }) {
+  if (shown > 0) return null;
+  if (loading) return "loading";
+  return filtered ? "no-match" : "empty";
+}
+
+function statusMessage(status) {
+  if (status === "loading") return ["Loading…"];
+  if (status === "empty") return ["No jobs yet. Submit one: kubetask submit datagen --wait"];
+  return ["No jobs match this filter. ", h("button", { type: "button", id: "clear-filters", onclick: clearFilters }, "Clear filters")];
+}
+
+function clearFilters() {
+  table.filters = { state: "", kind: "", label: "", q: "" };
+  renderList();
+  loadJobs();
 }
 
 function select(name, options, value) {
@@ -324,7 +381,7 @@ function select(name, options, value) {
 function setFilter(name, value) {
   table.filters[name] = value;
   if (name === "q") scheduleRender(); // text search is local
-  else loadJobs().catch((error) => showBanner(error.message));
+  else loadJobs();
 }
 
 function renderList() {
@@ -349,8 +406,8 @@ function renderList() {
         h("thead", {}, h("tr", {}, ["id", "name", "kind", "state", "progress", "age", "duration"].map((c) => h("th", {}, c)))),
         h("tbody"),
       ),
-      h("div", { class: "empty" }, "No jobs yet. Submit one: kubetask submit datagen --wait"),
-      h("div", { class: "more", hidden: true }, h("button", { type: "button", onclick: () => loadMore() }, "Load more")),
+      h("div", { class: "empty", id: "list-status" }),
+      h("div", { class: "more", hidden: true }, h("button", { type: "button", onclick: () => loadMore().catch((error) => showBanner(`Cannot list jobs: ${error.message}`, "list")) }, "Load more")),
     ),
   );
   renderRows();
@@ -504,19 +561,27 @@ function renderJob() {
     "div",
     { class: "panel" },
     h("h2", {}, "Result"),
-    h("div", { class: "body" }, h("pre", { class: "mono result", id: "result" }, job.result ? JSON.stringify(job.result, null, 2) : terminal ? "—" : "not finished")),
+    h("div", { class: "body result", id: "result" }, job.result ? resultView(job.result) : h("span", { class: "stage" }, terminal ? "—" : "not finished")),
   );
   const charts = metricSeries(page.events);
   const chartPanel = h(
     "div",
     { class: "panel" },
     h("h2", {}, "Metrics"),
-    h("div", { class: "body", id: "charts" }, charts.length ? charts.map(lineChart) : h("span", { class: "stage" }, "No metrics reported yet.")),
+    h("div", { class: "body", id: "charts" }, charts.length ? charts.map(lineChart) : metricsWithoutCharts(job)),
   );
   const logs = h("div", { class: "panel" }, h("h2", {}, "Log tail"), h("div", { class: "body" }, h("pre", { class: "logs", id: "logs" }, page.logs || "(no output yet)")));
   view.replaceChildren(head, h("div", { class: "grid" }, details, chartPanel), h("div", { class: "grid" }, result, logs));
   const pre = document.getElementById("logs");
   pre.scrollTop = pre.scrollHeight;
+}
+
+// A job with no per-epoch or per-trial series: the figures it ended with, or why there are none.
+function metricsWithoutCharts(job) {
+  const figures = finalFigures(job);
+  if (Object.keys(figures).length) return resultView(figures, { id: "figures" });
+  const text = TERMINAL.has(job.state) ? "This job reported no metrics." : "No metrics reported yet.";
+  return h("span", { class: "stage", id: "no-metrics" }, text);
 }
 
 let jobRenderQueued = false;
@@ -532,9 +597,10 @@ function scheduleJobRender() {
 async function cancelJob(id) {
   try {
     page.job = await call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`);
+    clearBanner("action");
     scheduleJobRender();
   } catch (error) {
-    showBanner(error.message);
+    showBanner(`Cannot cancel: ${error.message}`, "action");
   }
 }
 
@@ -599,6 +665,7 @@ async function openJob(id) {
 }
 
 function closeJob() {
+  clearBanner("action"); // it was about the job left behind
   if (page.abort) page.abort.abort();
   if (page.logsTimer) clearInterval(page.logsTimer);
   page.abort = null;
@@ -643,7 +710,7 @@ async function start() {
     const value = prompt("API token (leave empty to clear):", tokenStore.get());
     if (value === null) return;
     tokenStore.set(value.trim());
-    showBanner("");
+    showBanner("", null);
     location.reload();
   });
   window.addEventListener("hashchange", navigate);

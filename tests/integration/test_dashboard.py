@@ -9,6 +9,7 @@ selenium the module is skipped and says why (`.ci/run` installs them: scripts/in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -121,6 +122,36 @@ def chart_points(browser: Any) -> dict[str, int]:
     return points
 
 
+def result_rows(browser: Any) -> dict[str, dict[str, str]]:
+    """The result table's top-level rows: key -> how its value shows (kind) and its text."""
+    found: dict[str, dict[str, str]] = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll("
+        "'#result > table.kv > tbody > tr')].map(r => [r.dataset.key,"
+        " {kind: r.cells[1].firstElementChild.dataset.kind, text: r.cells[1].innerText}]))"
+    )
+    return found
+
+
+def figures(browser: Any) -> dict[str, str]:
+    """The figures a job page shows in place of charts."""
+    found: dict[str, str] = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#figures > tbody > tr')]"
+        ".map(r => [r.dataset.key, r.cells[1].innerText]))"
+    )
+    return found
+
+
+def list_status(browser: Any) -> str:
+    """What the table says in place of rows ("" while it shows rows)."""
+    box = browser.find_element(By.ID, "list-status")
+    return "" if box.get_attribute("hidden") is not None else str(box.text)
+
+
+def banner(browser: Any) -> str:
+    box = browser.find_element(By.ID, "banner")
+    return "" if box.get_attribute("hidden") is not None else str(box.text)
+
+
 def console_errors(browser: Any) -> list[str]:
     return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -186,8 +217,10 @@ def test_a_train_job_page_shows_stage_charts_result_and_log_tail(
     assert facts["stage"] == "train"
     assert facts["message"] == "epoch 4/4"
     assert facts["labels"] == "team=ml"
-    result = browser.find_element(By.ID, "result").text
-    assert '"best_val_accuracy"' in result
+    result = result_rows(browser)
+    assert result["best_val_accuracy"]["kind"] == "number"
+    assert result["model"] == {"kind": "path", "text": f"{job_id}/model.pt"}
+    assert result["metrics"]["kind"] == "nested"  # collapsed
     until(
         lambda: "train task succeeded" in browser.find_element(By.ID, "logs").text,
         what="the log tail",
@@ -320,3 +353,133 @@ def test_with_tokens_the_page_asks_for_one_and_shows_only_its_tenants_jobs(
     finally:
         browser.execute_script("localStorage.clear()")
         secured.close()
+
+
+# Holds every job listing (GET /v1/jobs?...) until the test calls window.releaseListings(), and
+# records each text the page's main view shows, so that a test sees the page while it loads.
+HOLD_LISTINGS_JS = """
+window.heldListings = [];
+window.viewTexts = [];
+const realFetch = window.fetch.bind(window);
+window.fetch = (input, init) => {
+  const url = String(input instanceof Request ? input.url : input);
+  if (!url.includes("/v1/jobs?") || window.listingsReleased) return realFetch(input, init);
+  return new Promise((go) => window.heldListings.push(go)).then(() => realFetch(input, init));
+};
+window.releaseListings = () => {
+  window.listingsReleased = true;
+  window.heldListings.splice(0).forEach((go) => go());
+};
+new MutationObserver(() => {
+  const view = document.getElementById("view");
+  if (view && window.viewTexts.at(-1) !== view.innerText) window.viewTexts.push(view.innerText);
+}).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
+def test_the_table_says_loading_until_its_first_page_and_empty_only_when_it_is(
+    redis_server: Any, tmp_path: Path, browser: Any
+) -> None:
+    crowded = ApiServer(
+        redis_url=own_database(redis_server.url), data_dir=tmp_path / "api", slots=1
+    )
+    crowded.start()
+    hold = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_LISTINGS_JS}
+    )
+    try:
+        browser.get(crowded.base_url + "/")
+        until(lambda: list_status(browser) == "Loading…", what="loading, the listing held")
+        browser.execute_script("window.releaseListings()")
+        until(lambda: "No jobs yet. Submit one" in list_status(browser), what="an empty store")
+
+        # one job holds the only slot, 59 wait for it: 60 jobs in the store, 1 process
+        jobs = [crowded.submit("noop", {"steps": 600, "step_s": 0.1})]
+        jobs += [crowded.submit("noop", {"steps": 1}) for _ in range(59)]
+        browser.get(crowded.base_url + "/")
+        until(lambda: list_status(browser) == "Loading…", what="loading, the listing held")
+        assert rows(browser) == []
+        browser.execute_script("window.releaseListings()")
+        until(lambda: len(rows(browser)) == 60, what="the 60 rows")
+        assert {r["id"] for r in rows(browser)} == set(jobs)
+        shown: list[str] = browser.execute_script("return window.viewTexts")
+        assert not [t for t in shown if "No jobs yet" in t or re.search(r"\b0 jobs", t)]
+        assert browser.find_element(By.CSS_SELECTOR, ".filters .count").text == "60 jobs"
+    finally:
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": hold["identifier"]}
+        )
+        crowded.close()
+
+
+def test_a_filter_that_matches_nothing_says_so_and_offers_to_clear_it(
+    server: ApiServer, browser: Any
+) -> None:
+    job_id = server.submit("noop", {"steps": 1}, name="unfiltered")
+    server.wait(job_id)
+    open_table(browser, server)
+    until(lambda: row(browser, job_id), what="the job's row")
+    browser.find_element(By.NAME, "label").send_keys("team=nobody\n")
+    until(lambda: "No jobs match this filter" in list_status(browser), what="the no-match note")
+    assert rows(browser) == []
+    assert "No jobs yet" not in browser.find_element(By.ID, "view").text
+    browser.find_element(By.ID, "clear-filters").click()
+    until(lambda: row(browser, job_id), what="the rows back")
+    assert browser.find_element(By.NAME, "label").get_attribute("value") == ""
+    assert list_status(browser) == ""
+
+
+def test_an_error_banner_goes_once_the_error_is_resolved(server: ApiServer, browser: Any) -> None:
+    job_id = server.submit("noop", {"steps": 1}, labels={"team": "banner"})
+    server.wait(job_id)
+    open_table(browser, server)
+    console_errors(browser)  # what earlier tests left in the log
+    label = browser.find_element(By.NAME, "label")
+    label.send_keys("not-a-selector\n")  # the API answers 422: not key=value
+    until(lambda: "key=value" in banner(browser), what="the error banner")
+    label.clear()
+    label.send_keys("team=banner\n")
+    until(lambda: row(browser, job_id), what="the fixed filter's row")
+    until(lambda: banner(browser) == "", timeout_s=5, what="the banner to go")
+    assert all("422" in error for error in console_errors(browser))
+
+
+def test_a_finished_job_that_reported_no_metrics_says_so_and_shows_its_result_as_a_table(
+    server: ApiServer, browser: Any
+) -> None:
+    job_id = server.submit("noop", {"steps": 2, "step_s": 0.05})
+    server.wait(job_id)
+    browser.get(f"{server.base_url}/#/jobs/{job_id}")
+    until(
+        lambda: browser.find_element(By.ID, "no-metrics").text == "This job reported no metrics.",
+        what="the no-metrics note",
+    )
+    assert result_rows(browser)["steps"] == {"kind": "number", "text": "2"}
+
+
+def test_a_finished_evaluate_shows_its_figures_and_readable_result(
+    server: ApiServer, browser: Any
+) -> None:
+    model = server.submit("train", {"epochs": 1, "threads": 1})
+    server.wait(model, timeout_s=120)
+    job_id = server.submit("evaluate", {"model": f"job:{model}"})
+    server.wait(job_id, timeout_s=120)
+    result = server.job(job_id)["result"]
+    console_errors(browser)  # what earlier tests left in the log
+    browser.get(f"{server.base_url}/#/jobs/{job_id}")
+    until(lambda: figures(browser), what="the figures")
+    shown = figures(browser)
+    assert {"accuracy", "macro_f1", "weighted_f1", "loss"} <= set(shown)
+    assert float(shown["accuracy"]) == pytest.approx(result["accuracy"], abs=1e-4)
+    assert browser.find_elements(By.ID, "no-metrics") == []
+    table = result_rows(browser)
+    assert table["model"] == {"kind": "path", "text": f"{model}/model.pt"}
+    assert table["metrics_file"] == {"kind": "path", "text": result["metrics_file"]}
+    assert table["confusion_plot"]["kind"] == "path"
+    assert table["per_class"] == {"kind": "nested", "text": f"{len(result['per_class'])} fields"}
+    assert table["classes"]["kind"] == "list"
+    assert "{" not in browser.find_element(By.ID, "result").text  # no raw JSON
+    browser.set_window_size(1360, 1100)
+    screenshot(browser, "dashboard-evaluate.png")
+    browser.set_window_size(1360, 900)
+    assert not console_errors(browser)
