@@ -242,10 +242,12 @@ def _schema_objects(node: Any, path: str) -> list[tuple[str, Obj]]:
     return found
 
 
-# Objects whose keys are free by nature: maps of strings, the request-priority map, Helm's
-# `global`, and Kubernetes objects that the API server (and the tests above) check.
+# Objects whose keys are free by nature: maps of strings, the request-priority map, the task
+# images by role (a plugin kind may name its own; each image is closed), Helm's `global`, and
+# Kubernetes objects that the API server (and the tests above) check.
 FREE_FORM = {
     "/definitions/stringMap",
+    "/properties/tasks/properties/images",
     "/properties/global",
     "/properties/priorityClasses/properties/classes",
     "/definitions/affinity/properties/nodeAffinity",
@@ -653,6 +655,22 @@ def test_the_settings_configmap_configures_the_controller(monkeypatch: pytest.Mo
         "low": "kubetask-low",
         "normal": "kubetask-normal",
         "high": "kubetask-high",
+    }
+
+
+def test_every_task_image_role_reaches_the_controller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tasks.images.<role>, a role a plugin kind names too, as KUBETASK_TASK_IMAGES."""
+    images = {
+        "trainer": {"repository": "registry.example/ml/trainer", "tag": "2.13-cuda"},
+        "gan": {"repository": "registry.example/ml/gan", "digest": "sha256:" + "a" * 64},
+        "audio": {"repository": "registry.example/ml/audio", "digest": "sha256:" + "c" * 64},
+    }
+    objects = render({"tasks": {"images": images}})
+    settings = settings_from(objects, monkeypatch)
+    assert settings.task_images == {
+        "trainer": "registry.example/ml/trainer:2.13-cuda",
+        "gan": "registry.example/ml/gan@sha256:" + "a" * 64,
+        "audio": "registry.example/ml/audio@sha256:" + "c" * 64,
     }
 
 
