@@ -12,14 +12,14 @@ all: lint mypy test
 $(STAMP): pyproject.toml constraints.txt
 	@echo "installing kubetask and its ML dependencies (PyTorch, Optuna, SDV): a few minutes the first time..."
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ml]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,server,ml]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 ## lock: record the versions installed now (after a dependency change) in constraints.txt
 lock: install
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,ml]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,server,ml]'
 	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 

@@ -154,11 +154,19 @@ def test_the_controller_image_is_multi_stage_with_the_base_dependencies_only() -
     assert copies == ["--from=build /opt/kubetask /opt/kubetask"], "only the venv comes over"
     assert not [s for s in final if s.keyword == "RUN" and "pip" in s.args]
     installs = [a for s in steps if s.keyword == "RUN" for a in pip_installs(s.args)]
-    assert installs == [["."]], "the controller needs no `ml` extra"
+    assert installs == [[".[server]"]], "the controller needs the `server` extra, not `ml`"
     entrypoint = next(s.args for s in final if s.keyword == "ENTRYPOINT")
     assert json.loads(entrypoint) == ["kubetask-server"]
     env = " ".join(s.args for s in final if s.keyword == "ENV")
     assert "KUBETASK_HOST=0.0.0.0" in env
+
+
+@pytest.mark.parametrize("image", ["trainer", "gan"])
+def test_the_task_images_install_the_ml_extra_alone(image: str) -> None:
+    steps = instructions(ROOT / "images" / image / "Dockerfile")
+    installs = [a for s in steps if s.keyword == "RUN" for a in pip_installs(s.args)]
+    projects = [word for args in installs for word in args if word.startswith(".")]
+    assert projects == [".[ml]"], "the task runtime and kinds need `ml`, not the server"
 
 
 def test_the_controller_build_context_leaves_out_local_state() -> None:
