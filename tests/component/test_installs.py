@@ -13,6 +13,7 @@ KUBETASK_INSTALL_TESTS=full.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -201,9 +202,20 @@ def test_the_sdk_and_cli_import_with_the_plain_install_alone(wheel: Path) -> Non
     assert refused["kubetask.api.app"] == "ModuleNotFoundError: No module named 'fastapi'"
 
 
-def test_the_server_imports_with_the_server_extra_alone(wheel: Path) -> None:
+def kind_spec_modules(wheel: Path) -> set[str]:
+    """The modules the wheel's `kubetask.kinds` entry points name (the server loads them)."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = (n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt"))
+        points = configparser.ConfigParser(delimiters=("=",))
+        points.read_string(archive.read(name).decode())
+    return {value.partition(":")[0].strip() for value in points["kubetask.kinds"].values()}
+
+
+def test_the_server_and_its_kinds_import_with_the_server_extra_alone(wheel: Path) -> None:
     server = closure(requires(wheel, "server"))
-    assert failed_imports(server, "kubetask.api", "kubetask.controller") == {}
+    specs = kind_spec_modules(wheel)
+    assert specs
+    assert failed_imports(server, "kubetask.api", "kubetask.controller", *specs) == {}
 
 
 def test_the_task_runtime_and_kinds_import_with_the_ml_extra_alone(wheel: Path) -> None:
