@@ -19,50 +19,23 @@ import sys
 from pathlib import Path
 
 import uvicorn
-import yaml
 from fastapi import FastAPI
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from kubetask.api.app import create_app
 from kubetask.api.auth import TokenFile, TokensFileError
-from kubetask.api.runtime import Runtime, compose, installed_kinds
+from kubetask.api.render import NeedsTheStore, render
+from kubetask.api.runtime import Runtime
 from kubetask.api.settings import Settings
-from kubetask.controller.clock import utcnow
 from kubetask.controller.errors import InvalidRequest
-from kubetask.controller.ids import new_job_id
-from kubetask.controller.manifests import build_job, build_params_configmap
-from kubetask.controller.records import JobRecord
-from kubetask.controller.service import validate_request
 from kubetask.kinds import KindError
-from kubetask.models import JobRequest
 
 log = logging.getLogger("kubetask")
 
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app fails to start
 GRACEFUL_S = 10  # what requests get to finish on shutdown (the chart's grace: 30 s)
 STREAMS_END_S = 2.0  # what streams get to say goodbye before uvicorn closes connections
-
-
-def render(path: Path, settings: Settings) -> str:
-    """The Job (and params ConfigMap) for a request, as YAML; no cluster needed."""
-    wiring = compose(
-        settings,
-        redis_url=settings.redis_url or "redis://redis:6379/0",
-        kinds=installed_kinds(settings),
-    )
-    request = validate_request(
-        JobRequest.model_validate_json(path.read_text()),
-        kinds=wiring.kinds,
-        priorities=wiring.priorities,
-    )
-    now = utcnow()
-    record = JobRecord(id=new_job_id(now), request=request, created_at=now)
-    spec = wiring.spec_for(record)
-    objects = [build_job(spec, settings.cluster())]
-    configmap = build_params_configmap(spec, settings.cluster())
-    if configmap is not None:
-        objects.append(configmap)
-    return yaml.safe_dump_all(objects, sort_keys=False)
 
 
 def ready_url(host: str, port: int) -> str:
@@ -106,8 +79,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("request", type=Path, help="a job request as JSON")
         options = parser.parse_args(args[1:])
         try:
-            print(render(options.request, Settings()), end="")
-        except (ValidationError, InvalidRequest, KindError, json.JSONDecodeError, OSError) as exc:
+            print(render(options.request.read_text(), Settings()), end="")
+        except (
+            ValidationError,
+            InvalidRequest,
+            KindError,
+            NeedsTheStore,
+            RedisError,
+            json.JSONDecodeError,
+            OSError,
+        ) as exc:
             sys.exit(f"kubetask-server render: {exc}")
         return
     parser = argparse.ArgumentParser(prog="kubetask-server", description=__doc__)

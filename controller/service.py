@@ -17,7 +17,7 @@ from pydantic import JsonValue, ValidationError
 
 from kubetask.controller.backends.base import Backend, RefusesRequests, TaskSpec
 from kubetask.controller.bus import EventBus
-from kubetask.controller.chaining import resolve_references
+from kubetask.controller.chaining import JobLookup, resolve_references
 from kubetask.controller.clock import Clock
 from kubetask.controller.errors import (
     FieldError,
@@ -78,6 +78,27 @@ def validate_request(
     return request.model_copy(update={"params": params.model_dump(mode="json")})
 
 
+async def accept(
+    request: JobRequest,
+    *,
+    kinds: Mapping[str, KindSpec],
+    tenant: str,
+    lookup: JobLookup,
+    priorities: Collection[str] | None = None,
+    refusals: Callable[[JobRequest], list[FieldError]] | None = None,
+) -> JobRequest:
+    """What submitting, a dry run and `kubetask-server render` all make of a request:
+    `validate_request`, then what the backend `refusals` name, then each `job:<id>` in the
+    params resolved to that job's output and each artifact path checked to be the tenant's
+    (controller/chaining.py). `lookup` answers None for a job `tenant` may not see."""
+    request = validate_request(request, kinds=kinds, priorities=priorities)
+    if refusals is not None and (refused := refusals(request)):
+        raise InvalidRequest(refused)
+    model = kinds[request.kind].params
+    params = await resolve_references(model, request.params, tenant=tenant, lookup=lookup)
+    return request.model_copy(update={"params": params})
+
+
 def fingerprint(request: JobRequest) -> str:
     """Equal for equal requests, whatever the order of their keys."""
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -95,6 +116,16 @@ def kind_infos(kinds: Mapping[str, KindSpec]) -> list[KindInfo]:
             )
         )
     return schemas
+
+
+def tenant_lookup(store: Store, tenant: str) -> JobLookup:
+    """The job records of `store` that `tenant` may see (None for the others)."""
+
+    async def lookup(job_id: str) -> JobRecord | None:
+        record = await store.get(job_id)
+        return record if record is not None and record.visible_to(tenant) else None
+
+    return lookup
 
 
 class JobService:
@@ -159,22 +190,16 @@ class JobService:
         }
 
     async def _validated(self, request: JobRequest, tenant: str) -> JobRequest:
-        """`validate_request`, then each `job:<id>` in the params resolved to that job's
-        output and each artifact path checked to be the tenant's (controller/chaining.py):
-        the tenant's own jobs and uploads only."""
-        request = validate_request(request, kinds=self.kinds, priorities=self._priorities)
-        if isinstance(self._backend, RefusesRequests) and (
-            refused := self._backend.refusals(request)
-        ):
-            raise InvalidRequest(refused)
-        model = self.kinds[request.kind].params
-
-        async def lookup(job_id: str) -> JobRecord | None:
-            record = await self._store.get(job_id)
-            return record if record is not None and record.visible_to(tenant) else None
-
-        params = await resolve_references(model, request.params, tenant=tenant, lookup=lookup)
-        return request.model_copy(update={"params": params})
+        """`accept`: the tenant's own jobs and uploads only."""
+        backend = self._backend
+        return await accept(
+            request,
+            kinds=self.kinds,
+            tenant=tenant,
+            lookup=tenant_lookup(self._store, tenant),
+            priorities=self._priorities,
+            refusals=backend.refusals if isinstance(backend, RefusesRequests) else None,
+        )
 
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobView:
         """The job; `tenant`: only that tenant's (None: any)."""
