@@ -38,7 +38,7 @@ ML_STACK = ("torch", "optuna", "sdv")
 
 
 def pip(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """This venv's pip, quiet, within the lock."""
+    """pip of the venv running the tests (with --python: of another one)."""
     command = [sys.executable, "-m", "pip", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -64,7 +64,8 @@ def index() -> None:
     """The package index answers, or the test fails (CI) or skips (elsewhere)."""
     probe = pip("index", "versions", "typer", timeout=60)
     if probe.returncode != 0:
-        message = f"the package index is not reachable: {probe.stderr.strip()[-300:]}"
+        said = next((line for line in probe.stderr.splitlines() if "Error" in line), "")
+        message = f"the package index is not reachable: {said}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
