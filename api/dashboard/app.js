@@ -156,6 +156,7 @@ const table = {
   kinds: [],
   loaded: false, // the first page has arrived
   loading: 0, // the generation of the listing in flight, 0 when none
+  failed: false, // the last listing (or the stream) was refused: the banner says why
 };
 
 let listGeneration = 0;
@@ -179,10 +180,13 @@ async function loadJobs() {
     table.jobs = new Map(page.items.map((job) => [job.id, job]));
     table.nextCursor = page.next_cursor;
     table.loaded = true;
+    table.failed = false;
     clearBanner("list");
   } catch (error) {
+    if (generation !== listGeneration) return;
+    table.failed = true;
     const token = error instanceof ApiError && error.status === 401; // its own banner says so
-    if (generation === listGeneration && !token) showBanner(`Cannot list jobs: ${error.message}`, "list");
+    if (!token) showBanner(`Cannot list jobs: ${error.message}`, "list");
   } finally {
     if (table.loading === generation) table.loading = 0;
     scheduleRender();
@@ -202,8 +206,8 @@ function matches(job) {
   if (f.state && job.state !== f.state) return false;
   if (f.kind && job.kind !== f.kind) return false;
   if (f.label) {
-    const [key, value] = f.label.split("=");
-    if ((job.labels || {})[key] !== value) return false;
+    const [key, value] = f.label.split("="); // not key=value: the server refuses it, nothing matches
+    if (value === undefined || (job.labels || {})[key] !== value) return false;
   }
   if (f.q) {
     const text = `${job.id} ${job.name || ""} ${job.kind}`.toLowerCase();
@@ -282,6 +286,8 @@ async function followEverything() {
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
         showBanner(NEEDS_TOKEN, "auth");
+        table.failed = true;
+        scheduleRender();
         await sleep(4000);
       } else {
         showBanner(`Lost the live stream (${error.message}); reconnecting…`, "stream");
@@ -338,7 +344,8 @@ function renderRows() {
     .filter(matches)
     .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
   body.replaceChildren(...rows.map(jobRow));
-  const status = listStatus({ shown: rows.length, loading: !table.loaded || table.loading > 0, filtered: filtering() });
+  const loading = table.loading > 0 || (!table.loaded && !table.failed);
+  const status = listStatus({ shown: rows.length, loading, failed: table.failed, filtered: filtering() });
   const box = document.getElementById("list-status");
   box.dataset.status = status || "";
   box.hidden = !status;
@@ -351,15 +358,17 @@ function renderRows() {
 const filtering = () => Object.values(table.filters).some(Boolean);
 
 // What the list says in place of rows: null when it shows some.
-function listStatus({ shown, loading, filtered }) {
+function listStatus({ shown, loading, failed, filtered }) {
   if (shown > 0) return null;
   if (loading) return "loading";
+  if (failed) return "failed";
   return filtered ? "no-match" : "empty";
 }
 
 function statusMessage(status) {
   if (status === "loading") return ["Loading…"];
   if (status === "empty") return ["No jobs yet. Submit one: kubetask submit datagen --wait"];
+  if (status === "failed") return ["Jobs cannot be listed: see the message above."];
   return ["No jobs match this filter. ", h("button", { type: "button", id: "clear-filters", onclick: clearFilters }, "Clear filters")];
 }
 

@@ -345,6 +345,7 @@ def test_with_tokens_the_page_asks_for_one_and_shows_only_its_tenants_jobs(
             what="the token banner",
         )
         assert rows(browser) == []
+        until(lambda: "cannot be listed" in list_status(browser), what="not 'Loading…' forever")
         browser.execute_script("localStorage.setItem('kubetask.token', 'team-a-token-0123456789')")
         browser.refresh()
         until(lambda: row(browser, ours), timeout_s=20, what="our job's row")
@@ -437,6 +438,7 @@ def test_an_error_banner_goes_once_the_error_is_resolved(server: ApiServer, brow
     label = browser.find_element(By.NAME, "label")
     label.send_keys("not-a-selector\n")  # the API answers 422: not key=value
     until(lambda: "key=value" in banner(browser), what="the error banner")
+    until(lambda: "cannot be listed" in list_status(browser), what="the table to say so too")
     label.clear()
     label.send_keys("team=banner\n")
     until(lambda: row(browser, job_id), what="the fixed filter's row")
