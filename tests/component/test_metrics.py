@@ -23,6 +23,7 @@ from kubetask.controller.metrics import Metrics, event_type, snapshot_of, time_t
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.redis_server import RedisServer
 from kubetask.controller.store import RedisStore
+from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest, JobState
 from tests.component.chart import CHART
 from tests.servers import ApiServer, own_database
@@ -215,7 +216,7 @@ def test_jobs_are_read_from_a_real_redis_store(redis_server: RedisServer) -> Non
             finished = record("j4", "noop")
             await store.create(finished, idempotency_key=None, fingerprint="j4")
             await store.save_status(finished, JobStatus(state=JobState.SUCCEEDED))
-            metrics = Metrics()
+            metrics = Metrics(kinds=tuple(load_kinds()))  # as the app makes it
             await metrics.refresh(store)
             return metrics.exposition().decode()
         finally:
@@ -279,3 +280,14 @@ def test_the_running_api_counts_a_job_from_submit_to_success(api: ApiServer) -> 
     )
     assert value(text, "kubetask_events_relayed_total", type="progress") >= 1
     assert value(text, "kubetask_store_up") == 1
+
+
+def test_the_running_api_reports_every_installed_kind(api: ApiServer) -> None:
+    """The app's metrics know the installed kinds (entry points): each is reported, at 0
+    when it has no unfinished job."""
+    reported = {
+        dict(labels)["kind"]
+        for name, labels in samples(api.client.get("/metrics").text)
+        if name == "kubetask_jobs"
+    }
+    assert reported >= set(load_kinds())
