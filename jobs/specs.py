@@ -49,7 +49,7 @@ TRAIN = KindSpec(
     params=TrainParams,
     runner="kubetask.jobs.kinds.train:run",
     image="trainer",
-    outputs=("model", "checkpoint", "dataset"),
+    outputs=("model", "last_model", "checkpoint", "dataset"),
 )
 
 HPO = KindSpec(
