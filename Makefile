@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: all install lock run test lint format mypy bench clean cluster-build cluster-up cluster-down
+.PHONY: all install lock run test lint format mypy bench clean cluster-build cluster-up cluster-down s3-build
 
 all: lint mypy test
 
@@ -28,7 +28,7 @@ run: install
 	$(PY) -m kubetask.api --port $(PORT)
 
 ## test: the whole suite (unit, component, integration, the real control plane); tiny data
-test: install cluster-build
+test: install cluster-build s3-build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -60,6 +60,11 @@ cluster-up: install cluster-build
 
 cluster-down:
 	scripts/cluster.sh down
+
+## s3-build: MinIO from the Go module proxy, the real S3-compatible server the artifact store's
+## tests run against (tests/s3/; once: ~4 CPU-min cold; seconds when nothing changed)
+s3-build:
+	scripts/s3.sh build
 
 clean:
 	rm -rf $(VENV) .kubetask .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,8 @@ from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import Installation, admin_client, install, uninstall
 from tests.cluster.control_plane import BINARY, ControlPlane
 from tests.component.flaky_proxy import FlakyProxy
+from tests.s3.server import BINARY as S3_BINARY
+from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
 
 
@@ -68,6 +70,20 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     plane = ControlPlane(tmp_path_factory.mktemp("cluster")).start()
     yield plane
     plane.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (MinIO, built from the Go module proxy by scripts/s3.sh)
+    on 127.0.0.1, shared by the session: each test makes a bucket of its own."""
+    if not S3_BINARY.exists():
+        message = f"{S3_BINARY} is missing: run `make s3-build` (or `make test`, which builds it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module", params=["local", "kubernetes"])
