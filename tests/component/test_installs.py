@@ -189,6 +189,10 @@ def test_the_wheel_installs_alone_into_a_fresh_venv(
     assert "Usage: kubetask" in cli.stdout
     server = run(python, "-c", "import kubetask.api.app")
     assert "ModuleNotFoundError: No module named 'fastapi'" in server.stderr
+    command = run(str(venv / "bin" / "kubetask-server"), "--help")
+    assert command.returncode == 2
+    assert "pip install 'kubetask[server]'" in command.stderr
+    assert "Traceback" not in command.stderr
     check = "import importlib.util as u, sys; print([m for m in sys.argv[1:] if u.find_spec(m)])"
     present = run(python, "-c", check, *SERVER_SIDE)
     assert present.stdout.strip() == "[]", present.stderr
