@@ -3,6 +3,7 @@ the Go module proxy by scripts/s3.sh (`make s3-build`). Test infrastructure, not
 
     server = S3Server(folder).start()   # returns when /minio/health/live answers
     server.endpoint, server.access_key, server.secret_key, server.region
+    server.make_bucket("name")
     server.stop()
 """
 
@@ -73,6 +74,11 @@ class S3Server:
             )
         self._wait_live(timeout_s)
         return self
+
+    def make_bucket(self, name: str) -> str:
+        """A new, empty bucket (MinIO serves each top-level folder of its drive as one)."""
+        (self.folder / "data" / name).mkdir()
+        return name
 
     def _wait_live(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
