@@ -24,6 +24,7 @@ from pydantic import JsonValue
 
 from kubetask.params import Params
 from kubetask.params.refs import Loc, ref_fields
+from kubetask.progress import DEFAULT_STAGES, Stage
 
 GROUP = "kubetask.kinds"
 
@@ -46,6 +47,9 @@ class KindSpec:
     # Whether the kind shares its work among a job's workers (parallelism/completions > 1);
     # a kind that cannot would have every worker do the whole of it, into the same files.
     splits: bool = False
+    # The stages a run goes through, in order, with their weights (see kubetask/progress.py):
+    # the job's overall fraction combines them. One stage by default.
+    stages: tuple[Stage, ...] = DEFAULT_STAGES
 
 
 class KindError(Exception):
