@@ -196,6 +196,7 @@ class Runtime:
             resync_s=settings.resync_s,
             on_transition=metrics.observe_transition if metrics else None,
             wakeups=WakeUps(client) if settings.election() else None,
+            merges={n: k.merge for n, k in wiring.kinds.items() if k.merge is not None},
         )
         service = JobService(
             kinds=wiring.kinds,

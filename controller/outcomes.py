@@ -6,7 +6,9 @@ from dataclasses import replace
 
 from pydantic import JsonValue, ValidationError
 
+from kubetask.controller.merging import merge_parts
 from kubetask.controller.states import Derived
+from kubetask.kinds import Merge
 from kubetask.models import ErrorInfo, JobState, Outcome
 
 _REASON_SUGGESTIONS = {
@@ -58,13 +60,25 @@ def parse_outcome(raw: str | None) -> Outcome | None:
 
 
 def summarize(
-    derived: Derived, outcomes: dict[int, Outcome], *, completions: int
+    derived: Derived,
+    outcomes: dict[int, Outcome],
+    *,
+    completions: int,
+    merge: Merge | None = None,
 ) -> tuple[dict[str, JsonValue] | None, ErrorInfo | None]:
-    """(result, error) for the job: the task's own words when it left them."""
+    """(result, error) for the job: the task's own words when it left them. Several
+    completions make one result by the kind's `merge` (the parts under `workers`), or without
+    one the parts as they are (under `completions`)."""
     if derived.state is JobState.SUCCEEDED:
         if completions == 1:
             only = outcomes.get(0)
             return (only.result if only else None) or {}, None
+        if merge is not None:
+            parts = [
+                outcomes[i].result if i in outcomes and outcomes[i].ok else None
+                for i in range(completions)
+            ]
+            return merge_parts(merge, parts), None
         per_index: list[JsonValue] = [
             outcomes[i].result if i in outcomes else None for i in range(completions)
         ]

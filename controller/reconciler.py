@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +33,7 @@ from kubetask.controller.records import JobRecord, JobStatus, next_status
 from kubetask.controller.states import JobFacts, Observation, derive_state
 from kubetask.controller.store import Store
 from kubetask.controller.wakeups import WakeUps
+from kubetask.kinds import Merge
 from kubetask.models import JobState, Outcome
 
 log = logging.getLogger("kubetask.reconciler")
@@ -83,6 +84,7 @@ class Reconciler:
         wakeups: WakeUps | None = None,
         retry: RetryPolicy = RetryPolicy(),
         jitter: Jitter = random.random,
+        merges: Mapping[str, Merge] | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -96,6 +98,7 @@ class Reconciler:
         self._wakeups = wakeups
         self._retry = retry
         self._jitter = jitter
+        self._merges = merges or {}  # kind -> how its split jobs' parts make one result
         self._failures: dict[str, int] = {}  # job id -> syncs failed in a row
         self._errors: dict[str, tuple[str, int]] = {}  # job id -> (unexpected error, in a row)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -273,7 +276,12 @@ class Reconciler:
         result = error = None
         if derived.state in (JobState.SUCCEEDED, JobState.FAILED):
             outcomes = outcomes if outcomes is not None else await self._outcomes(record)
-            result, error = summarize(derived, outcomes, completions=record.request.completions)
+            result, error = summarize(
+                derived,
+                outcomes,
+                completions=record.request.completions,
+                merge=self._merges.get(record.request.kind),
+            )
         status = next_status(
             record.status,
             derived,

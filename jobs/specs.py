@@ -22,7 +22,16 @@ from kubetask.jobs.params.catalog import (
 )
 from kubetask.jobs.params.explain import ExplainBatchParams, ExplainParams
 from kubetask.jobs.params.nas import NasParams
-from kubetask.kinds import KindSpec
+from kubetask.kinds import KindSpec, Merge, Pick
+
+# The study's own figures, as the worker that ended last saw them (the most trials finished):
+# summed over the workers, every worker's view of the shared study would count trials twice.
+STUDY_COUNTS = Pick(
+    by="trials_finished",
+    keys=("trials_total", "trials_finished", "complete", "pruned", "failed", "running"),
+)
+STUDY_SAME = ("study", "storage", "metric", "direction")
+STUDY_RAN = ("trials_run", "stale_trials_failed")  # each worker's own trials: summed
 
 DATAGEN = KindSpec(
     name="datagen",
@@ -30,6 +39,7 @@ DATAGEN = KindSpec(
     params=DatagenParams,
     runner="kubetask.jobs.kinds.datagen:run",
     image="trainer",
+    stages=(("generate", 9.0), ("save", 1.0)),
     outputs=("dataset",),
 )
 
@@ -49,6 +59,7 @@ TRAIN = KindSpec(
     params=TrainParams,
     runner="kubetask.jobs.kinds.train:run",
     image="trainer",
+    stages=(("data", 1.0), ("generate", 4.0), ("train", 15.0)),
     outputs=("model", "last_model", "checkpoint", "dataset"),
 )
 
@@ -59,7 +70,21 @@ HPO = KindSpec(
     params=HpoParams,
     runner="kubetask.jobs.kinds.hpo:run",
     image="trainer",
+    stages=(("data", 1.0), ("generate", 4.0), ("trial", 15.0)),
     splits=True,
+    merge=Merge(
+        same=STUDY_SAME,
+        picks=(
+            Pick(
+                by="best_value",
+                direction="direction",
+                keys=("best_value", "best_trial", "best_params"),
+            ),
+            STUDY_COUNTS,
+        ),
+        sums=STUDY_RAN,
+        concat=("trial_numbers",),
+    ),
 )
 
 EXPLAIN = KindSpec(
@@ -69,6 +94,7 @@ EXPLAIN = KindSpec(
     params=ExplainParams,
     runner="kubetask.jobs.kinds.explain:run",
     image="trainer",
+    stages=(("load", 1.0), ("generate", 2.0), ("explain", 4.0), ("save", 1.0)),
     outputs=("arrays", "overlay"),
 )
 
@@ -79,8 +105,19 @@ EXPLAIN_BATCH = KindSpec(
     params=ExplainBatchParams,
     runner="kubetask.jobs.kinds.explain_batch:run",
     image="trainer",
+    stages=(("load", 1.0), ("generate", 2.0), ("explain", 8.0), ("save", 1.0)),
     outputs=("part", "parts"),
     splits=True,
+    merge=Merge(
+        same=("model", "dataset", "steps", "target", "storage", "parts", "signals_total"),
+        sums=("signals_explained",),
+        concat=("rows",),
+        maxima=("rows_truncated", "max_relative_gap"),
+        means=(
+            ("accuracy", "signals_explained"),
+            ("mean_relative_gap", "signals_explained"),
+        ),
+    ),
 )
 
 NAS = KindSpec(
@@ -90,7 +127,27 @@ NAS = KindSpec(
     params=NasParams,
     runner="kubetask.jobs.kinds.nas:run",
     image="trainer",
+    stages=(("data", 1.0), ("generate", 4.0), ("trial", 15.0)),
     splits=True,
+    merge=Merge(
+        same=STUDY_SAME,
+        picks=(
+            Pick(
+                by="best_value",
+                direction="direction",
+                keys=(
+                    "best_value",
+                    "best_trial",
+                    "best_architecture",
+                    "best_metrics",
+                    "train_params",
+                ),
+            ),
+            STUDY_COUNTS,
+        ),
+        sums=STUDY_RAN,
+        concat=("trial_numbers",),
+    ),
 )
 
 GAN_SEED = KindSpec(
@@ -99,6 +156,7 @@ GAN_SEED = KindSpec(
     params=GanSeedParams,
     runner="kubetask.jobs.kinds.gan_seed:run",
     image="gan",
+    stages=(("generate", 1.0), ("save", 1.0)),
     outputs=("seed",),
 )
 
@@ -109,6 +167,7 @@ GAN_TRAIN = KindSpec(
     params=GanTrainParams,
     runner="kubetask.jobs.kinds.gan_train:run",
     image="gan",
+    stages=(("load", 1.0), ("preprocess", 1.0), ("train", 7.0), ("save", 1.0)),
     outputs=("seed", "synthesizer", "metadata", "losses"),
 )
 
@@ -119,6 +178,7 @@ GAN_GENERATE = KindSpec(
     params=GanGenerateParams,
     runner="kubetask.jobs.kinds.gan_generate:run",
     image="gan",
+    stages=(("load", 1.0), ("sample", 7.0), ("evaluate", 2.0)),
 )
 
 MAT_IMPORT = KindSpec(
@@ -128,6 +188,7 @@ MAT_IMPORT = KindSpec(
     params=MatImportParams,
     runner="kubetask.jobs.kinds.mat_import:run",
     image="trainer",
+    stages=(("examples", 1.0), ("import", 8.0), ("save", 1.0)),
     outputs=("dataset",),
 )
 
@@ -138,6 +199,7 @@ FEATURES = KindSpec(
     params=FeaturesParams,
     runner="kubetask.jobs.kinds.features:run",
     image="trainer",
+    stages=(("load", 1.0), ("generate", 3.0), ("features", 6.0)),
     outputs=("table",),
 )
 
@@ -148,6 +210,7 @@ EVALUATE = KindSpec(
     params=EvaluateParams,
     runner="kubetask.jobs.kinds.evaluate:run",
     image="trainer",
+    stages=(("load", 1.0), ("generate", 3.0), ("evaluate", 5.0), ("save", 1.0)),
     outputs=("metrics_file", "confusion_plot"),
 )
 
@@ -158,6 +221,7 @@ EXPORT = KindSpec(
     params=ExportParams,
     runner="kubetask.jobs.kinds.export:run",
     image="trainer",
+    stages=(("load", 1.0), ("generate", 1.0), ("export", 8.0)),
     outputs=("manifest",),
 )
 
@@ -168,5 +232,6 @@ TEST = KindSpec(
     params=RobustnessParams,
     runner="kubetask.jobs.kinds.robustness:run",
     image="trainer",
+    stages=(("load", 1.0), ("generate", 3.0), ("test", 5.0), ("save", 1.0)),
     outputs=("table_file", "plot"),
 )

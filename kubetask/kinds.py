@@ -33,6 +33,34 @@ Runner = Callable[[Any, Any], dict[str, JsonValue]]
 
 
 @dataclass(frozen=True)
+class Pick:
+    """Result keys taken together from the one part that ranks first by `by` (parts without a
+    number there are passed over): the highest, the lowest with `maximize=False`, or as the
+    parts' own `direction` key says ("maximize" or "minimize")."""
+
+    by: str
+    keys: tuple[str, ...]
+    maximize: bool = True
+    direction: str | None = None
+
+
+@dataclass(frozen=True)
+class Merge:
+    """How the controller makes one result of the parts a splitting kind's workers leave
+    (one per completion index; the parts stay as detail under `workers`). Declarative, so
+    the controller merges without importing the kind; keys that no rule names stay in the
+    parts only."""
+
+    same: tuple[str, ...] = ()  # alike in every part: the first part's value
+    picks: tuple[Pick, ...] = ()
+    sums: tuple[str, ...] = ()
+    concat: tuple[str, ...] = ()  # lists, joined in worker order
+    maxima: tuple[str, ...] = ()  # numbers, or booleans (true when any part's is)
+    # (key, count key): the parts' values averaged, each weighted by its count
+    means: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class KindSpec:
     """One task kind, as the API, the controller and the task runtime know it."""
 
@@ -50,6 +78,8 @@ class KindSpec:
     # The stages a run goes through, in order, with their weights (see kubetask/progress.py):
     # the job's overall fraction combines them. One stage by default.
     stages: tuple[Stage, ...] = DEFAULT_STAGES
+    # How the workers' parts of a split job make one result (None: the parts as they are).
+    merge: Merge | None = None
 
 
 class KindError(Exception):

@@ -319,6 +319,8 @@ def study_summary(run: StudyRun, params: StudyParams, context: TaskContext) -> d
         "trials_run": len(run.ran),
         "trial_numbers": numbers,
         "trials_total": len(trials),
+        # grows as the study goes on: the part with the most saw the study last
+        "trials_finished": sum(t.state.is_finished() for t in trials),
         "stale_trials_failed": run.stale,
         **state_counts(trials),
     }
