@@ -111,7 +111,8 @@ def test_batch_explain_shares_the_signals_out_among_two_workers(
     events = api.events(job_id, timeout_s=120)
     job = api.job(job_id)
     assert job["state"] == "succeeded", job
-    workers = job["result"]["completions"]
+    result = job["result"]
+    workers = result["workers"]
     assert [w["worker"] for w in workers] == [0, 1]
     total = 16 * 6  # the held-out signals generated
     assert {w["signals_total"] for w in workers} == {total}
@@ -130,6 +131,16 @@ def test_batch_explain_shares_the_signals_out_among_two_workers(
             assert worker["max_relative_gap"] < 0.05
         rows += part["indices"].tolist()
     assert sorted(rows) == list(range(total)), "every signal once, in one part"
+
+    # one merged result: the figures over every signal, whichever worker explained it
+    assert (result["signals_total"], result["signals_explained"]) == (total, total)
+    parts = [arrays(store / w["part"]) for w in workers]
+    right = sum(int((p["predicted"] == p["labels"]).sum()) for p in parts)
+    assert result["accuracy"] == pytest.approx(right / total, abs=1e-5)
+    gaps = [w["max_relative_gap"] for w in workers if w["max_relative_gap"] is not None]
+    assert result["max_relative_gap"] == max(gaps)
+    assert result["model"] == params["model"]
+    assert result["workers_missing"] == []
 
     explained = [e for e in events if e["type"] == "progress" and e["stage"] == "explain"]
     assert {e["index"] for e in explained} <= {0, 1}

@@ -32,8 +32,10 @@ def test_two_workers_share_one_study_and_stop_at_n_trials(api: ApiServer) -> Non
     events = api.events(job_id, timeout_s=120)
     job = api.job(job_id)
     assert job["state"] == "succeeded", job
-    workers = job["result"]["completions"]
+    result = job["result"]
+    workers = result["workers"]
     assert [w["worker"] for w in workers] == [0, 1]
+    assert result["workers_missing"] == []
 
     numbers = [n for w in workers for n in w["trial_numbers"]]
     assert sorted(numbers) == list(range(10)), "each trial number once, 10 in total"
@@ -54,6 +56,20 @@ def test_two_workers_share_one_study_and_stop_at_n_trials(api: ApiServer) -> Non
     for event in trials:
         assert {"value", "best_value", "pruned", "complete", "state"} <= set(event["metrics"])
         assert event["total"] == 10
+
+    # one merged result: the best over both workers' trials, every trial counted once
+    values = [e["metrics"]["value"] for e in trials if e["metrics"]["state"] == "complete"]
+    best = max(values) if result["direction"] == "maximize" else min(values)
+    assert result["best_value"] == best
+    best_event = next(e for e in trials if e["metrics"]["trial"] == result["best_trial"])
+    assert best_event["metrics"]["value"] == best
+    assert set(result["best_params"]) == CHOICES
+    assert result["best_params"] in [w["best_params"] for w in workers if w["best_value"] == best]
+    assert (result["trials_total"], result["trials_run"], result["trials_finished"]) == (10, 10, 10)
+    assert result["complete"] + result["pruned"] + result["failed"] == 10
+    assert result["complete"] == len(values)
+    assert result["running"] == 0
+    assert sorted(result["trial_numbers"]) == list(range(10))
 
 
 def test_a_worker_that_comes_back_fails_its_stale_trial(redis_url: str, tmp_path: Path) -> None:
