@@ -6,7 +6,8 @@ each worker claims the next unexplained signal in Redis until none is left
 retried worker redoes its own claims. Each worker writes its own part,
 `explanations-<index>.npz` (the `explain` arrays, one row per signal it explained) and
 `explanations-<index>.png` (overlays of its first `plots` signals); its result says where
-they are and which rows they hold. Progress is aggregate: `current` counts the signals
+they are and which rows they hold; the job's one result merges the parts' figures over
+every signal (jobs/specs.py). Progress is aggregate: `current` counts the signals
 explained by all the workers together, `total` is how many there are.
 """
 

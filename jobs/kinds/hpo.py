@@ -11,7 +11,8 @@ Redis URL (`python -m kubetask.jobs hpo` by hand) the study is in memory. The ma
 
 Each finished trial is a progress event (`stage="trial"`: trial, state, value, best_value,
 complete, pruned, failed). Each worker's result holds the study's best params and value at
-its end and the trials it ran itself.
+its end and the trials it ran itself; the job's one result merges them (jobs/specs.py: the
+best over every worker, the study's counts as the worker that ended last saw them).
 """
 
 from __future__ import annotations

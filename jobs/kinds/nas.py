@@ -5,7 +5,8 @@ pruning on each trial's per-epoch validation metric (`kubetask.jobs.kinds.ml.sea
 
 Each trial trains `train` with the sampled `architecture`. Each worker's result holds the
 study's best architecture at its end, its validation metrics and size, and `train_params`:
-params that a `train` job accepts as they are, to train that architecture for good.
+params that a `train` job accepts as they are, to train that architecture for good; the
+job's one result takes them from the worker with the best value (jobs/specs.py).
 """
 
 from __future__ import annotations
