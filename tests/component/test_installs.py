@@ -201,7 +201,13 @@ def test_the_wheel_installs_alone_into_a_fresh_venv(
 def test_the_sdk_and_cli_import_with_the_plain_install_alone(wheel: Path) -> None:
     core = closure(requires(wheel, None))
     assert not set(SERVER_SIDE) & core
-    sdk = ("kubetask", "-kubetask.api", "-kubetask.controller", "-kubetask.jobs")
+    sdk = (
+        "kubetask",
+        "-kubetask.api",
+        "-kubetask.controller",
+        "-kubetask.jobs",
+        "-kubetask.storage",
+    )
     assert failed_imports(core, *sdk) == {}
     refused = failed_imports(core, "kubetask.api")  # the probe does refuse
     assert refused["kubetask.api.app"] == "ModuleNotFoundError: No module named 'fastapi'"
@@ -220,13 +226,14 @@ def test_the_server_and_its_kinds_import_with_the_server_extra_alone(wheel: Path
     server = closure(requires(wheel, "server"))
     specs = kind_spec_modules(wheel)
     assert specs
-    assert failed_imports(server, "kubetask.api", "kubetask.controller", *specs) == {}
+    packages = ("kubetask.api", "kubetask.controller", "kubetask.storage", *specs)
+    assert failed_imports(server, *packages) == {}
 
 
 def test_the_task_runtime_and_kinds_import_with_the_ml_extra_alone(wheel: Path) -> None:
     ml = closure(requires(wheel, "ml"))
     assert not {"fastapi", "uvicorn", "kubernetes"} & ml
-    assert failed_imports(ml, "kubetask.jobs") == {}
+    assert failed_imports(ml, "kubetask.jobs", "kubetask.storage") == {}
 
 
 def test_pip_resolves_the_server_extra_without_the_ml_stack(
