@@ -3,17 +3,24 @@ the built-in kinds' merges (jobs/specs.py) and `summarize` using them."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from dataclasses import replace
+from typing import Any, cast
 
 import pytest
 from pydantic import JsonValue
 
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.bus import EventBus
 from kubetask.controller.merging import merge_parts, merged_figures, picked
 from kubetask.controller.outcomes import summarize
+from kubetask.controller.reconciler import Reconciler
+from kubetask.controller.records import JobRecord
 from kubetask.controller.states import Derived
 from kubetask.jobs.specs import EXPLAIN_BATCH, HPO, NAS
 from kubetask.kinds import Merge, Pick
-from kubetask.models import ErrorInfo, JobState, Outcome
+from kubetask.models import ErrorInfo, JobRequest, JobState, Outcome
+from tests.unit.test_reconciler_sync import COMPLETE, JOB, T0, FakeBackend, FakeBus, FakeStore
 
 SUCCEEDED = Derived(JobState.SUCCEEDED, "Completed", "all tasks succeeded")
 
@@ -201,3 +208,39 @@ def test_summarize_merges_with_the_kinds_rules_and_drops_failed_parts() -> None:
 def test_summarize_without_rules_lists_the_parts() -> None:
     result, _ = summarize(SUCCEEDED, {0: Outcome(ok=True, result={"a": 1})}, completions=2)
     assert result == {"completions": [{"a": 1}, None]}
+
+
+# --- the reconciler hands each kind's rules to summarize ------------------------------------
+
+
+def test_a_finished_split_job_is_saved_with_its_kinds_merged_result() -> None:
+    assert HPO.merge is not None
+    job = JobRecord(
+        id=JOB,
+        request=JobRequest(kind="hpo", parallelism=2, completions=2),
+        created_at=T0,
+        submitted=True,
+    )
+    store, bus, backend = FakeStore(job), FakeBus(), FakeBackend()
+    backend.jobs[JOB] = replace(COMPLETE, succeeded=2)
+    parts = [
+        study_part(0, best=0.9, finished=9, ran=[0, 2]),
+        study_part(1, best=0.6, finished=10, ran=[1, 3]),
+    ]
+    bus.left[JOB] = {i: Outcome(ok=True, result=part) for i, part in enumerate(parts)}
+    reconciler = Reconciler(
+        store=store,
+        bus=cast(EventBus, bus),
+        backend=backend,
+        spec_for=lambda r: TaskSpec(
+            job_id=r.id, kind="hpo", image="", command=(), env={}, retries=0, timeout_s=None
+        ),
+        retention_s=60,
+        clock=lambda: T0,
+        merges={"hpo": HPO.merge},
+    )
+    asyncio.run(reconciler.sync(JOB))
+    result = store.records[JOB].status.result
+    assert result is not None
+    assert (result["best_value"], result["trials_run"], result["trials_finished"]) == (0.9, 4, 10)
+    assert result["workers"] == parts
