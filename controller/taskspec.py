@@ -68,6 +68,7 @@ def build_task_spec(
             env.PARAMS: params,
             env.REDIS_URL: defaults.redis_url,
             env.ARTIFACTS: defaults.artifacts,
+            env.COMPLETIONS: str(request.completions),
         },
         retries=request.retries,
         timeout_s=request.timeout_s,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import redis
@@ -29,12 +30,15 @@ class RedisPublisher:
         url: str,
         *,
         job_id: str,
+        worker: eventlog.WorkerRun | None = None,
         retry_after_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._job_id = job_id
         self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=0.5)
         self._append = self._client.register_script(eventlog.APPEND_SCRIPT)
+        self._append_progress = self._client.register_script(eventlog.PROGRESS_SCRIPT)
+        self._worker = worker or eventlog.WorkerRun(run=uuid.uuid4().hex, started=time.time())
         self._retry_after_s = retry_after_s
         self._clock = clock
         self._down_until: float | None = None
@@ -48,10 +52,16 @@ class RedisPublisher:
             self.dropped += len(events)
             return False
         event_keys = eventlog.script_keys(self._job_id)
+        progress_keys = eventlog.progress_keys(self._job_id)
         try:
             with self._client.pipeline(transaction=False) as pipe:
                 for fields in events:
-                    self._append(keys=event_keys, args=eventlog.script_args(fields), client=pipe)
+                    if fields.get("type") == "progress":
+                        args = eventlog.progress_args(fields, self._worker)
+                        self._append_progress(keys=progress_keys, args=args, client=pipe)
+                    else:
+                        args = eventlog.script_args(fields)
+                        self._append(keys=event_keys, args=args, client=pipe)
                 pipe.execute()
         except redis.RedisError as exc:
             self._mark_down(exc)

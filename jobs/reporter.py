@@ -1,5 +1,9 @@
 """The progress reporter a task calls: `update(current, total, message=..., stage=..., **metrics)`.
 
+Each event carries the worker's own overall fraction (`worker_fraction`: the kind's declared
+stages and weights, never going back; kubetask/progress.py), from which the event log makes
+the job's figure; `complete()` reports the worker done (fraction 1) when its task succeeded.
+
 `update` only builds the event and hands it to a background thread, so a training loop never
 waits on the network. The thread sends at most one batch per `min_interval_s`; in a batch,
 consecutive events of the same stage and index that carry no metrics are conflated to the
@@ -17,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from pydantic import JsonValue
+
+from kubetask.progress import DEFAULT_STAGES, Stage, WorkerFraction
 
 MAX_PENDING = 10_000
 
@@ -56,6 +62,7 @@ def progress_fields(
     metrics: dict[str, JsonValue],
     index: int | None,
     now: datetime,
+    worker_fraction: float | None = None,
 ) -> dict[str, JsonValue]:
     """The progress event as the contract defines it (without `seq`, which Redis assigns)."""
     fraction = None
@@ -72,6 +79,7 @@ def progress_fields(
         "message": message,
         "metrics": metrics,
         "index": index,
+        "worker_fraction": worker_fraction,
     }
 
 
@@ -86,6 +94,7 @@ class ProgressReporter:
         index: int | None = None,
         min_interval_s: float = 0.1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stages: Sequence[Stage] = DEFAULT_STAGES,
     ) -> None:
         self._sink = sink
         self._job_id = job_id
@@ -96,6 +105,7 @@ class ProgressReporter:
         self._wake = threading.Condition()
         self._closed = False
         self._stage: str | None = None
+        self._fraction = WorkerFraction(stages)
         self.last: dict[str, JsonValue] | None = None
         self._thread = threading.Thread(target=self._run, name="kubetask-progress", daemon=True)
         if sink is not None:
@@ -115,16 +125,41 @@ class ProgressReporter:
             log.info("stage %s%s", stage, f": {message}" if message else "")
         if stage is not None:
             self._stage = stage
-        event = progress_fields(
-            job_id=self._job_id,
-            current=current,
-            total=total,
-            stage=self._stage,
-            message=message,
-            metrics=metrics,
-            index=self._index,
-            now=self._clock(),
+        own = self._fraction.update(self._stage, current, total)
+        self._emit(
+            progress_fields(
+                job_id=self._job_id,
+                current=current,
+                total=total,
+                stage=self._stage,
+                message=message,
+                metrics=metrics,
+                index=self._index,
+                now=self._clock(),
+                worker_fraction=round(own, 6),
+            )
         )
+
+    def complete(self) -> None:
+        """Report this worker done (its fraction 1): its task succeeded."""
+        total = (self.last or {}).get("total")
+        done = total if isinstance(total, int | float) and total > 0 else 1
+        self._fraction.finish()
+        self._emit(
+            progress_fields(
+                job_id=self._job_id,
+                current=done,
+                total=done,
+                stage=self._stage,
+                message="done",
+                metrics={},
+                index=self._index,
+                now=self._clock(),
+                worker_fraction=1.0,
+            )
+        )
+
+    def _emit(self, event: dict[str, JsonValue]) -> None:
         self.last = event
         if self._sink is None:
             return

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from types import FrameType
 from pydantic import JsonValue, ValidationError
 
 from kubetask import env
+from kubetask.eventlog import WorkerRun
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import InvalidParams, TaskError, TaskTerminated, describe_failure
 from kubetask.jobs.publisher import RedisPublisher
@@ -49,6 +51,7 @@ class TaskEnv:
     artifacts_root: Path
     termination_log: Path
     index: int | None  # the completion index of an Indexed Job, else None
+    completions: int = 1  # how many workers the job has
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], kind: str) -> TaskEnv:
@@ -61,6 +64,7 @@ class TaskEnv:
             artifacts_root=Path(environ.get(env.ARTIFACTS, "artifacts")),
             termination_log=Path(environ.get(env.TERMINATION_LOG, env.DEFAULT_TERMINATION_LOG)),
             index=int(environ[env.COMPLETION_INDEX]) if env.COMPLETION_INDEX in environ else None,
+            completions=int(environ.get(env.COMPLETIONS) or 1),
         )
 
     def params_json(self) -> str:
@@ -185,7 +189,9 @@ def run_task(
     except ValidationError as exc:
         return invalid_params(kind, format_validation_errors(exc))
 
-    reporter = ProgressReporter(publisher, job_id=task_env.job_id, index=task_env.index)
+    reporter = ProgressReporter(
+        publisher, job_id=task_env.job_id, index=task_env.index, stages=spec.stages
+    )
     context = TaskContext(
         job_id=task_env.job_id,
         index=task_env.index or 0,
@@ -200,6 +206,7 @@ def run_task(
         result = run_kind(spec, params, context)
         outcome = Outcome(ok=True, result=spill_result(result, context))
         code = env.EXIT_OK
+        reporter.complete()
         log.info("%s task succeeded in %.1f s", kind, time.monotonic() - started)
     except InvalidParams as exc:
         code, outcome = invalid_params(kind, str(exc))
@@ -240,7 +247,10 @@ def main(argv: list[str]) -> int:
     task_env = TaskEnv.from_environ(os.environ, argv[0])
     publisher = None
     if task_env.redis_url:
-        publisher = RedisPublisher(task_env.redis_url, job_id=task_env.job_id)
+        worker = WorkerRun(
+            run=uuid.uuid4().hex, started=time.time(), completions=task_env.completions
+        )
+        publisher = RedisPublisher(task_env.redis_url, job_id=task_env.job_id, worker=worker)
     code, outcome = run_task(argv[0], task_env, publisher)
     if outcome.error is not None:
         print(f"{outcome.error.type}: {outcome.error.message}", file=sys.stderr)

@@ -38,6 +38,7 @@ from kubetask.models import (
     Outcome,
     ProgressEvent,
     StateEvent,
+    WorkerProgress,
 )
 
 if TYPE_CHECKING:
@@ -90,4 +91,5 @@ __all__ = [
     "StreamLost",
     "TooManyRequests",
     "WaitTimeout",
+    "WorkerProgress",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import JsonValue, TypeAdapter
@@ -39,6 +40,66 @@ APPEND_SCRIPT = (
     + "return append_event(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])"
 )
 
+# The job's figure for a progress event, atomically over all its workers: JobTally.record of
+# kubetask/progress.py (its reference, tested against this), returned as the JSON members
+# `"fraction":F,"attempt":N,"eta_s":E,` that go in front of the event's body.
+JOB_FIGURE_FUNCTION = """
+local function num(value) return string.format('%.17g', value) end
+local function job_figure(tally_key, workers_key, index, run, worker_fraction, stage,
+                          started, now, completions)
+  local t = redis.call('HMGET', tally_key, 'attempt', 'fraction', 'base', 'since')
+  local attempt = tonumber(t[1]) or 1
+  local fraction = tonumber(t[2]) or 0
+  local base = tonumber(t[3]) or 0
+  local since = tonumber(t[4]) or tonumber(started)
+  local previous = redis.call('HGET', workers_key, 'run:' .. index)
+  local retried = previous and previous ~= run
+  if retried then
+    attempt = attempt + 1
+    fraction = 0
+    since = tonumber(started)
+  end
+  redis.call('HSET', workers_key, 'run:' .. index, run)
+  if worker_fraction ~= '' then
+    redis.call('HSET', workers_key, 'fraction:' .. index, worker_fraction)
+  end
+  if stage ~= '' then redis.call('HSET', workers_key, 'stage:' .. index, stage) end
+  local n = math.min(math.max(tonumber(completions) or 1, 1), 100000)
+  local sum = 0
+  for i = 0, n - 1 do
+    local f = tonumber(redis.call('HGET', workers_key, 'fraction:' .. i)) or 0
+    sum = sum + math.min(math.max(f, 0), 1)
+  end
+  local computed = math.min(sum / n, 1)
+  if retried then base = computed end
+  if computed > fraction then fraction = computed end
+  redis.call('HSET', tally_key, 'attempt', attempt, 'fraction', num(fraction),
+             'base', num(base), 'since', num(since))
+  local eta = 'null'
+  local gained = fraction - base
+  local elapsed = tonumber(now) - since
+  if fraction >= 1 then
+    eta = '0.0'
+  elseif elapsed >= 1.0 and gained >= 0.01 then
+    eta = string.format('%.1f', (1 - fraction) * elapsed / gained)
+  end
+  return string.format('"fraction":%.6f,"attempt":%d,"eta_s":%s,', fraction, attempt, eta)
+end
+"""
+
+# KEYS: seq, history, latest, channel, tally, workers. ARGV: the event body without its
+# opening brace nor the job's figure, history limit, then the worker's index, run (one per
+# process), own fraction ('' if unknown), stage, run start and event time (seconds since the
+# epoch), and the job's number of completions.
+PROGRESS_SCRIPT = (
+    APPEND_FUNCTION
+    + JOB_FIGURE_FUNCTION
+    + """local figure = job_figure(KEYS[5], KEYS[6], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+                                ARGV[7], ARGV[8], ARGV[9])
+return append_event(KEYS[1], KEYS[2], KEYS[3], KEYS[4], figure .. ARGV[1], ARGV[2], '1')"""
+)
+JOB_FIGURE_FIELDS = ("fraction", "attempt", "eta_s")
+
 _EVENT = TypeAdapter[Event](Event)
 
 
@@ -55,6 +116,43 @@ def script_args(fields: Mapping[str, JsonValue]) -> list[str]:
     """Arguments for APPEND_SCRIPT: the event JSON minus `seq` and its opening brace."""
     body = json.dumps(fields, separators=(",", ":"), default=str)
     return [body[1:], str(HISTORY_LIMIT), "1" if fields.get("type") == "progress" else "0"]
+
+
+def progress_keys(job_id: str) -> list[str]:
+    return [*script_keys(job_id), keys.progress_tally(job_id), keys.progress_workers(job_id)]
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """Who reports: one process (`run`, started at `started`, seconds since the epoch) of
+    one completion `index` of a job with `completions` workers."""
+
+    run: str
+    started: float
+    completions: int = 1
+
+
+def progress_args(fields: Mapping[str, JsonValue], worker: WorkerRun) -> list[str]:
+    """Arguments for PROGRESS_SCRIPT: the body (without the job's figure, which the script
+    adds) and what the script needs to tally the job."""
+    body = {k: v for k, v in fields.items() if k not in JOB_FIGURE_FIELDS}
+    text = json.dumps(body, separators=(",", ":"), default=str)
+    own = fields.get("worker_fraction")
+    stage = fields.get("stage")
+    index = fields.get("index")
+    stamp = fields.get("timestamp")
+    now = datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else worker.started
+    return [
+        text[1:],
+        str(HISTORY_LIMIT),
+        str(index if isinstance(index, int) else 0),
+        worker.run,
+        repr(float(own)) if isinstance(own, int | float) else "",
+        stage if isinstance(stage, str) else "",
+        repr(worker.started),
+        repr(now),
+        str(worker.completions),
+    ]
 
 
 def state_fields(

@@ -27,6 +27,16 @@ def latest_progress(job_id: str) -> str:
     return f"{PREFIX}:latest:{job_id}"
 
 
+def progress_tally(job_id: str) -> str:
+    """Hash: the job's progress figure (attempt, fraction, base, since; kubetask.eventlog)."""
+    return f"{PREFIX}:progress-tally:{job_id}"
+
+
+def progress_workers(job_id: str) -> str:
+    """Hash: each worker's run, fraction and stage (`run:<index>`, `fraction:<index>`, ...)."""
+    return f"{PREFIX}:progress-workers:{job_id}"
+
+
 def seq(job_id: str) -> str:
     return f"{PREFIX}:seq:{job_id}"
 

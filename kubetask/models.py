@@ -220,7 +220,13 @@ class Outcome(_Strict):
 
 
 class ProgressEvent(_Strict):
-    """A task's progress report, as published on `kubetask:progress:{job_id}`."""
+    """A task's progress report, as published on `kubetask:progress:{job_id}`.
+
+    `fraction` is the whole job's (every stage by its kind's weight, every worker averaged;
+    kubetask/progress.py): it never goes back within an `attempt`. `current`/`total` and
+    `progress` are the current stage's own count and fraction; `worker_fraction` is the
+    reporting worker's (`index`) own figure. It maps onto Kubeflow Trainer's progress status
+    (`kubetask.progress.trainer_status`)."""
 
     type: Literal["progress"] = "progress"
     job_id: str
@@ -233,6 +239,18 @@ class ProgressEvent(_Strict):
     message: str | None = None
     metrics: dict[str, JsonValue] = Field(default_factory=dict)
     index: int | None = None
+    fraction: float | None = Field(None, ge=0.0, le=1.0, description="The job's, 0..1.")
+    attempt: int = Field(1, ge=1, description="A retry starts the next attempt.")
+    eta_s: float | None = Field(None, ge=0.0, description="Seconds left, once it can tell.")
+    worker_fraction: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class WorkerProgress(_Strict):
+    """One worker of an Indexed job, as its last progress event left it."""
+
+    index: int
+    fraction: float = Field(0.0, ge=0.0, le=1.0)
+    stage: str | None = None
 
 
 class StateEvent(_Strict):
@@ -275,6 +293,9 @@ class JobView(_Strict):
     attempts: int = 0
     labels: dict[str, str] = Field(default_factory=dict)
     progress: ProgressEvent | None = None
+    workers: list[WorkerProgress] = Field(
+        default_factory=list, description="Each worker's progress (jobs with completions > 1)."
+    )
     result: dict[str, JsonValue] | None = None
     error: ErrorInfo | None = None
     cancel_requested: bool = False

@@ -22,6 +22,7 @@ Stage = tuple[str, float]  # a stage's name and its weight (any positive number)
 DEFAULT_STAGES: tuple[Stage, ...] = (("run", 1.0),)
 ETA_MIN_GAIN = 0.01  # the fraction gained in this attempt before an ETA means anything
 ETA_MIN_ELAPSED_S = 1.0
+RUNNING_MAX = 0.99  # a worker still running is not done, even past its last count
 
 
 def stage_fraction(current: float, total: float | None) -> float | None:
@@ -56,7 +57,8 @@ def overall_fraction(
 @dataclass
 class WorkerFraction:
     """One worker's fraction within its run: never goes back (a stage repeating a count, or an
-    undeclared stage, keeps the figure where it was)."""
+    undeclared stage, keeps the figure where it was), and reaches 1 only by `finish` (its
+    task succeeded): a task failing after its last count shows 99%, not 100%."""
 
     stages: Sequence[Stage] = DEFAULT_STAGES
     value: float = 0.0
@@ -64,7 +66,7 @@ class WorkerFraction:
     def update(self, stage: str | None, current: float, total: float | None) -> float:
         found = overall_fraction(self.stages, stage, current, total)
         if found is not None and found > self.value:
-            self.value = found
+            self.value = max(self.value, min(found, RUNNING_MAX))
         return self.value
 
     def finish(self) -> float:

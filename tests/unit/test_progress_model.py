@@ -48,6 +48,7 @@ def test_a_worker_fraction_keeps_its_highest_value_and_finishes_at_one() -> None
     assert worker.update("work", 6, 6) == pytest.approx(0.7)
     assert worker.update("work", 3, 6) == pytest.approx(0.7)  # a count going back
     assert worker.update("other", 0, 1) == pytest.approx(0.7)  # an undeclared stage
+    assert worker.update("save", 9, 2) == 0.99  # past its last count, yet not done
     assert worker.finish() == 1.0
 
 

@@ -102,6 +102,7 @@ def test_progress_fields_are_the_contract_event() -> None:
         "message": "m",
         "metrics": {"loss": 0.1},
         "index": 3,
+        "worker_fraction": None,
     }
 
 
@@ -221,3 +222,28 @@ def test_a_sink_that_raises_never_reaches_the_task_and_publishing_goes_on() -> N
     reporter.update(2, 2, loss=0.1)
     reporter.close()
     assert [e["current"] for e in sink.delivered] == [2]
+
+
+# --- the worker's own fraction --------------------------------------------------------------
+
+
+def test_each_event_carries_the_workers_fraction_over_the_declared_stages() -> None:
+    stages = (("load", 1.0), ("work", 8.0), ("save", 1.0))
+    reporter = ProgressReporter(None, job_id="j", clock=lambda: T0, stages=stages)
+    seen = []
+    for current, total, stage in [(1, 1, "load"), (4, 8, "work"), (8, 8, "work"), (0, 2, "save")]:
+        reporter.update(current, total, stage=stage)
+        assert reporter.last is not None
+        seen.append(reporter.last["worker_fraction"])
+    assert seen == [0.1, 0.5, 0.9, 0.9]  # save 0/2 does not go back to 0
+
+
+def test_complete_reports_the_worker_done_with_its_stage_count_full() -> None:
+    sink = RecordingSink()
+    reporter = ProgressReporter(sink, job_id="j", clock=lambda: T0, min_interval_s=0.0)
+    reporter.update(3, 10, stage="steps")
+    reporter.complete()
+    reporter.close()
+    last = sink.events[-1]
+    assert (last["worker_fraction"], last["current"], last["total"]) == (1.0, 10, 10)
+    assert last["stage"] == "steps"

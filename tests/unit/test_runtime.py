@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 from pydantic import JsonValue
 
 from kubetask import env
 from kubetask.jobs.context import TaskContext
+from kubetask.jobs.publisher import RedisPublisher
 from kubetask.jobs.reporter import ProgressReporter
 from kubetask.jobs.runtime import MAX_OUTCOME_BYTES, TaskEnv, fit_outcome, run_task, spill_result
 from kubetask.kinds import load_kinds
@@ -240,3 +243,39 @@ def test_a_large_result_is_spilled_to_an_artifact(tmp_path: Path) -> None:
     spilled = tmp_path / str(small["result_file"])
     assert json.loads(spilled.read_text()) == big
     assert len(fit_outcome(Outcome(ok=True, result=small))) < MAX_OUTCOME_BYTES
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.events: list[dict[str, JsonValue]] = []
+
+    def publish(self, events: Sequence[dict[str, JsonValue]]) -> bool:
+        self.events.extend(events)
+        return True
+
+
+def test_the_number_of_workers_is_read_from_the_environment(tmp_path: Path) -> None:
+    assert task_env(tmp_path).completions == 1
+    assert task_env(tmp_path, **{env.COMPLETIONS: "4"}).completions == 4
+
+
+def run_recorded(tmp_path: Path, params: dict[str, object]) -> list[dict[str, JsonValue]]:
+    publisher = RecordingPublisher()
+    environ = task_env(tmp_path, **{env.PARAMS: json.dumps(params)})
+    run_task("noop", environ, cast(RedisPublisher, publisher))
+    return publisher.events
+
+
+def test_a_succeeded_task_reports_its_worker_done(tmp_path: Path) -> None:
+    events = run_recorded(tmp_path, {"steps": 3})
+    assert events[-1]["worker_fraction"] == 1.0
+
+
+def test_a_failed_task_leaves_its_fraction_where_it_stopped(tmp_path: Path) -> None:
+    events = run_recorded(tmp_path, {"steps": 4, "fail": "exception"})
+    fractions = [event["worker_fraction"] for event in events]
+    assert fractions
+    assert all(isinstance(f, float) and f < 1.0 for f in fractions)

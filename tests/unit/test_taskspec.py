@@ -39,6 +39,7 @@ def test_env_is_exactly_the_container_contract() -> None:
         env.PARAMS: json.dumps({"steps": 3, "fail": "memory"}, separators=(",", ":")),
         env.REDIS_URL: "redis://redis:6379/0",
         env.ARTIFACTS: "/artifacts",
+        env.COMPLETIONS: "1",
     }
 
 
