@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from kubetask import eventlog, keys
 from kubetask.controller.outcomes import parse_outcome
-from kubetask.models import JobState, Outcome, ProgressEvent
+from kubetask.models import JobState, Outcome, ProgressEvent, WorkerProgress
 
 log = logging.getLogger("kubetask.bus")
 
@@ -79,6 +79,11 @@ class EventBus:
                     latest[job_id] = event
         return latest
 
+    async def workers(self, job_id: str, completions: int) -> list[WorkerProgress]:
+        """Each worker's progress, as the event log's script last tallied it."""
+        raw = await self._redis.hgetall(keys.progress_workers(job_id))
+        return eventlog.parse_workers({str(k): str(v) for k, v in raw.items()}, completions)
+
     async def outcomes(self, job_id: str, completions: int) -> dict[int, Outcome]:
         """Each completion index's outcome, as its task stored it."""
         raw = await self._redis.mget([keys.outcome(job_id, i) for i in range(completions)])
@@ -91,7 +96,13 @@ class EventBus:
 
     async def expire(self, job_id: str, seconds: int) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key in (keys.seq(job_id), keys.history(job_id), keys.latest_progress(job_id)):
+            for key in (
+                keys.seq(job_id),
+                keys.history(job_id),
+                keys.latest_progress(job_id),
+                keys.progress_tally(job_id),
+                keys.progress_workers(job_id),
+            ):
                 pipe.expire(key, seconds)
             await pipe.execute()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, JsonValue
@@ -15,7 +16,25 @@ from kubetask.models import (
     JobState,
     JobView,
     ProgressEvent,
+    WorkerProgress,
 )
+
+
+def settled(progress: ProgressEvent | None, state: JobState) -> ProgressEvent | None:
+    """A job's progress as its state settles it: a succeeded job is whole (1.0, nothing
+    left); a failed or cancelled one stays where it stopped, with no time left to guess."""
+    if progress is None or not state.terminal:
+        return progress
+    if state is JobState.SUCCEEDED:
+        return progress.model_copy(update={"fraction": 1.0, "eta_s": 0.0})
+    return progress.model_copy(update={"eta_s": None})
+
+
+def settled_worker(worker: WorkerProgress, state: JobState) -> WorkerProgress:
+    """A worker of a succeeded job is whole; otherwise as it last reported."""
+    if state is JobState.SUCCEEDED:
+        return worker.model_copy(update={"fraction": 1.0})
+    return worker
 
 
 class JobStatus(BaseModel):
@@ -54,7 +73,14 @@ class JobRecord(BaseModel):
             return False
         return now - self.created_at > timedelta(seconds=timeout)
 
-    def view(self, *, backend: BackendRef, progress: ProgressEvent | None) -> JobView:
+    def view(
+        self,
+        *,
+        backend: BackendRef,
+        progress: ProgressEvent | None,
+        workers: Sequence[WorkerProgress] = (),
+    ) -> JobView:
+        """The job as a person sees it; its progress as the state settles it (`settled`)."""
         status = self.status
         return JobView(
             id=self.id,
@@ -69,7 +95,8 @@ class JobRecord(BaseModel):
             finished_at=status.finished_at,
             attempts=status.attempts,
             labels=self.request.labels,
-            progress=progress,
+            progress=settled(progress, status.state),
+            workers=[settled_worker(worker, status.state) for worker in workers],
             result=status.result,
             error=status.error,
             cancel_requested=self.cancel_requested,

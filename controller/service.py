@@ -239,7 +239,11 @@ class JobService:
 
     async def _view(self, record: JobRecord) -> JobView:
         latest = await self._bus.latest_progress([record.id])
-        return record.view(backend=self._ref(record), progress=latest.get(record.id))
+        completions = record.request.completions
+        workers = await self._bus.workers(record.id, completions) if completions > 1 else []
+        return record.view(
+            backend=self._ref(record), progress=latest.get(record.id), workers=workers
+        )
 
     def _ref(self, record: JobRecord) -> BackendRef:
         return self._backend.ref(record.id, tenant=record.tenant)

@@ -16,7 +16,7 @@ from datetime import datetime
 from pydantic import JsonValue, TypeAdapter
 
 from kubetask import keys
-from kubetask.models import Event, JobState
+from kubetask.models import Event, JobState, WorkerProgress
 
 HISTORY_LIMIT = 1000
 
@@ -153,6 +153,20 @@ def progress_args(fields: Mapping[str, JsonValue], worker: WorkerRun) -> list[st
         repr(now),
         str(worker.completions),
     ]
+
+
+def parse_workers(raw: Mapping[str, str], completions: int) -> list[WorkerProgress]:
+    """Each worker of a job, from the hash the progress script keeps (`fraction:<index>`,
+    `stage:<index>`); a worker not heard from is at 0."""
+    workers = []
+    for index in range(completions):
+        try:
+            fraction = min(max(float(raw.get(f"fraction:{index}", 0.0)), 0.0), 1.0)
+        except ValueError:
+            fraction = 0.0
+        stage = raw.get(f"stage:{index}") or None
+        workers.append(WorkerProgress(index=index, fraction=fraction, stage=stage))
+    return workers
 
 
 def state_fields(
