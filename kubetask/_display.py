@@ -14,7 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from kubetask._live_line import count_text
+from kubetask._live_line import count_text, percent_text
 from kubetask.models import JobState, JobView, KindInfo, ProgressEvent
 
 STATE_STYLES = {
@@ -58,6 +58,9 @@ def duration(view: JobView, now: datetime) -> str:
 
 
 def fraction(event: ProgressEvent) -> float | None:
+    """The job's fraction (all stages, all workers); from an older server, the stage's."""
+    if event.fraction is not None:
+        return event.fraction
     if event.progress is not None:
         return event.progress
     if event.total:
@@ -79,15 +82,18 @@ def metrics_text(metrics: Mapping[str, JsonValue]) -> str:
 
 
 def progress_text(event: ProgressEvent | None) -> str:
-    """`42% train 3/10`: the fraction, the stage and the count."""
+    """`42% train 3/10`: the job's fraction, the current stage and its own count (and the
+    attempt, from the second on)."""
     if event is None:
         return ""
     share = fraction(event)
-    parts = [] if share is None else [f"{share:.0%}"]
+    parts = [] if share is None else [percent_text(share).strip()]
     if event.stage:
         parts.append(event.stage)
     if event.total:
         parts.append(count_text(event.current, event.total))
+    if event.attempt > 1:
+        parts.append(f"(attempt {event.attempt})")
     return " ".join(parts)
 
 
@@ -185,6 +191,11 @@ def summary(view: JobView, now: datetime) -> RenderableType:
     if view.progress is not None:
         progress = view.progress
         rows.append(("progress", progress_text(progress)))
+        if progress.eta_s is not None and not view.state.terminal:
+            rows.append(("eta", human_duration(progress.eta_s)))
+        for worker in view.workers:
+            share = percent_text(worker.fraction).strip()
+            rows.append((f"worker {worker.index}", f"{share} {worker.stage or ''}".strip()))
         rows.append(("message", progress.message or ""))
         rows.append(("metrics", metrics_text(progress.metrics)))
     for name, value in rows:

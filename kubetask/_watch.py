@@ -1,6 +1,8 @@
-"""`kubetask watch`: a live line per task (stage, bar, percentage, count, ETA, then message
-and metrics in what width is left), state changes as lines above it, a note when the stream
-is resumed after a dropped connection, and a last frame that says how it ended.
+"""`kubetask watch`: a live line for the job (its stage, a bar and percentage of the whole
+job, the stage's own count, the job's ETA, then message and metrics in what width is left),
+one more per worker of an Indexed job (its own fraction), state changes as lines above them,
+a note when the stream is resumed after a dropped connection, and a last frame that says how
+it ended.
 
 Events only change what is shown; the lines are drawn at a steady rate (REFRESH_PER_SECOND),
 each from `_live_line.layout` at the terminal's width, so a burst of events never makes them
@@ -32,7 +34,8 @@ INTERRUPTED = "interrupted"
 
 @dataclass
 class Eta:
-    """Time left for one bar, from the rate since its stage began (timestamps of events)."""
+    """Time left for one bar, from the rate since its stage began (timestamps of events):
+    for events of an older server, which carry no job fraction nor ETA of their own."""
 
     stage: str | None = None
     start: tuple[float, float] | None = None  # (event time, fraction) when the stage began
@@ -64,20 +67,29 @@ class Bar:
     eta_at: float | None  # the monotonic time it should end at, while that is known
 
 
-def next_bar(previous: Bar | None, event: ProgressEvent, left: float | None, now: float) -> Bar:
-    """The bar after `event`. A detail (message, metrics) stays until a new one comes, and an
-    ETA until its stage changes, so the line never blanks between two events."""
+def next_bar(
+    previous: Bar | None,
+    event: ProgressEvent,
+    left: float | None,
+    now: float,
+    *,
+    worker: bool = False,
+) -> Bar:
+    """The bar after `event`: the job's, or with `worker` its worker's own. A detail (message,
+    metrics) stays until a new one comes, and an ETA until a new one comes (per stage, for
+    an older server's events), so the line never blanks between two events."""
     stage = event.stage or "progress"
-    label = stage if event.index is None else f"[{event.index}] {stage}"
+    per_index = worker or (event.fraction is None and event.index is not None)
+    label = f"[{event.index}] {stage}" if per_index else stage
+    share = event.worker_fraction if worker else fraction(event)
     detail = "  ".join(filter(None, (event.message, metrics_text(event.metrics))))
-    eta_at = None if left is None else now + left
+    eta_at = None if left is None or worker else now + left
     if previous is not None:
         detail = detail or previous.detail
-        if eta_at is None and previous.stage == event.stage:
+        same_estimate = event.fraction is not None or previous.stage == event.stage
+        if eta_at is None and not worker and same_estimate:
             eta_at = previous.eta_at
-    return Bar(
-        label, event.stage, fraction(event), count_text(event.current, event.total), detail, eta_at
-    )
+    return Bar(label, event.stage, share, count_text(event.current, event.total), detail, eta_at)
 
 
 class LiveWatch:
@@ -167,11 +179,17 @@ class LiveWatch:
 
     def _show_progress(self, event: ProgressEvent) -> None:
         now = self._clock()
-        left = self._etas.setdefault(event.index, Eta()).update(event)
-        bar = next_bar(self._bars.get(event.index), event, left, now)
-        self._bars = {**self._bars, event.index: bar}  # whole: the refresh thread reads it
+        if event.fraction is None:  # an older server: a bar per task and stage, as it was
+            left = self._etas.setdefault(event.index, Eta()).update(event)
+            bars = {event.index: next_bar(self._bars.get(event.index), event, left, now)}
+        else:  # the job's bar, and a worker's own beside it
+            bars = {None: next_bar(self._bars.get(None), event, event.eta_s, now)}
+            if event.index is not None and event.worker_fraction is not None:
+                previous = self._bars.get(event.index)
+                bars[event.index] = next_bar(previous, event, None, now, worker=True)
+        self._bars = {**self._bars, **bars}  # whole: the refresh thread reads it
         self._widths = Widths(
-            label=max(self._widths.label, len(bar.label)),
+            label=max(self._widths.label, *(len(bar.label) for bar in bars.values())),
             count=max(self._widths.count, len(count_text(event.total or 0, event.total))),
             eta=max(self._widths.eta, len("eta 00m00s")),
         )
