@@ -54,12 +54,27 @@ function runTime(job) {
   return duration((ms(job.finished_at) ?? Date.now()) - start);
 }
 
+// The job's fraction (every stage by its weight, every worker): never back within an attempt;
+// a failed or cancelled job stays where it stopped. From an older server, the stage's.
 function fraction(job) {
   if (job.state === "succeeded") return 1;
   const p = job.progress;
   if (!p) return 0;
+  if (typeof p.fraction === "number") return p.fraction;
   if (typeof p.progress === "number") return p.progress;
   return p.total ? Math.min(1, p.current / p.total) : 0;
+}
+
+// "eta 1m05s" while the job runs and its ETA is known.
+function etaText(job) {
+  const p = job.progress;
+  if (!p || TERMINAL.has(job.state) || typeof p.eta_s !== "number") return "";
+  return `eta ${duration(p.eta_s * 1000)}`;
+}
+
+// The current stage's own count, in whole units: "14 / 30".
+function stageCount(p) {
+  return p && p.total ? `${Math.floor(p.current + 1e-9)} / ${Math.round(p.total)}` : null;
 }
 
 // -- the API ---------------------------------------------------------------------------------
@@ -222,6 +237,12 @@ function applyEvent(job, event) {
   job._seq = event.seq;
   if (event.type === "progress") {
     job.progress = event;
+    const workers = job.workers || [];
+    const worker = workers.find((w) => w.index === event.index);
+    if (worker && typeof event.worker_fraction === "number") {
+      worker.fraction = event.worker_fraction;
+      worker.stage = event.stage;
+    }
   } else if (event.type === "state") {
     job.state = event.state;
     job.reason = event.reason ?? null;
@@ -311,7 +332,7 @@ function scheduleRender() {
 
 function progressCell(job) {
   const value = fraction(job);
-  const pct = Math.round(value * 100);
+  const pct = Math.floor(value * 100 + 1e-9); // 99.6% is not done
   const fill = h("div", { class: "fill" });
   fill.style.width = `${pct}%`; // CSSOM, not a style attribute: the page's CSP allows no inline style
   return h(
@@ -323,7 +344,7 @@ function progressCell(job) {
 }
 
 function jobRow(job) {
-  const stage = job.progress && job.progress.stage ? job.progress.stage : "";
+  const stage = [job.progress && job.progress.stage, etaText(job)].filter(Boolean).join(" · ");
   return h(
     "tr",
     { dataset: { jobId: job.id, state: job.state }, onclick: () => (location.hash = `#/jobs/${job.id}`) },
@@ -547,7 +568,10 @@ function renderJob() {
         ["stage", p.stage],
         ["message", p.message || job.message],
         ["reason", job.reason],
-        ["progress", p.total ? `${p.current} / ${p.total}` : null],
+        ["progress", stageCount(p)],
+        ["eta", etaText(job).replace(/^eta /, "")],
+        ["attempt", p.attempt > 1 ? p.attempt : null],
+        ["workers", (job.workers || []).map((w) => `[${w.index}] ${Math.floor(w.fraction * 100 + 1e-9)}% ${w.stage || ""}`.trim()).join(", ")],
         ["attempts", job.attempts],
         ["created", when(job.created_at)],
         ["started", when(job.started_at)],

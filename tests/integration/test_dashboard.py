@@ -485,3 +485,24 @@ def test_a_finished_evaluate_shows_its_figures_and_readable_result(
     screenshot(browser, "dashboard-evaluate.png")
     browser.set_window_size(1360, 900)
     assert not console_errors(browser)
+
+
+def test_the_bar_is_the_jobs_fraction_with_its_eta_and_a_failed_job_stays_where_it_stopped(
+    server: ApiServer, browser: Any
+) -> None:
+    open_table(browser, server)
+    stage_done = {"stage": "generate", "current": 96, "total": 96, "progress": 1.0}
+    running = {"state": "running", "progress": {**stage_done, "fraction": 0.45, "eta_s": 65}}
+    failed = {"state": "failed", "progress": {**stage_done, "fraction": 0.9}}
+    shown = browser.execute_script(
+        "return [...arguments].map(j => [fraction(j), etaText(j), progressCell(j).textContent,"
+        " stageCount(j.progress)])",
+        running,
+        failed,
+        {"state": "succeeded", "progress": {**stage_done, "fraction": 0.9}},
+    )
+    assert shown == [
+        [0.45, "eta 1m 5s", "45%", "96 / 96"],
+        [0.9, "", "90%", "96 / 96"],  # not the stage's 100%, and no ETA once it ended
+        [1, "", "100%", "96 / 96"],
+    ]
