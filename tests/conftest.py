@@ -13,14 +13,35 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from kubetask._sse import EventCursor, JobEvent
 from kubetask.controller.redis_server import RedisServer, free_port
+from kubetask.models import ProgressEvent
 from tests.cluster.audit import AuditRecord
 from tests.cluster.bootstrap import Installation, admin_client, install, uninstall
 from tests.cluster.control_plane import BINARY, ControlPlane
 from tests.component.flaky_proxy import FlakyProxy
+from tests.progress_check import LEDGER
 from tests.s3.server import BINARY as S3_BINARY
 from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def progress_never_goes_back() -> Iterator[None]:
+    """Every progress event the SDK reads in this session (its event cursor, which its
+    `events()` and `wait()` follow) is checked like those tests/servers.py reads: a job's
+    fraction never decreases within an attempt (tests/progress_check.py)."""
+    original = EventCursor.feed
+
+    def feed(cursor: EventCursor, line: str) -> JobEvent | None:
+        event = original(cursor, line)
+        if isinstance(event, ProgressEvent):
+            LEDGER.see(event.model_dump(mode="json"))
+        return event
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EventCursor, "feed", feed)
+        yield
 
 
 @pytest.fixture(scope="session")
