@@ -141,8 +141,10 @@ class ProgressReporter:
         )
 
     def complete(self) -> None:
-        """Report this worker done (its fraction 1): its task succeeded."""
-        total = (self.last or {}).get("total")
+        """Report this worker done (its fraction 1): its task succeeded. The stage's count is
+        full; the stage and message stay the last ones reported."""
+        last = self.last or {}
+        total, message = last.get("total"), last.get("message")
         done = total if isinstance(total, int | float) and total > 0 else 1
         self._fraction.finish()
         self._emit(
@@ -151,7 +153,7 @@ class ProgressReporter:
                 current=done,
                 total=done,
                 stage=self._stage,
-                message="done",
+                message=message if isinstance(message, str) else None,
                 metrics={},
                 index=self._index,
                 now=self._clock(),

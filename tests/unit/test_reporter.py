@@ -241,9 +241,9 @@ def test_each_event_carries_the_workers_fraction_over_the_declared_stages() -> N
 def test_complete_reports_the_worker_done_with_its_stage_count_full() -> None:
     sink = RecordingSink()
     reporter = ProgressReporter(sink, job_id="j", clock=lambda: T0, min_interval_s=0.0)
-    reporter.update(3, 10, stage="steps")
+    reporter.update(3, 10, stage="steps", message="step 3")
     reporter.complete()
     reporter.close()
     last = sink.events[-1]
     assert (last["worker_fraction"], last["current"], last["total"]) == (1.0, 10, 10)
-    assert last["stage"] == "steps"
+    assert (last["stage"], last["message"]) == ("steps", "step 3")
