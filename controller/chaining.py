@@ -10,8 +10,12 @@ A plain path must lie in an area the tenant may read (kubetask/params/paths.py):
 of one of its own jobs, or `uploads/<its tenant>/...`. A path naming another tenant's job is
 refused exactly as a `job:<id>` of that job is, as a job that does not exist, so ids cannot be
 probed; a path is never looked up on disk here, so no answer tells whether a file exists.
-Finding the values and judging them are pure; only `resolve_references` reads the store
-(through the `lookup` it is given).
+An `upload:<path>` value (in any path field) is the tenant's own upload: resolved to
+`uploads/<tenant>/<path>`, and refused when the artifact store has nothing there (a file, a
+folder's files, or for a glob the files under its leading folder), asked through the
+`uploads` check given (the tenant's own area: the answer tells nothing about others).
+Finding the values and judging them are pure; only `resolve_references` reads the stores
+(through the `lookup` and `uploads` it is given).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from kubetask.params.paths import (
 from kubetask.params.refs import PathValue, path_values
 
 JobLookup = Callable[[str], Awaitable[JobRecord | None]]
+# Whether the artifact store has files at a store path (`glob`: the value is a glob pattern)
+UploadCheck = Callable[[str, bool], Awaitable[bool]]
 Loc = tuple[str | int, ...]
 
 
@@ -63,8 +69,37 @@ def find_references(model: type[BaseModel], params: Mapping[str, JsonValue]) -> 
 
 
 def find_paths(model: type[BaseModel], params: Mapping[str, JsonValue]) -> list[PathValue]:
-    """Every plain artifact path (not a `job:<id>`) in validated `params` of `model`."""
-    return [value for value in path_values(model, params) if value.job_ref is None]
+    """Every plain artifact path (not a `job:<id>` nor an `upload:<path>`) in validated
+    `params` of `model`."""
+    return [
+        value
+        for value in path_values(model, params)
+        if value.job_ref is None and value.upload_ref is None
+    ]
+
+
+def find_uploads(model: type[BaseModel], params: Mapping[str, JsonValue]) -> list[PathValue]:
+    """Every `upload:<path>` value in validated `params` of `model`."""
+    return [value for value in path_values(model, params) if value.upload_ref is not None]
+
+
+def upload_path(value: PathValue, *, tenant: str) -> str | FieldError:
+    """The store path `upload:<path>` names (`uploads/<tenant>/<path>`), or why it cannot be
+    used (on `params.<loc>`). Syntax only: nothing is looked up."""
+    try:
+        parts = store_parts(value.upload_ref or "")
+    except OutsideTheStore as exc:
+        return FieldError(("params", *value.loc), f"upload:<path>: {exc}", "artifact_path")
+    return "/".join((*uploads_area(tenant), *parts))
+
+
+def no_upload(value: PathValue, *, tenant: str) -> FieldError:
+    return FieldError(
+        ("params", *value.loc),
+        f"no upload {value.upload_ref!r} in your tenant's uploads ('uploads/{tenant}/'): "
+        "upload it first (PUT /v1/uploads/<path>)",
+        "upload_not_found",
+    )
 
 
 def not_found(loc: Loc, job_id: str) -> FieldError:
@@ -183,18 +218,42 @@ def _judge_path(
     return record if path.value in (record.status.result or {}).values() else None
 
 
+async def _resolve_uploads(
+    model: type[BaseModel],
+    params: Mapping[str, JsonValue],
+    *,
+    tenant: str,
+    uploads: UploadCheck | None,
+) -> tuple[dict[Loc, str], list[FieldError]]:
+    """The store path of each `upload:<path>` (checked to exist when `uploads` is given),
+    and why the others cannot be used."""
+    resolved: dict[Loc, str] = {}
+    errors: list[FieldError] = []
+    for value in find_uploads(model, params):
+        path = upload_path(value, tenant=tenant)
+        if isinstance(path, FieldError):
+            errors.append(path)
+        elif uploads is None or await uploads(path, value.glob):
+            resolved[value.loc] = path
+        else:
+            errors.append(no_upload(value, tenant=tenant))
+    return resolved, errors
+
+
 async def resolve_references(
     model: type[BaseModel],
     params: Mapping[str, JsonValue],
     *,
     tenant: str,
     lookup: JobLookup,
+    uploads: UploadCheck | None = None,
 ) -> dict[str, JsonValue]:
-    """`params` with each `job:<id>` replaced by that job's output path, every plain path
-    checked to be `tenant`'s to read, the fields left out that take a model's own data
-    filled in and signal shapes checked (controller/shapes.py); raises `InvalidRequest`
-    naming every value that cannot be used. `lookup` answers None for a job the tenant may
-    not see."""
+    """`params` with each `job:<id>` replaced by that job's output path and each
+    `upload:<path>` by its store path, every plain path checked to be `tenant`'s to read,
+    the fields left out that take a model's own data filled in and signal shapes checked
+    (controller/shapes.py); raises `InvalidRequest` naming every value that cannot be used.
+    `lookup` answers None for a job the tenant may not see; `uploads` says whether an
+    upload exists (None: not checked)."""
     references = find_references(model, params)
     owners = [(path, path_owner(path, tenant=tenant)) for path in find_paths(model, params)]
     wanted = [ref.job_id for ref in references]
@@ -203,9 +262,8 @@ async def resolve_references(
     for job_id in wanted:
         if job_id not in records:
             records[job_id] = await lookup(job_id) if is_job_id(job_id) else None
-    resolved: dict[Loc, str] = {}
+    resolved, errors = await _resolve_uploads(model, params, tenant=tenant, uploads=uploads)
     sources: dict[Loc, JobRecord] = {}  # the job each path value is an output of
-    errors: list[FieldError] = []
     for ref in references:
         referenced = records[ref.job_id]
         outcome = judge(ref, referenced)

@@ -17,7 +17,7 @@ from pydantic import JsonValue, ValidationError
 
 from kubetask.controller.backends.base import Backend, RefusesRequests, TaskSpec
 from kubetask.controller.bus import EventBus
-from kubetask.controller.chaining import JobLookup, resolve_references
+from kubetask.controller.chaining import JobLookup, UploadCheck, resolve_references
 from kubetask.controller.clock import Clock
 from kubetask.controller.errors import (
     FieldError,
@@ -30,8 +30,10 @@ from kubetask.controller.ids import is_job_id, new_job_id
 from kubetask.controller.reconciler import Reconciler
 from kubetask.controller.records import JobRecord
 from kubetask.controller.store import CancelOutcome, IdempotencyConflict, JobQuery, Store
+from kubetask.controller.uploads import upload_check
 from kubetask.kinds import KindSpec
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobPage, JobRequest, JobView, KindInfo
+from kubetask.storage import ArtifactStore
 
 
 def validate_request(
@@ -86,16 +88,20 @@ async def accept(
     lookup: JobLookup,
     priorities: Collection[str] | None = None,
     refusals: Callable[[JobRequest], list[FieldError]] | None = None,
+    uploads: UploadCheck | None = None,
 ) -> JobRequest:
     """What submitting, a dry run and `kubetask-server render` all make of a request:
     `validate_request`, then what the backend `refusals` name, then each `job:<id>` in the
     params resolved to that job's output and each artifact path checked to be the tenant's
-    (controller/chaining.py). `lookup` answers None for a job `tenant` may not see."""
+    (controller/chaining.py). `lookup` answers None for a job `tenant` may not see;
+    `uploads` whether an `upload:<path>` exists (None: not checked)."""
     request = validate_request(request, kinds=kinds, priorities=priorities)
     if refusals is not None and (refused := refusals(request)):
         raise InvalidRequest(refused)
     model = kinds[request.kind].params
-    params = await resolve_references(model, request.params, tenant=tenant, lookup=lookup)
+    params = await resolve_references(
+        model, request.params, tenant=tenant, lookup=lookup, uploads=uploads
+    )
     return request.model_copy(update={"params": params})
 
 
@@ -140,8 +146,11 @@ class JobService:
         spec_for: Callable[[JobRecord], TaskSpec],
         clock: Clock,
         priorities: Collection[str] | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
+        """`artifacts`: the store `upload:<path>` params are looked up in (None: unchecked)."""
         self.kinds = kinds
+        self._uploads = upload_check(artifacts) if artifacts is not None else None
         self._priorities = priorities
         self._store = store
         self._bus = bus
@@ -199,6 +208,7 @@ class JobService:
             lookup=tenant_lookup(self._store, tenant),
             priorities=self._priorities,
             refusals=backend.refusals if isinstance(backend, RefusesRequests) else None,
+            uploads=self._uploads,
         )
 
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobView:

@@ -1,5 +1,7 @@
 """Params that name files in the artifact store: `artifact_path(...)` fields (a path, or a
-glob) and `output_ref(...)` fields (a path, or `job:<id>` of another job's output).
+glob) and `output_ref(...)` fields (a path, or `job:<id>` of another job's output). Both
+take `upload:<path>` too: the caller's own upload (`PUT /v1/uploads/<path>`), resolved at
+submit to `uploads/<tenant>/<path>` (and refused when nothing is there).
 
 The service resolves `job:<id>` at submit time to the path the named job's result lists under
 `output` (and refuses, with a 422 on that field, a job that did not succeed or is of another
@@ -21,6 +23,7 @@ from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
 JOB_REF_PREFIX = "job:"
+UPLOAD_REF_PREFIX = "upload:"
 REF_SCHEMA_KEY = "x-kubetask-ref"
 PATH_SCHEMA_KEY = "x-kubetask-artifact-path"
 
@@ -57,7 +60,8 @@ def output_ref(
         default,
         max_length=1000,
         description=f"{description} An artifact path ('<job id>/<file>' of your tenant's job, "
-        f"or 'uploads/<tenant>/...'), or 'job:<id>' of a succeeded "
+        f"or 'uploads/<tenant>/...', or 'upload:<path>' of your own upload), or 'job:<id>' "
+        f"of a succeeded "
         f"{' or '.join(kinds)} job (its '{output}').",
         json_schema_extra={REF_SCHEMA_KEY: ref, PATH_SCHEMA_KEY: {"glob": False}},
     )
@@ -102,6 +106,13 @@ def referenced_job(value: object) -> str | None:
     return None
 
 
+def referenced_upload(value: object) -> str | None:
+    """The upload path in an `upload:<path>` value, else None."""
+    if isinstance(value, str) and value.startswith(UPLOAD_REF_PREFIX):
+        return value.removeprefix(UPLOAD_REF_PREFIX)
+    return None
+
+
 @dataclass(frozen=True)
 class PathValue:
     """One value of a path field in params: where it is, and what the field allows."""
@@ -115,6 +126,11 @@ class PathValue:
     def job_ref(self) -> str | None:
         """The job id when the value is `job:<id>` in a field that takes one."""
         return referenced_job(self.value) if self.ref is not None else None
+
+    @property
+    def upload_ref(self) -> str | None:
+        """The path inside the caller's uploads when the value is `upload:<path>`."""
+        return referenced_upload(self.value)
 
 
 def nested_model(annotation: Any) -> type[BaseModel] | None:
