@@ -16,8 +16,19 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
-from kubetask.errors import ApiError, error_from
-from kubetask.models import JobPage, JobState, JobView, KindInfo, Notify, Resources
+from kubetask.errors import ApiError, FieldError, InvalidRequest, error_from
+from kubetask.models import (
+    Artifact,
+    ArtifactList,
+    JobPage,
+    JobState,
+    JobView,
+    KindInfo,
+    Notify,
+    Resources,
+    Upload,
+)
+from kubetask.params.paths import OutsideTheStore, store_parts
 
 T = TypeVar("T")
 
@@ -169,6 +180,63 @@ def logs(job_id: str, *, tail: int | None) -> Call[str]:
 
 def kinds() -> Call[list[KindInfo]]:
     return Call("GET", "/v1/kinds", lambda r: _KINDS.validate_json(r.content))
+
+
+def remote_path(path: str) -> str:
+    """A file's path as the API takes it (`a//b/./c` is `a/b/c`); `InvalidRequest` naming
+    `path`, before anything is sent, for one that is absolute, has a '..' or is empty."""
+    try:
+        return "/".join(store_parts(path))
+    except OutsideTheStore as exc:
+        error = FieldError("path", str(exc), "value_error")
+        raise InvalidRequest(422, "Invalid path", str(exc), errors=(error,)) from None
+
+
+def _items(response: httpx.Response) -> list[Artifact]:
+    return ArtifactList.model_validate_json(response.content).items
+
+
+def artifacts(job_id: str) -> Call[list[Artifact]]:
+    """A job's files, paths relative to its folder, sorted."""
+    return Call("GET", _job_path(job_id, "/artifacts"), _items)
+
+
+def artifact_url(job_id: str, path: str) -> str:
+    """Where one of a job's files is downloaded from (`GET`, streamed)."""
+    return _job_path(job_id, "/artifacts/" + quote(remote_path(path), safe="/"))
+
+
+def uploads(prefix: str | None = None) -> Call[list[Artifact]]:
+    """The caller's uploads, paths relative to their area (only those under `prefix`)."""
+    params = (("prefix", prefix),) if prefix else ()
+    return Call("GET", "/v1/uploads", _items, params=params)
+
+
+def upload_url(path: str) -> str:
+    """Where a file is uploaded to (`PUT`, the raw bytes as the body)."""
+    return "/v1/uploads/" + quote(remote_path(path), safe="/")
+
+
+def upload_headers(size: int) -> dict[str, str]:
+    """The length first, so that the server turns an upload over its limit down at once."""
+    return {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+
+
+def uploaded(response: httpx.Response) -> Upload:
+    return Upload.model_validate_json(response.content)
+
+
+def content_length(response: httpx.Response) -> int | None:
+    """The size a download announces, if it does."""
+    value = response.headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def cut_short(announced: int | None, received: int) -> str | None:
+    """Why a finished download is not whole (fewer or more bytes than announced), or None."""
+    if announced is None or announced == received:
+        return None
+    return f"the download ended after {received} of {announced} bytes"
 
 
 class Pager:

@@ -16,18 +16,28 @@ import asyncio
 import builtins
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import BinaryIO, TypeVar, Unpack
 
 import httpx
 from pydantic import JsonValue
 
-from kubetask import _calls
+from kubetask import _calls, _files
 from kubetask._calls import Call, JobOptions, LogFollower, Pager
+from kubetask._files import OnProgress, PathArg
 from kubetask._sse import NO_CONTENT, EventCursor, JobEvent, OnReconnect
 from kubetask._wait import Deadline, Waiter
 from kubetask.errors import ApiError, ServerUnreachable, StreamLost
-from kubetask.models import JobRequest, JobState, JobView, KindInfo, ProgressEvent
+from kubetask.models import (
+    Artifact,
+    JobRequest,
+    JobState,
+    JobView,
+    KindInfo,
+    ProgressEvent,
+    Upload,
+)
 
 T = TypeVar("T")
 TIMEOUT_S = 30.0
@@ -63,6 +73,27 @@ class AsyncClient:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
         _calls.check(response)
         return call.parse(response)
+
+    async def _download(
+        self, url: str, write: Callable[[bytes], object], on_progress: OnProgress | None
+    ) -> int:
+        """GET `url` and hand its body to `write` (run in a thread) chunk by chunk."""
+        try:
+            async with self._http.stream("GET", url) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise _calls.api_error(response)
+                size = _calls.content_length(response)
+                async for chunk in response.aiter_bytes(_files.CHUNK):
+                    await asyncio.to_thread(write, chunk)
+                    if on_progress is not None:
+                        on_progress(response.num_bytes_downloaded, size)
+                received = response.num_bytes_downloaded
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
+        if (short := _calls.cut_short(size, received)) is not None:
+            raise ServerUnreachable(self.base_url, short)
+        return received
 
     async def _follow(self, cursor: EventCursor) -> AsyncIterator[JobEvent]:
         while not cursor.done:
@@ -173,6 +204,58 @@ class AsyncClient:
             for view in pager.take(await self._do(call)):
                 yield view
 
+    # -- files -------------------------------------------------------------------------
+    async def artifacts(self, job_id: str) -> builtins.list[Artifact]:
+        """A job's files (paths relative to its folder, sorted); `NotFound` for no such job."""
+        return await self._do(_calls.artifacts(job_id))
+
+    async def download(
+        self,
+        job_id: str,
+        path: str,
+        to: PathArg | None = None,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> Path:
+        """Save one of a job's files, as `Client.download` does; the path written."""
+        url = _calls.artifact_url(job_id, path)
+        target = await asyncio.to_thread(_files.download_target, to, path)
+        part = await asyncio.to_thread(_files.PartFile, target)
+        whole = False
+        try:
+            await self._download(url, part.write, on_progress)
+            whole = True
+        finally:
+            await asyncio.to_thread(part.finish, whole=whole)
+        return target
+
+    async def download_into(
+        self, job_id: str, path: str, out: BinaryIO, *, on_progress: OnProgress | None = None
+    ) -> int:
+        """Write one of a job's files to an open binary stream; the bytes written."""
+        return await self._download(_calls.artifact_url(job_id, path), out.write, on_progress)
+
+    async def upload(self, local_path: PathArg, remote_path: str | None = None) -> Upload:
+        """Store a local file (streamed), as `Client.upload` does."""
+        url = _calls.upload_url(_files.upload_name(local_path, remote_path))
+        local = Path(local_path)
+        size = (await asyncio.to_thread(local.stat)).st_size
+        file = await asyncio.to_thread(local.open, "rb")
+        try:
+            response = await self._http.put(
+                url, content=_read(file), headers=_calls.upload_headers(size)
+            )
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
+        finally:
+            await asyncio.to_thread(file.close)
+        _calls.check(response)
+        return _calls.uploaded(response)
+
+    async def uploads(self, prefix: str | None = None) -> builtins.list[Artifact]:
+        """The caller's uploads (paths relative to their area), only under `prefix` if given."""
+        return await self._do(_calls.uploads(prefix))
+
 
 class AsyncJobHandle:
     """One job, for asyncio code: `await job.state`, `async for e in job.events()`."""
@@ -247,6 +330,22 @@ class AsyncJobHandle:
 
     async def logs(self, *, tail: int | None = None) -> str:
         return await self.client.logs(self.id, tail=tail)
+
+    async def artifacts(self) -> builtins.list[Artifact]:
+        """The job's files (see `AsyncClient.artifacts`)."""
+        return await self.client.artifacts(self.id)
+
+    async def download(
+        self, path: str, to: PathArg | None = None, *, on_progress: OnProgress | None = None
+    ) -> Path:
+        """Save one of the job's files (see `AsyncClient.download`)."""
+        return await self.client.download(self.id, path, to, on_progress=on_progress)
+
+
+async def _read(file: BinaryIO) -> AsyncIterator[bytes]:
+    """An open file, a chunk at a time, each read in a thread."""
+    while chunk := await asyncio.to_thread(file.read, _files.CHUNK):
+        yield chunk
 
 
 def _stream(cursor: EventCursor) -> httpx.Timeout:

@@ -25,7 +25,7 @@ import yaml
 from pydantic import JsonValue
 from rich.console import Console
 
-from kubetask import _cli_args, _display
+from kubetask import _cli_args, _cli_artifacts, _display
 from kubetask._calls import TOKEN_ENV, URL_ENV
 from kubetask._cli_app import Command, Group, Shell, completion_script
 from kubetask._follow import ExitCode, follow
@@ -427,6 +427,9 @@ def render(
         _explain_invalid(client, body, exc)
     data: JsonValue = answer if full else answer.get("object", answer)
     _print_data(data, Output.JSON if output is Output.JSON else Output.YAML)
+
+
+_cli_artifacts.register(app, _guarded)  # `artifacts ls|get`, `upload`
 
 
 @command()

@@ -15,19 +15,29 @@ from __future__ import annotations
 import builtins
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import BinaryIO, TypeVar, Unpack
 
 import httpx
 from pydantic import JsonValue
 
-from kubetask import _calls
+from kubetask import _calls, _files
 from kubetask._calls import Call, JobOptions, LogFollower, Pager
+from kubetask._files import OnProgress, PathArg
 from kubetask._sse import NO_CONTENT, EventCursor, JobEvent, OnReconnect
 from kubetask._wait import Deadline, Waiter
 from kubetask.errors import ApiError, ServerUnreachable, StreamLost
-from kubetask.models import JobRequest, JobState, JobView, KindInfo, ProgressEvent
+from kubetask.models import (
+    Artifact,
+    JobRequest,
+    JobState,
+    JobView,
+    KindInfo,
+    ProgressEvent,
+    Upload,
+)
 
 T = TypeVar("T")
 TIMEOUT_S = 30.0
@@ -64,6 +74,27 @@ class Client:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
         _calls.check(response)
         return call.parse(response)
+
+    def _download(
+        self, url: str, write: Callable[[bytes], object], on_progress: OnProgress | None
+    ) -> int:
+        """GET `url` and hand its body to `write` chunk by chunk; the bytes received."""
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.is_error:
+                    response.read()
+                    raise _calls.api_error(response)
+                size = _calls.content_length(response)
+                for chunk in response.iter_bytes(_files.CHUNK):
+                    write(chunk)
+                    if on_progress is not None:
+                        on_progress(response.num_bytes_downloaded, size)
+                received = response.num_bytes_downloaded
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
+        if (short := _calls.cut_short(size, received)) is not None:
+            raise ServerUnreachable(self.base_url, short)
+        return received
 
     def _follow(self, cursor: EventCursor) -> Iterator[JobEvent]:
         while not cursor.done:
@@ -173,6 +204,53 @@ class Client:
         while (call := pager.next_call()) is not None:
             yield from pager.take(self._do(call))
 
+    # -- files -------------------------------------------------------------------------
+    def artifacts(self, job_id: str) -> builtins.list[Artifact]:
+        """A job's files (paths relative to its folder, sorted); `NotFound` for no such job."""
+        return self._do(_calls.artifacts(job_id))
+
+    def download(
+        self,
+        job_id: str,
+        path: str,
+        to: PathArg | None = None,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> Path:
+        """Save one of a job's files to `to` (a file, or a folder to put it in; default: its
+        name in the current folder), streamed to a temporary name then renamed; the path
+        written. `on_progress(bytes so far, size)` after each chunk."""
+        url = _calls.artifact_url(job_id, path)
+        target = _files.download_target(to, path)
+        with _files.PartFile(target) as part:
+            self._download(url, part.write, on_progress)
+        return target
+
+    def download_into(
+        self, job_id: str, path: str, out: BinaryIO, *, on_progress: OnProgress | None = None
+    ) -> int:
+        """Write one of a job's files to an open binary stream; the bytes written."""
+        return self._download(_calls.artifact_url(job_id, path), out.write, on_progress)
+
+    def upload(self, local_path: PathArg, remote_path: str | None = None) -> Upload:
+        """Store a local file (streamed) as the caller's upload `remote_path` (default: its
+        name), replacing one already there. `.path` is where it is stored, `.ref` how a job's
+        params name it (`upload:<path>`). `RequestTooLarge` when over the server's limit."""
+        url = _calls.upload_url(_files.upload_name(local_path, remote_path))
+        local = Path(local_path)
+        headers = _calls.upload_headers(local.stat().st_size)
+        try:
+            with local.open("rb") as file:
+                response = self._http.put(url, content=_files.chunks(file), headers=headers)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
+        _calls.check(response)
+        return _calls.uploaded(response)
+
+    def uploads(self, prefix: str | None = None) -> builtins.list[Artifact]:
+        """The caller's uploads (paths relative to their area), only under `prefix` if given."""
+        return self._do(_calls.uploads(prefix))
+
 
 class JobHandle:
     """One job: its id, and live ways to read it, wait for it and stop it."""
@@ -240,6 +318,16 @@ class JobHandle:
 
     def logs(self, *, tail: int | None = None) -> str:
         return self.client.logs(self.id, tail=tail)
+
+    def artifacts(self) -> builtins.list[Artifact]:
+        """The job's files (see `Client.artifacts`)."""
+        return self.client.artifacts(self.id)
+
+    def download(
+        self, path: str, to: PathArg | None = None, *, on_progress: OnProgress | None = None
+    ) -> Path:
+        """Save one of the job's files (see `Client.download`)."""
+        return self.client.download(self.id, path, to, on_progress=on_progress)
 
 
 def _stream(cursor: EventCursor) -> httpx.Timeout:

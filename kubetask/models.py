@@ -324,3 +324,40 @@ class KindInfo(_Strict):
     description: str
     image: str
     params_schema: dict[str, JsonValue]
+
+
+class _Answer(BaseModel):
+    """An answer the SDK reads: frozen, and tolerant of fields a newer server adds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Artifact(_Answer):
+    """One stored file: of a job (`GET /v1/jobs/{id}/artifacts`, `path` relative to the
+    job's folder) or of the caller's uploads (`GET /v1/uploads`, relative to theirs)."""
+
+    path: str
+    size: int = Field(ge=0)
+    content_type: str
+    etag: str
+    modified: datetime
+
+
+class ArtifactList(_Answer):
+    """`GET /v1/jobs/{id}/artifacts` and `GET /v1/uploads`: files sorted by path."""
+
+    items: list[Artifact]
+
+
+class Upload(_Answer):
+    """`PUT /v1/uploads/{path}`: where the file is stored (`uploads/<tenant>/<path>`)."""
+
+    path: str
+    size: int = Field(ge=0)
+    etag: str
+
+    @property
+    def ref(self) -> str:
+        """How a job's params name it: `upload:<path>` (the path under the tenant's area)."""
+        parts = self.path.split("/", 2)
+        return f"upload:{parts[2]}" if len(parts) == 3 and parts[0] == "uploads" else self.path

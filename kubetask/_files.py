@@ -1,0 +1,71 @@
+"""The local side of downloads and uploads, shared by both clients: where a download lands,
+the temporary file it is written to (renamed onto its name only once whole), and a local
+file read in chunks (never whole into memory)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024  # bytes read or written at a time
+
+PathArg = str | os.PathLike[str]
+OnProgress = Callable[[int, int | None], None]  # (bytes so far, size if announced)
+
+
+def download_target(to: PathArg | None, remote: str) -> Path:
+    """The local file a download of `remote` goes to: `to` itself, or (`to` a folder, or
+    None for the current one) the remote file's name in it."""
+    name = PurePosixPath(remote).name
+    if to is None:
+        return Path(name)
+    target = Path(to)
+    return target / name if target.is_dir() else target
+
+
+def upload_name(local: PathArg, remote: str | None) -> str:
+    """The path an upload is stored under: as given, else the local file's name."""
+    return remote if remote else Path(local).name
+
+
+def chunks(file: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    """An open file, `size` bytes at a time."""
+    while chunk := file.read(size):
+        yield chunk
+
+
+class PartFile:
+    """A download in progress: written beside its target under a temporary name, renamed
+    onto the target when the block ends without an error, removed when it does not (so a
+    failed download never leaves a half file under the real name)."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        self._file = self.temp.open("xb")  # the umask's mode, as the renamed file should have
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def finish(self, *, whole: bool) -> None:
+        """Close it: renamed onto the target if `whole`, else removed."""
+        self._file.close()
+        if whole:
+            self.temp.replace(self.target)
+        else:
+            self.temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> PartFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.finish(whole=exc_type is None)
