@@ -30,6 +30,7 @@ from kubetask.api.runtime import Runtime
 from kubetask.api.settings import Settings
 from kubetask.controller.errors import InvalidRequest
 from kubetask.kinds import KindError
+from kubetask.storage import InvalidStoreUrl
 
 log = logging.getLogger("kubetask")
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         app = create_app(settings)
-    except KindError as exc:
+    except (KindError, InvalidStoreUrl) as exc:
         print(f"kubetask-server: {exc}", file=sys.stderr)
         sys.exit(2)
     config = uvicorn.Config(

@@ -9,8 +9,8 @@ from fastapi import FastAPI
 
 from kubetask.api import problems
 from kubetask.api.limits import BodySizeLimit
-from kubetask.api.routers import dashboard, docs, jobs, live, meta, metrics, streams
-from kubetask.api.runtime import Runtime, installed_kinds
+from kubetask.api.routers import artifacts, dashboard, docs, jobs, live, meta, metrics, streams
+from kubetask.api.runtime import Runtime, artifact_store, installed_kinds
 from kubetask.api.settings import Settings, get_settings
 from kubetask.controller.metrics import Metrics
 
@@ -18,11 +18,12 @@ from kubetask.controller.metrics import Metrics
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     kinds = installed_kinds(settings)  # KindError: the installed kinds cannot be served
+    store = artifact_store(settings)  # InvalidStoreUrl: KUBETASK_ARTIFACTS_URL is unusable
     app_metrics = Metrics(kinds=tuple(kinds))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings, kinds=kinds, metrics=app_metrics)
+        runtime = await Runtime.start(settings, kinds=kinds, artifacts=store, metrics=app_metrics)
         app.state.runtime = runtime
         try:
             yield
@@ -37,9 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by api/routers/docs.py, with its assets: no CDN
         redoc_url=None,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, exempt=artifacts.is_upload
+    )  # an upload has its own, larger limit (KUBETASK_MAX_UPLOAD_BYTES)
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(artifacts.router)
     app.include_router(streams.router)
     app.include_router(live.router)
     app.include_router(meta.router)

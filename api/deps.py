@@ -21,6 +21,7 @@ from kubetask.api.auth import (
 from kubetask.api.limits import TenantLimits
 from kubetask.api.runtime import Runtime
 from kubetask.controller.service import JobService
+from kubetask.storage import ArtifactStore
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -35,6 +36,14 @@ def runtime_of(connection: HTTPConnection) -> Runtime:
 
 def get_service(request: Request) -> JobService:
     return get_runtime(request).service
+
+
+def get_artifacts(request: Request) -> ArtifactStore:
+    """The artifact store the runtime was started with."""
+    store = get_runtime(request).artifacts
+    if store is None:  # a Runtime made by hand without one
+        raise HTTPException(503, "the artifact store is not configured")
+    return store
 
 
 @lru_cache(maxsize=4)
@@ -96,3 +105,4 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[JobService, Depends(get_service)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimitsDep = Annotated[TenantLimits, Depends(get_limits)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]

@@ -212,14 +212,18 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: checks Content-Length, and counts streamed bodies too."""
+    """Pure ASGI middleware: checks Content-Length, and counts streamed bodies too.
+    `exempt`: the requests that keep a limit of their own (uploads)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exempt: Callable[[Scope], bool] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope)):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

@@ -40,6 +40,7 @@ from kubetask.controller.store import RedisStore
 from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.controller.wakeups import WakeUps
 from kubetask.kinds import KindSpec, check_kinds, load_kinds
+from kubetask.storage import ArtifactStore, store_from_url
 
 log = logging.getLogger("kubetask.server")
 
@@ -64,6 +65,13 @@ def installed_kinds(settings: Settings) -> Mapping[str, KindSpec]:
     kinds = load_kinds()
     check_kinds(kinds, images=settings.task_images)
     return kinds
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The artifact store the API lists, serves and takes uploads into (built once, at
+    start); `InvalidStoreUrl` naming `KUBETASK_ARTIFACTS_URL` when it cannot be used, so
+    the server refuses to start."""
+    return store_from_url(settings.artifacts_location)
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,7 @@ class Runtime:
     embedded_redis: RedisServer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     elector: LeaderElector | None = None  # several replicas: only the Lease holder reconciles
+    artifacts: ArtifactStore | None = None  # the artifact store (always set by `start`)
 
     @classmethod
     async def start(
@@ -128,8 +137,12 @@ class Runtime:
         settings: Settings,
         *,
         kinds: Mapping[str, KindSpec],
+        artifacts: ArtifactStore | None = None,
         metrics: Metrics | None = None,
     ) -> Runtime:
+        """`artifacts`: the store (`artifact_store`, built by the caller to refuse a bad
+        setting before start-up; None: built here)."""
+        artifacts = artifacts if artifacts is not None else artifact_store(settings)
         embedded = None
         url = settings.redis_url
         if url is None:
@@ -138,7 +151,7 @@ class Runtime:
             log.info("embedded redis at %s (data in %s)", url, embedded.data_dir)
         try:
             wiring = compose(settings, redis_url=url, kinds=kinds)
-            runtime = await cls._wire(settings, wiring, url, embedded, metrics)
+            runtime = await cls._wire(settings, wiring, url, embedded, metrics, artifacts=artifacts)
         except BaseException:
             if embedded is not None:  # a failed start stops what it started
                 await asyncio.to_thread(embedded.stop)
@@ -155,6 +168,8 @@ class Runtime:
         url: str,
         embedded: RedisServer | None,
         metrics: Metrics | None,
+        *,
+        artifacts: ArtifactStore,
     ) -> Runtime:
         # A request waits for a free connection (up to the pool timeout, then 503) rather
         # than failing at once when every connection is busy (some wait on WAITAOF).
@@ -207,8 +222,10 @@ class Runtime:
             spec_for=wiring.spec_for,
             clock=utcnow,
             priorities=wiring.priorities,
+            artifacts=artifacts,
         )
         runtime = cls(settings, client, store, bus, hub, backend, reconciler, service, embedded)
+        runtime.artifacts = artifacts
         settings.artifacts.mkdir(parents=True, exist_ok=True)
         await backend.start()
         runtime.tasks = [asyncio.create_task(hub.run(), name="event-hub")]

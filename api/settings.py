@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path(".kubetask")
     artifacts_dir: Path | None = Field(None, description="Default: data_dir/artifacts.")
+    artifacts_url: str | None = Field(
+        None,
+        description="The artifact store the API reads and uploads to: a folder "
+        "(file:///path or a path) or s3://bucket[/prefix]; default: the artifacts folder.",
+    )
+    max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest PUT /v1/uploads body.")
     slots: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
     retry_backoff_s: float = Field(1.0, ge=0)
     grace_s: float = Field(10.0, ge=0)
@@ -271,6 +277,11 @@ class Settings(BaseSettings):
     @property
     def artifacts(self) -> Path:
         return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def artifacts_location(self) -> str:
+        """`KUBETASK_ARTIFACTS_URL`, or the artifacts folder when it is not set."""
+        return self.artifacts_url or str(self.artifacts)
 
     def task_artifacts(self) -> str:
         """The artifact store as tasks see it: the mounted volume on Kubernetes."""

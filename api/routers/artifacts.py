@@ -1,0 +1,293 @@
+"""Artifacts over REST: a job's files (`/v1/jobs/{id}/artifacts`), listed and downloaded
+(streamed, with Range, ETag and If-None-Match: api/downloads.py decides), and the tenant's
+uploads (`/v1/uploads`), put and listed. A job another tenant owns answers 404 as a missing
+one does; uploads are always the caller's own tenant's (`uploads/<tenant>/`). Every path
+is relative to its folder and checked (no '..', not absolute): 422 naming it otherwise.
+
+The store is sync: each call runs in a worker thread, a download streams from one, and an
+upload is written in one while the body is read from the event loop, piece by piece and
+counted against `KUBETASK_MAX_UPLOAD_BYTES` (the app's body limit spares this route). Bodies
+go through the API on both stores: a presigned URL could name an address inside the
+cluster that a user cannot reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from typing import Annotated, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import Scope
+
+from kubetask.api.deps import ArtifactsDep, PrincipalDep, RuntimeDep, ServiceDep
+from kubetask.api.downloads import headers, plan, quoted, unsatisfiable_headers, validators
+from kubetask.api.problems import problem
+from kubetask.params.paths import OutsideTheStore, uploads_area
+from kubetask.storage import (
+    ArtifactStore,
+    Entry,
+    NotFound,
+    RangeNotSatisfiable,
+    Reader,
+    StoreError,
+    UploadFailed,
+)
+from kubetask.storage.base import store_key
+
+UPLOADS = "/v1/uploads/"
+MAX_SEGMENT_BYTES = 255  # a file name's limit on common filesystems
+IN_THE_WAY = (NotADirectoryError, IsADirectoryError, FileExistsError)
+T = TypeVar("T")
+
+router = APIRouter(
+    tags=["artifacts"],
+    responses={
+        401: {"description": "No valid bearer token (WWW-Authenticate says why)."},
+        503: {"description": "The job store or the artifact store is unavailable."},
+    },
+)
+
+
+class ArtifactEntry(BaseModel):
+    path: str = Field(description="Relative to the job's folder (or to your uploads).")
+    size: int = Field(ge=0, description="Bytes.")
+    content_type: str
+    etag: str = Field(description="The ETag a download of it carries (quoted, as HTTP's).")
+    modified: datetime
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactEntry]
+
+
+class Uploaded(BaseModel):
+    path: str = Field(description="In the artifact store: uploads/<tenant>/<path>.")
+    size: int = Field(ge=0)
+    etag: str
+
+
+class UploadTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"upload over {limit} bytes (KUBETASK_MAX_UPLOAD_BYTES)")
+
+
+class _OverTheLimit(Exception):
+    """The streamed body passed the upload limit (raised inside the store's write)."""
+
+
+def is_upload(scope: Scope) -> bool:
+    """The requests with a body limit of their own (`BodySizeLimit` spares them)."""
+    return scope.get("method") == "PUT" and str(scope.get("path", "")).startswith(UPLOADS)
+
+
+def checked(path: str, loc: tuple[str, str]) -> str:
+    """`path` in normal form; a 422 naming `loc` when it leads outside its folder."""
+    try:
+        key = store_key(path)
+    except OutsideTheStore as exc:
+        raise _invalid(loc, str(exc)) from None
+    if any(len(part.encode()) > MAX_SEGMENT_BYTES for part in key.split("/")):
+        raise _invalid(loc, f"each segment at most {MAX_SEGMENT_BYTES} bytes")
+    return key
+
+
+def _invalid(loc: tuple[str, str], msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": "artifact_path"}])
+
+
+def listed(entry: Entry, *, under: str) -> ArtifactEntry:
+    return ArtifactEntry(
+        path=entry.path.removeprefix(f"{under}/"),
+        size=entry.size,
+        content_type=entry.content_type,
+        etag=quoted(entry.etag),
+        modified=entry.modified,
+    )
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """`call()` in a worker thread; a store failure other than a missing file is 503."""
+    try:
+        return await anyio.to_thread.run_sync(call)
+    except (NotFound, RangeNotSatisfiable, UploadFailed):
+        raise
+    except StoreError as exc:
+        raise HTTPException(503, f"the artifact store is unavailable: {exc}") from None
+
+
+async def list_under(store: ArtifactStore, folder: str) -> ArtifactList:
+    entries = await in_thread(lambda: list(store.list(folder)))
+    return ArtifactList(items=[listed(entry, under=folder) for entry in entries])
+
+
+@router.get(
+    "/v1/jobs/{job_id}/artifacts",
+    operation_id="list_artifacts",
+    response_model=ArtifactList,
+    responses={404: {"description": "No such job."}},
+)
+async def list_artifacts(
+    job_id: str, service: ServiceDep, principal: PrincipalDep, store: ArtifactsDep
+) -> ArtifactList:
+    """The job's files, by path (none yet: an empty list)."""
+    await service.get(job_id, tenant=principal.scope)
+    return await list_under(store, job_id)
+
+
+FILE = {"schema": {"type": "string", "format": "binary"}}
+VALIDATOR_HEADERS = {
+    name: {"schema": {"type": "string"}} for name in ("ETag", "Last-Modified", "Accept-Ranges")
+}
+
+
+@router.get(
+    "/v1/jobs/{job_id}/artifacts/{path:path}",
+    operation_id="download_artifact",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "The file.", "content": {"*/*": FILE}},
+        206: {
+            "description": "The byte range asked for (Content-Range says which).",
+            "content": {"*/*": FILE},
+        },
+        304: {"description": "Not modified: If-None-Match names its ETag."},
+        404: {"description": "No such job, or no such file in it."},
+        416: {"description": "The range starts past the end (Content-Range: bytes */SIZE)."},
+        422: {"description": "The path leads outside the job's folder."},
+    },
+)
+async def download_artifact(
+    job_id: str,
+    path: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    store: ArtifactsDep,
+    range_: Annotated[
+        str | None, Header(alias="range", description="bytes=A-B, bytes=A- or bytes=-N")
+    ] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One file of the job, streamed."""
+    await service.get(job_id, tenant=principal.scope)
+    key = f"{job_id}/{checked(path, ('path', 'path'))}"
+    try:
+        entry = await in_thread(lambda: store.stat(key))
+        decided = plan(entry, range_header=range_, if_none_match=if_none_match)
+        if decided.status == 304:
+            return Response(status_code=304, headers=validators(entry))
+        if decided.status == 416:
+            return unsatisfiable(entry, range_)
+        reader = await in_thread(lambda: store.open(key, byte_range=decided.byte_range))
+    except NotFound:
+        return problem(404, "Not Found", f"no file {path!r} in job {job_id}")
+    except RangeNotSatisfiable:  # the file shrank since
+        return unsatisfiable(entry, range_)
+    return StreamingResponse(
+        _stream(reader),
+        status_code=decided.status,
+        headers=headers(reader.entry, start=reader.start, stop=reader.stop, status=decided.status),
+    )
+
+
+def unsatisfiable(entry: Entry, range_header: str | None) -> JSONResponse:
+    detail = f"{range_header} starts past the end of a file of {entry.size} bytes"
+    return problem(416, "Range Not Satisfiable", detail, headers=unsatisfiable_headers(entry))
+
+
+def _stream(reader: Reader) -> Iterator[bytes]:
+    with reader:
+        yield from reader
+
+
+@router.get("/v1/uploads", operation_id="list_uploads", response_model=ArtifactList)
+async def list_uploads(
+    principal: PrincipalDep,
+    store: ArtifactsDep,
+    prefix: Annotated[
+        str | None, Query(max_length=1000, description="A folder within your uploads.")
+    ] = None,
+) -> ArtifactList:
+    """Your tenant's uploads, by path (relative to `uploads/<tenant>/`)."""
+    area = "/".join(uploads_area(principal.tenant))
+    folder = f"{area}/{checked(prefix, ('query', 'prefix'))}" if prefix else area
+    listing = await list_under(store, folder)
+    if folder == area:
+        return listing
+    under = folder.removeprefix(f"{area}/")
+    items = [item.model_copy(update={"path": f"{under}/{item.path}"}) for item in listing.items]
+    return ArtifactList(items=items)
+
+
+@router.put(
+    "/v1/uploads/{path:path}",
+    operation_id="upload",
+    status_code=201,
+    response_model=Uploaded,
+    responses={
+        200: {"description": "An upload at that path was replaced.", "model": Uploaded},
+        409: {"description": "The path runs through, or onto a folder of, another upload."},
+        413: {"description": "Over KUBETASK_MAX_UPLOAD_BYTES."},
+        422: {"description": "The path leads outside your uploads."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The file's bytes, any content type.",
+            "content": {"application/octet-stream": FILE},
+        }
+    },
+)
+async def upload(
+    path: str, request: Request, principal: PrincipalDep, store: ArtifactsDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """Put a file in your uploads (usable in params as `upload:<path>`), streamed."""
+    limit = runtime.settings.max_upload_bytes
+    key = "/".join((*uploads_area(principal.tenant), checked(path, ("path", "path"))))
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(limit)
+    existed = await in_thread(lambda: store.exists(key))
+    entry = await write(store, key, request.stream(), limit=limit)
+    body = Uploaded(path=entry.path, size=entry.size, etag=quoted(entry.etag))
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if existed else 201)
+
+
+async def write(store: ArtifactStore, key: str, body: AsyncIterator[bytes], *, limit: int) -> Entry:
+    """Store `body` at `key` from a worker thread, each piece read from the event loop as the
+    store asks for it, the count checked against `limit` (413) as it goes."""
+
+    async def next_piece() -> bytes:
+        return await body.__anext__()
+
+    def pieces() -> Iterator[bytes]:
+        seen = 0
+        while True:
+            try:
+                piece = anyio.from_thread.run(next_piece)
+            except StopAsyncIteration:
+                return
+            seen += len(piece)
+            if seen > limit:
+                raise _OverTheLimit
+            yield piece
+
+    try:
+        return await in_thread(lambda: store.write(key, pieces()))
+    except UploadFailed as exc:
+        cause = exc.__cause__
+        if isinstance(cause, _OverTheLimit):
+            raise UploadTooLarge(limit) from None
+        if isinstance(cause, ClientDisconnect):
+            raise HTTPException(400, "the client went away before the body ended") from None
+        if isinstance(cause, IN_THE_WAY):
+            raise HTTPException(409, f"another upload is in the way of {key!r}") from None
+        raise HTTPException(503, f"the artifact store is unavailable: {exc}") from None

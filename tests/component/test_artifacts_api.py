@@ -1,0 +1,297 @@
+"""Artifacts over REST against the real API process, on both stores: the FileStore default
+(the artifacts folder) and S3 on the real MinIO (`KUBETASK_ARTIFACTS_URL=s3://bucket/prefix`).
+
+Task processes still write job outputs to the local folder whatever the store (task-side
+staging comes later), so job outputs are checked on the FileStore leg (a datagen job's
+dataset listed, downloaded, uploaded again and used as `upload:<path>`), and on the S3 leg
+the API's own writes (uploads) and files this test puts under a job's prefix in the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kubetask.storage import ArtifactStore, FileStore, store_from_url
+from tests.s3.server import S3Server
+from tests.servers import TERMINAL, ApiServer, bearer_clients, own_database
+
+PROBLEM = "application/problem+json"
+TOKENS = {"a": ("team-a", "user"), "b": ("team-b", "user"), "root": ("ops", "admin")}
+MAX_UPLOAD = 256 * 1024
+BLOB = bytes(range(256)) * 4  # 1000+ bytes with a recognisable content
+
+
+def token(name: str) -> str:
+    return f"{name}-token-{'q' * 24}"
+
+
+class S3Api(ApiServer):
+    """The API with object storage: the endpoint and credentials as the environment."""
+
+    def __init__(self, *, s3: S3Server, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.s3 = s3
+
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env(),
+            "AWS_ENDPOINT_URL": self.s3.endpoint,
+            "AWS_REGION": self.s3.region,
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+        }
+
+
+@dataclass
+class Leg:
+    name: str
+    server: ApiServer
+    store: ArtifactStore  # the same store, as this test process reaches it
+    clients: dict[str, httpx.Client]
+
+
+@pytest.fixture(scope="module", params=["file", "s3"])
+def leg(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Leg]:
+    root = tmp_path_factory.mktemp(f"artifacts-{request.param}")
+    tokens = root / "tokens.json"
+    tokens.write_text(
+        json.dumps([{"token": token(n), "tenant": t, "role": r} for n, (t, r) in TOKENS.items()])
+    )
+    common = {
+        "redis_url": own_database(redis_url),
+        "data_dir": root / "api",
+        "tokens_file": tokens,
+        "max_upload_bytes": MAX_UPLOAD,
+    }
+    store: ArtifactStore
+    if request.param == "file":
+        server: ApiServer = ApiServer(**common)  # type: ignore[arg-type]
+        store = FileStore(root / "api" / "artifacts")
+    else:
+        s3: S3Server = request.getfixturevalue("s3_server")
+        bucket = s3.make_bucket(f"api-{uuid.uuid4().hex[:12]}")
+        url = f"s3://{bucket}/kubetask"
+        server = S3Api(s3=s3, artifacts_url=url, **common)
+        env = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+        store = store_from_url(url, endpoint=s3.endpoint, env=env)
+    server.start()
+    try:
+        with bearer_clients(server.base_url, {n: token(n) for n in TOKENS}) as clients:
+            yield Leg(request.param, server, store, clients)
+    finally:
+        server.close()
+
+
+def noop_job(client: httpx.Client) -> str:
+    response = client.post("/v1/jobs", json={"kind": "noop"})
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def wait(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in TERMINAL or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+def fields(response: httpx.Response) -> dict[str, str]:
+    assert response.headers["content-type"] == PROBLEM, response.text
+    return {e["field"]: e["type"] for e in response.json()["errors"]}
+
+
+def test_a_jobs_file_downloads_whole_in_ranges_and_conditionally(leg: Leg) -> None:
+    a = leg.clients["a"]
+    job_id = noop_job(a)
+    leg.store.write(f"{job_id}/out/blob.bin", [BLOB])
+    url = f"/v1/jobs/{job_id}/artifacts/out/blob.bin"
+
+    whole = a.get(url)
+    assert whole.status_code == 200
+    assert whole.content == BLOB
+    assert whole.headers["content-length"] == str(len(BLOB))
+    assert whole.headers["content-type"] == "application/octet-stream"
+    assert whole.headers["accept-ranges"] == "bytes"
+    assert whole.headers["last-modified"].endswith(" GMT")
+    etag = whole.headers["etag"]
+    assert etag.startswith('"')
+    assert etag.endswith('"')
+    assert len(etag) > 2
+
+    for header, start, stop in [
+        ("bytes=10-19", 10, 20),
+        ("bytes=1000-", 1000, len(BLOB)),
+        ("bytes=-5", len(BLOB) - 5, len(BLOB)),
+        ("bytes=1020-99999", 1020, len(BLOB)),
+    ]:
+        part = a.get(url, headers={"Range": header})
+        assert part.status_code == 206, header
+        assert part.content == BLOB[start:stop]
+        assert part.headers["content-range"] == f"bytes {start}-{stop - 1}/{len(BLOB)}"
+        assert part.headers["content-length"] == str(stop - start)
+
+    assert a.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert a.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+    past = a.get(url, headers={"Range": f"bytes={len(BLOB)}-"})
+    assert past.status_code == 416
+    assert past.headers["content-range"] == f"bytes */{len(BLOB)}"
+    assert past.headers["content-type"] == PROBLEM
+
+    listing = a.get(f"/v1/jobs/{job_id}/artifacts")
+    assert listing.status_code == 200
+    [entry] = [e for e in listing.json()["items"] if e["path"] == "out/blob.bin"]
+    assert (entry["size"], entry["etag"]) == (len(BLOB), etag)
+    assert entry["modified"].endswith("Z")
+
+
+def test_another_tenants_job_and_missing_files_are_404(leg: Leg) -> None:
+    a, b, root = leg.clients["a"], leg.clients["b"], leg.clients["root"]
+    job_id = noop_job(a)
+    leg.store.write(f"{job_id}/secret.txt", [b"team-a's"])
+    for client, status in ((b, 404), (root, 200), (a, 200)):
+        assert client.get(f"/v1/jobs/{job_id}/artifacts").status_code == status
+        assert client.get(f"/v1/jobs/{job_id}/artifacts/secret.txt").status_code == status
+    theirs = b.get(f"/v1/jobs/{job_id}/artifacts/secret.txt")
+    assert theirs.headers["content-type"] == PROBLEM
+    assert a.get(f"/v1/jobs/{job_id}/artifacts/nothing.txt").status_code == 404
+    assert a.get("/v1/jobs/0000000000000000/artifacts").status_code == 404
+    fresh = noop_job(b)
+    if leg.name == "s3":  # the task wrote nothing to the bucket: no files yet
+        assert b.get(f"/v1/jobs/{fresh}/artifacts").json() == {"items": []}
+
+
+def test_paths_outside_their_folder_are_refused(leg: Leg) -> None:
+    a = leg.clients["a"]
+    job_id = noop_job(a)
+    leg.store.write("uploads/team-b/private.txt", [b"team-b's"])
+    for path in ("%2E%2E/%2E%2E/uploads/team-b/private.txt", "a/%2E%2E/%2E%2E/x", "x%00y"):
+        response = a.get(f"/v1/jobs/{job_id}/artifacts/{path}")
+        assert response.status_code == 422, (path, response.text)
+        assert fields(response) == {"path": "artifact_path"}
+    for path in ("%2E%2E/team-b/private.txt", "%2Fetc/passwd", "a/%2E%2E/%2E%2E/b"):
+        response = a.put(f"/v1/uploads/{path}", content=b"x")
+        assert response.status_code == 422, (path, response.text)
+        assert fields(response) == {"path": "artifact_path"}
+    listing = a.get("/v1/uploads", params={"prefix": "../team-b"})
+    assert listing.status_code == 422
+    assert fields(listing) == {"prefix": "artifact_path"}
+    assert leg.store.stat("uploads/team-b/private.txt").size == len(b"team-b's")
+
+
+def test_uploads_are_the_tenants_own_and_a_second_put_replaces(leg: Leg) -> None:
+    a, b = leg.clients["a"], leg.clients["b"]
+    first = a.put("/v1/uploads/recordings/run 1.mat", content=BLOB)
+    assert first.status_code == 201, first.text
+    assert first.json()["path"] == "uploads/team-a/recordings/run 1.mat"
+    assert first.json()["size"] == len(BLOB)
+    again = a.put("/v1/uploads/recordings/run 1.mat", content=b"shorter")
+    assert again.status_code == 200
+    assert again.json()["size"] == len(b"shorter")
+    assert again.json()["etag"] != first.json()["etag"]
+    with leg.store.open("uploads/team-a/recordings/run 1.mat") as reader:
+        assert b"".join(reader) == b"shorter"
+
+    a.put("/v1/uploads/notes.txt", content=b"n")
+    listed = {e["path"]: e for e in a.get("/v1/uploads").json()["items"]}
+    assert {"recordings/run 1.mat", "notes.txt"} <= set(listed)
+    assert listed["recordings/run 1.mat"]["size"] == len(b"shorter")
+    assert listed["recordings/run 1.mat"]["etag"] == again.json()["etag"]
+    in_folder = a.get("/v1/uploads", params={"prefix": "recordings"}).json()["items"]
+    assert [e["path"] for e in in_folder] == ["recordings/run 1.mat"]
+    assert all(e["path"] != "notes.txt" for e in b.get("/v1/uploads").json()["items"])
+
+
+def test_an_upload_over_the_limit_is_413_and_stores_nothing(leg: Leg) -> None:
+    a = leg.clients["a"]
+    declared = a.put("/v1/uploads/big.bin", content=b"x" * (MAX_UPLOAD + 1))
+    assert declared.status_code == 413
+    assert declared.headers["content-type"] == PROBLEM
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(MAX_UPLOAD // 65536 + 2):
+            yield b"y" * 65536
+
+    streamed = a.put("/v1/uploads/streamed.bin", content=chunks())
+    assert streamed.status_code == 413, streamed.text
+    assert not leg.store.exists("uploads/team-a/big.bin")
+    assert not leg.store.exists("uploads/team-a/streamed.bin")
+    # over the app's 1 MiB JSON limit is fine for an upload under its own limit
+    assert a.put("/v1/uploads/fits.bin", content=b"z" * MAX_UPLOAD).status_code in (200, 201)
+
+
+def test_an_upload_is_an_input_by_upload_path(leg: Leg) -> None:
+    a = leg.clients["a"]
+    a.put("/v1/uploads/data/ds.npz", content=b"not really npz")
+    body = {"kind": "features", "params": {"dataset": "upload:data/ds.npz"}}
+    dry = a.post("/v1/jobs", params={"dry_run": "true"}, json=body)
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["request"]["params"]["dataset"] == "uploads/team-a/data/ds.npz"
+    missing = a.post(
+        "/v1/jobs", json={"kind": "features", "params": {"dataset": "upload:data/no.npz"}}
+    )
+    assert missing.status_code == 422
+    assert fields(missing) == {"params.dataset": "upload_not_found"}
+    # another tenant's upload:<path> is its own area, where there is nothing
+    theirs = leg.clients["b"].post("/v1/jobs", params={"dry_run": "true"}, json=body)
+    assert fields(theirs) == {"params.dataset": "upload_not_found"}
+
+
+def test_a_datagen_dataset_lists_downloads_and_runs_again_as_an_upload(leg: Leg) -> None:
+    if leg.name != "file":
+        pytest.skip("task outputs reach the bucket once tasks stage them (not yet)")
+    a = leg.clients["a"]
+    made = a.post("/v1/jobs", json={"kind": "datagen", "params": {"n_per_class": 2, "length": 64}})
+    assert made.status_code == 201, made.text
+    job_id = made.json()["id"]
+    job = wait(a, job_id)
+    assert job["state"] == "succeeded", job
+    listing = {e["path"]: e for e in a.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]}
+    on_disk = leg.server.data_dir / "artifacts" / job_id / "dataset.npz"
+    entry = listing["dataset.npz"]
+    assert entry["size"] == on_disk.stat().st_size
+    assert entry["content_type"] == "application/octet-stream"
+    assert entry["etag"].startswith('"')
+    dataset = a.get(f"/v1/jobs/{job_id}/artifacts/dataset.npz")
+    assert dataset.content == on_disk.read_bytes()
+
+    assert a.put("/v1/uploads/mine/dataset.npz", content=dataset.content).status_code == 201
+    body = {"kind": "features", "params": {"dataset": "upload:mine/dataset.npz"}}
+    submitted = a.post("/v1/jobs", json=body)
+    assert submitted.status_code == 201, submitted.text
+    assert submitted.json()["request"]["params"]["dataset"] == "uploads/team-a/mine/dataset.npz"
+    features = wait(a, submitted.json()["id"])
+    assert features["state"] == "succeeded", features
+
+
+def test_a_bad_store_url_stops_the_server_naming_the_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBETASK_", "AWS_"))}
+    env.update({"KUBETASK_DATA_DIR": str(tmp_path), "KUBETASK_ARTIFACTS_URL": "ftp://host/x"})
+    done = subprocess.run(
+        [sys.executable, "-m", "kubetask.api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "KUBETASK_ARTIFACTS_URL='ftp://host/x'" in lines[0]
