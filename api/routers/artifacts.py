@@ -240,8 +240,8 @@ async def list_uploads(
     },
     openapi_extra={
         "requestBody": {
-            "required": True,
-            "description": "The file's bytes, any content type.",
+            "required": False,  # no body: an empty file
+            "description": "The file's bytes, any content type (none: an empty file).",
             "content": {"application/octet-stream": FILE},
         }
     },

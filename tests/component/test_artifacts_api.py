@@ -30,6 +30,7 @@ from tests.servers import TERMINAL, ApiServer, bearer_clients, own_database
 PROBLEM = "application/problem+json"
 TOKENS = {"a": ("team-a", "user"), "b": ("team-b", "user"), "root": ("ops", "admin")}
 MAX_UPLOAD = 256 * 1024
+MAX_BODY = 64 * 1024  # the JSON routes' limit: uploads keep their own, larger one
 BLOB = bytes(range(256)) * 4  # 1000+ bytes with a recognisable content
 
 
@@ -76,6 +77,7 @@ def leg(
         "data_dir": root / "api",
         "tokens_file": tokens,
         "max_upload_bytes": MAX_UPLOAD,
+        "max_body_bytes": MAX_BODY,
     }
     store: ArtifactStore
     if request.param == "file":
@@ -232,8 +234,9 @@ def test_an_upload_over_the_limit_is_413_and_stores_nothing(leg: Leg) -> None:
     assert streamed.status_code == 413, streamed.text
     assert not leg.store.exists("uploads/team-a/big.bin")
     assert not leg.store.exists("uploads/team-a/streamed.bin")
-    # over the app's 1 MiB JSON limit is fine for an upload under its own limit
+    # over the JSON routes' limit is fine for an upload within its own
     assert a.put("/v1/uploads/fits.bin", content=b"z" * MAX_UPLOAD).status_code in (200, 201)
+    assert a.post("/v1/jobs", content=b" " * (MAX_BODY + 1)).status_code == 413
 
 
 def test_an_upload_is_an_input_by_upload_path(leg: Leg) -> None:
