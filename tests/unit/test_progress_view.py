@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kubetask.controller.records import settled, settled_worker
-from kubetask.eventlog import parse_workers
+from kubetask.eventlog import WorkerRun, parse_workers, progress_args
 from kubetask.models import JobState, ProgressEvent, WorkerProgress
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,3 +51,18 @@ def test_every_worker_is_listed_the_unheard_at_zero() -> None:
         WorkerProgress(index=1, fraction=0.0, stage=None),
         WorkerProgress(index=2, fraction=0.0, stage=None),
     ]
+
+
+def test_a_tasks_progress_event_leaves_the_jobs_figure_to_the_event_log() -> None:
+    fields = {
+        "type": "progress", "job_id": "j", "timestamp": T0.isoformat(), "current": 1,
+        "total": 2, "stage": None, "index": None, "worker_fraction": None, "fraction": 0.9,
+        "attempt": 7, "eta_s": 1.0,
+    }  # fmt: skip
+    body, _limit, index, run, own, stage, started, now, completions = progress_args(
+        fields, WorkerRun(run="r1", started=T0.timestamp() - 5, completions=2)
+    )
+    assert not any(f'"{name}"' in body for name in ("fraction", "attempt", "eta_s"))
+    assert body.startswith('"type":"progress"')  # the script adds the opening brace
+    assert (index, run, own, stage, completions) == ("0", "r1", "", "", "2")
+    assert float(now) - float(started) == 5.0
