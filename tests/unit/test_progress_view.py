@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import JsonValue
 
 from kubetask.controller.records import settled, settled_worker
 from kubetask.eventlog import WorkerRun, parse_workers, progress_args
@@ -54,7 +55,7 @@ def test_every_worker_is_listed_the_unheard_at_zero() -> None:
 
 
 def test_a_tasks_progress_event_leaves_the_jobs_figure_to_the_event_log() -> None:
-    fields = {
+    fields: dict[str, JsonValue] = {
         "type": "progress", "job_id": "j", "timestamp": T0.isoformat(), "current": 1,
         "total": 2, "stage": None, "index": None, "worker_fraction": None, "fraction": 0.9,
         "attempt": 7, "eta_s": 1.0,
