@@ -122,7 +122,8 @@ def _progress_bar(name: str) -> Iterator[OnProgress]:
     try:
         yield update
     finally:
-        progress.stop()
+        if task:  # never started: stopping it would still print a blank line
+            progress.stop()
 
 
 def _session(ctx: typer.Context) -> _Session:

@@ -19,11 +19,14 @@ OnProgress = Callable[[int, int | None], None]  # (bytes so far, size if announc
 
 def download_target(to: PathArg | None, remote: str) -> Path:
     """The local file a download of `remote` goes to: `to` itself, or (`to` a folder, or
-    None for the current one) the remote file's name in it."""
+    None for the current one) the remote file's name in it. A `to` ending in '/' is a
+    folder, made if missing."""
     name = PurePosixPath(remote).name
     if to is None:
         return Path(name)
     target = Path(to)
+    if str(to).endswith(("/", os.sep)):
+        target.mkdir(parents=True, exist_ok=True)
     return target / name if target.is_dir() else target
 
 

@@ -176,6 +176,9 @@ def test_a_download_lands_at_its_name_in_a_folder_or_at_the_file_given(tmp_path:
     assert _files.download_target(None, "plots/cm.png") == Path("cm.png")
     assert _files.download_target(tmp_path, "plots/cm.png") == tmp_path / "cm.png"
     assert _files.download_target(tmp_path / "x.png", "plots/cm.png") == tmp_path / "x.png"
+    new = f"{tmp_path}/new/"
+    assert _files.download_target(new, "plots/cm.png") == tmp_path / "new" / "cm.png"
+    assert (tmp_path / "new").is_dir()
     assert _files.upload_name(tmp_path / "r.mat", None) == "r.mat"
     assert _files.upload_name(tmp_path / "r.mat", "lab/r.mat") == "lab/r.mat"
 
