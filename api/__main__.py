@@ -30,7 +30,7 @@ from kubetask.api.runtime import Runtime
 from kubetask.api.settings import Settings
 from kubetask.controller.errors import InvalidRequest
 from kubetask.kinds import KindError
-from kubetask.storage import InvalidStoreUrl
+from kubetask.storage import InvalidStoreUrl, StoreError
 
 log = logging.getLogger("kubetask")
 
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
             KindError,
             NeedsTheStore,
             RedisError,
+            InvalidStoreUrl,
+            StoreError,
             json.JSONDecodeError,
             OSError,
         ) as exc:

@@ -13,6 +13,7 @@ from kubetask.api.routers import artifacts, dashboard, docs, jobs, live, meta, m
 from kubetask.api.runtime import Runtime, artifact_store, installed_kinds
 from kubetask.api.settings import Settings, get_settings
 from kubetask.controller.metrics import Metrics
+from kubetask.storage import StoreError
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(artifacts.router)
+    app.add_exception_handler(StoreError, artifacts.store_unavailable)
     app.include_router(streams.router)
     app.include_router(live.router)
     app.include_router(meta.router)

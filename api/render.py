@@ -6,6 +6,8 @@ A request that names no job needs nothing but the settings. One that names a job
 (`job:<id>`, or a path under `<job id>/`) is resolved from the server's Redis
 (`KUBETASK_REDIS_URL`), as the default tenant (the one a server without tokens serves);
 without a Redis to ask, render refuses it rather than print a Job the server would not make.
+An `upload:<path>` is resolved, and checked to exist, in the artifact store the settings
+name (`KUBETASK_ARTIFACTS_URL`), as the server does.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 import yaml
 
-from kubetask.api.runtime import compose, installed_kinds
+from kubetask.api.runtime import artifact_store, compose, installed_kinds
 from kubetask.api.settings import Settings
 from kubetask.controller.chaining import JobLookup
 from kubetask.controller.clock import utcnow
@@ -26,6 +28,7 @@ from kubetask.controller.manifests import Manifest, build_job, build_params_conf
 from kubetask.controller.records import JobRecord
 from kubetask.controller.service import accept, tenant_lookup
 from kubetask.controller.store import RedisStore
+from kubetask.controller.uploads import upload_check
 from kubetask.models import DEFAULT_TENANT, JobRequest
 
 CLUSTER_REDIS = "redis://redis:6379/0"  # shown in the Job when no Redis URL is set
@@ -79,6 +82,7 @@ async def rendered_objects(request: JobRequest, settings: Settings) -> list[Mani
             tenant=DEFAULT_TENANT,
             lookup=lookup,
             priorities=wiring.priorities,
+            uploads=upload_check(artifact_store(settings)),  # upload:<path> as the server
         )
     now = utcnow()
     record = JobRecord(id=new_job_id(now), request=accepted, created_at=now)

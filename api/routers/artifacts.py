@@ -30,7 +30,7 @@ from starlette.types import Scope
 
 from kubetask.api.deps import ArtifactsDep, PrincipalDep, RuntimeDep, ServiceDep
 from kubetask.api.downloads import headers, plan, quoted, unsatisfiable_headers, validators
-from kubetask.api.problems import problem
+from kubetask.api.problems import RETRY_AFTER_S, problem
 from kubetask.params.paths import OutsideTheStore, uploads_area
 from kubetask.storage import (
     ArtifactStore,
@@ -38,7 +38,6 @@ from kubetask.storage import (
     NotFound,
     RangeNotSatisfiable,
     Reader,
-    StoreError,
     UploadFailed,
 )
 from kubetask.storage.base import store_key
@@ -114,14 +113,21 @@ def listed(entry: Entry, *, under: str) -> ArtifactEntry:
     )
 
 
+def store_unavailable(request: Request, exc: Exception) -> Response:
+    """A store failure anywhere (a submit's `upload:<path>` check too): 503, try again."""
+    if isinstance(exc, NotFound):
+        return problem(404, "Not Found", str(exc))
+    return problem(
+        503,
+        "Service Unavailable",
+        f"the artifact store is unavailable: {exc}",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def in_thread(call: Callable[[], T]) -> T:
-    """`call()` in a worker thread; a store failure other than a missing file is 503."""
-    try:
-        return await anyio.to_thread.run_sync(call)
-    except (NotFound, RangeNotSatisfiable, UploadFailed):
-        raise
-    except StoreError as exc:
-        raise HTTPException(503, f"the artifact store is unavailable: {exc}") from None
+    """`call()` in a worker thread (a `StoreError` it raises: `store_unavailable`)."""
+    return await anyio.to_thread.run_sync(call)
 
 
 async def list_under(store: ArtifactStore, folder: str) -> ArtifactList:
@@ -290,4 +296,4 @@ async def write(store: ArtifactStore, key: str, body: AsyncIterator[bytes], *, l
             raise HTTPException(400, "the client went away before the body ended") from None
         if isinstance(cause, IN_THE_WAY):
             raise HTTPException(409, f"another upload is in the way of {key!r}") from None
-        raise HTTPException(503, f"the artifact store is unavailable: {exc}") from None
+        raise  # the store failed: 503 (store_unavailable)

@@ -23,6 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
+from kubetask.api.render import render
+from kubetask.api.settings import Settings
+from kubetask.controller.errors import InvalidRequest
+from kubetask.controller.redis_server import free_port
 from kubetask.storage import ArtifactStore, FileStore, store_from_url
 from tests.s3.server import S3Server
 from tests.servers import TERMINAL, ApiServer, bearer_clients, own_database
@@ -298,3 +302,36 @@ def test_a_bad_store_url_stops_the_server_naming_the_setting(tmp_path: Path) -> 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "KUBETASK_ARTIFACTS_URL='ftp://host/x'" in lines[0]
+
+
+def test_render_resolves_an_upload_in_the_store_as_the_server_does(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, artifacts_dir=tmp_path / "artifacts")
+    body = json.dumps({"kind": "features", "params": {"dataset": "upload:lab/ds.npz"}})
+    with pytest.raises(InvalidRequest, match=r"no upload 'lab/ds\.npz'"):
+        render(body, settings)
+    FileStore(tmp_path / "artifacts").write("uploads/default/lab/ds.npz", [b"npz"])
+    assert "uploads/default/lab/ds.npz" in render(body, settings)
+
+
+def test_an_unreachable_store_is_503_not_an_error(redis_url: str, tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    server = S3Api(
+        s3=S3Server(tmp_path / "none", port=int(closed.rsplit(":", 1)[1])),
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path / "api",
+        artifacts_url="s3://nowhere/x",
+    )
+    server.start()
+    try:
+        listing = server.client.get("/v1/uploads")
+        assert listing.status_code == 503, listing.text
+        assert listing.headers["retry-after"]
+        put = server.client.put("/v1/uploads/a.bin", content=b"a")
+        assert put.status_code == 503, put.text
+        body = {"kind": "features", "params": {"dataset": "upload:a.bin"}}
+        submitted = server.client.post("/v1/jobs", json=body)
+        assert submitted.status_code == 503, submitted.text
+        assert submitted.headers["content-type"] == PROBLEM
+    finally:
+        server.close()
+    assert "Traceback" not in (tmp_path / "api" / "api.log").read_text()
