@@ -113,7 +113,8 @@ class FileStore:
                     out.write(piece)
             partial.replace(real)
         except Exception as error:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a file where a folder should be: no partial
+                partial.unlink(missing_ok=True)
             raise UploadFailed(key, first_line(error)) from error
         return self._entry(key, real)
 
