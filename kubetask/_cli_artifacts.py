@@ -37,6 +37,7 @@ from kubetask.models import Artifact
 
 BAR_FROM_BYTES = 1024 * 1024  # smaller files arrive before a bar would be worth drawing
 STDOUT = "-"
+COMPLETION_TIMEOUT_S = 3.0
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -126,6 +127,22 @@ def _progress_bar(name: str) -> Iterator[OnProgress]:
             progress.stop()
 
 
+def complete_path(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Tab completion of `artifacts get ID <TAB>`: the job's files that start with what is
+    typed (asked of the server given so far; nothing when it cannot answer quickly)."""
+    root = ctx.find_root().params
+    server = ctx.params.get("server") or root.get("server")
+    job_id = ctx.params.get("job_id")
+    if not job_id:
+        return []
+    try:
+        with Client(server, token=root.get("token"), timeout=COMPLETION_TIMEOUT_S) as client:
+            paths = [a.path for a in client.artifacts(str(job_id))]
+    except KubetaskError:
+        return []
+    return [path for path in paths if path.startswith(incomplete)]
+
+
 def _session(ctx: typer.Context) -> _Session:
     return cast(_Session, ctx.obj)
 
@@ -155,7 +172,12 @@ def list_artifacts(
 def get_artifact(
     ctx: typer.Context,
     job_id: JobIdArg,
-    path: Annotated[str, typer.Argument(metavar="PATH", help="The file, as `artifacts ls` shows.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            metavar="PATH", help="The file, as `artifacts ls` shows.", autocompletion=complete_path
+        ),
+    ],
     output: Annotated[
         str | None,
         typer.Option(

@@ -181,6 +181,21 @@ def test_shell_completion_knows_the_new_commands(words: str, expected: list[str]
     assert sorted(answered.stdout.split()) == expected, answered.stderr
 
 
+def test_shell_completion_offers_the_jobs_files(api: ApiServer, done: JobFiles) -> None:
+    def complete(words: str) -> list[str]:
+        answered = _kubetask(
+            _KUBETASK_COMPLETE="complete_bash",
+            COMP_WORDS=words,
+            COMP_CWORD=str(len(words.split(" ")) - 1),
+            KUBETASK_URL=api.base_url,
+        )
+        return answered.stdout.splitlines()
+
+    assert complete(f"kubetask artifacts get {done.job_id} pl") == ["plots/confusion matrix.png"]
+    assert complete(f"kubetask artifacts get {done.job_id} m") == ["metrics.json", "model.pt"]
+    assert complete("kubetask artifacts get no-such-job ") in ([], [""])
+
+
 def _readme_lines(command: str) -> list[str]:
     """The README CLI block's `kubetask <command> …` lines, without their comments."""
     section = README.read_text().split("## CLI and SDK", 1)[1]
