@@ -99,8 +99,8 @@ def upload_hint(stored: str, ref: str) -> str:
 
 @contextmanager
 def _progress_bar(name: str) -> Iterator[OnProgress]:
-    """A callback for `download` that draws a bar on stderr once the size says it is
-    large and stderr is a terminal; nothing otherwise."""
+    """A callback for a download or an upload that draws a bar on stderr once the size says
+    it is large and stderr is a terminal; nothing otherwise."""
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -227,11 +227,12 @@ def upload(
     ] = None,
     server: ServerOpt = None,
 ) -> None:
-    """Upload a file (streamed) for jobs to read: prints where it is stored, and on stderr
-    how a job's params name it (`upload:<path>`)."""
+    """Upload a file for jobs to read (streamed; a progress bar for large ones): prints where
+    it is stored, and on stderr how a job's params name it (`upload:<path>`)."""
     client = _session(ctx).client(server)
     try:
-        stored = client.upload(local, remote)
+        with _progress_bar(local.name) as on_progress:
+            stored = client.upload(local, remote, on_progress=on_progress)
     except RequestTooLarge as exc:
         size = human_size(local.stat().st_size)
         raise RequestTooLarge(

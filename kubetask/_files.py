@@ -35,10 +35,16 @@ def upload_name(local: PathArg, remote: str | None) -> str:
     return remote if remote else Path(local).name
 
 
-def chunks(file: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
-    """An open file, `size` bytes at a time."""
-    while chunk := file.read(size):
+def chunks(
+    file: BinaryIO, *, total: int | None = None, on_progress: OnProgress | None = None
+) -> Iterator[bytes]:
+    """An open file, a chunk at a time; `on_progress(bytes so far, total)` after each."""
+    done = 0
+    while chunk := file.read(CHUNK):
         yield chunk
+        done += len(chunk)
+        if on_progress is not None:
+            on_progress(done, total)
 
 
 class PartFile:

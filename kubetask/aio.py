@@ -235,7 +235,13 @@ class AsyncClient:
         """Write one of a job's files to an open binary stream; the bytes written."""
         return await self._download(_calls.artifact_url(job_id, path), out.write, on_progress)
 
-    async def upload(self, local_path: PathArg, remote_path: str | None = None) -> Upload:
+    async def upload(
+        self,
+        local_path: PathArg,
+        remote_path: str | None = None,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> Upload:
         """Store a local file (streamed), as `Client.upload` does."""
         url = _calls.upload_url(_files.upload_name(local_path, remote_path))
         local = Path(local_path)
@@ -243,7 +249,7 @@ class AsyncClient:
         file = await asyncio.to_thread(local.open, "rb")
         try:
             response = await self._http.put(
-                url, content=_read(file), headers=_calls.upload_headers(size)
+                url, content=_read(file, size, on_progress), headers=_calls.upload_headers(size)
             )
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
@@ -342,10 +348,14 @@ class AsyncJobHandle:
         return await self.client.download(self.id, path, to, on_progress=on_progress)
 
 
-async def _read(file: BinaryIO) -> AsyncIterator[bytes]:
+async def _read(file: BinaryIO, total: int, on_progress: OnProgress | None) -> AsyncIterator[bytes]:
     """An open file, a chunk at a time, each read in a thread."""
+    done = 0
     while chunk := await asyncio.to_thread(file.read, _files.CHUNK):
         yield chunk
+        done += len(chunk)
+        if on_progress is not None:
+            on_progress(done, total)
 
 
 def _stream(cursor: EventCursor) -> httpx.Timeout:

@@ -232,16 +232,24 @@ class Client:
         """Write one of a job's files to an open binary stream; the bytes written."""
         return self._download(_calls.artifact_url(job_id, path), out.write, on_progress)
 
-    def upload(self, local_path: PathArg, remote_path: str | None = None) -> Upload:
+    def upload(
+        self,
+        local_path: PathArg,
+        remote_path: str | None = None,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> Upload:
         """Store a local file (streamed) as the caller's upload `remote_path` (default: its
         name), replacing one already there. `.path` is where it is stored, `.ref` how a job's
-        params name it (`upload:<path>`). `RequestTooLarge` when over the server's limit."""
+        params name it (`upload:<path>`). `RequestTooLarge` when over the server's limit.
+        `on_progress(bytes so far, size)` after each chunk read."""
         url = _calls.upload_url(_files.upload_name(local_path, remote_path))
         local = Path(local_path)
-        headers = _calls.upload_headers(local.stat().st_size)
+        size = local.stat().st_size
         try:
             with local.open("rb") as file:
-                response = self._http.put(url, content=_files.chunks(file), headers=headers)
+                body = _files.chunks(file, total=size, on_progress=on_progress)
+                response = self._http.put(url, content=body, headers=_calls.upload_headers(size))
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
         _calls.check(response)

@@ -127,6 +127,16 @@ def test_upload_prints_the_stored_path_and_the_ref(api: ApiServer, tmp_path: Pat
     assert missing.exit_code == ExitCode.USAGE
 
 
+def test_a_progress_bar_for_a_large_upload_on_a_terminal(api: ApiServer, tmp_path: Path) -> None:
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(3 * 1024 * 1024))
+    sent = kt(api.base_url, "upload", str(local), "bars/big.bin", TTY_COMPATIBLE="1")
+    assert sent.exit_code == 0, sent.output
+    assert "3.0/3.0 MiB" in sent.stderr
+    piped = kt(api.base_url, "upload", str(local), "bars/big.bin", TTY_COMPATIBLE="0")
+    assert "MiB" not in piped.stderr
+
+
 def test_upload_over_the_limit_says_so(redis_url: str, tmp_path: Path) -> None:
     server = ApiServer(
         redis_url=own_database(redis_url), data_dir=tmp_path / "api", max_upload_bytes=1000

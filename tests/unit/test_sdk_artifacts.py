@@ -216,7 +216,9 @@ def test_sync_client_lists_downloads_and_uploads(tmp_path: Path) -> None:
         assert len(seen) > 1
         local = tmp_path / "rec.mat"
         local.write_bytes(data)
-        stored = client.upload(local, "lab/rec.mat")
+        sent: list[tuple[int, int | None]] = []
+        stored = client.upload(local, "lab/rec.mat", on_progress=lambda d, s: sent.append((d, s)))
+    assert sent == [(_files.CHUNK, len(data)), (len(data), len(data))]
     assert (stored.path, stored.size, stored.ref) == (
         "uploads/default/lab/rec.mat",
         len(data),
@@ -270,9 +272,11 @@ def test_async_client_lists_downloads_and_uploads(tmp_path: Path) -> None:
             with pytest.raises(ServerUnreachable):
                 await client.download("j1", "model.pt", tmp_path / "cut.pt")
             (tmp_path / "up.bin").write_bytes(data)
-            return await client.upload(tmp_path / "up.bin")
+            return await client.upload(tmp_path / "up.bin", on_progress=lambda *a: sent.append(a))
 
+    sent: list[tuple[int, int | None]] = []
     stored = asyncio.run(scenario())
+    assert sent == [(_files.CHUNK, len(data)), (len(data), len(data))]
     assert (tmp_path / "m.pt").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "up.bin"]
     assert (stored.path, stored.ref) == ("uploads/default/up.bin", "upload:up.bin")
