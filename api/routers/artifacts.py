@@ -44,6 +44,7 @@ from kubetask.storage.base import store_key
 
 UPLOADS = "/v1/uploads/"
 MAX_SEGMENT_BYTES = 255  # a file name's limit on common filesystems
+MAX_PATH_BYTES = 1000  # as params' artifact paths (S3 keys: 1024 with the prefix)
 IN_THE_WAY = (NotADirectoryError, IsADirectoryError, FileExistsError)
 T = TypeVar("T")
 
@@ -96,6 +97,8 @@ def checked(path: str, loc: tuple[str, str]) -> str:
         raise _invalid(loc, str(exc)) from None
     if any(len(part.encode()) > MAX_SEGMENT_BYTES for part in key.split("/")):
         raise _invalid(loc, f"each segment at most {MAX_SEGMENT_BYTES} bytes")
+    if len(key.encode()) > MAX_PATH_BYTES:
+        raise _invalid(loc, f"at most {MAX_PATH_BYTES} bytes")
     return key
 
 
@@ -126,8 +129,12 @@ def store_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def in_thread(call: Callable[[], T]) -> T:
-    """`call()` in a worker thread (a `StoreError` it raises: `store_unavailable`)."""
-    return await anyio.to_thread.run_sync(call)
+    """`call()` in a worker thread (a `StoreError` it raises: `store_unavailable`). A path
+    the store finds leads out of its root (a symlink a task left) is answered as missing."""
+    try:
+        return await anyio.to_thread.run_sync(call)
+    except OutsideTheStore:
+        raise NotFound("(a path that leads outside the store)") from None
 
 
 async def list_under(store: ArtifactStore, folder: str) -> ArtifactList:

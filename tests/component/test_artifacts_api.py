@@ -103,6 +103,8 @@ def leg(
             yield Leg(request.param, server, store, clients)
     finally:
         server.close()
+    log = (root / "api" / "api.log").read_text()
+    assert "Traceback" not in log, log[-4000:]  # no 500, no error swallowed
 
 
 def noop_job(client: httpx.Client) -> str:
@@ -198,6 +200,18 @@ def test_paths_outside_their_folder_are_refused(leg: Leg) -> None:
         response = a.put(f"/v1/uploads/{path}", content=b"x")
         assert response.status_code == 422, (path, response.text)
         assert fields(response) == {"path": "artifact_path"}
+    for path in ("x" * 256, "/".join(["abc"] * 300)):  # a segment, or the whole, too long
+        response = a.put(f"/v1/uploads/{path}", content=b"x")
+        assert fields(response) == {"path": "artifact_path"}
+    if leg.name == "file":  # a symlink a task left, leading out of the store: not followed
+        outside = leg.server.data_dir / "outside"
+        outside.mkdir(exist_ok=True)
+        (outside / "secret.txt").write_text("not an artifact")
+        (leg.server.data_dir / "artifacts" / job_id).mkdir(parents=True, exist_ok=True)
+        (leg.server.data_dir / "artifacts" / job_id / "escape").symlink_to(outside)
+        assert a.get(f"/v1/jobs/{job_id}/artifacts/escape/secret.txt").status_code == 404
+        listed = a.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]
+        assert all("secret" not in e["path"] for e in listed)
     listing = a.get("/v1/uploads", params={"prefix": "../team-b"})
     assert listing.status_code == 422
     assert fields(listing) == {"prefix": "artifact_path"}
