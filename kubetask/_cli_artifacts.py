@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kubetask._cli_app import Command, Group
+from kubetask._cli_args import ArgumentError
 from kubetask._display import plain_rows
 from kubetask._files import OnProgress
 from kubetask._suggest import close_to
@@ -198,6 +199,8 @@ def get_artifact(
             target = client.download(job_id, path, output, on_progress=on_progress)
     except NotFound as exc:
         _suggest_path(client, job_id, path, exc)
+    except OSError as exc:  # the local side: no such folder, no permission, disk full
+        raise ArgumentError(f"--output {output or '.'}: {exc.strerror or exc}") from None
     typer.echo(str(target))
 
 

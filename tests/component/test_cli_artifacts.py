@@ -83,6 +83,17 @@ def test_get_saves_here_by_default_or_where_told(
     assert (tmp_path / "out" / "metrics.json").exists()
 
 
+def test_get_into_a_missing_folder_is_a_usage_error(
+    api: ApiServer, done: JobFiles, tmp_path: Path
+) -> None:
+    nowhere = tmp_path / "no" / "such" / "m.json"
+    refused = kt(api.base_url, "artifacts", "get", done.job_id, "metrics.json", "-o", str(nowhere))
+    assert refused.exit_code == ExitCode.USAGE
+    assert "No such file or directory" in refused.stderr
+    assert "Traceback" not in refused.output
+    assert not (tmp_path / "no").exists()
+
+
 def test_get_to_stdout_is_the_bytes_alone(api: ApiServer, done: JobFiles) -> None:
     piped = kt(api.base_url, "artifacts", "get", done.job_id, "model.pt", "-o", "-")
     assert piped.exit_code == 0, piped.stderr
