@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Protocol, cast
+from typing import Annotated, NoReturn, Protocol, cast
 
 import typer
 from rich.console import Console
@@ -20,6 +20,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -111,7 +112,7 @@ def _progress_bar(name: str) -> Iterator[OnProgress]:
         TimeRemainingColumn(),
         console=console,
     )
-    task: list[Any] = []
+    task: list[TaskID] = []  # the bar, once it is drawn
 
     def update(done: int, size: int | None) -> None:
         if not task:
