@@ -8,14 +8,16 @@ other failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -28,10 +30,12 @@ from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import InvalidParams, TaskError, TaskTerminated, describe_failure
 from kubetask.jobs.publisher import RedisPublisher
 from kubetask.jobs.reporter import ProgressReporter
+from kubetask.jobs.staging import Staging, StagingFailed, remote_store
 from kubetask.kinds import KindError, KindSpec, load_kinds, load_runner, missing_outputs
 from kubetask.models import ErrorInfo, Outcome
 from kubetask.params import Params
 from kubetask.params.refs import path_values
+from kubetask.storage import ArtifactStore, InvalidStoreUrl
 
 log = logging.getLogger("kubetask.task")
 
@@ -165,9 +169,10 @@ def run_task(
     task_env: TaskEnv,
     publisher: RedisPublisher | None,
     kinds: Mapping[str, KindSpec] | None = None,
+    store: ArtifactStore | None = None,
 ) -> tuple[int, Outcome]:
     """Validate, run, and describe how it went; never raises. `kinds`: the installed ones
-    (entry points) unless given."""
+    (entry points) unless given; `store`: the object store to stage through, if any."""
     try:
         kinds = load_kinds() if kinds is None else kinds
     except KindError as exc:  # an installed kind that does not load: no task can run
@@ -189,22 +194,59 @@ def run_task(
     except ValidationError as exc:
         return invalid_params(kind, format_validation_errors(exc))
 
+    with scratch_root(task_env, store) as root:
+        staging = None if store is None else Staging(store, root, task_env.job_id)
+        return run_staged(spec, params, task_env, publisher, root=root, staging=staging)
+
+
+@contextlib.contextmanager
+def scratch_root(task_env: TaskEnv, store: ArtifactStore | None) -> Iterator[Path]:
+    """The artifacts root the kind works in: `KUBETASK_ARTIFACTS` itself, or with an object
+    store, a scratch folder removed afterwards (on Kubernetes /tmp is the pod's emptyDir)."""
+    if store is None:
+        yield task_env.artifacts_root
+        return
+    with tempfile.TemporaryDirectory(prefix="kubetask-artifacts-") as folder:
+        yield Path(folder)
+
+
+def run_staged(
+    spec: KindSpec,
+    params: Params,
+    task_env: TaskEnv,
+    publisher: RedisPublisher | None,
+    *,
+    root: Path,
+    staging: Staging | None,
+) -> tuple[int, Outcome]:
+    """Stage in, run, stage out (see jobs/staging.py; all but the run skipped without a
+    store), and describe how it went; never raises. Outputs go up whether the task succeeded
+    or not (a failed attempt's checkpoint is the next one's start); a failed upload fails a
+    task that had succeeded (exit 1, naming the file and the store's reason)."""
+    kind = spec.name
     reporter = ProgressReporter(
         publisher, job_id=task_env.job_id, index=task_env.index, stages=spec.stages
     )
     context = TaskContext(
         job_id=task_env.job_id,
         index=task_env.index or 0,
-        artifacts_root=task_env.artifacts_root,
+        artifacts_root=root,
         reporter=reporter,
         redis_url=task_env.redis_url,
     )
     started = time.monotonic()
+    staged_out = False
     log.info("%s task of job %s (index %s) starting", kind, context.job_id, context.index)
     try:
+        if staging is not None:
+            inputs = path_values(type(params), params.model_dump(mode="json"))
+            log.info("staged in %d file(s) from %r", len(staging.stage_in(inputs)), staging.store)
         check_paths(params, context)
         result = run_kind(spec, params, context)
         outcome = Outcome(ok=True, result=spill_result(result, context))
+        if staging is not None:
+            staged_out = True
+            log.info("staged out %d file(s) to %r", len(staging.stage_out()), staging.store)
         code = env.EXIT_OK
         reporter.complete()
         log.info("%s task succeeded in %.1f s", kind, time.monotonic() - started)
@@ -226,7 +268,18 @@ def run_task(
         outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
     finally:
         reporter.close()
+    if staging is not None and not staged_out:
+        keep_outputs(staging)
     return code, outcome
+
+
+def keep_outputs(staging: Staging) -> None:
+    """What a task that did not succeed left (a checkpoint), uploaded as far as it goes: its
+    own failure is the one it reports, so a failed upload is only logged."""
+    try:
+        log.info("staged out %d file(s) to %r", len(staging.stage_out()), staging.store)
+    except (StagingFailed, TaskTerminated) as exc:
+        log.error("the outputs of this failed task are not all kept: %s", exc)
 
 
 def write_outcome(outcome_json: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> None:
@@ -251,7 +304,13 @@ def main(argv: list[str]) -> int:
             run=uuid.uuid4().hex, started=time.time(), completions=task_env.completions
         )
         publisher = RedisPublisher(task_env.redis_url, job_id=task_env.job_id, worker=worker)
-    code, outcome = run_task(argv[0], task_env, publisher)
+    try:
+        store = remote_store(os.environ)
+    except InvalidStoreUrl as exc:  # e.g. no credentials: retried, in case a Secret lags
+        code = env.EXIT_FAILED
+        outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
+    else:
+        code, outcome = run_task(argv[0], task_env, publisher, store=store)
     if outcome.error is not None:
         print(f"{outcome.error.type}: {outcome.error.message}", file=sys.stderr)
     write_outcome(fit_outcome(outcome), task_env, publisher)

@@ -8,6 +8,18 @@ REDIS_URL = "KUBETASK_REDIS_URL"
 # Only on Kubernetes, from a Secret, for KUBETASK_REDIS_URL to name as $(KUBETASK_REDIS_PASSWORD)
 REDIS_PASSWORD = "KUBETASK_REDIS_PASSWORD"
 ARTIFACTS = "KUBETASK_ARTIFACTS"
+# The artifact store when it is object storage (s3://bucket/prefix): the runtime then stages
+# inputs into a scratch folder that it gives the kind as KUBETASK_ARTIFACTS, and outputs back
+ARTIFACTS_URL = "KUBETASK_ARTIFACTS_URL"
+S3_ENDPOINT = "AWS_ENDPOINT_URL"
+S3_REGION = "AWS_REGION"
+# The store's credentials: a Secret's keys on Kubernetes, the controller's own env locally
+S3_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "KUBETASK_S3_CREDENTIALS_DIR",
+)
 TERMINATION_LOG = "KUBETASK_TERMINATION_LOG"
 COMPLETION_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes for Indexed Jobs
 COMPLETIONS = "KUBETASK_COMPLETIONS"  # how many workers the job has (its progress averages them)
