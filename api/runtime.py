@@ -71,7 +71,11 @@ def artifact_store(settings: Settings) -> ArtifactStore:
     """The artifact store the API lists, serves and takes uploads into (built once, at
     start); `InvalidStoreUrl` naming `KUBETASK_ARTIFACTS_URL` when it cannot be used, so
     the server refuses to start."""
-    return store_from_url(settings.artifacts_location)
+    return store_from_url(
+        settings.artifacts_location,
+        endpoint=settings.store_endpoint(),
+        region=settings.store_region(),
+    )
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ def compose(settings: Settings, *, redis_url: str, kinds: Mapping[str, KindSpec]
         artifacts=settings.task_artifacts(),
         images=dict(settings.task_images),
         grace_s=settings.grace_s,
+        artifacts_url=settings.task_artifacts_url(),
+        s3_endpoint=settings.store_endpoint(),
+        s3_region=settings.store_region(),
     )
     return Wiring(kinds=kinds, defaults=defaults, priorities=frozenset(settings.priority_classes))
 

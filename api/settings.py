@@ -18,6 +18,7 @@ from kubetask.controller.notify import Backoff, NotifySettings
 from kubetask.controller.outbox import SmtpSettings
 from kubetask.controller.redaction import url_password
 from kubetask.models import MAX_DEADLINE_S, SecretKey, is_dns_label
+from kubetask.storage.url import FileLocation, S3Location, parse_store_url
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
         description="The artifact store the API reads and uploads to: a folder "
         "(file:///path or a path) or s3://bucket[/prefix]; default: the artifacts folder.",
     )
+    s3_endpoint: str | None = Field(
+        None, description="The S3 endpoint (API and tasks); default: $AWS_ENDPOINT_URL."
+    )
+    s3_region: str | None = Field(None, description="The S3 region; default: $AWS_REGION.")
     max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest PUT /v1/uploads body.")
     slots: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
     retry_backoff_s: float = Field(1.0, ge=0)
@@ -139,6 +144,11 @@ class Settings(BaseSettings):
         None,
         description="A Secret key holding the Redis password, as $(KUBETASK_REDIS_PASSWORD) "
         "in task_redis_url (JSON: {name, key}).",
+    )
+    task_s3_credentials_secret: str | None = Field(
+        None,
+        description="A Secret whose keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY the "
+        "tasks read when the artifact store is object storage.",
     )
     # Several replicas (controller/leader.py): each serves the API, the Lease holder reconciles
     leader_election: bool = Field(
@@ -246,7 +256,11 @@ class Settings(BaseSettings):
             env.REDIS_URL: self.task_redis_url_secret,
             env.REDIS_PASSWORD: self.task_redis_password_secret,
         }
-        return {name: SecretKeyRef(r.name, r.key) for name, r in refs.items() if r is not None}
+        found = {name: SecretKeyRef(r.name, r.key) for name, r in refs.items() if r is not None}
+        if self.task_s3_credentials_secret and self.task_artifacts_url():
+            for name in env.S3_CREDENTIALS[:2]:  # the key id and the secret key
+                found[name] = SecretKeyRef(self.task_s3_credentials_secret, name)
+        return found
 
     def notify(self) -> NotifySettings:
         return NotifySettings(
@@ -283,9 +297,31 @@ class Settings(BaseSettings):
         """`KUBETASK_ARTIFACTS_URL`, or the artifacts folder when it is not set."""
         return self.artifacts_url or str(self.artifacts)
 
+    def task_artifacts_url(self) -> str | None:
+        """The object store tasks stage through (`s3://…`); None for a folder store."""
+        url = self.artifacts_location
+        return url if isinstance(parse_store_url(url), S3Location) else None
+
+    def store_endpoint(self) -> str | None:
+        return (
+            self.s3_endpoint
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+
+    def store_region(self) -> str | None:
+        return (
+            self.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        )
+
     def task_artifacts(self) -> str:
         """The artifact store as tasks see it: the mounted volume on Kubernetes."""
-        return ARTIFACTS_DIR if self.resolved_backend == "kubernetes" else str(self.artifacts)
+        if self.resolved_backend == "kubernetes":
+            return ARTIFACTS_DIR
+        location = parse_store_url(self.artifacts_location)  # a folder URL: its folder
+        return str(
+            location.root.resolve() if isinstance(location, FileLocation) else self.artifacts
+        )
 
 
 @lru_cache

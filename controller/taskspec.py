@@ -25,6 +25,12 @@ class TaskDefaults:
     artifacts: str
     images: Mapping[str, str]  # image role (trainer, gan) -> image reference
     grace_s: float = 10.0
+    # Object storage (s3://bucket/prefix) tasks stage through, with its endpoint and region;
+    # None when the artifacts are a folder. Credentials never here: Secret refs on Kubernetes
+    # (ClusterSettings.secret_env), the controller's own environment on the local backend.
+    artifacts_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
 
 
 def _compact(value: object) -> str:
@@ -50,6 +56,18 @@ def request_summary(request: JobRequest, *, params_bytes: int) -> str:
     return _compact({"kind": request.kind, "params_bytes": params_bytes, "truncated": True})
 
 
+def store_env(defaults: TaskDefaults) -> dict[str, str]:
+    """The object store's part of a task's environment (none for a folder store)."""
+    if defaults.artifacts_url is None:
+        return {}
+    variables = {
+        env.ARTIFACTS_URL: defaults.artifacts_url,
+        env.S3_ENDPOINT: defaults.s3_endpoint,
+        env.S3_REGION: defaults.s3_region,
+    }
+    return {name: value for name, value in variables.items() if value}
+
+
 def build_task_spec(
     record: JobRecord, defaults: TaskDefaults, kinds: Mapping[str, KindSpec]
 ) -> TaskSpec:
@@ -69,6 +87,7 @@ def build_task_spec(
             env.REDIS_URL: defaults.redis_url,
             env.ARTIFACTS: defaults.artifacts,
             env.COMPLETIONS: str(request.completions),
+            **store_env(defaults),
         },
         retries=request.retries,
         timeout_s=request.timeout_s,

@@ -30,6 +30,15 @@ SHIM = str(Path(__file__).with_name("shim.py"))
 MAX_ENV_PARAMS = 32 * 1024  # one environment string may not pass 128 KiB on Linux
 EXIT_CANNOT_START = 127
 SYSTEM_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+# What a task needs of the controller's environment to reach an object store (the spec's own
+# endpoint and region, when the settings name them, win)
+STORE_ENV = (
+    *env.S3_CREDENTIALS,
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
 
 
 @dataclass
@@ -62,6 +71,8 @@ def task_env(
     and the params when too large for an environment variable: the caller puts them in
     the file named by `KUBETASK_PARAMS_FILE`, as a ConfigMap mount would."""
     environment = {k: system[k] for k in SYSTEM_ENV if k in system}
+    if env.ARTIFACTS_URL in spec.env:  # object storage: the controller's own credentials
+        environment.update({k: system[k] for k in STORE_ENV if k in system})
     environment.update(spec.env)
     environment["HOME"] = str(pod_dir)
     environment[env.TERMINATION_LOG] = str(pod_dir / "termination-log")
