@@ -6,7 +6,8 @@ Counted as things happen (the hooks below are called by the API and the reconcil
   kubetask_job_transitions_total{kind,from_state,to_state}     state transitions
   kubetask_job_time_to_state_seconds{kind,state}               acceptance -> reaching the state
   kubetask_events_relayed_total{type}                          events relayed to streams
-Read from the store at each scrape (so they are right after a restart, too):
+Read from the store at each scrape (so they are right after a restart, too; the store's
+counts, one read whatever the number of jobs):
   kubetask_jobs{state,kind}                                    unfinished jobs
   kubetask_queue_depth{queue}                                  jobs waiting (state queued),
                                                                by Kueue queue ("" for none)
@@ -37,7 +38,7 @@ from prometheus_client.registry import Collector
 
 from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.records import JobRecord, JobStatus
-from kubetask.controller.store import Store
+from kubetask.controller.store import Counted, Store
 from kubetask.models import JobState
 
 UNFINISHED = (JobState.QUEUED, JobState.PENDING, JobState.RUNNING)
@@ -184,8 +185,13 @@ class Metrics:
 
     # -- scrape ------------------------------------------------------------------------------
     async def refresh(self, store: Store) -> None:
-        """Read the unfinished jobs for the scrape-time gauges."""
+        """Read the counts of unfinished jobs for the scrape-time gauges (a store that
+        keeps none: the unfinished jobs themselves)."""
         try:
+            if isinstance(store, Counted):
+                counts = await store.counts()
+                self._store.snapshot = Snapshot(jobs=counts.jobs, queued=counts.queued)
+                return
             ids = await store.unfinished()
             gate = asyncio.Semaphore(READ_CONCURRENCY)
 

@@ -31,7 +31,7 @@ from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.outcomes import in_plain_words, parse_outcome, summarize
 from kubetask.controller.records import JobRecord, JobStatus, next_status
 from kubetask.controller.states import JobFacts, Observation, derive_state
-from kubetask.controller.store import Store
+from kubetask.controller.store import Maintained, Store
 from kubetask.controller.wakeups import WakeUps
 from kubetask.kinds import Merge
 from kubetask.models import JobState, Outcome
@@ -156,6 +156,8 @@ class Reconciler:
                 for _ in range(self._workers):
                     group.create_task(self._work())
                 group.create_task(self._resync_forever())
+                if isinstance(self._store, Maintained):
+                    group.create_task(self._tend(self._store))
                 if self._wakeups is not None:
                     group.create_task(self._wakeups.listen(self._wake, self._resync_soon.set))
         finally:
@@ -176,6 +178,20 @@ class Reconciler:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resync_soon.wait(), self._resync_s)
+
+    async def _tend(self, store: Maintained) -> None:
+        """The leader's upkeep of the store: its indexes built once (a store written by an
+        older version), then expired records taken out at each resync period."""
+        built = False
+        while True:
+            try:
+                if not built:
+                    await store.build_indexes()
+                    built = True
+                await store.expire_due()
+            except Exception:
+                log.exception("store upkeep failed; trying again")
+            await asyncio.sleep(self._resync_s)
 
     async def follow_backend(self) -> None:
         """Sync each job the backend says changed (dropped unless leading: the next leader

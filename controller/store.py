@@ -22,13 +22,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, cast, runtime_checkable
 
 import redis.asyncio as aioredis
 
 from kubetask import eventlog, keys
+from kubetask.controller import store_indexes as indexes
+from kubetask.controller import store_scripts as scripts
 from kubetask.controller.errors import NotDurable
 from kubetask.controller.fsync import FSYNC_TIMEOUT_MS, local_fsync
+from kubetask.controller.group_commit import GroupCommit
 from kubetask.controller.notify import OutboxEntry
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.models import DEFAULT_TENANT, TERMINAL_STATES, JobRequest, JobState
@@ -37,105 +40,8 @@ log = logging.getLogger("kubetask.store")
 
 ACTIVE_SET = f"{keys.PREFIX}:active"
 SCAN_BATCH = 100
-
-# KEYS: job, index, active set, idempotency key ('' for none), then the event log's four,
-# then the tenant's index and active set. ARGV: id, request, created_at, status,
-# fingerprint, job key prefix, idempotency TTL, then the "queued" event's body, history
-# limit and progress flag, then the tenant and its cap on unfinished jobs ('0': none).
-# The event is appended in the same script, so it is always the job's first (seq 1), before
-# any reconciler sees the job. A replay answers the original job even at the cap. The same
-# script run again (the client retried after losing the connection) writes the key again:
-# WAITAOF, on the new connection, then waits for a write of its own, which is after the record.
-_CREATE = (
-    eventlog.APPEND_FUNCTION
-    + """
-if KEYS[4] ~= '' then
-  local existing = redis.call('GET', KEYS[4])
-  if existing == ARGV[1] then
-    redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7])
-    return {ARGV[1], ''}
-  end
-  if existing then
-    return {existing, redis.call('HGET', ARGV[6] .. existing, 'fingerprint') or ''}
-  end
-end
-local cap = tonumber(ARGV[12])
-if cap > 0 then
-  local active = redis.call('SCARD', KEYS[10])
-  if active >= cap then return {'', 'active', active} end
-end
-redis.call('HSET', KEYS[1], 'request', ARGV[2], 'created_at', ARGV[3], 'status', ARGV[4],
-           'fingerprint', ARGV[5], 'tenant', ARGV[11])
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-redis.call('ZADD', KEYS[9], 0, ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('SADD', KEYS[10], ARGV[1])
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7]) end
-append_event(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[8], ARGV[9], ARGV[10])
-return {ARGV[1], ''}
-"""
-)
-
-# KEYS: job, active set, outbox (sorted set of entry ids by due time), outbox entries (hash),
-# the tenant's active set. ARGV: status, cancel flag read, expiry ('0': not terminal), id,
-# due time, then pairs of outbox entry id and entry. A terminal status and its
-# notifications are written together, so a crash right after the write still leaves them
-# to deliver (at least once).
-_SAVE_STATUS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local current = redis.call('HGET', KEYS[1], 'status')
-if current then
-  local state = cjson.decode(current)['state']
-  if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
-    return 0  -- terminal states are final, whoever writes (a deposed leader's late write)
-  end
-end
-local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
-if cancel ~= (ARGV[2] == '1') then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-if ARGV[3] ~= '0' then
-  redis.call('SREM', KEYS[2], ARGV[4])
-  redis.call('SREM', KEYS[5], ARGV[4])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  for i = 6, #ARGV, 2 do
-    if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
-      redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
-    end
-  end
-end
-return 1
-"""
-
-# KEYS and ARGV[1]: as _CREATE's. Takes a record the disk did not confirm back out: the
-# record, its event log, its index entries and its places in the active sets (the tenant's
-# count of unfinished jobs), and the idempotency key if it still names this job.
-_DISCARD = """
-redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[9], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[10], ARGV[1])
-if KEYS[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
-return 1
-"""
-
-# Only a record that exists (one taken back out after a failed fsync stays gone).
-_MARK_SUBMITTED = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'submitted', '1')
-return 1
-"""
-
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-local state = cjson.decode(status)['state']
-for _, terminal in ipairs(ARGV) do
-  if state == terminal then return state end
-end
-redis.call('HSET', KEYS[1], 'cancel', '1')
-return 'ok'
-"""
+EXPIRE_BATCH = 500  # records taken out per script call
+INDEX_SCHEMA = "2"  # every record names its index entries and counts (store_indexes.py)
 
 
 class CancelOutcome(StrEnum):
@@ -197,6 +103,21 @@ class Store(Protocol):
     async def unfinished(self) -> list[str]: ...
 
 
+@runtime_checkable
+class Counted(Protocol):
+    """A store that keeps counts of its unfinished jobs (a scrape reads them, not the jobs)."""
+
+    async def counts(self) -> indexes.Counts: ...
+
+
+@runtime_checkable
+class Maintained(Protocol):
+    """A store that the leader tends: indexes built once, expired records taken out."""
+
+    async def build_indexes(self) -> int: ...
+    async def expire_due(self) -> int: ...
+
+
 class RedisStore:
     """The Store on Redis (a client made with `decode_responses=True`). Terminal records
     expire after `retention_s`."""
@@ -217,12 +138,14 @@ class RedisStore:
         self._retention_s = retention_s
         self._idempotency_ttl_s = idempotency_ttl_s
         self._fsync_timeout_ms = fsync_timeout_ms
-        self._create = client.register_script(_CREATE)
-        self._discard = client.register_script(_DISCARD)
-        self._save_status = client.register_script(_SAVE_STATUS)
-        self._mark_submitted = client.register_script(_MARK_SUBMITTED)
-        self._cancel = client.register_script(_CANCEL)
-        self._waitaof = True  # False once the server turned out to predate WAITAOF
+        self._create = client.register_script(scripts.CREATE)
+        self._discard = client.register_script(scripts.DISCARD)
+        self._save_status = client.register_script(scripts.SAVE_STATUS)
+        self._mark_submitted = client.register_script(scripts.MARK_SUBMITTED)
+        self._cancel = client.register_script(scripts.CANCEL)
+        self._expire_due = client.register_script(scripts.EXPIRE_DUE)
+        self._index_old = client.register_script(scripts.INDEX_OLD)
+        self.commits = GroupCommit(client, timeout_ms=fsync_timeout_ms)
 
     async def create(
         self,
@@ -255,37 +178,38 @@ class RedisStore:
             *eventlog.script_keys(record.id),
             keys.tenant_jobs(tenant),
             keys.tenant_active(tenant),
+            keys.JOB_COUNTS,
         ]
-        # One connection for both: WAITAOF waits for that connection's own writes only.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._create(
-                keys=script_keys,
-                args=[
-                    record.id,
-                    record.request.model_dump_json(),
-                    record.created_at.isoformat(),
-                    status.model_dump_json(),
-                    fingerprint,
-                    keys.job(""),
-                    self._idempotency_ttl_s,
-                    *eventlog.script_args(accepted),
-                    tenant,
-                    max_active or 0,
-                ],
-                client=pipe,
-            )
-            if self._waitaof:
-                pipe.execute_command("WAITAOF", 1, 0, self._fsync_timeout_ms)
-            answer, *fsync = await pipe.execute(raise_on_error=False)
+        # Concurrent submissions share a batch: one pipeline, then one WAITAOF on the same
+        # connection (it waits for that connection's own writes only).
+        answer, fsync = await self.commits.write(
+            self._create,
+            keys=script_keys,
+            args=[
+                record.id,
+                record.request.model_dump_json(),
+                record.created_at.isoformat(),
+                status.model_dump_json(),
+                fingerprint,
+                keys.job(""),
+                self._idempotency_ttl_s,
+                *eventlog.script_args(accepted),
+                tenant,
+                max_active or 0,
+                indexes.as_json(indexes.static_indexes(record)),
+                indexes.as_json(indexes.state_indexes(record, status.state)),
+                indexes.as_json(indexes.counted(record, status.state)),
+            ],
+        )
         if isinstance(answer, Exception):
             raise answer
-        job_id, seen_fingerprint, *_ = answer
-        job_id = str(job_id)
+        first, seen_fingerprint, *_ = cast(list[object], answer)
+        job_id = str(first)
         if not job_id:
             raise TooManyActiveJobs(tenant, max_active or 0)
         if job_id == record.id:
-            if fsync:  # else the server predates WAITAOF: nothing to wait for
-                await self._confirm_on_disk(fsync[0], record.id, script_keys)
+            if fsync is not None:  # else the server predates WAITAOF: nothing to wait for
+                await self._confirm_on_disk(fsync, record.id, script_keys)
             return record, True
         seen = str(seen_fingerprint)
         if seen != fingerprint:
@@ -306,7 +230,7 @@ class RedisStore:
         confirmed = local_fsync(reply)
         if confirmed is None:
             log.warning("no WAITAOF on this server (%s); relying on appendfsync", reply)
-            self._waitaof = False
+            self.commits.waitaof = False
         elif not confirmed:
             log.error("job %s not on disk (WAITAOF: %s): taken back out", job_id, reply)
             await self._discard(keys=script_keys, args=[job_id])
@@ -322,11 +246,12 @@ class RedisStore:
     async def find(
         self, query: JobQuery, *, cursor: str | None, limit: int
     ) -> tuple[list[JobRecord], str | None]:
-        """Newest first. Scans at most a few batches per call, so a page may come back short
-        with a cursor to go on from; `None` means the end. A query for one tenant reads
-        that tenant's index only."""
+        """Newest first. Walks the smallest index that holds every match (the tenant's or
+        everyone's jobs, or those of the state, kind or a label asked for), so a filtered
+        page costs what its matches cost; at most a few batches per call, so a page may
+        come back short with a cursor to go on from; `None` means the end."""
+        index = await self._narrowest(query)
         found: list[JobRecord] = []
-        index = keys.JOBS_INDEX if query.tenant is None else keys.tenant_jobs(query.tenant)
         upper = f"({cursor}" if cursor else "+"
         for _ in range(10):
             ids = [
@@ -344,7 +269,7 @@ class RedisStore:
             for job_id, fields in zip(ids, rows, strict=True):
                 upper = f"({job_id}"
                 if not fields:
-                    await self._redis.zrem(index, job_id)  # expired record
+                    await self._redis.zrem(index, job_id)  # a record from before the indexes
                     continue
                 record = _parse(job_id, fields)
                 if query.matches(record):
@@ -353,11 +278,22 @@ class RedisStore:
                         return found, job_id
         return found, upper[1:]
 
+    async def _narrowest(self, query: JobQuery) -> str:
+        candidates = indexes.narrowest(query.tenant, query.state, query.kind, query.labels or {})
+        if len(candidates) == 1:
+            return candidates[0]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in candidates:
+                pipe.zcard(name)
+            sizes: list[int] = await pipe.execute()
+        return min(zip(sizes, candidates, strict=True))[1]
+
     async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
         """Write the status unless the cancel flag changed since `record` was read; a
         terminal status queues its notifications in the outbox in the same script."""
         terminal = status.state in TERMINAL_STATES
-        expire = self._retention_s if terminal else 0
+        now = self._clock()
+        expire = now + self._retention_s if terminal else 0
         entries: list[str] = []
         if terminal and self._notifications is not None:
             for entry in self._notifications(record, status):
@@ -369,13 +305,17 @@ class RedisStore:
                 keys.OUTBOX,
                 keys.OUTBOX_ENTRIES,
                 keys.tenant_active(record.tenant),
+                keys.JOB_COUNTS,
+                keys.EXPIRING,
             ],
             args=[
                 status.model_dump_json(),
                 "1" if record.cancel_requested else "0",
                 expire,
                 record.id,
-                self._clock(),
+                now,
+                indexes.as_json(indexes.state_indexes(record, status.state)),
+                indexes.as_json(indexes.counted(record, status.state)),
                 *entries,
             ],
         )
@@ -397,6 +337,70 @@ class RedisStore:
     async def unfinished(self) -> list[str]:
         members = await self._redis.smembers(ACTIVE_SET)
         return sorted(str(m) for m in members)
+
+    # -- optional capabilities (Counted, Maintained) -----------------------------------------
+    async def counts(self) -> indexes.Counts:
+        """Unfinished jobs by state and kind, waiting jobs by queue: one small hash."""
+        raw: dict[str, str] = await self._redis.hgetall(keys.JOB_COUNTS)  # type: ignore[assignment]
+        return indexes.parse_counts(raw)
+
+    async def expire_due(self) -> int:
+        """Take out the finished records past their retention, each with every index entry
+        it holds; how many went."""
+        gone = 0
+        while True:
+            batch = int(
+                await self._expire_due(
+                    keys=[keys.EXPIRING, keys.JOB_COUNTS],
+                    args=[self._clock(), EXPIRE_BATCH, keys.job("")],
+                )
+            )
+            gone += batch
+            if batch < EXPIRE_BATCH:
+                return gone
+
+    async def build_indexes(self) -> int:
+        """Once per store: give the records written before the indexes their entries and
+        counts (idempotent; a store that has them reads one key). How many it indexed."""
+        if await self._redis.get(keys.STORE_SCHEMA) == INDEX_SCHEMA:
+            return 0
+        built = 0
+        upper = "+"
+        while ids := [
+            str(i)
+            for i in await self._redis.zrevrangebylex(
+                keys.JOBS_INDEX, upper, "-", start=0, num=EXPIRE_BATCH
+            )
+        ]:
+            upper = f"({ids[-1]}"
+            for job_id in ids:
+                built += await self._index_old_record(job_id)
+        await self._redis.set(keys.STORE_SCHEMA, INDEX_SCHEMA)
+        log.info("job store indexes built for %d records", built)
+        return built
+
+    async def _index_old_record(self, job_id: str) -> int:
+        while True:
+            fields: dict[str, str] = await self._redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
+            if not fields or "indexes" in fields:
+                return 0
+            record = _parse(job_id, fields)
+            state = record.status.state
+            answer = await self._index_old(
+                keys=[keys.job(job_id), keys.JOB_COUNTS, keys.EXPIRING],
+                args=[
+                    fields["status"],
+                    indexes.as_json(indexes.static_indexes(record)),
+                    indexes.as_json(indexes.state_indexes(record, state)),
+                    indexes.as_json(indexes.counted(record, state)),
+                    "1" if state.terminal else "0",
+                    self._clock(),
+                    self._retention_s,
+                    job_id,
+                ],
+            )
+            if int(answer) >= 0:
+                return int(answer)
 
 
 def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:

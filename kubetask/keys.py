@@ -7,6 +7,9 @@ OUTBOX = f"{PREFIX}:outbox"  # sorted set: notification ids scored by when they 
 OUTBOX_ENTRIES = f"{PREFIX}:outbox:entries"  # hash: notification id -> entry (JSON)
 OUTBOX_DEAD = f"{PREFIX}:outbox:dead"  # list: entries that ran out of attempts (JSON)
 WAKEUP = f"{PREFIX}:wakeup"  # pub/sub: ids of jobs a follower replica took, for the leader
+JOB_COUNTS = f"{PREFIX}:counts"  # hash: unfinished jobs by "jobs|state|kind", "queue|name"
+EXPIRING = f"{PREFIX}:expiring"  # sorted set: finished job ids scored by when they expire
+STORE_SCHEMA = f"{PREFIX}:store:schema"  # the store's index layout, once every record has it
 
 
 def progress_channel(job_id: str) -> str:
@@ -59,6 +62,30 @@ def idempotency(tenant: str, key: str) -> str:
 def tenant_jobs(tenant: str) -> str:
     """A tenant's jobs: the same lexically sorted index as JOBS_INDEX, for its listing."""
     return f"{PREFIX}:tenant:{tenant}:jobs"
+
+
+def state_jobs(tenant: str | None, state: str) -> str:
+    """Index of the jobs in one state (every tenant's when `tenant` is None)."""
+    return (
+        f"{PREFIX}:state:{state}:jobs"
+        if tenant is None
+        else f"{PREFIX}:tenant:{tenant}:state:{state}:jobs"
+    )
+
+
+def kind_jobs(tenant: str | None, kind: str) -> str:
+    """Index of the jobs of one kind (every tenant's when `tenant` is None)."""
+    return (
+        f"{PREFIX}:kind:{kind}:jobs"
+        if tenant is None
+        else f"{PREFIX}:tenant:{tenant}:kind:{kind}:jobs"
+    )
+
+
+def label_jobs(tenant: str | None, key: str, value: str) -> str:
+    """Index of the jobs carrying one label (every tenant's when `tenant` is None)."""
+    label = f"label:{key}={value}"
+    return f"{PREFIX}:{label}:jobs" if tenant is None else f"{PREFIX}:tenant:{tenant}:{label}:jobs"
 
 
 def tenant_active(tenant: str) -> str:

@@ -1,0 +1,79 @@
+"""Group commit: concurrent durable writes share one fsync. Each write (a script call) joins
+the next batch; a batch goes down one connection as one pipeline followed by one `WAITAOF`,
+and every writer of the batch gets its own answer with the batch's WAITAOF reply, only once
+that reply came. One batch is in flight at a time: the writes that arrive meanwhile make the
+next one, so batches grow with the load and a lone write goes at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+MAX_BATCH = 512  # writes per pipeline; more wait for the next batch
+
+
+@dataclass
+class _Write:
+    script: AsyncScript
+    keys: Sequence[str]
+    args: Sequence[str | int | float]
+    done: asyncio.Future[tuple[object, object | None]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommit:
+    """Batches script calls on `client`; `waitaof` False: the server has no WAITAOF
+    (the writes are then only pipelined, and the reply is None)."""
+
+    def __init__(self, client: aioredis.Redis, *, timeout_ms: int) -> None:
+        self._redis = client
+        self._timeout_ms = timeout_ms
+        self._pending: list[_Write] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.waitaof = True
+        self.batches = 0  # batches sent, for tests and benchmarks
+
+    async def write(
+        self, script: AsyncScript, *, keys: Sequence[str], args: Sequence[str | int | float]
+    ) -> tuple[object, object | None]:
+        """The script's answer (an exception object if it failed) and its batch's WAITAOF
+        reply (an exception object if that failed; None without WAITAOF). Raises when the
+        pipeline itself failed (the connection)."""
+        write = _Write(script, keys, args)
+        self._pending.append(write)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="store-group-commit")
+        return await asyncio.shield(write.done)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            try:
+                replies = await self._send(batch)
+            except BaseException as exc:  # the connection: every writer of the batch hears it
+                for write in batch:
+                    if not write.done.done():
+                        write.done.set_exception(exc)
+                if isinstance(exc, Exception):
+                    continue
+                raise
+            fsync = replies[len(batch)] if self.waitaof else None
+            for write, answer in zip(batch, replies, strict=False):
+                if not write.done.done():
+                    write.done.set_result((answer, fsync))
+
+    async def _send(self, batch: list[_Write]) -> list[object]:
+        self.batches += 1
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for write in batch:
+                await write.script(keys=write.keys, args=write.args, client=pipe)
+            if self.waitaof:
+                pipe.execute_command("WAITAOF", 1, 0, self._timeout_ms)
+            replies: list[object] = await pipe.execute(raise_on_error=False)
+            return replies
