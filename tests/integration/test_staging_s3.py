@@ -1,0 +1,152 @@
+"""Tasks on object storage, end to end: the API with `KUBETASK_ARTIFACTS_URL=s3://…` on the
+real MinIO (tests/s3) and the local backend, whose task processes stage their inputs in from
+the bucket and their outputs out to it (jobs/staging.py), leaving no scratch folder behind."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3  # type: ignore[import-untyped]  # (sdv brings it) to remove a bucket
+import pytest
+
+from kubetask.storage import ArtifactStore, store_from_url
+from tests.s3.server import S3Server
+from tests.servers import ApiServer, own_database
+
+SCRATCH = "kubetask-artifacts-*"  # the runtime's scratch folders (tempfile.TemporaryDirectory)
+
+
+class S3Api(ApiServer):
+    """The API with object storage: the endpoint and credentials as the environment, which
+    the local backend hands on to its task processes."""
+
+    def __init__(self, *, s3: S3Server, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.s3 = s3
+
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env(),
+            "AWS_ENDPOINT_URL": self.s3.endpoint,
+            "AWS_REGION": self.s3.region,
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+        }
+
+
+@dataclass(frozen=True)
+class OnS3:
+    api: S3Api
+    store: ArtifactStore  # the bucket's prefix, as this test process reaches it
+    bucket: str
+
+
+def scratch_folders() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob(SCRATCH))
+
+
+@pytest.fixture(scope="module")
+def on_s3(
+    s3_server: S3Server, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OnS3]:
+    bucket = s3_server.make_bucket(f"staging-{uuid.uuid4().hex[:12]}")
+    url = f"s3://{bucket}/kubetask"
+    api = S3Api(
+        s3=s3_server,
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path_factory.mktemp("s3-staging"),
+        artifacts_url=url,
+    )
+    keys = {
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+    }
+    api.start()
+    try:
+        yield OnS3(api, store_from_url(url, endpoint=s3_server.endpoint, env=keys), bucket)
+    finally:
+        api.close()
+
+
+def succeeded(api: ApiServer, job_id: str, timeout_s: float = 240) -> dict[str, Any]:
+    job = api.wait(job_id, timeout_s=timeout_s)
+    assert job["state"] == "succeeded", (job, api.client.get(f"/v1/jobs/{job_id}/logs").text)
+    return job
+
+
+def stored(store: ArtifactStore, job_id: str) -> set[str]:
+    return {entry.path.removeprefix(f"{job_id}/") for entry in store.list(job_id)}
+
+
+@pytest.mark.timeout(400)
+def test_datagen_train_evaluate_run_on_object_storage(on_s3: OnS3) -> None:
+    api, store = on_s3.api, on_s3.store
+    before = scratch_folders()
+    started = time.monotonic()
+    datagen = succeeded(api, api.submit("datagen", {"n_per_class": 5, "length": 256}))
+    train = succeeded(
+        api,
+        api.submit("train", {"dataset": f"job:{datagen['id']}", "epochs": 1, "threads": 1}),
+    )
+    evaluate = succeeded(api, api.submit("evaluate", {"model": f"job:{train['id']}"}))
+    print(f"datagen -> train -> evaluate on MinIO: {time.monotonic() - started:.1f}s")
+
+    assert datagen["result"]["dataset"] == f"{datagen['id']}/dataset.npz"
+    assert "dataset.npz" in stored(store, datagen["id"])
+    assert train["result"]["model"].removeprefix(f"{train['id']}/") in stored(store, train["id"])
+    assert train["result"]["dataset"] == datagen["result"]["dataset"]  # read from the bucket
+    outputs = stored(store, evaluate["id"])
+    assert {"metrics.json", "confusion.png"} <= outputs
+    assert evaluate["result"]["n_signals"] == datagen["result"]["n_signals"]
+    # the evaluated inputs came in and did not go out again under another job's prefix
+    assert not any(path.endswith(".npz") or path.endswith(".pt") for path in outputs)
+    assert scratch_folders() - before == set()
+
+
+def test_a_retry_resumes_from_what_the_failed_attempt_stored(on_s3: OnS3) -> None:
+    params = {"fail": "exception", "fail_attempts": 1}
+    job = succeeded(on_s3.api, on_s3.api.submit("noop", params, retries=1), timeout_s=60)
+    assert job["result"]["attempt"] == 2  # the first attempt's marker came back from the bucket
+    with on_s3.store.open(f"{job['id']}/attempts-0") as reader:
+        assert b"".join(reader) == b"2"
+
+
+def test_a_task_whose_upload_fails_ends_failed_naming_the_file(
+    s3_server: S3Server, redis_url: str, tmp_path: Path
+) -> None:
+    """The bucket removed while the task runs (after it staged in): its upload fails."""
+    bucket = s3_server.make_bucket(f"doomed-{uuid.uuid4().hex[:12]}")
+    api = S3Api(
+        s3=s3_server,
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path,
+        artifacts_url=f"s3://{bucket}/kubetask",
+    )
+    api.start()
+    try:
+        job_id = api.submit("noop", {"steps": 2, "step_s": 2.0})
+        deadline = time.monotonic() + 30
+        while ((api.job(job_id).get("progress") or {}).get("current") or 0) < 1:
+            assert time.monotonic() < deadline, api.job(job_id)
+            time.sleep(0.05)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_server.endpoint,
+            region_name=s3_server.region,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+        )
+        s3.delete_bucket(Bucket=bucket)
+        job = api.wait(job_id, timeout_s=60)
+    finally:
+        api.close()
+    assert job["state"] == "failed"
+    message = job["error"]["message"]
+    assert message.startswith(f"uploading '{job_id}/attempts-0' to S3Store('s3://{bucket}/")
+    assert message.endswith("failed: NoSuchBucket: The specified bucket does not exist")
