@@ -15,7 +15,9 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]  # (sdv brings it) to remove a bucket
 import pytest
 
+from kubetask.jobs.kinds.ml.matfiles import write_examples
 from kubetask.storage import ArtifactStore, store_from_url
+from tests.integration.test_readme_chain import ANALYSES
 from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
 
@@ -107,6 +109,48 @@ def test_datagen_train_evaluate_run_on_object_storage(on_s3: OnS3) -> None:
     # the evaluated inputs came in and did not go out again under another job's prefix
     assert not any(path.endswith(".npz") or path.endswith(".pt") for path in outputs)
     assert scratch_folders() - before == set()
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_the_readme_analyses_run_on_object_storage(on_s3: OnS3) -> None:
+    """The README chain's analyses (tests/integration/test_readme_chain.py runs them on the
+    folder store) on a model and data that live only in the bucket; explain-batch's two
+    workers each stage in and out."""
+    api, store = on_s3.api, on_s3.store
+    before = scratch_folders()
+    started = time.monotonic()
+    datagen = succeeded(api, api.submit("datagen", {"n_per_class": 5, "length": 256}))
+    params = {"dataset": f"job:{datagen['id']}", "epochs": 1, "threads": 1}
+    train = succeeded(api, api.submit("train", params))
+    submitted = {
+        kind: api.submit(kind, {"model": f"job:{train['id']}", **extra}, **fields)
+        for kind, extra, fields in ANALYSES
+    }
+    for kind, job_id in submitted.items():
+        job = succeeded(api, job_id)
+        assert job["request"]["params"]["dataset"] == datagen["result"]["dataset"], kind
+        assert stored(store, job_id), kind  # its outputs are in the bucket
+    parts = stored(store, submitted["explain-batch"])
+    assert {"explanations-0.npz", "explanations-1.npz"} <= parts
+    print(f"the README analyses on MinIO: {time.monotonic() - started:.1f}s")
+    assert scratch_folders() - before == set()
+
+
+@pytest.mark.timeout(200)
+def test_mat_import_runs_on_recordings_uploaded_through_the_api(
+    on_s3: OnS3, tmp_path: Path
+) -> None:
+    for path in write_examples(tmp_path / "bearing"):
+        name = path.relative_to(tmp_path).as_posix()
+        response = on_s3.api.client.put(f"/v1/uploads/{name}", content=path.read_bytes())
+        assert response.status_code in {200, 201}, response.text
+    params = {"files": "uploads/default/bearing/**/*.mat", "segment_length": 1024}
+    job = succeeded(on_s3.api, on_s3.api.submit("mat-import", params))
+    assert job["result"]["files_imported"] == len(list(tmp_path.rglob("*.mat")))
+    assert job["result"]["files_skipped"] == 0
+    assert job["result"]["dataset"] == f"{job['id']}/dataset.npz"
+    assert "dataset.npz" in stored(on_s3.store, job["id"])
 
 
 def test_a_retry_resumes_from_what_the_failed_attempt_stored(on_s3: OnS3) -> None:
