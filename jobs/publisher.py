@@ -2,7 +2,9 @@
 
 When Redis is unreachable the publisher logs once per outage, drops what it cannot send and
 tries again after a short pause; the outcome also goes to the termination log, so the
-controller still learns how the task ended.
+controller still learns how the task ended. The event log's scripts run with EVAL (the server
+caches them by digest), so a batch needs no script loaded before it and keeps its order.
+The connection is `kubetask.jobs.resp`'s: no redis-py (and its asyncio client) for a task.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-import redis
 from pydantic import JsonValue
 
 from kubetask import eventlog, keys
+from kubetask.jobs import resp
 
 log = logging.getLogger("kubetask.task")
 
@@ -35,9 +37,7 @@ class RedisPublisher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._job_id = job_id
-        self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=0.5)
-        self._append = self._client.register_script(eventlog.APPEND_SCRIPT)
-        self._append_progress = self._client.register_script(eventlog.PROGRESS_SCRIPT)
+        self._client = resp.connect(url, timeout_s=2.0, connect_timeout_s=0.5)
         self._worker = worker or eventlog.WorkerRun(run=uuid.uuid4().hex, started=time.time())
         self._retry_after_s = retry_after_s
         self._clock = clock
@@ -45,7 +45,8 @@ class RedisPublisher:
         self.dropped = 0
 
     def publish(self, events: Sequence[dict[str, JsonValue]]) -> bool:
-        """Append events in one round trip. False (and logged) when Redis is unavailable."""
+        """Append events in one round trip. False (and logged) when Redis is unavailable or
+        refused any of them."""
         if not events:
             return True
         if self._down_until is not None and self._clock() < self._down_until:
@@ -53,34 +54,44 @@ class RedisPublisher:
             return False
         event_keys = eventlog.script_keys(self._job_id)
         progress_keys = eventlog.progress_keys(self._job_id)
+        commands: list[list[resp.Arg]] = []
+        for fields in events:
+            if fields.get("type") == "progress":
+                args = eventlog.progress_args(fields, self._worker)
+                script, script_keys = eventlog.PROGRESS_SCRIPT, progress_keys
+            else:
+                args = eventlog.script_args(fields)
+                script, script_keys = eventlog.APPEND_SCRIPT, event_keys
+            commands.append(["EVAL", script, len(script_keys), *script_keys, *args])
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for fields in events:
-                    if fields.get("type") == "progress":
-                        args = eventlog.progress_args(fields, self._worker)
-                        self._append_progress(keys=progress_keys, args=args, client=pipe)
-                    else:
-                        args = eventlog.script_args(fields)
-                        self._append(keys=event_keys, args=args, client=pipe)
-                pipe.execute()
-        except redis.RedisError as exc:
+            replies = self._client.execute(commands)
+        except resp.RedisUnavailable as exc:
             self._mark_down(exc)
             self.dropped += len(events)
             return False
+        failed = [reply for reply in replies if isinstance(reply, resp.ReplyError)]
+        if failed:  # the server ran the others; these events are lost
+            log.warning("redis refused %d of %d events: %s", len(failed), len(events), failed[0])
+            self.dropped += len(failed)
         if self._down_until is not None:
             log.warning("redis is reachable again; %d progress events were dropped", self.dropped)
             self._down_until = None
-        return True
+        return not failed
 
     def put_outcome(self, outcome_json: str, *, index: int, attempts: int = 3) -> bool:
         """Store the task's outcome; a few quick tries, then give up (the log has it too)."""
         for attempt in range(attempts):
+            command: list[resp.Arg] = ["SET", keys.outcome(self._job_id, index), outcome_json]
             try:
-                self._client.set(keys.outcome(self._job_id, index), outcome_json, ex=OUTCOME_TTL_S)
-                return True
-            except redis.RedisError as exc:
+                (reply,) = self._client.execute([[*command, "EX", OUTCOME_TTL_S]])
+            except resp.RedisUnavailable as exc:
                 self._mark_down(exc)
                 time.sleep(0.2 * (attempt + 1))
+                continue
+            if isinstance(reply, resp.ReplyError):
+                log.warning("redis refused the outcome: %s", reply)
+                return False
+            return True
         return False
 
     def close(self) -> None:

@@ -4,8 +4,9 @@ This package is the small public face: the contract models, Redis key names, the
 contract, the Python SDK (`Client`, `AsyncClient`) and the `kubetask` CLI. Server code lives
 in `api/` and `controller/`, task code in `jobs/`.
 
-The SDK is imported on first use, so task processes that only need the models stay quick
-to start.
+Every name below is imported on first use (module `__getattr__`), so importing a submodule
+(a task process importing `kubetask.jobs`) builds neither the SDK nor the models it does
+not need.
 """
 
 from __future__ import annotations
@@ -13,40 +14,68 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from kubetask.errors import (
-    ApiError,
-    Conflict,
-    InvalidRequest,
-    JobCancelled,
-    JobError,
-    JobFailed,
-    KubetaskError,
-    NotFound,
-    ServerUnreachable,
-    StreamLost,
-    TooManyRequests,
-    WaitTimeout,
-)
-from kubetask.models import (
-    ErrorInfo,
-    Event,
-    JobPage,
-    JobRequest,
-    JobState,
-    JobView,
-    KindInfo,
-    Outcome,
-    ProgressEvent,
-    StateEvent,
-    WorkerProgress,
-)
-
 if TYPE_CHECKING:
     from kubetask._sse import GapEvent, JobEvent
     from kubetask.aio import AsyncClient, AsyncJobHandle
     from kubetask.client import Client, JobHandle
+    from kubetask.errors import (
+        ApiError,
+        Conflict,
+        InvalidRequest,
+        JobCancelled,
+        JobError,
+        JobFailed,
+        KubetaskError,
+        NotFound,
+        ServerUnreachable,
+        StreamLost,
+        TooManyRequests,
+        WaitTimeout,
+    )
+    from kubetask.models import (
+        ErrorInfo,
+        Event,
+        JobPage,
+        JobRequest,
+        JobState,
+        JobView,
+        KindInfo,
+        Outcome,
+        ProgressEvent,
+        StateEvent,
+        WorkerProgress,
+    )
 
+_ERRORS = (
+    "ApiError",
+    "Conflict",
+    "InvalidRequest",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "KubetaskError",
+    "NotFound",
+    "ServerUnreachable",
+    "StreamLost",
+    "TooManyRequests",
+    "WaitTimeout",
+)
+_MODELS = (
+    "ErrorInfo",
+    "Event",
+    "JobPage",
+    "JobRequest",
+    "JobState",
+    "JobView",
+    "KindInfo",
+    "Outcome",
+    "ProgressEvent",
+    "StateEvent",
+    "WorkerProgress",
+)
 _LAZY = {
+    **dict.fromkeys(_ERRORS, "kubetask.errors"),
+    **dict.fromkeys(_MODELS, "kubetask.models"),
     "Client": "kubetask.client",
     "JobHandle": "kubetask.client",
     "AsyncClient": "kubetask.aio",
@@ -58,8 +87,14 @@ _LAZY = {
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'kubetask' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import JsonValue, TypeAdapter
+from pydantic import ConfigDict, JsonValue, TypeAdapter
 
 from kubetask import keys
 from kubetask.models import Event, JobState, WorkerProgress
@@ -100,7 +100,7 @@ return append_event(KEYS[1], KEYS[2], KEYS[3], KEYS[4], figure .. ARGV[1], ARGV[
 )
 JOB_FIGURE_FIELDS = ("fraction", "attempt", "eta_s")
 
-_EVENT = TypeAdapter[Event](Event)
+_EVENT = TypeAdapter[Event](Event, config=ConfigDict(defer_build=True))  # built on first use
 
 
 def script_keys(job_id: str) -> list[str]:

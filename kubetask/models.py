@@ -54,7 +54,9 @@ TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCE
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validators are built on first use (`defer_build`): a process that imports the models
+    # (a task, the CLI) pays only for the few it uses.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _check_label(key: str, value: str) -> None:
@@ -143,13 +145,16 @@ class SecretEnv(SecretKey):
 class JobRequest(_Strict):
     """`POST /v1/jobs`: what to run and how. Params are checked by the kind's own model."""
 
+    # Built at once, unlike the others: FastAPI takes it as a request body under an alias,
+    # which pydantic warns about when it builds a deferred model for it.
     model_config = ConfigDict(
+        defer_build=False,
         json_schema_extra={
             "examples": [
                 {"kind": "noop", "params": {"steps": 3, "step_s": 0.01}, "labels": {"team": "ml"}},
                 {"kind": "datagen", "params": {"n_per_class": 50}},
             ]
-        }
+        },
     )
 
     kind: str = Field(
@@ -329,7 +334,7 @@ class KindInfo(_Strict):
 class _Answer(BaseModel):
     """An answer the SDK reads: frozen, and tolerant of fields a newer server adds."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class Artifact(_Answer):

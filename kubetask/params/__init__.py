@@ -34,7 +34,7 @@ class Params(BaseModel):
     artifact store only (kubetask/params/paths.py). Its JSON schema shows every default as
     validation fills it in (`DefaultsSchema`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # built on first use
 
     @classmethod
     def model_json_schema(
