@@ -3,7 +3,9 @@
 It reads the `KUBETASK_*` environment, validates the params (exit 2 when they are invalid,
 which the pod failure policy never retries), runs the kind, and leaves its outcome in the
 termination log and in Redis. Exit codes: 0 success, 2 invalid params, 143 SIGTERM, 1 any
-other failure.
+other failure (a failed upload of a succeeded task's outputs too). With object storage
+(`KUBETASK_ARTIFACTS_URL=s3://…`) the kind works in a scratch folder that jobs/staging.py
+fills from the store before it runs and empties into the store after.
 """
 
 from __future__ import annotations
@@ -240,13 +242,16 @@ def run_staged(
     try:
         if staging is not None:
             inputs = path_values(type(params), params.model_dump(mode="json"))
-            log.info("staged in %d file(s) from %r", len(staging.stage_in(inputs)), staging.store)
+            staged_in = time.monotonic()
+            count = len(staging.stage_in(inputs))
+            took = time.monotonic() - staged_in
+            log.info("staged in %d file(s) from %r in %.2f s", count, staging.store, took)
         check_paths(params, context)
         result = run_kind(spec, params, context)
         outcome = Outcome(ok=True, result=spill_result(result, context))
         if staging is not None:
             staged_out = True
-            log.info("staged out %d file(s) to %r", len(staging.stage_out()), staging.store)
+            keep_outputs(staging, strict=True)
         code = env.EXIT_OK
         reporter.complete()
         log.info("%s task succeeded in %.1f s", kind, time.monotonic() - started)
@@ -273,13 +278,21 @@ def run_staged(
     return code, outcome
 
 
-def keep_outputs(staging: Staging) -> None:
-    """What a task that did not succeed left (a checkpoint), uploaded as far as it goes: its
+def keep_outputs(staging: Staging, *, strict: bool = False) -> None:
+    """Upload the task's outputs. `strict` (a task that succeeded): `StagingFailed` when one
+    fails; else (a task that did not succeed, whose checkpoint is still worth keeping) its
     own failure is the one it reports, so a failed upload is only logged."""
+    started = time.monotonic()
     try:
-        log.info("staged out %d file(s) to %r", len(staging.stage_out()), staging.store)
+        count = len(staging.stage_out())
     except (StagingFailed, TaskTerminated) as exc:
+        if strict:
+            raise
         log.error("the outputs of this failed task are not all kept: %s", exc)
+        return
+    log.info(
+        "staged out %d file(s) to %r in %.2f s", count, staging.store, time.monotonic() - started
+    )
 
 
 def write_outcome(outcome_json: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubetask import env
+from kubetask.jobs.errors import TaskError
 from kubetask.params.paths import GLOB_CHARS, OutsideTheStore, store_parts
 from kubetask.params.refs import PathValue
 from kubetask.storage import ArtifactStore, StoreError, UploadFailed, store_from_url
@@ -31,12 +32,16 @@ from kubetask.storage.url import S3Location, parse_store_url
 PARTIAL_SUFFIX = ".partial"  # what the kinds write before renaming into place: never uploaded
 
 
-class StagingFailed(Exception):
+class StagingFailed(TaskError):
     """Moving a file between the store and the scratch folder failed; the message names the
     file and says the store's reason in one line."""
 
     def __init__(self, path: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(
+            message,
+            suggestion=f"Check the artifact store ({env.ARTIFACTS_URL}): that its bucket "
+            "exists and the task's credentials may read and write it. A retry stages again.",
+        )
         self.path = path
 
 

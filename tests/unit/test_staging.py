@@ -18,6 +18,7 @@ from kubetask.jobs.context import TaskContext
 from kubetask.jobs.runtime import TaskEnv, run_task
 from kubetask.jobs.staging import Staging, StagingFailed, glob_matches, remote_store
 from kubetask.kinds import KindSpec, load_kinds
+from kubetask.models import Outcome
 from kubetask.params import Params
 from kubetask.params.refs import PathValue, artifact_path
 from kubetask.storage import Entry, FileStore, InvalidStoreUrl, UploadFailed
@@ -185,16 +186,21 @@ def test_the_store_is_staged_through_only_when_it_is_object_storage(tmp_path: Pa
 # --- the runtime around it ------------------------------------------------------------------
 
 
-def run(
+def run_outcome(
     tmp_path: Path, store: FileStore, kind: str, params: Mapping[str, object]
-) -> tuple[int, str | None, dict[str, JsonValue] | None]:
+) -> tuple[int, Outcome]:
     environ = {
         env.JOB_ID: JOB,
         env.ARTIFACTS: str(tmp_path / "local-artifacts"),
         env.PARAMS: json.dumps(params),
     }
-    task = TaskEnv.from_environ(environ, kind)
-    code, outcome = run_task(kind, task, None, KINDS, store=store)
+    return run_task(kind, TaskEnv.from_environ(environ, kind), None, KINDS, store=store)
+
+
+def run(
+    tmp_path: Path, store: FileStore, kind: str, params: Mapping[str, object]
+) -> tuple[int, str | None, dict[str, JsonValue] | None]:
+    code, outcome = run_outcome(tmp_path, store, kind, params)
     return code, outcome.error.message if outcome.error else None, outcome.result
 
 
@@ -226,12 +232,16 @@ def test_a_failed_upload_fails_a_task_that_succeeded_naming_the_file(
     tmp_path: Path, scratch: Path
 ) -> None:
     store = FailingStore(tmp_path / "bucket")
-    code, error, _ = run(tmp_path, store, "noop", {})
+    code, outcome = run_outcome(tmp_path, store, "noop", {})
     assert code == env.EXIT_FAILED
-    assert error == (
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.message) == (
+        "StagingFailed",
         f"uploading '{JOB}/attempts-0' to {store!r} failed: "
-        "NoSuchBucket: The specified bucket does not exist"
+        "NoSuchBucket: The specified bucket does not exist",
     )
+    assert outcome.error.suggestion is not None
+    assert env.ARTIFACTS_URL in outcome.error.suggestion
     assert list(scratch.iterdir()) == []
 
 
