@@ -86,9 +86,9 @@ class LocalBackend:
                 self._supervisor.adopt(job_id)
             except Exception:  # a damaged folder: that job's syncs will say so, not start-up
                 log.exception("adopting local job %s", job_id)
-            if not self._folders.ended(job_id):
-                self._open.add(job_id)
-            self._notify(job_id)
+            if not self._folders.ended(job_id):  # an ended one the store still has open
+                self._open.add(job_id)  # is the reconciler's resync's, which reads only those
+                self._notify(job_id)
         self.step()
         self._poller = asyncio.create_task(self._poll_forever())
 

@@ -12,7 +12,7 @@ from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local import LocalBackend
 from kubetask.controller.backends.local_folders import JobFolders, spec_from_json, spec_to_json
 from kubetask.controller.backends.local_supervisor import MAX_ENV_PARAMS, task_env
-from kubetask.controller.states import Observation
+from kubetask.controller.states import Condition, Observation
 from kubetask.models import Resources
 
 JOB_ID = "0000000000000001"
@@ -112,3 +112,28 @@ def test_the_task_gets_the_containers_environment_and_large_params_apart(
     assert apart == params
     assert env.PARAMS not in large
     assert env.COMPLETION_INDEX not in large
+
+
+def test_start_tells_of_the_open_jobs_only(tmp_path: Path) -> None:
+    """A restart reads the finished jobs' records no more: only jobs that may still run are
+    announced (one that ended while no controller listened is the reconciler's resync's,
+    from the store's set of unfinished jobs)."""
+    folders = JobFolders(tmp_path / "jobs")
+    ended, deleted, running = "0000000000000001", "0000000000000002", "0000000000000003"
+    for job_id in (ended, deleted, running):
+        folders.write_job(spec(job_id=job_id, env={env.JOB_ID: job_id}))
+    folders.write_finished(ended, Condition("Complete", reason="Completed", message="done"))
+    folders.mark_deleted(deleted)
+
+    async def announced() -> set[str]:
+        backend = LocalBackend(root=tmp_path, slots=0)  # starts nothing: it only tells
+        await backend.start()
+        try:
+            found = set()
+            while not backend.changes.empty():
+                found.add(backend.changes.get_nowait())
+            return found
+        finally:
+            await backend.stop()
+
+    assert asyncio.run(announced()) == {running}

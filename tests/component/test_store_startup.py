@@ -1,0 +1,86 @@
+"""A controller's start reads the unfinished jobs only: the reconciler, leading on a real
+store holding many finished jobs, reads each unfinished record and none of the finished
+ones (the server's command statistics count the reads). The backend is the in-memory fake
+of tests/unit/test_reconciler_sync.py, announcing nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import cast
+
+import redis
+import redis.asyncio as aioredis
+
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.bus import EventBus
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.reconciler import Reconciler
+from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.redis_server import RedisServer
+from kubetask.controller.states import Observation, PodFacts
+from kubetask.controller.store import RedisStore
+from kubetask.models import JobRequest, JobState
+from tests.unit.test_reconciler_sync import FakeBackend, FakeBus
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+FINISHED, UNFINISHED = 300, 4
+RUNNING = Observation(active=1, start_time=NOW, pods=(PodFacts("Running"),))
+
+
+def test_start_up_reads_only_the_unfinished_records(own_redis: RedisServer) -> None:
+    backend = FakeBackend()
+
+    async def fill(store: RedisStore) -> list[str]:
+        open_ids = []
+        for n in range(FINISHED + UNFINISHED):
+            record = JobRecord(id=new_job_id(NOW), request=JobRequest(kind="noop"), created_at=NOW)
+            await store.create(record, idempotency_key=None, fingerprint=record.id)
+            if n < FINISHED:
+                await store.save_status(record, JobStatus(state=JobState.SUCCEEDED))
+            else:
+                await store.save_status(record, JobStatus(state=JobState.RUNNING, started_at=NOW))
+                await store.mark_submitted(record.id)
+                backend.jobs[record.id] = RUNNING
+                open_ids.append(record.id)
+        return open_ids
+
+    async def start(store: RedisStore, open_ids: list[str]) -> None:
+        reconciler = Reconciler(
+            store=store,
+            bus=cast(EventBus, FakeBus()),
+            backend=backend,
+            spec_for=lambda r: TaskSpec(
+                job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
+            ),
+            retention_s=60,
+        )
+        task = asyncio.create_task(reconciler.lead())
+        try:
+            for _ in range(500):
+                if reconciler.ready.is_set() and set(backend.observed) >= set(open_ids):
+                    await asyncio.sleep(0.05)  # anything else it would read
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError("the unfinished jobs were not synced")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def scenario(sync: redis.Redis) -> None:
+        client = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
+        try:
+            store = RedisStore(client, retention_s=3600, idempotency_ttl_s=60)
+            open_ids = await fill(store)
+            await store.build_indexes()  # a store already indexed: start-up reads one key
+            sync.config_resetstat()
+            await start(store, open_ids)
+        finally:
+            await client.aclose()
+
+    with redis.Redis.from_url(own_redis.url, decode_responses=True) as sync:
+        asyncio.run(scenario(sync))
+        reads = int(sync.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+    assert reads == UNFINISHED
