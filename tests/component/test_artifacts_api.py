@@ -283,8 +283,6 @@ def test_an_upload_is_an_input_by_upload_path(leg: Leg) -> None:
 
 
 def test_a_datagen_dataset_lists_downloads_and_runs_again_as_an_upload(leg: Leg) -> None:
-    if leg.name != "file":
-        pytest.skip("task outputs reach the bucket once tasks stage them (not yet)")
     a = leg.clients["a"]
     made = a.post("/v1/jobs", json={"kind": "datagen", "params": {"n_per_class": 2, "length": 64}})
     assert made.status_code == 201, made.text
@@ -292,13 +290,14 @@ def test_a_datagen_dataset_lists_downloads_and_runs_again_as_an_upload(leg: Leg)
     job = wait(a, job_id)
     assert job["state"] == "succeeded", job
     listing = {e["path"]: e for e in a.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]}
-    on_disk = leg.server.data_dir / "artifacts" / job_id / "dataset.npz"
+    with leg.store.open(f"{job_id}/dataset.npz") as reader:  # on S3: staged out by the task
+        stored = b"".join(reader)
     entry = listing["dataset.npz"]
-    assert entry["size"] == on_disk.stat().st_size
+    assert entry["size"] == len(stored)
     assert entry["content_type"] == "application/octet-stream"
     assert entry["etag"].startswith('"')
     dataset = a.get(f"/v1/jobs/{job_id}/artifacts/dataset.npz")
-    assert dataset.content == on_disk.read_bytes()
+    assert dataset.content == stored
 
     assert a.put("/v1/uploads/mine/dataset.npz", content=dataset.content).status_code == 201
     body = {"kind": "features", "params": {"dataset": "upload:mine/dataset.npz"}}
@@ -318,8 +317,6 @@ def mat_file(hz: float) -> bytes:
 
 
 def test_mat_import_runs_on_files_uploaded_through_the_api(leg: Leg) -> None:
-    if leg.name != "file":
-        pytest.skip("tasks read the local folder until they stage inputs (not yet)")
     a = leg.clients["a"]
     for label, hz in (("inner", 160.0), ("outer", 105.0)):
         put = a.put(f"/v1/uploads/bearing/{label}/a.mat", content=mat_file(hz))

@@ -1,6 +1,6 @@
 """The SDK and the CLI on object storage: the API with `KUBETASK_ARTIFACTS_URL=s3://…` on the
-real MinIO (tests/s3), a job's files put under its prefix in the bucket (tasks still write
-locally: staging comes later), listed, downloaded and uploaded through both clients."""
+real MinIO (tests/s3), a job's files put under its prefix in the bucket, listed, downloaded
+and uploaded through both clients."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def on_s3(
     try:
         job_id = api.submit("noop", {"steps": 1})
         api.wait(job_id)
+        store.delete(f"{job_id}/attempts-0")  # the noop's own marker, staged out by the task
         for path, content in FILES.items():
             store.write(f"{job_id}/{path}", [content])
         yield OnS3(api, store, job_id)
