@@ -1,5 +1,5 @@
-"""`python -m bench [--quick] [--only relay,startup,noop,kube,train,gan]`: run the figures against
-one set of servers, print a table and write bench/out/results.json."""
+"""`python -m bench [--quick] [--only relay,startup,noop,submissions,kube,train,gan]`: run the
+figures against one set of servers, print a table and write bench/out/results.json."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import gan_epoch, kube, noop_e2e, relay, startup, train_loop
+from bench import gan_epoch, kube, noop_e2e, relay, startup, submissions, train_loop
 from bench.harness import Bench, Counts, Figure, Row, servers
 from kubetask.controller.redis_server import server_binary
 
@@ -23,6 +23,7 @@ FIGURES: dict[str, Callable[[Bench, Counts], Figure]] = {
     "relay": relay.run,
     "startup": startup.run,
     "noop": noop_e2e.run,
+    "submissions": submissions.run,
     "kube": kube.run,
     "train": train_loop.run,
     "gan": gan_epoch.run,
