@@ -150,6 +150,8 @@ def test_only_new_or_changed_outputs_go_out_and_never_partial_ones(
     (root / JOB / "plots").mkdir()
     (root / JOB / "plots" / "loss.png").write_text("png")
     (root / JOB / "model.pt.partial").write_text("half")
+    (tmp_path / "secret").write_text("outside the job")
+    (root / JOB / "link").symlink_to(tmp_path / "secret")  # never followed out
     (root / "uploads" / "acme" / "a.txt").write_text("not this job's: never uploaded")
     assert staging.stage_out() == [f"{JOB}/changed.txt", f"{JOB}/plots/loss.png"]
     assert files_under(remote.root / JOB) == {
