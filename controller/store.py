@@ -1,19 +1,21 @@
-"""Where job records live: one Redis hash per job, a lexically sorted index (ids sort by
-creation time) and the set of unfinished jobs, each also per tenant (a tenant's listing
-reads its own index; its cap on unfinished jobs counts its own set, in the same script that
-creates the job, so the cap holds across API replicas). Each write that must be atomic is
-one script.
+"""Where job records live: one Redis hash per job, lexically sorted indexes (ids sort by
+creation time) of every job, of each state, kind and label (each also per tenant: a
+listing walks the smallest index that holds its matches) and the set of unfinished jobs
+(per tenant too: its cap counts its own set, in the same script that creates the job, so
+the cap holds across API replicas), and counts of unfinished jobs for the scrape. Each
+write that must be atomic is one script (controller/store_scripts.py).
 
-A new record is acknowledged (201) only once it is on disk: the create script and `WAITAOF`
-go down one connection together, and when the server does not confirm the local fsync in
-time (a slow or failing disk, append-only persistence off) the record is taken back out,
-with its idempotency key, index entries and event log, and the caller is told to retry.
+A new record is acknowledged (201) only once it is on disk: concurrent creates share one
+pipeline and one `WAITAOF` (controller/group_commit.py), and when the server does not
+confirm the local fsync in time (a slow or failing disk, append-only persistence off) each
+record of the batch is taken back out, with its idempotency key, index entries, counts and
+event log, and each caller is told to retry. A finished record expires through the
+expiring set, with every index entry it holds, when the leader calls `expire_due`.
 
 The reconciler is the only writer of a job's `status`; the API writes the record once and
 the cancel flag. A status write names the cancel flag it was derived from and is refused if
 that changed, so a cancel accepted with 202 can never be overwritten by a late success.
 """
-
 from __future__ import annotations
 
 import logging
