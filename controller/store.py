@@ -16,6 +16,7 @@ The reconciler is the only writer of a job's `status`; the API writes the record
 the cancel flag. A status write names the cancel flag it was derived from and is refused if
 that changed, so a cancel accepted with 202 can never be overwritten by a late success.
 """
+
 from __future__ import annotations
 
 import logging
