@@ -13,6 +13,7 @@ from typing import cast
 import redis
 import redis.asyncio as aioredis
 
+from kubetask import keys
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.bus import EventBus
 from kubetask.controller.ids import new_job_id
@@ -84,3 +85,58 @@ def test_start_up_reads_only_the_unfinished_records(own_redis: RedisServer) -> N
         asyncio.run(scenario(sync))
         reads = int(sync.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
     assert reads == UNFINISHED
+
+
+def test_the_leader_builds_missing_indexes_once_and_expires_due_records(
+    own_redis: RedisServer,
+) -> None:
+    """A store written before the indexes: the leader indexes it on its first start, and
+    takes out the finished records whose retention passed (with their index entries)."""
+    clock = [1_000_000.0]
+    old = JobRecord(id=new_job_id(NOW), request=JobRequest(kind="noop"), created_at=NOW)
+
+    async def scenario(sync: redis.Redis) -> tuple[str | None, bool, list[str]]:
+        client = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
+        try:
+            store = RedisStore(client, retention_s=10, idempotency_ttl_s=60, clock=lambda: clock[0])
+            await store.create(old, idempotency_key=None, fingerprint=old.id)
+            await store.save_status(old, JobStatus(state=JobState.SUCCEEDED))
+            sync.delete(keys.STORE_SCHEMA)  # as if an older version had written the store
+            clock[0] += 11
+            reconciler = Reconciler(
+                store=store,
+                bus=cast(EventBus, FakeBus()),
+                backend=FakeBackend(),
+                spec_for=lambda r: TaskSpec(
+                    job_id=r.id,
+                    kind="noop",
+                    image="",
+                    command=(),
+                    env={},
+                    retries=0,
+                    timeout_s=None,
+                ),
+                retention_s=10,
+                resync_s=0.05,
+            )
+            task = asyncio.create_task(reconciler.lead())
+            try:
+                for _ in range(200):
+                    if sync.get(keys.STORE_SCHEMA) and not sync.exists(keys.job(old.id)):
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            return (
+                sync.get(keys.STORE_SCHEMA),
+                bool(sync.exists(keys.job(old.id))),
+                [str(k) for k in sync.scan_iter(f"{keys.PREFIX}:*jobs") if sync.zcard(k)],
+            )
+        finally:
+            await client.aclose()
+
+    with redis.Redis.from_url(own_redis.url, decode_responses=True) as sync:
+        schema, kept, indexes = asyncio.run(scenario(sync))
+    assert (schema, kept, indexes) == ("2", False, [])
