@@ -95,7 +95,7 @@ def test_the_leader_builds_missing_indexes_once_and_expires_due_records(
     clock = [1_000_000.0]
     old = JobRecord(id=new_job_id(NOW), request=JobRequest(kind="noop"), created_at=NOW)
 
-    async def scenario(sync: redis.Redis) -> tuple[str | None, bool, list[str]]:
+    async def scenario(sync: redis.Redis) -> tuple[str, bool, list[str]]:
         client = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
         try:
             store = RedisStore(client, retention_s=10, idempotency_ttl_s=60, clock=lambda: clock[0])
@@ -130,7 +130,7 @@ def test_the_leader_builds_missing_indexes_once_and_expires_due_records(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             return (
-                sync.get(keys.STORE_SCHEMA),
+                str(sync.get(keys.STORE_SCHEMA)),
                 bool(sync.exists(keys.job(old.id))),
                 [str(k) for k in sync.scan_iter(f"{keys.PREFIX}:*jobs") if sync.zcard(k)],
             )
