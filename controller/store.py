@@ -376,8 +376,21 @@ class RedisStore:
             )
         ]:
             upper = f"({ids[-1]}"
-            for job_id in ids:
-                built += await self._index_old_record(job_id)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(keys.job(job_id))
+                rows: list[dict[str, str]] = await pipe.execute()
+            old = [
+                (i, row) for i, row in zip(ids, rows, strict=True) if row and "indexes" not in row
+            ]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id, row in old:
+                    script_keys, args = self._index_old_call(job_id, row)
+                    await self._index_old(keys=script_keys, args=args, client=pipe)
+                answers = await pipe.execute()
+            for (job_id, _), answer in zip(old, answers, strict=True):
+                changed = int(answer) < 0  # its status moved since the read: read it again
+                built += await self._index_old_record(job_id) if changed else int(answer)
         await self._redis.set(keys.STORE_SCHEMA, INDEX_SCHEMA)
         log.info("job store indexes built for %d records", built)
         return built
@@ -387,23 +400,30 @@ class RedisStore:
             fields: dict[str, str] = await self._redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
             if not fields or "indexes" in fields:
                 return 0
-            record = _parse(job_id, fields)
-            state = record.status.state
-            answer = await self._index_old(
-                keys=[keys.job(job_id), keys.JOB_COUNTS, keys.EXPIRING],
-                args=[
-                    fields["status"],
-                    indexes.as_json(indexes.static_indexes(record)),
-                    indexes.as_json(indexes.state_indexes(record, state)),
-                    indexes.as_json(indexes.counted(record, state)),
-                    "1" if state.terminal else "0",
-                    self._clock(),
-                    self._retention_s,
-                    job_id,
-                ],
-            )
-            if int(answer) >= 0:
-                return int(answer)
+            script_keys, args = self._index_old_call(job_id, fields)
+            answer = int(await self._index_old(keys=script_keys, args=args))
+            if answer >= 0:
+                return answer
+
+    def _index_old_call(
+        self, job_id: str, fields: Mapping[str, str]
+    ) -> tuple[list[str], list[str]]:
+        """The keys and arguments that index one record written before the indexes."""
+        record = _parse(job_id, fields)
+        state = record.status.state
+        return (
+            [keys.job(job_id), keys.JOB_COUNTS, keys.EXPIRING],
+            [
+                fields["status"],
+                indexes.as_json(indexes.static_indexes(record)),
+                indexes.as_json(indexes.state_indexes(record, state)),
+                indexes.as_json(indexes.counted(record, state)),
+                "1" if state.terminal else "0",
+                str(self._clock()),
+                str(self._retention_s),
+                job_id,
+            ],
+        )
 
 
 def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:
