@@ -173,6 +173,12 @@ def _env(spec: TaskSpec, cluster: ClusterSettings) -> list[Manifest]:
     return entries
 
 
+def uses_object_storage(spec: TaskSpec) -> bool:
+    """The task stages through object storage (KUBETASK_ARTIFACTS_URL=s3://...) in its own
+    scratch folder: it mounts no shared artifacts volume, whatever the claim setting says."""
+    return bool(spec.env.get(env.ARTIFACTS_URL))
+
+
 def _volumes(spec: TaskSpec, cluster: ClusterSettings) -> tuple[list[Manifest], list[Manifest]]:
     volumes: list[Manifest] = [
         {"name": "scratch", "emptyDir": {}},
@@ -182,7 +188,7 @@ def _volumes(spec: TaskSpec, cluster: ClusterSettings) -> tuple[list[Manifest], 
         {"name": "scratch", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
-    if cluster.artifacts_claim:
+    if cluster.artifacts_claim and not uses_object_storage(spec):
         volumes.append(
             {"name": "artifacts", "persistentVolumeClaim": {"claimName": cluster.artifacts_claim}}
         )
