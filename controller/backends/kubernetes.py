@@ -8,6 +8,9 @@ on `410 Gone` and backs off on 429/5xx as `Retry-After` says; each change only n
 job for the reconciler, which then reads the caches (level-triggered, as Kubernetes
 controllers do). Creating is idempotent (deterministic names, 409 AlreadyExists is success);
 a create the API refuses for good (400, 403, 404, 422) is CreateRejected, with its words.
+The Event of each state transition is written off the hot path (`BestEffortWriter`: a
+bounded queue, one worker, in order; dropped with a log line when full), so a job's creation
+costs one API write; each Event waits (up to `EVENT_YIELD_S`) until no Job is being created.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from kubetask.controller.backends.k8s_read import (
     observe_job,
     termination_messages,
 )
+from kubetask.controller.best_effort import BestEffortWriter, InFlight
 from kubetask.controller.clock import utcnow
 from kubetask.controller.k8s_api import Obj, retry_after_s
 from kubetask.controller.manifests import (
@@ -61,6 +65,8 @@ API_THREADS = 16
 WATCHES = 3  # per namespace: Jobs, Pods, Events
 REJECTED = (400, 403, 404, 422)  # a create answered so fails the same way when tried again
 EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
+EVENT_QUEUE = 1000  # transitions whose Event is not written yet; beyond, Events are dropped
+EVENT_YIELD_S = 1.0  # the longest an Event waits for the creates in progress to end
 
 
 def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
@@ -124,6 +130,14 @@ class KubernetesBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         # API calls block (the official client is synchronous): they get threads of their own
         self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubernetes-api")
+        self._creating = InFlight(EVENT_YIELD_S)
+        self._transitions = BestEffortWriter[tuple[str, JobStatus]](
+            self._write_event,
+            name="kubernetes-events",
+            capacity=EVENT_QUEUE,
+            describe=lambda item: f"the Event of job {item[0]} turning {item[1].state}",
+            yield_to=self._creating.idle,
+        )
 
     def _informers_of(
         self, resource: str, list_fn: Callable[..., Any], **options: Any
@@ -141,12 +155,14 @@ class KubernetesBackend:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._transitions.start()
         for informer in self._informers():
             informer.start()
         for informer in self._informers():
             await asyncio.to_thread(informer.synced.wait, 30)
 
     async def stop(self) -> None:
+        await self._transitions.stop()
         await asyncio.gather(*(asyncio.to_thread(i.stop) for i in self._informers()))
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._api.close()  # type: ignore[no-untyped-call]
@@ -235,6 +251,10 @@ class KubernetesBackend:
 
     # -- the Backend interface -----------------------------------------------------------
     async def create(self, spec: TaskSpec) -> None:
+        with self._creating.one():
+            await self._create(spec)
+
+    async def _create(self, spec: TaskSpec) -> None:
         namespace = self.namespace_for(spec.tenant)
         cluster = self._cluster_for(namespace)
         manifest = build_job(spec, cluster)
@@ -305,7 +325,12 @@ class KubernetesBackend:
         return "".join(parts)
 
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
-        """A Kubernetes Event on the Job, so `kubectl describe job` shows each transition."""
+        """A Kubernetes Event on the Job, so `kubectl describe job` shows each transition:
+        queued here, written in the background (best effort)."""
+        self._transitions.offer((job_id, status))
+
+    async def _write_event(self, transition: tuple[str, JobStatus]) -> None:
+        job_id, status = transition
         found = await self._find(job_id)
         if found is None:
             return

@@ -1,0 +1,77 @@
+"""The kubernetes backend writes each transition's Event off the hot path: recording a
+transition makes no API call of its own, the Event follows in the background (in order),
+and a slow API server never holds up the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, cast
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import RESTClientObject, RESTResponse
+
+from kubetask.controller.backends.kubernetes import KubernetesBackend
+from kubetask.controller.manifests import ClusterSettings
+from kubetask.controller.records import JobStatus
+from kubetask.models import JobState
+from tests.unit.test_kubernetes_create import SPEC, Answer, FakeTransport
+
+JOB = {
+    "metadata": {
+        "name": "kt-0000000000abcdef",
+        "namespace": "default",
+        "uid": "u",
+        "resourceVersion": "5",
+    }
+}
+EVENTS = "/api/v1/namespaces/default/events"
+
+
+class SlowEvents(FakeTransport):
+    """Answers Event creates only once `gate` is open, as an API server under load would."""
+
+    def __init__(self, answers: list[Answer | Exception]) -> None:
+        super().__init__(answers)
+        self.gate = threading.Event()
+        self.two_events = threading.Event()
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> RESTResponse:
+        if url.split("?", maxsplit=1)[0].endswith("/events"):
+            self.gate.wait(10)
+            body = cast(dict[str, Any], kwargs.get("body") or {})
+            self.calls.append((method, f"{EVENTS}#{body.get('reason')}"))
+            if sum(path.startswith(EVENTS) for _, path in self.calls) == 2:
+                self.two_events.set()
+            return RESTResponse(Answer(201, "Created", body))
+        return super().request(method, url, *args, **kwargs)
+
+
+async def _transitions() -> tuple[list[tuple[str, str]], list[tuple[str, str]], float]:
+    api = k8s.ApiClient(k8s.Configuration(host="http://kube"))
+    transport = SlowEvents([Answer(201, "Created", JOB)])
+    api.rest_client = cast(RESTClientObject, transport)
+    backend = KubernetesBackend(api=api, cluster=ClusterSettings(artifacts_claim=None))
+    try:
+        await backend.create(SPEC)
+        started = time.monotonic()
+        await backend.record_transition(SPEC.job_id, JobStatus(state=JobState.QUEUED))
+        await backend.record_transition(
+            SPEC.job_id, JobStatus(state=JobState.RUNNING, reason="Running")
+        )
+        took = time.monotonic() - started
+        await asyncio.sleep(0.1)  # the worker is waiting on the API server
+        before = list(transport.calls)
+        transport.gate.set()
+        await asyncio.to_thread(transport.two_events.wait, 10)
+        return before, list(transport.calls), took
+    finally:
+        await backend.stop()
+
+
+def test_a_transition_returns_at_once_and_its_event_follows() -> None:
+    before, after, took = asyncio.run(_transitions())
+    assert took < 0.05  # no API round trip on the caller's path
+    assert before == [("POST", "/apis/batch/v1/namespaces/default/jobs")]  # one write per job
+    assert after[1:] == [("POST", f"{EVENTS}#Queued"), ("POST", f"{EVENTS}#Running")]
