@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubetask.api.settings import Settings
+from kubetask.controller.archive import LogArchiver
 from kubetask.controller.backends.base import Backend, TaskSpec
 from kubetask.controller.backends.kubernetes import KubernetesBackend, api_client
 from kubetask.controller.backends.local import LocalBackend
@@ -35,6 +36,7 @@ from kubetask.controller.outbox import Outbox
 from kubetask.controller.reconciler import Reconciler
 from kubetask.controller.records import JobRecord
 from kubetask.controller.redis_server import RedisServer, watch
+from kubetask.controller.retention import ArtifactJanitor
 from kubetask.controller.service import JobService
 from kubetask.controller.store import RedisStore
 from kubetask.controller.taskspec import TaskDefaults, build_task_spec
@@ -123,6 +125,16 @@ def make_backend(settings: Settings) -> Backend:
     )
 
 
+async def _whole_log(backend: Backend, job_id: str) -> str | None:
+    """What the log archiver copies: the job's whole log, as the backend has it."""
+    return await backend.logs(job_id, tail=None)
+
+
+async def _kept(store: RedisStore, job_id: str) -> bool:
+    """A job whose log is still worth archiving: its record was not purged."""
+    return await store.get(job_id) is not None
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -137,6 +149,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     elector: LeaderElector | None = None  # several replicas: only the Lease holder reconciles
     artifacts: ArtifactStore | None = None  # the artifact store (always set by `start`)
+    janitor: ArtifactJanitor | None = None  # deletes jobs' artifacts (always set by `start`)
 
     @classmethod
     async def start(
@@ -209,6 +222,14 @@ class Runtime:
         bus = EventBus(client)
         hub = EventHub(client, on_event=metrics.observe_event if metrics else None)
         backend = make_backend(settings)
+        archiver = LogArchiver(
+            read_log=partial(_whole_log, backend), store=artifacts, wanted=partial(_kept, store)
+        )
+        janitor = ArtifactJanitor(
+            store=artifacts,
+            retention_s=settings.artifacts_retention_s,
+            registry=metrics.registry if metrics else None,
+        )
         reconciler = Reconciler(
             store=store,
             bus=bus,
@@ -219,6 +240,7 @@ class Runtime:
             on_transition=metrics.observe_transition if metrics else None,
             wakeups=WakeUps(client) if settings.election() else None,
             merges={n: k.merge for n, k in wiring.kinds.items() if k.merge is not None},
+            on_end=archiver.offer,
         )
         service = JobService(
             kinds=wiring.kinds,
@@ -233,14 +255,19 @@ class Runtime:
         )
         runtime = cls(settings, client, store, bus, hub, backend, reconciler, service, embedded)
         runtime.artifacts = artifacts
+        runtime.janitor = janitor
         settings.artifacts.mkdir(parents=True, exist_ok=True)
         await backend.start()
-        runtime.tasks = [asyncio.create_task(hub.run(), name="event-hub")]
+        runtime.tasks = [
+            asyncio.create_task(hub.run(), name="event-hub"),
+            asyncio.create_task(archiver.run(), name="log-archiver"),
+        ]
         election = settings.election()
         if election is None:
             runtime.tasks += [
                 asyncio.create_task(reconciler.run(), name="reconciler"),
                 asyncio.create_task(outbox.run(), name="notification-outbox"),
+                asyncio.create_task(janitor.run(store.unfinished), name="artifact-retention"),
             ]
             return runtime
 
@@ -248,6 +275,7 @@ class Runtime:
             async with asyncio.TaskGroup() as group:
                 group.create_task(reconciler.lead(), name="reconciler")
                 group.create_task(outbox.run(), name="notification-outbox")
+                group.create_task(janitor.run(store.unfinished), name="artifact-retention")
 
         elector = LeaderElector(api=api_client(settings.kubeconfig), settings=election)
         runtime.elector = elector

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     )
     s3_region: str | None = Field(None, description="The S3 region; default: $AWS_REGION.")
     max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest PUT /v1/uploads body.")
+    artifacts_retention_s: int = Field(
+        0,
+        ge=0,
+        description="Finished jobs' artifacts are deleted this long after their last file "
+        "was written (a periodic sweep, logged per job); 0: kept until purged.",
+    )
     slots: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
     retry_backoff_s: float = Field(1.0, ge=0)
     grace_s: float = Field(10.0, ge=0)

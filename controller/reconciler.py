@@ -85,7 +85,10 @@ class Reconciler:
         retry: RetryPolicy = RetryPolicy(),
         jitter: Jitter = random.random,
         merges: Mapping[str, Merge] | None = None,
+        on_end: Callable[[str], object] | None = None,
     ) -> None:
+        """`on_end`: told each job id as its end is recorded (it must not wait: the log
+        archiver only queues it)."""
         self._store = store
         self._bus = bus
         self._backend = backend
@@ -99,6 +102,7 @@ class Reconciler:
         self._retry = retry
         self._jitter = jitter
         self._merges = merges or {}  # kind -> how its split jobs' parts make one result
+        self._on_end = on_end
         self._failures: dict[str, int] = {}  # job id -> syncs failed in a row
         self._errors: dict[str, tuple[str, int]] = {}  # job id -> (unexpected error, in a row)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -321,7 +325,7 @@ class Reconciler:
             now=now,
         )
         if status.state.terminal:
-            await self._bus.expire(job_id, self._retention_s)
+            await self._ended(job_id)
         try:
             await self._backend.record_transition(job_id, status)
             if self._on_transition is not None:
@@ -331,6 +335,13 @@ class Reconciler:
             if isinstance(exc, BackendError) and exc.retry_after_s:  # the API asked for a pause
                 loop_time = asyncio.get_running_loop().time()
                 self._not_before[job_id] = loop_time + exc.retry_after_s
+
+    async def _ended(self, job_id: str) -> None:
+        """The job's end is recorded: its events expire after the retention, and `on_end`
+        hears of it."""
+        await self._bus.expire(job_id, self._retention_s)
+        if self._on_end is not None:
+            self._on_end(job_id)
 
     async def _create(self, record: JobRecord) -> tuple[JobRecord, str | None]:
         """Create the job's backend job: (the record, marked submitted), or (the record, why

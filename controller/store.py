@@ -362,6 +362,15 @@ class RedisStore:
             if batch < EXPIRE_BATCH:
                 return gone
 
+    async def forget(self, job_id: str) -> bool:
+        """Take a finished record out now (`DELETE ?purge=true`), as expiry would, with every
+        index entry it holds; False when no finished record has that id."""
+        if await self._redis.zscore(keys.EXPIRING, job_id) is None:
+            return False
+        await self._redis.zadd(keys.EXPIRING, {job_id: 0}, xx=True)
+        await self.expire_due()
+        return True
+
     async def build_indexes(self) -> int:
         """Once per store: give the records written before the indexes their entries and
         counts (idempotent; a store that has them reads one key). How many it indexed."""

@@ -1,19 +1,23 @@
-"""`/v1/jobs`: submit, read, list, cancel, logs; each scoped to the caller's tenant (an
+"""`/v1/jobs`: submit, read, list, cancel (or purge a finished job with its artifacts), logs
+(live, else as archived when the job ended); each scoped to the caller's tenant (an
 admin's: every tenant), another tenant's job answering 404 as a missing one does."""
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from kubetask.api.body import JsonRoute
-from kubetask.api.deps import LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
+from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
 from kubetask.api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
+from kubetask.api.problems import problem
 from kubetask.api.routers.metrics import MetricsDep
+from kubetask.controller.archive import archived_log
 from kubetask.controller.errors import FieldError, InvalidRequest
 from kubetask.controller.store import JobQuery, TooManyActiveJobs
 from kubetask.models import DryRun, JobPage, JobRequest, JobState, JobView
@@ -151,10 +155,36 @@ async def get_job(job_id: str, service: ServiceDep, principal: PrincipalDep) -> 
     operation_id="cancel_job",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobView,
-    responses={404: {"description": "No such job."}, 409: {"description": "Already finished."}},
+    responses={
+        204: {"description": "Purged: the finished job's record and artifacts are deleted."},
+        404: {"description": "No such job."},
+        409: {"description": "Cancel: already finished. Purge: not finished yet."},
+    },
 )
-async def cancel_job(job_id: str, service: ServiceDep, principal: PrincipalDep) -> JobView:
-    return await service.cancel(job_id, tenant=principal.scope)
+async def cancel_job(
+    job_id: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    purge: Annotated[
+        bool,
+        Query(
+            description="Delete a finished job's record and every artifact under its prefix "
+            "(its archived log too); an unfinished one answers 409: cancel it first."
+        ),
+    ] = False,
+) -> Any:
+    """Cancel the job; with `purge=true`, delete a finished job and its artifacts."""
+    if not purge:
+        return await service.cancel(job_id, tenant=principal.scope)
+    view = await service.get(job_id, tenant=principal.scope)
+    if not view.state.terminal:  # its tasks may still write files: purging now would race them
+        detail = f"job {job_id} is {view.state}: cancel it, then purge it once it is cancelled"
+        return problem(409, "Conflict", detail, state=view.state.value)
+    if runtime.janitor is None:  # a Runtime made by hand without one
+        raise HTTPException(503, "the artifact store is not configured")
+    await runtime.janitor.purge(job_id, forget=partial(runtime.store.forget, job_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
@@ -167,6 +197,10 @@ async def job_logs(
     job_id: str,
     service: ServiceDep,
     principal: PrincipalDep,
+    store: ArtifactsDep,
     tail: Annotated[int | None, Query(ge=1, le=MAX_TAIL_LINES)] = None,
 ) -> str:
-    return await service.logs(job_id, tail=tail, tenant=principal.scope)
+    """The tasks' output: live from the backend while it has it, then the copy archived
+    into the artifact store when the job ended (`<id>/logs/output.log`)."""
+    live = await service.logs(job_id, tail=tail, tenant=principal.scope)
+    return live or await archived_log(store, job_id, tail=tail) or ""

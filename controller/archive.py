@@ -1,0 +1,167 @@
+"""Task logs archived into the artifact store when a job ends, so `GET /v1/jobs/{id}/logs`
+still answers after the backend dropped them (the local backend's folder TTL, a Job's
+`ttlSecondsAfterFinished`).
+
+The archive is `<job id>/logs/output.log`: the log as the backend gives it whole (each
+worker's last attempt, under a header per index when there are several). It lives inside
+the job's prefix on purpose: it is listed and downloaded as one of the job's artifacts, and
+it goes with them (`DELETE ?purge=true`, the retention sweep) under the one rule that a job's
+files are its prefix.
+
+Off the hot path: the reconciler only `offer`s a job id when it records the job's end (never
+waits; a full queue drops the id with a log line); one worker reads the backend's log and
+writes it in a thread; a failure is tried again later (exponential back-off, `attempts` in
+all), without holding up the jobs queued behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from kubetask.storage import ArtifactStore, NotFound
+
+log = logging.getLogger("kubetask.archive")
+
+LOG_FILE = "logs/output.log"  # within the job's prefix
+CAPACITY = 1000  # jobs waiting to be archived; beyond, ids are dropped (logged)
+
+ReadLog = Callable[[str], Awaitable[str | None]]  # job id -> its whole log, None: none
+Wanted = Callable[[str], Awaitable[bool]]  # job id -> still worth archiving (not purged)
+
+
+def log_key(job_id: str) -> str:
+    """Where the job's log is archived in the artifact store."""
+    return f"{job_id}/{LOG_FILE}"
+
+
+def last_lines(text: str, tail: int | None) -> str:
+    """The last `tail` lines of `text` (all when None), as the backends' `logs` cut them."""
+    if not tail:
+        return text
+    return "".join(text.splitlines(keepends=True)[-tail:])
+
+
+async def archived_log(store: ArtifactStore, job_id: str, *, tail: int | None) -> str | None:
+    """The job's archived log (its last `tail` lines), or None when none was archived."""
+
+    def read() -> str | None:
+        try:
+            with store.open(log_key(job_id)) as reader:
+                return b"".join(reader).decode(errors="replace")
+        except NotFound:
+            return None
+
+    text = await asyncio.to_thread(read)
+    return None if text is None else last_lines(text, tail)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How a failed archive is tried again: `base_s` doubling up to `max_s`, `attempts` in all."""
+
+    attempts: int = 6
+    base_s: float = 2.0
+    max_s: float = 120.0
+
+    def delay_s(self, attempt: int) -> float:
+        """The wait after the `attempt`-th failure (1 for the first)."""
+        return min(self.base_s * 2.0 ** min(attempt - 1, 32), self.max_s)
+
+
+class LogArchiver:
+    """Copies each ended job's log from the backend into the artifact store, in the background."""
+
+    def __init__(
+        self,
+        *,
+        read_log: ReadLog,
+        store: ArtifactStore,
+        wanted: Wanted | None = None,
+        backoff: Backoff = Backoff(),
+        capacity: int = CAPACITY,
+    ) -> None:
+        self._read_log = read_log
+        self._store = store
+        self._wanted = wanted
+        self._backoff = backoff
+        self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(capacity)
+        self._later: set[asyncio.TimerHandle] = set()
+        self.dropped: list[str] = []  # job ids never archived (queue full, or out of attempts)
+
+    def offer(self, job_id: str) -> bool:
+        """Archive this job's log soon (call it on the event loop; it never waits). False,
+        with a log line, when the queue is full and the job's log is not archived."""
+        return self._put(job_id, 1)
+
+    def _put(self, job_id: str, attempt: int) -> bool:
+        try:
+            self._queue.put_nowait((job_id, attempt))
+        except asyncio.QueueFull:
+            self.dropped.append(job_id)
+            log.warning(
+                "log archive queue full (%d): job %s's log not archived",
+                self._queue.maxsize,
+                job_id,
+            )
+            return False
+        return True
+
+    async def join(self) -> None:
+        """Until every job offered so far is archived, or given up on (retries included)."""
+        while True:
+            await self._queue.join()
+            if not self._later:
+                return
+            await asyncio.sleep(0.05)
+
+    async def run(self) -> None:
+        """Archive what is offered, forever."""
+        try:
+            while True:
+                job_id, attempt = await self._queue.get()
+                try:
+                    await self._attempt(job_id, attempt)
+                finally:
+                    self._queue.task_done()
+        finally:
+            for handle in self._later:
+                handle.cancel()
+            self._later.clear()
+
+    async def _attempt(self, job_id: str, attempt: int) -> None:
+        try:
+            await self.archive(job_id)
+        except Exception as exc:
+            if attempt >= self._backoff.attempts:
+                self.dropped.append(job_id)
+                log.error("job %s's log not archived after %d tries: %s", job_id, attempt, exc)
+                return
+            delay = self._backoff.delay_s(attempt)
+            log.warning("archiving job %s's log: %s; trying again in %.0fs", job_id, exc, delay)
+            loop = asyncio.get_running_loop()
+            handle: asyncio.TimerHandle | None = None
+
+            def again() -> None:
+                if handle is not None:
+                    self._later.discard(handle)
+                self._put(job_id, attempt + 1)
+
+            handle = loop.call_later(delay, again)
+            self._later.add(handle)
+
+    async def archive(self, job_id: str) -> bool:
+        """One try: the backend's log of the job into the store. False when there was nothing
+        to archive (no log, or the job was purged meanwhile); raises what failed."""
+        if self._wanted is not None and not await self._wanted(job_id):
+            return False
+        text = await self._read_log(job_id)
+        if not text:
+            log.info("job %s ended with no log to archive", job_id)
+            return False
+        data = text.encode()
+        await asyncio.to_thread(self._store.write, log_key(job_id), [data])
+        log.info("job %s's log archived (%d bytes)", job_id, len(data))
+        return True

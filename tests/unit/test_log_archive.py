@@ -1,0 +1,201 @@
+"""The log archiver (controller/archive.py) over a real FileStore in a temp folder and a
+recording fake of the backend's logs: an ended job's log lands at `<id>/logs/output.log`,
+off the hot path (offer never waits; a full queue drops with a log line), a failure is
+tried again and given up on after its attempts; the reconciler offers each job once, as
+its end is recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from kubetask.controller.archive import (
+    Backoff,
+    LogArchiver,
+    archived_log,
+    last_lines,
+    log_key,
+)
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.bus import EventBus
+from kubetask.controller.reconciler import Reconciler, RetryPolicy
+from kubetask.models import Outcome
+from kubetask.storage import Entry, FileStore, UploadFailed
+from kubetask.storage.base import Source
+from tests.unit.test_reconciler_sync import (
+    COMPLETE,
+    JOB,
+    RUNNING,
+    T0,
+    FakeBackend,
+    FakeBus,
+    FakeStore,
+    record,
+)
+
+FAST = Backoff(attempts=3, base_s=0.01, max_s=0.01)
+LOG = "line 1\nline 2\nline 3\n"
+
+
+class Logs:
+    """The backend's logs by job id; counts the reads."""
+
+    def __init__(self, **logs: str | None) -> None:
+        self.logs = dict(logs)
+        self.reads: list[str] = []
+
+    async def __call__(self, job_id: str) -> str | None:
+        self.reads.append(job_id)
+        return self.logs.get(job_id)
+
+
+class FlakyStore(FileStore):
+    """A FileStore whose first `failures` writes fail as a store down would."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+        self.writes = 0
+
+    def write(self, path: str, source: Source) -> Entry:
+        self.writes += 1
+        if self.writes <= self.failures:
+            raise UploadFailed(path, "connection refused")
+        return super().write(path, source)
+
+
+def running(archiver: LogArchiver, body: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        worker = asyncio.create_task(archiver.run())
+        try:
+            await asyncio.wait_for(body(), 10)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    asyncio.run(main())
+
+
+def test_an_ended_jobs_log_is_written_inside_its_prefix(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    archiver = LogArchiver(read_log=Logs(j1=LOG), store=store, backoff=FAST)
+
+    async def body() -> None:
+        assert archiver.offer("j1")
+        await archiver.join()
+
+    running(archiver, body)
+    assert log_key("j1") == "j1/logs/output.log"
+    assert (tmp_path / "j1" / "logs" / "output.log").read_text() == LOG
+    assert [e.path for e in store.list("j1")] == ["j1/logs/output.log"]  # listed as an artifact
+
+
+def test_a_failed_write_is_tried_again_and_the_jobs_behind_it_are_not_held(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore(tmp_path, failures=1)
+    logs = Logs(j1=LOG, j2="other\n")
+    archiver = LogArchiver(read_log=logs, store=store, backoff=FAST)
+
+    async def body() -> None:
+        archiver.offer("j1")
+        archiver.offer("j2")
+        await archiver.join()
+
+    running(archiver, body)
+    assert logs.reads == ["j1", "j2", "j1"]  # j2 went while j1 waited for its retry
+    assert (tmp_path / "j1" / "logs" / "output.log").read_text() == LOG
+    assert (tmp_path / "j2" / "logs" / "output.log").read_text() == "other\n"
+    assert archiver.dropped == []
+
+
+def test_a_log_that_cannot_be_written_is_given_up_on_after_its_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(tmp_path, failures=100)
+    archiver = LogArchiver(read_log=Logs(j1=LOG), store=store, backoff=FAST)
+
+    async def body() -> None:
+        archiver.offer("j1")
+        await archiver.join()
+
+    running(archiver, body)
+    assert store.writes == FAST.attempts
+    assert archiver.dropped == ["j1"]
+    assert "j1's log not archived after 3 tries" in caplog.text
+
+
+def test_offer_never_waits_a_full_queue_drops_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    archiver = LogArchiver(read_log=Logs(), store=FileStore(tmp_path), capacity=2)
+
+    async def main() -> list[bool]:  # no worker runs: nothing drains the queue
+        return [archiver.offer(job) for job in ("j1", "j2", "j3")]
+
+    assert asyncio.run(main()) == [True, True, False]
+    assert archiver.dropped == ["j3"]
+    assert "queue full (2): job j3's log not archived" in caplog.text
+
+
+def test_nothing_is_written_for_no_log_or_a_purged_job(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+
+    async def purged(job_id: str) -> bool:
+        return job_id != "gone"
+
+    archiver = LogArchiver(
+        read_log=Logs(empty="", gone=LOG), store=store, wanted=purged, backoff=FAST
+    )
+
+    async def body() -> None:
+        assert not await archiver.archive("empty")
+        assert not await archiver.archive("gone")
+        assert not await archiver.archive("none")
+
+    running(archiver, body)
+    assert list(store.list()) == []
+
+
+def test_the_archived_log_is_read_back_whole_or_its_tail(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.write(log_key("j1"), [LOG.encode()])
+    assert asyncio.run(archived_log(store, "j1", tail=None)) == LOG
+    assert asyncio.run(archived_log(store, "j1", tail=2)) == "line 2\nline 3\n"
+    assert asyncio.run(archived_log(store, "j2", tail=None)) is None
+    assert last_lines("a\nb", 1) == "b"
+
+
+def test_the_reconciler_offers_a_job_once_as_its_end_is_recorded() -> None:
+    offered: list[str] = []
+    store, bus, backend = FakeStore(record(submitted=True)), FakeBus(), FakeBackend()
+    reconciler = Reconciler(
+        store=store,
+        bus=cast(EventBus, bus),
+        backend=backend,
+        spec_for=lambda r: TaskSpec(
+            job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
+        ),
+        retention_s=60,
+        clock=lambda: T0,
+        retry=RetryPolicy(base_s=0.001, max_s=0.001),
+        on_end=offered.append,
+    )
+
+    async def sync(times: int) -> None:
+        for _ in range(times):
+            await reconciler.sync(JOB)
+
+    backend.jobs[JOB] = RUNNING
+    asyncio.run(sync(2))
+    assert offered == []  # running: nothing to archive yet
+    backend.jobs[JOB] = COMPLETE
+    bus.left[JOB] = {0: Outcome(ok=True)}
+    asyncio.run(sync(3))
+    assert offered == [JOB]  # once, however often it is synced after
