@@ -18,7 +18,6 @@ import pytest
 import redis
 
 from kubetask.controller.redis_server import RedisServer
-from tests.component import aof
 from tests.servers import ApiServer, own_database
 
 CONCURRENT_GETS = 1000
@@ -76,13 +75,12 @@ def test_a_thousand_concurrent_requests_are_all_served(busy_api: ApiServer) -> N
     assert len({r.json()["id"] for r in posts}) == CONCURRENT_POSTS
 
 
-async def _get_while_submissions_wait_on_disk(base_url: str, job_id: str) -> httpx.Response:
-    """Three submissions take the pool's free connections and hold them while WAITAOF waits
-    (the pool's fourth is the event subscription's); then a GET asks for one."""
+async def _get_while_others_wait_on_redis(base_url: str, job_id: str) -> httpx.Response:
+    """Three reads take the pool's free connections and hold them while the server is paused
+    (the pool's fourth is the event subscription's; submissions waiting on disk would hold
+    one only, as they share a batch); then a GET asks for one."""
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        posts = [
-            asyncio.create_task(client.post("/v1/jobs", json={"kind": "noop"})) for _ in range(3)
-        ]
+        posts = [asyncio.create_task(client.get(f"/v1/jobs/{job_id}")) for _ in range(3)]
         await asyncio.sleep(0.5)
         response = await client.get(f"/v1/jobs/{job_id}")
         await asyncio.gather(*posts)
@@ -103,22 +101,23 @@ def test_a_request_waits_for_a_connection_and_gets_503_only_past_the_timeout(
         api.start()
         job_id = api.submit("noop")
         with redis.Redis.from_url(own_redis.url) as client:
-            aof.stall(client)
             try:
+                client.client_pause(1500)
                 started = time.monotonic()
-                waited = asyncio.run(_get_while_submissions_wait_on_disk(api.base_url, job_id))
+                waited = asyncio.run(_get_while_others_wait_on_redis(api.base_url, job_id))
                 assert waited.status_code == 200, waited.text  # its turn came within 3 s
-                assert time.monotonic() - started >= 1  # after a submission let go
+                assert time.monotonic() - started >= 1  # after a read let go
 
                 api.restart_with(redis_pool_timeout_s=0.3, fsync_timeout_s=3)
+                client.client_pause(3000)
                 started = time.monotonic()
-                refused = asyncio.run(_get_while_submissions_wait_on_disk(api.base_url, job_id))
+                refused = asyncio.run(_get_while_others_wait_on_redis(api.base_url, job_id))
                 assert refused.status_code == 503, refused.text
                 assert refused.headers["content-type"] == "application/problem+json"
                 assert int(refused.headers["retry-after"]) >= 1
                 assert time.monotonic() - started >= 0.5 + 0.3  # it waited the 0.3 s first
             finally:
-                aof.unstall(client)
+                client.client_unpause()
         assert api.client.get(f"/v1/jobs/{job_id}").status_code == 200
     finally:
         api.close()
