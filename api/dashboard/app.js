@@ -395,9 +395,40 @@ function statusMessage(status) {
 
 function clearFilters() {
   table.filters = { state: "", kind: "", label: "", q: "" };
+  rememberFilters();
   renderList();
   loadJobs();
 }
+
+// The list's filters live in its URL (#/?state=failed&kind=train), so that a reload, a shared
+// link and the job page's way back all show the list as it was left; the tab remembers the last.
+const FILTER_NAMES = ["state", "kind", "label", "q"];
+const LIST_KEY = "kubetask.list";
+
+function filtersFromHash() {
+  const query = new URLSearchParams(location.hash.replace(/^#\/?\??/, ""));
+  return Object.fromEntries(FILTER_NAMES.map((name) => [name, query.get(name) || ""]));
+}
+
+function filterQuery(filters) {
+  const query = new URLSearchParams();
+  for (const name of FILTER_NAMES) if (filters[name]) query.set(name, filters[name]);
+  return query.toString();
+}
+
+function rememberFilters() {
+  const query = filterQuery(table.filters);
+  sessionStorage.setItem(LIST_KEY, query);
+  history.replaceState(null, "", `#/${query ? `?${query}` : ""}`);
+}
+
+// Where "← jobs" leads: the list with the filters it last had in this tab.
+function listHref() {
+  const query = sessionStorage.getItem(LIST_KEY);
+  return `#/${query ? `?${query}` : ""}`;
+}
+
+const backLink = () => h("a", { href: listHref(), id: "back", class: "back" }, "← jobs");
 
 function select(name, options, value) {
   return h(
@@ -410,6 +441,7 @@ function select(name, options, value) {
 
 function setFilter(name, value) {
   table.filters[name] = value;
+  rememberFilters();
   if (name === "q") scheduleRender(); // text search is local
   else loadJobs();
 }
@@ -446,6 +478,7 @@ function renderList() {
 // -- the job page ----------------------------------------------------------------------------
 
 const page = { id: null, job: null, events: [], abort: null, logsTimer: null };
+const artifactsChanged = () => scheduleJobRender();
 
 // Metric series from a job's progress events: per-epoch metrics, and per-trial values.
 function metricSeries(events) {
@@ -536,7 +569,7 @@ function renderJob() {
   const job = page.job;
   const view = document.getElementById("view");
   if (!job) {
-    view.replaceChildren(h("div", { class: "panel empty" }, "Loading…"));
+    view.replaceChildren(h("div", { class: "panel job-head" }, backLink()), h("div", { class: "panel empty" }, "Loading…"));
     return;
   }
   const p = job.progress || {};
@@ -549,7 +582,7 @@ function renderJob() {
   const head = h(
     "div",
     { class: "panel job-head" },
-    h("a", { href: "#/" }, "← jobs"),
+    backLink(),
     h("h1", {}, job.name || job.kind, " ", h("span", { class: "mono stage" }, job.id)),
     h("span", { class: "state", id: "job-state", dataset: { state: job.state } }, job.state),
     h("span", { class: "spacer" }),
@@ -594,7 +627,7 @@ function renderJob() {
     "div",
     { class: "panel" },
     h("h2", {}, "Result"),
-    h("div", { class: "body result", id: "result" }, job.result ? resultView(job.result) : h("span", { class: "stage" }, terminal ? "—" : "not finished")),
+    h("div", { class: "body result", id: "result" }, job.result ? resultView(job.result, {}, (value, attrs, text) => resultPathLink(job.id, value, attrs, text)) : h("span", { class: "stage" }, terminal ? "—" : "not finished")),
   );
   const charts = metricSeries(page.events);
   const chartPanel = h(
@@ -604,7 +637,8 @@ function renderJob() {
     h("div", { class: "body", id: "charts" }, charts.length ? charts.map(lineChart) : metricsWithoutCharts(job)),
   );
   const logs = h("div", { class: "panel" }, h("h2", {}, "Log tail"), h("div", { class: "body" }, h("pre", { class: "logs", id: "logs" }, page.logs || "(no output yet)")));
-  view.replaceChildren(head, h("div", { class: "grid" }, details, chartPanel), h("div", { class: "grid" }, result, logs));
+  const artifacts = h("div", { class: "panel" }, h("h2", {}, "Artifacts"), h("div", { class: "body", id: "artifacts-panel" }, artifactsView(job, terminal)));
+  view.replaceChildren(head, h("div", { class: "grid" }, details, chartPanel), h("div", { class: "grid" }, result, logs), h("div", { class: "grid" }, artifacts));
   const pre = document.getElementById("logs");
   pre.scrollTop = pre.scrollHeight;
 }
@@ -664,13 +698,17 @@ async function openJob(id) {
   try {
     page.job = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`);
   } catch (error) {
-    document.getElementById("view").replaceChildren(h("div", { class: "panel empty error" }, error.message));
+    document.getElementById("view").replaceChildren(h("div", { class: "panel job-head" }, backLink()), h("div", { class: "panel empty error", id: "job-error" }, error.message));
     return;
   }
   scheduleJobRender();
   refreshLogs(id);
+  loadArtifacts(id, artifactsChanged);
   page.logsTimer = setInterval(() => {
-    if (page.job && !TERMINAL.has(page.job.state)) refreshLogs(id);
+    if (page.job && !TERMINAL.has(page.job.state)) {
+      refreshLogs(id);
+      loadArtifacts(id, artifactsChanged);
+    }
   }, 2000);
   let last = 0;
   while (!abort.signal.aborted) {
@@ -686,6 +724,7 @@ async function openJob(id) {
           page.job = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`); // result, error
           page.job._seq = seq;
           refreshLogs(id);
+          loadArtifacts(id, artifactsChanged); // what it wrote last
         }
         scheduleJobRender();
       }
@@ -704,6 +743,7 @@ function closeJob() {
   page.abort = null;
   page.logsTimer = null;
   page.id = null;
+  closeArtifacts(); // revokes the images' object URLs
 }
 
 // -- routing and start-up --------------------------------------------------------------------
@@ -719,7 +759,12 @@ function navigate() {
     if (page.id !== where.id) openJob(where.id);
   } else {
     closeJob();
+    const wanted = filtersFromHash();
+    const changed = filterQuery(wanted) !== filterQuery(table.filters);
+    table.filters = wanted;
+    rememberFilters();
     renderList();
+    if (changed && listGeneration > 0) loadJobs(); // else the stream's first listing uses them
   }
 }
 

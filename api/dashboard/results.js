@@ -1,7 +1,7 @@
 // kubetask dashboard: a job's result and its final figures as small readable tables, not raw
 // JSON. Loaded before app.js, which calls resultView and finalFigures (`h` is app.js's).
-// Paths are shown as paths in the artifact store; images are not shown inline (the API has no
-// artifact download route yet).
+// Paths are shown as paths in the artifact store, as links where the caller's `link` makes one
+// (artifacts.js: a download for the job's own files, the job page for another job's).
 "use strict";
 
 const PATH_KEY = /(^|_)(file|path|dir|plot|model|checkpoint)$/;
@@ -26,13 +26,14 @@ function scalarText(value) {
   return typeof value === "number" ? figure(value) : String(value);
 }
 
-function valueView(key, value) {
+function valueView(key, value, link) {
   if (typeof value === "number") {
     return h("span", { class: "num", title: String(value), dataset: { kind: "number" } }, figure(value));
   }
   if (typeof value === "string") {
     if (isPath(key, value)) {
-      return h("code", { class: "path", title: "a path in the artifact store", dataset: { kind: "path" } }, value);
+      const linked = link && link(value, { class: "path", dataset: { kind: "path" } }, value);
+      return linked || h("code", { class: "path", title: "a path in the artifact store", dataset: { kind: "path" } }, value);
     }
     return h("span", { dataset: { kind: "text" } }, value);
   }
@@ -40,17 +41,18 @@ function valueView(key, value) {
   const scalars = Array.isArray(value) && value.every((v) => v === null || typeof v !== "object");
   if (scalars && value.length <= SHORT_LIST) return h("span", { dataset: { kind: "list" } }, value.map(scalarText).join(", "));
   const size = Array.isArray(value) ? `${value.length} items` : `${Object.keys(value).length} fields`;
-  const inner = Array.isArray(value) ? h("pre", { class: "mono" }, value.map((v) => JSON.stringify(v)).join("\n")) : resultView(value);
+  const inner = Array.isArray(value) ? h("pre", { class: "mono" }, value.map((v) => JSON.stringify(v)).join("\n")) : resultView(value, {}, link);
   return h("details", { dataset: { kind: "nested" } }, h("summary", {}, size), inner);
 }
 
-// A JSON object as a key/value table: numbers and strings inline, nested values collapsed.
-function resultView(result, attrs = {}) {
-  if (result === null || typeof result !== "object" || Array.isArray(result)) return valueView("", result);
+// A JSON object as a key/value table: numbers and strings inline, nested values collapsed;
+// `link(value, attrs, text)` turns a path into a link, or returns null to leave it as text.
+function resultView(result, attrs = {}, link = null) {
+  if (result === null || typeof result !== "object" || Array.isArray(result)) return valueView("", result, link);
   return h(
     "table",
     { class: "kv", ...attrs },
-    h("tbody", {}, Object.entries(result).map(([key, value]) => h("tr", { dataset: { key } }, h("th", {}, key), h("td", {}, valueView(key, value))))),
+    h("tbody", {}, Object.entries(result).map(([key, value]) => h("tr", { dataset: { key } }, h("th", {}, key), h("td", {}, valueView(key, value, link))))),
   );
 }
 

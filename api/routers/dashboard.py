@@ -1,4 +1,4 @@
-"""The web dashboard: one static page and its two assets, served from the package (no CDN,
+"""The web dashboard: one static page and its assets, served from the package (no CDN,
 works offline). The page holds no data; it reads everything from the API like any client."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "results.js": "text/javascript; charset=utf-8",
+    "artifacts.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
@@ -22,7 +23,7 @@ HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
     # Everything comes from this server: no CDN, no inline script.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
 }
 

@@ -459,13 +459,39 @@ def test_a_finished_job_that_reported_no_metrics_says_so_and_shows_its_result_as
     assert result_rows(browser)["steps"] == {"kind": "number", "text": "2"}
 
 
+def train_then_evaluate(api: ApiServer, headers: dict[str, str] | None = None) -> tuple[str, str]:
+    """A model trained for one epoch, then evaluated: (the train's id, the evaluate's id)."""
+    ids: list[str] = []
+    for kind in ("train", "evaluate"):
+        params = {"model": f"job:{ids[0]}"} if ids else {"epochs": 1, "threads": 1}
+        response = api.client.post(
+            "/v1/jobs", json={"kind": kind, "params": params}, headers=headers or {}
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+        until(
+            lambda: (
+                api.client.get(f"/v1/jobs/{ids[-1]}", headers=headers or {}).json()["state"]
+                in {"succeeded", "failed", "cancelled"}
+            ),
+            timeout_s=120,
+            what=f"the {kind} job to end",
+        )
+    return ids[0], ids[1]
+
+
+@pytest.fixture(scope="module")
+def evaluated(server: ApiServer) -> tuple[str, str]:
+    """A finished evaluate of a one-epoch model: (the train's id, the evaluate's id)."""
+    model, job_id = train_then_evaluate(server)
+    assert server.job(job_id)["state"] == "succeeded", server.job(job_id)
+    return model, job_id
+
+
 def test_a_finished_evaluate_shows_its_figures_and_readable_result(
-    server: ApiServer, browser: Any
+    server: ApiServer, browser: Any, evaluated: tuple[str, str]
 ) -> None:
-    model = server.submit("train", {"epochs": 1, "threads": 1})
-    server.wait(model, timeout_s=120)
-    job_id = server.submit("evaluate", {"model": f"job:{model}"})
-    server.wait(job_id, timeout_s=120)
+    model, job_id = evaluated
     result = server.job(job_id)["result"]
     console_errors(browser)  # what earlier tests left in the log
     browser.get(f"{server.base_url}/#/jobs/{job_id}")
@@ -506,3 +532,177 @@ def test_the_bar_is_the_jobs_fraction_with_its_eta_and_a_failed_job_stays_where_
         [0.9, "", "90%", "96 / 96"],  # not the stage's 100%, and no ETA once it ended
         [1, "", "100%", "96 / 96"],
     ]
+
+
+def human_size(size: int) -> str:
+    """What the page shows for a size (artifacts.js humanSize)."""
+    value, unit = float(size), 0
+    while value >= 1024 and unit < 4:
+        value, unit = value / 1024, unit + 1
+    if unit == 0:
+        return f"{size} B"
+    shown = f"{value:.1f}" if value < 10 else str(round(value))
+    return f"{shown} {['B', 'KiB', 'MiB', 'GiB', 'TiB'][unit]}"
+
+
+def test_human_sizes_read_as_people_write_them(server: ApiServer, browser: Any) -> None:
+    open_table(browser, server)
+    sizes = [0, 812, 1023, 1024, 1536, 10 * 1024, 5 * 1024**2 + 1, 3 * 1024**3]
+    shown = browser.execute_script("return arguments[0].map(humanSize)", sizes)
+    assert shown == ["0 B", "812 B", "1023 B", "1.0 KiB", "1.5 KiB", "10 KiB", "5.0 MiB", "3.0 GiB"]
+    assert shown == [human_size(size) for size in sizes]
+
+
+ARTIFACTS_JS = """return [...document.querySelectorAll('#artifacts tbody tr')].map(r => ({
+  path: r.dataset.path, size: Number(r.cells[1].dataset.size), shown: r.cells[1].textContent,
+  href: r.querySelector('a').getAttribute('href')}))"""
+IMAGE_JS = """const img = document.querySelector(`img[data-artifact="${arguments[0]}"]`);
+return img && img.complete ? {width: img.naturalWidth, src: img.src} : null"""
+LINK_JS = """const a = document.querySelector(`#result tr[data-key="${arguments[0]}"] > td > a`);
+return a && {link: a.dataset.link, href: a.getAttribute('href'), text: a.textContent}"""
+BLOB_READABLE_JS = """const done = arguments[arguments.length - 1];
+fetch(arguments[0]).then(() => done(true), () => done(false))"""
+
+
+def shown_image(browser: Any, path: str) -> dict[str, Any] | None:
+    """The inline image of an artifact, once it has loaded: its natural width and its src."""
+    image: dict[str, Any] | None = browser.execute_script(IMAGE_JS, path)
+    return image if image and image["width"] > 0 else None
+
+
+def click(browser: Any, selector: str) -> None:
+    """Click what `selector` finds, once it is there (again if a render replaced it)."""
+
+    def clicked() -> bool:
+        browser.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+
+    until(clicked, what=f"{selector} to click")
+
+
+def downloaded(browser: Any, folder: Path, name: str) -> bytes:
+    """Click the artifact table's link to `name`; wait for the browser to save it in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)}
+    )
+    click(browser, f'a[data-artifact="{name}"]')
+    saved = folder / name
+    until(
+        lambda: saved.exists() and not list(folder.glob("*.crdownload")),
+        timeout_s=20,
+        what=f"{name} to download",
+    )
+    return saved.read_bytes()
+
+
+def test_a_job_page_lists_its_files_with_sizes_shows_its_plot_and_links_its_result_paths(
+    server: ApiServer, browser: Any, evaluated: tuple[str, str]
+) -> None:
+    model, job_id = evaluated
+    listing = server.client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]
+    assert {"metrics.json", "confusion.png"} <= {entry["path"] for entry in listing}
+    console_errors(browser)  # what earlier tests left in the log
+    browser.get(f"{server.base_url}/#/jobs/{job_id}")
+    shown = until(lambda: browser.execute_script(ARTIFACTS_JS), what="the artifact table")
+    assert shown == [
+        {
+            "path": entry["path"],
+            "size": entry["size"],
+            "shown": human_size(entry["size"]),
+            "href": f"/v1/jobs/{job_id}/artifacts/{entry['path']}",
+        }
+        for entry in listing
+    ]
+    image = until(lambda: shown_image(browser, "confusion.png"), what="the confusion plot")
+    assert image["src"].startswith("blob:")  # fetched by the page, as it would with a token
+    result = server.job(job_id)["result"]
+    for key, path in (("metrics_file", "metrics.json"), ("confusion_plot", "confusion.png")):
+        assert browser.execute_script(LINK_JS, key) == {
+            "link": "download",
+            "href": f"/v1/jobs/{job_id}/artifacts/{path}",
+            "text": result[key],
+        }
+    assert browser.execute_script(LINK_JS, "model") == {  # another job's file: that job's page
+        "link": "job",
+        "href": f"#/jobs/{model}",
+        "text": f"{model}/model.pt",
+    }
+    browser.set_window_size(1360, 1600)
+    screenshot(browser, "dashboard-artifacts.png")
+    browser.set_window_size(1360, 900)
+    assert not console_errors(browser)
+
+    click(browser, "#back")  # leaving the page lets its images go
+    until(lambda: browser.find_elements(By.CSS_SELECTOR, "table.jobs"), what="the list")
+    assert browser.execute_async_script(BLOB_READABLE_JS, image["src"]) is False
+
+
+def test_a_download_link_yields_the_files_bytes(
+    server: ApiServer, browser: Any, evaluated: tuple[str, str], tmp_path: Path
+) -> None:
+    _, job_id = evaluated
+    browser.get(f"{server.base_url}/#/jobs/{job_id}")
+    for path in ("metrics.json", "confusion.png"):
+        expected = server.client.get(f"/v1/jobs/{job_id}/artifacts/{path}")
+        assert expected.status_code == 200
+        assert downloaded(browser, tmp_path, path) == expected.content
+
+
+def test_the_back_link_returns_to_the_list_with_its_filters_kept(
+    server: ApiServer, browser: Any
+) -> None:
+    failed = server.submit("noop", {"steps": 1, "fail": "exception"}, name="back-failed")
+    done = server.submit("noop", {"steps": 1}, name="back-done")
+    server.wait(failed)
+    server.wait(done)
+    open_table(browser, server)
+    until(lambda: row(browser, failed) and row(browser, done), what="both rows")
+    Select = pytest.importorskip("selenium.webdriver.support.select").Select
+    Select(browser.find_element(By.NAME, "state")).select_by_value("failed")
+    until(lambda: {r["state"] for r in rows(browser)} == {"failed"}, what="only failed rows")
+    assert browser.current_url.endswith("#/?state=failed")  # a reload or a shared link keeps it
+    browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{failed}"] a').click()
+    until(lambda: browser.find_element(By.ID, "job-state").text == "failed", what="the job page")
+    browser.refresh()  # the page's memory goes; the way back does not
+    until(lambda: browser.find_element(By.ID, "job-state").text == "failed", what="the job again")
+    back = str(browser.execute_script("return document.getElementById('back').href"))
+    assert back.endswith("#/?state=failed")
+    click(browser, "#back")
+    until(lambda: row(browser, failed), what="the list")
+    assert Select(browser.find_element(By.NAME, "state")).first_selected_option.text == "failed"
+    assert {r["state"] for r in rows(browser)} == {"failed"}
+
+    browser.get(f"{server.base_url}/#/jobs/0000000000nojob0")  # even a job that is not there
+    until(lambda: browser.find_element(By.ID, "job-error").text, what="the error")
+    click(browser, "#back")
+    until(lambda: row(browser, failed), what="the list from the error page")
+    assert row(browser, done) is None  # still filtered
+
+
+def test_with_a_token_the_plot_shows_and_the_download_works(
+    redis_server: Any, tmp_path: Path, browser: Any
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text('[{"token": "team-a-token-0123456789", "tenant": "team-a", "role": "user"}]')
+    secured = ApiServer(
+        redis_url=own_database(redis_server.url), data_dir=tmp_path / "api", tokens_file=tokens
+    )
+    secured.start()
+    auth = {"Authorization": "Bearer team-a-token-0123456789"}
+    try:
+        _, job_id = train_then_evaluate(secured, auth)
+        plot = secured.client.get(f"/v1/jobs/{job_id}/artifacts/confusion.png", headers=auth)
+        assert plot.status_code == 200
+        assert secured.client.get(f"/v1/jobs/{job_id}/artifacts/confusion.png").status_code == 401
+        browser.get(secured.base_url + "/")
+        browser.execute_script("localStorage.setItem('kubetask.token', 'team-a-token-0123456789')")
+        browser.get(f"{secured.base_url}/#/jobs/{job_id}")
+        until(
+            lambda: shown_image(browser, "confusion.png"), what="the plot, fetched with the token"
+        )
+        assert downloaded(browser, tmp_path / "downloads", "confusion.png") == plot.content
+        assert banner(browser) == ""
+    finally:
+        browser.execute_script("localStorage.clear()")
+        secured.close()
