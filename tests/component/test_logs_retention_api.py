@@ -145,6 +145,11 @@ def test_purge_deletes_a_finished_jobs_record_and_files_and_nothing_else(leg: Le
 
     assert leg.client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert leg.client.get(f"/v1/jobs/{job_id}/logs").status_code == 404
+    listed = [
+        job["id"] for job in leg.client.get("/v1/jobs", params={"limit": 200}).json()["items"]
+    ]
+    assert job_id not in listed  # out of the indexes too
+    assert kept in listed
     assert list(leg.store.list(job_id)) == []
     assert leg.store.exists(f"{kept}/logs/output.log")  # a plain DELETE kept them
     assert leg.client.get(f"/v1/jobs/{kept}").status_code == 200
