@@ -45,6 +45,7 @@ from kubetask.kinds import KindSpec, check_kinds, load_kinds
 from kubetask.storage import ArtifactStore, store_from_url
 
 log = logging.getLogger("kubetask.server")
+ARCHIVE_DRAIN_S = 2.0  # at shutdown, the longest wait for queued log archives
 
 
 async def start_embedded(server: RedisServer) -> str:
@@ -150,6 +151,7 @@ class Runtime:
     elector: LeaderElector | None = None  # several replicas: only the Lease holder reconciles
     artifacts: ArtifactStore | None = None  # the artifact store (always set by `start`)
     janitor: ArtifactJanitor | None = None  # deletes jobs' artifacts (always set by `start`)
+    archiver: LogArchiver | None = None  # archives ended jobs' logs (always set by `start`)
 
     @classmethod
     async def start(
@@ -256,6 +258,7 @@ class Runtime:
         runtime = cls(settings, client, store, bus, hub, backend, reconciler, service, embedded)
         runtime.artifacts = artifacts
         runtime.janitor = janitor
+        runtime.archiver = archiver
         settings.artifacts.mkdir(parents=True, exist_ok=True)
         await backend.start()
         runtime.tasks = [
@@ -306,6 +309,8 @@ class Runtime:
 
     async def stop(self) -> None:
         self.hub.close()  # streams still open end now
+        if self.archiver is not None:  # the logs of jobs that just ended, while the backend is up
+            await self.archiver.drain(ARCHIVE_DRAIN_S)
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

@@ -11,12 +11,14 @@ files are its prefix.
 Off the hot path: the reconciler only `offer`s a job id when it records the job's end (never
 waits; a full queue drops the id with a log line); one worker reads the backend's log and
 writes it in a thread; a failure is tried again later (exponential back-off, `attempts` in
-all), without holding up the jobs queued behind it.
+all), without holding up the jobs queued behind it. At shutdown the queue is drained for a
+moment (`drain`); what is left then is not archived (logged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -116,6 +118,16 @@ class LogArchiver:
             if not self._later:
                 return
             await asyncio.sleep(0.05)
+
+    async def drain(self, timeout_s: float) -> int:
+        """At shutdown: let the worker archive what is queued, for at most `timeout_s`; how
+        many jobs were left unarchived (logged)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.join(), timeout_s)
+        left = self._queue.qsize() + len(self._later)
+        if left:
+            log.warning("stopping with %d jobs' logs not archived", left)
+        return left
 
     async def run(self) -> None:
         """Archive what is offered, forever."""

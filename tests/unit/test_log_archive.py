@@ -131,6 +131,38 @@ def test_a_log_that_cannot_be_written_is_given_up_on_after_its_attempts(
     assert "j1's log not archived after 3 tries" in caplog.text
 
 
+def test_at_shutdown_what_is_queued_is_archived_for_a_moment_then_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ok = LogArchiver(read_log=Logs(j1=LOG, j2=LOG), store=FileStore(tmp_path), backoff=FAST)
+    stuck = LogArchiver(
+        read_log=Logs(j3=LOG),
+        store=FlakyStore(tmp_path, failures=100),
+        backoff=Backoff(attempts=100, base_s=60, max_s=60),
+    )
+
+    async def drains() -> None:
+        ok.offer("j1")
+        ok.offer("j2")
+        assert await ok.drain(5) == 0
+        stuck.offer("j3")
+        assert await stuck.drain(0.2) == 1  # waiting a minute for its retry: left
+
+    running(ok, lambda: running_too(stuck, drains))
+    assert sorted(e.path for e in FileStore(tmp_path).list()) == [log_key("j1"), log_key("j2")]
+    assert "stopping with 1 jobs' logs not archived" in caplog.text
+
+
+async def running_too(archiver: LogArchiver, body: Callable[[], Awaitable[None]]) -> None:
+    worker = asyncio.create_task(archiver.run())
+    try:
+        await body()
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+
 def test_offer_never_waits_a_full_queue_drops_with_a_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
