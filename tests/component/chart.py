@@ -59,6 +59,16 @@ def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
     return found[0]
 
 
+def controller(objects: list[Obj]) -> Obj:
+    """The controller's Deployment (the in-chart MinIO is a Deployment too)."""
+    (deployment,) = [
+        o
+        for o in find(objects, "Deployment")
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == "controller"
+    ]
+    return deployment
+
+
 def pod_specs(objects: list[Obj]) -> Iterator[tuple[str, Obj]]:
     """(object name, pod spec) for every object that makes pods."""
     for obj in objects:
@@ -71,8 +81,7 @@ def pod_specs(objects: list[Obj]) -> Iterator[tuple[str, Obj]]:
 def settings_env(objects: list[Obj]) -> dict[str, str]:
     """The controller's environment from the settings ConfigMap it loads (envFrom) and its
     own env entries, as the kubelet would compose it."""
-    deployment = one(objects, "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container = controller(objects)["spec"]["template"]["spec"]["containers"][0]
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(one(objects, "ConfigMap", source["configMapRef"]["name"])["data"])

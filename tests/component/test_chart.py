@@ -34,6 +34,7 @@ from tests.component.chart import (
     NAMESPACE,
     RELEASE,
     Obj,
+    controller,
     find,
     one,
     pod_specs,
@@ -103,7 +104,7 @@ MINIMAL = {
     "rbac": {"create": False},
     "tasks": {"serviceAccount": {"create": False, "name": ""}},
     "priorityClasses": {"create": False},
-    "artifacts": {"create": False, "existingClaim": "shared-artifacts"},
+    "artifacts": {"store": "pvc", "pvc": {"create": False, "existingClaim": "shared-artifacts"}},
     "redis": {"persistence": {"enabled": False}},
     "networkPolicy": {"enabled": False},
     "podDisruptionBudget": {"enabled": False},
@@ -128,8 +129,23 @@ TUNED = {
     },
     "service": {"type": "NodePort", "annotations": {"team": "ml"}},
 }
+S3_STORE = {
+    "artifacts": {
+        "store": "s3",
+        "s3": {
+            "url": "s3://ml-artifacts/kubetask",
+            "endpoint": "https://s3.eu-west-1.amazonaws.com",
+            "region": "eu-west-1",
+            "existingSecret": "ml-artifacts-s3",
+            "to": [{"ipBlock": {"cidr": "52.218.0.0/17"}}],
+        },
+    }
+}
+PVC_STORE = {"artifacts": {"store": "pvc", "pvc": {"accessModes": ["ReadWriteMany"]}}}
 VALUE_SETS: dict[str, Obj] = {
     "default": {},
+    "s3-store": S3_STORE,
+    "pvc-store": PVC_STORE,
     "external-redis": EXTERNAL_REDIS,
     "gpu": GPU,
     "ingress": INGRESS,
@@ -185,7 +201,9 @@ BAD_VALUES = [
     ("typo under a list", "ingress:\n  hosts:\n    - host: a\n      path: /\n", "path"),
     ("wrong type", "service:\n  port: eighty\n", "/service/port"),
     ("bad enum", "image:\n  pullPolicy: Sometimes\n", "/image/pullPolicy"),
-    ("bad quantity", "artifacts:\n  size: lots\n", "/artifacts/size"),
+    ("bad quantity", "artifacts:\n  pvc:\n    size: lots\n", "/artifacts/pvc/size"),
+    ("bad store", "artifacts:\n  store: nfs\n", "/artifacts/store"),
+    ("bad bucket URL", "artifacts:\n  s3:\n    url: https://b/\n", "/artifacts/s3/url"),
 ]
 
 
@@ -217,15 +235,20 @@ def test_a_good_values_file_installs_in_a_client_dry_run() -> None:
 
 def test_a_parent_chart_may_pass_its_globals() -> None:
     """As a dependency of another chart, Helm hands kubetask the parent's `global` values."""
-    tokens = {"auth": {"tokens": [{"token": "t" * 32, "tenant": "default"}]}}  # not random
+    # not random: given tokens, and no generated MinIO credentials
+    tokens = {"auth": {"tokens": [{"token": "t" * 32, "tenant": "default"}]}, **S3_STORE}
     assert render({**tokens, "global": {"imageRegistry": "registry.example"}}) == render(tokens)
 
 
 def test_required_values_are_enforced() -> None:
     with pytest.raises(helm.HelmError, match=r"redis\.external\.url is required"):
         render({"redis": {"enabled": False}})
-    with pytest.raises(helm.HelmError, match=r"artifacts\.existingClaim is required"):
-        render({"artifacts": {"create": False}})
+    with pytest.raises(helm.HelmError, match=r"artifacts\.pvc\.existingClaim is required"):
+        render({"artifacts": {"store": "pvc", "pvc": {"create": False}}})
+    with pytest.raises(helm.HelmError, match=r"artifacts\.s3\.url is required"):
+        render({"artifacts": {"store": "s3", "s3": {"existingSecret": "s3"}}})
+    with pytest.raises(helm.HelmError, match=r"artifacts\.s3\.existingSecret is required"):
+        render({"artifacts": {"store": "s3", "s3": {"url": "s3://bucket"}}})
 
 
 # -- the schema and values.yaml are complete -----------------------------------------------
@@ -338,7 +361,7 @@ TOGGLES = [
         "network policies",
         {"networkPolicy": {"enabled": True}},
         {"networkPolicy": {"enabled": False}},
-        [("NetworkPolicy", 3)],
+        [("NetworkPolicy", 4)],
     ),
     (
         "pod disruption budget",
@@ -354,9 +377,21 @@ TOGGLES = [
     ),
     (
         "artifacts pvc",
-        {"artifacts": {"create": True}},
-        {"artifacts": {"create": False, "existingClaim": "shared"}},
+        {"artifacts": {"store": "pvc", "pvc": {"create": True}}},
+        {"artifacts": {"store": "pvc", "pvc": {"create": False, "existingClaim": "shared"}}},
         [("PersistentVolumeClaim", 1)],
+    ),
+    (
+        "in-chart minio",
+        {"artifacts": {"store": "minio"}},
+        S3_STORE,
+        [
+            ("Deployment", 1),
+            ("Service", 1),
+            ("PersistentVolumeClaim", 1),
+            ("Secret", 1),
+            ("NetworkPolicy", 1),
+        ],
     ),
     (
         "rbac",
@@ -393,10 +428,12 @@ def test_the_defaults_render_the_expected_objects() -> None:
     assert kinds == [
         "ConfigMap/kubetask",
         "Deployment/kubetask",
+        "Deployment/kubetask-minio",
         "NetworkPolicy/kubetask-controller",
+        "NetworkPolicy/kubetask-minio",
         "NetworkPolicy/kubetask-redis",
         "NetworkPolicy/kubetask-tasks",
-        "PersistentVolumeClaim/kubetask-artifacts",
+        "PersistentVolumeClaim/kubetask-minio",
         "Pod/kubetask-test-readyz",
         "PodDisruptionBudget/kubetask",
         "PriorityClass/kubetask-high",
@@ -404,8 +441,10 @@ def test_the_defaults_render_the_expected_objects() -> None:
         "PriorityClass/kubetask-normal",
         "Role/kubetask",
         "RoleBinding/kubetask",
+        "Secret/kubetask-minio",
         "Secret/kubetask-tokens",
         "Service/kubetask",
+        "Service/kubetask-minio",
         "Service/kubetask-redis",
         "Service/kubetask-redis-headless",
         "ServiceAccount/kubetask",
@@ -458,9 +497,7 @@ def test_rbac_is_namespaced_least_privilege(name: str) -> None:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}
         ]
-        assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == (
-            sa_name
-        )
+        assert controller(objects)["spec"]["template"]["spec"]["serviceAccountName"] == (sa_name)
 
 
 def test_task_pods_get_an_account_with_no_role_and_no_token() -> None:
@@ -535,7 +572,7 @@ def test_every_pod_is_hardened(name: str, restricted: k8s.CoreV1Api) -> None:
 
 def test_the_controller_runs_with_probes_resources_and_a_writable_tmp() -> None:
     objects = render()
-    deployment = one(objects, "Deployment")
+    deployment = controller(objects)
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -549,8 +586,77 @@ def test_the_controller_runs_with_probes_resources_and_a_writable_tmp() -> None:
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-    changed = one(render({"config": {"graceSeconds": 11}}), "Deployment")
+    changed = controller(render({"config": {"graceSeconds": 11}}))
     assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
+
+
+# -- the artifact store ---------------------------------------------------------------------
+def _claims_of(spec: Obj) -> set[str]:
+    return {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in spec.get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+
+
+def test_by_default_the_store_is_the_in_chart_minio_on_a_read_write_once_volume() -> None:
+    """A stock cluster's default StorageClass (kind, GKE, EKS) binds it: no ReadWriteMany
+    claim anywhere, and the one claim is mounted by the MinIO pod alone."""
+    objects = render()
+    (claim,) = find(objects, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "kubetask-minio"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"]  # the cluster's default
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    mounting = [owner for owner, spec in pod_specs(objects) if "kubetask-minio" in _claims_of(spec)]
+    assert mounting == ["kubetask-minio"]
+    minio = one(objects, "Deployment", "kubetask-minio")
+    assert minio["spec"]["replicas"] == 1
+    assert minio["spec"]["strategy"] == {"type": "Recreate"}  # never two pods on the volume
+    spec = minio["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    assert init["command"] == ["mkdir", "-p", "/data/kubetask"]  # the bucket, a drive folder
+    (server,) = spec["containers"]
+    assert server["args"][:2] == ["server", "/data"]
+    service = one(objects, "Service", "kubetask-minio")
+    assert service["spec"]["selector"] == minio["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["port"] == 9000
+    env = settings_env(objects)
+    assert env["KUBETASK_ARTIFACTS_URL"] == "s3://kubetask"
+    assert env["KUBETASK_S3_ENDPOINT"] == f"http://kubetask-minio.{NAMESPACE}.svc:9000"
+    assert env["KUBETASK_S3_REGION"] == "us-east-1"
+    assert env["KUBETASK_ARTIFACTS_CLAIM"] == ""
+    assert env["KUBETASK_TASK_S3_CREDENTIALS_SECRET"] == "kubetask-minio"
+    bucket = {"artifacts": {"minio": {"bucket": "models", "persistence": {"size": "5Gi"}}}}
+    other = render(bucket)
+    assert settings_env(other)["KUBETASK_ARTIFACTS_URL"] == "s3://models"
+    assert one(other, "PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+def test_the_users_bucket_makes_no_server_volume_or_secret() -> None:
+    objects = render(S3_STORE)
+    assert not find(objects, "PersistentVolumeClaim")
+    assert not find(objects, "Secret", "ml-artifacts-s3")
+    assert [d["metadata"]["name"] for d in find(objects, "Deployment")] == ["kubetask"]
+    env = settings_env(objects)
+    assert env["KUBETASK_ARTIFACTS_URL"] == "s3://ml-artifacts/kubetask"
+    assert env["KUBETASK_S3_ENDPOINT"] == "https://s3.eu-west-1.amazonaws.com"
+    assert env["KUBETASK_S3_REGION"] == "eu-west-1"
+    assert env["KUBETASK_ARTIFACTS_CLAIM"] == ""
+    assert env["KUBETASK_TASK_S3_CREDENTIALS_SECRET"] == "ml-artifacts-s3"
+
+
+def test_the_shared_volume_stays_an_option() -> None:
+    objects = render(PVC_STORE)
+    (claim,) = find(objects, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    env = settings_env(objects)
+    assert env["KUBETASK_ARTIFACTS_CLAIM"] == claim["metadata"]["name"]
+    assert "KUBETASK_ARTIFACTS_URL" not in env
+    assert "KUBETASK_TASK_S3_CREDENTIALS_SECRET" not in env
+    assert not find(objects, "Secret", "kubetask-minio")
+    container = controller(objects)["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in container["env"] if e["name"].startswith("AWS_")]
 
 
 def test_redis_is_a_statefulset_with_append_only_persistence() -> None:
@@ -678,7 +784,8 @@ def test_every_task_image_role_reaches_the_controller(monkeypatch: pytest.Monkey
 def test_the_jobs_the_controller_creates_fit_the_chart(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Job built from the chart's settings mounts the chart's PVC, runs as the chart's task
+    """A Job built from the chart's settings mounts the chart's PVC (store pvc; none with
+    object storage, where it references the store's Secret), runs as the chart's task
     account, and is the pod the NetworkPolicies are written for."""
     values = VALUE_SETS[name]
     objects = render(values)
@@ -699,8 +806,27 @@ def test_the_jobs_the_controller_creates_fit_the_chart(
         for v in pod["spec"]["volumes"]
         if "persistentVolumeClaim" in v
     ]
-    pvcs = [o["metadata"]["name"] for o in find(objects, "PersistentVolumeClaim")]
-    assert claims == (pvcs or [values["artifacts"]["existingClaim"]])
+    store = values.get("artifacts", {}).get("store", "minio")
+    if store == "pvc":
+        pvcs = [o["metadata"]["name"] for o in find(objects, "PersistentVolumeClaim")]
+        assert claims == (pvcs or [values["artifacts"]["pvc"]["existingClaim"]])
+    else:
+        assert claims == []
+        assert {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]} == {
+            "/tmp",
+            "/dev/shm",
+        }
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+            for e in pod["spec"]["containers"][0]["env"]
+            if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+        }
+        secret = settings.task_s3_credentials_secret
+        if store == "s3":
+            assert secret == "ml-artifacts-s3"
+        else:
+            assert one(objects, "Secret", secret)["metadata"]["namespace"] == NAMESPACE
+        assert refs["AWS_ACCESS_KEY_ID"] == refs["AWS_SECRET_ACCESS_KEY"] == secret
     service_accounts = {o["metadata"]["name"] for o in find(objects, "ServiceAccount")}
     task_account = pod["spec"].get("serviceAccountName")
     assert task_account is None or task_account in service_accounts
@@ -748,12 +874,12 @@ def _egress_ports(policy: Obj) -> set[tuple[str, int | str]]:
     }
 
 
-def test_task_pods_reach_only_dns_and_redis() -> None:
+def test_task_pods_reach_only_dns_redis_and_the_object_store() -> None:
     objects = render()
     tasks = one(objects, "NetworkPolicy", "kubetask-tasks")
     assert tasks["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert tasks["spec"]["ingress"] == []
-    assert _egress_ports(tasks) == {("UDP", 53), ("TCP", 53), ("TCP", 6379)}
+    assert _egress_ports(tasks) == {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 9000)}
     for rule in tasks["spec"]["egress"]:
         assert rule["to"], "an egress rule without `to` would allow every destination"
         for peer in rule["to"]:
@@ -761,8 +887,31 @@ def test_task_pods_reach_only_dns_and_redis() -> None:
     redis_rule = tasks["spec"]["egress"][1]
     redis_pod_labels = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert _selects(redis_rule["to"][0]["podSelector"]["matchLabels"], redis_pod_labels)
+    minio_rule = tasks["spec"]["egress"][2]
+    minio_pod_labels = one(objects, "Deployment", "kubetask-minio")["spec"]["template"]
+    assert _selects(
+        minio_rule["to"][0]["podSelector"]["matchLabels"], minio_pod_labels["metadata"]["labels"]
+    )
     external = one(render(EXTERNAL_REDIS), "NetworkPolicy", "kubetask-tasks")
     assert external["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    for values, ports in ((S3_STORE, {("TCP", 443)}), ({"artifacts": {"store": "pvc"}}, set())):
+        policy = one(render(values), "NetworkPolicy", "kubetask-tasks")
+        assert _egress_ports(policy) - {("UDP", 53), ("TCP", 53), ("TCP", 6379)} == ports
+    bucket = one(render(S3_STORE), "NetworkPolicy", "kubetask-tasks")["spec"]["egress"][2]
+    assert bucket["to"] == [{"ipBlock": {"cidr": "52.218.0.0/17"}}]
+
+
+def test_minio_takes_only_the_controller_and_the_tasks_and_calls_nothing() -> None:
+    objects = render()
+    minio = one(objects, "NetworkPolicy", "kubetask-minio")
+    assert minio["spec"]["egress"] == []
+    (rule,) = minio["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    pod_labels = one(objects, "Deployment", "kubetask-minio")["spec"]["template"]["metadata"]
+    assert _selects(minio["spec"]["podSelector"]["matchLabels"], pod_labels["labels"])
+    controller_labels = controller(objects)["spec"]["template"]["metadata"]["labels"]
+    assert any(_selects(p["podSelector"]["matchLabels"], controller_labels) for p in rule["from"])
+    assert len(rule["from"]) == 2
 
 
 def test_redis_takes_only_the_controller_and_the_tasks_and_calls_nothing() -> None:
@@ -771,12 +920,12 @@ def test_redis_takes_only_the_controller_and_the_tasks_and_calls_nothing() -> No
     assert redis["spec"]["egress"] == []
     (rule,) = redis["spec"]["ingress"]
     assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
-    controller_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    controller_labels = controller(objects)["spec"]["template"]["metadata"]["labels"]
     assert any(_selects(p["podSelector"]["matchLabels"], controller_labels) for p in rule["from"])
     assert len(rule["from"]) == 2
 
 
-def test_the_controller_takes_clients_on_its_port_and_reaches_dns_redis_and_the_api() -> None:
+def test_the_controller_takes_clients_on_its_port_and_reaches_dns_redis_store_and_api() -> None:
     objects = render()
     policy = one(objects, "NetworkPolicy", "kubetask-controller")
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
@@ -784,6 +933,7 @@ def test_the_controller_takes_clients_on_its_port_and_reaches_dns_redis_and_the_
         ("UDP", 53),
         ("TCP", 53),
         ("TCP", 6379),
+        ("TCP", 9000),
         ("TCP", 443),
         ("TCP", 6443),
     }
@@ -816,7 +966,7 @@ def test_the_helm_test_hook_calls_readyz_through_the_service() -> None:
     (container,) = pod["spec"]["containers"]
     assert (
         container["image"]
-        == one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+        == controller(objects)["spec"]["template"]["spec"]["containers"][0]["image"]
     )
     script = container["command"][-1]
     service = one(objects, "Service", "kubetask")

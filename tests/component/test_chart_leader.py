@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 
 from tests.cluster.control_plane import ControlPlane
-from tests.component.chart import CHART, KUBE_VERSIONS, NAMESPACE, Obj, one, render
+from tests.component.chart import CHART, KUBE_VERSIONS, NAMESPACE, Obj, controller, one, render
 from tests.component.test_chart import lint_problems, settings_from
 from tests.conftest import kubernetes_stack
 
@@ -29,7 +29,7 @@ def test_one_replica_by_default_with_no_election_and_no_lease_rights(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     objects = render()
-    deployment = one(objects, "Deployment")
+    deployment = controller(objects)
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert lease_rules(one(objects, "Role")) == []
@@ -41,7 +41,7 @@ def test_replicas_elect_a_leader_and_roll_one_pod_at_a_time(
     values: Obj, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     objects = render(values)
-    deployment = one(objects, "Deployment")
+    deployment = controller(objects)
     assert deployment["spec"]["replicas"] == values.get("replicaCount", 1)
     assert deployment["spec"]["strategy"] == {
         "type": "RollingUpdate",

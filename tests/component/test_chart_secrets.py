@@ -26,13 +26,16 @@ from kubetask.controller.service import validate_request
 from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
 from tests.cluster.containers import container_env
-from tests.component.chart import KUBE_VERSIONS, NAMESPACE, Obj, find, one, render
+from tests.component.chart import KUBE_VERSIONS, NAMESPACE, Obj, controller, find, one, render
+from tests.component.test_chart import S3_STORE
 
 PASSWORD = "0123456789abcdef0123456789abcdef"  # what the Secrets hold; never in the chart
 EXTERNAL_URL = f"redis://app:{PASSWORD}@redis.data.svc:6379/2"
 TASK_URL = f"redis://app:{PASSWORD}@redis.data.svc.cluster.local:6379/2"
+KEY_ID = "AKIAKUBETASKTEST0001"
 SECRETS = {
     "kt-redis": {"redis-password": PASSWORD},
+    "ml-artifacts-s3": {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": PASSWORD},
     "kt-external": {"redis-url": EXTERNAL_URL, "task-url": TASK_URL},
     "kt-notify": {
         "hooks": json.dumps([f"https://hooks.example/{PASSWORD}"]),
@@ -65,6 +68,7 @@ VALUE_SETS: dict[str, Obj] = {
     "in-chart-auth": IN_CHART_AUTH,
     "external": EXTERNAL,
     "notify": NOTIFY,
+    "s3-store": S3_STORE,
 }
 
 
@@ -78,18 +82,25 @@ def secret(namespace: str, name: str) -> Obj | None:
 
 def environment(objects: list[Obj], spec: Obj, name: str) -> dict[str, str]:
     """The first container's environment as the kubelet composes it (envFrom, secretKeyRef,
-    $(VAR) references), from the rendered objects and SECRETS."""
+    $(VAR) references), from the rendered objects (the chart's own Secrets, e.g. the
+    generated MinIO credentials) and SECRETS."""
 
     def configmap(namespace: str, name: str) -> Obj | None:
         found = find(objects, "ConfigMap", name)
         return found[0] if found else None
 
+    def any_secret(namespace: str, name: str) -> Obj | None:
+        rendered = [
+            o for o in find(objects, "Secret", name) if o["metadata"]["namespace"] == namespace
+        ]
+        return rendered[0] if rendered else secret(namespace, name)
+
     pod = {"metadata": {"namespace": NAMESPACE, "name": name}, "spec": spec}
-    return container_env(pod, spec["containers"][0], configmaps=configmap, secrets=secret)
+    return container_env(pod, spec["containers"][0], configmaps=configmap, secrets=any_secret)
 
 
 def controller_settings(objects: list[Obj], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    deployment = one(objects, "Deployment")
+    deployment = controller(objects)
     env = environment(objects, deployment["spec"]["template"]["spec"], "kubetask-0")
     for key in list(os.environ):
         if key.startswith("KUBETASK_"):
@@ -184,3 +195,54 @@ def test_credentials_in_values_and_bad_references_are_refused(
 ) -> None:
     with pytest.raises(helm.HelmError, match=message):
         render(values)
+
+
+def _store_secret_refs(container: Obj) -> dict[str, tuple[str, str]]:
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+        if e["name"].startswith("AWS_")
+    }
+
+
+@pytest.mark.parametrize("store", ["s3", "minio"])
+def test_the_object_store_credentials_reach_the_controller_and_tasks_by_reference(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's bucket: its existing Secret; the in-chart MinIO: the generated Secret that
+    MinIO itself reads its root credentials from. The controller gets them in its env, the
+    Jobs it builds reference the same Secret (KUBETASK_TASK_S3_CREDENTIALS_SECRET)."""
+    objects = render(S3_STORE if store == "s3" else {})
+    if store == "s3":
+        name, key_id, secret_key = "ml-artifacts-s3", KEY_ID, PASSWORD
+        url, endpoint = "s3://ml-artifacts/kubetask", "https://s3.eu-west-1.amazonaws.com"
+        assert not find(objects, "Secret", name)  # referenced, never made
+    else:
+        name, url = "kubetask-minio", "s3://kubetask"
+        endpoint = f"http://kubetask-minio.{NAMESPACE}.svc:9000"
+        data = one(objects, "Secret", name)["data"]
+        key_id, secret_key = (
+            base64.b64decode(data[k]).decode()
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        )
+        assert len(key_id) >= 20
+        assert len(secret_key) >= 40
+        minio = one(objects, "Deployment", name)["spec"]["template"]["spec"]
+        server = environment(objects, minio, "minio-0")
+        assert (server["MINIO_ROOT_USER"], server["MINIO_ROOT_PASSWORD"]) == (key_id, secret_key)
+    spec = controller(objects)["spec"]["template"]["spec"]
+    assert _store_secret_refs(spec["containers"][0]) == {
+        "AWS_ACCESS_KEY_ID": (name, "AWS_ACCESS_KEY_ID"),
+        "AWS_SECRET_ACCESS_KEY": (name, "AWS_SECRET_ACCESS_KEY"),
+    }
+    server_env = environment(objects, spec, "kubetask-0")
+    assert (server_env["AWS_ACCESS_KEY_ID"], server_env["AWS_SECRET_ACCESS_KEY"]) == (
+        key_id,
+        secret_key,
+    )
+    settings = controller_settings(objects, monkeypatch)
+    assert settings.task_s3_credentials_secret == name
+    assert settings.cluster().artifacts_claim == ""
+    task = task_environment(settings, objects)
+    assert (task["AWS_ACCESS_KEY_ID"], task["AWS_SECRET_ACCESS_KEY"]) == (key_id, secret_key)
+    assert (task["KUBETASK_ARTIFACTS_URL"], task["AWS_ENDPOINT_URL"]) == (url, endpoint)

@@ -25,7 +25,16 @@ from kubetask.controller.records import JobRecord
 from kubetask.controller.service import validate_request
 from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest
-from tests.component.chart import CHART, KUBE_VERSIONS, NAMESPACE, Obj, find, one, render
+from tests.component.chart import (
+    CHART,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    Obj,
+    controller,
+    find,
+    one,
+    render,
+)
 from tests.component.test_chart import (
     EXPECTED_RULES,
     lint_problems,
@@ -45,10 +54,12 @@ TENANTS: Obj = {
     "config": {"limits": {"maxActiveJobsPerTenant": 20, "maxCpu": "8", "maxMemory": "32Gi"}},
 }
 TENANT_NAMESPACES = ["ml-team-a", "ml-team-b"]
+TOKENS = "kubetask-tokens"  # the generated tokens Secret
 
 
 def generated_token(objects: list[Obj]) -> str:
-    (entry,) = json.loads(base64.b64decode(one(objects, "Secret")["data"]["tokens.json"]))
+    (secret,) = [o for o in find(objects, "Secret") if "tokens.json" in o["data"]]
+    (entry,) = json.loads(base64.b64decode(secret["data"]["tokens.json"]))
     assert entry["role"] == "admin"
     assert entry["tenant"] == "default"
     token: str = entry["token"]
@@ -57,7 +68,7 @@ def generated_token(objects: list[Obj]) -> str:
 
 
 def tokens_of(objects: list[Obj]) -> TokenTable:
-    secret = one(objects, "Secret")
+    secret = one(objects, "Secret", TOKENS)
     return TokenTable.parse(base64.b64decode(secret["data"]["tokens.json"]).decode())
 
 
@@ -68,7 +79,7 @@ def in_namespace(objects: list[Obj], kind: str, namespace: str) -> Obj:
 
 def mounted_tokens_file(objects: list[Obj]) -> tuple[str, str, str]:
     """(the file's path in the container, the Secret's name, its key) as the pod mounts it."""
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = controller(objects)["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "tokens"]
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "tokens"]
     assert mount["readOnly"] is True
@@ -88,7 +99,7 @@ def test_by_default_one_admin_token_is_generated_and_mounted(
     settings = settings_from(objects, monkeypatch)
     path, secret, key = mounted_tokens_file(objects)
     assert str(settings.tokens_file) == path
-    assert (secret, key) == (one(objects, "Secret")["metadata"]["name"], "tokens.json")
+    assert (secret, key) == (TOKENS, "tokens.json")
     assert settings.host == "0.0.0.0"  # allowed only because there are tokens
     assert settings.tenant_namespaces == {}
     assert settings.max_active_jobs_per_tenant == 1000
@@ -109,18 +120,23 @@ def test_given_tokens_become_the_secret_and_limits_the_settings(
 
 def test_an_existing_secret_is_mounted_and_none_is_created(monkeypatch: pytest.MonkeyPatch) -> None:
     objects = render({"auth": {"existingSecret": "api-tokens", "existingSecretKey": "all.json"}})
-    assert not find(objects, "Secret")
+    assert not find(objects, "Secret", TOKENS)
     path, secret, key = mounted_tokens_file(objects)
     assert (secret, key) == ("api-tokens", "all.json")
     assert str(settings_from(objects, monkeypatch).tokens_file) == path
 
 
-def test_each_tenant_namespace_gets_the_role_account_pvc_and_policy() -> None:
-    objects = render(TENANTS)
+@pytest.mark.parametrize(
+    ("store", "artifacts"), [("minio", "Secret"), ("pvc", "PersistentVolumeClaim")]
+)
+def test_each_tenant_namespace_gets_the_role_account_store_and_policy(
+    store: str, artifacts: str
+) -> None:
+    """With the in-chart MinIO a copy of its credentials Secret (the tenant's Jobs
+    reference it), with a shared volume the tenant's own claim."""
+    objects = render({**TENANTS, "artifacts": {"store": store}})
     home_role = in_namespace(objects, "Role", NAMESPACE)
-    controller_account = one(objects, "Deployment")["spec"]["template"]["spec"][
-        "serviceAccountName"
-    ]
+    controller_account = controller(objects)["spec"]["template"]["spec"]["serviceAccountName"]
     by_namespace: dict[str, set[str]] = {}
     for obj in objects:
         by_namespace.setdefault(obj["metadata"].get("namespace", ""), set()).add(obj["kind"])
@@ -129,7 +145,7 @@ def test_each_tenant_namespace_gets_the_role_account_pvc_and_policy() -> None:
             "Role",
             "RoleBinding",
             "ServiceAccount",
-            "PersistentVolumeClaim",
+            artifacts,
             "NetworkPolicy",
         }
         role = in_namespace(objects, "Role", namespace)
@@ -140,24 +156,39 @@ def test_each_tenant_namespace_gets_the_role_account_pvc_and_policy() -> None:
         ]
         assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert len(find(objects, "Role")) == 3  # ops runs at home: no second Role there
+    if store == "minio":  # the same credentials everywhere
+        copies = [o["data"] for o in find(objects, "Secret", "kubetask-minio")]
+        assert len(copies) == 3
+        assert all(data == copies[0] for data in copies)
     assert not find(objects, "ClusterRole")
 
 
-def test_tenant_tasks_reach_redis_across_namespaces_and_nothing_else() -> None:
+def test_tenant_tasks_reach_redis_and_minio_across_namespaces_and_nothing_else() -> None:
     objects = render(TENANTS)
     redis_pods = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
-    (redis_rule,) = one(objects, "NetworkPolicy", "kubetask-redis")["spec"]["ingress"]
-    admitted = {
-        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-        for p in redis_rule["from"]
-        if "namespaceSelector" in p
-    }
-    assert admitted == set(TENANT_NAMESPACES)
+    minio_pods = one(objects, "Deployment", "kubetask-minio")["spec"]["template"]["metadata"]
+    for server in ("kubetask-redis", "kubetask-minio"):
+        (rule,) = one(objects, "NetworkPolicy", server)["spec"]["ingress"]
+        admitted = {
+            p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for p in rule["from"]
+            if "namespaceSelector" in p
+        }
+        assert admitted == set(TENANT_NAMESPACES), server
     for policy in find(objects, "NetworkPolicy"):
         if policy["metadata"]["namespace"] not in TENANT_NAMESPACES:
             continue
         assert policy["spec"]["ingress"] == []
-        (dns, redis) = policy["spec"]["egress"]
+        (dns, redis, store) = policy["spec"]["egress"]
+        (store_peer,) = store["to"]
+        assert store_peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": NAMESPACE
+        }
+        assert all(
+            minio_pods["labels"].get(k) == v
+            for k, v in store_peer["podSelector"]["matchLabels"].items()
+        )
+        assert store["ports"] == [{"port": 9000, "protocol": "TCP"}]
         (peer,) = redis["to"]
         assert peer["namespaceSelector"]["matchLabels"] == {
             "kubernetes.io/metadata.name": NAMESPACE

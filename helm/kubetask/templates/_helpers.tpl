@@ -199,20 +199,17 @@ the Redis password or URL, the webhooks, the webhook signing key, the SMTP passw
 {{- end }}
 
 {{/*
-The artifacts PVC that task pods mount at /artifacts (KUBETASK_ARTIFACTS_CLAIM).
-*/}}
-{{/*
 Refuse, at install, an artifacts claim that cannot bind: ReadWriteMany asked of a StorageClass
 (the named one, else the cluster's default) whose provisioner offers only ReadWriteOnce. The
 claim would stay Pending and every task pod with it. `lookup` sees the cluster only in a real
 install or upgrade; `helm template` and client dry runs skip the check.
 */}}
 {{- define "kubetask.checkArtifactsStorage" -}}
-{{- if and .Values.artifacts.create (not .Values.artifacts.existingClaim) (has "ReadWriteMany" .Values.artifacts.accessModes) }}
+{{- if and (eq .Values.artifacts.store "pvc") .Values.artifacts.pvc.create (not .Values.artifacts.pvc.existingClaim) (has "ReadWriteMany" .Values.artifacts.pvc.accessModes) }}
 {{- $readWriteOnceOnly := list "rancher.io/local-path" "kubernetes.io/no-provisioner" "openebs.io/local" "topolvm.io" "pd.csi.storage.gke.io" "kubernetes.io/gce-pd" "ebs.csi.aws.com" "kubernetes.io/aws-ebs" "disk.csi.azure.com" "kubernetes.io/azure-disk" }}
 {{- $class := dict }}
-{{- if .Values.artifacts.storageClass }}
-{{- $class = lookup "storage.k8s.io/v1" "StorageClass" "" .Values.artifacts.storageClass }}
+{{- if .Values.artifacts.pvc.storageClass }}
+{{- $class = lookup "storage.k8s.io/v1" "StorageClass" "" .Values.artifacts.pvc.storageClass }}
 {{- else }}
 {{- range (lookup "storage.k8s.io/v1" "StorageClass" "" "").items }}
 {{- if eq (index (.metadata.annotations | default dict) "storageclass.kubernetes.io/is-default-class") "true" }}
@@ -221,14 +218,17 @@ install or upgrade; `helm template` and client dry runs skip the check.
 {{- end }}
 {{- end }}
 {{- if and $class (has $class.provisioner $readWriteOnceOnly) }}
-{{- fail (printf "artifacts.accessModes asks for ReadWriteMany, but StorageClass %q (provisioner %s) offers only ReadWriteOnce: the artifacts claim would stay Pending, and every task pod with it. Use artifacts.accessModes=[ReadWriteOnce] (every task then runs where the volume is), a StorageClass that offers ReadWriteMany (artifacts.storageClass), or artifacts.existingClaim." $class.metadata.name $class.provisioner) }}
+{{- fail (printf "artifacts.pvc.accessModes asks for ReadWriteMany, but StorageClass %q (provisioner %s) offers only ReadWriteOnce: the artifacts claim would stay Pending, and every task pod with it. Use object storage (artifacts.store=minio or s3), artifacts.pvc.accessModes=[ReadWriteOnce] (every task then runs where the volume is), a StorageClass that offers ReadWriteMany (artifacts.pvc.storageClass), or artifacts.pvc.existingClaim." $class.metadata.name $class.provisioner) }}
 {{- end }}
 {{- end }}
 {{- end }}
 
+{{/*
+The artifacts PVC that task pods mount at /artifacts with store pvc (KUBETASK_ARTIFACTS_CLAIM).
+*/}}
 {{- define "kubetask.artifactsClaim" -}}
-{{- if .Values.artifacts.existingClaim }}
-{{- .Values.artifacts.existingClaim }}
+{{- if .Values.artifacts.pvc.existingClaim }}
+{{- .Values.artifacts.pvc.existingClaim }}
 {{- else }}
 {{- include "kubetask.suffixed" (dict "ctx" . "suffix" "artifacts") }}
 {{- end }}
@@ -372,5 +372,144 @@ release namespace, or the external one.
       protocol: TCP
 {{- else }}
 {{- include "kubetask.redisEgress" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Object storage (artifacts.store s3 or minio): the in-chart MinIO's name, the Secret with the
+credentials (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), the store's settings.
+*/}}
+{{- define "kubetask.minioName" -}}
+{{- include "kubetask.suffixed" (dict "ctx" . "suffix" "minio") }}
+{{- end }}
+
+{{- define "kubetask.objectStore" -}}
+{{- if has .Values.artifacts.store (list "s3" "minio") }}true{{ end }}
+{{- end }}
+
+{{- define "kubetask.storeSecretName" -}}
+{{- if eq .Values.artifacts.store "minio" }}
+{{- include "kubetask.minioName" . }}
+{{- else }}
+{{- .Values.artifacts.s3.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+The in-chart MinIO's root credentials, as JSON: those of the Secret already installed (read
+back on upgrade), else new ones; made once per render (kept in .Values._minioCredentials),
+so the Secret in the release namespace and its copies in tenant namespaces agree.
+*/}}
+{{- define "kubetask.minioCredentials" -}}
+{{- if not (hasKey .Values "_minioCredentials") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "kubetask.minioName" .) }}
+{{- $data := default dict (get (default dict $existing) "data") }}
+{{- $credentials := dict "AWS_ACCESS_KEY_ID" (randAlphaNum 20) "AWS_SECRET_ACCESS_KEY" (randAlphaNum 40) }}
+{{- if and (hasKey $data "AWS_ACCESS_KEY_ID") (hasKey $data "AWS_SECRET_ACCESS_KEY") }}
+{{- $credentials = dict "AWS_ACCESS_KEY_ID" (get $data "AWS_ACCESS_KEY_ID" | b64dec) "AWS_SECRET_ACCESS_KEY" (get $data "AWS_SECRET_ACCESS_KEY" | b64dec) }}
+{{- end }}
+{{- $_ := set .Values "_minioCredentials" $credentials }}
+{{- end }}
+{{- toJson .Values._minioCredentials }}
+{{- end }}
+
+{{/*
+The generated MinIO credentials Secret, in a namespace; call with (dict "ctx" $ "namespace" NS).
+*/}}
+{{- define "kubetask.minioSecret" -}}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ include "kubetask.minioName" .ctx }}
+  namespace: {{ .namespace }}
+  labels:
+    {{- include "kubetask.labels" (dict "ctx" .ctx "component" "artifacts") | nindent 4 }}
+type: Opaque
+data:
+  {{- range $key, $value := include "kubetask.minioCredentials" .ctx | fromJson }}
+  {{ $key }}: {{ $value | b64enc | quote }}
+  {{- end }}
+{{- end }}
+
+{{/*
+The artifact store's settings of the settings ConfigMap (checked here: the ConfigMap is
+always rendered).
+*/}}
+{{- define "kubetask.artifactsSettings" -}}
+{{- $a := .Values.artifacts }}
+{{- if eq $a.store "pvc" }}
+{{- if and (not $a.pvc.create) (not $a.pvc.existingClaim) }}
+{{- fail "artifacts.pvc.existingClaim is required when artifacts.pvc.create is false: task pods mount it at /artifacts" }}
+{{- end }}
+KUBETASK_ARTIFACTS_CLAIM: {{ include "kubetask.artifactsClaim" . | quote }}
+{{- else }}
+{{- if eq $a.store "s3" }}
+{{- if not (regexMatch "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$" $a.s3.url) }}
+{{- fail "artifacts.s3.url is required with artifacts.store s3: s3://bucket[/prefix]" }}
+{{- end }}
+{{- if not $a.s3.existingSecret }}
+{{- fail "artifacts.s3.existingSecret is required with artifacts.store s3: a Secret with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" }}
+{{- end }}
+KUBETASK_ARTIFACTS_URL: {{ $a.s3.url | quote }}
+{{- with $a.s3.endpoint }}
+KUBETASK_S3_ENDPOINT: {{ . | quote }}
+{{- end }}
+{{- with $a.s3.region }}
+KUBETASK_S3_REGION: {{ . | quote }}
+{{- end }}
+{{- else }}
+KUBETASK_ARTIFACTS_URL: {{ printf "s3://%s" $a.minio.bucket | quote }}
+KUBETASK_S3_ENDPOINT: {{ printf "http://%s.%s.svc:%d" (include "kubetask.minioName" .) .Release.Namespace (int $a.minio.service.port) | quote }}
+KUBETASK_S3_REGION: {{ $a.minio.region | quote }}
+{{- end }}
+{{- /* no shared volume: the tasks stage through the store */}}
+KUBETASK_ARTIFACTS_CLAIM: ""
+KUBETASK_TASK_S3_CREDENTIALS_SECRET: {{ include "kubetask.storeSecretName" . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The controller's credentials for object storage, from the store's Secret (secretKeyRef).
+*/}}
+{{- define "kubetask.storeEnv" -}}
+{{- if include "kubetask.objectStore" . }}
+{{- range $key := list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kubetask.storeSecretName" $ | quote }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+NetworkPolicy egress to object storage: the in-chart MinIO (in the release namespace), or
+the user's store (artifacts.s3.to / ports). Nothing with store pvc. Call with
+(dict "ctx" $ "across" BOOL): across, from a tenant's namespace.
+*/}}
+{{- define "kubetask.storeEgress" -}}
+{{- $a := .ctx.Values.artifacts }}
+{{- if eq $a.store "minio" }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "kubetask.selectorLabels" (dict "ctx" .ctx "component" "artifacts") | nindent 10 }}
+      {{- if .across }}
+      namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .ctx.Release.Namespace }}
+      {{- end }}
+  ports:
+    - port: {{ $a.minio.service.port }}
+      protocol: TCP
+{{- else if eq $a.store "s3" }}
+- to:
+    {{- toYaml $a.s3.to | nindent 4 }}
+  ports:
+    {{- range $a.s3.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
 {{- end }}
 {{- end }}
