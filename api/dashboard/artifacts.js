@@ -13,6 +13,8 @@ const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "image/svg+xml"]);
 const IMAGE_NAME = /\.(png|jpe?g|svg)$/i;
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
 const KEEP_DOWNLOAD_URL_MS = 60000; // long enough for the browser to take the Blob
+const MAX_INLINE_IMAGES = 12; // a job's first images are shown; the table lists them all
+const MAX_INLINE_BYTES = 20 * 1024 * 1024; // larger ones are downloads, not page weight
 
 // 1536 -> "1.5 KiB"; bytes below 1 KiB as they are.
 function humanSize(bytes) {
@@ -35,6 +37,11 @@ function artifactUrl(jobId, path) {
 function isImage(entry) {
   const type = (entry.content_type || "").split(";")[0].trim().toLowerCase();
   return IMAGE_TYPES.has(type) || (!type.startsWith("text/") && IMAGE_NAME.test(entry.path));
+}
+
+// The files a job page shows inline: its first few images of a reasonable size.
+function inlineImages(items) {
+  return items.filter((entry) => isImage(entry) && entry.size <= MAX_INLINE_BYTES).slice(0, MAX_INLINE_IMAGES);
 }
 
 async function fetchBlob(url) {
@@ -103,7 +110,7 @@ async function loadArtifacts(jobId, changed) {
     files.error = error.message;
   }
   changed();
-  for (const entry of (files.items || []).filter(isImage)) {
+  for (const entry of inlineImages(files.items || [])) {
     const known = files.images.get(entry.path);
     if (known && known.etag === entry.etag) continue;
     try {

@@ -553,6 +553,28 @@ def test_human_sizes_read_as_people_write_them(server: ApiServer, browser: Any) 
     assert shown == [human_size(size) for size in sizes]
 
 
+def test_a_job_page_shows_inline_its_first_images_of_a_reasonable_size(
+    server: ApiServer, browser: Any
+) -> None:
+    open_table(browser, server)
+
+    def entry(path: str, content_type: str, size: int = 1000) -> dict[str, Any]:
+        return {"path": path, "size": size, "content_type": content_type}
+
+    items = [
+        entry("confusion.png", "image/png"),
+        entry("overlay.jpg", "image/jpeg"),
+        entry("plot.svg", "image/svg+xml"),
+        entry("robustness.csv", "text/csv"),
+        entry("explanation.npz", "application/octet-stream"),
+        entry("unknown-type.png", "application/octet-stream"),
+        entry("huge.png", "image/png", size=21 * 1024**2),
+    ] + [entry(f"many/{i:02}.png", "image/png") for i in range(20)]
+    shown = browser.execute_script("return inlineImages(arguments[0]).map(e => e.path)", items)
+    assert shown[:4] == ["confusion.png", "overlay.jpg", "plot.svg", "unknown-type.png"]
+    assert shown[4:] == [f"many/{i:02}.png" for i in range(8)]  # 12 at most
+
+
 ARTIFACTS_JS = """return [...document.querySelectorAll('#artifacts tbody tr')].map(r => ({
   path: r.dataset.path, size: Number(r.cells[1].dataset.size), shown: r.cells[1].textContent,
   href: r.querySelector('a').getAttribute('href')}))"""
