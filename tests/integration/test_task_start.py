@@ -6,6 +6,7 @@ and a unix socket, and through redis-py for the URLs it leaves to it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -137,6 +138,7 @@ def socket_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_publisher_over_a_unix_socket_with_a_password(socket_redis: RedisServer) -> None:
