@@ -1,10 +1,13 @@
-"""The chart, installed into the real API server by Helm's own engine (helm-python-sdk), with
-its default values: every object is accepted (RBAC, Pod Security `restricted`, PriorityClasses,
-NetworkPolicies...), and the controller — run here with the settings the chart installed and
-the chart's ServiceAccount token — takes a REST `datagen` job to `succeeded` on the process
-node; `kubectl describe job` tells the story. And the storage trap: an artifacts claim that
-cannot bind leaves pods Pending (shown as the job's reason), and the install refuses
-ReadWriteMany on a StorageClass that offers only ReadWriteOnce."""
+"""The chart, installed into the real API server by Helm's own engine (helm-python-sdk): with
+its default values every object is accepted (RBAC, Pod Security `restricted`, PriorityClasses,
+NetworkPolicies, the in-chart MinIO's Deployment, ReadWriteOnce claim and generated
+Secret...); with object storage (`artifacts.store: s3`, the test MinIO on 127.0.0.1) the
+controller — run here with the settings the chart installed and the chart's ServiceAccount
+token — takes a REST `datagen` job to `succeeded` on the process node, the task pod mounting
+no shared volume and reading its credentials from the Secret, its outputs in the bucket;
+`kubectl describe job` tells the story. And the storage trap of the shared-volume choice: a
+claim that cannot bind leaves pods Pending (shown as the job's reason), and the install
+refuses ReadWriteMany on a StorageClass that offers only ReadWriteOnce."""
 
 from __future__ import annotations
 
@@ -19,15 +22,18 @@ import helm_python as helm
 import pytest
 from kubernetes import client as k8s
 
+from kubetask.storage import store_from_url
 from tests.cluster.bootstrap import admin_client, restricted_namespace, service_account_kubeconfig
 from tests.cluster.control_plane import ControlPlane
 from tests.component.chart import CHART
+from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
 
 KUBECTL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl")
 RELEASE = "kubetask"
 CLAIM = f"{RELEASE}-artifacts"
 LOCAL = {"HOST", "PORT", "DATA_DIR", "REDIS_URL", "TASK_REDIS_URL", "TOKENS_FILE"}
+S3_SECRET = "kubetask-s3"  # the user's Secret with the bucket's credentials
 
 
 def static_volume(api: k8s.ApiClient, *, name: str, folder: Path, namespace: str) -> None:
@@ -79,14 +85,76 @@ def installed_settings(api: k8s.ApiClient, namespace: str) -> dict[str, str]:
     }
 
 
-def test_the_default_chart_installs_and_runs_a_job_on_the_process_node(
-    control_plane: ControlPlane, namespace: str, redis_url: str, tmp_path: Path
+def test_the_default_chart_installs_with_the_in_chart_minio(
+    control_plane: ControlPlane, namespace: str
 ) -> None:
+    """The default store: MinIO on a ReadWriteOnce claim, its credentials generated once
+    (an upgrade keeps them), the controller and the Jobs pointed at it. (Its pod cannot run
+    on the process node, which runs only task images: the rendering tests cover it.)"""
     release = install(control_plane, namespace)
     assert release["status"] == "deployed"
     with admin_client(control_plane) as api:
         core: Any = k8s.CoreV1Api(api)
-        claim = core.read_namespaced_persistent_volume_claim(CLAIM, namespace)
+        claims = core.list_namespaced_persistent_volume_claim(namespace).items
+        secret = core.read_namespaced_secret(f"{RELEASE}-minio", namespace).data
+        settings = installed_settings(api, namespace)
+        apps: Any = k8s.AppsV1Api(api)
+        minio = apps.read_namespaced_deployment(f"{RELEASE}-minio", namespace)
+    assert [(c.metadata.name, c.spec.access_modes) for c in claims] == [
+        (f"{RELEASE}-minio", ["ReadWriteOnce"])
+    ]
+    assert set(secret) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert minio.spec.template.spec.volumes[0].persistent_volume_claim.claim_name == (
+        f"{RELEASE}-minio"
+    )
+    assert settings["artifacts_url"] == "s3://kubetask"
+    assert settings["s3_endpoint"] == f"http://{RELEASE}-minio.{namespace}.svc:9000"
+    assert settings["artifacts_claim"] == ""
+    assert settings["task_s3_credentials_secret"] == f"{RELEASE}-minio"
+    with helm.Config(kubeconfig_path=str(control_plane.kubeconfig), namespace=namespace) as config:
+        upgraded = config.upgrade(str(CHART), RELEASE, {}, namespace=namespace)
+    assert upgraded["status"] == "deployed"
+    with admin_client(control_plane) as api:
+        kept = k8s.CoreV1Api(api).read_namespaced_secret(f"{RELEASE}-minio", namespace).data
+    assert kept == secret
+
+
+def test_the_chart_with_object_storage_runs_a_job_whose_outputs_land_in_the_bucket(
+    control_plane: ControlPlane,
+    *,
+    namespace: str,
+    redis_url: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bucket = s3_server.make_bucket(f"chart-{uuid.uuid4().hex[:12]}")
+    url = f"s3://{bucket}/kubetask"
+    keys = {
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+    }
+    values = {
+        "artifacts": {
+            "store": "s3",
+            "s3": {
+                "url": url,
+                "endpoint": s3_server.endpoint,
+                "region": s3_server.region,
+                "existingSecret": S3_SECRET,
+                "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+                "ports": [s3_server.port],
+            },
+        }
+    }
+    with admin_client(control_plane) as api:
+        core: Any = k8s.CoreV1Api(api)
+        core.create_namespaced_secret(
+            namespace, {"metadata": {"name": S3_SECRET}, "stringData": keys}
+        )
+        release = install(control_plane, namespace, values)
+        assert release["status"] == "deployed"
+        assert core.list_namespaced_persistent_volume_claim(namespace).items == []
         settings = installed_settings(api, namespace)
         kubeconfig = service_account_kubeconfig(
             control_plane,
@@ -95,7 +163,10 @@ def test_the_default_chart_installs_and_runs_a_job_on_the_process_node(
             account=RELEASE,
             path=tmp_path / "controller.kubeconfig",
         )
-    assert claim.spec.access_modes == ["ReadWriteOnce"]
+    assert settings["artifacts_url"] == url
+    # in the cluster the controller reads these from the Secret (secretKeyRef)
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
     controller = ApiServer(
         redis_url=own_database(redis_url),
         data_dir=tmp_path / "api",
@@ -105,11 +176,25 @@ def test_the_default_chart_installs_and_runs_a_job_on_the_process_node(
     try:
         small = {"n_per_class": 4, "length": 256, "sample_rate": 2000}
         job = controller.wait(controller.submit("datagen", small), timeout_s=120)
+        listed = controller.client.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]
     finally:
         controller.close()
     assert job["state"] == "succeeded", job
     assert job["backend"]["namespace"] == namespace
-    assert (tmp_path / "artifacts" / job["id"]).is_dir()  # written through the claim
+    assert "dataset.npz" in {item["path"] for item in listed}  # the API reads the bucket
+    store = store_from_url(url, endpoint=s3_server.endpoint, region=s3_server.region, env=keys)
+    assert f"{job['id']}/dataset.npz" in {entry.path for entry in store.list(job["id"])}
+    assert not (tmp_path / "artifacts" / job["id"]).exists()  # nothing through a volume
+    with admin_client(control_plane) as api:
+        batch: Any = k8s.BatchV1Api(api)
+        pod = batch.read_namespaced_job(f"kt-{job['id']}", namespace).spec.template.spec
+    assert [v.name for v in pod.volumes if v.persistent_volume_claim] == []
+    refs = {
+        e.name: e.value_from.secret_key_ref.name
+        for e in pod.containers[0].env
+        if e.value_from and e.value_from.secret_key_ref
+    }
+    assert refs["AWS_ACCESS_KEY_ID"] == refs["AWS_SECRET_ACCESS_KEY"] == S3_SECRET
     kubectl = [KUBECTL, "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
     described = subprocess.run(
         [*kubectl, "describe", "job", f"kt-{job['id']}"],
@@ -127,7 +212,8 @@ def test_a_claim_that_cannot_bind_is_the_jobs_pending_reason(
 ) -> None:
     """ReadWriteMany asked where only a ReadWriteOnce volume exists: the claim stays
     Pending, and so does every task pod; the job says why, in the scheduler's words."""
-    install(control_plane, namespace, {"artifacts": {"accessModes": ["ReadWriteMany"]}})
+    shared = {"store": "pvc", "pvc": {"accessModes": ["ReadWriteMany"]}}
+    install(control_plane, namespace, {"artifacts": shared})
     with admin_client(control_plane) as api:
         settings = installed_settings(api, namespace)
         kubeconfig = service_account_kubeconfig(
@@ -166,10 +252,14 @@ def test_the_install_refuses_read_write_many_where_the_storage_offers_only_read_
             }
         )
     try:
-        values = {"artifacts": {"accessModes": ["ReadWriteMany"], "storageClass": storage_class}}
+        shared: dict[str, Any] = {"store": "pvc", "pvc": {"storageClass": storage_class}}
+        many = {
+            "store": "pvc",
+            "pvc": {"storageClass": storage_class, "accessModes": ["ReadWriteMany"]},
+        }
         with pytest.raises(helm.HelmError, match="offers only ReadWriteOnce"):
-            install(control_plane, namespace, values)
-        release = install(control_plane, namespace, {"artifacts": {"storageClass": storage_class}})
+            install(control_plane, namespace, {"artifacts": many})
+        release = install(control_plane, namespace, {"artifacts": shared})
         assert release["status"] == "deployed"  # ReadWriteOnce, the default, is fine
     finally:
         with admin_client(control_plane) as api:
