@@ -84,19 +84,20 @@ kubectl --context "kind-$CLUSTER" create namespace "$NAMESPACE" --dry-run=client
     | kubectl --context "kind-$CLUSTER" apply -f -
 kubectl --context "kind-$CLUSTER" label --overwrite namespace "$NAMESPACE" \
     pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted
-# kind's storage (local-path) offers ReadWriteOnce only; it is one node, so that is enough.
+# kind's storage (local-path) offers ReadWriteOnce only: the default artifact store, the
+# in-chart MinIO, needs no more (its claim is mounted by its one pod).
 helm upgrade --install "$RELEASE" helm/kubetask \
     --kube-context "kind-$CLUSTER" --namespace "$NAMESPACE" \
     --set image.tag="$TAG" \
     --set tasks.images.trainer.tag="$TAG" \
     --set tasks.images.gan.tag="$TAG" \
-    --set 'artifacts.accessModes={ReadWriteOnce}' \
-    --set artifacts.keep=false \
-    --set artifacts.size=1Gi \
+    --set artifacts.minio.persistence.keep=false \
+    --set artifacts.minio.persistence.size=1Gi \
     --set redis.persistence.size=1Gi
-# Not `helm install --wait`: the artifacts PVC binds only when the first task pod uses it
-# (WaitForFirstConsumer), so waiting for every object would wait for a job.
+# Not `helm install --wait`: a WaitForFirstConsumer claim binds only when its pod starts;
+# the rollouts say when the pods are up.
 "${KUBECTL[@]}" rollout status "statefulset/$RELEASE-redis" --timeout=300s
+"${KUBECTL[@]}" rollout status "deployment/$RELEASE-minio" --timeout=300s
 "${KUBECTL[@]}" rollout status "deployment/$RELEASE" --timeout=300s
 
 log "helm test"
