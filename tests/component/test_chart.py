@@ -608,6 +608,10 @@ def test_by_default_the_store_is_the_in_chart_minio_on_a_read_write_once_volume(
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert "storageClassName" not in claim["spec"]  # the cluster's default
     assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    secret = one(objects, "Secret", "kubetask-minio")  # the data is sealed with it: kept too
+    assert secret["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    unkept = render({"artifacts": {"minio": {"persistence": {"keep": False}}}})
+    assert "annotations" not in one(unkept, "Secret", "kubetask-minio")["metadata"]
     mounting = [owner for owner, spec in pod_specs(objects) if "kubetask-minio" in _claims_of(spec)]
     assert mounting == ["kubetask-minio"]
     minio = one(objects, "Deployment", "kubetask-minio")

@@ -424,6 +424,12 @@ metadata:
   namespace: {{ .namespace }}
   labels:
     {{- include "kubetask.labels" (dict "ctx" .ctx "component" "artifacts") | nindent 4 }}
+  {{- if .ctx.Values.artifacts.minio.persistence.keep }}
+  # kept with the data: MinIO's drive holds its config sealed with these root credentials,
+  # and a reinstall reads them back (lookup)
+  annotations:
+    helm.sh/resource-policy: keep
+  {{- end }}
 type: Opaque
 data:
   {{- range $key, $value := include "kubetask.minioCredentials" .ctx | fromJson }}
