@@ -60,6 +60,11 @@ def test_the_readme_chain_with_default_params_succeeds_end_to_end(api: ApiServer
         succeeded(api, submitted["evaluate"])["result"]["n_signals"]
         == (datagen["result"]["n_signals"])
     )
+    listed = api.client.get(f"/v1/jobs/{train['id']}/artifacts").json()["items"]
+    size = next(a["size"] for a in listed if a["path"] == "model.pt")
+    model_pt = api.client.get(f"/v1/jobs/{train['id']}/artifacts/model.pt")  # what it ends with
+    assert model_pt.status_code == 200
+    assert len(model_pt.content) == size > 0
     print(f"the README chain: {time.monotonic() - started:.1f}s")
 
 
