@@ -1,5 +1,6 @@
-"""`python -m bench [--quick] [--only relay,startup,noop,submissions,kube,train,gan]`: run the
-figures against one set of servers, print a table and write bench/out/results.json."""
+"""`python -m bench [--quick] [--full] [--only NAME,...]`: run the figures (relay, startup,
+noop, submissions, kube, train, gan, celery) against one set of servers, print a table and
+write bench/out/results.json."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import gan_epoch, kube, noop_e2e, relay, startup, submissions, train_loop
+from bench import celery_side, gan_epoch, kube, noop_e2e, relay, startup, submissions, train_loop
 from bench.harness import Bench, Counts, Figure, Row, servers
 from kubetask.controller.redis_server import server_binary
 
@@ -27,6 +28,7 @@ FIGURES: dict[str, Callable[[Bench, Counts], Figure]] = {
     "kube": kube.run,
     "train": train_loop.run,
     "gan": gan_epoch.run,
+    "celery": celery_side.run,
 }
 OUT = Path(__file__).resolve().parent / "out" / "results.json"
 
@@ -63,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument(
+        "--full", action="store_true", help="bigger bursts (the celery figure: 1,000 jobs, not 200)"
+    )
+    parser.add_argument(
         "--only",
         default=",".join(FIGURES),
         help=f"comma-separated figures to run (default: all of {', '.join(FIGURES)})",
@@ -73,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(FIGURES))
     if unknown:
         parser.error(f"unknown figure(s): {', '.join(unknown)}")
-    counts = Counts.for_run(quick=bool(args.quick))
+    counts = Counts.for_run(quick=bool(args.quick), full=bool(args.full))
 
     began = time.monotonic()
     print(

@@ -38,12 +38,28 @@ class Counts:
     relay_rate_hz: float
     launches: int
     warmup: int
+    burst: int = 200  # no-op jobs in the celery figure's burst; 1,000 with --full
 
     @classmethod
-    def for_run(cls, *, quick: bool) -> Counts:
+    def for_run(cls, *, quick: bool, full: bool = False) -> Counts:
+        burst = 1000 if full else 200
         if quick:
-            return cls(relay_burst=1000, relay_paced=200, relay_rate_hz=1000, launches=5, warmup=1)
-        return cls(relay_burst=5000, relay_paced=2000, relay_rate_hz=1000, launches=20, warmup=2)
+            return cls(
+                relay_burst=1000,
+                relay_paced=200,
+                relay_rate_hz=1000,
+                launches=5,
+                warmup=1,
+                burst=burst,
+            )
+        return cls(
+            relay_burst=5000,
+            relay_paced=2000,
+            relay_rate_hz=1000,
+            launches=20,
+            warmup=2,
+            burst=burst,
+        )
 
 
 @dataclass
