@@ -3,7 +3,9 @@
 With `parallelism`/`completions` > 1 (an Indexed Job, or the local backend's processes),
 each worker claims the next unexplained signal in Redis until none is left
 (`kubetask.jobs.kinds.ml.shares`), so the workers split the list whatever their number, and a
-retried worker redoes its own claims. Each worker writes its own part,
+retried worker redoes its own claims. A worker claims as many signals at a time as fill one
+forward/backward pass (`batch_size` rows of `steps + 1` each) and explains them together.
+Each worker writes its own part,
 `explanations-<index>.npz` (the `explain` arrays, one row per signal it explained) and
 `explanations-<index>.png` (overlays of its first `plots` signals); its result says where
 they are and which rows they hold; the job's one result merges the parts' figures over
@@ -13,12 +15,15 @@ explained by all the workers together, `total` is how many there are.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
+
 from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.kinds.explain import (
     check_rows,
-    explain_row,
+    explain_rows,
     load_subject,
     overlay_row,
     save_arrays,
@@ -31,6 +36,12 @@ from kubetask.jobs.params.explain import ExplainBatchParams
 from kubetask.jobs.publisher import OUTCOME_TTL_S
 
 ROWS_LISTED = 50  # rows a result lists (the part holds them all)
+
+
+def groups(positions: Iterator[int], size: int) -> Iterator[list[int]]:
+    """`positions` in lists of `size` (the last one shorter), each taken when asked for."""
+    while group := list(islice(positions, size)):
+        yield group
 
 
 def run(params: ExplainBatchParams, context: TaskContext) -> dict[str, JsonValue]:
@@ -48,14 +59,16 @@ def run(params: ExplainBatchParams, context: TaskContext) -> dict[str, JsonValue
     mine: list[int] = []
     attributions: list[Attribution] = []
     try:
-        for position in my_share(shares, len(rows)):
-            row = rows[position]
-            attribution = explain_row(subject, row, params)
-            mine.append(row)
-            attributions.append(attribution)
-            done = shares.finish(position)
-            target = subject.classes[attribution.target]
-            message = f"signal {row}: {target} ({len(mine)} by worker {context.index})"
+        per_pass = max(1, params.batch_size // (params.steps + 1))
+        for positions in groups(my_share(shares, len(rows)), per_pass):
+            group = [rows[position] for position in positions]
+            explained = explain_rows(subject, group, params)
+            mine += group
+            attributions += explained
+            for position in positions:
+                done = shares.finish(position)
+            target = subject.classes[explained[-1].target]
+            message = f"signal {group[-1]}: {target} ({len(mine)} by worker {context.index})"
             reporter.update(done, len(rows), stage="explain", message=message)
         done = shares.done()
         if isinstance(shares, RedisShares):

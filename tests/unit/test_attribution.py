@@ -12,12 +12,14 @@ from torch import nn
 
 from kubetask.jobs.kinds.ml.attribution import (
     attribute,
+    attribute_batch,
     integrated_gradients,
     saliency,
     softmax,
     top_samples,
 )
 from kubetask.jobs.kinds.ml.attribution_plot import OverlayRow, bucket_mean, render_overlay
+from kubetask.jobs.kinds.ml.folding import fold_batch_norms
 from kubetask.jobs.kinds.ml.inference import SignalPipeline
 from kubetask.jobs.kinds.ml.models import ModelSpec, build_model
 
@@ -107,6 +109,58 @@ def test_a_spectrum_model_is_explained_over_time_samples_and_stays_complete() ->
     # the Hann window hides the signal's ends from the spectrum: they barely matter
     middle = np.abs(attribution.saliency[24:40]).mean()
     assert np.abs(attribution.saliency[:2]).mean() < 0.1 * middle
+
+
+def test_batched_attributions_equal_the_per_signal_ones() -> None:
+    pipeline = spectrum_pipeline(64)
+    generator = torch.Generator().manual_seed(1)
+    signals = torch.randn(5, 64, generator=generator)
+    targets: list[int | None] = [None, 0, 2, None, 1]
+    # 7 rows a pass: passes end inside a signal's path, and a signal's own point (saliency)
+    # shares a pass with the next signal's path
+    batched = attribute_batch(pipeline, signals, targets=targets, steps=16, chunk=7)
+    assert len(batched) == 5
+    for x, target, got in zip(signals, targets, batched, strict=True):
+        alone = attribute(pipeline, x, target=target, steps=16)
+        assert got.target == alone.target
+        np.testing.assert_allclose(got.logits, alone.logits, rtol=1e-5, atol=1e-6)
+        assert got.baseline_logit == pytest.approx(alone.baseline_logit, abs=1e-6)
+        for mine, theirs in (
+            (got.integrated_gradients, alone.integrated_gradients),
+            (got.saliency, alone.saliency),
+        ):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
+        assert got.gap == pytest.approx(alone.gap, abs=1e-5)
+    assert attribute_batch(pipeline, signals[:0], targets=[], steps=16) == []
+    with pytest.raises(ValueError, match="2 signals but 1 targets"):
+        attribute_batch(pipeline, signals[:2], targets=[None], steps=4)
+
+
+def test_folded_batch_norms_compute_the_same_function_and_gradients() -> None:
+    pipeline = spectrum_pipeline(64)
+    with torch.no_grad():  # statistics as after training, not the identity of a new layer
+        for layer in pipeline.modules():
+            if isinstance(layer, nn.BatchNorm1d):
+                assert layer.running_mean is not None
+                assert layer.running_var is not None
+                layer.running_mean.uniform_(-1.0, 1.0)
+                layer.running_var.uniform_(0.5, 2.0)
+                layer.weight.uniform_(0.5, 2.0)
+                layer.bias.uniform_(-1.0, 1.0)
+    folded = fold_batch_norms(pipeline)
+
+    def norms(module: nn.Module) -> int:
+        return sum(isinstance(m, nn.BatchNorm1d) for m in module.modules())
+
+    assert norms(pipeline) == 2  # the original is left as it was
+    assert norms(folded) == 0
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(folded(x), pipeline(x), rtol=1e-5, atol=1e-5)
+    mine = attribute(folded, x[0], target=1, steps=8)
+    theirs = attribute(pipeline, x[0], target=1, steps=8)
+    np.testing.assert_allclose(
+        mine.integrated_gradients, theirs.integrated_gradients, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_top_samples_are_the_largest_magnitudes_first() -> None:
