@@ -62,7 +62,9 @@ def progress(self: Task, count: int, rate_hz: float) -> int:
 
 # -- the client ------------------------------------------------------------------------------
 def roundtrip(count: int) -> dict[str, Any]:
-    """apply_async -> the result seen by the client, one task at a time, in ms."""
+    """apply_async -> the result seen by the client, one task at a time, in ms (after one
+    untimed call: this process's connections are open, as the kubetask client's are)."""
+    noop.apply_async().get(timeout=TIMEOUT_S)
     samples = []
     for _ in range(count):
         began = time.perf_counter()
@@ -73,13 +75,15 @@ def roundtrip(count: int) -> dict[str, Any]:
 
 def burst(count: int, threads: int) -> dict[str, Any]:
     """`count` no-op tasks sent by `threads` client threads (each its own app: kombu and the
-    result consumer are not shared between threads); the seconds until all were enqueued
-    and until all results were seen."""
+    result consumer are not shared between threads; each sends one untimed task first, to
+    open its connections); the seconds until all were enqueued and until all results were
+    seen."""
     apps = [make_app() for _ in range(threads)]
     ids: list[list[str]] = [[] for _ in range(threads)]
     gate = threading.Barrier(threads + 1)
 
     def send(k: int) -> None:
+        apps[k].send_task("bench.noop").get(timeout=TIMEOUT_S)  # connections open, untimed
         gate.wait()
         for _ in range(count // threads + (k < count % threads)):
             ids[k].append(apps[k].send_task("bench.noop").id)
