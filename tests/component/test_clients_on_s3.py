@@ -18,6 +18,7 @@ from kubetask import AsyncClient, Client
 from kubetask.cli import app
 from kubetask.models import DEFAULT_TENANT
 from kubetask.storage import ArtifactStore, store_from_url
+from tests.component.job_files import ARCHIVED_LOG, wait_for_archived_log
 from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
 
@@ -70,6 +71,8 @@ def on_s3(
         job_id = api.submit("noop", {"steps": 1})
         api.wait(job_id)
         store.delete(f"{job_id}/attempts-0")  # the noop's own marker, staged out by the task
+        wait_for_archived_log(api, job_id)
+        store.delete(f"{job_id}/{ARCHIVED_LOG}")  # its log, archived by the controller
         for path, content in FILES.items():
             store.write(f"{job_id}/{path}", [content])
         yield OnS3(api, store, job_id)

@@ -16,7 +16,7 @@ import pytest
 from kubetask import AsyncClient, Client, NotFound
 from kubetask.errors import InvalidRequest, RequestTooLarge
 from kubetask.models import DEFAULT_TENANT
-from tests.component.job_files import JobFiles, job_with_files
+from tests.component.job_files import ARCHIVED_LOG, JobFiles, job_with_files, wait_for_archived_log
 from tests.servers import ApiServer, own_database
 
 
@@ -46,7 +46,9 @@ def test_a_job_without_files_lists_none_and_an_unknown_job_is_not_found(
 ) -> None:
     job_id = api.submit("noop", {"steps": 1})
     api.wait(job_id)
-    (api.data_dir / "artifacts" / job_id / "attempts-0").unlink()
+    wait_for_archived_log(api, job_id)
+    for name in ("attempts-0", ARCHIVED_LOG):
+        (api.data_dir / "artifacts" / job_id / name).unlink()
     assert client.artifacts(job_id) == []
     with pytest.raises(NotFound):
         client.artifacts("no-such-job")
