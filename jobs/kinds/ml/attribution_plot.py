@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 MAX_POINTS = 4000
+PAIR_HEIGHT_IN = 3.4  # figure height per signal
+SPACER = 0.25  # the gap between two signals' pairs of panels, relative to a panel
 Floats = NDArray[np.float32]
 
 
@@ -84,10 +86,24 @@ def render_overlay(path: Path, rows: list[OverlayRow], *, sample_rate: float | N
     """Write the overlays of `rows` (one pair of panels each) as a PNG, atomically."""
     if not rows:
         raise ValueError("nothing to draw")
-    figure = Figure(figsize=(10, 3.4 * len(rows)), layout="tight")
-    grid = figure.subplots(2 * len(rows), 1, squeeze=False)
+    height = PAIR_HEIGHT_IN * len(rows)
+    figure = Figure(figsize=(10, height))
+    # Margins fixed in inches (a tight layout measured every label: a third of the drawing
+    # time); a spacer row between pairs leaves room for one's x label and the next's title.
+    ratios = [1.0, 1.0, SPACER] * len(rows)
+    grid = figure.add_gridspec(
+        3 * len(rows) - 1,
+        1,
+        height_ratios=ratios[:-1],
+        hspace=0.3,
+        left=0.07,
+        right=0.98,
+        top=1 - 0.3 / height,
+        bottom=0.45 / height,
+    )
     for number, row in enumerate(rows):
-        _draw((grid[2 * number, 0], grid[2 * number + 1, 0]), row, sample_rate)
+        top = figure.add_subplot(grid[3 * number, 0])
+        _draw((top, figure.add_subplot(grid[3 * number + 1, 0])), row, sample_rate)
     partial = path.with_name(path.name + ".partial")
     figure.savefig(partial, format="png", dpi=100)
     os.replace(partial, path)
