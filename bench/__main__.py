@@ -1,5 +1,5 @@
 """`python -m bench [--quick] [--full] [--only NAME,...]`: run the figures (relay, startup,
-noop, submissions, kube, train, gan, celery) against one set of servers, print a table and
+noop, submissions, kube, train, explain, gan, celery) against one set of servers, print a table and
 write bench/out/results.json."""
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import celery_side, gan_epoch, kube, noop_e2e, relay, startup, submissions, train_loop
+from bench import (
+    celery_side,
+    explain_attribution,
+    gan_epoch,
+    kube,
+    noop_e2e,
+    relay,
+    startup,
+    submissions,
+    train_loop,
+)
 from bench.harness import Bench, Counts, Figure, Row, servers
 from kubetask.controller.redis_server import server_binary
 
@@ -27,6 +37,7 @@ FIGURES: dict[str, Callable[[Bench, Counts], Figure]] = {
     "submissions": submissions.run,
     "kube": kube.run,
     "train": train_loop.run,
+    "explain": explain_attribution.run,
     "gan": gan_epoch.run,
     "celery": celery_side.run,
 }
