@@ -30,7 +30,8 @@ from kubetask.api.render import render
 from kubetask.api.settings import Settings
 from kubetask.controller.errors import InvalidRequest
 from kubetask.controller.redis_server import free_port
-from kubetask.storage import ArtifactStore, FileStore, store_from_url
+from kubetask.storage import ArtifactStore, FileStore
+from tests.s3.api import S3Api, bucket_store
 from tests.s3.server import S3Server
 from tests.servers import TERMINAL, ApiServer, bearer_clients, own_database
 
@@ -43,23 +44,6 @@ BLOB = bytes(range(256)) * 4  # 1000+ bytes with a recognisable content
 
 def token(name: str) -> str:
     return f"{name}-token-{'q' * 24}"
-
-
-class S3Api(ApiServer):
-    """The API with object storage: the endpoint and credentials as the environment."""
-
-    def __init__(self, *, s3: S3Server, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.s3 = s3
-
-    def env(self) -> dict[str, str]:
-        return {
-            **super().env(),
-            "AWS_ENDPOINT_URL": self.s3.endpoint,
-            "AWS_REGION": self.s3.region,
-            "AWS_ACCESS_KEY_ID": self.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-        }
 
 
 @dataclass
@@ -95,8 +79,7 @@ def leg(
         bucket = s3.make_bucket(f"api-{uuid.uuid4().hex[:12]}")
         url = f"s3://{bucket}/kubetask"
         server = S3Api(s3=s3, artifacts_url=url, **common)
-        env = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
-        store = store_from_url(url, endpoint=s3.endpoint, env=env)
+        store = bucket_store(s3, url)
     server.start()
     try:
         with bearer_clients(server.base_url, {n: token(n) for n in TOKENS}) as clients:

@@ -17,29 +17,13 @@ from typer.testing import CliRunner
 from kubetask import AsyncClient, Client
 from kubetask.cli import app
 from kubetask.models import DEFAULT_TENANT
-from kubetask.storage import ArtifactStore, store_from_url
+from kubetask.storage import ArtifactStore
 from tests.component.job_files import ARCHIVED_LOG, wait_for_archived_log
+from tests.s3.api import S3Api, bucket_store
 from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
 
 FILES = {"model.pt": os.urandom(2 * 1024 * 1024 + 3), "plots/loss.png": b"\x89PNG" + b"p" * 99}
-
-
-class S3Api(ApiServer):
-    """The API with object storage: the endpoint and credentials as the environment."""
-
-    def __init__(self, *, s3: S3Server, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.s3 = s3
-
-    def env(self) -> dict[str, str]:
-        return {
-            **super().env(),
-            "AWS_ENDPOINT_URL": self.s3.endpoint,
-            "AWS_REGION": self.s3.region,
-            "AWS_ACCESS_KEY_ID": self.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-        }
 
 
 @dataclass(frozen=True)
@@ -61,11 +45,7 @@ def on_s3(
         data_dir=tmp_path_factory.mktemp("s3-clients"),
         artifacts_url=url,
     )
-    keys = {
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-    }
-    store = store_from_url(url, endpoint=s3_server.endpoint, env=keys)
+    store = bucket_store(s3_server, url)
     api.start()
     try:
         job_id = api.submit("noop", {"steps": 1})

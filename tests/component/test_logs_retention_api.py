@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from kubetask.controller.backends.local_ttl import remove_expired
-from kubetask.storage import ArtifactStore, FileStore, store_from_url
-from tests.component.test_artifacts_api import S3Api
+from kubetask.storage import ArtifactStore, FileStore
+from tests.s3.api import S3Api, bucket_store
 from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
 
@@ -60,8 +60,7 @@ def start_leg(
         bucket = s3.make_bucket(f"logs-{uuid.uuid4().hex[:12]}")
         url = f"s3://{bucket}/kubetask"
         server = S3Api(s3=s3, artifacts_url=url, **common)
-        env = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
-        store = store_from_url(url, endpoint=s3.endpoint, env=env)
+        store = bucket_store(s3, url)
     server.start()
     return Leg(server, store, root)
 

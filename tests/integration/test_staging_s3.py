@@ -16,30 +16,13 @@ import boto3  # type: ignore[import-untyped]  # (sdv brings it) to remove a buck
 import pytest
 
 from kubetask.jobs.kinds.ml.matfiles import write_examples
-from kubetask.storage import ArtifactStore, store_from_url
+from kubetask.storage import ArtifactStore
 from tests.integration.test_readme_chain import ANALYSES
+from tests.s3.api import S3Api, bucket_store
 from tests.s3.server import S3Server
 from tests.servers import ApiServer, own_database
 
 SCRATCH = "kubetask-artifacts-*"  # the runtime's scratch folders (tempfile.TemporaryDirectory)
-
-
-class S3Api(ApiServer):
-    """The API with object storage: the endpoint and credentials as the environment, which
-    the local backend hands on to its task processes."""
-
-    def __init__(self, *, s3: S3Server, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.s3 = s3
-
-    def env(self) -> dict[str, str]:
-        return {
-            **super().env(),
-            "AWS_ENDPOINT_URL": self.s3.endpoint,
-            "AWS_REGION": self.s3.region,
-            "AWS_ACCESS_KEY_ID": self.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-        }
 
 
 @dataclass(frozen=True)
@@ -65,13 +48,9 @@ def on_s3(
         data_dir=tmp_path_factory.mktemp("s3-staging"),
         artifacts_url=url,
     )
-    keys = {
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-    }
     api.start()
     try:
-        yield OnS3(api, store_from_url(url, endpoint=s3_server.endpoint, env=keys), bucket)
+        yield OnS3(api, bucket_store(s3_server, url), bucket)
     finally:
         api.close()
 
