@@ -62,7 +62,14 @@ def store_key(path: str) -> str:
     return "/".join(store_parts(path))
 
 
+# What the kinds write that the platform's mimetypes table may not know (it differs by OS).
+KNOWN_TYPES = {".log": "text/plain", ".csv": "text/csv", ".json": "application/json"}
+
+
 def content_type(path: str) -> str:
+    suffix = path[path.rfind(".") :].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    if suffix in KNOWN_TYPES:
+        return KNOWN_TYPES[suffix]
     guessed, _ = mimetypes.guess_type(path, strict=False)
     return guessed or FALLBACK_TYPE
 

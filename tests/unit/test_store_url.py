@@ -10,6 +10,7 @@ import pytest
 from kubetask.storage import FileStore, InvalidStoreUrl, store_from_url
 from kubetask.storage.s3 import S3Store
 from kubetask.storage.url import (
+from kubetask.storage.base import content_type
     FileLocation,
     S3Credentials,
     S3Location,
@@ -116,3 +117,11 @@ def test_store_from_url_makes_an_s3_store_from_the_settings(tmp_path: Path) -> N
     assert isinstance(store, S3Store)
     assert (store.bucket, store.prefix) == ("artifacts", "team")
     assert repr(store) == "S3Store('s3://artifacts/team')"
+
+
+def test_the_logs_and_tables_kinds_write_get_a_text_type_on_every_platform() -> None:
+    assert content_type("job/logs/output.log") == "text/plain"
+    assert content_type("job/features.CSV") == "text/csv"
+    assert content_type("job/metrics.json") == "application/json"
+    assert content_type("job/plots/confusion.png") == "image/png"
+    assert content_type("job/v1.2/model") == "application/octet-stream"
