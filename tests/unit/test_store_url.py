@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from kubetask.storage import FileStore, InvalidStoreUrl, store_from_url
+from kubetask.storage.base import content_type
 from kubetask.storage.s3 import S3Store
 from kubetask.storage.url import (
-from kubetask.storage.base import content_type
     FileLocation,
     S3Credentials,
     S3Location,
