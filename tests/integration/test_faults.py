@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +265,11 @@ def test_the_api_servers_429s_with_retry_after_lose_nothing(
     with kubernetes_stack(control_plane, redis_db, tmp_path, resync_s=0.5) as stack:
         api = stack.api
         throttle(control_plane, namespace=stack.namespace, account=stack.installation.account)
-        ids = [api.submit("noop", {"steps": 2, "step_s": 0.05}) for _ in range(24)]
+        with ThreadPoolExecutor(max_workers=16) as burst:  # all at once: the reconciler's
+            # workers then create Jobs side by side, more than the throttled level's seats
+            ids = list(
+                burst.map(lambda _: api.submit("noop", {"steps": 2, "step_s": 0.05}), range(32))
+            )
         views = wait_all(api, ids, timeout_s=120)
         calls = sorted(stack.controller_requests(), key=lambda r: r.at)
         duplicates = assert_one_job_each(stack, ids)
