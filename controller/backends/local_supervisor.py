@@ -64,6 +64,12 @@ def pid_alive(pid: int, pod_dir: Path) -> bool:
     return True
 
 
+def cpu_share(parallelism: int, cpus: int | None = None) -> int:
+    """Threads one of `parallelism` workers gets of this machine's `cpus` (at least 1)."""
+    available = len(os.sched_getaffinity(0)) if cpus is None else cpus
+    return max(1, available // max(1, parallelism))
+
+
 def task_env(
     spec: TaskSpec, pod_dir: Path, index: int, *, system: dict[str, str]
 ) -> tuple[dict[str, str], str | None]:
@@ -73,6 +79,8 @@ def task_env(
     environment = {k: system[k] for k in SYSTEM_ENV if k in system}
     if env.ARTIFACTS_URL in spec.env:  # object storage: the controller's own credentials
         environment.update({k: system[k] for k in STORE_ENV if k in system})
+    # no cgroup quota here: the job's workers share the machine's CPUs, as their threads
+    environment["OMP_NUM_THREADS"] = str(cpu_share(spec.parallelism))
     environment.update(spec.env)
     environment["HOME"] = str(pod_dir)
     environment[env.TERMINATION_LOG] = str(pod_dir / "termination-log")

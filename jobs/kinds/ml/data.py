@@ -137,11 +137,15 @@ def cpu_quota(cpu_max: str | None, available: int) -> int:
 
 
 def default_threads() -> int:
+    """The container's CPU quota, or fewer where `OMP_NUM_THREADS` says so (the local
+    backend sets it to each worker's share of the machine)."""
     try:
         cpu_max: str | None = Path("/sys/fs/cgroup/cpu.max").read_text()
     except OSError:
         cpu_max = None
-    return cpu_quota(cpu_max, len(os.sched_getaffinity(0)))
+    quota = cpu_quota(cpu_max, len(os.sched_getaffinity(0)))
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return min(quota, int(asked)) if asked.isdigit() and int(asked) > 0 else quota
 
 
 def configure_torch(*, threads: int, seed: int, device: torch.device) -> None:
