@@ -10,8 +10,8 @@ The connection is `kubetask.jobs.resp`'s: no redis-py (and its asyncio client) f
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 from pydantic import JsonValue
@@ -38,7 +38,7 @@ class RedisPublisher:
     ) -> None:
         self._job_id = job_id
         self._client = resp.connect(url, timeout_s=2.0, connect_timeout_s=0.5)
-        self._worker = worker or eventlog.WorkerRun(run=uuid.uuid4().hex, started=time.time())
+        self._worker = worker or eventlog.WorkerRun(run=os.urandom(16).hex(), started=time.time())
         self._retry_after_s = retry_after_s
         self._clock = clock
         self._down_until: float | None = None

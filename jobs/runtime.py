@@ -16,13 +16,12 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pydantic import JsonValue, ValidationError
 
@@ -32,12 +31,21 @@ from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import InvalidParams, TaskError, TaskTerminated, describe_failure
 from kubetask.jobs.publisher import RedisPublisher
 from kubetask.jobs.reporter import ProgressReporter
-from kubetask.jobs.staging import Staging, StagingFailed, remote_store
-from kubetask.kinds import KindError, KindSpec, load_kinds, load_runner, missing_outputs
+from kubetask.kinds import (
+    KindError,
+    KindSpec,
+    installed_kind_names,
+    load_kind,
+    load_runner,
+    missing_outputs,
+)
 from kubetask.models import ErrorInfo, Outcome
 from kubetask.params import Params
 from kubetask.params.refs import path_values
-from kubetask.storage import ArtifactStore, InvalidStoreUrl
+
+if TYPE_CHECKING:  # imported when used: a task without an object store never needs them
+    from kubetask.jobs.staging import Staging
+    from kubetask.storage import ArtifactStore
 
 log = logging.getLogger("kubetask.task")
 
@@ -174,18 +182,19 @@ def run_task(
     store: ArtifactStore | None = None,
 ) -> tuple[int, Outcome]:
     """Validate, run, and describe how it went; never raises. `kinds`: the installed ones
-    (entry points) unless given; `store`: the object store to stage through, if any."""
+    (entry points: only `kind`'s own is loaded) unless given; `store`: the object store to
+    stage through, if any."""
     try:
-        kinds = load_kinds() if kinds is None else kinds
-    except KindError as exc:  # an installed kind that does not load: no task can run
+        spec = load_kind(kind) if kinds is None else kinds.get(kind)
+    except KindError as exc:  # the installed kind does not load: it cannot run
         return env.EXIT_FAILED, Outcome(
             ok=False, error=describe_failure(exc, exit_code=env.EXIT_FAILED)
         )
-    spec = kinds.get(kind)
     if spec is None:
+        known = installed_kind_names() if kinds is None else sorted(kinds)
         error = ErrorInfo(
             type="UnknownKind",
-            message=f"unknown kind {kind!r}; known: {', '.join(sorted(kinds))}",
+            message=f"unknown kind {kind!r}; known: {', '.join(known)}",
             exit_code=env.EXIT_INVALID_PARAMS,
         )
         return env.EXIT_INVALID_PARAMS, Outcome(ok=False, error=error)
@@ -197,7 +206,7 @@ def run_task(
         return invalid_params(kind, format_validation_errors(exc))
 
     with scratch_root(task_env, store) as root:
-        staging = None if store is None else Staging(store, root, task_env.job_id)
+        staging = None if store is None else _staging(store, root, task_env.job_id)
         return run_staged(spec, params, task_env, publisher, root=root, staging=staging)
 
 
@@ -208,8 +217,16 @@ def scratch_root(task_env: TaskEnv, store: ArtifactStore | None) -> Iterator[Pat
     if store is None:
         yield task_env.artifacts_root
         return
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="kubetask-artifacts-") as folder:
         yield Path(folder)
+
+
+def _staging(store: ArtifactStore, root: Path, job_id: str) -> Staging:
+    from kubetask.jobs.staging import Staging
+
+    return Staging(store, root, job_id)
 
 
 def run_staged(
@@ -282,6 +299,8 @@ def keep_outputs(staging: Staging, *, strict: bool = False) -> None:
     """Upload the task's outputs. `strict` (a task that succeeded): `StagingFailed` when one
     fails; else (a task that did not succeed, whose checkpoint is still worth keeping) its
     own failure is the one it reports, so a failed upload is only logged."""
+    from kubetask.jobs.staging import StagingFailed
+
     started = time.monotonic()
     try:
         count = len(staging.stage_out())
@@ -293,6 +312,22 @@ def keep_outputs(staging: Staging, *, strict: bool = False) -> None:
     log.info(
         "staged out %d file(s) to %r in %.2f s", count, staging.store, time.monotonic() - started
     )
+
+
+def run_through_store(
+    kind: str, task_env: TaskEnv, publisher: RedisPublisher | None, environ: Mapping[str, str]
+) -> tuple[int, Outcome]:
+    """`run_task` with the store `KUBETASK_ARTIFACTS_URL` names (staged through when it is
+    object storage); exit 1 when that store cannot be opened."""
+    from kubetask.jobs.staging import remote_store
+    from kubetask.storage import InvalidStoreUrl
+
+    try:
+        store = remote_store(environ)
+    except InvalidStoreUrl as exc:  # e.g. no credentials: retried, in case a Secret lags
+        code = env.EXIT_FAILED
+        return code, Outcome(ok=False, error=describe_failure(exc, exit_code=code))
+    return run_task(kind, task_env, publisher, store=store)
 
 
 def write_outcome(outcome_json: str, task_env: TaskEnv, publisher: RedisPublisher | None) -> None:
@@ -314,16 +349,13 @@ def main(argv: list[str]) -> int:
     publisher = None
     if task_env.redis_url:
         worker = WorkerRun(
-            run=uuid.uuid4().hex, started=time.time(), completions=task_env.completions
+            run=os.urandom(16).hex(), started=time.time(), completions=task_env.completions
         )
         publisher = RedisPublisher(task_env.redis_url, job_id=task_env.job_id, worker=worker)
-    try:
-        store = remote_store(os.environ)
-    except InvalidStoreUrl as exc:  # e.g. no credentials: retried, in case a Secret lags
-        code = env.EXIT_FAILED
-        outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
-    else:
-        code, outcome = run_task(argv[0], task_env, publisher, store=store)
+    if os.environ.get(env.ARTIFACTS_URL):
+        code, outcome = run_through_store(argv[0], task_env, publisher, os.environ)
+    else:  # a folder store: the storage and staging modules are never imported
+        code, outcome = run_task(argv[0], task_env, publisher)
     if outcome.error is not None:
         print(f"{outcome.error.type}: {outcome.error.message}", file=sys.stderr)
     write_outcome(fit_outcome(outcome), task_env, publisher)

@@ -4,6 +4,10 @@ history and the latest progress event, and publishes on the job's channel.
 Tasks (sync client) and the controller (async client) append through the same script, so
 progress and state events share one increasing `seq` per job and a late subscriber can
 resume from any `seq` it has seen.
+
+Light on purpose: a task's publisher imports it, so the contract models (kubetask.models,
+pydantic) are imported only by the functions that read events back (`parse_event`,
+`parse_workers`), which the controller calls.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-
-from pydantic import ConfigDict, JsonValue, TypeAdapter
+from functools import cache
+from typing import TYPE_CHECKING
 
 from kubetask import keys
-from kubetask.models import Event, JobState, WorkerProgress
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue, TypeAdapter
+
+    from kubetask.models import Event, JobState, WorkerProgress
 
 HISTORY_LIMIT = 1000
 
@@ -100,7 +108,15 @@ return append_event(KEYS[1], KEYS[2], KEYS[3], KEYS[4], figure .. ARGV[1], ARGV[
 )
 JOB_FIGURE_FIELDS = ("fraction", "attempt", "eta_s")
 
-_EVENT = TypeAdapter[Event](Event, config=ConfigDict(defer_build=True))  # built on first use
+
+@cache
+def _event_adapter() -> TypeAdapter[Event]:
+    """The validator of a stored event, built on first use (the controller's, not a task's)."""
+    from pydantic import TypeAdapter
+
+    from kubetask.models import Event
+
+    return TypeAdapter[Event](Event)
 
 
 def script_keys(job_id: str) -> list[str]:
@@ -158,6 +174,8 @@ def progress_args(fields: Mapping[str, JsonValue], worker: WorkerRun) -> list[st
 def parse_workers(raw: Mapping[str, str], completions: int) -> list[WorkerProgress]:
     """Each worker of a job, from the hash the progress script keeps (`fraction:<index>`,
     `stage:<index>`); a worker not heard from is at 0."""
+    from kubetask.models import WorkerProgress
+
     workers = []
     for index in range(completions):
         try:
@@ -191,4 +209,4 @@ def state_fields(
 
 
 def parse_event(raw: str | bytes) -> Event:
-    return _EVENT.validate_json(raw)
+    return _event_adapter().validate_json(raw)

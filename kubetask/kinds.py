@@ -1,7 +1,7 @@
 """The kind contract: what a task kind declares (`KindSpec`), how the installed kinds are
-found (the `kubetask.kinds` entry-point group: `load_kinds`), checked against each other and
-the installation's images (`check_kinds`), and a runner checked against its spec
-(`check_runner`, `load_runner`).
+found (the `kubetask.kinds` entry-point group: `load_kinds`; a task loads its own only,
+`load_kind`), checked against each other and the installation's images (`check_kinds`), and
+a runner checked against its spec (`check_runner`, `load_runner`).
 
 A kind is one module (params model, runner) plus one entry point naming its `KindSpec`, e.g.
 `datagen = "kubetask.jobs.specs:DATAGEN"`. The spec's module must stay light (pydantic only):
@@ -111,6 +111,21 @@ def kinds_from(points: Iterable[EntryPoint]) -> dict[str, KindSpec]:
 def load_kinds() -> Mapping[str, KindSpec]:
     """The installed kinds (entry-point group `kubetask.kinds`), loaded once per process."""
     return kinds_from(entry_points(group=GROUP))
+
+
+def load_kind(name: str) -> KindSpec | None:
+    """The installed kind called `name`, None if there is none: only its own entry point is
+    loaded (a task process imports no other kind's modules), unless `load_kinds` already
+    loaded them all in this process (a warm process that forks tasks). `KindError` as
+    `kinds_from` says, for this kind only."""
+    if load_kinds.cache_info().currsize:
+        return load_kinds().get(name)
+    return kinds_from(entry_points(group=GROUP, name=name)).get(name)
+
+
+def installed_kind_names() -> list[str]:
+    """The names of the installed kinds, sorted, without loading any."""
+    return sorted(set(entry_points(group=GROUP).names))
 
 
 def _dotted(loc: Loc) -> str:
