@@ -12,12 +12,26 @@ with the timestamps the job record (`created_at`) and the pod folder (`pod.json`
 
 Each run waits for its process to exit before the next begins; runs alternate between the
 two sides, after a few warm-up runs of each that are not counted.
+
+`python -m bench.startup [--runs N] [--pythonpath DIR]` measures the task's own start
+instead: the wall clock of a whole no-op task (`python -m kubetask.jobs noop`, `{"steps": 0}`,
+with the contract's environment and a real Redis) against `python -c pass` and a bare
+interpreter (`python -I -S -c pass`), the three interleaved; `--pythonpath` runs another
+checkout's code (e.g. an older commit, exported with `git archive`) with the same interpreter.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.harness import (
     Bench,
@@ -32,6 +46,8 @@ from bench.harness import (
     rounded,
     spawn,
 )
+from kubetask import env
+from kubetask.controller.redis_server import RedisServer
 
 TIMEOUT_S = 60.0
 
@@ -121,3 +137,95 @@ def run(bench: Bench, counts: Counts) -> Figure:
             "kubetask_supervisor_ms": rounded(shim_ms, 3),
         },
     )
+
+
+# -- the task's own start (python -m bench.startup) -----------------------------------------
+TASK_START_COMMANDS: dict[str, list[str]] = {
+    "noop task": [sys.executable, "-m", "kubetask.jobs", "noop"],
+    "python -c pass": [sys.executable, "-c", "pass"],
+    "bare python": [sys.executable, "-I", "-S", "-c", "pass"],
+}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One run of a command: wall clock from spawn to exit, and the CPU time (user + system)
+    its process used, which a busy machine inflates less."""
+
+    wall_ms: float
+    cpu_ms: float
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_commands(
+    commands: Mapping[str, Sequence[str]],
+    *,
+    environ: Mapping[str, str],
+    cwd: Path,
+    runs: int,
+    warmup: int = 2,
+) -> dict[str, list[Timing]]:
+    """Each command's runs, interleaved run by run (so a busy moment of the machine falls on
+    all of them), after `warmup` uncounted rounds; `RuntimeError` on a failure."""
+    times: dict[str, list[Timing]] = {name: [] for name in commands}
+    for i in range(warmup + runs):
+        for name, command in commands.items():
+            cpu_before, before = _children_cpu_s(), time.perf_counter()
+            done = subprocess.run(
+                list(command), check=False, env=dict(environ), cwd=cwd, capture_output=True
+            )
+            wall_ms = (time.perf_counter() - before) * 1000
+            cpu_ms = (_children_cpu_s() - cpu_before) * 1000
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} exited {done.returncode}: {done.stderr.decode()}")
+            if i >= warmup:
+                times[name].append(Timing(wall_ms=wall_ms, cpu_ms=cpu_ms))
+    return times
+
+
+def task_start(runs: int, pythonpath: str | None = None) -> dict[str, list[Timing]]:
+    """`time_commands` over TASK_START_COMMANDS against a Redis of its own, in a temp folder."""
+    with tempfile.TemporaryDirectory(prefix="kubetask-task-start-") as folder:
+        root = Path(folder)
+        with RedisServer(root / "redis") as redis_server:
+            environ = {k: v for k, v in os.environ.items() if not k.startswith("KUBETASK_")}
+            environ.update(
+                {
+                    env.JOB_ID: "task-start",
+                    env.PARAMS: '{"steps": 0}',
+                    env.REDIS_URL: redis_server.url,
+                    env.ARTIFACTS: str(root / "artifacts"),
+                    env.TERMINATION_LOG: str(root / "termination-log"),
+                }
+            )
+            if pythonpath:
+                environ["PYTHONPATH"] = pythonpath
+            return time_commands(TASK_START_COMMANDS, environ=environ, cwd=root, runs=runs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--pythonpath", help="run this checkout's kubetask instead")
+    args = parser.parse_args(argv)
+    times = task_start(args.runs, args.pythonpath)
+    for measure in ("wall_ms", "cpu_ms"):
+        figures = {name: [getattr(t, measure) for t in runs] for name, runs in times.items()}
+        bare = median(figures["bare python"])
+        plain = median(figures["python -c pass"])
+        print(f"{measure} over {args.runs} runs each:")
+        for name, values in figures.items():
+            print(
+                f"  {name:<16} median {median(values):7.1f}  min {min(values):7.1f}  "
+                f"max {max(values):7.1f}  = {median(values) / bare:5.2f}x bare, "
+                f"{median(values) / plain:5.2f}x python -c pass"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
