@@ -1,12 +1,13 @@
 """`explain`: why a trained model classifies one signal as it does.
 
-Integrated gradients (from a zero signal, `steps` Riemann steps) and saliency of the target
-class's logit, over the signal's time samples: autograd runs through the whole pipeline the
-model was trained behind (the Hann window, `torch.fft.rfft`, log(1 + |.|), the
-standardization), so even a spectrum model is explained by which moments of the signal
-mattered. Saved as `explanation.npz` (the arrays, in the same layout as an `explain-batch`
-part, one row) and `explanation.png` (the overlay); the result reports the prediction, the
-completeness gap (sum of attributions minus f(x) - f(0)) and the most important samples.
+Integrated gradients (from a zero signal, `steps` points of a quadrature `rule`) and
+saliency of the target class's logit, over the signal's time samples: autograd runs through
+the whole pipeline the model was trained behind (the Hann window, `torch.fft.rfft`,
+log(1 + |.|), the standardization), so even a spectrum model is explained by which moments
+of the signal mattered. Saved as `explanation.npz` (the arrays, in the same layout as an
+`explain-batch` part, one row) and `explanation.png` (the overlay); the result reports the
+prediction, the completeness gap (sum of attributions minus f(x) - f(0)) and the most
+important samples.
 
 The loading and per-signal parts here are shared with `explain-batch`.
 """
@@ -122,7 +123,12 @@ def explain_rows(subject: Subject, rows: list[int], params: ExplainBase) -> list
         target_of(params.target, subject.classes, label=int(subject.labels[row])) for row in rows
     ]
     return attribute_batch(
-        subject.pipeline, x, targets=targets, steps=params.steps, chunk=params.batch_size
+        subject.pipeline,
+        x,
+        targets=targets,
+        steps=params.steps,
+        rule=params.rule,
+        chunk=params.batch_size,
     )
 
 
@@ -199,7 +205,7 @@ def run(params: ExplainParams, context: TaskContext) -> dict[str, JsonValue]:
     reporter.update(0, 3, stage="load", message="loading the model and the signals")
     subject = load_subject(params, context)
     check_rows([params.index], subject)
-    message = f"signal {params.index}: integrated gradients ({params.steps} steps)"
+    message = f"signal {params.index}: integrated gradients ({params.steps} {params.rule} points)"
     reporter.update(1, 3, stage="explain", message=message)
     (attribution,) = explain_rows(subject, [params.index], params)
     summary = signal_summary(subject, params.index, attribution)
@@ -214,6 +220,7 @@ def run(params: ExplainParams, context: TaskContext) -> dict[str, JsonValue]:
         "model": params.model,
         "dataset": subject.dataset,
         "steps": params.steps,
+        "rule": params.rule.value,
         **summary,
         "arrays": context.relative(arrays),
         "overlay": context.relative(overlay),

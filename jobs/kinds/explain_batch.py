@@ -95,6 +95,7 @@ def run(params: ExplainBatchParams, context: TaskContext) -> dict[str, JsonValue
         "model": params.model,
         "dataset": subject.dataset,
         "steps": params.steps,
+        "rule": params.rule.value,
         "target": params.target,
         "worker": context.index,
         "storage": "memory" if context.redis_url is None else "redis",

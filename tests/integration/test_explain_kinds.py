@@ -94,6 +94,22 @@ def test_the_label_or_a_named_class_is_explained_and_mistakes_are_task_errors(
         explain.run(ExplainParams.model_validate({**base, "model": "nope/model.pt"}), where)
 
 
+def test_the_rule_and_its_points_are_reported_and_both_rules_add_up(
+    trained: tuple[Path, str, str],
+) -> None:
+    store, model, _ = trained
+    where = context(store, "explain-0003")
+    base = {"model": model, "index": 4, "datagen": HELD_OUT, "threads": 1}
+    default = explain.run(ExplainParams.model_validate(base), where)
+    assert (default["rule"], default["steps"]) == ("gauss-legendre", 48)
+    midpoint = ExplainParams.model_validate({**base, "rule": "midpoint", "steps": 64})
+    former = explain.run(midpoint, where)
+    assert (former["rule"], former["steps"]) == ("midpoint", 64)
+    assert former["logit_delta"] == default["logit_delta"]
+    assert former["attribution_sum"] != default["attribution_sum"]  # other points, weights
+    assert max(former["relative_gap"], default["relative_gap"]) < 0.05
+
+
 def test_batch_explain_shares_the_signals_out_among_two_workers(
     api: ApiServer, trained: tuple[Path, str, str]
 ) -> None:

@@ -1,9 +1,11 @@
 """Attributions of a classifier's logit to each input sample, with torch autograd.
 
 - Integrated gradients (Sundararajan et al., 2017): the input times the mean gradient of the
-  target logit along the straight path from a baseline (zeros) to the input, by a midpoint
-  Riemann sum of `steps` points. Completeness: the attributions sum to f(x) - f(baseline)
-  up to the sum's error, which `Attribution.gap` reports.
+  target logit along the straight path from a baseline (zeros) to the input, an integral over
+  alpha in [0, 1] taken by a quadrature rule of `steps` points (`quadrature`): Gauss-Legendre
+  (exact for polynomials of degree 2 steps - 1, so far fewer points for the same error) or the
+  midpoint Riemann sum other tools use. Completeness: the attributions sum to
+  f(x) - f(baseline) up to the rule's error, which `Attribution.gap` reports.
 - Saliency: |d logit / d input| at the input.
 
 `forward` maps a batch [n, length] to logits [n, n_classes]; for a `train` model it is the
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
+from kubetask.jobs.params.explain import Rule
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Floats = NDArray[np.float32]
@@ -54,9 +58,23 @@ class Attribution:
         return abs(self.gap) / max(abs(self.logit_delta), 1e-6)
 
 
-def path_points(steps: int) -> torch.Tensor:
-    """The midpoints of `steps` equal intervals of [0, 1]: the Riemann sum's alphas."""
-    return (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+def quadrature(rule: Rule, steps: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The nodes (alphas in (0, 1), increasing) and weights (summing to 1) of `rule` with
+    `steps` points: the integral of g over [0, 1] is about sum(weights * g(nodes))."""
+    if steps < 1:
+        raise ValueError(f"a rule needs at least one point, not {steps}")
+    if rule is Rule.MIDPOINT:
+        return (np.arange(steps, dtype=np.float64) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    nodes, weights = np.polynomial.legendre.leggauss(steps)  # on [-1, 1], weights sum to 2
+    return (nodes + 1.0) / 2.0, weights / 2.0
+
+
+def _tensors(rule: Rule, steps: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    nodes, weights = quadrature(rule, steps)
+    return (
+        torch.from_numpy(nodes).to(device=like.device, dtype=like.dtype),
+        torch.from_numpy(weights).to(device=like.device, dtype=like.dtype),
+    )
 
 
 def integrated_gradients(
@@ -65,21 +83,23 @@ def integrated_gradients(
     target: int,
     *,
     steps: int,
+    rule: Rule,
     baseline: torch.Tensor | None = None,
     chunk: int = 256,
 ) -> torch.Tensor:
     """IG of `forward(.)[target]` at `x` [length], `chunk` path points per forward pass."""
     base = torch.zeros_like(x) if baseline is None else baseline
     delta = x - base
-    alphas = path_points(steps).to(device=x.device, dtype=x.dtype)
+    alphas, weights = _tensors(rule, steps, x)
     total = torch.zeros_like(x)
     for start in range(0, steps, chunk):
-        points = (base + alphas[start : start + chunk, None] * delta).requires_grad_(True)
+        part = slice(start, start + chunk)
+        points = (base + alphas[part, None] * delta).requires_grad_(True)
         with torch.enable_grad():
             outputs = forward(points)[:, target].sum()
             (grads,) = torch.autograd.grad(outputs, points)
-        total += grads.sum(dim=0)
-    return delta * total / steps
+        total += weights[part] @ grads
+    return delta * total
 
 
 def saliency(forward: Forward, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -101,6 +121,7 @@ def attribute(
     *,
     target: int | None,
     steps: int,
+    rule: Rule,
     chunk: int = 256,
 ) -> Attribution:
     """Both attributions of one signal `x` [length] for `target` (None: the predicted class),
@@ -108,7 +129,7 @@ def attribute(
     logits = logits_of(forward, x).float()
     chosen = int(logits.argmax()) if target is None else target
     baseline_logit = float(logits_of(forward, torch.zeros_like(x))[chosen])
-    ig = integrated_gradients(forward, x, chosen, steps=steps, chunk=chunk)
+    ig = integrated_gradients(forward, x, chosen, steps=steps, rule=rule, chunk=chunk)
     return Attribution(
         target=chosen,
         integrated_gradients=ig.detach().float().cpu().numpy(),
@@ -124,6 +145,7 @@ def attribute_batch(
     *,
     targets: Sequence[int | None],
     steps: int,
+    rule: Rule,
     chunk: int = 256,
 ) -> list[Attribution]:
     """`attribute` for each row of `signals` [n, length] and its target (None: predicted),
@@ -137,8 +159,9 @@ def attribute_batch(
         logits = forward(signals).float()
         baseline = forward(torch.zeros_like(signals[:1]))[0].float()
     chosen = [int(logits[i].argmax()) if t is None else t for i, t in enumerate(targets)]
-    gradients = path_gradients(forward, signals, chosen, steps=steps, chunk=chunk)
-    ig = signals * gradients[:, :steps].sum(dim=1) / steps
+    alphas, weights = _tensors(rule, steps, signals)
+    gradients = path_gradients(forward, signals, chosen, alphas=alphas, chunk=chunk)
+    ig = signals * torch.einsum("s,nsl->nl", weights, gradients[:, :steps])
     sal = gradients[:, steps].abs()
     return [
         Attribution(
@@ -153,14 +176,18 @@ def attribute_batch(
 
 
 def path_gradients(
-    forward: Forward, signals: torch.Tensor, targets: list[int], *, steps: int, chunk: int
+    forward: Forward,
+    signals: torch.Tensor,
+    targets: list[int],
+    *,
+    alphas: torch.Tensor,
+    chunk: int,
 ) -> torch.Tensor:
-    """d forward(a x)[target] / d(a x) for every signal x and every a in the midpoints of
-    `steps` intervals of [0, 1], then a = 1: [n, steps + 1, length]."""
+    """d forward(a x)[target] / d(a x) for every signal x and every a in `alphas`, then
+    a = 1: [n, len(alphas) + 1, length]."""
     n, length = signals.shape
-    scales = torch.cat([path_points(steps), torch.ones(1, dtype=torch.float64)])
-    scales = scales.to(device=signals.device, dtype=signals.dtype)
-    per_signal = steps + 1
+    scales = torch.cat([alphas, torch.ones_like(alphas[:1])])
+    per_signal = len(scales)
     rows = n * per_signal
     which = torch.arange(n, device=signals.device).repeat_interleave(per_signal)
     scale = scales.repeat(n)
