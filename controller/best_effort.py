@@ -5,8 +5,9 @@ creation is one API write, not two. `offer` never waits: when the queue is full 
 dropped with a log line. The worker writes in the order offered; a write that fails is
 logged and skipped, and one that asks for a pause (`BackendError.retry_after_s`, the API
 server's `Retry-After`) pauses the worker that long, at most `max_pause_s`. Before each
-write the worker awaits `yield_to` (e.g. `InFlight.idle`: no job being created), so on a
-busy API server the writes that matter go first. `stop` writes what is queued, for at most
+write the worker awaits `yield_to` (e.g. `InFlight.idle`: no job being created, and none for
+a quiet spell), so while jobs are being created, one after another, the writes that matter go
+first. `stop` writes what is queued, for at most
 `drain_s`, then drops the rest.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -27,13 +29,16 @@ T = TypeVar("T")
 
 class InFlight:
     """Counts the calls of a hot path in progress (`with in_flight.one():`); `idle` waits,
-    at most `max_wait_s`, until there are none."""
+    at most `max_wait_s`, until there are none and none ended in the last `quiet_s` (a
+    burst of calls one after another, with gaps between them, is not idle)."""
 
-    def __init__(self, max_wait_s: float) -> None:
+    def __init__(self, max_wait_s: float, *, quiet_s: float = 0.0) -> None:
         self._count = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._max_wait_s = max_wait_s
+        self._quiet_s = quiet_s
+        self._last_end = -math.inf  # loop time
 
     @contextlib.contextmanager
     def one(self) -> Iterator[None]:
@@ -43,12 +48,22 @@ class InFlight:
             yield
         finally:
             self._count -= 1
+            self._last_end = asyncio.get_running_loop().time()
             if not self._count:
                 self._idle.set()
 
     async def idle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self._max_wait_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait_s
+        while (left := deadline - loop.time()) > 0:
+            if self._count:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), left)
+                continue
+            quiet_for = loop.time() - self._last_end
+            if quiet_for >= self._quiet_s:
+                return
+            await asyncio.sleep(min(self._quiet_s - quiet_for, left))
 
 
 class BestEffortWriter(Generic[T]):

@@ -87,18 +87,22 @@ class Informer:
         with self._lock:
             return list(self._by_label.get(value, {}).values())
 
-    def upsert(self, obj: Obj) -> None:
-        """Put an object in (unless the cache has a newer one) and report the change."""
+    def upsert(self, obj: Obj, *, notify: bool = True) -> None:
+        """Put an object in (unless the cache has this version or a newer one) and report
+        the change, unless `notify` is False (the caller acts on the object itself)."""
         name = obj["metadata"]["name"]
         with self._lock:
             current = self._cache.get(name)
-            if current is not None and _rv(current) > _rv(obj):
+            if current is not None and (
+                _rv(current) > _rv(obj) or (_rv(obj) > 0 and _rv(current) == _rv(obj))
+            ):
                 return
             self._cache[name] = obj
             label = self._label(obj)
             if label is not None:
                 self._by_label[label][name] = obj
-        self._on_change(obj)
+        if notify:
+            self._on_change(obj)
 
     def _remove(self, obj: Obj) -> None:
         name = obj["metadata"]["name"]

@@ -10,7 +10,8 @@ controllers do). Creating is idempotent (deterministic names, 409 AlreadyExists 
 a create the API refuses for good (400, 403, 404, 422) is CreateRejected, with its words.
 The Event of each state transition is written off the hot path (`BestEffortWriter`: a
 bounded queue, one worker, in order; dropped with a log line when full), so a job's creation
-costs one API write; each Event waits (up to `EVENT_YIELD_S`) until no Job is being created.
+costs one API write; each Event waits (up to `EVENT_YIELD_S`) until no Job is being created
+and none was for `EVENT_QUIET_S` (a burst of submissions gets its Jobs first, then the Events).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ REJECTED = (400, 403, 404, 422)  # a create answered so fails the same way when 
 EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 EVENT_QUEUE = 1000  # transitions whose Event is not written yet; beyond, Events are dropped
 EVENT_YIELD_S = 1.0  # the longest an Event waits for the creates in progress to end
+EVENT_QUIET_S = 0.25  # no create for this long: the creates of a burst are over
 
 
 def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
@@ -130,7 +132,7 @@ class KubernetesBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         # API calls block (the official client is synchronous): they get threads of their own
         self._calls = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubernetes-api")
-        self._creating = InFlight(EVENT_YIELD_S)
+        self._creating = InFlight(EVENT_YIELD_S, quiet_s=EVENT_QUIET_S)
         self._transitions = BestEffortWriter[tuple[str, JobStatus]](
             self._write_event,
             name="kubernetes-events",
@@ -273,7 +275,8 @@ class KubernetesBackend:
         )
         if job is None:
             raise BackendError(f"job {spec.job_id} neither created nor found")
-        self._jobs[namespace].upsert(job)
+        # in the cache without a change notice: the sync creating it goes on to observe it
+        self._jobs[namespace].upsert(job, notify=False)
         configmap = build_params_configmap(spec, cluster)
         if configmap is not None:
             await self._call(

@@ -124,3 +124,27 @@ def test_writes_wait_for_the_hot_path_to_be_idle_at_most_max_wait() -> None:
     while_busy, after_idle, written, waited = asyncio.run(scenario())
     assert (while_busy, after_idle, written) == ([], [0], [0, 1])
     assert 0.25 <= waited < 1.0  # written anyway after max_wait_s
+
+
+def test_writes_wait_out_a_burst_of_calls_with_gaps_between_them() -> None:
+    async def scenario() -> tuple[list[int], float]:
+        writes = RecordingWrites()
+        in_flight = InFlight(max_wait_s=5.0, quiet_s=0.2)
+        writer = BestEffortWriter(writes, name="events", yield_to=in_flight.idle)
+        started = time.monotonic()
+        writer.offer(0)
+        for _ in range(6):  # creates one after another, 0.05 s apart: never quiet for 0.2 s
+            with in_flight.one():
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)
+        during_burst = list(writes.written)
+        ended = time.monotonic() - started
+        await writer.join()
+        waited = time.monotonic() - started
+        await writer.stop()
+        assert waited >= ended + 0.1  # written once the burst was over for a quiet spell
+        return during_burst, waited
+
+    during_burst, waited = asyncio.run(scenario())
+    assert during_burst == []
+    assert waited < 2.0

@@ -141,6 +141,31 @@ def test_a_job_that_exists_already_is_created() -> None:
     ]
 
 
+def test_a_created_job_is_cached_without_waking_the_reconciler_again() -> None:
+    """The sync that creates a Job observes it next, from the cache: no GET, and no change
+    notice that would sync the job once more for nothing."""
+
+    async def scenario() -> tuple[FakeTransport, bool, int]:
+        job = {"metadata": {"name": "kt-0000000000abcdef", "uid": "u", "resourceVersion": "5"}}
+        api = k8s.ApiClient(k8s.Configuration(host="http://kube"))
+        transport = FakeTransport([Answer(201, "Created", job)])
+        api.rest_client = cast(RESTClientObject, transport)
+        backend = KubernetesBackend(api=api, cluster=ClusterSettings(artifacts_claim=None))
+        backend._loop = asyncio.get_running_loop()  # as start() sets it, without watches
+        try:
+            await backend.create(SPEC)
+            await asyncio.sleep(0)  # a notice would be queued by now
+            observed = await backend.observe(SPEC.job_id)
+        finally:
+            await backend.stop()
+        return transport, observed is not None, backend.changes.qsize()
+
+    transport, observed, notices = asyncio.run(scenario())
+    assert observed
+    assert transport.calls == [("POST", "/apis/batch/v1/namespaces/default/jobs")]
+    assert notices == 0
+
+
 # --- the events informer ----------------------------------------------------------------------
 
 

@@ -1,0 +1,42 @@
+"""The informer's cache: a version it holds already (the watch echoing the object a create
+answered with) or an older one is no change and wakes nobody; `notify=False` fills the
+cache without a change notice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetask.controller.backends.informer import Informer
+
+
+def job(version: str) -> dict[str, Any]:
+    return {"metadata": {"name": "kt-0000000000abcdef", "resourceVersion": version}}
+
+
+def informer(changed: list[str]) -> Informer:
+    return Informer(
+        name="jobs/ml",
+        list_fn=lambda *args, **kwargs: None,  # never started: no call reaches it
+        namespace="ml",
+        on_change=lambda obj: changed.append(obj["metadata"]["resourceVersion"]),
+    )
+
+
+def test_only_a_newer_version_is_a_change() -> None:
+    changed: list[str] = []
+    jobs = informer(changed)
+    for version in ("5", "5", "4", "6", "6"):
+        jobs.upsert(job(version))
+    assert changed == ["5", "6"]
+    assert jobs.get("kt-0000000000abcdef") == job("6")
+
+
+def test_an_object_put_in_without_notice_is_cached_and_its_echo_wakes_nobody() -> None:
+    changed: list[str] = []
+    jobs = informer(changed)
+    jobs.upsert(job("5"), notify=False)  # the create's answer
+    jobs.upsert(job("5"))  # the watch's ADDED of the same object
+    assert changed == []
+    assert jobs.get("kt-0000000000abcdef") == job("5")
+    jobs.upsert(job("7"))  # the Job controller's status write
+    assert changed == ["7"]
