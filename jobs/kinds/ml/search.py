@@ -56,16 +56,25 @@ journal_prefix = keys.optuna_journal
 tickets_key = keys.optuna_tickets
 
 
+def study_keys(job_id: str, last_log: int) -> list[str]:
+    """Every key of the job's study: the journal that `JournalRedisBackend` keeps under its
+    prefix (`log_number`, `log:0` .. `log:{last_log}`, `snapshot`) and the tickets."""
+    prefix = journal_prefix(job_id)
+    logs = [f"{prefix}:log:{number}" for number in range(last_log + 1)]
+    return [f"{prefix}:log_number", *logs, f"{prefix}:snapshot", tickets_key(job_id)]
+
+
 def expire_study(url: str, job_id: str, ttl_s: int) -> int:
     """Give every key of the job's study (journal and tickets) a time to live, as the job's
-    own records have; a later worker of the same job sets it again. The number of keys."""
+    own records have; a later worker of the same job sets it again. The keys are named, not
+    searched for (a SCAN would walk the whole keyspace). The number of keys."""
     with redis.Redis.from_url(url) as client:
-        names = list(client.scan_iter(match=f"{journal_prefix(job_id)}:*", count=1000))
+        last_log = client.get(f"{journal_prefix(job_id)}:log_number")
+        names = study_keys(job_id, int(last_log) if last_log is not None else -1)
         with client.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.expire(name, ttl_s)
-            pipe.execute()
-    return len(names)
+            return sum(bool(done) for done in pipe.execute())
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, base: TrainParams) -> TrainParams:
