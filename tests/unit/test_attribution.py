@@ -3,6 +3,8 @@ feature pipeline, and the PNG overlay."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +243,14 @@ def test_the_overlay_is_a_png_with_a_pair_of_panels_per_signal(tmp_path: Path) -
     assert not list(tmp_path.glob("*.partial"))
     with pytest.raises(ValueError, match="nothing to draw"):
         render_overlay(tmp_path / "none.png", [], sample_rate=None)
+
+
+def test_the_explain_kinds_import_matplotlib_only_to_draw() -> None:
+    code = (
+        "import sys, kubetask.jobs.kinds.explain, kubetask.jobs.kinds.explain_batch; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert imported.stdout.strip() == "[]"

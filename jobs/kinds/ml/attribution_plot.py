@@ -4,6 +4,8 @@ object API: no display, no pyplot global state).
 Per signal, two panels over time: the signal with |integrated gradients| as a heat band
 behind it (where the model looked), then the signed integrated gradients with the saliency
 scaled to the same height. Long signals are drawn from at most `MAX_POINTS` buckets.
+matplotlib is imported when a drawing is made, not with this module (~0.5 s of a task's
+start, plus its font cache where that is not kept between tasks).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 MAX_POINTS = 4000
 PAIR_HEIGHT_IN = 3.4  # figure height per signal
@@ -86,6 +90,8 @@ def render_overlay(path: Path, rows: list[OverlayRow], *, sample_rate: float | N
     """Write the overlays of `rows` (one pair of panels each) as a PNG, atomically."""
     if not rows:
         raise ValueError("nothing to draw")
+    from matplotlib.figure import Figure  # only a task that draws pays for matplotlib
+
     height = PAIR_HEIGHT_IN * len(rows)
     figure = Figure(figsize=(10, height))
     # Margins fixed in inches (a tight layout measured every label: a third of the drawing
