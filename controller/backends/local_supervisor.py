@@ -1,6 +1,7 @@
 """The local backend's kubelet: it starts each pod's supervisor (shim.py) with the
 container's command and environment, watches it, signals it, and adopts the supervisors
-still running after a controller restart.
+still running after a controller restart. A supervisor is forked by its image's warm zygote
+when one is ready (local_zygotes.py), else started as a new interpreter: the same either way.
 
 A supervisor's exit is noticed through a pidfd at once (`check_exits`, called by the
 backend's poller, is the safety net where pidfds are missing). What to start, and when, is
@@ -19,10 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from kubetask import env
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_folders import JobFolders, read_json, write_json
+from kubetask.controller.backends.local_zygotes import Zygotes
+from kubetask.controller.backends.shim import process_start
 
 log = logging.getLogger("kubetask.local")
 
@@ -45,18 +49,23 @@ STORE_ENV = (
 class LivePod:
     job_id: str
     pid: int
-    proc: subprocess.Popen[bytes] | None = None  # None for a supervisor adopted after restart
+    proc: subprocess.Popen[bytes] | None = None  # None: adopted, or forked by a zygote
     pidfd: int | None = None
+    stdout: IO[bytes] | None = None  # where the supervisor says "started"
+    start: int | None = None  # when the process started (shim.process_start)
 
 
-def pid_alive(pid: int, pod_dir: Path) -> bool:
-    """True if `pid` runs and (where /proc tells) is the supervisor of `pod_dir`."""
+def pid_alive(pid: int, pod_dir: Path, start: int | None = None) -> bool:
+    """True if `pid` runs and (where /proc tells) is the supervisor of `pod_dir`: the process
+    that started at `start` when known, else one whose command line names the folder."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    if start is not None and Path("/proc/self/stat").exists():
+        return process_start(pid) == start
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         with contextlib.suppress(OSError):
@@ -112,9 +121,15 @@ class Supervisor:
         python: str,
         on_change: Callable[[str], None],
         on_exit: Callable[[str], None],
+        zygotes: bool = True,
     ) -> None:
         self._folders = folders
         self._python = python
+        self._zygotes = (
+            Zygotes(folders.jobs.parent / "zygotes", python=python, system=os.environ)
+            if zygotes
+            else None
+        )
         self._on_change = on_change
         self._on_exit = on_exit
         self._live: dict[Path, LivePod] = {}
@@ -135,16 +150,7 @@ class Supervisor:
             params_file.write_text(params)
             environment[env.PARAMS_FILE] = str(params_file)
         try:
-            with (pod_dir / "shim.log").open("ab") as shim_log:
-                proc = subprocess.Popen(
-                    supervised_command(spec, pod_dir, python=self._python),
-                    env=environment,
-                    cwd=pod_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=shim_log,
-                    start_new_session=True,
-                )
+            live = self._start(spec, pod_dir, environment)
         except OSError as exc:  # the pod fails to start, as a container that cannot be created
             log.error("cannot start %s: %s", pod_dir, exc)
             (pod_dir / "output.log").write_text(f"cannot start the task: {exc}\n")
@@ -154,12 +160,39 @@ class Supervisor:
             )
             self._on_change(spec.job_id)
             return
-        write_json(pod_dir / "shim.json", {"pid": proc.pid})
-        self._watch(pod_dir, LivePod(spec.job_id, proc.pid, proc))
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        asyncio.get_running_loop().add_reader(proc.stdout.fileno(), self._on_output, pod_dir)
+        self._watch(pod_dir, live)
+        assert live.stdout is not None
+        os.set_blocking(live.stdout.fileno(), False)
+        asyncio.get_running_loop().add_reader(live.stdout.fileno(), self._on_output, pod_dir)
         self._on_change(spec.job_id)
+
+    def _start(self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str]) -> LivePod:
+        """The pod's supervisor, forked by a zygote or else started plainly."""
+        with (pod_dir / "shim.log").open("ab") as shim_log:
+            if self._zygotes is not None:
+                read, write = os.pipe()
+                try:
+                    pid = self._zygotes.start_pod(
+                        spec, pod_dir, environment, stdout=write, log_fd=shim_log.fileno()
+                    )
+                finally:
+                    os.close(write)
+                if pid is not None:
+                    stdout = os.fdopen(read, "rb")
+                    return LivePod(spec.job_id, pid, stdout=stdout, start=process_start(pid))
+                os.close(read)
+            proc = subprocess.Popen(
+                supervised_command(spec, pod_dir, python=self._python),
+                env=environment,
+                cwd=pod_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=shim_log,
+                start_new_session=True,
+            )
+        start = process_start(proc.pid)  # as the supervisor writes it too (first or last)
+        write_json(pod_dir / "shim.json", {"pid": proc.pid, "start": start, "zygote": False})
+        return LivePod(spec.job_id, proc.pid, proc, stdout=proc.stdout, start=start)
 
     def adopt(self, job_id: str) -> None:
         """Watch the job's supervisors that still run (started by an earlier controller)."""
@@ -167,8 +200,9 @@ class Supervisor:
             shim = read_json(pod_dir / "shim.json")
             if shim and not (pod_dir / "exit.json").exists():
                 pid = int(str(shim["pid"]))
-                if pid_alive(pid, pod_dir):
-                    self._watch(pod_dir, LivePod(job_id, pid))
+                start = int(str(shim["start"])) if shim.get("start") is not None else None
+                if pid_alive(pid, pod_dir, start):
+                    self._watch(pod_dir, LivePod(job_id, pid, start=start))
 
     def terminate(self, job_id: str) -> None:
         """SIGTERM each running supervisor of the job; it gives the task its grace, then
@@ -181,27 +215,34 @@ class Supervisor:
     def check_exits(self) -> None:
         """Notice the exits no pidfd told of."""
         for pod_dir, live in list(self._live.items()):
-            gone = live.proc.poll() is not None if live.proc else not pid_alive(live.pid, pod_dir)
+            gone = (
+                live.proc.poll() is not None
+                if live.proc
+                else not pid_alive(live.pid, pod_dir, live.start)
+            )
             if gone:
                 self._exited(pod_dir)
 
     def close(self) -> None:
-        """Stop watching; the supervisors keep running, for the next controller to adopt."""
+        """Stop watching and stop the zygotes; the supervisors keep running, for the next
+        controller to adopt."""
         for pod_dir in list(self._live):
             self._unwatch(pod_dir)
+        if self._zygotes is not None:
+            self._zygotes.close()
 
     # -- watching ----------------------------------------------------------------------
     def _on_output(self, pod_dir: Path) -> None:
         """The supervisor said 'started' (or closed its stdout): the pod may be running."""
         live = self._live.get(pod_dir)
-        if live is None or live.proc is None or live.proc.stdout is None:
+        if live is None or live.stdout is None or live.stdout.closed:
             return
         data = b""
         with contextlib.suppress(BlockingIOError):
-            data = live.proc.stdout.read() or b""
+            data = live.stdout.read() or b""
         if not data or data.endswith(b"\n"):
-            asyncio.get_running_loop().remove_reader(live.proc.stdout.fileno())
-            live.proc.stdout.close()
+            asyncio.get_running_loop().remove_reader(live.stdout.fileno())
+            live.stdout.close()
         self._on_change(live.job_id)
 
     def _watch(self, pod_dir: Path, live: LivePod) -> None:
@@ -220,9 +261,9 @@ class Supervisor:
         if live.pidfd is not None:
             loop.remove_reader(live.pidfd)
             os.close(live.pidfd)
-        if live.proc is not None and live.proc.stdout is not None and not live.proc.stdout.closed:
-            loop.remove_reader(live.proc.stdout.fileno())
-            live.proc.stdout.close()
+        if live.stdout is not None and not live.stdout.closed:
+            loop.remove_reader(live.stdout.fileno())
+            live.stdout.close()
         return live
 
     def _exited(self, pod_dir: Path) -> None:

@@ -7,7 +7,8 @@ It starts the task in a process group of its own (stdout and stderr to `output.l
 "started" on its stdout for whoever listens, and records the exit in `exit.json` for the
 controller to read later. On SIGTERM it passes SIGTERM to the task's group and, after the
 grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
-Standard library only, so it starts fast.
+Standard library only, so it starts fast. A zygote (zygote.py) runs the same `supervise`
+in a forked child, starting the task by a second fork instead of a new interpreter.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -27,8 +29,10 @@ from types import FrameType
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
+StartTask = Callable[[int], int]  # the output file's descriptor -> the task's pid
 
-def _die_with_parent() -> None:
+
+def die_with_parent() -> None:
     """In the task: if the shim is killed, take the task down too (Linux)."""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -45,6 +49,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def process_start(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22); None: gone,
+    a zombie, or no /proc. With the pid it names one process, even if the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 def exit_code_of(returncode: int) -> int:
     """As a container runtime reports it: 128 + signal for a killed process."""
     return 128 - returncode if returncode < 0 else returncode
@@ -55,10 +70,10 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def main(argv: list[str]) -> int:
-    pod_dir, grace_s, command = Path(argv[0]), float(argv[1]), argv[3:]
-    _write_json(pod_dir / "shim.json", {"pid": os.getpid()})
-    with (pod_dir / "output.log").open("ab") as output:
+def spawn_command(command: list[str], pod_dir: Path) -> StartTask:
+    """Start the task as a new process running `command` (the plain start)."""
+
+    def start(output: int) -> int:
         task = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -66,13 +81,25 @@ def main(argv: list[str]) -> int:
             stderr=subprocess.STDOUT,
             cwd=pod_dir,
             process_group=0,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 -- no threads exist yet
+            preexec_fn=die_with_parent,  # noqa: PLW1509 -- no threads exist yet
         )
-    _write_json(pod_dir / "started.json", {"pid": task.pid, "started_at": _now()})
+        task.returncode = 0  # reaped below by os.waitpid, not by Popen
+        return task.pid
+
+    return start
+
+
+def supervise(pod_dir: Path, grace_s: float, start: StartTask, *, zygote: bool = False) -> int:
+    """Start the task, tell the listener on stdout, wait for it and record how it ended."""
+    me = os.getpid()
+    _write_json(pod_dir / "shim.json", {"pid": me, "start": process_start(me), "zygote": zygote})
+    with (pod_dir / "output.log").open("ab") as output:
+        pid = start(output.fileno())
+    _write_json(pod_dir / "started.json", {"pid": pid, "started_at": _now()})
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        _kill_group(task.pid, signal.SIGTERM)
-        timer = threading.Timer(grace_s, _kill_group, (task.pid, signal.SIGKILL))
+        _kill_group(pid, signal.SIGTERM)
+        timer = threading.Timer(grace_s, _kill_group, (pid, signal.SIGKILL))
         timer.daemon = True
         timer.start()
 
@@ -84,13 +111,18 @@ def main(argv: list[str]) -> int:
         sys.stdout.close()
     except OSError:
         pass  # nobody listens (the controller restarted): fine
-    returncode = task.wait()
-    _kill_group(task.pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    _kill_group(pid, signal.SIGKILL)
     _write_json(
         pod_dir / "exit.json",
-        {"exit_code": exit_code_of(returncode), "finished_at": _now()},
+        {"exit_code": exit_code_of(os.waitstatus_to_exitcode(status)), "finished_at": _now()},
     )
     return 0
+
+
+def main(argv: list[str]) -> int:
+    pod_dir, grace_s, command = Path(argv[0]), float(argv[1]), argv[3:]
+    return supervise(pod_dir, grace_s, spawn_command(command, pod_dir))
 
 
 if __name__ == "__main__":

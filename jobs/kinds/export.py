@@ -23,9 +23,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime
 import torch
 from numpy.typing import NDArray
 from pydantic import JsonValue
@@ -33,6 +33,9 @@ from torch import nn
 
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import TaskError
+
+if TYPE_CHECKING:  # imported when used: it opens a database in $HOME as it loads
+    import onnxruntime
 from kubetask.jobs.kinds.ml import scores
 from kubetask.jobs.kinds.ml.inference import ModelData, SignalPipeline, model_on_data
 from kubetask.jobs.params.catalog import ExportParams
@@ -91,6 +94,8 @@ def to_onnx(
             output_names=[OUTPUT],
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
         )
+    import onnxruntime
+
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 

@@ -1,0 +1,164 @@
+"""A task forked by a zygote (controller/backends/zygote.py) sees what a plainly started
+one sees: the job's environment exactly (Python's and C's), its folder, its argv, a process
+group of its own in its supervisor's session, no thread and no socket of the zygote's, and
+random streams of its own. Its exit code is recorded the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.local_supervisor import SHIM
+from kubetask.controller.backends.local_zygotes import Zygotes
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = "tests.component.zygote_probe"
+
+
+def spec(*args: str, kind: str = "noop") -> TaskSpec:
+    """A probe pod; `kind` picks the zygote's role (what it preloads)."""
+    return TaskSpec(
+        job_id="00000000zygote00",
+        kind=kind,
+        image=f"probe-{kind}",
+        command=("python", "-m", PROBE, *args),
+        env={},
+        retries=0,
+        timeout_s=None,
+        grace_s=2.0,
+    )
+
+
+def task_env(pod_dir: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO),
+        "HOME": str(pod_dir),
+        "PROBE_VALUE": f"seen in {pod_dir.name}",
+        "KUBETASK_JOB_ID": "00000000zygote00",
+    }
+
+
+@pytest.fixture(params=["noop", "gan-train"], ids=["trainer-role", "gan-role"])
+def role(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def zygotes(tmp_path: Path, role: str) -> Iterator[Zygotes]:
+    pool = Zygotes(tmp_path / "zygotes", python=sys.executable, system=task_env(tmp_path))
+    deadline = time.monotonic() + 60
+    while not pool.ready(spec(kind=role)):
+        assert time.monotonic() < deadline, (tmp_path / "zygotes" / "zygotes.log").read_text()
+        time.sleep(0.1)
+    yield pool
+    pool.close()
+
+
+def exit_code(pod_dir: Path) -> int:
+    deadline = time.monotonic() + 30
+    while not (pod_dir / "exit.json").exists():
+        assert time.monotonic() < deadline, (pod_dir / "shim.log").read_text()
+        time.sleep(0.02)
+    code: int = json.loads((pod_dir / "exit.json").read_text())["exit_code"]
+    return code
+
+
+def forked(
+    pool: Zygotes, pod_dir: Path, *args: str, kind: str = "noop"
+) -> tuple[int, dict[str, Any]]:
+    pod_dir.mkdir()
+    read, write = os.pipe()
+    with (pod_dir / "shim.log").open("ab") as log:
+        pid = pool.start_pod(
+            spec(str(pod_dir / "facts.json"), *args, kind=kind),
+            pod_dir,
+            task_env(pod_dir),
+            stdout=write,
+            log_fd=log.fileno(),
+        )
+    os.close(write)
+    assert pid is not None
+    with os.fdopen(read, "rb") as said:
+        assert said.read() == b"started\n"
+    return exit_code(pod_dir), json.loads((pod_dir / "facts.json").read_text())
+
+
+def plain(pod_dir: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    pod_dir.mkdir()
+    command = [sys.executable, "-m", PROBE, str(pod_dir / "facts.json"), *args]
+    subprocess.run(
+        [sys.executable, "-I", "-S", SHIM, str(pod_dir), "2", "--", *command],
+        env=task_env(pod_dir),
+        cwd=pod_dir,
+        check=True,
+        capture_output=True,
+    )
+    return exit_code(pod_dir), json.loads((pod_dir / "facts.json").read_text())
+
+
+def test_a_forked_task_sees_what_a_plain_one_sees(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
+    _, mine = forked(zygotes, tmp_path / "forked", kind=role)
+    _, other = plain(tmp_path / "plain")
+    supervisor = json.loads((tmp_path / "forked" / "shim.json").read_text())
+    assert supervisor["zygote"] is True
+    job_env = task_env(tmp_path / "forked")
+    assert {k: mine["environ"].pop(k) for k in job_env} == job_env
+    assert {k: other["environ"].pop(k) for k in task_env(tmp_path / "plain")}
+    assert mine["environ"] == other["environ"], "nothing but what a new interpreter adds"
+    assert mine["c_getenv"] == "seen in forked", "C libraries see it too"
+    assert mine["cwd"] == str(tmp_path / "forked")
+    assert mine["argv"] == [str(tmp_path / "forked" / "facts.json")]
+    assert mine["ppid"] == supervisor["pid"] == mine["sid"], "under its own supervisor"
+    assert mine["pgid"] == mine["pid"], "a process group of its own"
+    assert (mine["threads"], mine["python_threads"]) == (1, 1), "no thread inherited"
+    sockets = [t for t in mine["fds"].values() if t.startswith("socket:")]
+    assert not sockets, "none of the zygote's sockets"
+    assert set(mine["fds"]) <= set(other["fds"]), "no descriptor a plain task lacks"
+
+
+def test_siblings_get_random_streams_of_their_own(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
+    _, first = forked(zygotes, tmp_path / "first", kind=role)
+    _, second = forked(zygotes, tmp_path / "second", kind=role)
+    for stream in ("random", "numpy", "torch"):
+        assert first[stream] != second[stream], stream
+
+
+def test_exit_codes_are_recorded_as_for_a_plain_start(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
+    assert forked(zygotes, tmp_path / "forked", "7", kind=role)[0] == 7
+    assert plain(tmp_path / "plain", "7")[0] == 7
+    assert forked(zygotes, tmp_path / "ok", kind=role)[0] == 0
+
+
+@pytest.mark.parametrize("role", ["noop"])
+def test_a_command_a_zygote_cannot_become_starts_plainly(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
+    other = TaskSpec(
+        job_id="00000000zygote00",
+        kind=role,
+        image=f"probe-{role}",
+        command=("/bin/true",),
+        env={},
+        retries=0,
+        timeout_s=None,
+    )
+    pod_dir = tmp_path / "pod"
+    pod_dir.mkdir()
+    assert zygotes.start_pod(other, pod_dir, {}, stdout=1, log_fd=2) is None
