@@ -183,7 +183,8 @@ def save_arrays(
 
     partial = path.with_name(path.name + ".partial")
     with partial.open("wb") as file:
-        np.savez_compressed(
+        # stored, not deflated: float noise shrinks by ~8% for ~0.1 s per 240 signals
+        np.savez(
             file,
             indices=np.array(rows, dtype=np.int64),
             signals=stacked([subject.signals[row] for row in rows], length),

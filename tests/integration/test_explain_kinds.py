@@ -5,6 +5,7 @@ through the API and the local backend), read back from their arrays."""
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ def test_one_signal_is_explained_over_its_time_samples(trained: tuple[Path, str,
     result = run.result
     saved = arrays(store / result["arrays"])
     assert saved["indices"].tolist() == [5]
+    with zipfile.ZipFile(store / result["arrays"]) as npz:  # stored: deflating costs more
+        assert {entry.compress_type for entry in npz.infolist()} == {zipfile.ZIP_STORED}
     ig = saved["integrated_gradients"][0]
     assert ig.shape == saved["saliency"][0].shape == (DATA["length"],)
     assert saved["signals"][0].shape == (DATA["length"],)
