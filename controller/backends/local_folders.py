@@ -7,6 +7,8 @@
                     pods/{index}-{attempt}/
                         pod.json shim.json started.json exit.json
                         output.log termination-log
+    {open-jobs}/{job_id}                  listed while the job may start pods or still has
+                                          some running (so start-up reads these folders only)
 
 Reading and writing these files, and nothing else: no processes, no decisions. Each JSON
 file is written whole (a temporary file renamed over it), so a reader never sees half.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -84,8 +87,9 @@ def read_pod(pod_dir: Path, index: int, attempt: int, *, alive: bool) -> Pod:
 class JobFolders:
     """The job folders under `jobs`, one method per thing read or written."""
 
-    def __init__(self, jobs: Path) -> None:
+    def __init__(self, jobs: Path, *, listed: Path | None = None) -> None:
         self.jobs = jobs
+        self.listed = listed or jobs.with_name("open-jobs")  # the jobs not yet done with
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs / job_id
@@ -108,13 +112,38 @@ class JobFolders:
         return (job_dir / "deleted").exists() or (job_dir / "finished.json").exists()
 
     def write_job(self, spec: TaskSpec) -> bool:
-        """Write the job's spec; False (and nothing written) when it exists already."""
+        """Write the job's spec (listed first: a crash leaves no unlisted job); False (and
+        nothing written) when it exists already."""
         if self.exists(spec.job_id):
             return False
+        self._ensure_listed()  # before the job, or a list built later would miss it
+        (self.listed / spec.job_id).touch()
         job_dir = self.job_dir(spec.job_id)
         (job_dir / "pods").mkdir(parents=True, exist_ok=True)
         write_json(job_dir / "job.json", spec_to_json(spec))
         return True
+
+    def listed_ids(self) -> list[str]:
+        """The listed jobs, oldest first; a store from before the list gets one, built from
+        a scan of every folder, once."""
+        self._ensure_listed()
+        return sorted(entry.name for entry in os.scandir(self.listed))
+
+    def _ensure_listed(self) -> None:
+        if self.listed.is_dir():
+            return
+        building = self.listed.with_name(f"{self.listed.name}.building")
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        for job_id in self.job_ids():
+            if not self.ended(job_id):
+                (building / job_id).touch()
+        os.replace(building, self.listed)
+
+    def unlist(self, job_id: str) -> None:
+        """The job is done with: it ended and none of its pods runs."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.listed / job_id).unlink()
 
     def mark_deleted(self, job_id: str) -> None:
         (self.job_dir(job_id) / "deleted").touch()
@@ -157,12 +186,18 @@ class JobFolders:
 
     def load(self, job_id: str, *, alive: Callable[[Path], bool]) -> tuple[TaskSpec, list[Pod]]:
         """The spec and the pods; `alive(pod_dir)`: whether that pod's supervisor runs."""
-        spec = spec_from_json(read_json(self.job_dir(job_id) / "job.json") or {})
-        pods = [
+        return self.spec(job_id), self.pods(job_id, alive=alive)
+
+    def spec(self, job_id: str) -> TaskSpec:
+        """The job's spec (written once, never changed); raises when its file is damaged."""
+        return spec_from_json(read_json(self.job_dir(job_id) / "job.json") or {})
+
+    def pods(self, job_id: str, *, alive: Callable[[Path], bool]) -> list[Pod]:
+        """The job's pods, in (index, attempt) order: what changes while a job goes on."""
+        return [
             read_pod(pod_dir, index, attempt, alive=alive(pod_dir))
             for pod_dir, (index, attempt) in self.pod_dirs(job_id)
         ]
-        return spec, pods
 
     def termination_messages(self, job_id: str) -> dict[int, str]:
         messages: dict[int, str] = {}
