@@ -156,6 +156,7 @@ GAN_SEED = KindSpec(
     params=GanSeedParams,
     runner="kubetask.jobs.kinds.gan_seed:run",
     image="gan",
+    warm=("sdv.single_table", "sdv.metadata", "sdv.evaluation", "sdv.utils"),
     stages=(("generate", 1.0), ("save", 1.0)),
     outputs=("seed",),
 )
@@ -167,6 +168,7 @@ GAN_TRAIN = KindSpec(
     params=GanTrainParams,
     runner="kubetask.jobs.kinds.gan_train:run",
     image="gan",
+    warm=("sdv.single_table", "sdv.metadata", "sdv.evaluation", "sdv.utils"),
     stages=(("load", 1.0), ("preprocess", 1.0), ("train", 7.0), ("save", 1.0)),
     outputs=("seed", "synthesizer", "metadata", "losses"),
 )
@@ -178,6 +180,7 @@ GAN_GENERATE = KindSpec(
     params=GanGenerateParams,
     runner="kubetask.jobs.kinds.gan_generate:run",
     image="gan",
+    warm=("sdv.single_table", "sdv.metadata", "sdv.evaluation", "sdv.utils"),
     stages=(("load", 1.0), ("sample", 7.0), ("evaluate", 2.0)),
 )
 

@@ -80,6 +80,10 @@ class KindSpec:
     stages: tuple[Stage, ...] = DEFAULT_STAGES
     # How the workers' parts of a split job make one result (None: the parts as they are).
     merge: Merge | None = None
+    # Modules a warm process (the local backend's zygote) imports ahead of this kind's
+    # tasks besides the runner's own: libraries the runner imports late. They must be safe
+    # to fork from (no Python thread, no file left open at import).
+    warm: tuple[str, ...] = ()
 
 
 class KindError(Exception):

@@ -17,8 +17,9 @@ handlers, fresh seeds for every RNG and no descriptor of the zygote's sockets; i
 own connections. The zygote itself opens none and runs no Python thread (it refuses to
 fork if one appears).
 
-What is preloaded: the task runtime and the runner modules of every kind with KIND's image
-role, named by the installed kinds' specs (kubetask.kinds), imported by name: nothing runs.
+What is preloaded: the task runtime, and the runner modules and `warm` modules of every
+kind with KIND's image role, named by the installed kinds' specs (kubetask.kinds), imported
+by name: nothing runs.
 """
 
 from __future__ import annotations
@@ -76,8 +77,13 @@ def preload(kind: str) -> list[str]:
     """Import the task runtime and the runners of `kind`'s image role; the modules' names."""
     kinds = load_kinds()
     role = kinds[kind].image if kind in kinds else None
-    runners = {s.runner.partition(":")[0] for s in kinds.values() if s.image == role}
-    names = [RUNTIME, *sorted(runners)]
+    modules = {
+        module
+        for spec in kinds.values()
+        if spec.image == role
+        for module in (spec.runner.partition(":")[0], *spec.warm)
+    }
+    names = [RUNTIME, *sorted(modules)]
     for name in names:
         importlib.import_module(name)
     return names

@@ -4,6 +4,7 @@ each other and the installation's images, and each runner checked against its sp
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -158,7 +159,10 @@ def test_task_images_are_read_as_a_json_object(monkeypatch: pytest.MonkeyPatch) 
 # -- runners checked against their specs ------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(load_kinds()))
 def test_every_built_in_runner_takes_its_kinds_params(name: str) -> None:
-    load_runner(load_kinds()[name])  # imports the kind (torch, sdv...) and checks it
+    spec = load_kinds()[name]
+    load_runner(spec)  # imports the kind (torch, sdv...) and checks it
+    for module in spec.warm:  # what a zygote imports ahead of its tasks exists
+        importlib.import_module(module)
 
 
 def test_a_runner_taking_other_params_is_refused() -> None:
