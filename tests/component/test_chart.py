@@ -681,6 +681,18 @@ def test_redis_is_a_statefulset_with_append_only_persistence() -> None:
     assert ephemeral["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
 
 
+def _redis_flags(values: dict[str, Any] | None = None) -> dict[str, str]:
+    args = one(render(values), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def test_redis_fsyncs_each_write_by_default_as_the_embedded_one_does() -> None:
+    """A 201 promises the record is on disk: by default at once (`always`), not within the
+    second (`everysec`, still a choice)."""
+    assert _redis_flags()["--appendfsync"] == "always"
+    assert _redis_flags({"redis": {"appendfsync": "everysec"}})["--appendfsync"] == "everysec"
+
+
 # -- labels --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_every_object_carries_the_recommended_labels(name: str) -> None:
