@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--full] [--only NAME,...]`: run the figures (relay, startup,
+"""`python -m bench [--quick] [--full] [--only NAME,...]`: run the figures (relay, startup, zygote,
 noop, submissions, kube, train, explain, gan, celery) against one set of servers, print a table and
 write bench/out/results.json."""
 
@@ -26,6 +26,7 @@ from bench import (
     startup,
     submissions,
     train_loop,
+    zygote_start,
 )
 from bench.harness import Bench, Counts, Figure, Row, servers
 from kubetask.controller.redis_server import server_binary
@@ -33,6 +34,7 @@ from kubetask.controller.redis_server import server_binary
 FIGURES: dict[str, Callable[[Bench, Counts], Figure]] = {
     "relay": relay.run,
     "startup": startup.run,
+    "zygote": zygote_start.run,
     "noop": noop_e2e.run,
     "submissions": submissions.run,
     "kube": kube.run,

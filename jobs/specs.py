@@ -24,6 +24,11 @@ from kubetask.jobs.params.explain import ExplainBatchParams, ExplainParams
 from kubetask.jobs.params.nas import NasParams
 from kubetask.kinds import KindSpec, Merge, Pick
 
+# What a torch optimizer imports as it is made (torch._dynamo: 1-3 s): a zygote imports it ahead
+OPTIMIZER_MODULES = ("torch._dynamo",)
+# What the GAN runners import when they run (SDV: 3-10 s)
+SDV_MODULES = ("sdv.single_table", "sdv.metadata", "sdv.evaluation", "sdv.utils")
+
 # The study's own figures, as the worker that ended last saw them (the most trials finished):
 # summed over the workers, every worker's view of the shared study would count trials twice.
 STUDY_COUNTS = Pick(
@@ -59,6 +64,7 @@ TRAIN = KindSpec(
     params=TrainParams,
     runner="kubetask.jobs.kinds.train:run",
     image="trainer",
+    warm=OPTIMIZER_MODULES,
     stages=(("data", 1.0), ("generate", 4.0), ("train", 15.0)),
     outputs=("model", "last_model", "checkpoint", "dataset"),
 )
@@ -70,6 +76,7 @@ HPO = KindSpec(
     params=HpoParams,
     runner="kubetask.jobs.kinds.hpo:run",
     image="trainer",
+    warm=OPTIMIZER_MODULES,
     stages=(("data", 1.0), ("generate", 4.0), ("trial", 15.0)),
     splits=True,
     merge=Merge(
@@ -127,6 +134,7 @@ NAS = KindSpec(
     params=NasParams,
     runner="kubetask.jobs.kinds.nas:run",
     image="trainer",
+    warm=OPTIMIZER_MODULES,
     stages=(("data", 1.0), ("generate", 4.0), ("trial", 15.0)),
     splits=True,
     merge=Merge(
@@ -156,7 +164,7 @@ GAN_SEED = KindSpec(
     params=GanSeedParams,
     runner="kubetask.jobs.kinds.gan_seed:run",
     image="gan",
-    warm=("sdv.single_table", "sdv.metadata", "sdv.evaluation", "sdv.utils"),
+    warm=SDV_MODULES,
     stages=(("generate", 1.0), ("save", 1.0)),
     outputs=("seed",),
 )
@@ -168,7 +176,7 @@ GAN_TRAIN = KindSpec(
     params=GanTrainParams,
     runner="kubetask.jobs.kinds.gan_train:run",
     image="gan",
-    warm=("sdv.single_table", "sdv.metadata", "sdv.evaluation", "sdv.utils"),
+    warm=SDV_MODULES,
     stages=(("load", 1.0), ("preprocess", 1.0), ("train", 7.0), ("save", 1.0)),
     outputs=("seed", "synthesizer", "metadata", "losses"),
 )
@@ -180,7 +188,7 @@ GAN_GENERATE = KindSpec(
     params=GanGenerateParams,
     runner="kubetask.jobs.kinds.gan_generate:run",
     image="gan",
-    warm=("sdv.single_table", "sdv.metadata", "sdv.evaluation", "sdv.utils"),
+    warm=SDV_MODULES,
     stages=(("load", 1.0), ("sample", 7.0), ("evaluate", 2.0)),
 )
 

@@ -19,7 +19,7 @@ fork if one appears).
 
 What is preloaded: the task runtime, and the runner modules and `warm` modules of every
 kind with KIND's image role, named by the installed kinds' specs (kubetask.kinds), imported
-by name: nothing runs.
+by name, and the kubetask models' validators built: nothing runs.
 """
 
 from __future__ import annotations
@@ -86,7 +86,22 @@ def preload(kind: str) -> list[str]:
     names = [RUNTIME, *sorted(modules)]
     for name in names:
         importlib.import_module(name)
+    build_models()
     return names
+
+
+def build_models() -> None:
+    """Build the validators of every kubetask pydantic model now (they are built on first
+    use, `defer_build`: ~20 ms each that every forked task would pay again)."""
+    from pydantic import BaseModel
+
+    pending: list[type[BaseModel]] = [BaseModel]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__module__.startswith("kubetask.") and not cls.__pydantic_complete__:
+            with contextlib.suppress(Exception):  # one that cannot be built yet: on first use
+                cls.model_rebuild()
 
 
 def reseed() -> None:
