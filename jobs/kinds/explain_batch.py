@@ -4,7 +4,8 @@ With `parallelism`/`completions` > 1 (an Indexed Job, or the local backend's pro
 each worker claims the next unexplained signal in Redis until none is left
 (`kubetask.jobs.kinds.ml.shares`), so the workers split the list whatever their number, and a
 retried worker redoes its own claims. A worker claims as many signals at a time as fill one
-forward/backward pass (`batch_size` rows of `steps + 1` each) and explains them together.
+forward/backward pass (`batch_size` rows of `steps + 1` each), in one round trip to Redis,
+and explains them together.
 Each worker writes its own part,
 `explanations-<index>.npz` (the `explain` arrays, one row per signal it explained) and
 `explanations-<index>.png` (overlays of its first `plots` signals); its result says where
@@ -14,9 +15,6 @@ explained by all the workers together, `total` is how many there are.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from itertools import islice
 
 from pydantic import JsonValue
 
@@ -38,12 +36,6 @@ from kubetask.jobs.publisher import OUTCOME_TTL_S
 ROWS_LISTED = 50  # rows a result lists (the part holds them all)
 
 
-def groups(positions: Iterator[int], size: int) -> Iterator[list[int]]:
-    """`positions` in lists of `size` (the last one shorter), each taken when asked for."""
-    while group := list(islice(positions, size)):
-        yield group
-
-
 def run(params: ExplainBatchParams, context: TaskContext) -> dict[str, JsonValue]:
     reporter = context.reporter
     reporter.update(0, None, stage="load", message="loading the model and the signals")
@@ -60,13 +52,12 @@ def run(params: ExplainBatchParams, context: TaskContext) -> dict[str, JsonValue
     attributions: list[Attribution] = []
     try:
         per_pass = max(1, params.batch_size // (params.steps + 1))
-        for positions in groups(my_share(shares, len(rows)), per_pass):
+        for positions in my_share(shares, len(rows), per_pass):
             group = [rows[position] for position in positions]
             explained = explain_rows(subject, group, params)
             mine += group
             attributions += explained
-            for position in positions:
-                done = shares.finish(position)
+            done = shares.finish(positions)
             target = subject.classes[explained[-1].target]
             message = f"signal {group[-1]}: {target} ({len(mine)} by worker {context.index})"
             reporter.update(done, len(rows), stage="explain", message=message)

@@ -173,20 +173,22 @@ def test_batch_explain_shares_the_signals_out_among_two_workers(
 
 def test_a_retried_worker_takes_back_what_it_claimed(redis_url: str) -> None:
     first = RedisShares(redis_url, job_id="shares-0001", worker=0)
-    claimed = my_share(first, 10)
-    assert [next(claimed), next(claimed)] == [0, 1]  # then its pod died mid-signal
-    assert first.finish(0) == 1
+    claimed = my_share(first, 10, 2)
+    assert next(claimed) == [0, 1]  # then its pod died mid-group
+    assert first.finish([0]) == 1
     first.close()
     other = RedisShares(redis_url, job_id="shares-0001", worker=1)
-    taking = my_share(other, 10)
-    theirs = [next(taking) for _ in range(3)]
+    taking = my_share(other, 10, 3)
+    theirs = next(taking)
     assert theirs == [2, 3, 4]
     again = RedisShares(redis_url, job_id="shares-0001", worker=0)
-    mine = list(my_share(again, 10))
+    mine = [position for group in my_share(again, 10, 4) for position in group]
     assert mine[:2] == [0, 1]
     assert set(mine).isdisjoint(theirs)
     assert sorted(mine + theirs) == list(range(10))
-    assert again.finish(0) == 1  # finishing twice counts once
-    assert other.finish(2) == again.done() == 2
+    assert again.claim([2, 3]) == []  # once taken, nobody else's
+    assert other.claim([2, 4, 9]) == [2, 4]
+    assert again.finish([0, 1]) == 2  # finishing twice counts once
+    assert other.finish([2, 3]) == again.done() == 4
     for shares in (other, again):
         shares.close()

@@ -1,17 +1,18 @@
 """How the workers of one job share out a list of items (`explain-batch`'s signals).
 
-Each worker claims the next unclaimed item just before working on it (an atomic `HSETNX` of
-the item's position to the worker's completion index), so the workers of an Indexed Job
-split the list between them whatever their number (a task is not told how many completions
-its job has), and a faster worker takes more. A retried worker (the same completion index)
-takes its own claims back, so nothing it claimed before dying is lost. Items finished by any
-worker are counted in a set, for the job's aggregate progress. Without a Redis URL one
-worker takes everything.
+Each worker claims the next unclaimed items just before working on them, a group at a time
+(an atomic `HSETNX` of each item's position to the worker's completion index, the group's in
+one round trip), so the workers of an Indexed Job split the list between them whatever their
+number (a task is not told how many completions its job has), and a faster worker takes
+more. A retried worker (the same completion index) takes its own claims back, so nothing it
+claimed before dying is lost. Items finished by any worker are counted in a set (a group's
+in one round trip), for the job's aggregate progress. Without a Redis URL one worker takes
+everything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import redis
@@ -20,12 +21,12 @@ from kubetask import keys
 
 
 class Shares(Protocol):
-    def claim(self, position: int) -> bool:
-        """True when the item at `position` is this worker's (claimed now, or before)."""
+    def claim(self, positions: Sequence[int]) -> list[int]:
+        """Those of `positions` whose items are this worker's (claimed now, or before)."""
         ...
 
-    def finish(self, position: int) -> int:
-        """Mark the item done; how many items the whole job has done."""
+    def finish(self, positions: Sequence[int]) -> int:
+        """Mark the items done; how many items the whole job has done."""
         ...
 
     def done(self) -> int:
@@ -44,15 +45,21 @@ class RedisShares:
         self._done = keys.shares_done(job_id)
         self._worker = worker
 
-    def claim(self, position: int) -> bool:
-        if self._client.hsetnx(self._claimed, str(position), str(self._worker)):
-            return True
-        owner = self._client.hget(self._claimed, str(position))
-        return owner is not None and int(owner) == self._worker
+    def claim(self, positions: Sequence[int]) -> list[int]:
+        with self._client.pipeline(transaction=False) as pipe:
+            for position in positions:
+                pipe.hsetnx(self._claimed, str(position), str(self._worker))
+            pipe.hmget(self._claimed, [str(position) for position in positions])
+            *_, owners = pipe.execute()
+        return [
+            position
+            for position, owner in zip(positions, owners, strict=True)
+            if owner is not None and int(owner) == self._worker
+        ]
 
-    def finish(self, position: int) -> int:
+    def finish(self, positions: Sequence[int]) -> int:
         with self._client.pipeline(transaction=True) as pipe:
-            pipe.sadd(self._done, str(position))
+            pipe.sadd(self._done, *(str(position) for position in positions))
             pipe.scard(self._done)
             _, done = pipe.execute()
         return int(done)
@@ -77,11 +84,11 @@ class LocalShares:
     def __init__(self) -> None:
         self._done: set[int] = set()
 
-    def claim(self, position: int) -> bool:
-        return True
+    def claim(self, positions: Sequence[int]) -> list[int]:
+        return list(positions)
 
-    def finish(self, position: int) -> int:
-        self._done.add(position)
+    def finish(self, positions: Sequence[int]) -> int:
+        self._done.update(positions)
         return len(self._done)
 
     def done(self) -> int:
@@ -91,8 +98,16 @@ class LocalShares:
         pass
 
 
-def my_share(shares: Shares, count: int) -> Iterator[int]:
-    """The positions in range(count) this worker gets, each claimed only when asked for."""
-    for position in range(count):
-        if shares.claim(position):
-            yield position
+def my_share(shares: Shares, count: int, size: int) -> Iterator[list[int]]:
+    """The positions in range(count) this worker gets, in groups of `size` (the last may be
+    shorter), each group claimed only when asked for: the next positions, as many as the
+    group lacks, until it is full (positions other workers hold are passed over)."""
+    start = 0
+    while start < count:
+        group: list[int] = []
+        while len(group) < size and start < count:
+            window = range(start, min(start + size - len(group), count))
+            group += shares.claim(window)
+            start = window.stop
+        if group:
+            yield group
