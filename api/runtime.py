@@ -123,6 +123,7 @@ def make_backend(settings: Settings) -> Backend:
         slots=settings.slots,
         retry_backoff_s=settings.retry_backoff_s,
         finished_ttl_s=settings.retention_s,  # a job's folder (logs) lasts as its record
+        zygotes=settings.zygotes,
     )
 
 

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
     slots: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
     retry_backoff_s: float = Field(1.0, ge=0)
+    zygotes: bool = Field(
+        True, description="Local backend: fork tasks from a warm process per image role."
+    )
     grace_s: float = Field(10.0, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Who may call, and how much anyone may consume (api/auth.py, api/limits.py)

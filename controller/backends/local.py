@@ -64,6 +64,7 @@ class LocalBackend:
         retry_backoff_s: float = 1.0,
         finished_ttl_s: float | None = None,
         python: str = sys.executable,
+        zygotes: bool = True,
         gpus: int | None = None,
         clock: Clock = utcnow,
     ) -> None:
@@ -76,7 +77,11 @@ class LocalBackend:
         self._python = python
         self.changes: asyncio.Queue[str] = asyncio.Queue()
         self._supervisor = Supervisor(
-            folders=self._folders, python=python, on_change=self._notify, on_exit=self._on_exit
+            folders=self._folders,
+            python=python,
+            on_change=self._notify,
+            on_exit=self._on_exit,
+            zygotes=zygotes,
         )
         self._open: set[str] = set()  # jobs that may still start pods
         self._specs: dict[str, TaskSpec] = {}  # the open jobs' specs, read once

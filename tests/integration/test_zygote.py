@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from kubetask.controller.redis_server import RedisServer
 from tests.integration.test_lifecycle import alive, task_pid, wait_gone
-from tests.servers import ApiServer
+from tests.servers import ApiServer, own_database
 
 SLOW = {"steps": 100, "step_s": 0.1}
 
@@ -169,3 +170,19 @@ def test_a_wedged_zygote_is_killed_and_the_pod_starts_plainly(fresh_api: ApiServ
     finally:
         if alive(zygote):
             os.kill(zygote, signal.SIGKILL)
+
+
+def test_zygotes_can_be_turned_off(redis_server: RedisServer, tmp_path: Path) -> None:
+    api = ApiServer(
+        redis_url=own_database(redis_server.url), data_dir=tmp_path / "api", zygotes=False
+    ).start()
+    try:
+        for _ in range(3):
+            job_id = api.submit("noop")
+            assert api.wait(job_id)["state"] == "succeeded"
+            assert shim_of(api, job_id)["zygote"] is False
+            time.sleep(0.5)
+        assert zygotes(api) == []
+        assert not (api.data_dir / "local" / "zygotes").exists()
+    finally:
+        api.close()
