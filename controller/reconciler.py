@@ -41,6 +41,10 @@ log = logging.getLogger("kubetask.reconciler")
 Jitter = Callable[[], float]  # uniform in [0, 1)
 TransitionHook = Callable[[JobRecord, JobStatus], Awaitable[None]]
 GIVE_UP_AFTER = 5  # unexpected errors in a row syncing one job: it is failed, the rest go on
+# Jobs synced side by side: a sync that creates waits for the API server (and the store) for
+# most of its time, so a burst of submissions is created about this many at a time (the
+# kubernetes backend's API threads); the API server's 429s still pause each job they refuse
+WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Reconciler:
         spec_for: Callable[[JobRecord], TaskSpec],
         retention_s: int,
         clock: Clock = utcnow,
-        workers: int = 8,
+        workers: int = WORKERS,
         resync_s: float = 30.0,
         on_transition: TransitionHook | None = None,
         wakeups: WakeUps | None = None,

@@ -373,3 +373,29 @@ def test_a_record_broken_for_hours_keeps_its_capped_wait() -> None:
     doubling no longer overflows and takes the reconciler's workers down with it."""
     for failures in (1025, 1026, 100_000):
         assert RetryPolicy().delay_s(failures, jitter=0.5, retry_after_s=None) == 60.0
+
+
+class SlowCreates(FakeBackend):
+    """A backend whose creates each take a while (an API server's round trip): counts how
+    many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def create(self, spec: TaskSpec) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.02)
+        self.in_flight -= 1
+        await super().create(spec)
+
+
+def test_a_burst_of_submissions_is_created_sixteen_at_a_time() -> None:
+    ids = [f"{i:016x}" for i in range(40)]
+    w = world(*(record(i) for i in ids), backend=SlowCreates())
+    backend = cast(SlowCreates, w.backend)
+    asyncio.run(_lead_until(w, lambda: all(w.record(i).submitted for i in ids)))
+    assert sorted(backend.created) == ids  # each once
+    assert backend.most_in_flight == 16
