@@ -49,6 +49,7 @@ log = logging.getLogger("kubetask.local")
 
 POLL_INTERVAL_S = 1.0
 RESYNC_INTERVAL_S = 30.0  # how often every open job is synced, whatever the events said
+SPEC_KEPT_BYTES = 16 * 1024  # a spec with a larger environment is not kept in memory
 RESYNC_BATCH = 100  # jobs synced between two yields to the event loop in that pass
 SWEEP_INTERVAL_S = 600.0  # how often finished jobs' folders are checked against the TTL
 
@@ -84,7 +85,7 @@ class LocalBackend:
             zygotes=zygotes,
         )
         self._open: set[str] = set()  # jobs that may still start pods
-        self._specs: dict[str, TaskSpec] = {}  # the open jobs' specs, read once
+        self._specs: dict[str, TaskSpec] = {}  # the open jobs' (small) specs, read once
         self._queue = WaitQueue()  # open jobs waiting for a slot, with why
         self._busy: set[str] = set()  # open jobs whose last sync saw pods running
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -135,7 +136,7 @@ class LocalBackend:
         if not self._folders.write_job(spec):
             return
         self._open.add(spec.job_id)
-        self._specs[spec.job_id] = spec_from_json(spec_to_json(spec))  # as a load gives it
+        self._remember(spec_from_json(spec_to_json(spec)))  # as a load gives it
         self._notify(spec.job_id)
         self._settle(spec.job_id)
 
@@ -232,8 +233,7 @@ class LocalBackend:
         """Decide the terminal condition or start what should run, then set a wake-up."""
         if job_id not in self._open:
             return
-        spec = self._specs.get(job_id) or self._folders.spec(job_id)
-        self._specs[job_id] = spec
+        spec = self._spec(job_id)
         pods = self._folders.pods(job_id, alive=self._supervisor.watches)
         now = self._clock()
         condition = local_plan.terminal_condition(spec, pods, now)
@@ -264,6 +264,19 @@ class LocalBackend:
             default=None,
         )
         self._set_timer(job_id, wake, now)
+
+    def _spec(self, job_id: str) -> TaskSpec:
+        spec = self._specs.get(job_id)
+        if spec is None:
+            spec = self._folders.spec(job_id)
+            self._remember(spec)
+        return spec
+
+    def _remember(self, spec: TaskSpec) -> None:
+        """Keep the spec unless its params are large (those are read again at each sync:
+        10,000 jobs queued with a megabyte of params each would not fit in memory)."""
+        if sum(len(key) + len(value) for key, value in spec.env.items()) <= SPEC_KEPT_BYTES:
+            self._specs[spec.job_id] = spec
 
     def _close_job(self, job_id: str) -> None:
         self._open.discard(job_id)

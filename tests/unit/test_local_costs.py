@@ -55,6 +55,7 @@ class FakeSupervisor:
         python: str,
         on_change: Callable[[str], None],
         on_exit: Callable[[str], None],
+        zygotes: bool = True,
     ) -> None:
         self._folders = folders
         self._on_exit = on_exit
@@ -313,3 +314,24 @@ def test_the_wait_queue_gives_the_oldest_and_forgets_the_removed() -> None:
     assert queue.remove("a") == "again"
     assert queue.remove("a") is None
     assert (queue.oldest(before="c"), len(queue)) == ("b", 2)
+
+
+def test_small_specs_are_kept_large_ones_read_again(tmp_path: Path, reads: Reads) -> None:
+    """A sync reads only the pods of a job with small params; one with large params (not
+    kept: 10,000 of them would not fit in memory) has its spec read at each sync."""
+    large = {env.JOB_ID: job_id(1), env.PARAMS: "x" * (local.SPEC_KEPT_BYTES + 1)}
+
+    async def scenario() -> int:
+        made, _ = backend(tmp_path, slots=0)
+        await made.start()
+        try:
+            await made.create(spec(0))
+            await made.create(spec(1, env=large))
+            reads.reset()
+            made.step()
+            made.step()
+            return reads.specs
+        finally:
+            await made.stop()
+
+    assert asyncio.run(scenario()) == 2  # the large one's, once a step
