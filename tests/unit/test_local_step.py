@@ -11,7 +11,7 @@ from kubetask import env
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local import LocalBackend
 from kubetask.controller.backends.local_folders import JobFolders, spec_from_json, spec_to_json
-from kubetask.controller.backends.local_supervisor import MAX_ENV_PARAMS, task_env
+from kubetask.controller.backends.local_supervisor import MAX_ENV_PARAMS, cpu_share, task_env
 from kubetask.controller.states import Condition, Observation
 from kubetask.models import Resources
 
@@ -106,6 +106,7 @@ def test_the_task_gets_the_containers_environment_and_large_params_apart(
         "HOME": str(tmp_path),
         env.TERMINATION_LOG: str(tmp_path / "termination-log"),
         env.COMPLETION_INDEX: "1",
+        "OMP_NUM_THREADS": str(cpu_share(1)),  # the machine's CPUs, one worker at a time
     }
     params = "x" * (MAX_ENV_PARAMS + 1)
     large, apart = task_env(spec(env={env.PARAMS: params}), tmp_path, 0, system=system)
