@@ -7,8 +7,9 @@ logged and skipped, and one that asks for a pause (`BackendError.retry_after_s`,
 server's `Retry-After`) pauses the worker that long, at most `max_pause_s`. Before each
 write the worker awaits `yield_to` (e.g. `InFlight.idle`: no job being created, and none for
 a quiet spell), so while jobs are being created, one after another, the writes that matter go
-first. `stop` writes what is queued, for at most
-`drain_s`, then drops the rest.
+first; but not while more than half the queue is taken (a burst longer than the queue would
+otherwise lose most of its writes). `stop` writes what is queued, for at most `drain_s`,
+then drops the rest.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ class BestEffortWriter(Generic[T]):
             item = await self._queue.get()
             pause = 0.0
             try:
-                if self._yield_to is not None:
+                backlog = self._queue.qsize() + 1  # this item included
+                if self._yield_to is not None and backlog <= self._queue.maxsize // 2:
                     await self._yield_to()
                 await self._write(item)
             except Exception as exc:

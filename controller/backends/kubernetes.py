@@ -11,7 +11,8 @@ a create the API refuses for good (400, 403, 404, 422) is CreateRejected, with i
 The Event of each state transition is written off the hot path (`BestEffortWriter`: a
 bounded queue, one worker, in order; dropped with a log line when full), so a job's creation
 costs one API write; each Event waits (up to `EVENT_YIELD_S`) until no Job is being created
-and none was for `EVENT_QUIET_S` (a burst of submissions gets its Jobs first, then the Events).
+and none was for `EVENT_QUIET_S` (a burst of submissions gets its Jobs first, then the Events),
+unless over half of `EVENT_QUEUE` is waiting.
 """
 
 from __future__ import annotations

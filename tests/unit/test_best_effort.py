@@ -148,3 +148,26 @@ def test_writes_wait_out_a_burst_of_calls_with_gaps_between_them() -> None:
     during_burst, waited = asyncio.run(scenario())
     assert during_burst == []
     assert waited < 2.0
+
+
+def test_a_backlog_over_half_the_queue_is_written_without_waiting() -> None:
+    """A burst longer than the queue must not lose most of its writes: over half full, the
+    worker stops yielding until the backlog is back to half."""
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        writes = RecordingWrites()
+        in_flight = InFlight(max_wait_s=5.0)
+        writer = BestEffortWriter(writes, name="events", capacity=4, yield_to=in_flight.idle)
+        with in_flight.one():  # a create that goes on for the whole test
+            for i in range(3):
+                writer.offer(i)
+            writer.start()
+            await asyncio.sleep(0.2)
+            while_busy = list(writes.written)
+        await writer.join()
+        await writer.stop()
+        return while_busy, writes.written
+
+    while_busy, written = asyncio.run(scenario())
+    assert while_busy == [0]  # 3 of 4 taken: written at once; then 2 of 4: it waits
+    assert written == [0, 1, 2]
