@@ -160,6 +160,7 @@ def test_batch_explain_shares_the_signals_out_among_two_workers(
     gaps = [w["max_relative_gap"] for w in workers if w["max_relative_gap"] is not None]
     assert result["max_relative_gap"] == max(gaps)
     assert result["model"] == params["model"]
+    assert (result["rule"], result["steps"]) == ("gauss-legendre", 48)  # the arithmetic used
     assert result["workers_missing"] == []
 
     explained = [e for e in events if e["type"] == "progress" and e["stage"] == "explain"]
