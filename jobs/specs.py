@@ -101,6 +101,7 @@ EXPLAIN = KindSpec(
     params=ExplainParams,
     runner="kubetask.jobs.kinds.explain:run",
     image="trainer",
+    warm=("matplotlib.figure", "matplotlib.backends.backend_agg"),  # imported as it draws
     stages=(("load", 1.0), ("generate", 2.0), ("explain", 4.0), ("save", 1.0)),
     outputs=("arrays", "overlay"),
 )
@@ -112,6 +113,7 @@ EXPLAIN_BATCH = KindSpec(
     params=ExplainBatchParams,
     runner="kubetask.jobs.kinds.explain_batch:run",
     image="trainer",
+    warm=("matplotlib.figure", "matplotlib.backends.backend_agg"),  # imported as it draws
     stages=(("load", 1.0), ("generate", 2.0), ("explain", 8.0), ("save", 1.0)),
     outputs=("part", "parts"),
     splits=True,

@@ -254,3 +254,27 @@ def test_the_explain_kinds_import_matplotlib_only_to_draw() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert imported.stdout.strip() == "[]"
+
+
+def test_a_warm_process_has_imported_what_drawing_an_overlay_imports(tmp_path: Path) -> None:
+    # the local backend's zygote imports each kind's runner and its `warm` modules
+    code = f"""
+import importlib, sys
+from pathlib import Path
+import numpy as np
+from kubetask.jobs.specs import EXPLAIN, EXPLAIN_BATCH
+for spec in (EXPLAIN, EXPLAIN_BATCH):
+    for module in (spec.runner.split(":")[0], *spec.warm):
+        importlib.import_module(module)
+warm = set(sys.modules)
+from kubetask.jobs.kinds.ml.attribution_plot import OverlayRow, render_overlay
+ones = np.ones(64, dtype=np.float32)
+row = OverlayRow(ones, ones, ones, "t")
+render_overlay(Path({str(tmp_path / "a.png")!r}), [row], sample_rate=None)
+print(sorted(m for m in set(sys.modules) - warm if m.split(".")[0] == "matplotlib"))
+"""
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert imported.stdout.strip() == "[]"
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
