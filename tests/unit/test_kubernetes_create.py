@@ -17,8 +17,8 @@ from kubernetes.client.rest import RESTClientObject, RESTResponse
 from kubetask.controller.backends.base import BackendError, CreateRejected, TaskSpec
 from kubetask.controller.backends.informer import Informer
 from kubetask.controller.backends.k8s_read import event_job_id
-from kubetask.controller.backends.kubernetes import EVENTS_SELECTOR, KubernetesBackend
-from kubetask.controller.manifests import ClusterSettings
+from kubetask.controller.backends.kubernetes import EVENTS_SELECTOR, KubernetesBackend, post_job
+from kubetask.controller.manifests import ClusterSettings, build_job
 
 SPEC = TaskSpec(
     job_id="0000000000abcdef",
@@ -164,6 +164,38 @@ def test_a_created_job_is_cached_without_waking_the_reconciler_again() -> None:
     assert observed
     assert transport.calls == [("POST", "/apis/batch/v1/namespaces/default/jobs")]
     assert notices == 0
+
+
+class Sent:
+    """Takes the place of the client's HTTP layer: keeps what each request sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+
+    def request(
+        self, method: str, url: str, headers: dict[str, str], body: Any, **kwargs: Any
+    ) -> RESTResponse:
+        self.requests.append((method, url, headers, body))
+        return RESTResponse(Answer(201, "Created", {"metadata": {"name": "kt-0000000000abcdef"}}))
+
+
+def test_post_job_sends_what_the_generated_method_sends() -> None:
+    """The create skips the generated method's model round trip, not its request: the same
+    method, URL, headers (the token included) and body."""
+    api = k8s.ApiClient(
+        k8s.Configuration(host="http://kube", api_key={"BearerToken": "Bearer t0ken"})
+    )
+    sent = Sent()
+    api.rest_client = cast(RESTClientObject, sent)
+    manifest = build_job(SPEC, ClusterSettings(namespace="ml", artifacts_claim=None))
+    generated_method: Any = k8s.BatchV1Api(api).create_namespaced_job  # typed for a V1Job
+    generated_method("ml", manifest, _preload_content=False)
+    answer = post_job(api, "ml", manifest)
+    generated, ours = sent.requests
+    assert ours == generated
+    assert ours[3] == manifest
+    assert ours[2]["authorization"] == "Bearer t0ken"
+    assert json.loads(answer.data) == {"metadata": {"name": "kt-0000000000abcdef"}}
 
 
 # --- the events informer ----------------------------------------------------------------------
