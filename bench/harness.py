@@ -104,7 +104,14 @@ def servers() -> Iterator[Bench]:
     api: ApiServer | None = None
     try:
         url = redis_server.start()
-        api = ApiServer(redis_url=url, data_dir=root / "api", keepalive_s=15, resync_s=30)
+        api = ApiServer(
+            redis_url=url,
+            data_dir=root / "api",
+            keepalive_s=15,
+            resync_s=30,
+            max_submits_per_minute=100_000,  # the tenant's fair-use caps are not measured
+            max_active_jobs_per_tenant=100_000,
+        )
         api.start()
         yield Bench(redis_url=url, api=api, scratch=root / "baseline")
     finally:
