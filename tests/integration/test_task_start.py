@@ -1,7 +1,8 @@
 """A task starts light: `python -m kubetask.jobs noop` imports neither redis-py (nor its
-asyncio client) nor the SDK, the server or the ML libraries, and builds only the models it
-uses; its publisher speaks to a real Redis over TCP (with a database number and a password)
-and a unix socket, and through redis-py for the URLs it leaves to it."""
+asyncio client) nor the SDK, the server, the ML libraries, the artifact store or another
+kind's runner, and builds only the models it uses; its publisher speaks to a real Redis
+over TCP (with a database number and a password) and a unix socket, and through redis-py for
+the URLs it leaves to it."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ NOT_IN_A_TASK = (
     "kubetask.client",
     "kubetask.aio",
     "kubetask.errors",
+    # on a folder store: neither the object store nor staging (only with
+    # KUBETASK_ARTIFACTS_URL); no runner but its own
+    "kubetask.storage",
+    "kubetask.storage.s3",
+    "kubetask.jobs.staging",
+    "optuna",
+    "kubetask.jobs.kinds.train",
+    "kubetask.jobs.kinds.datagen",
 )
 
 # Runs the task's main as `python -m kubetask.jobs` would, then leaves what the process
