@@ -83,6 +83,7 @@ class LocalBackend:
             on_change=self._notify,
             on_exit=self._on_exit,
             zygotes=zygotes,
+            clock=clock,
         )
         self._open: set[str] = set()  # jobs that may still start pods
         self._specs: dict[str, TaskSpec] = {}  # the open jobs' (small) specs, read once

@@ -27,6 +27,7 @@ from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_folders import JobFolders, read_json, write_json
 from kubetask.controller.backends.local_zygotes import Zygotes
 from kubetask.controller.backends.shim import process_start
+from kubetask.controller.clock import Clock, utcnow
 
 log = logging.getLogger("kubetask.local")
 
@@ -48,11 +49,13 @@ STORE_ENV = (
 @dataclass
 class LivePod:
     job_id: str
-    pid: int
+    pid: int | None  # None: its zygote has not answered yet
     proc: subprocess.Popen[bytes] | None = None  # None: adopted, or forked by a zygote
     pidfd: int | None = None
     stdout: IO[bytes] | None = None  # where the supervisor says "started"
+    reading: bool = False  # its stdout is read (`_read_stdout`)
     start: int | None = None  # when the process started (shim.process_start)
+    terminating: bool = False  # SIGTERM asked for before its pid was known
 
 
 def pid_alive(pid: int, pod_dir: Path, start: int | None = None) -> bool:
@@ -122,8 +125,10 @@ class Supervisor:
         on_change: Callable[[str], None],
         on_exit: Callable[[str], None],
         zygotes: bool = True,
+        clock: Clock = utcnow,
     ) -> None:
         self._folders = folders
+        self._clock = clock
         self._python = python
         self._zygotes = (
             Zygotes(folders.jobs.parent / "zygotes", python=python, system=os.environ)
@@ -133,6 +138,7 @@ class Supervisor:
         self._on_change = on_change
         self._on_exit = on_exit
         self._live: dict[Path, LivePod] = {}
+        self._waiting: dict[Path, tuple[TaskSpec, dict[str, str]]] = {}  # for an answer
 
     @property
     def running(self) -> int:
@@ -142,45 +148,71 @@ class Supervisor:
         return pod_dir in self._live
 
     def spawn(self, spec: TaskSpec, index: int, attempt: int, *, now: datetime) -> None:
-        """Start one pod: its folder, then its supervisor (which starts the task)."""
+        """Start one pod: its folder, then its supervisor (which starts the task): asked of
+        its image's zygote, which answers later, or else started plainly now."""
         pod_dir = self._folders.new_pod_dir(spec.job_id, index, attempt, now=now)
         environment, params = task_env(spec, pod_dir, index, system=dict(os.environ))
         if params is not None:
             params_file = self._folders.params_file(spec.job_id)
             params_file.write_text(params)
             environment[env.PARAMS_FILE] = str(params_file)
-        try:
-            live = self._start(spec, pod_dir, environment)
-        except OSError as exc:  # the pod fails to start, as a container that cannot be created
-            log.error("cannot start %s: %s", pod_dir, exc)
-            (pod_dir / "output.log").write_text(f"cannot start the task: {exc}\n")
-            write_json(
-                pod_dir / "exit.json",
-                {"exit_code": EXIT_CANNOT_START, "finished_at": now.isoformat()},
-            )
-            self._on_change(spec.job_id)
-            return
-        self._watch(pod_dir, live)
-        assert live.stdout is not None
-        os.set_blocking(live.stdout.fileno(), False)
-        asyncio.get_running_loop().add_reader(live.stdout.fileno(), self._on_output, pod_dir)
+        if self._zygotes is None or not self._ask_zygote(spec, pod_dir, environment):
+            try:
+                self._watch(pod_dir, self._start_plainly(spec, pod_dir, environment))
+            except OSError as exc:
+                self._cannot_start(pod_dir, exc)
         self._on_change(spec.job_id)
 
-    def _start(self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str]) -> LivePod:
-        """The pod's supervisor, forked by a zygote or else started plainly."""
+    def _ask_zygote(self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str]) -> bool:
+        """The pod is the zygote's to fork (it runs from now: a slot is taken); its pid
+        comes with the answer (`_forked`). False: no zygote can."""
+        assert self._zygotes is not None
+        read, write = os.pipe()
+        try:
+            with (pod_dir / "shim.log").open("ab") as shim_log:
+                asked = self._zygotes.request(
+                    spec,
+                    pod_dir,
+                    environment,
+                    stdout=write,
+                    log_fd=shim_log.fileno(),
+                    on_reply=lambda pid: self._forked(pod_dir, pid),
+                )
+        finally:
+            os.close(write)
+        if not asked:
+            os.close(read)
+            return False
+        self._waiting[pod_dir] = (spec, environment)
+        self._watch(pod_dir, LivePod(spec.job_id, None, stdout=os.fdopen(read, "rb")))
+        return True
+
+    def _forked(self, pod_dir: Path, pid: int | None) -> None:
+        """The zygote's answer for the pod: its supervisor's pid, or None: start it plainly."""
+        spec, environment = self._waiting.pop(pod_dir)
+        live = self._live.get(pod_dir)
+        if live is None:
+            return  # no longer watched (the controller is stopping)
+        terminating = live.terminating
+        if pid is None:
+            self._unwatch(pod_dir)
+            try:
+                live = self._start_plainly(spec, pod_dir, environment)
+            except OSError as exc:
+                self._cannot_start(pod_dir, exc)
+                self._on_exit(spec.job_id)  # its slot is free
+                return
+        else:
+            live.pid, live.start = pid, process_start(pid)
+        self._watch(pod_dir, live)
+        if terminating and live.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(live.pid, signal.SIGTERM)
+        self._on_change(spec.job_id)
+
+    def _start_plainly(self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str]) -> LivePod:
+        """The pod's supervisor as a new interpreter."""
         with (pod_dir / "shim.log").open("ab") as shim_log:
-            if self._zygotes is not None:
-                read, write = os.pipe()
-                try:
-                    pid = self._zygotes.start_pod(
-                        spec, pod_dir, environment, stdout=write, log_fd=shim_log.fileno()
-                    )
-                finally:
-                    os.close(write)
-                if pid is not None:
-                    stdout = os.fdopen(read, "rb")
-                    return LivePod(spec.job_id, pid, stdout=stdout, start=process_start(pid))
-                os.close(read)
             proc = subprocess.Popen(
                 supervised_command(spec, pod_dir, python=self._python),
                 env=environment,
@@ -193,6 +225,15 @@ class Supervisor:
         start = process_start(proc.pid)  # as the supervisor writes it too (first or last)
         write_json(pod_dir / "shim.json", {"pid": proc.pid, "start": start, "zygote": False})
         return LivePod(spec.job_id, proc.pid, proc, stdout=proc.stdout, start=start)
+
+    def _cannot_start(self, pod_dir: Path, exc: OSError) -> None:
+        """The pod fails to start, as a container that cannot be created."""
+        log.error("cannot start %s: %s", pod_dir, exc)
+        (pod_dir / "output.log").write_text(f"cannot start the task: {exc}\n")
+        write_json(
+            pod_dir / "exit.json",
+            {"exit_code": EXIT_CANNOT_START, "finished_at": self._clock().isoformat()},
+        )
 
     def adopt(self, job_id: str) -> None:
         """Watch the job's supervisors that still run (started by an earlier controller)."""
@@ -208,13 +249,19 @@ class Supervisor:
         """SIGTERM each running supervisor of the job; it gives the task its grace, then
         SIGKILL."""
         for live in self._live.values():
-            if live.job_id == job_id:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(live.pid, signal.SIGTERM)
+            if live.job_id != job_id:
+                continue
+            if live.pid is None:
+                live.terminating = True  # once its zygote answers
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(live.pid, signal.SIGTERM)
 
     def check_exits(self) -> None:
         """Notice the exits no pidfd told of."""
         for pod_dir, live in list(self._live.items()):
+            if live.pid is None:
+                continue  # its zygote has not answered yet (it times out on its own)
             gone = (
                 live.proc.poll() is not None
                 if live.proc
@@ -246,7 +293,14 @@ class Supervisor:
         self._on_change(live.job_id)
 
     def _watch(self, pod_dir: Path, live: LivePod) -> None:
+        """Watch the pod: its stdout from now, its exit once its pid is known."""
         self._live[pod_dir] = live
+        if live.stdout is not None and not live.reading:
+            live.reading = True
+            os.set_blocking(live.stdout.fileno(), False)
+            asyncio.get_running_loop().add_reader(live.stdout.fileno(), self._on_output, pod_dir)
+        if live.pid is None or live.pidfd is not None:
+            return
         try:
             live.pidfd = os.pidfd_open(live.pid)
         except (AttributeError, OSError):

@@ -3,15 +3,19 @@ first pod of that image, then asked to fork each later pod's supervisor.
 
 A pod is started by a zygote when one is ready for its image; otherwise (none yet, still
 importing, or gone) plainly, by a new interpreter, while a zygote is (re)started in the
-background. A zygote found dead is replaced at the next pod; one that refuses, does not
-answer within `REPLY_TIMEOUT_S` (wedged), or dies before it is ready is killed, and no other
-is started for its image during `RETRY_AFTER_S`. Cost: one process per image
-in use, its memory the libraries it imported (trainer: torch, ~0.5 GiB resident here), shared
-copy-on-write with the tasks it forks.
+background. A request is answered later (`request`: the event loop never waits for a fork;
+`start_pod` waits, for callers without one): the zygote answers in order, with the
+supervisor's pid. A zygote found dead is replaced at the next pod; one that refuses, does
+not answer within `REPLY_TIMEOUT_S` (wedged), or dies before it is ready is killed, its
+unanswered pods told to start plainly, and no other is started for its image during
+`RETRY_AFTER_S`. Cost: one process per image in use, its memory the libraries it imported
+(trainer: torch, ~0.5 GiB resident here), shared copy-on-write with the tasks it forks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -20,8 +24,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubetask.controller.backends.base import TaskSpec
@@ -29,10 +33,12 @@ from kubetask.controller.backends.base import TaskSpec
 log = logging.getLogger("kubetask.local")
 
 ZYGOTE = "kubetask.controller.backends.zygote"
-REPLY_TIMEOUT_S = 2.0  # a fork takes ~10 ms; the event loop waits for it
+REPLY_TIMEOUT_S = 2.0  # a fork takes ~10 ms
 RETRY_AFTER_S = 30.0
 LATE_SUPERVISOR_S = 0.5  # how long a killed zygote's last child gets to say who it is
 ZYGOTE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+
+OnReply = Callable[[int | None], None]  # the supervisor's pid; None: start the pod plainly
 
 
 def module_command(command: Sequence[str], python: str) -> tuple[str, list[str]] | None:
@@ -44,11 +50,21 @@ def module_command(command: Sequence[str], python: str) -> tuple[str, list[str]]
 
 
 @dataclass
+class Pending:
+    pod_dir: Path
+    on_reply: OnReply
+    deadline: float
+
+
+@dataclass
 class Zygote:
     image: str
     proc: subprocess.Popen[bytes]
-    conn: socket.socket  # the controller's end of the pair; the zygote holds the other
+    conn: socket.socket  # the controller's end of the pair (non-blocking); the zygote's: the other
     ready: bool = False  # it said so: it has imported what it preloads
+    pending: collections.deque[Pending] = field(default_factory=collections.deque)
+    loop: asyncio.AbstractEventLoop | None = None  # the loop reading its answers, if any
+    timer: asyncio.TimerHandle | None = None
 
 
 class Zygotes:
@@ -61,7 +77,7 @@ class Zygotes:
         self._warm: dict[str, Zygote] = {}
         self._resting: dict[str, float] = {}  # image -> when a new zygote may start
 
-    def start_pod(
+    def request(
         self,
         spec: TaskSpec,
         pod_dir: Path,
@@ -69,13 +85,15 @@ class Zygotes:
         *,
         stdout: int,
         log_fd: int,
-    ) -> int | None:
-        """The pid of the pod's supervisor, forked by its image's zygote (which writes its
-        stdout and its log to the descriptors given); None: start it plainly."""
+        on_reply: OnReply,
+    ) -> bool:
+        """Ask the spec's image's zygote to fork the pod's supervisor (which writes its stdout
+        and its log to the descriptors given); `on_reply` hears the answer, from the running
+        event loop. False: no zygote can (start it plainly now)."""
         command = module_command(spec.command, self._python)
         zygote = None if command is None else self._ready(spec)
         if zygote is None or command is None:
-            return None
+            return False
         module, args = command
         request = {
             "pod_dir": str(pod_dir),
@@ -86,18 +104,45 @@ class Zygotes:
         }
         try:
             socket.send_fds(zygote.conn, [json.dumps(request).encode()], [stdout, log_fd])
-            reply = json.loads(zygote.conn.recv(4096) or b"{}")
-        except (OSError, ValueError) as exc:
-            self._discard(zygote, f"no answer ({exc or type(exc).__name__})")
-            return self._late_supervisor(pod_dir)
-        if "pid" not in reply:
-            self._discard(zygote, str(reply.get("error", "it hung up")))
-            return self._late_supervisor(pod_dir)
-        return int(reply["pid"])
+        except BlockingIOError:
+            return False  # its queue of requests is full: this one starts plainly
+        except OSError as exc:
+            self._fail(zygote, f"cannot ask it ({exc})")
+            return False
+        zygote.pending.append(Pending(pod_dir, on_reply, time.monotonic() + REPLY_TIMEOUT_S))
+        self._watch(zygote)
+        return True
+
+    def start_pod(
+        self,
+        spec: TaskSpec,
+        pod_dir: Path,
+        environment: Mapping[str, str],
+        *,
+        stdout: int,
+        log_fd: int,
+    ) -> int | None:
+        """`request`, waiting for the answer (without an event loop): the supervisor's pid;
+        None: start it plainly."""
+        answers: list[int | None] = []
+        if not self.request(
+            spec, pod_dir, environment, stdout=stdout, log_fd=log_fd, on_reply=answers.append
+        ):
+            return None
+        zygote = self._warm[spec.image]
+        while not answers:
+            wait = zygote.pending[0].deadline - time.monotonic()
+            if wait <= 0 or not select.select([zygote.conn], [], [], wait)[0]:
+                self._fail(zygote, f"no answer in {REPLY_TIMEOUT_S:g} s")
+            else:
+                self._answers(zygote)
+        return answers[0]
 
     def close(self) -> None:
-        """Stop every zygote (the supervisors they forked go on: they are their own)."""
+        """Stop every zygote (the supervisors they forked go on: they are their own); the
+        pods still unanswered are not told (nobody is left to start them)."""
         for zygote in list(self._warm.values()):
+            zygote.pending.clear()
             self._discard(zygote, None, rest=False)
 
     def ready(self, spec: TaskSpec) -> bool:
@@ -119,22 +164,78 @@ class Zygotes:
             return None
         code = zygote.proc.poll()
         if code is not None:
-            self._discard(zygote, f"exited with code {code}", rest=not zygote.ready)
-            if zygote.ready:  # it worked: replace it
+            ready = zygote.ready
+            self._fail(zygote, f"exited with code {code}", rest=not ready)
+            if ready:  # it worked: replace it
                 self._launch(spec)
             return None
         if not zygote.ready:
-            if not select.select([zygote.conn], [], [], 0)[0]:
-                return None  # still importing
             try:
-                zygote.ready = "ready" in json.loads(zygote.conn.recv(4096) or b"{}")
-            except (OSError, ValueError) as exc:
-                self._discard(zygote, f"no word of being ready ({exc})")
+                said = zygote.conn.recv(4096)
+            except BlockingIOError:
+                return None  # still importing
+            except OSError as exc:
+                self._fail(zygote, f"no word of being ready ({exc})")
+                return None
+            try:
+                zygote.ready = "ready" in json.loads(said or b"{}")
+            except ValueError as exc:
+                self._fail(zygote, f"no word of being ready ({exc})")
                 return None
             if not zygote.ready:
-                self._discard(zygote, "it hung up while importing")
+                self._fail(zygote, "it hung up while importing")
                 return None
         return zygote
+
+    def _answers(self, zygote: Zygote) -> None:
+        """Read the zygote's answers so far; each goes to its pod (they come in order)."""
+        while zygote.pending and self._warm.get(zygote.image) is zygote:
+            try:
+                said = zygote.conn.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._fail(zygote, f"no answer ({exc})")
+                return
+            try:
+                reply = json.loads(said or b"{}")
+            except ValueError as exc:
+                self._fail(zygote, f"a garbled answer ({exc})")
+                return
+            if "pid" not in reply:
+                self._fail(zygote, str(reply.get("error", "it hung up")))
+                return
+            zygote.pending.popleft().on_reply(int(reply["pid"]))
+        if self._warm.get(zygote.image) is zygote:
+            self._watch(zygote)
+
+    def _watch(self, zygote: Zygote) -> None:
+        """Within an event loop: read the answers as they come, and time the oldest out."""
+        if zygote.loop is None:
+            try:
+                zygote.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # start_pod waits for the answer itself
+            zygote.loop.add_reader(zygote.conn.fileno(), self._answers, zygote)
+        if zygote.timer is not None:
+            zygote.timer.cancel()
+            zygote.timer = None
+        if zygote.pending:
+            zygote.timer = zygote.loop.call_at(
+                zygote.loop.time() + max(0.0, zygote.pending[0].deadline - time.monotonic()),
+                self._check_answered,
+                zygote,
+            )
+
+    def _check_answered(self, zygote: Zygote) -> None:
+        """The oldest request's time is up: read what came, then fail the zygote if that
+        request is still unanswered."""
+        zygote.timer = None
+        self._answers(zygote)
+        if self._warm.get(zygote.image) is not zygote:
+            return
+        if zygote.pending and zygote.pending[0].deadline <= time.monotonic():
+            self._fail(zygote, f"no answer in {REPLY_TIMEOUT_S:g} s")
 
     def _launch(self, spec: TaskSpec) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
@@ -158,18 +259,36 @@ class Zygotes:
             return
         finally:
             theirs.close()
-        ours.settimeout(REPLY_TIMEOUT_S)
+        ours.setblocking(False)
         self._warm[spec.image] = Zygote(spec.image, proc, ours)
         log.info("starting a zygote for image %s (pid %d)", spec.image, proc.pid)
+
+    def _fail(self, zygote: Zygote, why: str, *, rest: bool = True) -> None:
+        """Kill the zygote; its unanswered pods hear that it forked them (the first may have
+        been forked before it died) or that they start plainly."""
+        self._discard(zygote, why, rest=rest)
+        first = True
+        while zygote.pending:
+            pending = zygote.pending.popleft()
+            pid = self._late_supervisor(pending.pod_dir) if first else None
+            first = False
+            pending.on_reply(pid)
 
     def _discard(self, zygote: Zygote, why: str | None, *, rest: bool = True) -> None:
         """Kill the zygote and wait for it: after this it forks nothing more. `rest`: start
         no other for its image for a while."""
-        self._warm.pop(zygote.image, None)
+        if zygote.conn.fileno() == -1:
+            return  # discarded already
+        if self._warm.get(zygote.image) is zygote:
+            del self._warm[zygote.image]
         if why is not None:
             log.warning("zygote of image %s: %s; pods start plainly for now", zygote.image, why)
         if why is not None and rest:
             self._resting[zygote.image] = time.monotonic() + RETRY_AFTER_S
+        if zygote.timer is not None:
+            zygote.timer.cancel()
+        if zygote.loop is not None and not zygote.loop.is_closed():
+            zygote.loop.remove_reader(zygote.conn.fileno())
         zygote.conn.close()
         with contextlib.suppress(ProcessLookupError):
             zygote.proc.send_signal(signal.SIGKILL)

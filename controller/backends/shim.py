@@ -90,29 +90,41 @@ def spawn_command(command: list[str], pod_dir: Path) -> StartTask:
 
 
 def supervise(pod_dir: Path, grace_s: float, start: StartTask, *, zygote: bool = False) -> int:
-    """Start the task, tell the listener on stdout, wait for it and record how it ended."""
+    """Start the task, tell the listener on stdout, wait for it and record how it ended.
+    A SIGTERM from the first moment on reaches the task (a zygote forks us with SIGTERM
+    blocked until the handler is in place; one that came before the task started
+    terminates it as soon as it has)."""
     me = os.getpid()
-    _write_json(pod_dir / "shim.json", {"pid": me, "start": process_start(me), "zygote": zygote})
-    with (pod_dir / "output.log").open("ab") as output:
-        pid = start(output.fileno())
-    _write_json(pod_dir / "started.json", {"pid": pid, "started_at": _now()})
+    task = 0  # the task's pid (and process group), once started
+    asked_to_stop = False
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        _kill_group(pid, signal.SIGTERM)
-        timer = threading.Timer(grace_s, _kill_group, (pid, signal.SIGKILL))
+        nonlocal asked_to_stop
+        if task == 0:
+            asked_to_stop = True
+            return
+        _kill_group(task, signal.SIGTERM)
+        timer = threading.Timer(grace_s, _kill_group, (task, signal.SIGKILL))
         timer.daemon = True
         timer.start()
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _write_json(pod_dir / "shim.json", {"pid": me, "start": process_start(me), "zygote": zygote})
+    with (pod_dir / "output.log").open("ab") as output:
+        task = start(output.fileno())
+    _write_json(pod_dir / "started.json", {"pid": task, "started_at": _now()})
+    if asked_to_stop:
+        terminate(signal.SIGTERM, None)
     try:
         sys.stdout.write("started\n")
         sys.stdout.flush()
         sys.stdout.close()
     except OSError:
         pass  # nobody listens (the controller restarted): fine
-    _, status = os.waitpid(pid, 0)
-    _kill_group(pid, signal.SIGKILL)
+    _, status = os.waitpid(task, 0)
+    _kill_group(task, signal.SIGKILL)
     _write_json(
         pod_dir / "exit.json",
         {"exit_code": exit_code_of(os.waitstatus_to_exitcode(status)), "finished_at": _now()},

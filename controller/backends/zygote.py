@@ -125,6 +125,7 @@ def run_task(request: Request, output: int) -> int:
     for number in (signal.SIGTERM, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new interpreter has it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by the supervisor
     with open(os.devnull, "rb") as null:
         os.dup2(null.fileno(), 0)
     os.dup2(output, 1)
@@ -172,9 +173,15 @@ def become_supervisor(request: Request, fds: list[int], closing: list[socket.soc
         os.chdir(request.pod_dir)
 
         def start(output: int) -> int:
+            # SIGTERM waits in the task until its own handler is the default one (the
+            # supervisor's, inherited, would swallow it)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             pid = os.fork()
             if pid == 0:
                 os._exit(run_task(request, output))
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            with contextlib.suppress(OSError):  # as the child does: a signal to the task's
+                os.setpgid(pid, pid)  # group from now on finds it
             return pid
 
         code = shim.supervise(request.pod_dir, request.grace_s, start, zygote=True)
@@ -212,9 +219,12 @@ def serve(conn: socket.socket) -> None:
             request = Request.from_json(message)
             sys.stdout.flush()
             sys.stderr.flush()
+            # SIGTERM waits in the supervisor until it has its handler (shim.supervise)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             pid = os.fork()
             if pid == 0:
                 become_supervisor(request, fds, [conn])
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             reply: dict[str, object] = {"pid": pid}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}

@@ -123,6 +123,7 @@ def test_a_forked_task_sees_what_a_plain_one_sees(
     assert mine["argv"] == [str(tmp_path / "forked" / "facts.json")]
     assert mine["ppid"] == supervisor["pid"] == mine["sid"], "under its own supervisor"
     assert mine["pgid"] == mine["pid"], "a process group of its own"
+    assert mine["blocked_signals"] == other["blocked_signals"] == [], "no signal held back"
     assert (mine["threads"], mine["python_threads"]) == (1, 1), "no thread inherited"
     sockets = [t for t in mine["fds"].values() if t.startswith("socket:")]
     assert not sockets, "none of the zygote's sockets"

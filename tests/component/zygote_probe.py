@@ -1,5 +1,6 @@
 """A task that tells what it sees of itself: `python -m tests.component.zygote_probe OUT
-[EXIT_CODE]`, started plainly or forked by a zygote (test_zygote_process.py)."""
+[EXIT_CODE [sleep]]`, started plainly or forked by a zygote (test_zygote_process.py); with
+`sleep` it then sleeps a minute before it exits."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import ctypes
 import json
 import os
 import random
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 
@@ -40,9 +43,12 @@ def main(argv: list[str]) -> int:
         "sid": os.getsid(0),
         "argv": sys.argv[1:],
         "cwd": os.getcwd(),
+        "blocked_signals": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
     }
     Path(argv[0]).write_text(json.dumps(facts))
     print("probe done", flush=True)
+    if argv[2:] == ["sleep"]:
+        time.sleep(60)
     return int(argv[1]) if len(argv) > 1 else 0
 
 

@@ -23,6 +23,7 @@ from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local import LocalBackend
 from kubetask.controller.backends.local_folders import JobFolders, write_json
 from kubetask.controller.backends.local_queue import WaitQueue
+from kubetask.controller.clock import Clock, utcnow
 
 
 def job_id(number: int) -> str:
@@ -56,6 +57,7 @@ class FakeSupervisor:
         on_change: Callable[[str], None],
         on_exit: Callable[[str], None],
         zygotes: bool = True,
+        clock: Clock = utcnow,
     ) -> None:
         self._folders = folders
         self._on_exit = on_exit
