@@ -217,7 +217,8 @@ def test_connections_cut_and_etcd_compacted_repeatedly_miss_no_terminal_transiti
     finally:
         stop.set()
         thread.join()
-    assert {v["state"] for v in views.values()} == {"succeeded"}
+    ended = {i: (v["state"], v.get("reason"), v.get("message")) for i, v in views.items()}
+    assert {state for state, _, _ in ended.values()} == {"succeeded"}, ended
     for job_id in ids:  # the terminal transition was published, once
         states = [e["state"] for e in api.events(job_id) if e["type"] == "state"]
         assert states.count("succeeded") == 1
