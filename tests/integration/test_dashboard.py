@@ -3,7 +3,7 @@ the real API process with real task processes.
 
 Screenshots of the table and of a job page are kept from every run, in
 `$KUBETASK_SCREENSHOTS` (default `build/screenshots/`). Without chromium, chromedriver or
-selenium the module is skipped and says why (`.ci/run` installs them: scripts/install-browser.sh).
+selenium the module is skipped and says why (`.ci/run` installs them: scripts/install-ci-tools.sh).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.servers import ApiServer, own_database
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-NO_BROWSER = "no chromium/chromedriver here (scripts/install-browser.sh installs them)"
+NO_BROWSER = "no chromium/chromedriver here (scripts/install-ci-tools.sh installs them)"
 if not (CHROMIUM and CHROMEDRIVER):
     if os.environ.get("CI"):  # in CI a missing real part fails the run
         raise RuntimeError(NO_BROWSER)
