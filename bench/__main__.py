@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--full] [--only NAME,...]`: run the figures (relay, startup, zygote,
-noop, submissions, kube, train, explain, gan, celery) against one set of servers, print a table and
-write bench/out/results.json."""
+noop, submissions, queue, kube, train, explain, gan, celery) against one set of servers, print
+a table and write bench/out/results.json."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from bench import (
     explain_attribution,
     gan_epoch,
     kube,
+    local_queue,
     noop_e2e,
     relay,
     startup,
@@ -37,6 +38,7 @@ FIGURES: dict[str, Callable[[Bench, Counts], Figure]] = {
     "zygote": zygote_start.run,
     "noop": noop_e2e.run,
     "submissions": submissions.run,
+    "queue": local_queue.run,
     "kube": kube.run,
     "train": train_loop.run,
     "explain": explain_attribution.run,

@@ -1,9 +1,10 @@
-"""The local backend's cost against the size of its queue (issue 16, item 4): how long one
-submission (`LocalBackend.create`, no API) takes with 0, 1,000 and 10,000 jobs queued behind
-2 busy slots, and how fast a backlog of 10 and of 1,000 no-op tasks drains (2 slots).
+"""The local backend's cost against the size of its queue: how long one submission
+(`LocalBackend.create`, no API) takes with 10 and with 10,000 jobs queued behind 2 busy
+slots, and how fast a backlog of 10 and of 1,000 no-op tasks (`python -c pass`, started
+plainly) drains on 2 slots; the small store is the baseline of each row.
 
-Run it alone: `.venv/bin/python -m bench.local_queue [--sizes 0,1000,10000] [--backlogs
-10,1000]`. A diagnostic, not part of `make bench`: it prints its figures, it asserts nothing.
+In `make bench` as the figure `queue`; alone, with other sizes: `.venv/bin/python -m
+bench.local_queue [--sizes 0,1000,10000] [--backlogs 10,1000]`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import Bench, Counts, Figure, Row
 from kubetask import env
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local import LocalBackend
@@ -78,6 +80,53 @@ async def drain_rate(root: Path, backlog: int) -> tuple[float, float]:
         return backlog / (time.perf_counter() - began), (time.process_time() - cpu) / backlog
     finally:
         await backend.stop()
+
+
+def run(bench: Bench, counts: Counts) -> Figure:
+    """The figure: each row the large store against the small one."""
+    small, large = 10, 10_000
+    backlog = 100 if counts.launches < 10 else 1000  # --quick: a short drain
+    bench.scratch.mkdir(parents=True, exist_ok=True)
+    measured: dict[int, list[float]] = {}
+    for queued in (small, large):
+        with tempfile.TemporaryDirectory(dir=bench.scratch) as tmp:
+            measured[queued] = asyncio.run(submit_latency(Path(tmp), queued))
+    drained: dict[int, tuple[float, float]] = {}
+    for size in (small, backlog):
+        with tempfile.TemporaryDirectory(dir=bench.scratch) as tmp:
+            drained[size] = asyncio.run(drain_rate(Path(tmp), size))
+    return Figure(
+        key="queue",
+        title="Local backend: costs against the size of its queue",
+        kubetask=f"{large:,} jobs queued; a backlog of {backlog:,}",
+        baseline=f"{small} jobs queued; a backlog of {small}",
+        rows=[
+            Row(
+                "submit p50 (LocalBackend.create)",
+                "ms",
+                statistics.median(measured[large]) * 1000,
+                statistics.median(measured[small]) * 1000,
+            ),
+            Row(
+                "submit max",
+                "ms",
+                max(measured[large]) * 1000,
+                max(measured[small]) * 1000,
+            ),
+            Row("backlog drained", "jobs/s", drained[backlog][0], drained[small][0]),
+            Row(
+                "controller CPU per drained job",
+                "ms",
+                drained[backlog][1] * 1000,
+                drained[small][1] * 1000,
+            ),
+        ],
+        notes=[f"{SUBMITS} submissions per size, {SLOTS} slots, tasks started plainly"],
+        raw={
+            "submit_ms": {str(k): [round(t * 1000, 3) for t in v] for k, v in measured.items()},
+            "drain": {str(k): [round(v[0], 2), round(v[1] * 1000, 3)] for k, v in drained.items()},
+        },
+    )
 
 
 def main() -> None:
