@@ -198,6 +198,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=(self._lock_fd,),  # the server holds the folder's lock as long as it lives
+            process_group=0,  # a terminal's Ctrl-C is the controller's; it stops the server
             preexec_fn=die_with_this_process(),  # noqa: PLW1509 (it takes no lock)
         )  # fmt: skip
         record = {"owner": os.getpid(), "pid": self._process.pid, "url": self.url}

@@ -5,8 +5,10 @@ instead of waiting for every client to leave."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -100,3 +102,42 @@ def test_sigterm_with_50_open_streams_exits_within_the_grace(tmp_path: Path) -> 
         assert redis_processes(api.data_dir) == [], "the embedded redis outlived its controller"
     finally:
         api.close()
+
+
+def test_ctrl_c_stops_the_server_and_its_redis_once(tmp_path: Path) -> None:
+    """Ctrl-C on `make run`: the terminal sends SIGINT to the whole foreground group. The
+    embedded Redis is not in that group, so the server stops it itself, once: no "gone,
+    restarting it" on the way out."""
+    api = ApiServer(redis_url=None, data_dir=tmp_path / "api")
+    api.data_dir.mkdir(parents=True)
+    with (api.data_dir / "api.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kubetask.api"],
+            env=api.env(),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # a group of its own, as a terminal's foreground job
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(api):
+            assert process.poll() is None, api.log_tail()
+            assert time.monotonic() < deadline, api.log_tail()
+            time.sleep(0.05)
+        (server,) = redis_processes(api.data_dir)
+        assert os.getpgid(server) != process.pid, "the embedded redis has a group of its own"
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(EXIT_WITHIN_S) == 0, api.log_tail()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        api.client.close()
+    assert "restarting it" not in api.log_tail()
+    assert redis_processes(api.data_dir) == [], "the embedded redis outlived its controller"
+
+
+def _ready(api: ApiServer) -> bool:
+    try:
+        return api.client.get("/readyz").status_code == 200
+    except httpx.HTTPError:
+        return False
