@@ -53,7 +53,7 @@ class LivePod:
     proc: subprocess.Popen[bytes] | None = None  # None: adopted, or forked by a zygote
     pidfd: int | None = None
     stdout: IO[bytes] | None = None  # where the supervisor says "started"
-    reading: bool = False  # its stdout is read (`_read_stdout`)
+    reading: bool = False  # its stdout is being read (`_watch`)
     start: int | None = None  # when the process started (shim.process_start)
     terminating: bool = False  # SIGTERM asked for before its pid was known
 
@@ -138,7 +138,6 @@ class Supervisor:
         self._on_change = on_change
         self._on_exit = on_exit
         self._live: dict[Path, LivePod] = {}
-        self._waiting: dict[Path, tuple[TaskSpec, dict[str, str]]] = {}  # for an answer
 
     @property
     def running(self) -> int:
@@ -176,20 +175,20 @@ class Supervisor:
                     environment,
                     stdout=write,
                     log_fd=shim_log.fileno(),
-                    on_reply=lambda pid: self._forked(pod_dir, pid),
+                    on_reply=lambda pid: self._forked(spec, pod_dir, environment, pid),
                 )
         finally:
             os.close(write)
         if not asked:
             os.close(read)
             return False
-        self._waiting[pod_dir] = (spec, environment)
         self._watch(pod_dir, LivePod(spec.job_id, None, stdout=os.fdopen(read, "rb")))
         return True
 
-    def _forked(self, pod_dir: Path, pid: int | None) -> None:
+    def _forked(
+        self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str], pid: int | None
+    ) -> None:
         """The zygote's answer for the pod: its supervisor's pid, or None: start it plainly."""
-        spec, environment = self._waiting.pop(pod_dir)
         live = self._live.get(pod_dir)
         if live is None:
             return  # no longer watched (the controller is stopping)
