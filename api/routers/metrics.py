@@ -16,7 +16,7 @@ from kubetask.controller.metrics import CONTENT_TYPE, Metrics
 router = APIRouter(tags=["meta"])
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics = getattr(request.app.state, "metrics", None)
     if not isinstance(metrics, Metrics):
         metrics = Metrics()
