@@ -52,7 +52,7 @@ class LivePod:
     pid: int | None  # None: its zygote has not answered yet
     proc: subprocess.Popen[bytes] | None = None  # None: adopted, or forked by a zygote
     pidfd: int | None = None
-    stdout: IO[bytes] | None = None  # where the supervisor says "started"
+    stdout: IO[bytes] | None = None  # the supervisor says "started", then closes it: exited
     reading: bool = False  # its stdout is being read (`_watch`)
     start: int | None = None  # when the process started (shim.process_start)
     terminating: bool = False  # SIGTERM asked for before its pid was known
@@ -204,6 +204,9 @@ class Supervisor:
         else:
             live.pid, live.start = pid, process_start(pid)
         self._watch(pod_dir, live)
+        if live.stdout is not None and live.stdout.closed:  # it closed its stdout already
+            self._exited(pod_dir)
+            return
         if terminating and live.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(live.pid, signal.SIGTERM)
@@ -279,17 +282,24 @@ class Supervisor:
 
     # -- watching ----------------------------------------------------------------------
     def _on_output(self, pod_dir: Path) -> None:
-        """The supervisor said 'started' (or closed its stdout): the pod may be running."""
+        """The supervisor said 'started' (the pod may be running), or closed its stdout: it
+        has recorded the task's exit (or died)."""
         live = self._live.get(pod_dir)
         if live is None or live.stdout is None or live.stdout.closed:
             return
-        data = b""
-        with contextlib.suppress(BlockingIOError):
-            data = live.stdout.read() or b""
-        if not data or data.endswith(b"\n"):
+        try:
+            said = os.read(live.stdout.fileno(), 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            said = b""
+        if said:
+            self._on_change(live.job_id)
+        elif live.pid is None:  # the zygote's copy closed: its answer says what happened
             asyncio.get_running_loop().remove_reader(live.stdout.fileno())
             live.stdout.close()
-        self._on_change(live.job_id)
+        else:
+            self._exited(pod_dir)
 
     def _watch(self, pod_dir: Path, live: LivePod) -> None:
         """Watch the pod: its stdout from now, its exit once its pid is known."""
@@ -323,6 +333,23 @@ class Supervisor:
         live = self._unwatch(pod_dir)
         if live is None:
             return
-        if live.proc is not None:
-            live.proc.wait()  # reap our own child
+        if live.proc is not None and live.proc.poll() is None:
+            self._reap_later(live.proc)  # it closed its stdout and is on its way out
         self._on_exit(live.job_id)
+
+    @staticmethod
+    def _reap_later(proc: subprocess.Popen[bytes]) -> None:
+        """Reap our own child once it is gone, without waiting for it now."""
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            proc.wait()  # no pidfd here: it is exiting, so this is short
+            return
+
+        def reap() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            proc.wait()
+
+        loop.add_reader(pidfd, reap)

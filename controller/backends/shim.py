@@ -4,8 +4,9 @@
 
 It runs in its own session, so the controller may stop or crash while the task goes on.
 It starts the task in a process group of its own (stdout and stderr to `output.log`), says
-"started" on its stdout for whoever listens, and records the exit in `exit.json` for the
-controller to read later. On SIGTERM it passes SIGTERM to the task's group and, after the
+"started" on its stdout for whoever listens, records the exit in `exit.json` for the
+controller to read, and then closes its stdout: the listener hears of the exit at once, not
+once this process is gone. On SIGTERM it passes SIGTERM to the task's group and, after the
 grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
 Standard library only, so it starts fast. A zygote (zygote.py) runs the same `supervise`
 in a forked child, starting the task by a second fork instead of a new interpreter.
@@ -117,18 +118,19 @@ def supervise(pod_dir: Path, grace_s: float, start: StartTask, *, zygote: bool =
     _write_json(pod_dir / "started.json", {"pid": task, "started_at": _now()})
     if asked_to_stop:
         terminate(signal.SIGTERM, None)
-    try:
+    with contextlib.suppress(OSError):  # nobody listens (the controller restarted): fine
         sys.stdout.write("started\n")
         sys.stdout.flush()
-        sys.stdout.close()
-    except OSError:
-        pass  # nobody listens (the controller restarted): fine
     _, status = os.waitpid(task, 0)
     _kill_group(task, signal.SIGKILL)
     _write_json(
         pod_dir / "exit.json",
         {"exit_code": exit_code_of(os.waitstatus_to_exitcode(status)), "finished_at": _now()},
     )
+    # The listener hears of the exit now, not once this process is gone (the pipe is
+    # replaced: sys.stdout.close() would leave the descriptor open)
+    with contextlib.suppress(OSError), open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), sys.stdout.fileno())
     return 0
 
 
