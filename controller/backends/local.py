@@ -114,7 +114,8 @@ class LocalBackend:
             if not self._folders.ended(job_id):  # an ended one the store still has open
                 self._open.add(job_id)  # is the reconciler's resync's, which reads only those
                 self._notify(job_id)
-            else:
+            else:  # what of it still runs is stopped again (a grace the restart cut short
+                self._supervisor.terminate(job_id)  # starts over)
                 self._unlist_if_idle(job_id)
         self.step()
         self._next_resync = time.monotonic() + RESYNC_INTERVAL_S

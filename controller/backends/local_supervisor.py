@@ -1,11 +1,15 @@
-"""The local backend's kubelet: it starts each pod's supervisor (shim.py) with the
-container's command and environment, watches it, signals it, and adopts the supervisors
-still running after a controller restart. A supervisor is forked by its image's warm zygote
-when one is ready (local_zygotes.py), else started as a new interpreter: the same either way.
+"""The local backend's kubelet: it starts each pod with the container's command and
+environment, watches it, signals it, and adopts the pods still running after a controller
+restart. A pod's task is forked by its image's warm zygote when one is ready
+(local_zygotes.py), which supervises it; else a supervisor (shim.py) is started as a new
+interpreter, which starts the task. Either one says "started" on the pod's pipe, records
+the exit in the pod's folder and then closes the pipe.
 
-A supervisor's exit is noticed through a pidfd at once (`check_exits`, called by the
-backend's poller, is the safety net where pidfds are missing). What to start, and when, is
-not decided here: the backend's sync step does that (local_plan.py).
+That close tells of the exit at once; after a restart (no pipe), a pidfd on the process
+does (`check_exits`, called by the backend's poller, is the safety net where pidfds are
+missing). A cancel is SIGTERM to a plain pod's supervisor, which gives the task its grace;
+to a forked task's group directly, then SIGKILL after the grace. What to start, and when,
+is not decided here: the backend's sync step does that (local_plan.py).
 """
 
 from __future__ import annotations
@@ -46,16 +50,23 @@ STORE_ENV = (
 )
 
 
+RECORD_WAIT_S = 0.02  # how often to look for a zygote's record of a task that is gone
+
+
 @dataclass
 class LivePod:
     job_id: str
-    pid: int | None  # None: its zygote has not answered yet
+    pid: int | None  # the supervisor's, or a forked task's; None: its zygote has not answered
     proc: subprocess.Popen[bytes] | None = None  # None: adopted, or forked by a zygote
     pidfd: int | None = None
-    stdout: IO[bytes] | None = None  # the supervisor says "started", then closes it: exited
+    stdout: IO[bytes] | None = None  # "started", then closed once the exit is recorded
     reading: bool = False  # its stdout is being read (`_watch`)
     start: int | None = None  # when the process started (shim.process_start)
     terminating: bool = False  # SIGTERM asked for before its pid was known
+    forked: bool = False  # the task itself, forked by a zygote which records its exit
+    grace_s: float = 0.0  # a forked task's, between SIGTERM and SIGKILL
+    kill_timer: asyncio.TimerHandle | None = None
+    recorder: tuple[int, int | None] | None = None  # an adopted forked task's zygote
 
 
 def pid_alive(pid: int, pod_dir: Path, start: int | None = None) -> bool:
@@ -182,13 +193,16 @@ class Supervisor:
         if not asked:
             os.close(read)
             return False
-        self._watch(pod_dir, LivePod(spec.job_id, None, stdout=os.fdopen(read, "rb")))
+        pod = LivePod(
+            spec.job_id, None, stdout=os.fdopen(read, "rb"), forked=True, grace_s=spec.grace_s
+        )
+        self._watch(pod_dir, pod)
         return True
 
     def _forked(
         self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str], pid: int | None
     ) -> None:
-        """The zygote's answer for the pod: its supervisor's pid, or None: start it plainly."""
+        """The zygote's answer for the pod: its task's pid, or None: start it plainly."""
         live = self._live.get(pod_dir)
         if live is None:
             return  # no longer watched (the controller is stopping)
@@ -207,9 +221,8 @@ class Supervisor:
         if live.stdout is not None and live.stdout.closed:  # it closed its stdout already
             self._exited(pod_dir)
             return
-        if terminating and live.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(live.pid, signal.SIGTERM)
+        if terminating:
+            self._terminate(pod_dir, live)
         self._on_change(spec.job_id)
 
     def _start_plainly(self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str]) -> LivePod:
@@ -238,26 +251,44 @@ class Supervisor:
         )
 
     def adopt(self, job_id: str) -> None:
-        """Watch the job's supervisors that still run (started by an earlier controller)."""
+        """Watch the job's pods that still run (started by an earlier controller)."""
         for pod_dir, _ in self._folders.pod_dirs(job_id):
             shim = read_json(pod_dir / "shim.json")
-            if shim and not (pod_dir / "exit.json").exists():
-                pid = int(str(shim["pid"]))
-                start = int(str(shim["start"])) if shim.get("start") is not None else None
-                if pid_alive(pid, pod_dir, start):
-                    self._watch(pod_dir, LivePod(job_id, pid, start=start))
+            if not shim or (pod_dir / "exit.json").exists():
+                continue
+            pid, start = int(str(shim["pid"])), _number(shim.get("start"))
+            if not pid_alive(pid, pod_dir, start):
+                continue
+            pod = LivePod(job_id, pid, start=start)
+            if shim.get("zygote") is True:
+                pod.forked, pod.grace_s = True, self._folders.spec(job_id).grace_s
+                recorder = _number(shim.get("recorder"))
+                if recorder is not None:
+                    pod.recorder = (recorder, _number(shim.get("recorder_start")))
+            self._watch(pod_dir, pod)
 
     def terminate(self, job_id: str) -> None:
-        """SIGTERM each running supervisor of the job; it gives the task its grace, then
-        SIGKILL."""
-        for live in self._live.values():
-            if live.job_id != job_id:
-                continue
-            if live.pid is None:
-                live.terminating = True  # once its zygote answers
-                continue
+        """Stop each running pod of the job: SIGTERM, then SIGKILL after its grace (a plain
+        pod's supervisor does that; a forked task's group is signalled from here)."""
+        for pod_dir, live in list(self._live.items()):
+            if live.job_id == job_id:
+                self._terminate(pod_dir, live)
+
+    def _terminate(self, pod_dir: Path, live: LivePod) -> None:
+        if live.pid is None:
+            live.terminating = True  # once its zygote answers
+        elif not live.forked:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(live.pid, signal.SIGTERM)
+        elif live.kill_timer is None:
+            _signal_group(live.pid, signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            live.kill_timer = loop.call_later(live.grace_s, self._kill, pod_dir)
+
+    def _kill(self, pod_dir: Path) -> None:
+        live = self._live.get(pod_dir)
+        if live is not None and live.pid is not None:
+            _signal_group(live.pid, signal.SIGKILL)
 
     def check_exits(self) -> None:
         """Notice the exits no pidfd told of."""
@@ -270,7 +301,7 @@ class Supervisor:
                 else not pid_alive(live.pid, pod_dir, live.start)
             )
             if gone:
-                self._exited(pod_dir)
+                self._gone(pod_dir)
 
     def close(self) -> None:
         """Stop watching and stop the zygotes; the supervisors keep running, for the next
@@ -308,13 +339,13 @@ class Supervisor:
             live.reading = True
             os.set_blocking(live.stdout.fileno(), False)
             asyncio.get_running_loop().add_reader(live.stdout.fileno(), self._on_output, pod_dir)
-        if live.pid is None or live.pidfd is not None:
-            return
+        if live.pid is None or live.pidfd is not None or (live.forked and live.reading):
+            return  # a forked task's zygote closes the pipe once it has recorded the exit
         try:
             live.pidfd = os.pidfd_open(live.pid)
         except (AttributeError, OSError):
             return  # no pidfd here (or already gone): the poller notices the exit
-        asyncio.get_running_loop().add_reader(live.pidfd, self._exited, pod_dir)
+        asyncio.get_running_loop().add_reader(live.pidfd, self._gone, pod_dir)
 
     def _unwatch(self, pod_dir: Path) -> LivePod | None:
         live = self._live.pop(pod_dir, None)
@@ -324,10 +355,37 @@ class Supervisor:
         if live.pidfd is not None:
             loop.remove_reader(live.pidfd)
             os.close(live.pidfd)
+        if live.kill_timer is not None:
+            live.kill_timer.cancel()
         if live.stdout is not None and not live.stdout.closed:
             loop.remove_reader(live.stdout.fileno())
             live.stdout.close()
         return live
+
+    def _gone(self, pod_dir: Path) -> None:
+        """The pod's process is gone. A forked task's zygote records the exit a moment after
+        (unless the zygote is gone too): until then, look again shortly."""
+        live = self._live.get(pod_dir)
+        if live is None:
+            return
+        if live.forked and live.reading and live.stdout is not None and not live.stdout.closed:
+            return  # its zygote closes the pipe once it has recorded the exit
+        recorder = live.recorder
+        waiting = (
+            live.forked
+            and recorder is not None
+            and not (pod_dir / "exit.json").exists()
+            and pid_alive(recorder[0], pod_dir, recorder[1])
+        )
+        if not waiting:
+            self._exited(pod_dir)
+            return
+        loop = asyncio.get_running_loop()
+        if live.pidfd is not None:  # it stays readable
+            loop.remove_reader(live.pidfd)
+            os.close(live.pidfd)
+            live.pidfd = None
+        loop.call_later(RECORD_WAIT_S, self._gone, pod_dir)
 
     def _exited(self, pod_dir: Path) -> None:
         live = self._unwatch(pod_dir)
@@ -353,3 +411,17 @@ class Supervisor:
             proc.wait()
 
         loop.add_reader(pidfd, reap)
+
+
+def _number(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal a forked task's process group; the task alone while it has none yet (it
+    takes a session of its own first thing after the fork)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

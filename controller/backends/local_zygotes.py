@@ -1,15 +1,18 @@
 """The local backend's zygotes: one warm task process per image (zygote.py), started by the
-first pod of that image, then asked to fork each later pod's supervisor.
+first pod of that image, then asked to fork each later pod's task, which it supervises.
 
 A pod is started by a zygote when one is ready for its image; otherwise (none yet, still
 importing, or gone) plainly, by a new interpreter, while a zygote is (re)started in the
 background. A request is answered later (`request`: the event loop never waits for a fork;
-`start_pod` waits, for callers without one): the zygote answers in order, with the
-supervisor's pid. A zygote found dead is replaced at the next pod; one that refuses, does
-not answer within `REPLY_TIMEOUT_S` (wedged), or dies before it is ready is killed, its
-unanswered pods told to start plainly, and no other is started for its image during
-`RETRY_AFTER_S`. Cost: one process per image in use, its memory the libraries it imported
-(trainer: torch, ~0.5 GiB resident here), shared copy-on-write with the tasks it forks.
+`start_pod` waits, for callers without one): the zygote answers in order, with the task's
+pid. A zygote found dead is replaced at the next pod. One that refuses is hung up on (it
+exits after its last task); one that does not answer within `REPLY_TIMEOUT_S` (wedged), or
+dies before it is ready, is killed (the tasks it supervises with it: their pods are lost,
+and started again). Either way its unanswered pods are told to start plainly, and no other
+is started for its image during `RETRY_AFTER_S`. A controller that stops hangs up on its
+zygotes: they go on supervising their tasks. Cost: one process per image in use, its memory
+the libraries it imported (trainer: torch, ~0.5 GiB resident here), shared copy-on-write
+with the tasks it forks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,7 +101,6 @@ class Zygotes:
         module, args = command
         request = {
             "pod_dir": str(pod_dir),
-            "grace_s": spec.grace_s,
             "module": module,
             "args": args,
             "env": dict(environment),
@@ -139,11 +142,12 @@ class Zygotes:
         return answers[0]
 
     def close(self) -> None:
-        """Stop every zygote (the supervisors they forked go on: they are their own); the
-        pods still unanswered are not told (nobody is left to start them)."""
+        """Hang up on every zygote: each exits once the tasks it supervises have ended (they
+        go on: the next controller adopts them); the pods still unanswered are not told
+        (nobody is left to start them)."""
         for zygote in list(self._warm.values()):
             zygote.pending.clear()
-            self._discard(zygote, None, rest=False)
+            self._discard(zygote, None, rest=False, kill=False)
 
     def ready(self, spec: TaskSpec) -> bool:
         """True when a zygote of the spec's image is ready (else one starts, if allowed)."""
@@ -202,8 +206,8 @@ class Zygotes:
             except ValueError as exc:
                 self._fail(zygote, f"a garbled answer ({exc})")
                 return
-            if "pid" not in reply:
-                self._fail(zygote, str(reply.get("error", "it hung up")))
+            if "pid" not in reply:  # it refused: no more requests, its tasks go on
+                self._fail(zygote, str(reply.get("error", "it hung up")), kill=False)
                 return
             zygote.pending.popleft().on_reply(int(reply["pid"]))
         if self._warm.get(zygote.image) is zygote:
@@ -263,10 +267,11 @@ class Zygotes:
         self._warm[spec.image] = Zygote(spec.image, proc, ours)
         log.info("starting a zygote for image %s (pid %d)", spec.image, proc.pid)
 
-    def _fail(self, zygote: Zygote, why: str, *, rest: bool = True) -> None:
-        """Kill the zygote; its unanswered pods hear that it forked them (the first may have
-        been forked before it died) or that they start plainly."""
-        self._discard(zygote, why, rest=rest)
+    def _fail(self, zygote: Zygote, why: str, *, rest: bool = True, kill: bool = True) -> None:
+        """Kill the zygote (and so the tasks it supervises) or, with `kill` False, hang up on
+        it; its unanswered pods hear that it forked them (the first may have been forked
+        before it stopped answering) or that they start plainly."""
+        self._discard(zygote, why, rest=rest, kill=kill)
         first = True
         while zygote.pending:
             pending = zygote.pending.popleft()
@@ -274,9 +279,12 @@ class Zygotes:
             first = False
             pending.on_reply(pid)
 
-    def _discard(self, zygote: Zygote, why: str | None, *, rest: bool = True) -> None:
-        """Kill the zygote and wait for it: after this it forks nothing more. `rest`: start
-        no other for its image for a while."""
+    def _discard(
+        self, zygote: Zygote, why: str | None, *, rest: bool = True, kill: bool = True
+    ) -> None:
+        """Forget the zygote: after this it forks nothing more. `kill`: kill it now and wait
+        for it (its tasks die with it); else hang up, and it exits after its last task.
+        `rest`: start no other for its image for a while."""
         if zygote.conn.fileno() == -1:
             return  # discarded already
         if self._warm.get(zygote.image) is zygote:
@@ -290,14 +298,17 @@ class Zygotes:
         if zygote.loop is not None and not zygote.loop.is_closed():
             zygote.loop.remove_reader(zygote.conn.fileno())
         zygote.conn.close()
-        with contextlib.suppress(ProcessLookupError):
-            zygote.proc.send_signal(signal.SIGKILL)
-        zygote.proc.wait()
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                zygote.proc.send_signal(signal.SIGKILL)
+            zygote.proc.wait()
+        else:  # reaped whenever it exits
+            threading.Thread(target=zygote.proc.wait, name="zygote-reaper", daemon=True).start()
 
     @staticmethod
     def _late_supervisor(pod_dir: Path) -> int | None:
-        """After a request without an answer: the supervisor the zygote may have forked
-        before it died (it writes shim.json at once), so that no pod starts twice."""
+        """After a request without an answer: the task the zygote may have forked before
+        it stopped answering (it writes shim.json first thing), so that no pod starts twice."""
         deadline = time.monotonic() + LATE_SUPERVISOR_S
         while True:
             with contextlib.suppress(OSError, ValueError, KeyError):

@@ -8,8 +8,8 @@ It starts the task in a process group of its own (stdout and stderr to `output.l
 controller to read, and then closes its stdout: the listener hears of the exit at once, not
 once this process is gone. On SIGTERM it passes SIGTERM to the task's group and, after the
 grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
-Standard library only, so it starts fast. A zygote (zygote.py) runs the same `supervise`
-in a forked child, starting the task by a second fork instead of a new interpreter.
+Standard library only, so it starts fast. A zygote (zygote.py) plays this part itself for
+the tasks it forks (`record_forked_start`, `record_exit`).
 """
 
 from __future__ import annotations
@@ -90,11 +90,36 @@ def spawn_command(command: list[str], pod_dir: Path) -> StartTask:
     return start
 
 
-def supervise(pod_dir: Path, grace_s: float, start: StartTask, *, zygote: bool = False) -> int:
+def record_exit(pod_dir: Path, task: int, status: int) -> None:
+    """The task ended with wait `status`: kill what is left in its group, record the exit."""
+    _kill_group(task, signal.SIGKILL)
+    _write_json(
+        pod_dir / "exit.json",
+        {"exit_code": exit_code_of(os.waitstatus_to_exitcode(status)), "finished_at": _now()},
+    )
+
+
+def record_forked_start(pod_dir: Path, zygote: int) -> None:
+    """In a task a zygote forked, before it runs: who it is and who records its exit (the
+    zygote), so that a controller that restarts finds it to adopt; then that it started."""
+    task = os.getpid()
+    _write_json(
+        pod_dir / "shim.json",
+        {
+            "pid": task,
+            "start": process_start(task),
+            "zygote": True,
+            "recorder": zygote,
+            "recorder_start": process_start(zygote),
+        },
+    )
+    _write_json(pod_dir / "started.json", {"pid": task, "started_at": _now()})
+
+
+def supervise(pod_dir: Path, grace_s: float, start: StartTask) -> int:
     """Start the task, tell the listener on stdout, wait for it and record how it ended.
-    A SIGTERM from the first moment on reaches the task (a zygote forks us with SIGTERM
-    blocked until the handler is in place; one that came before the task started
-    terminates it as soon as it has)."""
+    A SIGTERM from the first moment on reaches the task (one that came before the task
+    started terminates it as soon as it has)."""
     me = os.getpid()
     task = 0  # the task's pid (and process group), once started
     asked_to_stop = False
@@ -111,8 +136,7 @@ def supervise(pod_dir: Path, grace_s: float, start: StartTask, *, zygote: bool =
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    _write_json(pod_dir / "shim.json", {"pid": me, "start": process_start(me), "zygote": zygote})
+    _write_json(pod_dir / "shim.json", {"pid": me, "start": process_start(me), "zygote": False})
     with (pod_dir / "output.log").open("ab") as output:
         task = start(output.fileno())
     _write_json(pod_dir / "started.json", {"pid": task, "started_at": _now()})
@@ -122,11 +146,7 @@ def supervise(pod_dir: Path, grace_s: float, start: StartTask, *, zygote: bool =
         sys.stdout.write("started\n")
         sys.stdout.flush()
     _, status = os.waitpid(task, 0)
-    _kill_group(task, signal.SIGKILL)
-    _write_json(
-        pod_dir / "exit.json",
-        {"exit_code": exit_code_of(os.waitstatus_to_exitcode(status)), "finished_at": _now()},
-    )
+    record_exit(pod_dir, task, status)
     # The listener hears of the exit now, not once this process is gone (the pipe is
     # replaced: sys.stdout.close() would leave the descriptor open)
     with contextlib.suppress(OSError), open(os.devnull, "wb") as null:

@@ -1,21 +1,27 @@
 """A warm task process for the local backend: it has imported the task runtime and the
-libraries of one image role (torch, SDV), and forks one child per task.
+libraries of one image role (torch, SDV), forks one child per task and supervises them.
 
     python -m kubetask.controller.backends.zygote FD KIND
 
 FD is the zygote's end of a Unix seqpacket socket pair whose other end only the controller
-(local_zygotes.py) holds: no one else can ask for a fork, and when the controller is gone,
-so is the zygote. It says "ready" on it once preloaded; then the controller sends a request
-per pod: the pod's folder, grace period, command and environment, with two descriptors,
-the supervisor's stdout and its log. The zygote forks the pod's supervisor: a new session
-that runs `shim.supervise`, exactly as a plain start would, except that it starts the task by
-forking itself once more instead of starting an interpreter. So the supervisor, not the
-zygote, is the task's parent: it records the exit, passes SIGTERM and SIGKILL, and outlives
-the zygote and the controller (adopted after a restart as any other). The task child gets
-the job's environment (nothing of the zygote's), its own process group, default signal
-handlers, fresh seeds for every RNG and no descriptor of the zygote's sockets; it opens its
-own connections. The zygote itself opens none and runs no Python thread (it refuses to
-fork if one appears).
+(local_zygotes.py) holds: no one else can ask for a fork. It says "ready" on it once
+preloaded; then the controller sends a request per pod: the pod's folder, command and
+environment, with two descriptors, the pod's pipe to the controller and its log. The zygote
+forks the task, once: the child takes a session of its own (and so its own process group),
+records who it is and that it started (`shim.record_forked_start`, before any task code
+runs), says "started" on the pipe and becomes the task: the job's environment (nothing of
+the zygote's), default signal handlers, a fresh seed for every RNG, no descriptor of the
+zygote's or of another pod's; it opens its own connections. The zygote is the task's parent
+and plays the part a shim plays for a plain start (shim.py): it records the exit, kills
+what is left in the task's group, and closes the pod's pipe, which tells the controller at
+once. The controller signals the task's group itself (SIGTERM, SIGKILL after the grace).
+
+The zygote outlives its controller: once the controller hangs up (it stopped, or was
+killed) it takes no more requests, goes on recording its tasks' exits and exits after the
+last one; the next controller adopts those tasks as any other. A task dies with its zygote
+(nobody would record its exit): the controller then sees the pod lost, and a lost pod is
+started again. The zygote itself opens no connection and runs no Python thread (it refuses
+to fork if one appears).
 
 What is preloaded: the task runtime, and the runner modules and `warm` modules of every
 kind with KIND's image role, named by the installed kinds' specs (kubetask.kinds), imported
@@ -33,6 +39,7 @@ import json
 import os
 import random
 import runpy
+import select
 import signal
 import socket
 import sys
@@ -51,6 +58,7 @@ LOCALE_ENV = ("LC_ALL", "LC_CTYPE", "LANG")
 # What a new interpreter adds to its environment when no locale is set (PEP 538): the
 # controller starts the zygote without LC_CTYPE, so one seen here is the interpreter's.
 COERCED_LOCALE = os.environ.get("LC_CTYPE")
+EXIT_CANNOT_START = 127  # as the local backend records a pod that cannot start
 MAX_REQUEST = 1 << 20  # an environment holds at most 32 KiB of params (larger: a file)
 
 
@@ -59,7 +67,6 @@ class Request:
     """One pod to start: `python -m MODULE ARGS...` in POD_DIR with ENV."""
 
     pod_dir: Path
-    grace_s: float
     module: str
     args: list[str]
     env: dict[str, str]
@@ -69,7 +76,6 @@ class Request:
         data = json.loads(message)
         return cls(
             pod_dir=Path(data["pod_dir"]),
-            grace_s=float(data["grace_s"]),
             module=str(data["module"]),
             args=[str(a) for a in data["args"]],
             env={str(k): str(v) for k, v in data["env"].items()},
@@ -128,17 +134,14 @@ def reseed() -> None:
 
 def run_task(request: Request, output: int) -> int:
     """In the task child: become the task (`python -m MODULE ARGS...`); its exit code."""
-    os.setpgid(0, 0)
-    shim.die_with_parent()
     for number in (signal.SIGTERM, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new interpreter has it
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by the supervisor
     with open(os.devnull, "rb") as null:
         os.dup2(null.fileno(), 0)
     os.dup2(output, 1)
     os.dup2(output, 2)
-    os.close(output)  # the supervisor's; a task started plainly does not inherit it
+    os.close(output)
     for finalizer in list(weakref.finalize._registry):  # type: ignore[attr-defined]
         finalizer.atexit = False  # the zygote's objects' (~40 ms of page copies at exit)
     os.environ.clear()
@@ -162,62 +165,71 @@ def run_task(request: Request, output: int) -> int:
     return code
 
 
-def become_supervisor(request: Request, fds: list[int], closing: list[socket.socket]) -> NoReturn:
-    """In the supervisor child: a new session, the pod's descriptors, then `shim.supervise`
-    with a task forked from here."""
-    code = 1
+def become_task(request: Request, stdout: int, log: int, closing: list[int]) -> NoReturn:
+    """In the forked child: a session of its own, the pod's folder and log, its start
+    recorded and told on `stdout` (then closed), then the task."""
+    code = EXIT_CANNOT_START
     try:
-        for sock in closing:
-            sock.close()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()
-        stdout, log = fds
-        with open(os.devnull, "rb") as null:
-            os.dup2(null.fileno(), 0)
-        os.dup2(stdout, 1)
-        os.dup2(log, 2)
-        os.close(stdout)
+        signal.set_wakeup_fd(-1)
+        for fd in closing:  # the zygote's, and the other pods' pipes
+            os.close(fd)
+        os.setsid()  # its own session and process group
+        shim.die_with_parent()  # a task outlives no zygote: nobody would record its exit
+        os.dup2(log, 2)  # until its output log is open, a failure goes to the pod's log
         os.close(log)
         os.chdir(request.pod_dir)
-
-        def start(output: int) -> int:
-            # SIGTERM waits in the task until its own handler is the default one (the
-            # supervisor's, inherited, would swallow it)
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            pid = os.fork()
-            if pid == 0:
-                os._exit(run_task(request, output))
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            with contextlib.suppress(OSError):  # as the child does: a signal to the task's
-                os.setpgid(pid, pid)  # group from now on finds it
-            return pid
-
-        code = shim.supervise(request.pod_dir, request.grace_s, start, zygote=True)
+        shim.record_forked_start(request.pod_dir, os.getppid())
+        with contextlib.suppress(OSError):  # nobody listens (the controller restarted)
+            os.write(stdout, b"started\n")
+        os.close(stdout)
+        output = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        code = run_task(request, output)
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(code)
 
 
-def reap() -> None:
-    """Collect the supervisors that ended (the zygote is their parent until then)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+@dataclass
+class Pod:
+    """A task this zygote forked and supervises: its folder, and the controller's pipe,
+    closed once its exit is recorded (so the controller hears of it at once)."""
+
+    pod_dir: Path
+    stdout: int
 
 
-def serve(conn: socket.socket) -> None:
-    """Fork a supervisor per request on `conn` until the controller hangs up."""
-    while True:
+class Supervisor:
+    """The zygote's loop: fork a task per request, record each task's exit; once the
+    controller hangs up, take no more requests and exit when the last task has ended."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn: socket.socket | None = conn
+        self.pods: dict[int, Pod] = {}
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_write)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select
+
+    def run(self) -> None:
+        while self.conn is not None or self.pods:
+            watched = [self._wake_read] + ([self.conn.fileno()] if self.conn else [])
+            ready, _, _ = select.select(watched, [], [])
+            if self._wake_read in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+                self.reap()
+            if self.conn is not None and self.conn.fileno() in ready:
+                self.answer(self.conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        """Fork the task of one request and answer with its pid (or why not)."""
         try:
             message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
         except ConnectionError:
-            return
-        if not message:
+            message, fds = b"", []
+        if not message:  # the controller is gone
+            conn.close()
+            self.conn = None
             return
         try:
             if len(fds) != 2:
@@ -225,35 +237,55 @@ def serve(conn: socket.socket) -> None:
             if threading.active_count() != 1:  # a fork would copy a thread's held locks
                 raise RuntimeError("the zygote runs a Python thread; it will not fork")
             request = Request.from_json(message)
+            stdout, log = fds
+            closing = [conn.fileno(), self._wake_read, self._wake_write]
+            closing += [pod.stdout for pod in self.pods.values()]
             sys.stdout.flush()
             sys.stderr.flush()
-            # SIGTERM waits in the supervisor until it has its handler (shim.supervise)
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             pid = os.fork()
             if pid == 0:
-                become_supervisor(request, fds, [conn])
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                become_task(request, stdout, log, closing)
+            os.close(log)
+            fds = []
+            self.pods[pid] = Pod(request.pod_dir, stdout)
             reply: dict[str, object] = {"pid": pid}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             for fd in fds:
                 os.close(fd)
-        conn.send(json.dumps(reply).encode())
+        with contextlib.suppress(OSError):
+            conn.send(json.dumps(reply).encode())
+
+    def reap(self) -> None:
+        """Record the exit of each task that ended, then close its pipe."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            pod = self.pods.pop(pid, None)
+            if pod is None:
+                continue
+            try:
+                shim.record_exit(pod.pod_dir, pid, status)
+            except OSError as exc:  # its folder is gone: the controller sees it lost
+                print(f"cannot record the exit of {pid} in {pod.pod_dir}: {exc}", flush=True)
+            os.close(pod.stdout)
 
 
 def main(argv: list[str]) -> int:
     conn, kind = socket.socket(fileno=int(argv[0])), argv[1]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when we stop
-    signal.signal(signal.SIGCHLD, lambda signum, frame: reap())
     modules = preload(kind)
     collapsed, refused = huge_pages.collapse()
     conn.send(json.dumps({"ready": os.getpid(), "modules": modules}).encode())
     print(f"zygote {os.getpid()} ready for {kind!r}'s role: {', '.join(modules)}", flush=True)
     refusal = f" (refused: {refused})" if refused else ""
     print(f"huge pages: {collapsed >> 20} MiB{refusal}", flush=True)
-    with conn:
-        serve(conn)
+    Supervisor(conn).run()
     return 0
 
 

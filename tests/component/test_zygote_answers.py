@@ -1,6 +1,8 @@
 """The local backend's kubelet asks a zygote for a pod and goes on: the answer (the
-supervisor's pid) comes later, through the event loop. Meanwhile the pod counts as running
-(its slot is taken), and a cancel that comes before the answer reaches the pod once it does."""
+task's pid) comes later, through the event loop. Meanwhile the pod counts as running
+(its slot is taken), and a cancel that comes before the answer reaches the pod once it does.
+A forked task's cancel is the controller's to carry out: SIGTERM, then SIGKILL after the
+grace period if the task is still there."""
 
 from __future__ import annotations
 
@@ -47,9 +49,9 @@ async def cancel_before_the_answer(tmp_path: Path) -> None:
         async with asyncio.timeout(TIMEOUT_S):
             assert await exits.get() == sleeper.job_id
         exited = json.loads((pod_dir / "exit.json").read_text())
-        shim = json.loads((pod_dir / "shim.json").read_text())
-        assert shim["zygote"] is True
         assert exited["exit_code"] == 128 + 15, "SIGTERM reached the task once the pid came"
+        shim = pod_dir / "shim.json"  # none if the task died before it could say who it is
+        assert not shim.exists() or json.loads(shim.read_text())["zygote"] is True
         assert supervisor.running == 0
     finally:
         supervisor.close()
@@ -60,3 +62,49 @@ def test_a_pod_cancelled_before_its_zygote_answers_is_stopped_once_it_does(
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the zygote (and so the probe) imports tests
     asyncio.run(cancel_before_the_answer(tmp_path))
+
+
+async def stubborn_task_is_killed_after_its_grace(tmp_path: Path) -> None:
+    folders = JobFolders(tmp_path / "jobs")
+    exits: asyncio.Queue[str] = asyncio.Queue()
+    supervisor = Supervisor(
+        folders=folders,
+        python=sys.executable,
+        on_change=lambda job_id: None,
+        on_exit=exits.put_nowait,
+    )
+    try:
+        attempt = 0
+        async with asyncio.timeout(TIMEOUT_S):  # until a pod is forked by the warm zygote
+            forked = False
+            while not forked:
+                attempt += 1
+                quick = spec(str(tmp_path / f"facts-{attempt}.json"))
+                supervisor.spawn(quick, 0, attempt, now=utcnow())
+                await exits.get()
+                pod_dir = folders.job_dir(quick.job_id) / "pods" / f"0-{attempt}"
+                forked = json.loads((pod_dir / "shim.json").read_text())["zygote"]
+                await asyncio.sleep(0.2)
+        facts = tmp_path / "stubborn.json"
+        stubborn = spec(str(facts), "0", "stubborn")
+        supervisor.spawn(stubborn, 0, attempt + 1, now=utcnow())
+        pod_dir = folders.job_dir(stubborn.job_id) / "pods" / f"0-{attempt + 1}"
+        for _ in range(int(TIMEOUT_S / 0.05)):  # until it runs, SIGTERM ignored
+            if facts.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert json.loads((pod_dir / "shim.json").read_text())["zygote"] is True
+        supervisor.terminate(stubborn.job_id)
+        async with asyncio.timeout(TIMEOUT_S):
+            assert await exits.get() == stubborn.job_id
+        exited = json.loads((pod_dir / "exit.json").read_text())
+        assert exited["exit_code"] == 128 + 9, "SIGKILL once the grace was over"
+    finally:
+        supervisor.close()
+
+
+def test_a_forked_task_that_ignores_sigterm_is_killed_after_its_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    asyncio.run(stubborn_task_is_killed_after_its_grace(tmp_path))

@@ -1,7 +1,7 @@
 """A task forked by a zygote (controller/backends/zygote.py) sees what a plainly started
-one sees: the job's environment exactly (Python's and C's), its folder, its argv, a process
-group of its own in its supervisor's session, no thread and no socket of the zygote's, and
-random streams of its own. Its exit code is recorded the same way."""
+one sees: the job's environment exactly (Python's and C's), its folder, its argv, a session
+(and process group) of its own, no thread and no socket of the zygote's, and random streams
+of its own. Its exit code is recorded the same way, by the zygote, its parent."""
 
 from __future__ import annotations
 
@@ -121,8 +121,9 @@ def test_a_forked_task_sees_what_a_plain_one_sees(
     assert mine["c_getenv"] == "seen in forked", "C libraries see it too"
     assert mine["cwd"] == str(tmp_path / "forked")
     assert mine["argv"] == [str(tmp_path / "forked" / "facts.json")]
-    assert mine["ppid"] == supervisor["pid"] == mine["sid"], "under its own supervisor"
-    assert mine["pgid"] == mine["pid"], "a process group of its own"
+    (zygote,) = zygotes.running.values()
+    assert mine["ppid"] == zygote == supervisor["recorder"], "its zygote records its exit"
+    assert mine["sid"] == mine["pgid"] == mine["pid"] == supervisor["pid"], "its own session"
     assert mine["blocked_signals"] == other["blocked_signals"] == [], "no signal held back"
     assert (mine["threads"], mine["python_threads"]) == (1, 1), "no thread inherited"
     sockets = [t for t in mine["fds"].values() if t.startswith("socket:")]

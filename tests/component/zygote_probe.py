@@ -1,6 +1,6 @@
 """A task that tells what it sees of itself: `python -m tests.component.zygote_probe OUT
 [EXIT_CODE [sleep]]`, started plainly or forked by a zygote (test_zygote_process.py); with
-`sleep` it then sleeps a minute before it exits."""
+`sleep` it then sleeps a minute before it exits; with `stubborn`, too, ignoring SIGTERM."""
 
 from __future__ import annotations
 
@@ -45,9 +45,11 @@ def main(argv: list[str]) -> int:
         "cwd": os.getcwd(),
         "blocked_signals": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
     }
+    if argv[2:] == ["stubborn"]:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     Path(argv[0]).write_text(json.dumps(facts))
     print("probe done", flush=True)
-    if argv[2:] == ["sleep"]:
+    if argv[2:] in (["sleep"], ["stubborn"]):
         time.sleep(60)
     return int(argv[1]) if len(argv) > 1 else 0
 

@@ -153,9 +153,12 @@ def test_large_params_reach_the_task_through_a_file(api: ApiServer) -> None:
 
 
 def test_killing_the_supervisor_leaves_no_orphan_task(api: ApiServer) -> None:
+    """The supervisor: the pod's shim, or the zygote that forked the task."""
     job_id = api.submit("noop", SLOW)
     pid = task_pid(api, job_id)
-    shim = api.data_dir / "local" / "jobs" / job_id / "pods" / "0-1" / "shim.json"
-    os.kill(json.loads(shim.read_text())["pid"], 9)
+    shim = json.loads(
+        (api.data_dir / "local" / "jobs" / job_id / "pods" / "0-1" / "shim.json").read_text()
+    )
+    os.kill(shim["recorder"] if shim["zygote"] else shim["pid"], 9)
     wait_gone(pid)
     assert api.client.delete(f"/v1/jobs/{job_id}").status_code == 202

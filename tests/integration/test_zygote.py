@@ -1,9 +1,10 @@
 """The local backend's zygotes: a task forked from a warm process is a task process like a
-plainly started one, through the API: its own session and group under its own supervisor,
-none of the zygote's sockets, no inherited thread, the same exit codes, SIGTERM on cancel,
-adopted after the controller is killed (what the task sees of its environment and its
-random streams: tests/component/test_zygote_process.py). A zygote
-that dies is replaced, one that wedges is killed, and pods start plainly meanwhile."""
+plainly started one, through the API: its own session and group, its exit recorded by the
+zygote (its parent), none of the zygote's sockets, no inherited thread, the same exit codes,
+SIGTERM on cancel, adopted after the controller is killed while the zygote goes on
+supervising it (what the task sees of its environment and its random streams:
+tests/component/test_zygote_process.py). A zygote that dies is replaced, one that wedges is
+killed, and pods start plainly meanwhile."""
 
 from __future__ import annotations
 
@@ -98,9 +99,9 @@ def test_a_forked_task_is_a_task_process_like_a_plain_one(fresh_api: ApiServer) 
     time.sleep(0.5)  # both tasks are past their start (Redis connected, stepping)
     plain, forked, parent = proc_facts(plain_pid), proc_facts(forked_pid), proc_facts(zygote)
 
-    assert forked["ppid"] == shim["pid"], "its supervisor is its parent, not the zygote"
-    assert forked["pgid"] == forked_pid, "a process group of its own"
-    assert forked["sid"] == shim["pid"] != parent["sid"], "the supervisor's own session"
+    assert forked["ppid"] == zygote == shim["recorder"], "the zygote records its exit"
+    assert forked["pgid"] == forked_pid == shim["pid"], "a process group of its own"
+    assert forked["sid"] == forked_pid != parent["sid"], "and a session of its own"
     zygote_sockets = {t for t in parent["fds"].values() if t.startswith("socket:")}
     forked_sockets = {t for t in forked["fds"].values() if t.startswith("socket:")}
     assert not forked_sockets & zygote_sockets, "no socket of the zygote's"
@@ -109,7 +110,7 @@ def test_a_forked_task_is_a_task_process_like_a_plain_one(fresh_api: ApiServer) 
     for job_id in (plain_job, forked_job):
         assert fresh_api.client.delete(f"/v1/jobs/{job_id}").status_code == 202
     assert fresh_api.wait(forked_job)["state"] == "cancelled"
-    wait_gone(forked_pid)  # SIGTERM reached it through its supervisor
+    wait_gone(forked_pid)  # SIGTERM reached its group
 
 
 def test_forked_tasks_end_as_plain_ones_do(fresh_api: ApiServer) -> None:
@@ -138,12 +139,14 @@ def test_a_forked_task_outlives_a_killed_controller_and_is_adopted(
     fresh_api.wait(job_id, {"running"})
     pid = task_pid(fresh_api, job_id)
     fresh_api.kill()
-    wait_gone(zygote)  # a zygote does not outlive its controller
+    time.sleep(0.5)
     assert alive(pid), "the task died with its controller"
+    assert alive(zygote), "its zygote stopped supervising it"
     fresh_api.start()
     job = fresh_api.wait(job_id)
     assert job["state"] == "succeeded"
     assert job["attempts"] == 1, "the task was run again instead of adopted"
+    wait_gone(zygote)  # hung up on, it exits after its last task
 
 
 def test_a_dead_zygote_is_replaced_and_pods_start_plainly_meanwhile(
