@@ -211,15 +211,30 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select
 
     def run(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_read, select.POLLIN)
+        assert self.conn is not None
+        poller.register(self.conn, select.POLLIN | select.POLLRDHUP)
         while self.conn is not None or self.pods:
-            watched = [self._wake_read] + ([self.conn.fileno()] if self.conn else [])
-            ready, _, _ = select.select(watched, [], [])
-            if self._wake_read in ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_read, 4096)
-                self.reap()
-            if self.conn is not None and self.conn.fileno() in ready:
-                self.answer(self.conn)
+            for fd, events in poller.poll():
+                if fd == self._wake_read:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 4096)
+                    self.reap()
+                elif self.conn is not None and fd == self.conn.fileno():
+                    if events & (select.POLLHUP | select.POLLRDHUP | select.POLLERR):
+                        self.hang_up()  # what it asked and never heard of: not forked
+                    else:
+                        self.answer(self.conn)
+                    if self.conn is None:
+                        with contextlib.suppress(KeyError):
+                            poller.unregister(fd)
+
+    def hang_up(self) -> None:
+        """Take no more requests (the controller is gone, or this zygote refused one)."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     def answer(self, conn: socket.socket) -> None:
         """Fork the task of one request and answer with its pid (or why not)."""
@@ -228,8 +243,7 @@ class Supervisor:
         except ConnectionError:
             message, fds = b"", []
         if not message:  # the controller is gone
-            conn.close()
-            self.conn = None
+            self.hang_up()
             return
         try:
             if len(fds) != 2:
@@ -256,6 +270,8 @@ class Supervisor:
                 os.close(fd)
         with contextlib.suppress(OSError):
             conn.send(json.dumps(reply).encode())
+        if "error" in reply:  # the controller starts the rest plainly: fork none of them
+            self.hang_up()
 
     def reap(self) -> None:
         """Record the exit of each task that ended, then close its pipe."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -183,3 +184,38 @@ def test_a_ready_zygote_holds_its_memory_in_huge_pages(zygotes: Zygotes, tmp_pat
         assert "huge pages: 0 MiB" not in said
     else:
         assert "huge pages: 0 MiB (refused:" in said
+
+
+@pytest.mark.parametrize("role", ["noop"])
+def test_a_zygote_hung_up_on_forks_nothing_it_was_asked_before(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
+    """The controller stops with requests still queued (it will not hear the answers, and
+    the next controller starts those pods itself): the zygote forks none of them, and with
+    no task to supervise it exits."""
+    (pid,) = zygotes.running.values()
+    os.kill(pid, signal.SIGSTOP)
+    pods = [tmp_path / "first", tmp_path / "second"]
+    try:
+        for pod_dir in pods:
+            pod_dir.mkdir()
+            read, write = os.pipe()
+            with (pod_dir / "shim.log").open("ab") as log:
+                assert zygotes.request(
+                    spec(str(pod_dir / "facts.json"), kind=role),
+                    pod_dir,
+                    task_env(pod_dir),
+                    stdout=write,
+                    log_fd=log.fileno(),
+                    on_reply=lambda pid: None,
+                )
+            os.close(write)
+            os.close(read)
+        zygotes.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists():  # reaped once it exits
+        assert time.monotonic() < deadline, "the zygote did not exit"
+        time.sleep(0.05)
+    assert [p for p in pods if (p / "shim.json").exists()] == []
