@@ -2,7 +2,7 @@
 
 Both sides start one pod exactly as the local backend's supervisor does (local_supervisor.py)
 with the container contract's environment and a real Redis: kubetask asks the image's warm
-zygote (local_zygotes.py) to fork the pod's supervisor, which forks the task; the baseline
+zygote (local_zygotes.py) to fork the pod's task (the zygote supervises it); the baseline
 starts the supervisor as a new interpreter (`python -I -S shim.py`), which starts
 `python -m kubetask.jobs <kind>`. Measured: from just before the start is asked for to the
 moment the task's first progress event arrives on the job's pub/sub channel (the task has
@@ -50,7 +50,7 @@ def spec(job_id: str, kind: str) -> TaskSpec:
 
 def first_event_ms(bench: Bench, job_id: str, start: Callable[[], object]) -> float:
     """Milliseconds from calling `start()` to the job's first event on its channel; then
-    the pod is killed (its supervisor's session) and reaped."""
+    the pod is killed (the task's group) and its exit awaited."""
     client = redis.Redis.from_url(bench.redis_url)
     subscription = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     subscription.subscribe(keys.progress_channel(job_id))
@@ -179,7 +179,7 @@ def run(bench: Bench, counts: Counts) -> Figure:
     return Figure(
         key="zygote",
         title="Task start until its first progress event: warm zygote vs plain start",
-        kubetask="the image's zygote forks the pod's supervisor, which forks the task",
+        kubetask="the image's zygote forks the pod's task, once, and supervises it",
         baseline="a new interpreter for the supervisor, then `python -m kubetask.jobs <kind>`",
         rows=rows,
         notes=notes,

@@ -1,5 +1,6 @@
 """The local backend: every task is an OS process on this machine, started exactly as its
-container would be (same command, same environment), under a small supervisor (shim.py).
+container would be (same command, same environment), under a supervisor: a small process
+per pod (shim.py), or the warm zygote that forked it (zygote.py).
 
 Three rooms, as in Kubernetes: the job folders are the store (local_folders.py), the
 supervisor is the kubelet (local_supervisor.py), and this module is the Backend port plus
