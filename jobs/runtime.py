@@ -340,7 +340,9 @@ def write_outcome(outcome_json: str, task_env: TaskEnv, publisher: RedisPublishe
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")
+    if logging.root.level != logging.INFO:  # setting it clears every logger's cache (torch
+        logging.root.setLevel(logging.INFO)  # has ~300): a zygote's task has it set already
     if len(argv) != 1:
         print("usage: python -m kubetask.jobs <kind>", file=sys.stderr)
         return env.EXIT_INVALID_PARAMS
