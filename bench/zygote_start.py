@@ -89,9 +89,9 @@ def forked(bench: Bench, zygotes: Zygotes, kind: str, job_id: str) -> float:
 
     def start() -> int:
         read, write = os.pipe()
-        with (pod_dir / "shim.log").open("ab") as log:
+        with (pod_dir / "output.log").open("ab") as log:
             pid = zygotes.start_pod(
-                spec(job_id, kind), pod_dir, environment, stdout=write, log_fd=log.fileno()
+                spec(job_id, kind), pod_dir, environment, stdout=write, output=log.fileno()
             )
         os.close(write)
         os.close(read)

@@ -6,7 +6,7 @@
                     deleted           present once the job was deleted (cancelled)
                     pods/{index}-{attempt}/
                         pod.json shim.json started.json exit.json
-                        output.log termination-log
+                        output.log termination-log shim.log (a plain supervisor's own)
     {open-jobs}/{job_id}                  listed while the job may start pods or still has
                                           some running (so start-up reads these folders only)
 

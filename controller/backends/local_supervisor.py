@@ -179,13 +179,13 @@ class Supervisor:
         assert self._zygotes is not None
         read, write = os.pipe()
         try:
-            with (pod_dir / "shim.log").open("ab") as shim_log:
+            with (pod_dir / "output.log").open("ab") as output:
                 asked = self._zygotes.request(
                     spec,
                     pod_dir,
                     environment,
                     stdout=write,
-                    log_fd=shim_log.fileno(),
+                    output=output.fileno(),
                     on_reply=lambda pid: self._forked(spec, pod_dir, environment, pid),
                 )
         finally:

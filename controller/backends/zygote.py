@@ -6,8 +6,8 @@ libraries of one image role (torch, SDV), forks one child per task and supervise
 FD is the zygote's end of a Unix seqpacket socket pair whose other end only the controller
 (local_zygotes.py) holds: no one else can ask for a fork. It says "ready" on it once
 preloaded; then the controller sends a request per pod: the pod's folder, command and
-environment, with two descriptors, the pod's pipe to the controller and its log. The zygote
-forks the task, once: the child takes a session of its own (and so its own process group),
+environment, with two descriptors, the pod's pipe to the controller and its output log.
+The zygote forks the task, once: the child takes a session of its own (and so its own process group),
 records who it is and that it started (`shim.record_forked_start`, before any task code
 runs), says "started" on the pipe and becomes the task: the job's environment (nothing of
 the zygote's), default signal handlers, a fresh seed for every RNG, no descriptor of the
@@ -175,9 +175,9 @@ def run_task(request: Request, output: int) -> int:
     return code
 
 
-def become_task(request: Request, stdout: int, log: int, closing: list[int]) -> NoReturn:
-    """In the forked child: a session of its own, the pod's folder and log, its start
-    recorded and told on `stdout` (then closed), then the task."""
+def become_task(request: Request, stdout: int, output: int, closing: list[int]) -> NoReturn:
+    """In the forked child: a session of its own, the pod's folder, its start recorded and
+    told on `stdout` (then closed), then the task, writing to `output` (the pod's log)."""
     code = EXIT_CANNOT_START
     try:
         signal.set_wakeup_fd(-1)
@@ -185,14 +185,12 @@ def become_task(request: Request, stdout: int, log: int, closing: list[int]) -> 
             os.close(fd)
         os.setsid()  # its own session and process group
         shim.die_with_parent()  # a task outlives no zygote: nobody would record its exit
-        os.dup2(log, 2)  # until its output log is open, a failure goes to the pod's log
-        os.close(log)
+        os.dup2(output, 2)  # a failure from here on is in the pod's log
         os.chdir(request.pod_dir)
         shim.record_forked_start(request.pod_dir, os.getppid())
         with contextlib.suppress(OSError):  # nobody listens (the controller restarted)
             os.write(stdout, b"started\n")
         os.close(stdout)
-        output = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         code = run_task(request, output)
     except BaseException:
         traceback.print_exc()
@@ -261,15 +259,15 @@ class Supervisor:
             if threading.active_count() != 1:  # a fork would copy a thread's held locks
                 raise RuntimeError("the zygote runs a Python thread; it will not fork")
             request = Request.from_json(message)
-            stdout, log = fds
+            stdout, output = fds
             closing = [conn.fileno(), self._wake_read, self._wake_write]
             closing += [pod.stdout for pod in self.pods.values()]
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                become_task(request, stdout, log, closing)
-            os.close(log)
+                become_task(request, stdout, output, closing)
+            os.close(output)
             fds = []
             self.pods[pid] = Pod(request.pod_dir, stdout)
             reply: dict[str, object] = {"pid": pid}

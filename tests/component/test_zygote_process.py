@@ -69,7 +69,7 @@ def zygotes(tmp_path: Path, role: str) -> Iterator[Zygotes]:
 def exit_code(pod_dir: Path) -> int:
     deadline = time.monotonic() + 30
     while not (pod_dir / "exit.json").exists():
-        assert time.monotonic() < deadline, (pod_dir / "shim.log").read_text()
+        assert time.monotonic() < deadline, (pod_dir / "output.log").read_text()
         time.sleep(0.02)
     code: int = json.loads((pod_dir / "exit.json").read_text())["exit_code"]
     return code
@@ -80,13 +80,13 @@ def forked(
 ) -> tuple[int, dict[str, Any]]:
     pod_dir.mkdir()
     read, write = os.pipe()
-    with (pod_dir / "shim.log").open("ab") as log:
+    with (pod_dir / "output.log").open("ab") as log:
         pid = pool.start_pod(
             spec(str(pod_dir / "facts.json"), *args, kind=kind),
             pod_dir,
             task_env(pod_dir),
             stdout=write,
-            log_fd=log.fileno(),
+            output=log.fileno(),
         )
     os.close(write)
     assert pid is not None
@@ -164,7 +164,7 @@ def test_a_command_a_zygote_cannot_become_starts_plainly(
     )
     pod_dir = tmp_path / "pod"
     pod_dir.mkdir()
-    assert zygotes.start_pod(other, pod_dir, {}, stdout=1, log_fd=2) is None
+    assert zygotes.start_pod(other, pod_dir, {}, stdout=1, output=2) is None
 
 
 def test_a_ready_zygote_holds_its_memory_in_huge_pages(zygotes: Zygotes, tmp_path: Path) -> None:
@@ -200,13 +200,13 @@ def test_a_zygote_hung_up_on_forks_nothing_it_was_asked_before(
         for pod_dir in pods:
             pod_dir.mkdir()
             read, write = os.pipe()
-            with (pod_dir / "shim.log").open("ab") as log:
+            with (pod_dir / "output.log").open("ab") as log:
                 assert zygotes.request(
                     spec(str(pod_dir / "facts.json"), kind=role),
                     pod_dir,
                     task_env(pod_dir),
                     stdout=write,
-                    log_fd=log.fileno(),
+                    output=log.fileno(),
                     on_reply=lambda pid: None,
                 )
             os.close(write)
