@@ -67,6 +67,7 @@ class LivePod:
     grace_s: float = 0.0  # a forked task's, between SIGTERM and SIGKILL
     kill_timer: asyncio.TimerHandle | None = None
     recorder: tuple[int, int | None] | None = None  # an adopted forked task's zygote
+    recheck: asyncio.TimerHandle | None = None  # gone: looking for its zygote's record
 
 
 def pid_alive(pid: int, pod_dir: Path, start: int | None = None) -> bool:
@@ -355,8 +356,9 @@ class Supervisor:
         if live.pidfd is not None:
             loop.remove_reader(live.pidfd)
             os.close(live.pidfd)
-        if live.kill_timer is not None:
-            live.kill_timer.cancel()
+        for timer in (live.kill_timer, live.recheck):
+            if timer is not None:
+                timer.cancel()
         if live.stdout is not None and not live.stdout.closed:
             loop.remove_reader(live.stdout.fileno())
             live.stdout.close()
@@ -366,8 +368,8 @@ class Supervisor:
         """The pod's process is gone. A forked task's zygote records the exit a moment after
         (unless the zygote is gone too): until then, look again shortly."""
         live = self._live.get(pod_dir)
-        if live is None:
-            return
+        if live is None or live.recheck is not None:
+            return  # no longer watched, or already looking
         if live.forked and live.reading and live.stdout is not None and not live.stdout.closed:
             return  # its zygote closes the pipe once it has recorded the exit
         recorder = live.recorder
@@ -385,7 +387,13 @@ class Supervisor:
             loop.remove_reader(live.pidfd)
             os.close(live.pidfd)
             live.pidfd = None
-        loop.call_later(RECORD_WAIT_S, self._gone, pod_dir)
+        live.recheck = loop.call_later(RECORD_WAIT_S, self._recheck, pod_dir)
+
+    def _recheck(self, pod_dir: Path) -> None:
+        live = self._live.get(pod_dir)
+        if live is not None:
+            live.recheck = None
+            self._gone(pod_dir)
 
     def _exited(self, pod_dir: Path) -> None:
         live = self._unwatch(pod_dir)

@@ -7,14 +7,15 @@ FD is the zygote's end of a Unix seqpacket socket pair whose other end only the 
 (local_zygotes.py) holds: no one else can ask for a fork. It says "ready" on it once
 preloaded; then the controller sends a request per pod: the pod's folder, command and
 environment, with two descriptors, the pod's pipe to the controller and its output log.
-The zygote forks the task, once: the child takes a session of its own (and so its own process group),
-records who it is and that it started (`shim.record_forked_start`, before any task code
-runs), says "started" on the pipe and becomes the task: the job's environment (nothing of
-the zygote's), default signal handlers, a fresh seed for every RNG, no descriptor of the
-zygote's or of another pod's; it opens its own connections. The zygote is the task's parent
-and plays the part a shim plays for a plain start (shim.py): it records the exit, kills
-what is left in the task's group, and closes the pod's pipe, which tells the controller at
-once. The controller signals the task's group itself (SIGTERM, SIGKILL after the grace).
+The zygote forks the task, once: the child takes a session of its own (and so its own
+process group), records who it is and that it started (`shim.record_forked_start`, before
+any task code runs), says "started" on the pipe and becomes the task: the job's environment
+(nothing of the zygote's), default signal handlers, a fresh seed for every RNG, no
+descriptor of the zygote's or of another pod's; it opens its own connections. The zygote is
+the task's parent and plays the part a shim plays for a plain start (shim.py): it records
+the exit, kills what is left in the task's group, and closes the pod's pipe, which tells the
+controller at once. The controller signals the task's group itself (SIGTERM, SIGKILL after
+the grace).
 
 The zygote outlives its controller: once the controller hangs up (it stopped, or was
 killed) it takes no more requests, goes on recording its tasks' exits and exits after the
