@@ -21,7 +21,8 @@ from tests.component.test_zygote_process import REPO, spec
 TIMEOUT_S = 60.0
 
 
-async def cancel_before_the_answer(tmp_path: Path) -> None:
+def watching(tmp_path: Path) -> tuple[JobFolders, asyncio.Queue[str], Supervisor]:
+    """Job folders, a supervisor of their pods, and the ids of the jobs whose pods exit."""
     folders = JobFolders(tmp_path / "jobs")
     exits: asyncio.Queue[str] = asyncio.Queue()
     supervisor = Supervisor(
@@ -30,6 +31,11 @@ async def cancel_before_the_answer(tmp_path: Path) -> None:
         on_change=lambda job_id: None,
         on_exit=exits.put_nowait,
     )
+    return folders, exits, supervisor
+
+
+async def cancel_before_the_answer(tmp_path: Path) -> None:
+    folders, exits, supervisor = watching(tmp_path)
     try:
         attempt = 1
         async with asyncio.timeout(TIMEOUT_S):  # until a pod is forked by the warm zygote
@@ -65,14 +71,7 @@ def test_a_pod_cancelled_before_its_zygote_answers_is_stopped_once_it_does(
 
 
 async def stubborn_task_is_killed_after_its_grace(tmp_path: Path) -> None:
-    folders = JobFolders(tmp_path / "jobs")
-    exits: asyncio.Queue[str] = asyncio.Queue()
-    supervisor = Supervisor(
-        folders=folders,
-        python=sys.executable,
-        on_change=lambda job_id: None,
-        on_exit=exits.put_nowait,
-    )
+    folders, exits, supervisor = watching(tmp_path)
     try:
         attempt = 0
         async with asyncio.timeout(TIMEOUT_S):  # until a pod is forked by the warm zygote
