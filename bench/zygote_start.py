@@ -89,10 +89,7 @@ def forked(bench: Bench, zygotes: Zygotes, kind: str, job_id: str) -> float:
 
     def start() -> int:
         read, write = os.pipe()
-        with (pod_dir / "output.log").open("ab") as log:
-            pid = zygotes.start_pod(
-                spec(job_id, kind), pod_dir, environment, stdout=write, output=log.fileno()
-            )
+        pid = zygotes.start_pod(spec(job_id, kind), pod_dir, environment, stdout=write)
         os.close(write)
         os.close(read)
         if pid is None:

@@ -2,11 +2,12 @@
 environment, watches it, signals it, and adopts the pods still running after a controller
 restart. A pod's task is forked by its image's warm zygote when one is ready
 (local_zygotes.py), which supervises it; else a supervisor (shim.py) is started as a new
-interpreter, which starts the task. Either one says "started" on the pod's pipe, records
-the exit in the pod's folder and then closes the pipe.
+interpreter, which starts the task. Either one says "started" on the pod's pipe and
+records the exit in the pod's folder.
 
-That close tells of the exit at once; after a restart (no pipe), a pidfd on the process
-does (`check_exits`, called by the backend's poller, is the safety net where pidfds are
+A zygote closes the pod's pipe once it has recorded the exit, which tells of it at once; a
+pidfd tells of a plain supervisor's exit, and of a forked task's after a restart (no pipe)
+(`check_exits`, called by the backend's poller, is the safety net where pidfds are
 missing). A cancel is SIGTERM to a plain pod's supervisor, which gives the task its grace;
 to a forked task's group directly, then SIGKILL after the grace. What to start, and when,
 is not decided here: the backend's sync step does that (local_plan.py).
@@ -59,7 +60,7 @@ class LivePod:
     pid: int | None  # the supervisor's, or a forked task's; None: its zygote has not answered
     proc: subprocess.Popen[bytes] | None = None  # None: adopted, or forked by a zygote
     pidfd: int | None = None
-    stdout: IO[bytes] | None = None  # "started", then closed once the exit is recorded
+    stdout: IO[bytes] | None = None  # "started"; a zygote closes it once the exit is recorded
     reading: bool = False  # its stdout is being read (`_watch`)
     start: int | None = None  # when the process started (shim.process_start)
     terminating: bool = False  # SIGTERM asked for before its pid was known
@@ -180,15 +181,13 @@ class Supervisor:
         assert self._zygotes is not None
         read, write = os.pipe()
         try:
-            with (pod_dir / "output.log").open("ab") as output:
-                asked = self._zygotes.request(
-                    spec,
-                    pod_dir,
-                    environment,
-                    stdout=write,
-                    output=output.fileno(),
-                    on_reply=lambda pid: self._forked(spec, pod_dir, environment, pid),
-                )
+            asked = self._zygotes.request(
+                spec,
+                pod_dir,
+                environment,
+                stdout=write,
+                on_reply=lambda pid: self._forked(spec, pod_dir, environment, pid),
+            )
         finally:
             os.close(write)
         if not asked:
@@ -261,11 +260,10 @@ class Supervisor:
             if not pid_alive(pid, pod_dir, start):
                 continue
             pod = LivePod(job_id, pid, start=start)
-            if shim.get("zygote") is True:
+            recorder = _number(shim.get("recorder"))
+            if recorder is not None:  # a forked task (a zygote-forked supervisor has none)
                 pod.forked, pod.grace_s = True, self._folders.spec(job_id).grace_s
-                recorder = _number(shim.get("recorder"))
-                if recorder is not None:
-                    pod.recorder = (recorder, _number(shim.get("recorder_start")))
+                pod.recorder = (recorder, _number(shim.get("recorder_start")))
             self._watch(pod_dir, pod)
 
     def terminate(self, job_id: str) -> None:
@@ -327,11 +325,13 @@ class Supervisor:
             said = b""
         if said:
             self._on_change(live.job_id)
-        elif live.pid is None:  # the zygote's copy closed: its answer says what happened
+        elif live.forked and live.pid is not None:  # its zygote has recorded the exit
+            self._exited(pod_dir)
+        else:
+            # a plain supervisor's exit is told by its pidfd (it is reaped then); a pod whose
+            # zygote has not answered yet hears what happened from the answer
             asyncio.get_running_loop().remove_reader(live.stdout.fileno())
             live.stdout.close()
-        else:
-            self._exited(pod_dir)
 
     def _watch(self, pod_dir: Path, live: LivePod) -> None:
         """Watch the pod: its stdout from now, its exit once its pid is known."""
@@ -399,26 +399,9 @@ class Supervisor:
         live = self._unwatch(pod_dir)
         if live is None:
             return
-        if live.proc is not None and live.proc.poll() is None:
-            self._reap_later(live.proc)  # it closed its stdout and is on its way out
+        if live.proc is not None:
+            live.proc.wait()  # reap our own child (gone: its pidfd said so)
         self._on_exit(live.job_id)
-
-    @staticmethod
-    def _reap_later(proc: subprocess.Popen[bytes]) -> None:
-        """Reap our own child once it is gone, without waiting for it now."""
-        loop = asyncio.get_running_loop()
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            proc.wait()  # no pidfd here: it is exiting, so this is short
-            return
-
-        def reap() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            proc.wait()
-
-        loop.add_reader(pidfd, reap)
 
 
 def _number(value: object) -> int | None:

@@ -88,13 +88,11 @@ class Zygotes:
         environment: Mapping[str, str],
         *,
         stdout: int,
-        output: int,
         on_reply: OnReply,
     ) -> bool:
         """Ask the spec's image's zygote to fork the pod's task: it says "started" on `stdout`
-        (the zygote closes it once the exit is recorded) and writes to `output` (the pod's
-        log); `on_reply` hears the answer, from the running event loop. False: no zygote
-        can (start it plainly now)."""
+        (the zygote closes it once the exit is recorded); `on_reply` hears the answer, from
+        the running event loop. False: no zygote can (start it plainly now)."""
         command = module_command(spec.command, self._python)
         zygote = None if command is None else self._ready(spec)
         if zygote is None or command is None:
@@ -107,7 +105,7 @@ class Zygotes:
             "env": dict(environment),
         }
         try:
-            socket.send_fds(zygote.conn, [json.dumps(request).encode()], [stdout, output])
+            socket.send_fds(zygote.conn, [json.dumps(request).encode()], [stdout])
         except BlockingIOError:
             return False  # its queue of requests is full: this one starts plainly
         except OSError as exc:
@@ -124,14 +122,11 @@ class Zygotes:
         environment: Mapping[str, str],
         *,
         stdout: int,
-        output: int,
     ) -> int | None:
         """`request`, waiting for the answer (without an event loop): the supervisor's pid;
         None: start it plainly."""
         answers: list[int | None] = []
-        if not self.request(
-            spec, pod_dir, environment, stdout=stdout, output=output, on_reply=answers.append
-        ):
+        if not self.request(spec, pod_dir, environment, stdout=stdout, on_reply=answers.append):
             return None
         zygote = self._warm[spec.image]
         while not answers:

@@ -4,9 +4,8 @@
 
 It runs in its own session, so the controller may stop or crash while the task goes on.
 It starts the task in a process group of its own (stdout and stderr to `output.log`), says
-"started" on its stdout for whoever listens, records the exit in `exit.json` for the
-controller to read, and then closes its stdout: the listener hears of the exit at once, not
-once this process is gone. On SIGTERM it passes SIGTERM to the task's group and, after the
+"started" on its stdout for whoever listens, and records the exit in `exit.json` for the
+controller to read later. On SIGTERM it passes SIGTERM to the task's group and, after the
 grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
 Standard library only, so it starts fast. A zygote (zygote.py) plays this part itself for
 the tasks it forks (`record_forked_start`, `record_exit`).
@@ -147,10 +146,6 @@ def supervise(pod_dir: Path, grace_s: float, start: StartTask) -> int:
         sys.stdout.flush()
     _, status = os.waitpid(task, 0)
     record_exit(pod_dir, task, status)
-    # The listener hears of the exit now, not once this process is gone (the pipe is
-    # replaced: sys.stdout.close() would leave the descriptor open)
-    with contextlib.suppress(OSError), open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), sys.stdout.fileno())
     return 0
 
 

@@ -6,7 +6,7 @@ libraries of one image role (torch, SDV), forks one child per task and supervise
 FD is the zygote's end of a Unix seqpacket socket pair whose other end only the controller
 (local_zygotes.py) holds: no one else can ask for a fork. It says "ready" on it once
 preloaded; then the controller sends a request per pod: the pod's folder, command and
-environment, with two descriptors, the pod's pipe to the controller and its output log.
+environment, with one descriptor: the pod's pipe to the controller.
 The zygote forks the task, once: the child takes a session of its own (and so its own
 process group), records who it is and that it started (`shim.record_forked_start`, before
 any task code runs), says "started" on the pipe and becomes the task: the job's environment
@@ -176,9 +176,9 @@ def run_task(request: Request, output: int) -> int:
     return code
 
 
-def become_task(request: Request, stdout: int, output: int, closing: list[int]) -> NoReturn:
-    """In the forked child: a session of its own, the pod's folder, its start recorded and
-    told on `stdout` (then closed), then the task, writing to `output` (the pod's log)."""
+def become_task(request: Request, stdout: int, closing: list[int]) -> NoReturn:
+    """In the forked child: a session of its own, the pod's folder and output log, its start
+    recorded and told on `stdout` (then closed), then the task."""
     code = EXIT_CANNOT_START
     try:
         signal.set_wakeup_fd(-1)
@@ -186,8 +186,9 @@ def become_task(request: Request, stdout: int, output: int, closing: list[int]) 
             os.close(fd)
         os.setsid()  # its own session and process group
         shim.die_with_parent()  # a task outlives no zygote: nobody would record its exit
-        os.dup2(output, 2)  # a failure from here on is in the pod's log
         os.chdir(request.pod_dir)
+        output = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(output, 2)  # a failure from here on is in the pod's log
         shim.record_forked_start(request.pod_dir, os.getppid())
         with contextlib.suppress(OSError):  # nobody listens (the controller restarted)
             os.write(stdout, b"started\n")
@@ -248,27 +249,26 @@ class Supervisor:
     def answer(self, conn: socket.socket) -> None:
         """Fork the task of one request and answer with its pid (or why not)."""
         try:
-            message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+            message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 1)
         except ConnectionError:
             message, fds = b"", []
         if not message:  # the controller is gone
             self.hang_up()
             return
         try:
-            if len(fds) != 2:
-                raise ValueError(f"a request carries 2 descriptors, not {len(fds)}")
+            if len(fds) != 1:
+                raise ValueError(f"a request carries 1 descriptor, not {len(fds)}")
             if threading.active_count() != 1:  # a fork would copy a thread's held locks
                 raise RuntimeError("the zygote runs a Python thread; it will not fork")
             request = Request.from_json(message)
-            stdout, output = fds
+            (stdout,) = fds
             closing = [conn.fileno(), self._wake_read, self._wake_write]
             closing += [pod.stdout for pod in self.pods.values()]
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                become_task(request, stdout, output, closing)
-            os.close(output)
+                become_task(request, stdout, closing)
             fds = []
             self.pods[pid] = Pod(request.pod_dir, stdout)
             reply: dict[str, object] = {"pid": pid}

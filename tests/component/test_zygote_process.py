@@ -80,14 +80,12 @@ def forked(
 ) -> tuple[int, dict[str, Any]]:
     pod_dir.mkdir()
     read, write = os.pipe()
-    with (pod_dir / "output.log").open("ab") as log:
-        pid = pool.start_pod(
-            spec(str(pod_dir / "facts.json"), *args, kind=kind),
-            pod_dir,
-            task_env(pod_dir),
-            stdout=write,
-            output=log.fileno(),
-        )
+    pid = pool.start_pod(
+        spec(str(pod_dir / "facts.json"), *args, kind=kind),
+        pod_dir,
+        task_env(pod_dir),
+        stdout=write,
+    )
     os.close(write)
     assert pid is not None
     with os.fdopen(read, "rb") as said:
@@ -164,7 +162,7 @@ def test_a_command_a_zygote_cannot_become_starts_plainly(
     )
     pod_dir = tmp_path / "pod"
     pod_dir.mkdir()
-    assert zygotes.start_pod(other, pod_dir, {}, stdout=1, output=2) is None
+    assert zygotes.start_pod(other, pod_dir, {}, stdout=1) is None
 
 
 def test_a_ready_zygote_holds_its_memory_in_huge_pages(zygotes: Zygotes, tmp_path: Path) -> None:
@@ -200,15 +198,13 @@ def test_a_zygote_hung_up_on_forks_nothing_it_was_asked_before(
         for pod_dir in pods:
             pod_dir.mkdir()
             read, write = os.pipe()
-            with (pod_dir / "output.log").open("ab") as log:
-                assert zygotes.request(
-                    spec(str(pod_dir / "facts.json"), kind=role),
-                    pod_dir,
-                    task_env(pod_dir),
-                    stdout=write,
-                    output=log.fileno(),
-                    on_reply=lambda pid: None,
-                )
+            assert zygotes.request(
+                spec(str(pod_dir / "facts.json"), kind=role),
+                pod_dir,
+                task_env(pod_dir),
+                stdout=write,
+                on_reply=lambda pid: None,
+            )
             os.close(write)
             os.close(read)
         zygotes.close()
