@@ -312,8 +312,8 @@ class Supervisor:
 
     # -- watching ----------------------------------------------------------------------
     def _on_output(self, pod_dir: Path) -> None:
-        """The supervisor said 'started' (the pod may be running), or closed its stdout: it
-        has recorded the task's exit (or died)."""
+        """The pod said 'started' (it may be running), or its pipe closed: a zygote closes a
+        forked task's once it has recorded the exit (or the zygote died)."""
         live = self._live.get(pod_dir)
         if live is None or live.stdout is None or live.stdout.closed:
             return
