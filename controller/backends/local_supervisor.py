@@ -31,14 +31,13 @@ from kubetask import env
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_folders import JobFolders, read_json, write_json
 from kubetask.controller.backends.local_zygotes import Zygotes
-from kubetask.controller.backends.shim import process_start
+from kubetask.controller.backends.shim import EXIT_CANNOT_START, process_start
 from kubetask.controller.clock import Clock, utcnow
 
 log = logging.getLogger("kubetask.local")
 
 SHIM = str(Path(__file__).with_name("shim.py"))
 MAX_ENV_PARAMS = 32 * 1024  # one environment string may not pass 128 KiB on Linux
-EXIT_CANNOT_START = 127
 SYSTEM_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 # What a task needs of the controller's environment to reach an object store (the spec's own
 # endpoint and region, when the settings name them, win)

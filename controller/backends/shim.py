@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 PR_SET_PDEATHSIG = 1
+EXIT_CANNOT_START = 127  # a pod whose task could not be started (as a shell says it)
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 StartTask = Callable[[int], int]  # the output file's descriptor -> the task's pid

@@ -60,7 +60,6 @@ LOCALE_ENV = ("LC_ALL", "LC_CTYPE", "LANG")
 # What a new interpreter adds to its environment when no locale is set (PEP 538): the
 # controller starts the zygote without LC_CTYPE, so one seen here is the interpreter's.
 COERCED_LOCALE = os.environ.get("LC_CTYPE")
-EXIT_CANNOT_START = 127  # as the local backend records a pod that cannot start
 MAX_REQUEST = 1 << 20  # an environment holds at most 32 KiB of params (larger: a file)
 
 
@@ -179,7 +178,7 @@ def run_task(request: Request, output: int) -> int:
 def become_task(request: Request, stdout: int, closing: list[int]) -> NoReturn:
     """In the forked child: a session of its own, the pod's folder and output log, its start
     recorded and told on `stdout` (then closed), then the task."""
-    code = EXIT_CANNOT_START
+    code = shim.EXIT_CANNOT_START
     try:
         signal.set_wakeup_fd(-1)
         for fd in closing:  # the zygote's, and the other pods' pipes
