@@ -44,6 +44,7 @@ DATAGEN = KindSpec(
     params=DatagenParams,
     runner="kubetask.jobs.kinds.datagen:run",
     image="trainer",
+    light=True,
     stages=(("generate", 9.0), ("save", 1.0)),
     outputs=("dataset",),
 )
@@ -54,6 +55,7 @@ NOOP = KindSpec(
     params=NoopParams,
     runner="kubetask.jobs.kinds.noop:run",
     image="trainer",
+    light=True,
     splits=True,
 )
 

@@ -84,6 +84,10 @@ class KindSpec:
     # tasks besides the runner's own: libraries the runner imports late. They must be safe
     # to fork from (no Python thread, no file left open at import).
     warm: tuple[str, ...] = ()
+    # Whether the kind's tasks import no large library (no torch, no SDV): the local backend
+    # forks them from a zygote of their own that imported only the task runtime and the
+    # light kinds' runners (a fork and an exit of a torch-sized process cost ~10 ms more).
+    light: bool = False
 
 
 class KindError(Exception):

@@ -1,7 +1,9 @@
-"""The local backend's zygotes: one warm task process per image (zygote.py), started by the
-first pod of that image, then asked to fork each later pod's task, which it supervises.
+"""The local backend's zygotes: one warm task process per image (zygote.py), and one more for
+the image's light kinds (`KindSpec.light`: a fork and an exit of a process that holds no
+torch cost ~2 ms instead of ~12), started by the first pod it would fork, then asked to fork
+each later pod's task, which it supervises.
 
-A pod is started by a zygote when one is ready for its image; otherwise (none yet, still
+A pod is started by a zygote when one is ready for it; otherwise (none yet, still
 importing, or gone) plainly, by a new interpreter, while a zygote is (re)started in the
 background. A request is answered later (`request`: the event loop never waits for a fork;
 `start_pod` waits, for callers without one): the zygote answers in order, with the task's
@@ -9,10 +11,10 @@ pid. A zygote found dead is replaced at the next pod. One that refuses is hung u
 exits after its last task); one that does not answer within `REPLY_TIMEOUT_S` (wedged), or
 dies before it is ready, is killed (the tasks it supervises with it: their pods are lost,
 and started again). Either way its unanswered pods are told to start plainly, and no other
-is started for its image during `RETRY_AFTER_S`. A controller that stops hangs up on its
-zygotes: they go on supervising their tasks. Cost: one process per image in use, its memory
-the libraries it imported (trainer: torch, ~0.5 GiB resident here), shared copy-on-write
-with the tasks it forks.
+is started in its place during `RETRY_AFTER_S`. A controller that stops hangs up on its
+zygotes: they go on supervising their tasks. Cost: at most two processes per image in use, their
+memory the libraries they imported (trainer: torch, ~0.8 GiB resident here; its light one
+~35 MiB), shared copy-on-write with the tasks they fork.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.zygote import warm_group
 
 log = logging.getLogger("kubetask.local")
 
@@ -43,6 +46,12 @@ LATE_SUPERVISOR_S = 0.5  # how long a killed zygote's last child gets to say who
 ZYGOTE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 
 OnReply = Callable[[int | None], None]  # the supervisor's pid; None: start the pod plainly
+
+
+def key(spec: TaskSpec) -> str:
+    """Which zygote forks the spec's task: its image's, or the image's light one."""
+    group = warm_group(spec.kind)
+    return f"{spec.image} (light)" if group is not None and group[1] else spec.image
 
 
 def module_command(command: Sequence[str], python: str) -> tuple[str, list[str]] | None:
@@ -62,7 +71,7 @@ class Pending:
 
 @dataclass
 class Zygote:
-    image: str
+    key: str  # its image, and "(light)" for the image's light kinds (zygote.warm_group)
     proc: subprocess.Popen[bytes]
     conn: socket.socket  # the controller's end of the pair (non-blocking); the zygote's: the other
     ready: bool = False  # it said so: it has imported what it preloads
@@ -72,14 +81,14 @@ class Zygote:
 
 
 class Zygotes:
-    """The zygotes of this controller, by image."""
+    """The zygotes of this controller, by image and warm group (`key`)."""
 
     def __init__(self, folder: Path, *, python: str, system: Mapping[str, str]) -> None:
         self._folder = folder
         self._python = python
         self._env = {k: system[k] for k in ZYGOTE_ENV if k in system}
         self._warm: dict[str, Zygote] = {}
-        self._resting: dict[str, float] = {}  # image -> when a new zygote may start
+        self._resting: dict[str, float] = {}  # key -> when a new zygote may start
 
     def request(
         self,
@@ -90,7 +99,7 @@ class Zygotes:
         stdout: int,
         on_reply: OnReply,
     ) -> bool:
-        """Ask the spec's image's zygote to fork the pod's task: it says "started" on `stdout`
+        """Ask the spec's zygote to fork the pod's task: it says "started" on `stdout`
         (the zygote closes it once the exit is recorded); `on_reply` hears the answer, from
         the running event loop. False: no zygote can (start it plainly now)."""
         command = module_command(spec.command, self._python)
@@ -128,7 +137,7 @@ class Zygotes:
         answers: list[int | None] = []
         if not self.request(spec, pod_dir, environment, stdout=stdout, on_reply=answers.append):
             return None
-        zygote = self._warm[spec.image]
+        zygote = self._warm[key(spec)]
         while not answers:
             wait = zygote.pending[0].deadline - time.monotonic()
             if wait <= 0 or not select.select([zygote.conn], [], [], wait)[0]:
@@ -146,20 +155,20 @@ class Zygotes:
             self._discard(zygote, None, rest=False, kill=False)
 
     def ready(self, spec: TaskSpec) -> bool:
-        """True when a zygote of the spec's image is ready (else one starts, if allowed)."""
+        """True when the spec's zygote is ready (else one starts, if allowed)."""
         return self._ready(spec) is not None
 
     @property
     def running(self) -> dict[str, int]:
-        """image -> the pid of its zygote."""
-        return {image: z.proc.pid for image, z in self._warm.items()}
+        """key -> the pid of its zygote."""
+        return {k: z.proc.pid for k, z in self._warm.items()}
 
     # -- one zygote ------------------------------------------------------------------
     def _ready(self, spec: TaskSpec) -> Zygote | None:
-        """The image's zygote, connected, if it is ready; else None (and start one)."""
-        zygote = self._warm.get(spec.image)
+        """The spec's zygote, connected, if it is ready; else None (and start one)."""
+        zygote = self._warm.get(key(spec))
         if zygote is None:
-            if time.monotonic() >= self._resting.get(spec.image, 0.0):
+            if time.monotonic() >= self._resting.get(key(spec), 0.0):
                 self._launch(spec)
             return None
         code = zygote.proc.poll()
@@ -189,7 +198,7 @@ class Zygotes:
 
     def _answers(self, zygote: Zygote) -> None:
         """Read the zygote's answers so far; each goes to its pod (they come in order)."""
-        while zygote.pending and self._warm.get(zygote.image) is zygote:
+        while zygote.pending and self._warm.get(zygote.key) is zygote:
             try:
                 said = zygote.conn.recv(4096)
             except BlockingIOError:
@@ -206,7 +215,7 @@ class Zygotes:
                 self._fail(zygote, str(reply.get("error", "it hung up")), kill=False)
                 return
             zygote.pending.popleft().on_reply(int(reply["pid"]))
-        if self._warm.get(zygote.image) is zygote:
+        if self._warm.get(zygote.key) is zygote:
             self._watch(zygote)
 
     def _watch(self, zygote: Zygote) -> None:
@@ -232,7 +241,7 @@ class Zygotes:
         request is still unanswered."""
         zygote.timer = None
         self._answers(zygote)
-        if self._warm.get(zygote.image) is not zygote:
+        if self._warm.get(zygote.key) is not zygote:
             return
         if zygote.pending and zygote.pending[0].deadline <= time.monotonic():
             self._fail(zygote, f"no answer in {REPLY_TIMEOUT_S:g} s")
@@ -254,14 +263,14 @@ class Zygotes:
                 )
         except OSError as exc:
             ours.close()
-            log.warning("cannot start a zygote for image %s: %s", spec.image, exc)
-            self._resting[spec.image] = time.monotonic() + RETRY_AFTER_S
+            log.warning("cannot start a zygote for %s: %s", key(spec), exc)
+            self._resting[key(spec)] = time.monotonic() + RETRY_AFTER_S
             return
         finally:
             theirs.close()
         ours.setblocking(False)
-        self._warm[spec.image] = Zygote(spec.image, proc, ours)
-        log.info("starting a zygote for image %s (pid %d)", spec.image, proc.pid)
+        self._warm[key(spec)] = Zygote(key(spec), proc, ours)
+        log.info("starting a zygote for %s (pid %d)", key(spec), proc.pid)
 
     def _fail(self, zygote: Zygote, why: str, *, rest: bool = True, kill: bool = True) -> None:
         """Kill the zygote (and so the tasks it supervises) or, with `kill` False, hang up on
@@ -280,15 +289,15 @@ class Zygotes:
     ) -> None:
         """Forget the zygote: after this it forks nothing more. `kill`: kill it now and wait
         for it (its tasks die with it); else hang up, and it exits after its last task.
-        `rest`: start no other for its image for a while."""
+        `rest`: start no other for its key for a while."""
         if zygote.conn.fileno() == -1:
             return  # discarded already
-        if self._warm.get(zygote.image) is zygote:
-            del self._warm[zygote.image]
+        if self._warm.get(zygote.key) is zygote:
+            del self._warm[zygote.key]
         if why is not None:
-            log.warning("zygote of image %s: %s; pods start plainly for now", zygote.image, why)
+            log.warning("zygote of %s: %s; pods start plainly for now", zygote.key, why)
         if why is not None and rest:
-            self._resting[zygote.image] = time.monotonic() + RETRY_AFTER_S
+            self._resting[zygote.key] = time.monotonic() + RETRY_AFTER_S
         if zygote.timer is not None:
             zygote.timer.cancel()
         if zygote.loop is not None and not zygote.loop.is_closed():

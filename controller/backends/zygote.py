@@ -25,8 +25,9 @@ started again. The zygote itself opens no connection and runs no Python thread (
 to fork if one appears).
 
 What is preloaded: the task runtime, and the runner modules and `warm` modules of every
-kind with KIND's image role, named by the installed kinds' specs (kubetask.kinds), imported
-by name, and the kubetask models' validators built: nothing runs. Then its memory is
+kind of KIND's warm group (its image role, light or not: `KindSpec.light`), named by the
+installed kinds' specs (kubetask.kinds), imported by name, and the kubetask models'
+validators built: nothing runs. Then its memory is
 collapsed into huge pages (huge_pages.py), which makes each fork and exit ~3x cheaper.
 """
 
@@ -83,14 +84,21 @@ class Request:
         )
 
 
+def warm_group(kind: str) -> tuple[str, bool] | None:
+    """Which zygote forks `kind`'s tasks: its image role's, or the role's light one (None: no
+    such kind installed)."""
+    spec = load_kinds().get(kind)
+    return None if spec is None else (spec.image, spec.light)
+
+
 def preload(kind: str) -> list[str]:
-    """Import the task runtime and the runners of `kind`'s image role; the modules' names."""
-    kinds = load_kinds()
-    role = kinds[kind].image if kind in kinds else None
+    """Import the task runtime and the runners of the kinds of `kind`'s warm group; the
+    modules' names."""
+    group = warm_group(kind)
     modules = {
         module
-        for spec in kinds.values()
-        if spec.image == role
+        for name, spec in load_kinds().items()
+        if warm_group(name) == group
         for module in (spec.runner.partition(":")[0], *spec.warm)
     }
     names = [RUNTIME, *sorted(modules)]
@@ -131,11 +139,13 @@ def reseed() -> None:
     """Fresh seeds in a forked task: siblings must not share random streams. torch's GPU
     generators are made, freshly seeded, where a process first uses the GPU, and a zygote
     never does: only the CPU's generator is the zygote's (`torch.seed()` would also queue a
-    seeding per device, each with a formatted stack: ~3 ms of source reads per task)."""
+    seeding per device, each with a formatted stack: ~3 ms of source reads per task).
+    numpy's global generator exists once `numpy.random` is imported (seeded from the OS
+    then): a task that imports it itself gets a fresh one (importing it here: ~10 ms)."""
     random.seed()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed(int.from_bytes(os.urandom(4), "little"))
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed(int.from_bytes(os.urandom(4), "little"))
     torch = sys.modules.get("torch")
     if torch is not None:
         if torch.cuda.is_initialized():
@@ -306,7 +316,7 @@ def main(argv: list[str]) -> int:
     modules = preload(kind)
     collapsed, refused = huge_pages.collapse()
     conn.send(json.dumps({"ready": os.getpid(), "modules": modules}).encode())
-    print(f"zygote {os.getpid()} ready for {kind!r}'s role: {', '.join(modules)}", flush=True)
+    print(f"zygote {os.getpid()} ready for {kind!r}'s group: {', '.join(modules)}", flush=True)
     refusal = f" (refused: {refused})" if refused else ""
     print(f"huge pages: {collapsed >> 20} MiB{refusal}", flush=True)
     Supervisor(conn).run()

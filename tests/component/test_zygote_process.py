@@ -5,6 +5,7 @@ of its own. Its exit code is recorded the same way, by the zygote, its parent.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -49,7 +50,7 @@ def task_env(pod_dir: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(params=["noop", "gan-train"], ids=["trainer-role", "gan-role"])
+@pytest.fixture(params=["noop", "train", "gan-train"], ids=["light", "trainer-role", "gan-role"])
 def role(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
@@ -165,10 +166,35 @@ def test_a_command_a_zygote_cannot_become_starts_plainly(
     assert zygotes.start_pod(other, pod_dir, {}, stdout=1) is None
 
 
-def test_a_ready_zygote_holds_its_memory_in_huge_pages(zygotes: Zygotes, tmp_path: Path) -> None:
+def test_an_images_light_kinds_fork_from_a_zygote_without_torch(tmp_path: Path) -> None:
+    """noop and train run on one image; noop is light (`KindSpec.light`): its tasks come
+    from a zygote of their own that never imported torch (forks and exits of a torch-sized
+    process cost ~10 ms more), train's from the image's own, which did."""
+    pool = Zygotes(tmp_path / "zygotes", python=sys.executable, system=task_env(tmp_path))
+    light, heavy = (
+        dataclasses.replace(spec(kind=kind), image="trainer") for kind in ("noop", "train")
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pool.ready(light) and pool.ready(heavy)):
+            assert time.monotonic() < deadline, (tmp_path / "zygotes" / "zygotes.log").read_text()
+            time.sleep(0.1)
+        pids = pool.running
+        assert set(pids) == {"trainer", "trainer (light)"}
+        maps = {key: Path(f"/proc/{pid}/maps").read_text() for key, pid in pids.items()}
+        assert "libtorch" in maps["trainer"]
+        assert "libtorch" not in maps["trainer (light)"]
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("role", ["train", "gan-train"])
+def test_a_ready_zygote_holds_its_memory_in_huge_pages(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
     """Where the kernel can (transparent huge pages not `never`, MADV_COLLAPSE: Linux 6.1+),
-    most of the zygote's anonymous memory is in 2 MiB pages, which makes each fork cheap;
-    where it cannot, the zygote still serves and its log says why."""
+    most of a torch or SDV zygote's anonymous memory is in 2 MiB pages, which makes each
+    fork cheap; where it cannot, the zygote still serves and its log says why."""
     (pid,) = zygotes.running.values()
     said = (tmp_path / "zygotes" / "zygotes.log").read_text()
     memory = dict(
