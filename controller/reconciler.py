@@ -112,7 +112,9 @@ class Reconciler:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._busy: set[str] = set()
-        self._again: set[str] = set()
+        self._again: set[str] = set()  # to sync again after the sync in progress
+        # ... for a change the backend told of: unless that sync has yet to observe the job
+        self._again_observed: set[str] = set()
         self._not_before: dict[str, float] = {}  # job id -> loop time (Retry-After)
         self._deferred: set[str] = set()
         self._resync_soon = asyncio.Event()
@@ -127,7 +129,9 @@ class Reconciler:
         elif self._wakeups is not None:
             self._wakeups.announce(job_id)
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, *, observable: bool = False) -> None:
+        """Sync the job soon; `observable`: the backend told of a change, which a sync in
+        progress sees if it has not observed the job yet (its observe comes after)."""
         if not self._leading:
             return
         wait = self._not_before.get(job_id, 0.0) - asyncio.get_running_loop().time()
@@ -138,7 +142,7 @@ class Reconciler:
             return
         self._not_before.pop(job_id, None)
         if job_id in self._busy:
-            self._again.add(job_id)
+            (self._again_observed if observable else self._again).add(job_id)
         elif job_id not in self._queued:
             self._queued.add(job_id)
             self._queue.put_nowait(job_id)
@@ -158,6 +162,7 @@ class Reconciler:
         self._queue = asyncio.Queue()
         self._queued.clear()
         self._again.clear()
+        self._again_observed.clear()
         self._leading = True
         try:
             async with asyncio.TaskGroup() as group:
@@ -205,7 +210,7 @@ class Reconciler:
         """Sync each job the backend says changed (dropped unless leading: the next leader
         resyncs everything when it starts)."""
         while True:
-            self._wake(await self._backend.changes.get())
+            self._wake(await self._backend.changes.get(), observable=True)
 
     async def _work(self) -> None:
         while True:
@@ -227,8 +232,9 @@ class Reconciler:
                 log.exception("sync of %s failed; retrying in %.1fs", job_id, delay)
             finally:
                 self._busy.discard(job_id)
-            if job_id in self._again:
+            if job_id in self._again or job_id in self._again_observed:
                 self._again.discard(job_id)
+                self._again_observed.discard(job_id)
                 self._wake(job_id)
 
     def _retry_later(self, job_id: str, retry_after_s: float | None = None) -> float:
@@ -238,6 +244,7 @@ class Reconciler:
         delay_s = self._retry.delay_s(failures, jitter=self._jitter(), retry_after_s=retry_after_s)
         self._not_before[job_id] = asyncio.get_running_loop().time() + delay_s
         self._again.discard(job_id)
+        self._again_observed.discard(job_id)
         self._wake(job_id)
         return delay_s
 
@@ -272,7 +279,7 @@ class Reconciler:
         ):
             record, rejected = await self._create(record)
         skip = rejected is not None or unhandled is not None
-        observation = None if skip else await self._backend.observe(job_id)
+        observation = None if skip else await self._observe(job_id)
         outcomes: dict[int, Outcome] | None = {} if skip else None
         if observation is None and record.submitted and not skip:  # gone: what did its tasks say?
             outcomes = await self._outcomes(record)
@@ -339,6 +346,12 @@ class Reconciler:
             if isinstance(exc, BackendError) and exc.retry_after_s:  # the API asked for a pause
                 loop_time = asyncio.get_running_loop().time()
                 self._not_before[job_id] = loop_time + exc.retry_after_s
+
+    async def _observe(self, job_id: str) -> Observation | None:
+        """The job as the backend shows it now, which includes each change it told of so far:
+        those need no sync after this one."""
+        self._again_observed.discard(job_id)
+        return await self._backend.observe(job_id)
 
     async def _ended(self, job_id: str) -> None:
         """The job's end is recorded: its events expire after the retention, and `on_end`

@@ -90,6 +90,7 @@ class JobFolders:
     def __init__(self, jobs: Path, *, listed: Path | None = None) -> None:
         self.jobs = jobs
         self.listed = listed or jobs.with_name("open-jobs")  # the jobs not yet done with
+        self._listed_seen = False  # the list exists (it is never removed once there)
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs / job_id
@@ -117,9 +118,11 @@ class JobFolders:
         if self.exists(spec.job_id):
             return False
         self._ensure_listed()  # before the job, or a list built later would miss it
-        (self.listed / spec.job_id).touch()
+        os.close(os.open(self.listed / spec.job_id, os.O_WRONLY | os.O_CREAT, 0o644))
         job_dir = self.job_dir(spec.job_id)
-        (job_dir / "pods").mkdir(parents=True, exist_ok=True)
+        for folder in (job_dir, job_dir / "pods"):
+            with contextlib.suppress(FileExistsError):  # a crash left it without its spec
+                folder.mkdir(parents=True)
         write_json(job_dir / "job.json", spec_to_json(spec))
         return True
 
@@ -130,7 +133,8 @@ class JobFolders:
         return sorted(entry.name for entry in os.scandir(self.listed))
 
     def _ensure_listed(self) -> None:
-        if self.listed.is_dir():
+        if self._listed_seen or self.listed.is_dir():
+            self._listed_seen = True
             return
         building = self.listed.with_name(f"{self.listed.name}.building")
         shutil.rmtree(building, ignore_errors=True)

@@ -222,7 +222,6 @@ class Supervisor:
             return
         if terminating:
             self._terminate(pod_dir, live)
-        self._on_change(spec.job_id)
 
     def _start_plainly(self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str]) -> LivePod:
         """The pod's supervisor as a new interpreter."""

@@ -399,3 +399,52 @@ def test_a_burst_of_submissions_is_created_sixteen_at_a_time() -> None:
     asyncio.run(_lead_until(w, lambda: all(w.record(i).submitted for i in ids)))
     assert sorted(backend.created) == ids  # each once
     assert backend.most_in_flight == 16
+
+
+class TellingBackend(FakeBackend):
+    """Tells of a change as it creates the job (the local backend starts its pod then) and,
+    with `starts_later`, of one more right after the sync's observe (the pod started)."""
+
+    def __init__(self, *, starts_later: bool) -> None:
+        super().__init__()
+        self.starts_later = starts_later
+
+    async def create(self, spec: TaskSpec) -> None:
+        await super().create(spec)
+        self.jobs[spec.job_id] = PENDING
+        self.changes.put_nowait(spec.job_id)
+        await asyncio.sleep(0.005)  # the reconciler hears of it while this sync goes on
+
+    async def observe(self, job_id: str) -> Observation | None:
+        seen = await super().observe(job_id)
+        if self.starts_later:
+            self.starts_later = False
+            self.jobs[job_id] = RUNNING
+            self.changes.put_nowait(job_id)
+        return seen
+
+
+async def _run_for(w: World, seconds: float) -> None:
+    """The reconciler as a server runs it (following the backend too), for a while."""
+    task = asyncio.create_task(w.reconciler.run())
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_a_change_told_before_the_sync_observed_costs_no_second_sync() -> None:
+    w = world(backend=TellingBackend(starts_later=False))
+    asyncio.run(_run_for(w, 0.1))
+    assert w.backend.created == [JOB]
+    assert w.backend.observed == [JOB], "the sync's own observe saw what it was told"
+    assert w.published() == [JobState.PENDING]
+
+
+def test_a_change_told_after_the_sync_observed_is_synced_again() -> None:
+    w = world(backend=TellingBackend(starts_later=True))
+    asyncio.run(_run_for(w, 0.1))
+    assert w.backend.observed == [JOB, JOB]
+    assert w.published() == [JobState.PENDING, JobState.RUNNING]
