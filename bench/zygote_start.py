@@ -7,7 +7,8 @@ starts the supervisor as a new interpreter (`python -I -S shim.py`), which start
 `python -m kubetask.jobs <kind>`. Measured: from just before the start is asked for to the
 moment the task's first progress event arrives on the job's pub/sub channel (the task has
 imported its kind, read its params, connected to Redis and reported). `train` (torch) and
-`noop`; each run's task is killed once it has reported. Runs alternate between the sides,
+`noop` (a light kind: forked from the image's light zygote, which holds no torch); each
+run's task is killed once it has reported. Runs alternate between the sides,
 after warm-up runs that are not counted. The zygote's resident memory is in the notes.
 """
 
@@ -118,6 +119,12 @@ def plain(bench: Bench, kind: str, job_id: str) -> float:
     return first_event_ms(bench, job_id, start)
 
 
+def all_ready(zygotes: Zygotes) -> bool:
+    """Whether the zygote of each kind is ready; each one that is not is asked to start."""
+    ready = {kind: zygotes.ready(spec("warm", kind)) for kind in KINDS}
+    return all(ready.values())
+
+
 def resident_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -130,12 +137,12 @@ def run(bench: Bench, counts: Counts) -> Figure:
     try:
         warming = time.perf_counter()
         deadline = time.monotonic() + 120
-        while not zygotes.ready(spec("warm", "train")):
+        while not all_ready(zygotes):
             if time.monotonic() > deadline:
-                raise RuntimeError("the zygote never became ready")
+                raise RuntimeError("the zygotes never became ready")
             time.sleep(0.05)
         warm_s = time.perf_counter() - warming
-        (zygote_pid,) = zygotes.running.values()
+        pids = zygotes.running
         rows: list[Row] = []
         raw: dict[str, list[float]] = {}
         runs = max(3, counts.launches // 2)
@@ -159,7 +166,8 @@ def run(bench: Bench, counts: Counts) -> Figure:
             )
             raw[f"{kind}_zygote_ms"] = ours
             raw[f"{kind}_plain_ms"] = theirs
-        memory = resident_mib(zygote_pid)
+        memory = resident_mib(pids["trainer"])
+        light_memory = resident_mib(pids["trainer (light)"])
     finally:
         zygotes.close()
     notes = [
@@ -173,10 +181,15 @@ def run(bench: Bench, counts: Counts) -> Figure:
         f"runtime and every trainer kind's runner), {memory:.0f} MiB resident, shared "
         "copy-on-write with the tasks it forks; one per image role, started by its first pod"
     )
+    notes.append(
+        f"noop is a light kind: its zygote imports the runtime and the light kinds' runners "
+        f"only (no torch), {light_memory:.0f} MiB resident"
+    )
     return Figure(
         key="zygote",
         title="Task start until its first progress event: warm zygote vs plain start",
-        kubetask="the image's zygote forks the pod's task, once, and supervises it",
+        kubetask="the image's zygote (its light one for noop) forks the pod's task, once, and "
+        "supervises it",
         baseline="a new interpreter for the supervisor, then `python -m kubetask.jobs <kind>`",
         rows=rows,
         notes=notes,
