@@ -8,7 +8,7 @@ It starts the task in a process group of its own (stdout and stderr to `output.l
 controller to read later. On SIGTERM it passes SIGTERM to the task's group and, after the
 grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
 Standard library only, so it starts fast. A zygote (zygote.py) plays this part itself for
-the tasks it forks (`record_forked_start`, `record_exit`).
+the tasks it forks (`record_fork`, `record_forked_start`, `record_exit`).
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ def record_exit(pod_dir: Path, task: int, status: int) -> None:
     )
 
 
-def record_forked_start(pod_dir: Path, zygote: int) -> None:
-    """In a task a zygote forked, before it runs: who it is and who records its exit (the
-    zygote), so that a controller that restarts finds it to adopt; then that it started."""
-    task = os.getpid()
+def record_fork(pod_dir: Path, task: int) -> None:
+    """In the zygote, once it forked `task` (before it answers): who the task is and who
+    records its exit (this zygote), so that a controller that restarts finds it to adopt."""
+    zygote = os.getpid()
     _write_json(
         pod_dir / "shim.json",
         {
@@ -113,7 +113,11 @@ def record_forked_start(pod_dir: Path, zygote: int) -> None:
             "recorder_start": process_start(zygote),
         },
     )
-    _write_json(pod_dir / "started.json", {"pid": task, "started_at": _now()})
+
+
+def record_forked_start(pod_dir: Path) -> None:
+    """In a task a zygote forked, before it runs: that it started."""
+    _write_json(pod_dir / "started.json", {"pid": os.getpid(), "started_at": _now()})
 
 
 def supervise(pod_dir: Path, grace_s: float, start: StartTask) -> int:

@@ -7,9 +7,11 @@ FD is the zygote's end of a Unix seqpacket socket pair whose other end only the 
 (local_zygotes.py) holds: no one else can ask for a fork. It says "ready" on it once
 preloaded; then the controller sends a request per pod: the pod's folder, command and
 environment, with one descriptor: the pod's pipe to the controller.
-The zygote forks the task, once: the child takes a session of its own (and so its own
-process group), records who it is and that it started (`shim.record_forked_start`, before
-any task code runs), says "started" on the pipe and becomes the task: the job's environment
+The zygote forks the task, once, and records who the task is and that the zygote records
+its exit (`shim.record_fork`, as the child makes ready: the pod's shim.json). The child
+takes a session of its own (and so its own process group), records that it started
+(`shim.record_forked_start`, before any task code runs), says "started" on the pipe and
+becomes the task: the job's environment
 (nothing of the zygote's), default signal handlers, a fresh seed for every RNG, no
 descriptor of the zygote's or of another pod's; it opens its own connections. The zygote is
 the task's parent and plays the part a shim plays for a plain start (shim.py): it records
@@ -198,7 +200,7 @@ def become_task(request: Request, stdout: int, closing: list[int]) -> NoReturn:
         os.chdir(request.pod_dir)
         output = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(output, 2)  # a failure from here on is in the pod's log
-        shim.record_forked_start(request.pod_dir, os.getppid())
+        shim.record_forked_start(request.pod_dir)
         with contextlib.suppress(OSError):  # nobody listens (the controller restarted)
             os.write(stdout, b"started\n")
         os.close(stdout)
@@ -280,6 +282,8 @@ class Supervisor:
                 become_task(request, stdout, closing)
             fds = []
             self.pods[pid] = Pod(request.pod_dir, stdout)
+            with contextlib.suppress(OSError):  # no folder: the child cannot start either
+                shim.record_fork(request.pod_dir, pid)  # while the child makes ready
             reply: dict[str, object] = {"pid": pid}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
