@@ -33,7 +33,7 @@ from kubetask.controller.leader import LeaderElector
 from kubetask.controller.metrics import Metrics
 from kubetask.controller.notify import entries_for
 from kubetask.controller.outbox import Outbox
-from kubetask.controller.reconciler import Reconciler
+from kubetask.controller.reconciler import LOCAL_WORKERS, WORKERS, Reconciler
 from kubetask.controller.records import JobRecord
 from kubetask.controller.redis_server import RedisServer, watch
 from kubetask.controller.retention import ArtifactJanitor
@@ -244,6 +244,7 @@ class Runtime:
             wakeups=WakeUps(client) if settings.election() else None,
             merges={n: k.merge for n, k in wiring.kinds.items() if k.merge is not None},
             on_end=archiver.offer,
+            workers=WORKERS if settings.resolved_backend == "kubernetes" else LOCAL_WORKERS,
         )
         service = JobService(
             kinds=wiring.kinds,

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import JsonValue, ValidationError
 
+from kubetask import eventlog
 from kubetask.controller.backends.base import Backend, RefusesRequests, TaskSpec
 from kubetask.controller.bus import EventBus
 from kubetask.controller.chaining import JobLookup, UploadCheck, resolve_references
@@ -182,9 +183,10 @@ class JobService:
             )
         except IdempotencyConflict as exc:
             raise IdempotencyKeyReused(exc.job_id) from None
-        if created:
-            self._reconciler.enqueue(record.id)
-        return await self._view(record), created
+        if not created:
+            return await self._view(record), False
+        self._reconciler.enqueue(record.id)
+        return self._new_view(record), True
 
     async def dry_run(
         self, request: JobRequest, *, tenant: str = DEFAULT_TENANT
@@ -254,6 +256,13 @@ class JobService:
         return record.view(
             backend=self._ref(record), progress=latest.get(record.id), workers=workers
         )
+
+    def _new_view(self, record: JobRecord) -> JobView:
+        """The view of a job created just now: none of its workers has reported yet (what
+        `_view` would read back, without the round trips)."""
+        completions = record.request.completions
+        workers = eventlog.parse_workers({}, completions) if completions > 1 else []
+        return record.view(backend=self._ref(record), progress=None, workers=workers)
 
     def _ref(self, record: JobRecord) -> BackendRef:
         return self._backend.ref(record.id, tenant=record.tenant)

@@ -70,6 +70,14 @@ def test_submit_returns_201_location_and_the_job_view(api: ApiServer) -> None:
     assert api.wait(job["id"])["state"] == "succeeded"
 
 
+def test_a_new_split_jobs_view_shows_each_worker_not_yet_heard_from(api: ApiServer) -> None:
+    body = {"kind": "noop", "completions": 3, "parallelism": 3, "labels": _label()}
+    job = api.client.post("/v1/jobs", json=body).json()
+    assert job["progress"] is None
+    assert job["workers"] == [{"index": i, "fraction": 0.0, "stage": None} for i in range(3)]
+    assert api.wait(job["id"])["state"] == "succeeded"
+
+
 def test_unknown_job_is_404(api: ApiServer) -> None:
     for path in ("/v1/jobs/0000000000000000", "/v1/jobs/not-an-id", "/v1/jobs/x/logs"):
         response = api.client.get(path)
