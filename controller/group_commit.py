@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 MAX_BATCH = 512  # writes per pipeline; more wait for the next batch
 
@@ -36,7 +37,8 @@ class GroupCommit:
         self._pending: list[_Write] = []
         self._flusher: asyncio.Task[None] | None = None
         self.waitaof = True
-        self.batches = 0  # batches sent, for tests and benchmarks
+        self.batches = 0  # pipelines sent, for tests and benchmarks
+        self._loaded: set[str] = set()  # the scripts' SHAs loaded on the server
 
     async def write(
         self, script: AsyncScript, *, keys: Sequence[str], args: Sequence[str | int | float]
@@ -69,11 +71,37 @@ class GroupCommit:
                     write.done.set_result((answer, fsync))
 
     async def _send(self, batch: list[_Write]) -> list[object]:
+        """The batch's replies, WAITAOF's last. Each script goes by its SHA alone (a script
+        object in a pipeline costs a SCRIPT EXISTS round trip per batch), each loaded once
+        first; the writes the server did not run for want of their script (it restarted,
+        or was flushed) go again once it has them, and their WAITAOF answers for the whole
+        batch."""
+        for script in {id(w.script): w.script for w in batch}.values():
+            if script.sha not in self._loaded:  # once per script, not once per batch
+                script.sha = await self._redis.script_load(script.script)
+                self._loaded.add(script.sha)
+        replies = await self._pipeline(batch)
+        missing = [i for i, reply in enumerate(replies[: len(batch)]) if _no_script(reply)]
+        if missing:
+            for script in {id(batch[i].script): batch[i].script for i in missing}.values():
+                script.sha = await self._redis.script_load(script.script)
+            again = await self._pipeline([batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=False):
+                replies[i] = reply
+            if self.waitaof:
+                replies[len(batch)] = again[len(missing)]
+        return replies
+
+    async def _pipeline(self, batch: list[_Write]) -> list[object]:
         self.batches += 1
         async with self._redis.pipeline(transaction=False) as pipe:
             for write in batch:
-                await write.script(keys=write.keys, args=write.args, client=pipe)
+                pipe.evalsha(write.script.sha, len(write.keys), *write.keys, *write.args)
             if self.waitaof:
                 pipe.execute_command("WAITAOF", 1, 0, self._timeout_ms)
             replies: list[object] = await pipe.execute(raise_on_error=False)
             return replies
+
+
+def _no_script(reply: object) -> bool:
+    return isinstance(reply, NoScriptError)

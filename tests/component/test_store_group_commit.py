@@ -105,3 +105,34 @@ def test_one_submission_at_a_time_is_a_batch_each(own_redis: RedisServer) -> Non
             await client.aclose()
 
     assert asyncio.run(scenario()) == 3
+
+
+def calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_batch_costs_no_script_check_and_survives_a_server_that_lost_its_scripts(
+    own_redis: RedisServer,
+) -> None:
+    """A batch is its writes and one WAITAOF, nothing more (no SCRIPT EXISTS each time); a
+    server that lost its scripts (restarted, flushed) gets them again and the writes it did
+    not run go again, each answered once durable."""
+
+    async def scenario(sync: redis.Redis) -> list[object]:
+        client = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
+        try:
+            store = RedisStore(client, retention_s=60, idempotency_ttl_s=60)
+            await submit_all(store, records(1))  # the script is loaded once, here
+            checks = calls(sync, "script|exists")
+            answers = await submit_all(store, records(3))
+            assert calls(sync, "script|exists") == checks
+            sync.script_flush()
+            return answers + await submit_all(store, records(BATCH))
+        finally:
+            await client.aclose()
+
+    with redis.Redis.from_url(own_redis.url, decode_responses=True) as sync:
+        answers = asyncio.run(scenario(sync))
+        assert all(isinstance(a, tuple) and a[1] is True for a in answers), answers
+        assert sync.zcard(keys.JOBS_INDEX) == 1 + 3 + BATCH

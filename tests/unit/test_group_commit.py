@@ -6,6 +6,7 @@ every writer of the batch."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -57,6 +58,9 @@ class FakeRedis:
 
     def pipeline(self, transaction: bool = True) -> Pipeline:
         return Pipeline(self)
+
+    async def script_load(self, script: str) -> str:
+        return hashlib.sha1(script.encode()).hexdigest()
 
 
 def commit() -> tuple[GroupCommit, FakeRedis, object]:
