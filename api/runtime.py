@@ -134,7 +134,7 @@ async def _whole_log(backend: Backend, job_id: str) -> str | None:
 
 async def _kept(store: RedisStore, job_id: str) -> bool:
     """A job whose log is still worth archiving: its record was not purged."""
-    return await store.get(job_id) is not None
+    return await store.exists(job_id)
 
 
 @dataclass

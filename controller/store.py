@@ -246,6 +246,10 @@ class RedisStore:
         fields: dict[str, str] = await self._redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         return _parse(job_id, fields) if fields else None
 
+    async def exists(self, job_id: str) -> bool:
+        """Whether the job's record is kept (not read, nor parsed)."""
+        return bool(await self._redis.exists(keys.job(job_id)))
+
     async def find(
         self, query: JobQuery, *, cursor: str | None, limit: int
     ) -> tuple[list[JobRecord], str | None]:
