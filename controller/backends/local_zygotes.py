@@ -14,7 +14,7 @@ and started again). Either way its unanswered pods are told to start plainly, an
 is started in its place during `RETRY_AFTER_S`. A controller that stops hangs up on its
 zygotes: they go on supervising their tasks. Cost: at most two processes per image in use, their
 memory the libraries they imported (trainer: torch, ~0.8 GiB resident here; its light one
-~35 MiB), shared copy-on-write with the tasks they fork.
+~46 MiB), shared copy-on-write with the tasks they fork.
 """
 
 from __future__ import annotations
