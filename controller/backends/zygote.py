@@ -11,13 +11,12 @@ The zygote forks the task, once, and records who the task is and that the zygote
 its exit (`shim.record_fork`, as the child makes ready: the pod's shim.json). The child
 takes a session of its own (and so its own process group), records that it started
 (`shim.record_forked_start`, before any task code runs), says "started" on the pipe and
-becomes the task: the job's environment
-(nothing of the zygote's), default signal handlers, a fresh seed for every RNG, no
-descriptor of the zygote's or of another pod's; it opens its own connections. The zygote is
-the task's parent and plays the part a shim plays for a plain start (shim.py): it records
-the exit, kills what is left in the task's group, and closes the pod's pipe, which tells the
-controller at once. The controller signals the task's group itself (SIGTERM, SIGKILL after
-the grace).
+becomes the task: the job's environment (nothing of the zygote's), default signal handlers,
+a fresh seed for every RNG, no descriptor of the zygote's or of another pod's; it opens its
+own connections. The zygote is the task's parent and plays the part a shim plays for a
+plain start (shim.py): it records the exit, kills what is left in the task's group, and
+closes the pod's pipe, which tells the controller at once. The controller signals the
+task's group itself (SIGTERM, SIGKILL after the grace).
 
 The zygote outlives its controller: once the controller hangs up (it stopped, or was
 killed) it takes no more requests, goes on recording its tasks' exits and exits after the
@@ -29,8 +28,8 @@ to fork if one appears).
 What is preloaded: the task runtime, and the runner modules and `warm` modules of every
 kind of KIND's warm group (its image role, light or not: `KindSpec.light`), named by the
 installed kinds' specs (kubetask.kinds), imported by name, and the kubetask models'
-validators built: nothing runs. Then its memory is
-collapsed into huge pages (huge_pages.py), which makes each fork and exit ~3x cheaper.
+validators built: nothing runs. Then its memory is collapsed into huge pages
+(huge_pages.py), which makes each fork and exit of a torch-sized zygote ~3x cheaper.
 """
 
 from __future__ import annotations
