@@ -236,7 +236,9 @@ def test_the_cancel_button_cancels_a_running_job(server: ApiServer, browser: Any
         lambda: browser.find_element(By.ID, "job-state").get_attribute("data-state") == "running",
         what="the job to run",
     )
-    browser.find_element(By.ID, "cancel").click()
+    until(  # a progress event may re-render the button between finding and clicking it
+        lambda: browser.find_element(By.ID, "cancel").click() or True, what="the cancel click"
+    )
     until(
         lambda: browser.find_element(By.ID, "job-state").get_attribute("data-state") == "cancelled",
         timeout_s=30,
