@@ -76,21 +76,23 @@ class GroupCommit:
         first; the writes the server did not run for want of their script (it restarted,
         or was flushed) go again once it has them, and their WAITAOF answers for the whole
         batch."""
-        for script in {id(w.script): w.script for w in batch}.values():
-            if script.sha not in self._loaded:  # once per script, not once per batch
-                script.sha = await self._redis.script_load(script.script)
-                self._loaded.add(script.sha)
+        await self._load([w for w in batch if w.script.sha not in self._loaded])
         replies = await self._pipeline(batch)
         missing = [i for i, reply in enumerate(replies[: len(batch)]) if _no_script(reply)]
         if missing:
-            for script in {id(batch[i].script): batch[i].script for i in missing}.values():
-                script.sha = await self._redis.script_load(script.script)
+            await self._load([batch[i] for i in missing])
             again = await self._pipeline([batch[i] for i in missing])
             for i, reply in zip(missing, again, strict=False):
                 replies[i] = reply
             if self.waitaof:
                 replies[len(batch)] = again[len(missing)]
         return replies
+
+    async def _load(self, writes: list[_Write]) -> None:
+        """Load the writes' scripts on the server, each once."""
+        for script in {id(w.script): w.script for w in writes}.values():
+            script.sha = await self._redis.script_load(script.script)
+            self._loaded.add(script.sha)
 
     async def _pipeline(self, batch: list[_Write]) -> list[object]:
         self.batches += 1

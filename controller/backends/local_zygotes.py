@@ -166,9 +166,9 @@ class Zygotes:
     # -- one zygote ------------------------------------------------------------------
     def _ready(self, spec: TaskSpec) -> Zygote | None:
         """The spec's zygote, connected, if it is ready; else None (and start one)."""
-        zygote = self._warm.get(key(spec))
+        zygote = self._warm.get(name := key(spec))
         if zygote is None:
-            if time.monotonic() >= self._resting.get(key(spec), 0.0):
+            if time.monotonic() >= self._resting.get(name, 0.0):
                 self._launch(spec)
             return None
         code = zygote.proc.poll()
@@ -247,6 +247,7 @@ class Zygotes:
             self._fail(zygote, f"no answer in {REPLY_TIMEOUT_S:g} s")
 
     def _launch(self, spec: TaskSpec) -> None:
+        name = key(spec)
         self._folder.mkdir(parents=True, exist_ok=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -263,14 +264,14 @@ class Zygotes:
                 )
         except OSError as exc:
             ours.close()
-            log.warning("cannot start a zygote for %s: %s", key(spec), exc)
-            self._resting[key(spec)] = time.monotonic() + RETRY_AFTER_S
+            log.warning("cannot start a zygote for %s: %s", name, exc)
+            self._resting[name] = time.monotonic() + RETRY_AFTER_S
             return
         finally:
             theirs.close()
         ours.setblocking(False)
-        self._warm[key(spec)] = Zygote(key(spec), proc, ours)
-        log.info("starting a zygote for %s (pid %d)", key(spec), proc.pid)
+        self._warm[name] = Zygote(name, proc, ours)
+        log.info("starting a zygote for %s (pid %d)", name, proc.pid)
 
     def _fail(self, zygote: Zygote, why: str, *, rest: bool = True, kill: bool = True) -> None:
         """Kill the zygote (and so the tasks it supervises) or, with `kill` False, hang up on
