@@ -5,7 +5,10 @@ stages and weights, never going back; kubetask/progress.py), from which the even
 the job's figure; `complete()` reports the worker done (fraction 1) when its task succeeded.
 
 `update` only builds the event and hands it to a background thread, so a training loop never
-waits on the network. The thread sends at most one batch per `min_interval_s`; in a batch,
+waits on the network. The thread starts with the first `update`: a task that reports only its
+end (`complete`, then `close`) sends that in its own thread and starts none (a thread's start,
+stack and hand-offs are a good part of a short forked task's cost). The thread sends at most
+one batch per `min_interval_s`; in a batch,
 consecutive events of the same stage and index that carry no metrics are conflated to the
 newest (a per-signal counter does not flood subscribers), while every event with metrics
 (one per epoch, one per trial) is kept.
@@ -84,7 +87,8 @@ def progress_fields(
 
 
 class ProgressReporter:
-    """Collects progress from the task and publishes it from a background thread."""
+    """Collects progress from the task and publishes it from a background thread, started
+    by the first `update`."""
 
     def __init__(
         self,
@@ -107,9 +111,7 @@ class ProgressReporter:
         self._stage: str | None = None
         self._fraction = WorkerFraction(stages)
         self.last: dict[str, JsonValue] | None = None
-        self._thread = threading.Thread(target=self._run, name="kubetask-progress", daemon=True)
-        if sink is not None:
-            self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def update(
         self,
@@ -126,6 +128,9 @@ class ProgressReporter:
         if stage is not None:
             self._stage = stage
         own = self._fraction.update(self._stage, current, total)
+        if self._thread is None and self._sink is not None:
+            self._thread = threading.Thread(target=self._run, name="kubetask-progress", daemon=True)
+            self._thread.start()
         self._emit(
             progress_fields(
                 job_id=self._job_id,
@@ -170,16 +175,27 @@ class ProgressReporter:
             self._wake.notify()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what is pending (bounded by `timeout_s`) and stop the thread."""
+        """Send what is pending (bounded by `timeout_s`) and stop the thread; without one,
+        send it here."""
         if self._sink is None or self._closed:
             return
         with self._wake:
             self._closed = True
             self._wake.notify()
-        self._thread.join(timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        elif self._pending:
+            self._send(list(self._pending))
+            self._pending.clear()
+
+    def _send(self, batch: list[dict[str, JsonValue]]) -> None:
+        assert self._sink is not None
+        try:
+            self._sink.publish(conflate(batch))
+        except Exception:  # a reporting failure must never reach the task
+            log.exception("progress publishing failed; events dropped")
 
     def _run(self) -> None:
-        assert self._sink is not None
         while True:
             with self._wake:
                 while not self._pending and not self._closed:
@@ -187,10 +203,7 @@ class ProgressReporter:
                 batch = list(self._pending)
                 self._pending.clear()
                 closing = self._closed
-            try:
-                self._sink.publish(conflate(batch))
-            except Exception:  # a reporting failure must never reach the task
-                log.exception("progress publishing failed; events dropped")
+            self._send(batch)
             if closing:
                 return
             with self._wake:

@@ -169,13 +169,45 @@ def test_events_carry_the_job_index_and_the_clocks_time() -> None:
     assert reporter.last == only
 
 
-def test_the_thread_stops_on_close() -> None:
+def test_the_thread_starts_with_the_first_update_and_stops_on_close() -> None:
     before = progress_threads()
     reporter = ProgressReporter(RecordingSink(), job_id="j")
+    assert progress_threads() == before
+    reporter.update(1, 2)
     assert progress_threads() == before + 1
     reporter.close()
     reporter.close()  # closing twice is harmless
     assert progress_threads() == before
+
+
+def test_a_task_that_reports_only_its_end_sends_it_on_close_without_a_thread() -> None:
+    before = progress_threads()
+    sink = RecordingSink()
+    reporter = ProgressReporter(sink, job_id="j", clock=lambda: T0)
+    reporter.complete()
+    assert progress_threads() == before
+    assert sink.events == []  # not yet: close sends it
+    reporter.close()
+    (done,) = sink.events
+    assert done["worker_fraction"] == 1.0
+    assert progress_threads() == before
+
+
+class RaisingSink:
+    def __init__(self) -> None:
+        self.tried = 0
+
+    def publish(self, events: Sequence[dict[str, JsonValue]]) -> bool:
+        self.tried += 1
+        raise ConnectionError("redis is gone")
+
+
+def test_a_raising_sink_never_reaches_the_task_closing_without_a_thread() -> None:
+    sink = RaisingSink()
+    reporter = ProgressReporter(sink, job_id="j")
+    reporter.complete()
+    reporter.close()  # the error is logged, not raised
+    assert sink.tried == 1
 
 
 def test_a_failing_sink_does_not_stop_updates_or_close() -> None:
