@@ -238,7 +238,6 @@ class Runtime:
             bus=bus,
             backend=backend,
             spec_for=wiring.spec_for,
-            retention_s=settings.retention_s,
             resync_s=settings.resync_s,
             on_transition=metrics.observe_transition if metrics else None,
             wakeups=WakeUps(client) if settings.election() else None,

@@ -1,5 +1,7 @@
-"""The controller's side of the event log: state events, history for late subscribers, the
-latest progress per job, and one shared pub/sub subscription fanned out to local listeners.
+"""The controller's side of the event log: history for late subscribers, the latest progress
+per job, the outcomes tasks left, and one shared pub/sub subscription fanned out to local
+listeners. State events are appended by the store, with the status they belong to
+(`RedisStore.save_status`).
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from kubetask import eventlog, keys
 from kubetask.controller.outcomes import parse_outcome
-from kubetask.models import JobState, Outcome, ProgressEvent, WorkerProgress
+from kubetask.models import Outcome, ProgressEvent, WorkerProgress
 
 log = logging.getLogger("kubetask.bus")
 
@@ -25,30 +26,10 @@ RESYNC = "resync"  # put on every listener's queue when live events may have bee
 
 
 class EventBus:
-    """Appends and reads a job's events (Redis sorted set + pub/sub, see kubetask.eventlog)."""
+    """Reads a job's events (Redis sorted set + pub/sub, see kubetask.eventlog)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._append = client.register_script(eventlog.APPEND_SCRIPT)
-
-    async def publish_state(
-        self,
-        job_id: str,
-        *,
-        state: JobState,
-        reason: str | None,
-        message: str | None,
-        attempts: int,
-        now: datetime,
-    ) -> int:
-        fields = eventlog.state_fields(
-            job_id, state=state, reason=reason, message=message, attempts=attempts, now=now
-        )
-        seq: int = await self._append(
-            keys=eventlog.script_keys(job_id),
-            args=eventlog.script_args(fields),
-        )
-        return seq
 
     async def history_raw(self, job_id: str, *, since: int = 0) -> list[str]:
         """Events with seq > since as stored (JSON), oldest first, as far back as the bounded
@@ -93,18 +74,6 @@ class EventBus:
             if outcome is not None:
                 found[index] = outcome
         return found
-
-    async def expire(self, job_id: str, seconds: int) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in (
-                keys.seq(job_id),
-                keys.history(job_id),
-                keys.latest_progress(job_id),
-                keys.progress_tally(job_id),
-                keys.progress_workers(job_id),
-            ):
-                pipe.expire(key, seconds)
-            await pipe.execute()
 
 
 class EventHub:

@@ -85,7 +85,6 @@ class Reconciler:
         bus: EventBus,
         backend: Backend,
         spec_for: Callable[[JobRecord], TaskSpec],
-        retention_s: int,
         clock: Clock = utcnow,
         workers: int = WORKERS,
         resync_s: float = 30.0,
@@ -102,7 +101,6 @@ class Reconciler:
         self._bus = bus
         self._backend = backend
         self._spec_for = spec_for
-        self._retention_s = retention_s
         self._clock = clock
         self._workers = workers
         self._resync_s = resync_s
@@ -329,19 +327,11 @@ class Reconciler:
         )
         if status is None:
             return
-        if not await self._store.save_status(record, status):
+        if not await self._store.save_status(record, status, at=now):  # with its state event
             self.enqueue(job_id)  # cancelled meanwhile: derive again
             return
-        await self._bus.publish_state(
-            job_id,
-            state=status.state,
-            reason=status.reason,
-            message=status.message,
-            attempts=status.attempts,
-            now=now,
-        )
-        if status.state.terminal:
-            await self._ended(job_id)
+        if status.state.terminal and self._on_end is not None:
+            self._on_end(job_id)
         try:
             await self._backend.record_transition(job_id, status)
             if self._on_transition is not None:
@@ -357,13 +347,6 @@ class Reconciler:
         those need no sync after this one."""
         self._again_observed.discard(job_id)
         return await self._backend.observe(job_id)
-
-    async def _ended(self, job_id: str) -> None:
-        """The job's end is recorded: its events expire after the retention, and `on_end`
-        hears of it."""
-        await self._bus.expire(job_id, self._retention_s)
-        if self._on_end is not None:
-            self._on_end(job_id)
 
     async def _create(self, record: JobRecord) -> tuple[JobRecord, str | None]:
         """Create the job's backend job: (the record, marked submitted), or (the record, why

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Protocol, cast, runtime_checkable
 
 import redis.asyncio as aioredis
+from pydantic import JsonValue
 
 from kubetask import eventlog, keys
 from kubetask.controller import store_indexes as indexes
@@ -100,7 +101,10 @@ class Store(Protocol):
     async def find(
         self, query: JobQuery, *, cursor: str | None, limit: int
     ) -> tuple[list[JobRecord], str | None]: ...
-    async def save_status(self, record: JobRecord, status: JobStatus) -> bool: ...
+    async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
+        """Write the status and its state event (stamped `at`) together, unless the cancel
+        flag changed since `record` was read (False: nothing written)."""
+
     async def mark_submitted(self, job_id: str) -> None: ...
     async def request_cancel(self, job_id: str) -> CancelOutcome | JobState: ...
     async def unfinished(self) -> list[str]: ...
@@ -119,6 +123,18 @@ class Maintained(Protocol):
 
     async def build_indexes(self) -> int: ...
     async def expire_due(self) -> int: ...
+
+
+def state_event(job_id: str, status: JobStatus, at: datetime) -> dict[str, JsonValue]:
+    """The state event a status writes with it."""
+    return eventlog.state_fields(
+        job_id,
+        state=status.state,
+        reason=status.reason,
+        message=status.message,
+        attempts=status.attempts,
+        now=at,
+    )
 
 
 class RedisStore:
@@ -295,9 +311,10 @@ class RedisStore:
             sizes: list[int] = await pipe.execute()
         return min(zip(sizes, candidates, strict=True))[1]
 
-    async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
-        """Write the status unless the cancel flag changed since `record` was read; a
-        terminal status queues its notifications in the outbox in the same script."""
+    async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
+        """Write the status and append its state event (stamped `at`) in one script, unless
+        the cancel flag changed since `record` was read; a terminal status also queues its
+        notifications in the outbox and sets its event log to expire with the record."""
         terminal = status.state in TERMINAL_STATES
         now = self._clock()
         expire = now + self._retention_s if terminal else 0
@@ -314,6 +331,9 @@ class RedisStore:
                 keys.tenant_active(record.tenant),
                 keys.JOB_COUNTS,
                 keys.EXPIRING,
+                *eventlog.script_keys(record.id),
+                keys.progress_tally(record.id),
+                keys.progress_workers(record.id),
             ],
             args=[
                 status.model_dump_json(),
@@ -323,6 +343,8 @@ class RedisStore:
                 now,
                 indexes.as_json(indexes.state_indexes(record, status.state)),
                 indexes.as_json(indexes.counted(record, status.state)),
+                *eventlog.script_args(state_event(record.id, status, at)),
+                self._retention_s,
                 *entries,
             ],
         )

@@ -76,14 +76,18 @@ return {ARGV[1], ''}
 )
 
 # KEYS: job, active set, outbox (sorted set of entry ids by due time), outbox entries (hash),
-# the tenant's active set, the counts, the expiring set. ARGV: status, cancel flag read,
+# the tenant's active set, the counts, the expiring set, then the job's event log keys
+# (eventlog.script_keys) and its progress tally and workers. ARGV: status, cancel flag read,
 # when the record expires ('0': not terminal), id, now, the state indexes and counts of the
-# new status (JSON lists), then pairs of outbox entry id and entry. A terminal status and
-# its notifications are written together, so a crash right after the write still leaves
-# them to deliver (at least once). A record from before the indexes (no `indexes` field)
-# is left to the one-time index build.
+# new status (JSON lists), the state event (eventlog.script_args: 3), how long the event log
+# of a finished job lasts, then pairs of outbox entry id and entry. The status, its state
+# event and (terminal) its notifications are written together, so a crash right after the
+# write still leaves the event for the streams and the notifications to deliver (at least
+# once), and a status refused writes no event. A record from before the indexes (no
+# `indexes` field) is left to the one-time index build.
 SAVE_STATUS = (
-    _UNINDEX_FUNCTION
+    eventlog.APPEND_FUNCTION
+    + _UNINDEX_FUNCTION
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -105,11 +109,15 @@ if redis.call('HEXISTS', KEYS[1], 'indexes') == 1 then
   index(ARGV[4], KEYS[6], '[]', ARGV[6], ARGV[7])
   redis.call('HSET', KEYS[1], 'state_indexes', ARGV[6], 'counted', ARGV[7])
 end
+append_event(KEYS[8], KEYS[9], KEYS[10], KEYS[11], ARGV[8], ARGV[9], ARGV[10])
 if ARGV[3] ~= '0' then
   redis.call('SREM', KEYS[2], ARGV[4])
   redis.call('SREM', KEYS[5], ARGV[4])
   redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
-  for i = 8, #ARGV, 2 do
+  for _, key in ipairs({KEYS[8], KEYS[9], KEYS[10], KEYS[12], KEYS[13]}) do
+    redis.call('EXPIRE', key, ARGV[11])
+  end
+  for i = 12, #ARGV, 2 do
     if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
       redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
     end

@@ -212,10 +212,12 @@ def test_jobs_are_read_from_a_real_redis_store(redis_server: RedisServer) -> Non
                 await store.create(job, idempotency_key=None, fingerprint=job.id)
             running = record("j3", "train")
             await store.create(running, idempotency_key=None, fingerprint="j3")
-            await store.save_status(running, JobStatus(state=JobState.RUNNING, started_at=NOW))
+            await store.save_status(
+                running, JobStatus(state=JobState.RUNNING, started_at=NOW), at=NOW
+            )
             finished = record("j4", "noop")
             await store.create(finished, idempotency_key=None, fingerprint="j4")
-            await store.save_status(finished, JobStatus(state=JobState.SUCCEEDED))
+            await store.save_status(finished, JobStatus(state=JobState.SUCCEEDED), at=NOW)
             metrics = Metrics(kinds=tuple(load_kinds()))  # as the app makes it
             await metrics.refresh(store)
             return metrics.exposition().decode()

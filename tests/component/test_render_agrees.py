@@ -53,15 +53,15 @@ async def dry_run_with_a_datagen_job(settings: Settings, url: str) -> tuple[str,
         datagen = JobRecord(id=new_job_id(now), request=JobRequest(kind="datagen"), created_at=now)
         await store.create(datagen, idempotency_key=None, fingerprint=datagen.id)
         result = {"dataset": f"{datagen.id}/dataset.npz", "length": 1024, "sample_rate": 12000.0}
-        await store.save_status(datagen, JobStatus(state=JobState.SUCCEEDED, result=result))
+        await store.save_status(
+            datagen, JobStatus(state=JobState.SUCCEEDED, result=result), at=datetime.now(UTC)
+        )
         wiring = compose(settings, redis_url=url, kinds=installed_kinds(settings))
         backend = KubernetesBackend(
             api=k8s.ApiClient(), cluster=settings.cluster(), tenant_namespaces={}
         )
         bus = EventBus(client)
-        reconciler = Reconciler(
-            store=store, bus=bus, backend=backend, spec_for=wiring.spec_for, retention_s=3600
-        )
+        reconciler = Reconciler(store=store, bus=bus, backend=backend, spec_for=wiring.spec_for)
         service = JobService(
             kinds=wiring.kinds,
             store=store,

@@ -65,7 +65,7 @@ def with_store(url: str, scenario: Callable[[RedisStore, list[float]], Awaitable
 
 
 async def finish(store: RedisStore, record: JobRecord, state: JobState) -> None:
-    await store.save_status(record, JobStatus(state=state, reason="Done", message="done"))
+    await store.save_status(record, JobStatus(state=state, reason="Done", message="done"), at=NOW)
 
 
 def index_entries(client: redis.Redis, job_id: str) -> list[str]:
@@ -86,7 +86,7 @@ def test_an_expired_record_leaves_no_index_entry_and_no_count(own_redis: RedisSe
     async def scenario(store: RedisStore, clock: list[float]) -> tuple[int, int]:
         for record in (old, kept):
             await store.create(record, idempotency_key=None, fingerprint=record.id)
-        await store.save_status(old, JobStatus(state=JobState.RUNNING))
+        await store.save_status(old, JobStatus(state=JobState.RUNNING), at=NOW)
         await finish(store, old, JobState.SUCCEEDED)
         clock[0] += RETENTION_S - 1
         early = await store.expire_due()
@@ -217,7 +217,7 @@ def test_a_state_change_moves_the_job_between_state_indexes(own_redis: RedisServ
         await store.create(record, idempotency_key=None, fingerprint=record.id)
         seen = []
         for state in (JobState.RUNNING, JobState.SUCCEEDED):
-            await store.save_status(record, JobStatus(state=state))
+            await store.save_status(record, JobStatus(state=state), at=NOW)
             per_state = []
             for s in JobState:
                 found, _ = await store.find(JobQuery(state=s, tenant="acme"), cursor=None, limit=5)

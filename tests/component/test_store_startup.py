@@ -39,9 +39,11 @@ def test_start_up_reads_only_the_unfinished_records(own_redis: RedisServer) -> N
             record = JobRecord(id=new_job_id(NOW), request=JobRequest(kind="noop"), created_at=NOW)
             await store.create(record, idempotency_key=None, fingerprint=record.id)
             if n < FINISHED:
-                await store.save_status(record, JobStatus(state=JobState.SUCCEEDED))
+                await store.save_status(record, JobStatus(state=JobState.SUCCEEDED), at=NOW)
             else:
-                await store.save_status(record, JobStatus(state=JobState.RUNNING, started_at=NOW))
+                await store.save_status(
+                    record, JobStatus(state=JobState.RUNNING, started_at=NOW), at=NOW
+                )
                 await store.mark_submitted(record.id)
                 backend.jobs[record.id] = RUNNING
                 open_ids.append(record.id)
@@ -55,7 +57,6 @@ def test_start_up_reads_only_the_unfinished_records(own_redis: RedisServer) -> N
             spec_for=lambda r: TaskSpec(
                 job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
             ),
-            retention_s=60,
         )
         task = asyncio.create_task(reconciler.lead())
         try:
@@ -100,7 +101,7 @@ def test_the_leader_builds_missing_indexes_once_and_expires_due_records(
         try:
             store = RedisStore(client, retention_s=10, idempotency_ttl_s=60, clock=lambda: clock[0])
             await store.create(old, idempotency_key=None, fingerprint=old.id)
-            await store.save_status(old, JobStatus(state=JobState.SUCCEEDED))
+            await store.save_status(old, JobStatus(state=JobState.SUCCEEDED), at=NOW)
             sync.delete(keys.STORE_SCHEMA)  # as if an older version had written the store
             clock[0] += 11
             reconciler = Reconciler(
@@ -116,7 +117,6 @@ def test_the_leader_builds_missing_indexes_once_and_expires_due_records(
                     retries=0,
                     timeout_s=None,
                 ),
-                retention_s=10,
                 resync_s=0.05,
             )
             task = asyncio.create_task(reconciler.lead())

@@ -28,7 +28,7 @@ def test_a_terminal_status_is_never_overwritten(redis_server: RedisServer) -> No
             record = JobRecord(id=new_job_id(now), request=JobRequest(kind="noop"), created_at=now)
             record, _ = await store.create(record, idempotency_key=None, fingerprint="f")
             writes = [
-                await store.save_status(record, JobStatus(state=state))
+                await store.save_status(record, JobStatus(state=state), at=datetime.now(UTC))
                 for state in (
                     JobState.RUNNING,
                     JobState.SUCCEEDED,

@@ -214,7 +214,6 @@ def test_the_reconciler_offers_a_job_once_as_its_end_is_recorded() -> None:
         spec_for=lambda r: TaskSpec(
             job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
         ),
-        retention_s=60,
         clock=lambda: T0,
         retry=RetryPolicy(base_s=0.001, max_s=0.001),
         on_end=offered.append,

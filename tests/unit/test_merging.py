@@ -235,7 +235,6 @@ def test_a_finished_split_job_is_saved_with_its_kinds_merged_result() -> None:
         spec_for=lambda r: TaskSpec(
             job_id=r.id, kind="hpo", image="", command=(), env={}, retries=0, timeout_s=None
         ),
-        retention_s=60,
         clock=lambda: T0,
         merges={"hpo": HPO.merge},
     )

@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import time
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -63,7 +63,6 @@ def reconciler(backend: ThrottledBackend) -> Reconciler:
         spec_for=lambda record: TaskSpec(
             job_id=record.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
         ),
-        retention_s=60,
         resync_s=0.02,  # a resync every 20 ms...
     )
 
@@ -157,23 +156,13 @@ class RecordingStore:
     async def mark_submitted(self, job_id: str) -> None:
         self.record = self.record.model_copy(update={"submitted": True})
 
-    async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
+    async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
         self.saved.append(status)
         self.record = self.record.model_copy(update={"status": status})
         return True
 
 
 class RecordingBus:
-    def __init__(self) -> None:
-        self.states: list[JobState] = []
-
-    async def publish_state(self, job_id: str, *, state: JobState, **_: Any) -> int:
-        self.states.append(state)
-        return len(self.states)
-
-    async def expire(self, job_id: str, seconds: int) -> None:
-        return None
-
     async def outcomes(self, job_id: str, completions: int) -> dict[int, Outcome]:
         return {}
 
@@ -226,7 +215,6 @@ def scripted(backend: ScriptedBackend, store: RecordingStore, retry: RetryPolicy
         spec_for=lambda record: TaskSpec(
             job_id=record.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
         ),
-        retention_s=60,
         retry=retry,
         jitter=lambda: 0.5,  # the back-off itself, no more, no less
     )

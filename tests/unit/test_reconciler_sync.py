@@ -44,12 +44,13 @@ class BrokenRecord(Exception):
 
 class FakeStore:
     """Job records in a dict; `save_status` refuses a status derived before a cancel, as
-    the real store's script does."""
+    the real store's script does, and notes the state event it writes with a status."""
 
     def __init__(self, *records: JobRecord) -> None:
         self.records = {r.id: r for r in records}
         self.broken: set[str] = set()
         self.saved: list[tuple[str, JobStatus]] = []
+        self.states: list[tuple[str, JobState, str | None]] = []  # the state events
 
     async def create(
         self,
@@ -72,12 +73,13 @@ class FakeStore:
     ) -> tuple[list[JobRecord], str | None]:
         return [r for r in self.records.values() if query.matches(r)][:limit], None
 
-    async def save_status(self, record: JobRecord, status: JobStatus) -> bool:
+    async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
         stored = self.records[record.id]
         if stored.cancel_requested != record.cancel_requested:
             return False
         self.records[record.id] = stored.model_copy(update={"status": status})
         self.saved.append((record.id, status))
+        self.states.append((record.id, status.state, status.reason))
         return True
 
     async def mark_submitted(self, job_id: str) -> None:
@@ -98,27 +100,9 @@ class FakeStore:
 
 @dataclass
 class FakeBus:
-    """The state events published, the expiries set and the outcomes tasks left."""
+    """The outcomes tasks left."""
 
-    states: list[tuple[str, JobState, str | None]] = field(default_factory=list)
-    expired: list[str] = field(default_factory=list)
     left: dict[str, dict[int, Outcome]] = field(default_factory=dict)
-
-    async def publish_state(
-        self,
-        job_id: str,
-        *,
-        state: JobState,
-        reason: str | None,
-        message: str | None,
-        attempts: int,
-        now: datetime,
-    ) -> int:
-        self.states.append((job_id, state, reason))
-        return len(self.states)
-
-    async def expire(self, job_id: str, seconds: int) -> None:
-        self.expired.append(job_id)
 
     async def outcomes(self, job_id: str, completions: int) -> dict[int, Outcome]:
         return dict(self.left.get(job_id, {}))
@@ -190,7 +174,7 @@ class World:
         return self.store.records[job_id]
 
     def published(self, job_id: str = JOB) -> list[JobState]:
-        return [state for job, state, _ in self.bus.states if job == job_id]
+        return [state for job, state, _ in self.store.states if job == job_id]
 
 
 def record(
@@ -220,7 +204,6 @@ def world(*records: JobRecord, backend: FakeBackend | None = None) -> World:
         spec_for=lambda r: TaskSpec(
             job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
         ),
-        retention_s=60,
         clock=lambda: now[0],
         retry=RetryPolicy(base_s=0.001, max_s=0.001),  # a failed sync is retried soon
         jitter=lambda: 0.0,
@@ -234,7 +217,7 @@ def test_a_queued_job_is_created_once_however_often_it_is_synced() -> None:
     assert w.backend.created == [JOB]
     assert w.record().submitted
     assert (w.record().status.state, w.record().status.reason) == (JobState.QUEUED, "Created")
-    assert w.bus.states == [(JOB, JobState.QUEUED, "Created")]  # one event, not one per sync
+    assert w.store.states == [(JOB, JobState.QUEUED, "Created")]  # one event, not one per sync
 
 
 def test_pending_then_running_are_each_published_once() -> None:
@@ -262,7 +245,6 @@ def test_the_terminal_outcome_is_written_once_and_never_overwritten() -> None:
     assert status.finished_at == w.now[0]
     assert w.record().status == status
     assert w.published() == [JobState.SUCCEEDED]
-    assert w.bus.expired == [JOB]  # its events expire after the retention, once
     assert w.backend.deleted == []  # a finished Job is left to its TTL
 
 
@@ -294,7 +276,7 @@ def test_a_status_derived_before_a_cancel_is_not_written() -> None:
     w = world(record(submitted=True), backend=CancelDuringSync())
     w.sync()
     assert w.store.saved == []
-    assert w.bus.states == []
+    assert w.store.states == []
 
 
 @pytest.mark.parametrize(
@@ -364,7 +346,7 @@ def test_a_bad_record_does_not_stop_the_sync_of_the_others() -> None:
     w.backend.jobs[OTHER] = RUNNING
     asyncio.run(_lead_until(w, lambda: w.record(OTHER).status.state is JobState.RUNNING))
     assert w.published(OTHER) == [JobState.RUNNING]
-    assert w.bus.states == [(OTHER, JobState.RUNNING, None)]
+    assert w.store.states == [(OTHER, JobState.RUNNING, None)]
     assert w.backend.created == []  # the bad one: nothing done with it
 
 
