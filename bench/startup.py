@@ -47,6 +47,7 @@ from bench.harness import (
     spawn,
 )
 from kubetask import env
+from kubetask.controller.backends.local_folders import read_started
 from kubetask.controller.redis_server import RedisServer
 
 TIMEOUT_S = 60.0
@@ -72,12 +73,12 @@ def launch_kubetask(bench: Bench) -> Launch:
     job = response.json()
     pod_dir = bench.pod_dir(job["id"])
     deadline = time.monotonic() + TIMEOUT_S
-    started = read_json(pod_dir / "started.json")
+    started = read_started(pod_dir)
     while started is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"job {job['id']} did not start: {api.job(job['id'])}")
         time.sleep(0.005)
-        started = read_json(pod_dir / "started.json")
+        started = read_started(pod_dir)
     pod = read_json(pod_dir / "pod.json") or {}
     finished = api.wait(job["id"], timeout_s=TIMEOUT_S)
     if finished["state"] != "succeeded":

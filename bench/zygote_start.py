@@ -15,7 +15,6 @@ after warm-up runs that are not counted. The zygote's resident memory is in the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -29,6 +28,7 @@ import redis
 from bench.harness import Bench, Counts, Figure, Row, median, percentile, rounded
 from kubetask import keys
 from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.local_folders import read_started
 from kubetask.controller.backends.local_supervisor import SHIM
 from kubetask.controller.backends.local_zygotes import Zygotes
 
@@ -72,9 +72,11 @@ def first_event_ms(bench: Bench, job_id: str, start: Callable[[], object]) -> fl
 
 def stop(bench: Bench, job_id: str, supervisor: object) -> None:
     pod_dir = bench.scratch / job_id
-    started = json.loads((pod_dir / "started.json").read_text())
+    started = read_started(pod_dir)
+    if started is None:
+        raise RuntimeError(f"{job_id}: the pod's folder records no start")
     with contextlib.suppress(ProcessLookupError):  # a noop may be done already
-        os.killpg(int(started["pid"]), signal.SIGKILL)
+        os.killpg(int(str(started["pid"])), signal.SIGKILL)
     deadline = time.monotonic() + TIMEOUT_S
     while not (pod_dir / "exit.json").exists():
         if time.monotonic() > deadline:

@@ -5,7 +5,7 @@
                     finished.json     the terminal condition, once decided
                     deleted           present once the job was deleted (cancelled)
                     pods/{index}-{attempt}/
-                        pod.json shim.json started.json exit.json
+                        pod.json shim.json started.json (a plain start) exit.json
                         output.log termination-log shim.log (a plain supervisor's own)
     {open-jobs}/{job_id}                  listed while the job may start pods or still has
                                           some running (so start-up reads these folders only)
@@ -66,10 +66,20 @@ def spec_from_json(data: dict[str, JsonValue]) -> TaskSpec:
     return TaskSpec(**fields)
 
 
+def read_started(pod_dir: Path) -> dict[str, JsonValue] | None:
+    """That the pod's task started, `pid` and `started_at`: its supervisor's started.json
+    (a plain start), or the shim.json of a task a zygote forked (the fork is its start)."""
+    started = read_json(pod_dir / "started.json")
+    if started is not None:
+        return started
+    shim = read_json(pod_dir / "shim.json")
+    return shim if shim is not None and "started_at" in shim else None
+
+
 def read_pod(pod_dir: Path, index: int, attempt: int, *, alive: bool) -> Pod:
     """One pod as its folder shows it; `alive`: its supervisor still runs."""
     created = read_json(pod_dir / "pod.json") or {}
-    started = read_json(pod_dir / "started.json")
+    started = read_started(pod_dir)
     exited = read_json(pod_dir / "exit.json")
     return Pod(
         index=index,

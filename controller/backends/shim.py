@@ -8,7 +8,7 @@ It starts the task in a process group of its own (stdout and stderr to `output.l
 controller to read later. On SIGTERM it passes SIGTERM to the task's group and, after the
 grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
 Standard library only, so it starts fast. A zygote (zygote.py) plays this part itself for
-the tasks it forks (`record_fork`, `record_forked_start`, `record_exit`).
+the tasks it forks (`record_fork`, `record_exit`).
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ def record_exit(pod_dir: Path, task: int, status: int) -> None:
 
 
 def record_fork(pod_dir: Path, task: int) -> None:
-    """In the zygote, once it forked `task` (before it answers): who the task is and who
-    records its exit (this zygote), so that a controller that restarts finds it to adopt."""
+    """In the zygote, once it forked `task` (before it answers): who the task is, that it
+    started (a forked task has no started.json: the fork is its start), and who records its
+    exit (this zygote), so that a controller that restarts finds it to adopt."""
     zygote = os.getpid()
     _write_json(
         pod_dir / "shim.json",
@@ -111,13 +112,9 @@ def record_fork(pod_dir: Path, task: int) -> None:
             "zygote": True,
             "recorder": zygote,
             "recorder_start": process_start(zygote),
+            "started_at": _now(),
         },
     )
-
-
-def record_forked_start(pod_dir: Path) -> None:
-    """In a task a zygote forked, before it runs: that it started."""
-    _write_json(pod_dir / "started.json", {"pid": os.getpid(), "started_at": _now()})
 
 
 def supervise(pod_dir: Path, grace_s: float, start: StartTask) -> int:

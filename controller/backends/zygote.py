@@ -7,16 +7,16 @@ FD is the zygote's end of a Unix seqpacket socket pair whose other end only the 
 (local_zygotes.py) holds: no one else can ask for a fork. It says "ready" on it once
 preloaded; then the controller sends a request per pod: the pod's folder, command and
 environment, with one descriptor: the pod's pipe to the controller.
-The zygote forks the task, once, and records who the task is and that the zygote records
-its exit (`shim.record_fork`, as the child makes ready: the pod's shim.json). The child
-takes a session of its own (and so its own process group), records that it started
-(`shim.record_forked_start`, before any task code runs), says "started" on the pipe and
-becomes the task: the job's environment (nothing of the zygote's), default signal handlers,
-a fresh seed for every RNG, no descriptor of the zygote's or of another pod's; it opens its
-own connections. The zygote is the task's parent and plays the part a shim plays for a
-plain start (shim.py): it records the exit, kills what is left in the task's group, and
-closes the pod's pipe, which tells the controller at once. The controller signals the
-task's group itself (SIGTERM, SIGKILL after the grace).
+The zygote forks the task, once, records who the task is, that it started and that the
+zygote records its exit (`shim.record_fork`, as the child makes ready: the pod's
+shim.json), then says "started" on the pipe. The child takes a session of its own (and so
+its own process group) and becomes the task: the job's environment (nothing of the
+zygote's), default signal handlers, a fresh seed for every RNG, no descriptor of the
+zygote's or of another pod's; it opens its own connections. The zygote is the task's
+parent and plays the part a shim plays for a plain start (shim.py): it records the exit,
+kills what is left in the task's group, and closes the pod's pipe, which tells the
+controller at once. The controller signals the task's group itself (SIGTERM, SIGKILL after
+the grace).
 
 The zygote outlives its controller: once the controller hangs up (it stopped, or was
 killed) it takes no more requests, goes on recording its tasks' exits and exits after the
@@ -187,8 +187,8 @@ def run_task(request: Request, output: int) -> int:
 
 
 def become_task(request: Request, stdout: int, closing: list[int]) -> NoReturn:
-    """In the forked child: a session of its own, the pod's folder and output log, its start
-    recorded and told on `stdout` (then closed), then the task."""
+    """In the forked child: a session of its own, the pod's folder and output log (the
+    zygote holds the pod's pipe, `stdout`: it is closed here), then the task."""
     code = shim.EXIT_CANNOT_START
     try:
         signal.set_wakeup_fd(-1)
@@ -199,9 +199,6 @@ def become_task(request: Request, stdout: int, closing: list[int]) -> NoReturn:
         os.chdir(request.pod_dir)
         output = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(output, 2)  # a failure from here on is in the pod's log
-        shim.record_forked_start(request.pod_dir)
-        with contextlib.suppress(OSError):  # nobody listens (the controller restarted)
-            os.write(stdout, b"started\n")
         os.close(stdout)
         code = run_task(request, output)
     except BaseException:
@@ -283,6 +280,7 @@ class Supervisor:
             self.pods[pid] = Pod(request.pod_dir, stdout)
             with contextlib.suppress(OSError):  # no folder: the child cannot start either
                 shim.record_fork(request.pod_dir, pid)  # while the child makes ready
+                os.write(stdout, b"started\n")  # (or nobody listens: the controller is gone)
             reply: dict[str, object] = {"pid": pid}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}

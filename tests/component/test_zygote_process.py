@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from kubetask.controller.backends.base import TaskSpec
+from kubetask.controller.backends.local_folders import read_started
 from kubetask.controller.backends.local_supervisor import SHIM
 from kubetask.controller.backends.local_zygotes import Zygotes
 
@@ -91,6 +92,9 @@ def forked(
     assert pid is not None
     with os.fdopen(read, "rb") as said:
         assert said.read() == b"started\n"
+    started = read_started(pod_dir)  # recorded by the zygote before it said so
+    assert started is not None
+    assert started["pid"] == pid
     return exit_code(pod_dir), json.loads((pod_dir / "facts.json").read_text())
 
 

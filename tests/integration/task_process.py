@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetask import env
+from kubetask.controller.backends.local_folders import read_started
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,9 @@ def run_task(kind: str, params: dict[str, Any], **where: Any) -> TaskRun:
 
 def api_task_pid(data_dir: Path, job_id: str, pod: str = "0-1", timeout_s: float = 20) -> int:
     """The pid of a task the API's local backend started (its pod folder records it)."""
-    started = data_dir / "local" / "jobs" / job_id / "pods" / pod / "started.json"
+    pod_dir = data_dir / "local" / "jobs" / job_id / "pods" / pod
     deadline = time.monotonic() + timeout_s
-    while not started.exists():
+    while (started := read_started(pod_dir)) is None:
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.05)
-    pid: int = json.loads(started.read_text())["pid"]
-    return pid
+    return int(str(started["pid"]))

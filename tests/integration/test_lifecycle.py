@@ -7,19 +7,19 @@ import os
 import time
 from pathlib import Path
 
+from kubetask.controller.backends.local_folders import read_started
 from tests.servers import ApiServer
 
 SLOW = {"steps": 300, "step_s": 0.1}
 
 
 def task_pid(api: ApiServer, job_id: str, pod: str = "0-1") -> int:
-    started = api.data_dir / "local" / "jobs" / job_id / "pods" / pod / "started.json"
+    pod_dir = api.data_dir / "local" / "jobs" / job_id / "pods" / pod
     deadline = time.monotonic() + 10
-    while not started.exists():
+    while (started := read_started(pod_dir)) is None:
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.05)
-    pid: int = json.loads(started.read_text())["pid"]
-    return pid
+    return int(str(started["pid"]))
 
 
 def alive(pid: int) -> bool:
