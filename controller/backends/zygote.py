@@ -186,25 +186,66 @@ def run_task(request: Request, output: int) -> int:
     return code
 
 
+def make_ready(closing: list[int]) -> None:
+    """In a forked child, what does not depend on its pod: nothing of the zygote's open
+    (`closing`: its descriptors, and the other pods' pipes), a session of its own."""
+    signal.set_wakeup_fd(-1)
+    for fd in closing:
+        os.close(fd)
+    os.setsid()  # its own session and process group
+    shim.die_with_parent()  # a task outlives no zygote: nobody would record its exit
+
+
+def enter_pod(request: Request, stdout: int) -> int:
+    """In a ready child: the pod's folder and output log (the zygote holds the pod's pipe,
+    `stdout`: it is closed here), then the task; its exit code."""
+    os.chdir(request.pod_dir)
+    output = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(output, 2)  # a failure from here on is in the pod's log
+    os.close(stdout)
+    return run_task(request, output)
+
+
 def become_task(request: Request, stdout: int, closing: list[int]) -> NoReturn:
-    """In the forked child: a session of its own, the pod's folder and output log (the
-    zygote holds the pod's pipe, `stdout`: it is closed here), then the task."""
+    """In a child forked for `request`: ready, then its task."""
     code = shim.EXIT_CANNOT_START
     try:
-        signal.set_wakeup_fd(-1)
-        for fd in closing:  # the zygote's, and the other pods' pipes
-            os.close(fd)
-        os.setsid()  # its own session and process group
-        shim.die_with_parent()  # a task outlives no zygote: nobody would record its exit
-        os.chdir(request.pod_dir)
-        output = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(output, 2)  # a failure from here on is in the pod's log
-        os.close(stdout)
-        code = run_task(request, output)
+        make_ready(closing)
+        code = enter_pod(request, stdout)
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def become_spare(conn: socket.socket, closing: list[int]) -> NoReturn:
+    """In a spare: ready before its request comes, then the task of the request the zygote
+    passes on `conn` (with the pod's pipe); it exits quietly when the zygote lets it go."""
+    code = shim.EXIT_CANNOT_START
+    try:
+        make_ready(closing)
+        message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 1)
+        conn.close()
+        if not message:
+            code = 0
+        else:
+            (stdout,) = fds
+            code = enter_pod(Request.from_json(message), stdout)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+@dataclass
+class Spare:
+    """A child forked ahead of the next request, already ready (`make_ready`), waiting on
+    the other end of `conn` for the request it becomes (the pool of unspecialized app
+    processes Android's zygote keeps, of one): the fork and its first page copies are off
+    the request's path."""
+
+    pid: int
+    conn: socket.socket
 
 
 @dataclass
@@ -223,6 +264,7 @@ class Supervisor:
     def __init__(self, conn: socket.socket) -> None:
         self.conn: socket.socket | None = conn
         self.pods: dict[int, Pod] = {}
+        self.spare: Spare | None = None
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_write)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select
@@ -232,6 +274,7 @@ class Supervisor:
         poller.register(self._wake_read, select.POLLIN)
         assert self.conn is not None
         poller.register(self.conn, select.POLLIN | select.POLLRDHUP)
+        self.refill()
         while self.conn is not None or self.pods:
             for fd, events in poller.poll():
                 if fd == self._wake_read:
@@ -248,10 +291,55 @@ class Supervisor:
                             poller.unregister(fd)
 
     def hang_up(self) -> None:
-        """Take no more requests (the controller is gone, or this zygote refused one)."""
+        """Take no more requests (the controller is gone, or this zygote refused one); the
+        spare is let go."""
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.spare is not None:
+            self.spare.conn.close()  # it reads the end and exits
+            self.spare = None
+
+    def refill(self) -> None:
+        """Fork the spare the next request takes, unless there is one (or no more requests
+        come, or a thread runs: the request then says why not)."""
+        if self.conn is None or self.spare is not None or threading.active_count() != 1:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        closing = [*self._descriptors(), ours.fileno()]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            become_spare(theirs, closing)
+        theirs.close()
+        self.spare = Spare(pid, ours)
+
+    def _descriptors(self) -> list[int]:
+        """What a child closes first: the zygote's own descriptors and the pods' pipes."""
+        assert self.conn is not None
+        own = [self.conn.fileno(), self._wake_read, self._wake_write]
+        return own + [pod.stdout for pod in self.pods.values()]
+
+    def _start(self, request: Request, message: bytes, stdout: int) -> int:
+        """The pid of the task of `request`: the spare, given the request, else a child
+        forked now (no spare, or it died)."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            try:
+                socket.send_fds(spare.conn, [message], [stdout])
+                return spare.pid
+            except OSError:  # it is gone (and reaped as any child)
+                pass
+            finally:
+                spare.conn.close()
+        closing = self._descriptors()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            become_task(request, stdout, closing)
+        return pid
 
     def answer(self, conn: socket.socket) -> None:
         """Fork the task of one request and answer with its pid (or why not)."""
@@ -269,13 +357,7 @@ class Supervisor:
                 raise RuntimeError("the zygote runs a Python thread; it will not fork")
             request = Request.from_json(message)
             (stdout,) = fds
-            closing = [conn.fileno(), self._wake_read, self._wake_write]
-            closing += [pod.stdout for pod in self.pods.values()]
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                become_task(request, stdout, closing)
+            pid = self._start(request, message, stdout)
             fds = []
             self.pods[pid] = Pod(request.pod_dir, stdout)
             with contextlib.suppress(OSError):  # no folder: the child cannot start either
@@ -291,6 +373,7 @@ class Supervisor:
             conn.send(json.dumps(reply).encode())
         if "error" in reply:  # the controller starts the rest plainly: fork none of them
             self.hang_up()
+        self.refill()  # after the answer: off the request's path
 
     def reap(self) -> None:
         """Record the exit of each task that ended, then close its pipe."""
@@ -301,6 +384,9 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare.pid:  # killed while it waited
+                self.spare.conn.close()
+                self.spare = None
             pod = self.pods.pop(pid, None)
             if pod is None:
                 continue

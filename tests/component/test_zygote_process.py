@@ -245,3 +245,68 @@ def test_a_zygote_hung_up_on_forks_nothing_it_was_asked_before(
         assert time.monotonic() < deadline, "the zygote did not exit"
         time.sleep(0.05)
     assert [p for p in pods if (p / "shim.json").exists()] == []
+
+
+def children(pid: int) -> set[int]:
+    """The processes `pid` forked that are still there."""
+    found: set[int] = set()
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (thread / "children").read_text().split()}
+    return found
+
+
+def until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("role", ["noop"])
+def test_the_spare_a_zygote_keeps_ready_becomes_the_next_task(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
+    """Between requests the zygote keeps one child forked and ready (the fork off the
+    request's path): the next pod's task is that child, and another spare takes its place."""
+    (zygote,) = zygotes.running.values()
+    until(lambda: len(children(zygote)) == 1, "no spare")
+    (spare,) = children(zygote)
+    pod_dir = tmp_path / "pod"
+    code, facts = forked(zygotes, pod_dir, kind=role)
+    assert (code, facts["pid"]) == (0, spare)
+    until(lambda: len(children(zygote)) == 1, "no spare after the task")
+    assert children(zygote) != {spare}
+
+
+@pytest.mark.parametrize("role", ["noop"])
+def test_a_spare_killed_while_it_waits_is_replaced_and_the_pod_still_forks(
+    zygotes: Zygotes, role: str, tmp_path: Path
+) -> None:
+    (zygote,) = zygotes.running.values()
+    until(lambda: len(children(zygote)) == 1, "no spare")
+    (spare,) = children(zygote)
+    os.kill(spare, signal.SIGKILL)
+    until(lambda: spare not in children(zygote), "the killed spare was not reaped")
+    code, facts = forked(zygotes, tmp_path / "pod", kind=role)
+    assert code == 0
+    assert facts["pid"] != spare
+    assert read_started(tmp_path / "pod") is not None
+
+
+@pytest.mark.parametrize("role", ["noop"])
+def test_a_zygote_lets_its_spare_go_when_the_controller_hangs_up(
+    zygotes: Zygotes, role: str
+) -> None:
+    (zygote,) = zygotes.running.values()
+    until(lambda: len(children(zygote)) == 1, "no spare")
+    (spare,) = children(zygote)
+    zygotes.close()
+    until(lambda: gone(spare), "the spare outlived its zygote's work")
+
+
+def gone(pid: int) -> bool:
+    """Exited (reaped, or a zombie left to whoever adopted it)."""
+    try:
+        return ") Z" in Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True

@@ -40,18 +40,19 @@ def shim_of(api: ApiServer, job_id: str) -> dict[str, Any]:
 
 
 def zygotes(api: ApiServer) -> list[int]:
-    """The pids of the server's zygotes that are alive (they work in its zygotes folder)."""
+    """The pids of the server's zygotes that are alive (they work in its zygotes folder),
+    not their spares (forked copies, there too until they become a task)."""
     folder = (api.data_dir / "local" / "zygotes").resolve()
-    found = []
+    parents: dict[int, int] = {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             here = (proc / "cwd").resolve() == folder
+            if here and b"kubetask.controller.backends.zygote" in cmdline:
+                parents[int(proc.name)] = proc_facts(int(proc.name))["ppid"]
         except OSError:
             continue
-        if here and b"kubetask.controller.backends.zygote" in cmdline and alive(int(proc.name)):
-            found.append(int(proc.name))
-    return found
+    return [pid for pid, parent in parents.items() if parent not in parents and alive(pid)]
 
 
 def warm(api: ApiServer, timeout_s: float = 60) -> int:
