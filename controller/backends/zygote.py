@@ -7,16 +7,18 @@ FD is the zygote's end of a Unix seqpacket socket pair whose other end only the 
 (local_zygotes.py) holds: no one else can ask for a fork. It says "ready" on it once
 preloaded; then the controller sends a request per pod: the pod's folder, command and
 environment, with one descriptor: the pod's pipe to the controller.
-The zygote forks the task, once, records who the task is, that it started and that the
-zygote records its exit (`shim.record_fork`, as the child makes ready: the pod's
-shim.json), then says "started" on the pipe. The child takes a session of its own (and so
-its own process group) and becomes the task: the job's environment (nothing of the
-zygote's), default signal handlers, a fresh seed for every RNG, no descriptor of the
-zygote's or of another pod's; it opens its own connections. The zygote is the task's
-parent and plays the part a shim plays for a plain start (shim.py): it records the exit,
-kills what is left in the task's group, and closes the pod's pipe, which tells the
-controller at once. The controller signals the task's group itself (SIGTERM, SIGKILL after
-the grace).
+Each task is a child the zygote forked, once: between requests it keeps one forked and
+ready, the spare (`Spare`: a session and process group of its own, nothing of the
+zygote's open), which the next request becomes; the next spare is forked after the answer
+(with none, the task is forked there and then). The zygote records who the task is, that
+it started and that the zygote records its exit (`shim.record_fork`: the pod's
+shim.json), then says "started" on the pipe. The child becomes the task: the job's
+environment (nothing of the zygote's), default signal handlers, a fresh seed for every
+RNG, no descriptor of the zygote's or of another pod's; it opens its own connections. The
+zygote is the task's parent and plays the part a shim plays for a plain start (shim.py):
+it records the exit, kills what is left in the task's group, and closes the pod's pipe,
+which tells the controller at once. The controller signals the task's group itself
+(SIGTERM, SIGKILL after the grace).
 
 The zygote outlives its controller: once the controller hangs up (it stopped, or was
 killed) it takes no more requests, goes on recording its tasks' exits and exits after the
