@@ -117,7 +117,9 @@ def next_status(
 ) -> JobStatus | None:
     """The status after observing `derived`, or None when nothing changes (or may not).
     `ran_at`: when a task of the job ran, if the observation shows one did (a pod that
-    succeeded or failed), for jobs that end before they were ever seen running."""
+    succeeded or failed), for jobs that end before they were ever seen running. A job ends
+    when the backend's condition says it did (`derived.at`, as a Job's completion time),
+    else now: not when this sync came to see it."""
     if current.state.terminal:
         return None
     if derived.state != current.state and not can_transition(current.state, derived.state):
@@ -137,9 +139,17 @@ def next_status(
             "message": derived.message,
             "attempts": attempts,
             "started_at": started_at,
-            "finished_at": now if derived.state.terminal else None,
+            "finished_at": ended_at(derived, started_at, now) if derived.state.terminal else None,
             "result": result,
             "error": error,
         }
     )
     return None if candidate == current else candidate
+
+
+def ended_at(derived: Derived, started_at: datetime | None, now: datetime) -> datetime:
+    """When a job that `derived` ends ended: its backend condition's time, within [the
+    job's start, now] (clocks apart), else now."""
+    if derived.at is None:
+        return now
+    return min(max(derived.at, started_at or derived.at), now)

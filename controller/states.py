@@ -45,6 +45,7 @@ class Condition:
     status: bool = True
     reason: str | None = None
     message: str | None = None
+    at: datetime | None = None  # when it became so, where the backend says (lastTransitionTime)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Derived:
     reason: str | None = None
     message: str | None = None
     stop: bool = False  # kubetask itself must delete the backend's job (cancel, start timeout)
+    at: datetime | None = None  # when the backend's condition that decided it became so
 
 
 def derive_state(facts: JobFacts) -> Derived:
@@ -140,7 +142,7 @@ def derive_state(facts: JobFacts) -> Derived:
     ):
         cond = obs.condition(type_)
         if cond is not None:
-            return Derived(state, cond.reason or type_, cond.message)
+            return Derived(state, cond.reason or type_, cond.message, at=cond.at)
     running = any(pod.phase == "Running" for pod in obs.pods)
     if facts.start_deadline_passed and not running:
         return Derived(

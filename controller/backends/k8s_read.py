@@ -141,6 +141,7 @@ def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observ
                 status=c.get("status") == "True",
                 reason=c.get("reason"),
                 message=c.get("message"),
+                at=parse_time(c.get("lastTransitionTime")),
             )
             for c in status.get("conditions") or []
         ),

@@ -163,11 +163,17 @@ class JobFolders:
         (self.job_dir(job_id) / "deleted").touch()
 
     def finished(self, job_id: str) -> Condition | None:
+        """The terminal condition (one written before conditions had a time has none)."""
         data = read_json(self.job_dir(job_id) / "finished.json")
-        return Condition(**data) if data else None  # type: ignore[arg-type]
+        if not data:
+            return None
+        at = data.pop("at", None)
+        when = datetime.fromisoformat(at) if isinstance(at, str) else None
+        return Condition(**data, at=when)  # type: ignore[arg-type]
 
     def write_finished(self, job_id: str, condition: Condition) -> None:
-        write_json(self.job_dir(job_id) / "finished.json", asdict(condition))
+        at = condition.at.isoformat() if condition.at else None
+        write_json(self.job_dir(job_id) / "finished.json", {**asdict(condition), "at": at})
 
     def params_file(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "params.json"

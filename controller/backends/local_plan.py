@@ -54,13 +54,15 @@ class Pod:
 
 
 def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condition | None:
-    """Complete or Failed, once the pods decide it; None while the Job goes on."""
+    """Complete or Failed, once the pods decide it (dated `now`: as the Job controller dates
+    the conditions it adds); None while the Job goes on."""
     invalid = next((p for p in pods if p.exit_code == env.EXIT_INVALID_PARAMS), None)
     if invalid is not None:
         return Condition(
             "Failed",
             reason="PodFailurePolicy",
             message=f"index {invalid.index} exited with code 2 (invalid params): not retried",
+            at=now,
         )
     failures = [p for p in pods if p.failed]
     if len(failures) > spec.retries:
@@ -70,15 +72,17 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
             reason="BackoffLimitExceeded",
             message=f"{len(failures)} failed attempt(s), retries={spec.retries}; "
             f"last exit code {last.exit_code}",
+            at=now,
         )
     if len(succeeded_indexes(pods)) >= spec.completions:
-        return Condition("Complete", reason="Completed", message="all tasks succeeded")
+        return Condition("Complete", reason="Completed", message="all tasks succeeded", at=now)
     end = deadline(spec, pods)
     if end is not None and now >= end:
         return Condition(
             "Failed",
             reason="DeadlineExceeded",
             message=f"the job ran longer than timeout_s={spec.timeout_s}",
+            at=now,
         )
     return None
 

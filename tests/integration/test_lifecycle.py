@@ -144,14 +144,14 @@ def test_jobs_beyond_the_slots_wait_queued_then_run(fresh_api: ApiServer) -> Non
     assert waiting["state"] == "queued"
     done = fresh_api.wait(second)
     assert done["state"] == "succeeded", done
-    # the slot was the first task's until its exit: the second task started after it (the
-    # job views' times are when the controller recorded each state, a few ms after the fact:
-    # the second job may be seen succeeded, and dated from its pod, before the first job's
-    # end is recorded)
+    # the slot was the first task's until its exit: the second task started after it, and
+    # the job views say so (a job ends when the backend's condition says it did, not when the
+    # controller's sync came to see it: the second may be seen before the first's end is)
     first_exit = json.loads((pod_dir(fresh_api, first) / "exit.json").read_text())
     second_start = read_started(pod_dir(fresh_api, second))
     assert second_start is not None
     assert str(second_start["started_at"]) >= str(first_exit["finished_at"])
+    assert fresh_api.job(second)["started_at"] >= fresh_api.job(first)["finished_at"]
 
 
 def test_large_params_reach_the_task_through_a_file(api: ApiServer) -> None:

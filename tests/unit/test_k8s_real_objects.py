@@ -14,6 +14,7 @@ from kubetask.controller.backends.k8s_read import (
     TRACKING_FINALIZER,
     api_message,
     observe_job,
+    parse_time,
     pod_facts,
 )
 from kubetask.controller.states import Derived, JobFacts, derive_state
@@ -168,7 +169,7 @@ def test_a_failure_past_the_backoff_limit_fails_the_job() -> None:
         _condition("Failed", "True", "BackoffLimitExceeded", why),
     ]
     derived = derive(real_job(failed=2, conditions=conditions), [failed_pod(tracked=False)])
-    assert derived == Derived(JobState.FAILED, "BackoffLimitExceeded", why)
+    assert derived == Derived(JobState.FAILED, "BackoffLimitExceeded", why, at=parse_time(T0))
 
 
 def test_a_succeeded_pod_the_job_has_not_counted_keeps_it_running() -> None:

@@ -4,6 +4,7 @@ layout round-trips a spec, and the task's environment is the container's."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -138,3 +139,20 @@ def test_start_tells_of_the_open_jobs_only(tmp_path: Path) -> None:
             await backend.stop()
 
     assert asyncio.run(announced()) == {running}
+
+
+def test_a_terminal_condition_keeps_its_time_in_the_jobs_folder(tmp_path: Path) -> None:
+    """The local Job controller dates the condition it writes (finished.json), as the
+    Kubernetes one does; a file written before conditions had a time reads without one."""
+    folders = JobFolders(tmp_path / "jobs")
+    dated, older = "0000000000000001", "0000000000000002"
+    for job_id in (dated, older):
+        folders.write_job(spec(job_id=job_id, env={env.JOB_ID: job_id}))
+    at = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+    folders.write_finished(dated, Condition("Complete", reason="Completed", message="ok", at=at))
+    old = {"type": "Failed", "status": True, "reason": "BackoffLimitExceeded", "message": "x"}
+    (folders.job_dir(older) / "finished.json").write_text(json.dumps(old))
+    assert folders.finished(dated) == Condition("Complete", reason="Completed", message="ok", at=at)
+    assert folders.finished(older) == Condition(
+        "Failed", reason="BackoffLimitExceeded", message="x"
+    )

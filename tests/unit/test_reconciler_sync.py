@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -246,6 +246,17 @@ def test_the_terminal_outcome_is_written_once_and_never_overwritten() -> None:
     assert w.record().status == status
     assert w.published() == [JobState.SUCCEEDED]
     assert w.backend.deleted == []  # a finished Job is left to its TTL
+
+
+def test_a_job_is_dated_from_its_backends_completion_not_from_the_sync() -> None:
+    ended = T0 + timedelta(milliseconds=400)
+    w = world(record(submitted=True))
+    w.bus.left[JOB] = {0: Outcome(ok=True, result={})}
+    complete = Condition("Complete", reason="Completed", message="done", at=ended)
+    w.backend.jobs[JOB] = replace(COMPLETE, conditions=(complete,))
+    w.sync()
+    assert w.record().status.state is JobState.SUCCEEDED
+    assert w.record().status.finished_at == ended  # the sync's clock says T0 + 1 s
 
 
 def test_a_requested_cancel_deletes_the_backend_job() -> None:

@@ -84,6 +84,31 @@ def test_finished_at_is_set_on_a_terminal_state(state: JobState) -> None:
     assert new.finished_at == T2
 
 
+def test_a_job_ends_when_its_backend_says_it_did_not_when_a_sync_saw_it() -> None:
+    """A controller that was away (restarted, lagging) dates a job from the backend's
+    condition, as a Kubernetes Job's completion time, not from its own late sync."""
+    running = JobStatus(state=_S.RUNNING, reason=None, started_at=T0, attempts=1)
+    ended = T1 + timedelta(seconds=1)
+    new = next_status(running, Derived(_S.SUCCEEDED, "Completed", at=ended), attempts=1, now=T2)
+    assert new is not None
+    assert new.finished_at == ended
+
+
+@pytest.mark.parametrize(
+    ("at", "finished_at"),
+    [(T0 - timedelta(seconds=9), T1), (T2 + timedelta(seconds=9), T2)],
+    ids=["before-its-start", "after-now"],
+)
+def test_a_backend_time_out_of_bounds_is_kept_within_the_jobs_start_and_now(
+    at: datetime, finished_at: datetime
+) -> None:
+    """Clocks apart (the API server's and this controller's)."""
+    running = JobStatus(state=_S.RUNNING, reason=None, started_at=T1, attempts=1)
+    new = next_status(running, Derived(_S.FAILED, "x", at=at), attempts=1, now=T2)
+    assert new is not None
+    assert new.finished_at == finished_at
+
+
 def test_finished_at_is_unset_while_active() -> None:
     new = next_status(JobStatus(), Derived(_S.RUNNING), attempts=1, now=T1)
     assert new is not None
