@@ -1,9 +1,10 @@
 """Figure 2, submit -> task process started.
 
 kubetask: from just before `POST /v1/jobs` (a `noop` job) to the moment the task process
-exists: the local backend's supervisor writes `started_at` into the pod folder's
-`started.json` right after its fork+exec of `python -m kubetask.jobs noop` returned (the
-same instant the job view reports as `started_at`).
+exists, as the pod folder records it (`local_folders.read_started`): a plain start's
+supervisor writes `started_at` into `started.json` right after its fork+exec of
+`python -m kubetask.jobs noop` returned; for a task a warm zygote forked, the zygote writes
+it into `shim.json` once the task is its child.
 Baseline: from just before `subprocess.Popen([python, "-m", "kubetask.jobs", "noop"])` to its
 return, which is also right after the fork+exec of the task: the same end point, with nothing
 between the caller and the process. The difference is what the API, the store, the reconciler, the

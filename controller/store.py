@@ -181,14 +181,7 @@ class RedisStore:
         tenant = record.tenant
         idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
         status = record.status
-        accepted = eventlog.state_fields(
-            record.id,
-            state=status.state,
-            reason=status.reason,
-            message=status.message,
-            attempts=0,
-            now=record.created_at,
-        )
+        accepted = state_event(record.id, status, record.created_at)
         script_keys = [
             keys.job(record.id),
             keys.JOBS_INDEX,

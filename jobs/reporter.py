@@ -8,10 +8,9 @@ the job's figure; `complete()` reports the worker done (fraction 1) when its tas
 waits on the network. The thread starts with the first `update`: a task that reports only its
 end (`complete`, then `close`) sends that in its own thread and starts none (a thread's start,
 stack and hand-offs are a good part of a short forked task's cost). The thread sends at most
-one batch per `min_interval_s`; in a batch,
-consecutive events of the same stage and index that carry no metrics are conflated to the
-newest (a per-signal counter does not flood subscribers), while every event with metrics
-(one per epoch, one per trial) is kept.
+one batch per `min_interval_s`; in a batch, consecutive events of the same stage and index
+that carry no metrics are conflated to the newest (a per-signal counter does not flood
+subscribers), while every event with metrics (one per epoch, one per trial) is kept.
 """
 
 from __future__ import annotations
@@ -175,8 +174,9 @@ class ProgressReporter:
             self._wake.notify()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what is pending (bounded by `timeout_s`) and stop the thread; without one,
-        send it here."""
+        """Send what is pending and stop the thread, waiting for it at most `timeout_s`;
+        without a thread, send it here (bounded by the sink's own timeouts: the publisher's
+        socket gives up after 2 s)."""
         if self._sink is None or self._closed:
             return
         with self._wake:
