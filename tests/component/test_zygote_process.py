@@ -223,6 +223,9 @@ def test_a_zygote_hung_up_on_forks_nothing_it_was_asked_before(
     no task to supervise it exits."""
     (pid,) = zygotes.running.values()
     os.kill(pid, signal.SIGSTOP)
+    # stopped before the requests come (a SIGSTOP is delivered asynchronously: a zygote
+    # still busy, e.g. forking its spare, could otherwise read the first request on its way)
+    until(lambda: stopped(pid), "the zygote did not stop")
     pods = [tmp_path / "first", tmp_path / "second"]
     try:
         for pod_dir in pods:
@@ -302,6 +305,11 @@ def test_a_zygote_lets_its_spare_go_when_the_controller_hangs_up(
     (spare,) = children(zygote)
     zygotes.close()
     until(lambda: gone(spare), "the spare outlived its zygote's work")
+
+
+def stopped(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2] == "T"
 
 
 def gone(pid: int) -> bool:
