@@ -70,11 +70,16 @@ class RetryPolicy:
         return max(min(backoff, self.max_s), retry_after_s or 0.0)
 
 
-def ran_at(observation: Observation | None, now: datetime) -> datetime | None:
-    """When the job's tasks ran, if a pod already finished (succeeded or failed)."""
-    if observation is None or not (observation.succeeded or observation.failed):
+def ran_at(observation: Observation | None, *, created: datetime, now: datetime) -> datetime | None:
+    """When the job's first task began running, as its backend says: a container's start,
+    else, for a pod that already finished, the Job's own start; within [the job's creation,
+    now] (clocks apart). None while no task has run."""
+    if observation is None:
         return None
-    return observation.start_time or now
+    began = observation.task_started_at
+    if began is None and (observation.succeeded or observation.failed):
+        began = observation.start_time or now
+    return None if began is None else min(max(began, created), now)
 
 
 class Reconciler:
@@ -323,7 +328,7 @@ class Reconciler:
             now=now,
             result=result,
             error=error,
-            ran_at=ran_at(observation, now),
+            ran_at=ran_at(observation, created=record.created_at, now=now),
         )
         if status is None:
             return

@@ -116,8 +116,8 @@ def next_status(
     ran_at: datetime | None = None,
 ) -> JobStatus | None:
     """The status after observing `derived`, or None when nothing changes (or may not).
-    `ran_at`: when a task of the job ran, if the observation shows one did (a pod that
-    succeeded or failed), for jobs that end before they were ever seen running. A job ends
+    `ran_at`: when the job's first task began running, if the backend says (else a job
+    starts when a sync first sees it running, or, seen only once it ended, then). A job ends
     when the backend's condition says it did (`derived.at`, as a Job's completion time),
     else now: not when this sync came to see it."""
     if current.state.terminal:
@@ -127,7 +127,7 @@ def next_status(
     attempts = max(attempts, current.attempts)
     started_at = current.started_at
     if started_at is None and derived.state is JobState.RUNNING:
-        started_at = now
+        started_at = ran_at or now
     elif started_at is None and derived.state is JobState.SUCCEEDED:
         started_at = ran_at or now  # it ran, too briefly to be seen running
     elif started_at is None and derived.state.terminal:

@@ -72,7 +72,9 @@ class Observation:
     active: int = 0
     succeeded: int = 0
     failed: int = 0
-    start_time: datetime | None = None
+    start_time: datetime | None = None  # the Job's: when its controller began (startTime)
+    # When its first task began running (a container's startedAt), where the backend says
+    task_started_at: datetime | None = None
     pods: tuple[PodFacts, ...] = field(default=())  # those not being deleted
     terminating: int = 0  # pods being deleted that the Job still waits for
     create_failure: str | None = None  # why the Job controller could not create a pod (newest)

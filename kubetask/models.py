@@ -293,8 +293,15 @@ class JobView(_Strict):
     reason: str | None = None
     message: str | None = None
     created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: datetime | None = Field(
+        None,
+        description="When its first task began running, as its backend recorded it (the "
+        "container's start on Kubernetes, whole seconds).",
+    )
+    finished_at: datetime | None = Field(
+        None,
+        description="When it ended: its Job's final condition, or the cancel or timeout.",
+    )
     attempts: int = 0
     labels: dict[str, str] = Field(default_factory=dict)
     progress: ProgressEvent | None = None

@@ -150,6 +150,7 @@ def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observ
         succeeded=int(status.get("succeeded") or 0),
         failed=int(status.get("failed") or 0),
         start_time=parse_time(status.get("startTime")),
+        task_started_at=first_task_start(pods),
         pods=tuple(pod_facts(p, uncounted=uncounted) for p in sorted(current, key=_created)),
         # The Job counts them too, but its status lags the pods' own
         terminating=max(int(status.get("terminating") or 0), _terminating(pods)),
@@ -158,6 +159,18 @@ def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observ
         uncounted_failed=len(_uncounted_list(status, "failed")),
         last_exit_code=last_exit_code(pods),
     )
+
+
+def first_task_start(pods: list[Obj]) -> datetime | None:
+    """When the first of the pods' task containers began running (its `startedAt`, running
+    or terminated since), those being deleted included: they ran too."""
+    starts = []
+    for pod in pods:
+        state = _container_status(pod).get("state", {})
+        began = (state.get("running") or state.get("terminated") or {}).get("startedAt")
+        if (at := parse_time(began)) is not None:
+            starts.append(at)
+    return min(starts, default=None)
 
 
 def last_exit_code(pods: list[Obj]) -> int | None:

@@ -157,6 +157,7 @@ def observe(
         succeeded=len(succeeded_indexes(pods)),
         failed=sum(p.failed for p in counted),
         start_time=start_time(pods),
+        task_started_at=min((p.started_at for p in pods if p.started_at), default=None),
         pods=tuple(
             PodFacts(
                 phase=p.phase,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,31 @@ def test_kubectl_shows_the_jobs_and_the_request(kube_stack: KubeStack) -> None:
     assert request["kind"] == "noop"
     assert request["labels"] == {"team": "vision"}
     assert manifest["metadata"]["labels"]["kubetask.io/job-id"] == job_id
+
+
+def test_a_jobs_times_are_its_task_containers_and_its_jobs_not_the_syncs(
+    kube_stack: KubeStack,
+) -> None:
+    """started_at: when the pod's container began (the kubelet's startedAt); finished_at:
+    when the Job's Complete condition came true; both kept within [created_at, now] (the
+    API server's times are whole seconds)."""
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 2})
+    job = api.wait(job_id)
+    assert job["state"] == "succeeded", job
+    (pod,) = json.loads(
+        kubectl(kube_stack, "get", "pods", "-l", f"job-name=kt-{job_id}", "-o", "json")
+    )["items"]
+    began = datetime.fromisoformat(
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"]
+    )
+    manifest = json.loads(kubectl(kube_stack, "get", "job", f"kt-{job_id}", "-o", "json"))
+    (complete,) = [c for c in manifest["status"]["conditions"] if c["type"] == "Complete"]
+    created = datetime.fromisoformat(job["created_at"])
+    started = max(began, created)
+    assert datetime.fromisoformat(job["started_at"]) == started
+    ended = datetime.fromisoformat(complete["lastTransitionTime"])
+    assert datetime.fromisoformat(job["finished_at"]) == max(ended, started)
 
 
 def test_an_event_is_recorded_on_the_job_at_each_transition(kube_stack: KubeStack) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 from kubetask.controller.backends.local_folders import read_started
@@ -152,6 +153,18 @@ def test_jobs_beyond_the_slots_wait_queued_then_run(fresh_api: ApiServer) -> Non
     assert second_start is not None
     assert str(second_start["started_at"]) >= str(first_exit["finished_at"])
     assert fresh_api.job(second)["started_at"] >= fresh_api.job(first)["finished_at"]
+
+
+def test_a_jobs_start_is_its_tasks_recorded_start(api: ApiServer) -> None:
+    """Not the time the controller's sync saw it running."""
+    job_id = api.submit("noop", {"steps": 2, "step_s": 0.05})
+    job = api.wait(job_id)
+    assert job["state"] == "succeeded", job
+    began = read_started(pod_dir(api, job_id))
+    assert began is not None
+    assert datetime.fromisoformat(job["started_at"]) == datetime.fromisoformat(
+        str(began["started_at"])
+    )
 
 
 def test_large_params_reach_the_task_through_a_file(api: ApiServer) -> None:

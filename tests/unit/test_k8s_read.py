@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from kubetask.controller.backends.k8s_read import latest_pods, observe_job, termination_messages
@@ -92,6 +93,32 @@ def test_between_a_finished_pod_and_the_jobs_verdict_it_stays_running() -> None:
 def test_a_suspended_job_is_queued() -> None:
     suspended = [{"type": "Suspended", "status": "True", "message": "Kueue: no quota"}]
     assert state_of(job(suspended, suspend=True), []) == (JobState.QUEUED, "Suspended")
+
+
+def test_a_job_says_when_its_first_task_container_began() -> None:
+    """Running or terminated since, a pod being deleted included; a waiting container has
+    not begun."""
+
+    def began(state: dict[str, Any], *, created: str, deleted: bool = False) -> dict[str, Any]:
+        p = pod("Running", created=created)
+        p["status"]["containerStatuses"] = [{"name": "task", "state": state}]
+        if deleted:
+            p["metadata"]["deletionTimestamp"] = "2026-01-01T00:09:00Z"
+        return p
+
+    pods = [
+        began({"waiting": {"reason": "ContainerCreating"}}, created="2026-01-01T00:00:00Z"),
+        began({"running": {"startedAt": "2026-01-01T00:03:00Z"}}, created="2026-01-01T00:01:00Z"),
+        began(
+            {"terminated": {"exitCode": 1, "startedAt": "2026-01-01T00:02:30Z"}},
+            created="2026-01-01T00:02:00Z",
+            deleted=True,
+        ),
+    ]
+    assert observe_job(job(active=1), pods).task_started_at == datetime(
+        2026, 1, 1, 0, 2, 30, tzinfo=UTC
+    )
+    assert observe_job(job(active=1), pods[:1]).task_started_at is None
 
 
 def test_the_latest_pod_of_each_index_gives_the_termination_message() -> None:

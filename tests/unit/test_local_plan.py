@@ -293,6 +293,16 @@ def test_observe_reports_only_active_pods_and_container_creating_before_start() 
     )
 
 
+def test_observe_says_when_the_first_task_began_finished_ones_included() -> None:
+    pods = [Pod(index=0, attempt=1, created_at=T0), exited(1, created=3.0), running(created=5.0)]
+    obs = observe(spec(completions=3, parallelism=3), pods, condition=None, waiting_for_slot=None)
+    assert obs.task_started_at == at(3.0)
+    none_began = [Pod(index=0, attempt=1, created_at=T0)]
+    assert (
+        observe(spec(), none_began, condition=None, waiting_for_slot=None).task_started_at is None
+    )
+
+
 # --- Pod ------------------------------------------------------------------------------------
 
 

@@ -259,6 +259,34 @@ def test_a_job_is_dated_from_its_backends_completion_not_from_the_sync() -> None
     assert w.record().status.finished_at == ended  # the sync's clock says T0 + 1 s
 
 
+@pytest.mark.parametrize(
+    ("began", "started_at"),
+    [
+        (T0 + timedelta(milliseconds=300), T0 + timedelta(milliseconds=300)),
+        (T0 - timedelta(seconds=9), T0),  # a node's clock behind: not before its creation
+        (T0 + timedelta(seconds=9), T0 + timedelta(seconds=1)),  # ahead: not after now
+    ],
+    ids=["as-said", "before-creation", "after-now"],
+)
+def test_a_job_starts_when_its_first_task_began_not_when_a_sync_saw_it(
+    began: datetime, started_at: datetime
+) -> None:
+    w = world(record(submitted=True))
+    w.backend.jobs[JOB] = replace(RUNNING, task_started_at=began)
+    w.sync()
+    assert w.record().status.state is JobState.RUNNING
+    assert w.record().status.started_at == started_at  # the sync's clock says T0 + 1 s
+
+
+def test_a_job_seen_only_once_it_ended_starts_when_its_task_began() -> None:
+    began = T0 + timedelta(milliseconds=200)
+    w = world(record(submitted=True))
+    w.bus.left[JOB] = {0: Outcome(ok=True, result={})}
+    w.backend.jobs[JOB] = replace(COMPLETE, task_started_at=began)
+    w.sync()
+    assert w.record().status.started_at == began  # not the Job's start_time, T0
+
+
 def test_a_requested_cancel_deletes_the_backend_job() -> None:
     w = world(record(submitted=True, cancel_requested=True))
     w.backend.jobs[JOB] = RUNNING

@@ -67,6 +67,12 @@ def test_started_at_is_set_on_first_running_and_kept_afterwards() -> None:
     assert again.started_at == T1
 
 
+def test_started_at_is_when_the_backend_says_the_task_began_where_it_says() -> None:
+    running = next_status(JobStatus(), Derived(_S.RUNNING), attempts=1, now=T2, ran_at=T1)
+    assert running is not None
+    assert running.started_at == T1
+
+
 def test_started_at_stays_unset_while_not_running() -> None:
     new = next_status(JobStatus(), Derived(_S.PENDING, "ErrImagePull", "x"), attempts=1, now=T1)
     assert new is not None
