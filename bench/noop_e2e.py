@@ -6,9 +6,11 @@ opened right after the POST; it replays the history, so nothing is missed).
 Baseline: from just before `subprocess.Popen([python, "-m", "kubetask.jobs", "noop"])` to its exit,
 with the same environment a task gets (the same Redis, so it also stores its outcome there).
 
-The kubetask side is broken down with the job view's timestamps: submit -> started (the
-controller), started -> finished (the task process itself, as its supervisor saw it), and
-finished -> seen by the client (exit noticed, state derived, event published and streamed).
+The kubetask side is broken down with the job view's timestamps, which are the backend's:
+submit -> started (the controller and the zygote, until the task's start as the zygote
+recorded it), started -> finished (the task process, until the local Job controller wrote
+its verdict on the exit), and finished -> seen by the client (the state derived, its event
+published and streamed).
 Runs alternate between the two sides, after a few warm-up runs of each that are not counted,
 once the image's zygote forks the tasks (until then they start plainly: `startup` measures
 that).

@@ -13,6 +13,7 @@ each leads before the kind runs. `path_values` finds them all in a kind's params
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -144,23 +145,46 @@ def nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Walked:
+    """A field `path_values` looks into: a path field, or a params model that may hold some."""
+
+    name: str
+    nested: type[BaseModel] | None  # None: a path field
+    ref: tuple[str, tuple[str, ...]] | None = None
+    glob: bool = False
+
+
+@functools.cache
+def _walked(model: type[BaseModel]) -> tuple[_Walked, ...]:
+    """The fields of `model` that `path_values` looks into, worked out once per model (most
+    kinds' params have none: a submission walks nothing)."""
+    walked: list[_Walked] = []
+    for name, field in model.model_fields.items():
+        if is_path_field(field):
+            walked.append(_Walked(name, None, ref_target(field), is_glob_field(field)))
+        elif (nested := nested_model(field.annotation)) is not None:
+            walked.append(_Walked(name, nested))
+    return tuple(walked)
+
+
 def path_values(model: type[BaseModel], params: Mapping[str, Any]) -> list[PathValue]:
     """Every value of a path field in `params` of `model` (its JSON form): fields holding one
     value or a list of them, in nested params models too."""
     found: list[PathValue] = []
-    for name, field in model.model_fields.items():
-        value = params.get(name)
-        if is_path_field(field):
+    for field in _walked(model):
+        value = params.get(field.name)
+        if field.nested is None:
             items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
             for position, item in items:
                 if isinstance(item, str):
-                    loc: Loc = (name,) if position is None else (name, position)
-                    found.append(PathValue(loc, item, ref_target(field), is_glob_field(field)))
-            continue
-        nested = nested_model(field.annotation)
-        if nested is not None and isinstance(value, Mapping):
-            for inner in path_values(nested, value):
-                found.append(PathValue((name, *inner.loc), inner.value, inner.ref, inner.glob))
+                    loc: Loc = (field.name,) if position is None else (field.name, position)
+                    found.append(PathValue(loc, item, field.ref, field.glob))
+        elif isinstance(value, Mapping):
+            for inner in path_values(field.nested, value):
+                found.append(
+                    PathValue((field.name, *inner.loc), inner.value, inner.ref, inner.glob)
+                )
     return found
 
 
