@@ -1,6 +1,6 @@
 """The informer's cache: a version it holds already (the watch echoing the object a create
 answered with) or an older one is no change and wakes nobody; `notify=False` fills the
-cache without a change notice."""
+cache without a change notice; managedFields are never cached."""
 
 from __future__ import annotations
 
@@ -40,3 +40,14 @@ def test_an_object_put_in_without_notice_is_cached_and_its_echo_wakes_nobody() -
     assert jobs.get("kt-0000000000abcdef") == job("5")
     jobs.upsert(job("7"))  # the Job controller's status write
     assert changed == ["7"]
+
+
+def test_managed_fields_are_left_out_of_the_cache() -> None:
+    """As client-go's TransformStripManagedFields: most of an object's parts, never read."""
+    changed: list[str] = []
+    jobs = informer(changed)
+    served = job("5")
+    served["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
+    jobs.upsert(served)
+    assert jobs.get("kt-0000000000abcdef") == job("5")
+    assert changed == ["5"]
