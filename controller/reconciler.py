@@ -337,11 +337,18 @@ class Reconciler:
             return
         if status.state.terminal and self._on_end is not None:
             self._on_end(job_id)
+        await self._after_transition(record, status)
+
+    async def _after_transition(self, record: JobRecord, status: JobStatus) -> None:
+        """Trace a new state or reason on the backend's job (a Kubernetes Event: not for a
+        changed message alone), then tell whoever listens; neither ever blocks the state."""
+        job_id = record.id
         try:
-            await self._backend.record_transition(job_id, status)
+            if (status.state, status.reason) != (record.status.state, record.status.reason):
+                await self._backend.record_transition(job_id, status)
             if self._on_transition is not None:
                 await self._on_transition(record, status)
-        except Exception as exc:  # a trace or a notification never blocks the state
+        except Exception as exc:
             log.warning("after the transition of %s to %s", job_id, status.state, exc_info=True)
             if isinstance(exc, BackendError) and exc.retry_after_s:  # the API asked for a pause
                 loop_time = asyncio.get_running_loop().time()

@@ -119,6 +119,7 @@ class FakeBackend:
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.observed: list[str] = []
+        self.traced: list[tuple[JobState, str | None, str | None]] = []  # Events written
 
     async def start(self) -> None:
         return None
@@ -146,7 +147,7 @@ class FakeBackend:
         return None
 
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
-        return None
+        self.traced.append((status.state, status.reason, status.message))
 
     def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
         return BackendRef(backend="fake", name=job_id)
@@ -285,6 +286,28 @@ def test_a_job_seen_only_once_it_ended_starts_when_its_task_began() -> None:
     w.backend.jobs[JOB] = replace(COMPLETE, task_started_at=began)
     w.sync()
     assert w.record().status.started_at == began  # not the Job's start_time, T0
+
+
+def test_a_changed_message_alone_is_saved_but_traces_no_event() -> None:
+    """An Event on the backend's job for each new state or reason: the Job controller
+    marking a suspended Job `Suspended` (its own words) is no transition of the job."""
+    w = world(record(submitted=True))
+    w.backend.jobs[JOB] = Observation(suspended=True)
+    w.sync()
+    marked = Condition("Suspended", reason="JobSuspended", message="Job suspended")
+    w.backend.jobs[JOB] = Observation(suspended=True, conditions=(marked,))
+    w.sync()
+    w.backend.jobs[JOB] = RUNNING
+    w.sync()
+    assert [(s.state, s.message) for _, s in w.store.saved] == [
+        (JobState.QUEUED, "waiting for admission by the queue"),
+        (JobState.QUEUED, "Job suspended"),
+        (JobState.RUNNING, None),
+    ]
+    assert w.backend.traced == [
+        (JobState.QUEUED, "Suspended", "waiting for admission by the queue"),
+        (JobState.RUNNING, None, None),
+    ]
 
 
 def test_a_requested_cancel_deletes_the_backend_job() -> None:
