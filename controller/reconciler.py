@@ -4,7 +4,7 @@ function, and writes the status (and one state event) only when it changed.
 
 One job is synced by one worker at a time; a change that arrives meanwhile syncs it again.
 Unfinished jobs are all re-synced on start and every `resync_s`, so nothing depends on an
-event having been seen. A job whose sync failed is not synced again (whatever wakes it)
+event having been seen; those syncs queue behind every change (controller/workqueue.py). A job whose sync failed is not synced again (whatever wakes it)
 before its back-off has passed: exponential per job (`RetryPolicy`), with jitter so that
 jobs failed together do not retry together, and never shorter than a `Retry-After` the
 backend was told; the first sync that gets through resets it. A create the backend refuses
@@ -33,6 +33,7 @@ from kubetask.controller.records import JobRecord, JobStatus, next_status
 from kubetask.controller.states import JobFacts, Observation, derive_state
 from kubetask.controller.store import Maintained, Store
 from kubetask.controller.wakeups import WakeUps
+from kubetask.controller.workqueue import WorkQueue
 from kubetask.kinds import Merge
 from kubetask.models import JobState, Outcome
 
@@ -117,8 +118,7 @@ class Reconciler:
         self._on_end = on_end
         self._failures: dict[str, int] = {}  # job id -> syncs failed in a row
         self._errors: dict[str, tuple[str, int]] = {}  # job id -> (unexpected error, in a row)
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._queued: set[str] = set()
+        self._queue = WorkQueue()
         self._busy: set[str] = set()
         self._again: set[str] = set()  # to sync again after the sync in progress
         # ... for a change the backend told of: unless that sync has yet to observe the job
@@ -137,9 +137,10 @@ class Reconciler:
         elif self._wakeups is not None:
             self._wakeups.announce(job_id)
 
-    def _wake(self, job_id: str, *, observable: bool = False) -> None:
+    def _wake(self, job_id: str, *, observable: bool = False, resync: bool = False) -> None:
         """Sync the job soon; `observable`: the backend told of a change, which a sync in
-        progress sees if it has not observed the job yet (its observe comes after)."""
+        progress sees if it has not observed the job yet (its observe comes after);
+        `resync`: no change, the periodic look at every job (after every change queued)."""
         if not self._leading:
             return
         wait = self._not_before.get(job_id, 0.0) - asyncio.get_running_loop().time()
@@ -151,9 +152,8 @@ class Reconciler:
         self._not_before.pop(job_id, None)
         if job_id in self._busy:
             (self._again_observed if observable else self._again).add(job_id)
-        elif job_id not in self._queued:
-            self._queued.add(job_id)
-            self._queue.put_nowait(job_id)
+        else:
+            self._queue.put(job_id, urgent=not resync)
 
     def _undefer(self, job_id: str) -> None:
         self._deferred.discard(job_id)
@@ -167,8 +167,7 @@ class Reconciler:
 
     async def lead(self) -> None:
         """Reconcile until cancelled (the leader's work); every unfinished job first."""
-        self._queue = asyncio.Queue()
-        self._queued.clear()
+        self._queue = WorkQueue()
         self._again.clear()
         self._again_observed.clear()
         self._leading = True
@@ -189,7 +188,7 @@ class Reconciler:
             self._resync_soon.clear()
             try:
                 for job_id in await self._store.unfinished():
-                    self._wake(job_id)
+                    self._wake(job_id, resync=True)
                 self.ready.set()
                 now = asyncio.get_running_loop().time()
                 self._not_before = {k: t for k, t in self._not_before.items() if t > now}
@@ -223,7 +222,6 @@ class Reconciler:
     async def _work(self) -> None:
         while True:
             job_id = await self._queue.get()
-            self._queued.discard(job_id)
             self._busy.add(job_id)
             try:
                 await self.sync(job_id)

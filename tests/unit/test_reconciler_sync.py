@@ -445,6 +445,51 @@ def test_a_burst_of_submissions_is_created_sixteen_at_a_time() -> None:
     assert backend.most_in_flight == 16
 
 
+class SlowObserves(FakeBackend):
+    """Each observe takes a while; notes how many were done when a job was created."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observed_before: dict[str, int] = {}
+        self.observing = asyncio.Event()
+        self.created_one = asyncio.Event()
+
+    async def observe(self, job_id: str) -> Observation | None:
+        self.observing.set()
+        await asyncio.sleep(0.002)
+        return await super().observe(job_id)
+
+    async def create(self, spec: TaskSpec) -> None:
+        self.observed_before[spec.job_id] = len(self.observed)
+        self.created_one.set()
+        await super().create(spec)
+
+
+def test_a_submission_waits_for_no_resync_of_the_jobs_already_open() -> None:
+    """The resync's look at every open job queues behind the changes."""
+    open_ids = [f"{i:016x}" for i in range(1, 301)]
+    w = world(*(record(i, submitted=True) for i in open_ids), backend=SlowObserves())
+    backend = cast(SlowObserves, w.backend)
+    for job_id in open_ids:
+        backend.jobs[job_id] = RUNNING
+    new = "00000000000fffff"
+
+    async def scenario() -> None:
+        task = asyncio.create_task(w.reconciler.lead())
+        try:
+            await asyncio.wait_for(backend.observing.wait(), 5)  # the start's resync is on
+            w.store.records[new] = record(new)
+            w.reconciler.enqueue(new)
+            await asyncio.wait_for(backend.created_one.wait(), 5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert backend.observed_before[new] < 50  # the workers' syncs in flight, not 300
+
+
 class TellingBackend(FakeBackend):
     """Tells of a change as it creates the job (the local backend starts its pod then) and,
     with `starts_later`, of one more right after the sync's observe (the pod started)."""
