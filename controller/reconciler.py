@@ -4,11 +4,12 @@ function, and writes the status (and one state event) only when it changed.
 
 One job is synced by one worker at a time; a change that arrives meanwhile syncs it again.
 Unfinished jobs are all re-synced on start and every `resync_s`, so nothing depends on an
-event having been seen; those syncs queue behind every change (controller/workqueue.py). A job whose sync failed is not synced again (whatever wakes it)
-before its back-off has passed: exponential per job (`RetryPolicy`), with jitter so that
-jobs failed together do not retry together, and never shorter than a `Retry-After` the
-backend was told; the first sync that gets through resets it. A create the backend refuses
-for good (CreateRejected) is no failure of the sync: the job fails with the refusal's words.
+event having been seen; those syncs queue behind every change (controller/workqueue.py).
+A job whose sync failed is not synced again (whatever wakes it) before its back-off has
+passed: exponential per job (`RetryPolicy`), with jitter so that jobs failed together do
+not retry together, and never shorter than a `Retry-After` the backend was told; the first
+sync that gets through resets it. A create the backend refuses for good (CreateRejected) is
+no failure of the sync: the job fails with the refusal's words.
 
 With several replicas only the leader reconciles (`lead()`, run while it holds the Lease:
 controller/leader.py); the others drop their backends' change notices and announce the jobs

@@ -19,9 +19,6 @@ class WorkQueue:
         self._queued: dict[str, bool] = {}  # id -> urgent; its entry in the other deque is stale
         self._count = asyncio.Semaphore(0)  # one per queued id: a put wakes one getter
 
-    def __contains__(self, job_id: str) -> bool:
-        return job_id in self._queued
-
     def __len__(self) -> int:
         return len(self._queued)
 
