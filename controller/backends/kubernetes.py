@@ -40,6 +40,8 @@ from kubetask.controller.backends.k8s_read import (
     event_job_id,
     latest_pods,
     observe_job,
+    slim_job,
+    slim_pod,
     termination_messages,
 )
 from kubetask.controller.best_effort import BestEffortWriter, InFlight
@@ -132,7 +134,11 @@ class KubernetesBackend:
         labels = selector(cluster)
         self.namespaces = sorted({cluster.namespace, *self._tenant_namespaces.values()})
         self._jobs = self._informers_of(
-            "jobs", self._batch.list_namespaced_job, selector=labels, on_change=self._changed
+            "jobs",
+            self._batch.list_namespaced_job,
+            selector=labels,
+            on_change=self._changed,
+            transform=slim_job,
         )
         self._pods = self._informers_of(
             "pods",
@@ -140,6 +146,7 @@ class KubernetesBackend:
             selector=labels,
             on_change=self._changed,
             index_label=LABEL_JOB_ID,
+            transform=slim_pod,
         )
         # Events have no labels: they are the Job controller's, about any Job; the name of
         # the Job they are about says which job (the uid, which Job of that name)

@@ -51,3 +51,18 @@ def test_managed_fields_are_left_out_of_the_cache() -> None:
     jobs.upsert(served)
     assert jobs.get("kt-0000000000abcdef") == job("5")
     assert changed == ["5"]
+
+
+def test_what_is_cached_is_the_transform_of_what_was_served() -> None:
+    changed: list[str] = []
+    pods = Informer(
+        name="pods/ml",
+        list_fn=lambda *args, **kwargs: None,
+        namespace="ml",
+        on_change=lambda obj: changed.append(obj["metadata"]["resourceVersion"]),
+        transform=lambda obj: {"metadata": obj["metadata"]},
+    )
+    served = {**job("3"), "spec": {"containers": [{"name": "task"}]}}
+    pods.upsert(served)
+    assert pods.get("kt-0000000000abcdef") == job("3")
+    assert changed == ["3"]

@@ -16,6 +16,8 @@ from kubetask.controller.backends.k8s_read import (
     observe_job,
     parse_time,
     pod_facts,
+    slim_job,
+    slim_pod,
 )
 from kubetask.controller.states import Derived, JobFacts, derive_state
 from kubetask.models import JobState
@@ -354,3 +356,34 @@ def test_api_message_reads_the_status_body() -> None:
     )
     assert api_message(b"<html>forbidden</html>", "Forbidden") == "Forbidden"
     assert api_message(None, None)
+
+
+# --- what the informers cache ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job", "pods"),
+    [
+        (real_job(active=1), [real_pod("Running", state=RUNNING)]),
+        (real_job(failed=1), [failed_pod(tracked=False)]),
+        (real_job(suspend=True), []),
+        (
+            real_job(active=1, terminating=1),
+            [real_pod("Running", state=RUNNING, deleted="2026-03-01T12:01:00Z")],
+        ),
+        (
+            real_job(conditions=[_condition("Failed", "True", "BackoffLimitExceeded")], failed=2),
+            [failed_pod(tracked=True), failed_pod(tracked=False)],
+        ),
+    ],
+    ids=["running", "retrying", "suspended", "terminating", "failed"],
+)
+def test_a_job_and_pods_as_cached_are_observed_as_served(job: Obj, pods: list[Obj]) -> None:
+    """The informers keep only what observe_job reads (no pod template, no managedFields)."""
+    served = copy.deepcopy(job)
+    served["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
+    served["spec"]["template"] = {"spec": {"containers": [{"name": "task", "image": "x"}]}}
+    cached = slim_job(served)
+    assert "template" not in cached["spec"]
+    assert "managedFields" not in cached["metadata"]
+    assert observe_job(cached, [slim_pod(p) for p in pods]) == observe_job(served, pods)
