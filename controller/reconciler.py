@@ -320,18 +320,21 @@ class Reconciler:
                 completions=record.request.completions,
                 merge=self._merges.get(record.request.kind),
             )
+        # after the observation: a time the backend recorded before it is not ahead of ours
+        # (`now` is from before the create, which may start the task)
+        seen = self._clock()
         status = next_status(
             record.status,
             derived,
             attempts=observation.attempts if observation else 0,
-            now=now,
+            now=seen,
             result=result,
             error=error,
-            ran_at=ran_at(observation, created=record.created_at, now=now),
+            ran_at=ran_at(observation, created=record.created_at, now=seen),
         )
         if status is None:
             return
-        if not await self._store.save_status(record, status, at=now):  # with its state event
+        if not await self._store.save_status(record, status, at=seen):  # with its state event
             self.enqueue(job_id)  # cancelled meanwhile: derive again
             return
         if status.state.terminal and self._on_end is not None:

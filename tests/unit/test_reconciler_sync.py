@@ -279,6 +279,27 @@ def test_a_job_starts_when_its_first_task_began_not_when_a_sync_saw_it(
     assert w.record().status.started_at == started_at  # the sync's clock says T0 + 1 s
 
 
+class StartsAsItCreates(FakeBackend):
+    """Starts the task as it creates the job, as the local backend does: after the sync
+    read its clock, before it observes."""
+
+    clock: list[datetime]
+
+    async def create(self, spec: TaskSpec) -> None:
+        await super().create(spec)
+        self.clock[0] += timedelta(milliseconds=3)
+        self.jobs[spec.job_id] = replace(RUNNING, task_started_at=self.clock[0])
+
+
+def test_a_task_started_by_the_sync_itself_is_dated_when_it_started() -> None:
+    w = world(backend=StartsAsItCreates())
+    backend = cast(StartsAsItCreates, w.backend)
+    backend.clock = w.now
+    w.sync()
+    assert w.record().status.state is JobState.RUNNING
+    assert w.record().status.started_at == w.now[0]  # not the clock's reading before create
+
+
 def test_a_job_seen_only_once_it_ended_starts_when_its_task_began() -> None:
     began = T0 + timedelta(milliseconds=200)
     w = world(record(submitted=True))
