@@ -31,6 +31,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from pydantic import JsonValue
+from urllib3.exceptions import HTTPError
 
 from kubetask.controller.backends.base import BackendError, CreateRejected, TaskSpec
 from kubetask.controller.backends.informer import Informer
@@ -88,16 +89,18 @@ def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
-def _json(response: Any) -> Obj:
-    data: Obj = json.loads(response.data)
+def read_json(fn: Callable[..., Any], *args: Any, **kw: Any) -> Obj:
+    """`fn(*args, **kw)` with its answer's body read, and parsed, by the caller's thread
+    (not after, on the event loop: reading it can block, or find the connection cut)."""
+    data: Obj = json.loads(fn(*args, _preload_content=False, **kw).data)
     return data
 
 
-def post_job(api: k8s.ApiClient, namespace: str, manifest: Obj) -> Any:
+def post_job(api: k8s.ApiClient, namespace: str, manifest: Obj) -> Obj:
     """`create_namespaced_job` as the generated method sends it (the client's own
     serialization, auth and connection pool; non-2xx raised as ApiException), without
     first validating the manifest into a `V1Job` model and back: that took ~0.2 ms of CPU
-    per create in the process that also serves the API. The answer's body unread."""
+    per create in the process that also serves the API. The created Job, as JSON."""
     request = api.param_serialize(
         method="POST",
         resource_path="/apis/batch/v1/namespaces/{namespace}/jobs",
@@ -110,7 +113,8 @@ def post_job(api: k8s.ApiClient, namespace: str, manifest: Obj) -> Any:
     if not 200 <= response.status <= 299:
         response.read()  # type: ignore[no-untyped-call]
         raise ApiException.from_response(http_resp=response, body=None, data=None)
-    return response.response
+    data: Obj = json.loads(response.read())  # type: ignore[no-untyped-call]
+    return data
 
 
 class KubernetesBackend:
@@ -253,7 +257,8 @@ class KubernetesBackend:
         **kw: Any,
     ) -> T | None:
         """One API call in a thread; None for the statuses in `ok`; those in `rejected` as
-        CreateRejected (with the API's message); others as BackendError."""
+        CreateRejected (with the API's message); others, and every way the connection can
+        fail (refused, reset, cut before or during the answer, timed out), as BackendError."""
         try:
             call = functools.partial(fn, *args, **kw)
             return await asyncio.get_running_loop().run_in_executor(self._calls, call)
@@ -266,18 +271,13 @@ class KubernetesBackend:
                 f"kubernetes API: {exc.status} {exc.reason}",
                 retry_after_s=retry_after_s(exc.headers),
             ) from exc
-        except OSError as exc:  # connection refused, reset, timeouts (urllib3 wraps in these)
+        except (OSError, HTTPError) as exc:
             raise BackendError(f"kubernetes API unreachable: {exc}") from exc
 
     async def _read_job(self, name: str, namespace: str) -> Obj | None:
-        response = await self._call(
-            self._batch.read_namespaced_job,
-            name,
-            namespace,
-            _preload_content=False,
-            ok=(404,),
+        return await self._call(
+            read_json, self._batch.read_namespaced_job, name, namespace, ok=(404,)
         )
-        return _json(response) if response is not None else None
 
     # -- the Backend interface -----------------------------------------------------------
     async def create(self, spec: TaskSpec) -> None:
@@ -288,14 +288,9 @@ class KubernetesBackend:
         namespace = self.namespace_for(spec.tenant)
         cluster = self._cluster_for(namespace)
         manifest = build_job(spec, cluster)
-        response = await self._call(
+        job = await self._call(
             post_job, self._api, namespace, manifest, ok=(409,), rejected=REJECTED
-        )
-        job = (
-            _json(response)
-            if response is not None
-            else await self._read_job(job_name(spec.job_id), namespace)
-        )
+        ) or await self._read_job(job_name(spec.job_id), namespace)
         if job is None:
             raise BackendError(f"job {spec.job_id} neither created nor found")
         # in the cache without a change notice: the sync creating it goes on to observe it

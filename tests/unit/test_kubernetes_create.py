@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from http.client import RemoteDisconnected
 from typing import Any, cast
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import RESTClientObject, RESTResponse
+from urllib3.exceptions import ProtocolError
 
 from kubetask.controller.backends.base import BackendError, CreateRejected, TaskSpec
 from kubetask.controller.backends.informer import Informer
@@ -130,6 +132,26 @@ def test_a_create_that_cannot_reach_the_api_stays_retryable() -> None:
     assert not isinstance(error, CreateRejected)
 
 
+CUT_OFF = ProtocolError(
+    "Connection aborted.", RemoteDisconnected("Remote end closed connection without response")
+)
+
+
+def test_a_create_cut_off_before_its_answer_stays_retryable() -> None:
+    """urllib3 does not retry a POST whose connection drops before the answer, and raises
+    its own ProtocolError (no OSError): still a passing fault, never a failed job."""
+    _, error = asyncio.run(_create([CUT_OFF]))
+    assert isinstance(error, BackendError)
+    assert not isinstance(error, CreateRejected)
+
+
+def test_a_read_cut_off_after_the_create_found_the_job_existing_stays_retryable() -> None:
+    exists = status_error(409, "AlreadyExists", "already exists")
+    api, error = asyncio.run(_create([exists, CUT_OFF]))
+    assert isinstance(error, BackendError)
+    assert len(api.calls) == 2
+
+
 def test_a_job_that_exists_already_is_created() -> None:
     job = {"metadata": {"name": "kt-0000000000abcdef", "uid": "u", "resourceVersion": "5"}}
     exists = status_error(409, "AlreadyExists", "already exists")
@@ -195,7 +217,7 @@ def test_post_job_sends_what_the_generated_method_sends() -> None:
     assert ours == generated
     assert ours[3] == manifest
     assert ours[2]["authorization"] == "Bearer t0ken"
-    assert json.loads(answer.data) == {"metadata": {"name": "kt-0000000000abcdef"}}
+    assert answer == {"metadata": {"name": "kt-0000000000abcdef"}}
 
 
 # --- the events informer ----------------------------------------------------------------------
