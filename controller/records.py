@@ -118,7 +118,7 @@ def next_status(
     """The status after observing `derived`, or None when nothing changes (or may not).
     `ran_at`: when the job's first task began running, if the backend says (else a job
     starts when a sync first sees it running, or, seen only once it ended, then). A job ends
-    when the backend's condition says it did (`derived.at`, as a Job's completion time),
+    when the backend's condition says it did (`derived.at`, when a Job's outcome was decided),
     else now: not when this sync came to see it."""
     if current.state.terminal:
         return None

@@ -119,6 +119,14 @@ class Derived:
     at: datetime | None = None  # when the backend's condition that decided it became so
 
 
+# a Job's outcome, by the conditions that say it: the final one first, then the early word the
+# Job controller writes as soon as the outcome is decided (its pods may still be stopping)
+OUTCOME_CONDITIONS = (
+    (_S.FAILED, ("Failed", "FailureTarget")),
+    (_S.SUCCEEDED, ("Complete", "SuccessCriteriaMet")),
+)
+
+
 def derive_state(facts: JobFacts) -> Derived:
     """The job's state, read off the facts. Order matters: the first rule that holds wins."""
     obs = facts.observation
@@ -136,15 +144,12 @@ def derive_state(facts: JobFacts) -> Derived:
         if facts.submitted:
             return Derived(_S.FAILED, "JobDeleted", "the Job was deleted outside kubetask")
         return Derived(_S.QUEUED, "Accepted", "accepted; creating the Job")
-    for type_, state in (
-        ("Failed", _S.FAILED),
-        ("FailureTarget", _S.FAILED),
-        ("Complete", _S.SUCCEEDED),
-        ("SuccessCriteriaMet", _S.SUCCEEDED),
-    ):
-        cond = obs.condition(type_)
-        if cond is not None:
-            return Derived(state, cond.reason or type_, cond.message, at=cond.at)
+    for state, types in OUTCOME_CONDITIONS:
+        said = [c for c in map(obs.condition, types) if c is not None]
+        if said:  # the final word's reason; the time the outcome was first decided
+            final = said[0]
+            decided = min((c.at for c in said if c.at is not None), default=None)
+            return Derived(state, final.reason or final.type, final.message, at=decided)
     running = any(pod.phase == "Running" for pod in obs.pods)
     if facts.start_deadline_passed and not running:
         return Derived(

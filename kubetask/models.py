@@ -300,7 +300,8 @@ class JobView(_Strict):
     )
     finished_at: datetime | None = Field(
         None,
-        description="When it ended: its Job's final condition, or the cancel or timeout.",
+        description="When it ended: when its Job's outcome was decided (the first condition "
+        "saying it), or the cancel or timeout.",
     )
     attempts: int = 0
     labels: dict[str, str] = Field(default_factory=dict)

@@ -117,6 +117,25 @@ def test_a_condition_without_reason_uses_its_type_as_reason(condition_type: str)
     assert derived.reason == condition_type
 
 
+@pytest.mark.parametrize(
+    ("final", "early", "state"),
+    [("Complete", "SuccessCriteriaMet", _S.SUCCEEDED), ("Failed", "FailureTarget", _S.FAILED)],
+)
+def test_a_job_ends_when_its_outcome_was_decided_however_late_the_final_word_is_seen(
+    final: str, early: str, state: JobState
+) -> None:
+    """The Job controller writes the early condition as soon as the outcome is decided and
+    the final one once the pods stopped (a second or more later): seen together or one by
+    one, the job ended at the early one's time, with the final one's reason."""
+    decided = datetime(2026, 3, 1, 12, 0, 25, tzinfo=UTC)
+    said = Condition(early, reason="Early", at=decided)
+    final_word = Condition(final, reason="Final", at=decided.replace(second=26))
+    alone = derive(Observation(conditions=(said,)))
+    both = derive(Observation(conditions=(said, final_word)))
+    assert (alone.state, alone.at) == (both.state, both.at) == (state, decided)
+    assert (alone.reason, both.reason) == ("Early", "Final")
+
+
 def test_failed_wins_over_complete_when_both_are_present() -> None:
     obs = Observation(conditions=(Condition("Complete"), Condition("Failed", reason="X")))
     assert derive(obs).state is _S.FAILED
