@@ -174,7 +174,9 @@ def _created(bench: KubeBench, count: int, round_: int) -> float:
         queue="bench",
     )
     batch: Any = k8s.BatchV1Api(bench.core)
-    cluster = ClusterSettings(namespace=NAMESPACE)
+    # the same Jobs, of another installation: kubetask's informers do not watch them (its
+    # controller would spend CPU on every one, the raw loop's time)
+    cluster = ClusterSettings(namespace=NAMESPACE, instance="raw")
 
     def create(i: int) -> None:
         manifest = build_job(replace(template, job_id=f"raw{round_:03d}{i:010d}"), cluster)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from http.client import RemoteDisconnected
 from typing import Any, cast
 
@@ -19,8 +21,16 @@ from urllib3.exceptions import ProtocolError
 from kubetask.controller.backends.base import BackendError, CreateRejected, TaskSpec
 from kubetask.controller.backends.informer import Informer
 from kubetask.controller.backends.k8s_read import event_job_id
-from kubetask.controller.backends.kubernetes import EVENTS_SELECTOR, KubernetesBackend, post_job
-from kubetask.controller.manifests import ClusterSettings, build_job
+from kubetask.controller.backends.kubernetes import (
+    EVENTS,
+    EVENTS_SELECTOR,
+    JOBS,
+    KubernetesBackend,
+    post,
+)
+from kubetask.controller.manifests import ClusterSettings, build_event, build_job
+from kubetask.controller.records import JobStatus
+from kubetask.models import JobState
 
 SPEC = TaskSpec(
     job_id="0000000000abcdef",
@@ -201,21 +211,44 @@ class Sent:
         return RESTResponse(Answer(201, "Created", {"metadata": {"name": "kt-0000000000abcdef"}}))
 
 
-def test_post_job_sends_what_the_generated_method_sends() -> None:
-    """The create skips the generated method's model round trip, not its request: the same
-    method, URL, headers (the token included) and body."""
+def _job_and_event() -> tuple[dict[str, Any], dict[str, Any]]:
+    job = build_job(SPEC, ClusterSettings(namespace="ml", artifacts_claim=None))
+    job["metadata"]["uid"] = "u1"
+    status = JobStatus(state=JobState.QUEUED, reason="Suspended", message="waiting")
+    return job, build_event(job, status, now=datetime.now(UTC), reporting_instance="api-0")
+
+
+def _times_parsed(body: dict[str, Any]) -> dict[str, Any]:
+    times = ("firstTimestamp", "lastTimestamp")
+    return {k: datetime.fromisoformat(v) if k in times else v for k, v in body.items()}
+
+
+@pytest.mark.parametrize(
+    ("collection", "generated", "which"),
+    [
+        (JOBS, lambda api: k8s.BatchV1Api(api).create_namespaced_job, 0),
+        (EVENTS, lambda api: k8s.CoreV1Api(api).create_namespaced_event, 1),
+    ],
+    ids=["job", "event"],
+)
+def test_post_sends_what_the_generated_method_sends(
+    collection: str, generated: Callable[[k8s.ApiClient], Any], which: int
+) -> None:
+    """A create skips the generated method's model round trip, not its request: the same
+    method, URL, headers (the token included) and body (an Event's times as the API server
+    writes them, `Z`; the model writes `+00:00`)."""
     api = k8s.ApiClient(
         k8s.Configuration(host="http://kube", api_key={"BearerToken": "Bearer t0ken"})
     )
     sent = Sent()
     api.rest_client = cast(RESTClientObject, sent)
-    manifest = build_job(SPEC, ClusterSettings(namespace="ml", artifacts_claim=None))
-    generated_method: Any = k8s.BatchV1Api(api).create_namespaced_job  # typed for a V1Job
-    generated_method("ml", manifest, _preload_content=False)
-    answer = post_job(api, "ml", manifest)
-    generated, ours = sent.requests
-    assert ours == generated
+    manifest = _job_and_event()[which]
+    generated(api)("ml", manifest, _preload_content=False)  # typed for its model
+    answer = post(api, collection, "ml", manifest)
+    generated_request, ours = sent.requests
+    assert ours[:3] == generated_request[:3]
     assert ours[3] == manifest
+    assert _times_parsed(ours[3]) == _times_parsed(generated_request[3])
     assert ours[2]["authorization"] == "Bearer t0ken"
     assert answer == {"metadata": {"name": "kt-0000000000abcdef"}}
 
