@@ -119,6 +119,8 @@ class Derived:
     at: datetime | None = None  # when the backend's condition that decided it became so
 
 
+WAITING_FOR_QUEUE = "waiting for admission by the queue"
+
 # a Job's outcome, by the conditions that say it: the final one first, then the early word the
 # Job controller writes as soon as the outcome is decided (its pods may still be stopping)
 OUTCOME_CONDITIONS = (
@@ -155,10 +157,11 @@ def derive_state(facts: JobFacts) -> Derived:
         return Derived(
             _S.FAILED, "StartTimeout", "the job did not start within start_timeout_s", stop=True
         )
+    if obs.suspended:  # held by its spec: the Job controller's "Job suspended" says no more
+        return Derived(_S.QUEUED, "Suspended", obs.suspended_message or WAITING_FOR_QUEUE)
     suspended = obs.condition("Suspended")
-    if obs.suspended or suspended is not None:
-        message = obs.suspended_message or (suspended.message if suspended else None)
-        return Derived(_S.QUEUED, "Suspended", message or "waiting for admission by the queue")
+    if suspended is not None:  # let go, but its pods are not made yet
+        return Derived(_S.QUEUED, "Suspended", suspended.message or WAITING_FOR_QUEUE)
     if running:
         return Derived(_S.RUNNING)
     return _pending(obs, ran=facts.ran)

@@ -310,25 +310,44 @@ def test_a_job_seen_only_once_it_ended_starts_when_its_task_began() -> None:
 
 
 def test_a_changed_message_alone_is_saved_but_traces_no_event() -> None:
-    """An Event on the backend's job for each new state or reason: the Job controller
-    marking a suspended Job `Suspended` (its own words) is no transition of the job."""
+    """An Event on the backend's job for each new state or reason: the scheduler's words
+    changing while the pod waits is no transition of the job."""
+    w = world(record(submitted=True))
+    for nodes in (3, 4):
+        unschedulable = PodFacts(
+            "Pending",
+            unscheduled_reason="Unschedulable",
+            unscheduled_message=f"0/{nodes} nodes are available: Insufficient nvidia.com/gpu.",
+        )
+        w.backend.jobs[JOB] = Observation(active=1, pods=(unschedulable,))
+        w.sync()
+    w.backend.jobs[JOB] = RUNNING
+    w.sync()
+    three, four = (f"0/{n} nodes are available: Insufficient nvidia.com/gpu." for n in (3, 4))
+    assert [(s.state, s.message) for _, s in w.store.saved] == [
+        (JobState.PENDING, three),
+        (JobState.PENDING, four),
+        (JobState.RUNNING, None),
+    ]
+    assert w.backend.traced == [
+        (JobState.PENDING, "Unschedulable", three),
+        (JobState.RUNNING, None, None),
+    ]
+
+
+def test_the_job_controller_marking_a_suspended_job_suspended_changes_nothing() -> None:
+    """Its generic words ("Job suspended") would only replace kubetask's own: no write, no
+    state event, no Event."""
     w = world(record(submitted=True))
     w.backend.jobs[JOB] = Observation(suspended=True)
     w.sync()
     marked = Condition("Suspended", reason="JobSuspended", message="Job suspended")
     w.backend.jobs[JOB] = Observation(suspended=True, conditions=(marked,))
     w.sync()
-    w.backend.jobs[JOB] = RUNNING
-    w.sync()
-    assert [(s.state, s.message) for _, s in w.store.saved] == [
-        (JobState.QUEUED, "waiting for admission by the queue"),
-        (JobState.QUEUED, "Job suspended"),
-        (JobState.RUNNING, None),
+    assert [(s.state, s.reason, s.message) for _, s in w.store.saved] == [
+        (JobState.QUEUED, "Suspended", "waiting for admission by the queue")
     ]
-    assert w.backend.traced == [
-        (JobState.QUEUED, "Suspended", "waiting for admission by the queue"),
-        (JobState.RUNNING, None, None),
-    ]
+    assert len(w.backend.traced) == 1
 
 
 def test_a_requested_cancel_deletes_the_backend_job() -> None:
