@@ -293,9 +293,14 @@ class KubernetesBackend:
         namespace = self.namespace_for(spec.tenant)
         cluster = self._cluster_for(namespace)
         manifest = build_job(spec, cluster)
-        job = await self._call(
+        created = await self._call(
             post, self._api, JOBS, namespace, manifest, ok=(409,), rejected=REJECTED
-        ) or await self._read_job(job_name(spec.job_id), namespace)
+        )
+        job = (
+            created
+            if created is not None
+            else await self._read_job(job_name(spec.job_id), namespace)
+        )
         if job is None:
             raise BackendError(f"job {spec.job_id} neither created nor found")
         # in the cache without a change notice: the sync creating it goes on to observe it
