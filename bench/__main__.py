@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--full] [--only NAME,...]`: run the figures (relay, startup, zygote,
-noop, submissions, queue, kube, train, explain, gan, celery) against one set of servers, print
-a table and write bench/out/results.json."""
+noop, submissions, queue, kube, kube-queue, train, explain, gan, celery) against one set of
+servers, print a table and write bench/out/results.json."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from bench import (
     explain_attribution,
     gan_epoch,
     kube,
+    kube_queue,
     local_queue,
     noop_e2e,
     relay,
@@ -40,6 +41,7 @@ FIGURES: dict[str, Callable[[Bench, Counts], Figure]] = {
     "submissions": submissions.run,
     "queue": local_queue.run,
     "kube": kube.run,
+    "kube-queue": kube_queue.run,
     "train": train_loop.run,
     "explain": explain_attribution.run,
     "gan": gan_epoch.run,

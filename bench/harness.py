@@ -180,6 +180,20 @@ def latency_rows(kubetask_ms: Sequence[float], baseline_ms: Sequence[float]) -> 
     ]
 
 
+def resident_mib(pid: int) -> float:
+    """A process's resident memory (NaN if /proc does not say)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Linear interpolation between closest ranks (numpy's default); NaN when empty."""
     if not values:

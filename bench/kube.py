@@ -191,8 +191,7 @@ def _submitted(bench: KubeBench, count: int) -> float:
     arrivals.wait(timeout_s=120)  # accepted -> created by the reconciler
     rate = count / (time.perf_counter() - start)
     _settle(
-        lambda: _all_marked(bench, labels, count)
-        and _queued_events(bench) >= events_before + count
+        lambda: _all_marked(bench, labels, count) and _queued_events(bench) >= events_before + count
     )
     return rate
 

@@ -21,11 +21,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import redis
 
-from bench.harness import Bench, Counts, Figure, Row, median, percentile, rounded
+from bench.harness import Bench, Counts, Figure, Row, median, percentile, resident_mib, rounded
 from kubetask import keys
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_folders import read_started
@@ -125,13 +124,6 @@ def all_ready(zygotes: Zygotes) -> bool:
     """Whether the zygote of each kind is ready; each one that is not is asked to start."""
     ready = {kind: zygotes.ready(spec("warm", kind)) for kind in KINDS}
     return all(ready.values())
-
-
-def resident_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(bench: Bench, counts: Counts) -> Figure:
