@@ -5,6 +5,8 @@ function, and writes the status (and one state event) only when it changed.
 One job is synced by one worker at a time; a change that arrives meanwhile syncs it again.
 Unfinished jobs are all re-synced on start and every `resync_s`, so nothing depends on an
 event having been seen; those syncs queue behind every change (controller/workqueue.py).
+A job not yet running is synced again as its start deadline (`start_timeout_s`) passes,
+when no event need come.
 A job whose sync failed is not synced again (whatever wakes it) before its back-off has
 passed: exponential per job (`RetryPolicy`), with jitter so that jobs failed together do
 not retry together, and never shorter than a `Retry-After` the backend was told; the first
@@ -43,6 +45,7 @@ log = logging.getLogger("kubetask.reconciler")
 Jitter = Callable[[], float]  # uniform in [0, 1)
 TransitionHook = Callable[[JobRecord, JobStatus], Awaitable[None]]
 GIVE_UP_AFTER = 5  # unexpected errors in a row syncing one job: it is failed, the rest go on
+DEADLINE_SLACK_S = 0.05  # a start deadline's sync comes this long after it: it has passed
 # Jobs synced side by side: a sync that creates waits for the API server (and the store) for
 # most of its time, so a burst of submissions is created about this many at a time (the
 # kubernetes backend's API threads); the API server's 429s still pause each job they refuse
@@ -126,6 +129,7 @@ class Reconciler:
         self._again_observed: set[str] = set()
         self._not_before: dict[str, float] = {}  # job id -> loop time (Retry-After)
         self._deferred: set[str] = set()
+        self._start_deadlines: dict[str, asyncio.TimerHandle] = {}  # job id -> its wake-up
         self._resync_soon = asyncio.Event()
         self._leading = False
         self.ready = asyncio.Event()
@@ -183,6 +187,9 @@ class Reconciler:
                     group.create_task(self._wakeups.listen(self._wake, self._resync_soon.set))
         finally:
             self._leading = False
+            for handle in self._start_deadlines.values():
+                handle.cancel()
+            self._start_deadlines.clear()
 
     async def _resync_forever(self) -> None:
         while True:
@@ -268,11 +275,33 @@ class Reconciler:
         except Exception:
             log.exception("stopping %s, which kubetask gave up on", job_id)
 
+    def _wake_at_start_deadline(
+        self, job_id: str, deadline: datetime | None, now: datetime
+    ) -> None:
+        """Sync the job again as its start deadline passes: nothing else may happen then (a
+        job waiting in a queue, or for a node, changes no more), and the resync may be long
+        in coming. None: no deadline (any more), no wake-up."""
+        if deadline is None:
+            handle = self._start_deadlines.pop(job_id, None)
+            if handle is not None:
+                handle.cancel()
+        elif job_id not in self._start_deadlines:  # a job's deadline never moves
+            delay_s = (deadline - now).total_seconds() + DEADLINE_SLACK_S
+            self._start_deadlines[job_id] = asyncio.get_running_loop().call_later(
+                max(delay_s, 0.0), self._start_deadline_reached, job_id
+            )
+
+    def _start_deadline_reached(self, job_id: str) -> None:
+        del self._start_deadlines[job_id]
+        self._wake(job_id)
+
     async def sync(self, job_id: str) -> None:
         record = await self._store.get(job_id)
-        if record is None or record.status.state.terminal:
-            return
         now = self._clock()
+        if record is None or record.status.state.terminal:
+            self._wake_at_start_deadline(job_id, None, now)
+            return
+        self._wake_at_start_deadline(job_id, record.start_deadline(), now)
         unhandled = self._unhandled(job_id)
         if unhandled is not None:
             await self._stop_unhandled(job_id)
@@ -337,6 +366,8 @@ class Reconciler:
         if not await self._store.save_status(record, status, at=seen):  # with its state event
             self.enqueue(job_id)  # cancelled meanwhile: derive again
             return
+        if status.state.terminal or status.started_at is not None:
+            self._wake_at_start_deadline(job_id, None, seen)  # it ran, or it is over
         if status.state.terminal and self._on_end is not None:
             self._on_end(job_id)
         await self._after_transition(record, status)

@@ -67,11 +67,17 @@ class JobRecord(BaseModel):
         """Whether a caller scoped to `tenant` may see this job (None: every tenant's)."""
         return tenant is None or tenant == self.tenant
 
-    def start_deadline_passed(self, now: datetime) -> bool:
+    def start_deadline(self) -> datetime | None:
+        """When it must have started running by (`start_timeout_s`); None once it ran, or
+        without one."""
         timeout = self.request.start_timeout_s
         if timeout is None or self.status.started_at is not None:
-            return False
-        return now - self.created_at > timedelta(seconds=timeout)
+            return None
+        return self.created_at + timedelta(seconds=timeout)
+
+    def start_deadline_passed(self, now: datetime) -> bool:
+        deadline = self.start_deadline()
+        return deadline is not None and now > deadline
 
     def view(
         self,

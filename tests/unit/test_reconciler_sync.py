@@ -412,6 +412,37 @@ def test_a_running_job_is_not_failed_by_the_start_deadline() -> None:
     assert w.backend.deleted == []
 
 
+def test_a_start_deadline_wakes_the_reconciler_itself() -> None:
+    """A job waiting for a queue or a node changes no more, and the resync is 30 s away: as
+    its start deadline passes, it is failed all the same."""
+    w = world(record(submitted=True, start_timeout_s=1))
+    w.backend.jobs[JOB] = PENDING
+    w.now[0] = T0 + timedelta(seconds=0.9)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(w.reconciler.lead())
+        try:
+            for _ in range(1000):  # the start's look at it, before the deadline
+                if JOB in w.backend.observed:
+                    break
+                await asyncio.sleep(0.001)
+            w.now[0] = T0 + timedelta(seconds=2)
+            for _ in range(200):
+                if w.record().status.state.terminal:
+                    return
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    status = w.record().status
+    assert (status.state, status.reason) == (JobState.FAILED, "StartTimeout")
+    assert w.backend.observed == [JOB, JOB]  # the start's sync, then the deadline's
+    assert w.backend.deleted == [JOB]
+
+
 async def _lead_until(w: World, done: Callable[[], bool]) -> None:
     """Run the reconciler's workers (its retries included) until `done()` holds."""
     task = asyncio.create_task(w.reconciler.lead())
