@@ -292,7 +292,7 @@ class Reconciler:
             )
 
     def _start_deadline_reached(self, job_id: str) -> None:
-        del self._start_deadlines[job_id]
+        self._start_deadlines.pop(job_id, None)
         self._wake(job_id)
 
     async def sync(self, job_id: str) -> None:
