@@ -21,7 +21,6 @@ they accept to the leader (controller/wakeups.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -142,10 +141,13 @@ class Reconciler:
         elif self._wakeups is not None:
             self._wakeups.announce(job_id)
 
-    def _wake(self, job_id: str, *, observable: bool = False, resync: bool = False) -> None:
+    def _wake(
+        self, job_id: str, *, observable: bool = False, resync: bool = False, paced: bool = False
+    ) -> None:
         """Sync the job soon; `observable`: the backend told of a change, which a sync in
         progress sees if it has not observed the job yet (its observe comes after);
-        `resync`: no change, the periodic look at every job (after every change queued)."""
+        `resync`: no change, a look at every job (after every change queued), `paced`: the
+        periodic one (a few at a time: controller/workqueue.py)."""
         if not self._leading:
             return
         wait = self._not_before.get(job_id, 0.0) - asyncio.get_running_loop().time()
@@ -156,9 +158,10 @@ class Reconciler:
             return
         self._not_before.pop(job_id, None)
         if job_id in self._busy:
-            (self._again_observed if observable else self._again).add(job_id)
+            if not paced:  # the periodic look: the sync in progress is one
+                (self._again_observed if observable else self._again).add(job_id)
         else:
-            self._queue.put(job_id, urgent=not resync)
+            self._queue.put(job_id, urgent=not resync, paced=paced)
 
     def _undefer(self, job_id: str) -> None:
         self._deferred.discard(job_id)
@@ -192,11 +195,14 @@ class Reconciler:
             self._start_deadlines.clear()
 
     async def _resync_forever(self) -> None:
+        """Look at every unfinished job: at once when leading starts or when changes may
+        have been missed (`_resync_soon`), a few at a time every `resync_s`."""
+        paced = False
         while True:
             self._resync_soon.clear()
             try:
                 for job_id in await self._store.unfinished():
-                    self._wake(job_id, resync=True)
+                    self._wake(job_id, resync=True, paced=paced)
                 self.ready.set()
                 now = asyncio.get_running_loop().time()
                 self._not_before = {k: t for k, t in self._not_before.items() if t > now}
@@ -204,8 +210,11 @@ class Reconciler:
                 log.exception("resync failed; trying again")
                 await asyncio.sleep(1.0)
                 continue
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._resync_soon.wait(), self._resync_s)
+                paced = False
+            except TimeoutError:
+                paced = True
 
     async def _tend(self, store: Maintained) -> None:
         """The leader's upkeep of the store: its indexes built once (a store written by an
@@ -246,6 +255,7 @@ class Reconciler:
                 log.exception("sync of %s failed; retrying in %.1fs", job_id, delay)
             finally:
                 self._busy.discard(job_id)
+                self._queue.done(job_id)
             if job_id in self._again or job_id in self._again_observed:
                 self._again.discard(job_id)
                 self._again_observed.discard(job_id)

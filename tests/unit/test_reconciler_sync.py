@@ -194,7 +194,7 @@ def record(
     )
 
 
-def world(*records: JobRecord, backend: FakeBackend | None = None) -> World:
+def world(*records: JobRecord, backend: FakeBackend | None = None, resync_s: float = 30.0) -> World:
     store, bus = FakeStore(*(records or (record(),))), FakeBus()
     backend = backend or FakeBackend()
     now = [T0 + timedelta(seconds=1)]
@@ -206,6 +206,7 @@ def world(*records: JobRecord, backend: FakeBackend | None = None) -> World:
             job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
         ),
         clock=lambda: now[0],
+        resync_s=resync_s,
         retry=RetryPolicy(base_s=0.001, max_s=0.001),  # a failed sync is retried soon
         jitter=lambda: 0.0,
     )
@@ -443,15 +444,15 @@ def test_a_start_deadline_wakes_the_reconciler_itself() -> None:
     assert w.backend.deleted == [JOB]
 
 
-async def _lead_until(w: World, done: Callable[[], bool]) -> None:
+async def _lead_until(w: World, done: Callable[[], bool], within_s: float = 0.5) -> None:
     """Run the reconciler's workers (its retries included) until `done()` holds."""
     task = asyncio.create_task(w.reconciler.lead())
     try:
-        for _ in range(500):
+        for _ in range(int(within_s * 1000)):
             if done():
                 return
             await asyncio.sleep(0.001)
-        raise AssertionError("not done within half a second")
+        raise AssertionError(f"not done within {within_s} s")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -514,6 +515,43 @@ def test_a_burst_of_submissions_is_created_sixteen_at_a_time() -> None:
     asyncio.run(_lead_until(w, lambda: all(w.record(i).submitted for i in ids)))
     assert sorted(backend.created) == ids  # each once
     assert backend.most_in_flight == 16
+
+
+class CountedObserves(FakeBackend):
+    """Each observe takes a while; counts how many are in flight at once, and in which
+    look at every job (`looks`: observes so far // the jobs)."""
+
+    def __init__(self, jobs: int) -> None:
+        super().__init__()
+        self.jobs_count = jobs
+        self.in_flight = 0
+        self.most_in_flight: dict[int, int] = {}
+
+    async def observe(self, job_id: str) -> Observation | None:
+        look = len(self.observed) // self.jobs_count
+        self.in_flight += 1
+        self.most_in_flight[look] = max(self.most_in_flight.get(look, 0), self.in_flight)
+        await asyncio.sleep(0.005)
+        self.in_flight -= 1
+        return await super().observe(job_id)
+
+
+def test_the_periodic_resync_looks_at_two_jobs_at_a_time_the_start_at_sixteen() -> None:
+    """The look when leading starts may have a backlog's Jobs to create; the periodic one
+    seldom has anything to wait for, and sixteen side by side would hold the event loop."""
+    ids = [f"{i:016x}" for i in range(1, 41)]
+    w = world(
+        *(record(i, submitted=True) for i in ids),
+        backend=CountedObserves(len(ids)),
+        resync_s=0.05,
+    )
+    backend = cast(CountedObserves, w.backend)
+    for job_id in ids:
+        backend.jobs[job_id] = RUNNING
+    asyncio.run(_lead_until(w, lambda: len(backend.observed) >= 3 * len(ids), within_s=5))
+    assert backend.most_in_flight[0] == 16  # the start's look
+    assert backend.most_in_flight[1] == 2  # the periodic ones
+    assert backend.most_in_flight[2] == 2
 
 
 class SlowObserves(FakeBackend):

@@ -1,5 +1,5 @@
 """The reconciler's work queue: each job id once, changes before the resync's look at every
-job, a resync entry that changes promoted."""
+job, a resync entry that changes promoted, the periodic resync's entries a few at a time."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ async def drain(queue: WorkQueue) -> list[str]:
     taken = []
     while len(queue):
         taken.append(await queue.get())
+        queue.done(taken[-1])
     return taken
 
 
@@ -53,3 +54,35 @@ def test_a_getter_waits_for_a_put_and_each_put_wakes_one() -> None:
         return got
 
     assert asyncio.run(scenario()) == ["b", "a", "c"]
+
+
+def test_paced_entries_are_given_out_two_at_a_time_and_changes_still_go_at_once() -> None:
+    async def scenario() -> None:
+        queue = WorkQueue(paced_at_once=2)
+        for job_id in ("p1", "p2", "p3", "p4"):
+            queue.put(job_id, urgent=False, paced=True)
+        queue.put("p4", urgent=False)  # the same job, looked at unpaced: not held back
+        assert [await queue.get(), await queue.get()] == ["p1", "p2"]
+        third = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        assert not third.done()  # two paced entries are out
+        queue.put("c1")
+        await asyncio.sleep(0)
+        assert third.done()
+        assert third.result() == "c1"
+        fourth = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        assert not fourth.done()  # p3 is next, and paced
+        queue.done("c1")
+        await asyncio.sleep(0)
+        assert not fourth.done()  # a change's end frees no paced place
+        queue.done("p1")
+        await asyncio.sleep(0)
+        assert fourth.done()
+        assert fourth.result() == "p3"
+        assert await queue.get() == "p4"  # unpaced, though two paced are out again
+        queue.put("p5", urgent=False, paced=True)
+        queue.put("p5")  # changed: promoted, and so no more paced
+        assert await queue.get() == "p5"
+
+    asyncio.run(scenario())
