@@ -420,24 +420,12 @@ def test_a_start_deadline_wakes_the_reconciler_itself() -> None:
     w.backend.jobs[JOB] = PENDING
     w.now[0] = T0 + timedelta(seconds=0.9)
 
-    async def scenario() -> None:
-        task = asyncio.create_task(w.reconciler.lead())
-        try:
-            for _ in range(1000):  # the start's look at it, before the deadline
-                if JOB in w.backend.observed:
-                    break
-                await asyncio.sleep(0.001)
+    def failed() -> bool:
+        if JOB in w.backend.observed:  # the start's look at it came before the deadline
             w.now[0] = T0 + timedelta(seconds=2)
-            for _ in range(200):
-                if w.record().status.state.terminal:
-                    return
-                await asyncio.sleep(0.01)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return w.record().status.state.terminal
 
-    asyncio.run(scenario())
+    asyncio.run(_lead_until(w, failed, within_s=2))
     status = w.record().status
     assert (status.state, status.reason) == (JobState.FAILED, "StartTimeout")
     assert w.backend.observed == [JOB, JOB]  # the start's sync, then the deadline's
