@@ -149,7 +149,7 @@ def _queued_events(bench: KubeBench) -> int:
     return len(json.loads(response.data)["items"])
 
 
-def _all_marked(bench: KubeBench, labels: str, count: int) -> bool:
+def all_marked(bench: KubeBench, labels: str, count: int) -> bool:
     """Whether the Job controller has marked all `count` Jobs with `labels` Suspended."""
     response: Any = k8s.BatchV1Api(bench.core).list_namespaced_job(
         NAMESPACE, label_selector=labels, _preload_content=False
@@ -162,10 +162,10 @@ def _all_marked(bench: KubeBench, labels: str, count: int) -> bool:
     return len(marked) >= count
 
 
-def _settle(done: Callable[[], bool], timeout_s: float = 120) -> None:
-    """Wait, after a side's measured window, for the work its Jobs still cause (the Job
-    controller marking them Suspended, kubetask's Events): done in the other side's window,
-    it would be billed to the other side."""
+def settle(done: Callable[[], bool], timeout_s: float = 120) -> None:
+    """Wait until `done()`: after a side's measured window, for the work its Jobs still
+    cause (the Job controller marking them Suspended, kubetask's Events), which done in the
+    other side's window would be billed to it; before a measurement, for a quiet plane."""
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
@@ -190,8 +190,8 @@ def _submitted(bench: KubeBench, count: int) -> float:
     _timed(THREADS, count, post)
     arrivals.wait(timeout_s=120)  # accepted -> created by the reconciler
     rate = count / (time.perf_counter() - start)
-    _settle(
-        lambda: _all_marked(bench, labels, count) and _queued_events(bench) >= events_before + count
+    settle(
+        lambda: all_marked(bench, labels, count) and _queued_events(bench) >= events_before + count
     )
     return rate
 
@@ -221,7 +221,7 @@ def _created(bench: KubeBench, count: int, round_: int) -> float:
         batch.create_namespaced_job(NAMESPACE, manifest, _preload_content=False)
 
     rate = count / _timed(THREADS, count, create)
-    _settle(lambda: _all_marked(bench, f"{selector(cluster)},bench=raw{tag}", count))
+    settle(lambda: all_marked(bench, f"{selector(cluster)},bench=raw{tag}", count))
     return rate
 
 

@@ -17,7 +17,6 @@ kubetask's: the Job itself was created at once.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from bench.harness import Bench, Counts, Figure, Row, cpu_s, percentile, resident_mib
-from bench.kube import NAMESPACE, THREADS, KubeBench, kube_servers
+from bench.kube import NAMESPACE, THREADS, KubeBench, all_marked, kube_servers, settle
 from kubetask.controller.manifests import job_name
 
 POSTS = 100  # one client, spread over a resync period, per measurement
@@ -41,30 +40,6 @@ def _queue(bench: KubeBench, count: int) -> None:
 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(post, range(count)))
-
-
-def _jobs(bench: KubeBench) -> list[dict[str, Any]]:
-    response: Any = k8s.BatchV1Api(bench.core).list_namespaced_job(
-        NAMESPACE, label_selector="bench=queued", _preload_content=False
-    )
-    items: list[dict[str, Any]] = json.loads(response.data)["items"]
-    return items
-
-
-def _settled(bench: KubeBench, count: int, timeout_s: float) -> None:
-    """Until `count` queued Jobs exist, all marked Suspended by the Job controller."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        jobs = _jobs(bench)
-        marked = sum(
-            any(c["type"] == "Suspended" for c in job.get("status", {}).get("conditions") or [])
-            for job in jobs
-        )
-        if len(jobs) >= count and marked >= count:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{marked} of {count} queued Jobs marked in {timeout_s} s")
-        time.sleep(1.0)
 
 
 def _measure(bench: KubeBench) -> tuple[list[float], float, float]:
@@ -107,11 +82,11 @@ def run(bench: Bench, counts: Counts) -> Figure:
     queued = 500 if counts.launches < 20 else 10 * counts.burst  # 2,000; 10,000 with --full
     with kube_servers(bench.redis_url) as kube:
         _queue(kube, 10)
-        _settled(kube, 10, timeout_s=120)
+        settle(lambda: all_marked(kube, "bench=queued", 10))
         small_latency, small_cpu, small_rss = _measure(kube)
         _queue(kube, queued - 10 - POSTS)
         job_s, pod_s = _probe_s(kube)  # waits for the Job controller to come to it
-        _settled(kube, queued, timeout_s=3600)
+        settle(lambda: all_marked(kube, "bench=queued", queued), timeout_s=3600)
         big_latency, big_cpu, big_rss = _measure(kube)
     return Figure(
         key="kube-queue",
