@@ -37,6 +37,7 @@ from tests.servers import ApiServer, read_sse
 
 THREADS = 8
 NAMESPACE = "kubetask-bench"
+RESYNC_S = 30  # the API's resync period here (its default)
 SUCCESS = ("SuccessCriteriaMet", "Complete")  # either one: kubetask's `succeeded`
 
 
@@ -77,7 +78,7 @@ def kube_servers(redis_url: str) -> Iterator[KubeBench]:
             kubeconfig=str(installation.kubeconfig),
             namespace=NAMESPACE,
             keepalive_s=15,
-            resync_s=30,
+            resync_s=RESYNC_S,
             max_submits_per_minute=100_000,  # rounds of a few hundred POSTs in a minute
             max_active_jobs_per_tenant=100_000,  # each round's Jobs stay queued
         )

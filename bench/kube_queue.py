@@ -24,13 +24,20 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from bench.harness import Bench, Counts, Figure, Row, cpu_s, percentile, resident_mib
-from bench.kube import NAMESPACE, THREADS, KubeBench, all_marked, kube_servers, settle
+from bench.harness import Bench, Counts, Figure, Row, cpu_s, percentile, resident_mib, rounded
+from bench.kube import (
+    NAMESPACE,
+    RESYNC_S,
+    THREADS,
+    KubeBench,
+    all_marked,
+    kube_servers,
+    settle,
+)
 from kubetask.controller.manifests import job_name
 
 POSTS = 100  # one client, spread over a resync period, per measurement
 QUEUED = {"kind": "noop", "queue": "bench", "labels": {"bench": "queued"}}
-RESYNC_S = 30  # kube_servers' resync period
 
 
 def _queue(bench: KubeBench, count: int) -> None:
@@ -118,7 +125,7 @@ def run(bench: Bench, counts: Counts) -> Figure:
             "record in Redis, its Job in the informers' cache)",
         ],
         raw={
-            "latency_ms_queued": [round(x, 2) for x in big_latency],
-            "latency_ms_baseline": [round(x, 2) for x in small_latency],
+            "latency_ms_queued": rounded(big_latency, 2),
+            "latency_ms_baseline": rounded(small_latency, 2),
         },
     )
