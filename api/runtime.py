@@ -232,6 +232,7 @@ class Runtime:
             store=artifacts,
             retention_s=settings.artifacts_retention_s,
             registry=metrics.registry if metrics else None,
+            settled=archiver.settled,
         )
         reconciler = Reconciler(
             store=store,

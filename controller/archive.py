@@ -91,6 +91,7 @@ class LogArchiver:
         self._backoff = backoff
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(capacity)
         self._later: set[asyncio.TimerHandle] = set()
+        self._archiving: dict[str, asyncio.Event] = {}  # job id -> set when its try is over
         self.dropped: list[str] = []  # job ids never archived (queue full, or out of attempts)
 
     def offer(self, job_id: str) -> bool:
@@ -164,9 +165,23 @@ class LogArchiver:
             handle = loop.call_later(delay, again)
             self._later.add(handle)
 
+    async def settled(self, job_id: str) -> None:
+        """Once no try of this job's archive is under way (a purge waits for it, so that a
+        log being written as the record goes is deleted after it, not left behind)."""
+        while (over := self._archiving.get(job_id)) is not None:
+            await over.wait()
+
     async def archive(self, job_id: str) -> bool:
         """One try: the backend's log of the job into the store. False when there was nothing
         to archive (no log, or the job was purged meanwhile); raises what failed."""
+        over = self._archiving[job_id] = asyncio.Event()
+        try:
+            return await self._archive(job_id)
+        finally:
+            del self._archiving[job_id]
+            over.set()
+
+    async def _archive(self, job_id: str) -> bool:
         if self._wanted is not None and not await self._wanted(job_id):
             return False
         text = await self._read_log(job_id)

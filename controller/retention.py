@@ -99,10 +99,13 @@ class ArtifactJanitor:
         retention_s: float = 0,
         registry: CollectorRegistry | None = None,
         clock: Clock = utcnow,
+        settled: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """`retention_s`: 0 keeps artifacts forever (no sweep). `registry`: where the
-        counter is exposed (the app's metrics)."""
+        counter is exposed (the app's metrics). `settled`: until no write of the job's
+        files is under way (the log archiver's), awaited by a purge before its last look."""
         self._store = store
+        self._settled = settled
         self.retention_s = retention_s
         self._clock = clock
         self._purged = Counter(
@@ -118,9 +121,12 @@ class ArtifactJanitor:
     async def purge(self, job_id: str, *, forget: Callable[[], Awaitable[object]]) -> int:
         """Delete every artifact of the job and, through `forget`, its record (asked by a
         user); how many files went. The files first, so a purge that fails part-way can be
-        asked again; then once more after the record, for a log archived meanwhile."""
+        asked again; then once more after the record (and any write under way: a log
+        archived meanwhile)."""
         deleted = await asyncio.to_thread(delete_prefix, self._store, job_id)
         await forget()
+        if self._settled is not None:
+            await self._settled(job_id)
         deleted += await asyncio.to_thread(delete_prefix, self._store, job_id)
         self._purged.labels("purge").inc()
         log.info("job %s purged with its record: %d artifact files deleted", job_id, deleted)

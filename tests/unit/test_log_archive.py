@@ -2,12 +2,13 @@
 recording fake of the backend's logs: an ended job's log lands at `<id>/logs/output.log`,
 off the hot path (offer never waits; a full queue drops with a log line), a failure is
 tried again and given up on after its attempts; the reconciler offers each job once, as
-its end is recorded."""
+its end is recorded; a purge as the log is being written deletes it after the write."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -24,6 +25,7 @@ from kubetask.controller.archive import (
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.bus import EventBus
 from kubetask.controller.reconciler import Reconciler, RetryPolicy
+from kubetask.controller.retention import ArtifactJanitor
 from kubetask.models import Outcome
 from kubetask.storage import Entry, FileStore, UploadFailed
 from kubetask.storage.base import Source
@@ -66,6 +68,20 @@ class FlakyStore(FileStore):
         self.writes += 1
         if self.writes <= self.failures:
             raise UploadFailed(path, "connection refused")
+        return super().write(path, source)
+
+
+class SlowStore(FileStore):
+    """A FileStore whose writes wait, once begun, until `release` is set (a slow upload)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.begun = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, path: str, source: Source) -> Entry:
+        self.begun.set()
+        assert self.release.wait(5)
         return super().write(path, source)
 
 
@@ -190,6 +206,33 @@ def test_nothing_is_written_for_no_log_or_a_purged_job(tmp_path: Path) -> None:
         assert not await archiver.archive("empty")
         assert not await archiver.archive("gone")
         assert not await archiver.archive("none")
+
+    running(archiver, body)
+    assert list(store.list()) == []
+
+
+def test_a_purge_as_the_log_is_written_deletes_it_once_written(tmp_path: Path) -> None:
+    store = SlowStore(tmp_path)
+    kept = {"j1"}
+
+    async def wanted(job_id: str) -> bool:
+        return job_id in kept
+
+    archiver = LogArchiver(read_log=Logs(j1=LOG), store=store, wanted=wanted, backoff=FAST)
+    janitor = ArtifactJanitor(store=store, settled=archiver.settled)
+
+    async def forget() -> None:
+        kept.discard("j1")
+
+    async def body() -> None:
+        assert archiver.offer("j1")
+        assert await asyncio.to_thread(store.begun.wait, 5)  # the log is being uploaded
+        purge = asyncio.create_task(janitor.purge("j1", forget=forget))
+        await asyncio.sleep(0.05)
+        assert not purge.done()  # it waits for the write under way
+        store.release.set()
+        assert await purge == 1  # the log, deleted once written
+        await archiver.join()
 
     running(archiver, body)
     assert list(store.list()) == []
