@@ -1,6 +1,6 @@
 """A task loads only its own kind (`load_kind`) and opens the artifact store's modules only
 when an object store is configured; the process-level check is
-tests/integration/test_task_imports.py."""
+tests/integration/test_task_start.py."""
 
 from __future__ import annotations
 
