@@ -38,6 +38,11 @@ log = logging.getLogger("kubetask")
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app fails to start
 GRACEFUL_S = 10  # what requests get to finish on shutdown (the chart's grace: 30 s)
 STREAMS_END_S = 2.0  # what streams get to say goodbye before uvicorn closes connections
+# uvicorn's fast paths, installed with the server (its `standard` extra's): libuv's event
+# loop and the C HTTP parser, named so that a server without them fails to start rather
+# than running slower on asyncio's loop and h11
+LOOP = "uvloop"
+HTTP = "httptools"
 
 
 def ready_url(host: str, port: int) -> str:
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level="info",
         timeout_graceful_shutdown=GRACEFUL_S,
+        loop=LOOP,
+        http=HTTP,
     )
     server = Server(config, app=app)
     with contextlib.suppress(KeyboardInterrupt):

@@ -1,7 +1,8 @@
 """Many requests at once against the real API process: every one is answered, and none with
 503 for want of a Redis connection. The pool is bounded and a request waits for a free
 connection (KUBETASK_REDIS_POOL_TIMEOUT_S) even while submissions hold theirs through
-WAITAOF; only a wait past that timeout would be a 503."""
+WAITAOF; only a wait past that timeout would be a 503. It serves them on uvicorn's fast
+paths: libuv's event loop and the C HTTP parser."""
 
 from __future__ import annotations
 
@@ -121,3 +122,11 @@ def test_a_request_waits_for_a_connection_and_gets_503_only_past_the_timeout(
         assert api.client.get(f"/v1/jobs/{job_id}").status_code == 200
     finally:
         api.close()
+
+
+def test_the_api_serves_on_libuvs_loop_and_the_c_http_parser(api: ApiServer) -> None:
+    assert api.process is not None
+    assert api.client.get("/healthz").status_code == 200
+    mapped = Path(f"/proc/{api.process.pid}/maps").read_text()
+    assert "/uvloop/loop." in mapped  # the compiled loop, loaded
+    assert "/httptools/parser/parser." in mapped
