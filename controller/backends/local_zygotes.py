@@ -238,13 +238,17 @@ class Zygotes:
 
     def _check_answered(self, zygote: Zygote) -> None:
         """The oldest request's time is up: read what came, then fail the zygote if that
-        request is still unanswered."""
+        request is still unanswered. A timer may fire a little before its time by
+        `time.monotonic()` (uvloop's clock counts whole milliseconds, read once per turn
+        of the loop): then it is set again for the rest."""
         zygote.timer = None
         self._answers(zygote)
         if self._warm.get(zygote.key) is not zygote:
             return
         if zygote.pending and zygote.pending[0].deadline <= time.monotonic():
             self._fail(zygote, f"no answer in {REPLY_TIMEOUT_S:g} s")
+        else:
+            self._watch(zygote)
 
     def _launch(self, spec: TaskSpec) -> None:
         name = key(spec)

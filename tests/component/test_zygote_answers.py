@@ -2,21 +2,29 @@
 task's pid) comes later, through the event loop. Meanwhile the pod counts as running
 (its slot is taken), and a cancel that comes before the answer reaches the pod once it does.
 A forked task's cancel is the controller's to carry out: SIGTERM, then SIGKILL after the
-grace period if the task is still there."""
+grace period if the task is still there. A zygote that does not answer in time is killed and
+the pod starts plainly, even on an event loop whose timers fire a little early (uvloop's)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
+import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubetask.controller.backends.local_folders import JobFolders
 from kubetask.controller.backends.local_supervisor import Supervisor
+from kubetask.controller.backends.local_zygotes import REPLY_TIMEOUT_S, Zygotes, key
 from kubetask.controller.clock import utcnow
-from tests.component.test_zygote_process import REPO, spec
+from tests.component.test_zygote_process import REPO, spec, task_env
 
 TIMEOUT_S = 60.0
 
@@ -107,3 +115,55 @@ def test_a_forked_task_that_ignores_sigterm_is_killed_after_its_grace(
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     asyncio.run(stubborn_task_is_killed_after_its_grace(tmp_path))
+
+
+class EarlyTimers(asyncio.SelectorEventLoop):
+    """An event loop whose timers fire 5 ms before their time by `time.monotonic()`, as
+    uvloop's may (its clock counts whole milliseconds, read once per turn)."""
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return super().call_at(when - 0.005, callback, *args, context=context)
+
+
+async def wedged_zygote_is_failed(tmp_path: Path) -> None:
+    pool = Zygotes(tmp_path / "zygotes", python=sys.executable, system=task_env(tmp_path))
+    probe = spec("0", "sleep")
+    wedged = None
+    try:
+        for _ in range(int(TIMEOUT_S / 0.1)):  # until it is ready (the first look starts it)
+            if pool.ready(probe):
+                break
+            await asyncio.sleep(0.1)
+        wedged = pool.running[key(probe)]
+        os.kill(wedged, signal.SIGSTOP)  # it answers nothing
+        replies: asyncio.Queue[int | None] = asyncio.Queue()
+        pod_dir = tmp_path / "pod"
+        pod_dir.mkdir()
+        with (pod_dir / "output.log").open("wb") as output:
+            asked = pool.request(
+                probe,
+                pod_dir,
+                task_env(pod_dir),
+                stdout=output.fileno(),
+                on_reply=replies.put_nowait,
+            )
+        assert asked
+        async with asyncio.timeout(REPLY_TIMEOUT_S + 5):
+            assert await replies.get() is None  # start it plainly
+        assert pool.running == {}  # killed
+    finally:
+        pool.close()
+        if wedged is not None:  # not killed: a failed run leaves no stopped process
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(wedged, signal.SIGKILL)
+
+
+def test_a_wedged_zygote_is_killed_even_when_its_timer_fires_early(tmp_path: Path) -> None:
+    with asyncio.Runner(loop_factory=EarlyTimers) as runner:
+        runner.run(wedged_zygote_is_failed(tmp_path))
