@@ -317,6 +317,7 @@ class Reconciler:
             await self._stop_unhandled(job_id)
         deadline_passed = unhandled is None and record.start_deadline_passed(now)
         rejected = None
+        created = False  # here, now: the record is marked submitted with the status below
         if (
             unhandled is None
             and not record.submitted
@@ -324,6 +325,7 @@ class Reconciler:
             and not deadline_passed
         ):
             record, rejected = await self._create(record)
+            created = rejected is None
         skip = rejected is not None or unhandled is not None
         observation = None if skip else await self._observe(job_id)
         outcomes: dict[int, Outcome] | None = {} if skip else None
@@ -372,8 +374,12 @@ class Reconciler:
             ran_at=ran_at(observation, created=record.created_at, now=seen),
         )
         if status is None:
+            if created:
+                await self._store.mark_submitted(job_id)
             return
         if not await self._store.save_status(record, status, at=seen):  # with its state event
+            if created:  # the write refused carried the mark
+                await self._store.mark_submitted(job_id)
             self.enqueue(job_id)  # cancelled meanwhile: derive again
             return
         if status.state.terminal or status.started_at is not None:
@@ -404,14 +410,13 @@ class Reconciler:
         return await self._backend.observe(job_id)
 
     async def _create(self, record: JobRecord) -> tuple[JobRecord, str | None]:
-        """Create the job's backend job: (the record, marked submitted), or (the record, why
-        the backend refused it for good). Creating is idempotent: after a crash between
-        create and mark, it finds the job."""
+        """Create the job's backend job: (the record, submitted: the sync writes the mark,
+        with the status it derives or alone), or (the record, why the backend refused it for
+        good). Creating is idempotent: after a crash before the mark, it finds the job."""
         try:
             await self._backend.create(self._spec_for(record))
         except CreateRejected as exc:  # never created: nothing to observe, nothing ran
             return record, str(exc)
-        await self._store.mark_submitted(record.id)
         return record.model_copy(update={"submitted": True}), None
 
     async def _outcomes(self, record: JobRecord) -> dict[int, Outcome]:

@@ -102,8 +102,9 @@ class Store(Protocol):
         self, query: JobQuery, *, cursor: str | None, limit: int
     ) -> tuple[list[JobRecord], str | None]: ...
     async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
-        """Write the status and its state event (stamped `at`) together, unless the cancel
-        flag changed since `record` was read (False: nothing written)."""
+        """Write the status and its state event (stamped `at`) together, and mark the job
+        submitted when `record` says so, unless the cancel flag changed since `record` was
+        read (False: nothing written)."""
 
     async def mark_submitted(self, job_id: str) -> None: ...
     async def request_cancel(self, job_id: str) -> CancelOutcome | JobState: ...
@@ -305,9 +306,11 @@ class RedisStore:
         return min(zip(sizes, candidates, strict=True))[1]
 
     async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
-        """Write the status and append its state event (stamped `at`) in one script, unless
-        the cancel flag changed since `record` was read; a terminal status also queues its
-        notifications in the outbox and sets its event log to expire with the record."""
+        """Write the status and append its state event (stamped `at`) in one script, with
+        the `submitted` mark when `record` has it (the sync that created the job marks it
+        here), unless the cancel flag changed since `record` was read; a terminal status also
+        queues its notifications in the outbox and sets its event log to expire with the
+        record."""
         terminal = status.state in TERMINAL_STATES
         now = self._clock()
         expire = now + self._retention_s if terminal else 0
@@ -338,6 +341,7 @@ class RedisStore:
                 indexes.as_json(indexes.counted(record, status.state)),
                 *eventlog.script_args(state_event(record.id, status, at)),
                 self._retention_s,
+                "1" if record.submitted else "0",
                 *entries,
             ],
         )

@@ -80,7 +80,8 @@ return {ARGV[1], ''}
 # (eventlog.script_keys) and its progress tally and workers. ARGV: status, cancel flag read,
 # when the record expires ('0': not terminal), id, now, the state indexes and counts of the
 # new status (JSON lists), the state event (eventlog.script_args: 3), how long the event log
-# of a finished job lasts, then pairs of outbox entry id and entry. The status, its state
+# of a finished job lasts, '1' to mark the job submitted (else '0': a mark is never taken
+# back), then pairs of outbox entry id and entry. The status, its state
 # event and (terminal) its notifications are written together, so a crash right after the
 # write still leaves the event for the streams and the notifications to deliver (at least
 # once), and a status refused writes no event. A record from before the indexes (no
@@ -100,6 +101,7 @@ end
 local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
 if cancel ~= (ARGV[2] == '1') then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
+if ARGV[12] == '1' then redis.call('HSET', KEYS[1], 'submitted', '1') end
 if redis.call('HEXISTS', KEYS[1], 'indexes') == 1 then
   local moved = redis.call('HGET', KEYS[1], 'state_indexes')
   if moved then
@@ -117,7 +119,7 @@ if ARGV[3] ~= '0' then
   for _, key in ipairs({KEYS[8], KEYS[9], KEYS[10], KEYS[12], KEYS[13]}) do
     redis.call('EXPIRE', key, ARGV[11])
   end
-  for i = 12, #ARGV, 2 do
+  for i = 13, #ARGV, 2 do
     if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
       redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
     end

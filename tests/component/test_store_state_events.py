@@ -90,6 +90,34 @@ def test_a_status_refused_writes_no_event(redis_url: str) -> None:
     assert [e["state"] for e in history(redis_url, record.id)] == ["queued", "cancelled"]
 
 
+def test_a_status_carries_the_submitted_mark_of_its_record_unless_refused(
+    redis_url: str,
+) -> None:
+    marked, refused = job(), job()
+
+    async def scenario() -> tuple[JobRecord | None, JobRecord | None]:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            store = RedisStore(client, retention_s=RETENTION_S, idempotency_ttl_s=60)
+            for record in (marked, refused):
+                await store.create(record, idempotency_key=None, fingerprint=record.id)
+            running = JobStatus(state=JobState.RUNNING)
+            await store.save_status(marked.model_copy(update={"submitted": True}), running, at=AT)
+            await store.request_cancel(refused.id)  # after `refused` was read
+            created = refused.model_copy(update={"submitted": True})
+            assert not await store.save_status(created, running, at=AT)
+            return await store.get(marked.id), await store.get(refused.id)
+        finally:
+            await client.aclose()
+
+    stored_marked, stored_refused = asyncio.run(scenario())
+    assert stored_marked is not None
+    assert stored_refused is not None
+    assert stored_marked.submitted
+    assert stored_marked.status.state == JobState.RUNNING
+    assert not stored_refused.submitted
+
+
 def test_a_finished_jobs_event_log_expires_with_its_record(redis_url: str) -> None:
     record = job()
 

@@ -158,7 +158,8 @@ class RecordingStore:
 
     async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
         self.saved.append(status)
-        self.record = self.record.model_copy(update={"status": status})
+        submitted = self.record.submitted or record.submitted  # the mark goes with the status
+        self.record = self.record.model_copy(update={"status": status, "submitted": submitted})
         return True
 
 

@@ -50,6 +50,7 @@ class FakeStore:
         self.records = {r.id: r for r in records}
         self.broken: set[str] = set()
         self.saved: list[tuple[str, JobStatus]] = []
+        self.marks = 0  # marks written alone (`mark_submitted`), not with a status
         self.states: list[tuple[str, JobState, str | None]] = []  # the state events
 
     async def create(
@@ -77,12 +78,16 @@ class FakeStore:
         stored = self.records[record.id]
         if stored.cancel_requested != record.cancel_requested:
             return False
-        self.records[record.id] = stored.model_copy(update={"status": status})
+        submitted = stored.submitted or record.submitted  # the mark goes with the status
+        self.records[record.id] = stored.model_copy(
+            update={"status": status, "submitted": submitted}
+        )
         self.saved.append((record.id, status))
         self.states.append((record.id, status.state, status.reason))
         return True
 
     async def mark_submitted(self, job_id: str) -> None:
+        self.marks += 1
         self.records[job_id] = self.records[job_id].model_copy(update={"submitted": True})
 
     async def request_cancel(self, job_id: str) -> CancelOutcome | JobState:
@@ -220,6 +225,38 @@ def test_a_queued_job_is_created_once_however_often_it_is_synced() -> None:
     assert w.record().submitted
     assert (w.record().status.state, w.record().status.reason) == (JobState.QUEUED, "Created")
     assert w.store.states == [(JOB, JobState.QUEUED, "Created")]  # one event, not one per sync
+
+
+def test_the_sync_that_creates_a_job_marks_it_in_the_write_of_its_status() -> None:
+    w = world()
+    w.sync()
+    assert w.record().submitted
+    assert w.store.marks == 0  # one write to the store: the status carried the mark
+
+
+def test_a_job_created_without_a_new_status_is_marked_all_the_same() -> None:
+    first = world()
+    first.sync()
+    same = first.record().status  # what a sync that creates the job derives
+    w = world(record().model_copy(update={"status": same}))
+    w.sync()
+    assert w.store.saved == []  # nothing new to say
+    assert (w.record().submitted, w.store.marks) == (True, 1)
+    w.sync()
+    assert w.backend.created == [JOB]  # so the next sync does not create it again
+
+
+def test_a_job_created_as_a_cancel_came_in_is_marked_though_its_status_was_refused() -> None:
+    class CancelDuringSync(FakeBackend):
+        async def observe(self, job_id: str) -> Observation | None:
+            await w.store.request_cancel(job_id)
+            return await super().observe(job_id)
+
+    w = world(backend=CancelDuringSync())
+    w.sync()
+    assert w.store.saved == []
+    assert w.backend.created == [JOB]
+    assert w.record().submitted
 
 
 def test_pending_then_running_are_each_published_once() -> None:
