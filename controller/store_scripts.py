@@ -52,8 +52,9 @@ if KEYS[4] ~= '' then
     redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7])
     return {ARGV[1], ''}
   end
-  if existing then
-    return {existing, redis.call('HGET', ARGV[6] .. existing, 'fingerprint') or ''}
+  if existing then  -- a key whose job is gone (purged, expired) is new again
+    local fingerprint = redis.call('HGET', ARGV[6] .. existing, 'fingerprint')
+    if fingerprint then return {existing, fingerprint} end
   end
 end
 local cap = tonumber(ARGV[12])

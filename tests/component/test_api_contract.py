@@ -150,6 +150,21 @@ def test_idempotency_key_reused_for_another_request_is_409(api: ApiServer) -> No
     assert response.headers["content-type"] == PROBLEM
 
 
+def test_idempotency_key_of_a_purged_job_makes_a_new_job(api: ApiServer) -> None:
+    key = uuid.uuid4().hex
+    first = api.client.post("/v1/jobs", json={"kind": "noop"}, headers={"Idempotency-Key": key})
+    purged = first.json()["id"]
+    api.wait(purged)
+    assert api.client.delete(f"/v1/jobs/{purged}", params={"purge": "true"}).status_code == 204
+    body = {"kind": "noop", "params": {"steps": 1}}  # the key is free for any request now
+    again = api.client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 201
+    assert again.json()["id"] != purged
+    replayed = api.client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+    assert replayed.status_code == 200  # the key names the new job
+    assert replayed.json()["id"] == again.json()["id"]
+
+
 def test_list_filters_newest_first_and_pages_with_a_cursor(api: ApiServer) -> None:
     labels = _label()
     ids = [api.submit("noop", labels=labels) for _ in range(5)]
