@@ -1,11 +1,13 @@
 """The local side of downloads and uploads, shared by both clients: where a download lands,
-the temporary file it is written to (renamed onto its name only once whole), and a local
-file read in chunks (never whole into memory)."""
+the temporary file it is written to (renamed onto its name only once whole; through a
+symlink, onto the file it names; straight into a device or pipe, `/dev/null` or a FIFO),
+and a local file read in chunks (never whole into memory)."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -47,15 +49,34 @@ def chunks(
             on_progress(done, total)
 
 
+def is_special(path: Path) -> bool:
+    """Whether `path` is there and is neither a regular file nor a folder: a device, a pipe
+    or a socket, which a download writes into rather than replaces."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing (or unreadable: opening it says why)
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 class PartFile:
     """A download in progress: written beside its target under a temporary name, renamed
     onto the target when the block ends without an error, removed when it does not (so a
-    failed download never leaves a half file under the real name)."""
+    failed download never leaves a half file under the real name). A symlink is followed:
+    the file it names is replaced, the link stays. A device or pipe is written straight
+    into: it is never replaced by a file."""
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        self.temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        real = Path(os.path.realpath(target))
+        self.temp: Path | None = None
+        if is_special(real):
+            self._file = real.open("wb")
+            self._real = real
+            return
+        self.temp = real.with_name(f".{real.name}.{secrets.token_hex(4)}.part")
         self._file = self.temp.open("xb")  # the umask's mode, as the renamed file should have
+        self._real = real
 
     def write(self, chunk: bytes) -> None:
         self._file.write(chunk)
@@ -63,8 +84,10 @@ class PartFile:
     def finish(self, *, whole: bool) -> None:
         """Close it: renamed onto the target if `whole`, else removed."""
         self._file.close()
+        if self.temp is None:
+            return  # written into a device or pipe: nothing to rename or take back
         if whole:
-            self.temp.replace(self.target)
+            self.temp.replace(self._real)
         else:
             self.temp.unlink(missing_ok=True)
 

@@ -5,6 +5,9 @@ name, renamed only once whole), and both clients over a recording fake transport
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,6 +200,36 @@ def test_a_part_file_is_renamed_only_when_whole(tmp_path: Path) -> None:
         part.write(b"model")
     assert target.read_bytes() == b"new model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_a_download_onto_a_symlink_replaces_the_file_it_names_and_keeps_the_link(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "model.pt"
+    real.write_bytes(b"old")
+    link = tmp_path / "model.pt"
+    link.symlink_to(real)
+    with _files.PartFile(link) as part:
+        part.write(b"new")
+    assert link.is_symlink()
+    assert real.read_bytes() == b"new"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["model.pt"]
+
+
+def test_a_download_onto_a_pipe_writes_into_it(tmp_path: Path) -> None:
+    """As onto a device (`-o /dev/null`), which a test here must not risk replacing."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    with _files.PartFile(fifo) as part:
+        part.write(b"through the pipe")
+    reader.join(timeout=10)
+    assert received == [b"through the pipe"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no part file left
 
 
 # -- the clients over a fake transport ------------------------------------------------------
