@@ -7,16 +7,18 @@ response; the sync and async clients send it and hand the response back. Listing
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, time
 from typing import Generic, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
-from kubetask.errors import ApiError, FieldError, InvalidRequest, error_from
+from kubetask.errors import ApiError, FieldError, InvalidRequest, InvalidToken, error_from
 from kubetask.models import (
     Artifact,
     ArtifactList,
@@ -63,10 +65,21 @@ def base_url(explicit: str | None) -> str:
     return (explicit or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
 
 
+def is_bearer_token(token: str) -> bool:
+    """Whether `token` can be sent as `Authorization: Bearer …`: visible ASCII, no spaces."""
+    return all("!" <= char <= "~" for char in token)
+
+
 def auth_headers(token: str | None) -> dict[str, str]:
-    """A bearer token (given, else `KUBETASK_TOKEN`), when there is one."""
+    """A bearer token (given, else `KUBETASK_TOKEN`), when there is one; `InvalidToken` for
+    one that cannot be sent (non-ASCII, a space, a newline)."""
+    source = "the token" if token is not None else TOKEN_ENV
     token = token if token is not None else os.environ.get(TOKEN_ENV)
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    if not token:
+        return {}
+    if not is_bearer_token(token):
+        raise InvalidToken(source)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def unreachable_reason(exc: httpx.TransportError) -> str:
@@ -79,18 +92,33 @@ def unreachable_reason(exc: httpx.TransportError) -> str:
     return text or type(exc).__name__
 
 
-def jsonable(value: object) -> JsonValue:
-    """Options as JSON: pydantic models dumped, mappings and sequences walked."""
+def jsonable(value: object, at: str = "") -> JsonValue:
+    """Options as JSON: pydantic models dumped, mappings and sequences walked, dates and times
+    as ISO 8601 strings. `InvalidRequest` naming the field (`at`, dotted), before anything is
+    sent, for NaN or infinity (JSON has neither) and for a value of no JSON type."""
     if isinstance(value, BaseModel):
         dumped: JsonValue = value.model_dump(mode="json", exclude_unset=True)
         return dumped
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, _field(at, k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, _field(at, i)) for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _not_json(at, f"{value} is not a finite number (JSON has no NaN or Infinity)")
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    if isinstance(value, date | time):  # a datetime is a date
+        return value.isoformat()
+    raise _not_json(at, f"a {type(value).__name__} is not a JSON value")
+
+
+def _field(at: str, key: object) -> str:
+    return f"{at}.{key}" if at else str(key)
+
+
+def _not_json(at: str, why: str) -> InvalidRequest:
+    error = FieldError(at, why, "value_error")
+    return InvalidRequest(422, "Invalid request", why, errors=(error,))
 
 
 def request_json(request: BaseModel | Mapping[str, object]) -> dict[str, JsonValue]:
@@ -105,8 +133,8 @@ def request_body(
     kind: str, params: Mapping[str, object] | None, options: JobOptions
 ) -> dict[str, JsonValue]:
     """The JSON of a job request; fields left out get the server's defaults."""
-    body: dict[str, JsonValue] = {"kind": kind, "params": jsonable(params or {})}
-    body.update({key: jsonable(value) for key, value in options.items()})
+    body: dict[str, JsonValue] = {"kind": kind, "params": jsonable(params or {}, "params")}
+    body.update({key: jsonable(value, key) for key, value in options.items()})
     return body
 
 

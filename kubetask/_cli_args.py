@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import cast
@@ -11,15 +12,32 @@ from typing import cast
 import yaml
 from pydantic import JsonValue
 
+from kubetask._calls import request_json
+from kubetask.errors import InvalidRequest
+
 
 class ArgumentError(ValueError):
     """An argument the CLI cannot use; the message says which and why."""
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ArgumentError(f"{text} is not a finite number (JSON has no NaN or Infinity)")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ArgumentError(f"{text} is not a finite number (JSON has no NaN or Infinity)")
+
+
 def parse_value(text: str) -> JsonValue:
-    """`5` -> 5, `true` -> True, `[1,2]` -> [1, 2], `{"a": 1}` -> {...}; else the string."""
+    """`5` -> 5, `true` -> True, `[1,2]` -> [1, 2], `{"a": 1}` -> {...}; else the string.
+    `ArgumentError` for NaN, Infinity or a number too large for a float (1e999)."""
     try:
-        value: JsonValue = json.loads(text)
+        value: JsonValue = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except ArgumentError:
+        raise
     except ValueError:
         return text
     return value
@@ -45,8 +63,18 @@ def parse_params(items: Sequence[str]) -> dict[str, JsonValue]:
                 where = ".".join(parents[: depth + 1])
                 raise ArgumentError(f"param {key!r}: {where!r} is already set to a value")
             node = child
-        node[leaf] = parse_value(raw)
+        try:
+            node[leaf] = parse_value(raw)
+        except ArgumentError as exc:
+            raise ArgumentError(f"param {key!r}: {exc}") from None
     return params
+
+
+def seconds(value: float | None) -> float | None:
+    """A `--timeout`: None (no limit), or a finite number of seconds above 0."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ArgumentError(f"must be a finite number of seconds above 0, not {value:g}")
+    return value
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
@@ -77,16 +105,33 @@ def deep_merge(base: Mapping[str, JsonValue], top: Mapping[str, JsonValue]) -> d
     return merged
 
 
+def read_request(path: Path) -> str:
+    """A request file's text; `ArgumentError` for one that is missing, a folder, unreadable
+    or not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArgumentError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ArgumentError(f"{path}: {exc.strerror or exc}") from None
+
+
 def load_request(path: Path, text: str | None = None) -> dict[str, JsonValue]:
-    """A job request from a JSON or YAML file (`text` given: its content, e.g. stdin)."""
-    content = path.read_text() if text is None else text
+    """A job request from a JSON or YAML file (`text` given: its content, e.g. stdin), as
+    JSON: YAML dates and times as ISO 8601 strings; `ArgumentError` naming the field for a
+    value JSON cannot carry (`.nan`, `.inf`, a set, binary)."""
+    content = read_request(path) if text is None else text
     try:
         loaded = json.loads(content) if path.suffix == ".json" else yaml.safe_load(content)
     except (ValueError, yaml.YAMLError) as exc:
         raise ArgumentError(f"{path}: not valid JSON or YAML ({exc})") from exc
     if not isinstance(loaded, dict):
         raise ArgumentError(f"{path}: a job request is an object (kind, params, ...)")
-    return cast(dict[str, JsonValue], loaded)
+    try:
+        return request_json(loaded)
+    except InvalidRequest as exc:
+        fields = "; ".join(f"{error.field}: {error.msg}" for error in exc.errors)
+        raise ArgumentError(f"{path}: {fields}") from None
 
 
 def build_request(

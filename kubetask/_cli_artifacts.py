@@ -30,7 +30,7 @@ from rich.text import Text
 
 from kubetask._cli_app import Command, Group
 from kubetask._cli_args import ArgumentError
-from kubetask._display import plain_rows
+from kubetask._display import plain_rows, terminal_safe
 from kubetask._files import OnProgress
 from kubetask._suggest import close_to
 from kubetask.client import Client
@@ -77,7 +77,7 @@ def artifact_rows(artifacts: Iterable[Artifact]) -> list[list[str]]:
     rows = [["PATH", "SIZE", "MODIFIED"]]
     for artifact in artifacts:
         modified = artifact.modified.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        rows.append([artifact.path, human_size(artifact.size), modified])
+        rows.append([terminal_safe(artifact.path), human_size(artifact.size), modified])
     return rows
 
 

@@ -1,11 +1,14 @@
 """How the CLI shows jobs: states in colour, durations, the job table, one job's summary.
 
-Pure renderers: each takes the data (and `now`) and returns rich renderables or text.
+Pure renderers: each takes the data (and `now`) and returns rich renderables or text. Text
+that comes from the server goes through `terminal_safe` first, so that a job's message can
+never move the cursor, recolour or retitle the user's terminal.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
@@ -25,6 +28,15 @@ STATE_STYLES = {
     JobState.FAILED: "bold red",
     JobState.CANCELLED: "magenta",
 }
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 but tab and newline
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with each control character (ESC, BEL, CR, DEL, C1…) shown as `\\x1b`; tab and
+    newline kept."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def state_text(state: JobState) -> Text:
@@ -77,7 +89,7 @@ def metrics_text(metrics: Mapping[str, JsonValue]) -> str:
     parts = []
     for key, value in metrics.items():
         shown = _number(value) if isinstance(value, int | float) else json.dumps(value)
-        parts.append(f"{key}={shown}")
+        parts.append(f"{terminal_safe(key)}={shown}")
     return " ".join(parts)
 
 
@@ -121,7 +133,7 @@ def job_rows(views: Iterable[JobView], now: datetime, *, wide: bool = False) -> 
         if wide:
             message = view.message or (view.error.message if view.error else "")
             row += [str(view.attempts), _labels(view.labels), view.backend.name, message]
-        rows.append([" ".join(cell.split()) for cell in row])  # one line each
+        rows.append([" ".join(terminal_safe(cell).split()) for cell in row])  # one line each
     return rows
 
 
@@ -159,7 +171,7 @@ def kinds_table(kinds: Iterable[KindInfo]) -> Table:
     table.add_column("IMAGE", no_wrap=True)
     table.add_column("DESCRIPTION")
     for info in kinds:
-        table.add_row(Text(info.kind), Text(info.image), Text(info.description))
+        table.add_row(*(Text(terminal_safe(t)) for t in (info.kind, info.image, info.description)))
     return table
 
 
@@ -174,7 +186,8 @@ def summary(view: JobView, now: datetime) -> RenderableType:
     grid.add_column()
     state = state_text(view.state)
     if view.reason or view.message:
-        state.append(f"  {' - '.join(filter(None, (view.reason, view.message)))}")
+        why = " - ".join(filter(None, (view.reason, view.message)))
+        state.append(f"  {terminal_safe(why)}")
     rows: list[tuple[str, str | Text]] = [
         ("id", view.id),
         ("kind", view.kind),
@@ -200,7 +213,7 @@ def summary(view: JobView, now: datetime) -> RenderableType:
         rows.append(("metrics", metrics_text(progress.metrics)))
     for name, value in rows:
         if value:
-            grid.add_row(name, Text(value) if isinstance(value, str) else value)
+            grid.add_row(name, Text(terminal_safe(value)) if isinstance(value, str) else value)
     parts: list[RenderableType] = [grid]
     if view.result is not None:
         parts.append(Text("result", style="bold green"))
@@ -216,12 +229,12 @@ def error_text(view: JobView) -> Text:
     text = Text()
     if error is None:
         return text
-    text.append(f"{error.type}: {error.message}\n", style="bold red")
+    text.append(terminal_safe(f"{error.type}: {error.message}\n"), style="bold red")
     for frame in error.traceback:
-        text.append(f"  {frame.rstrip()}\n", style="dim")
+        text.append(terminal_safe(f"  {frame.rstrip()}\n"), style="dim")
     if error.exit_code is not None:
         text.append(f"exit code {error.exit_code}\n")
     if error.suggestion:
         text.append("suggestion: ", style="bold")
-        text.append(f"{error.suggestion}\n")
+        text.append(terminal_safe(f"{error.suggestion}\n"))
     return text

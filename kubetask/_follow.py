@@ -9,6 +9,7 @@ from enum import IntEnum
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from kubetask import _display
 from kubetask._watch import INTERRUPTED, LiveWatch
@@ -41,8 +42,10 @@ def follow(
     and says how to watch it again or cancel it."""
     view = handle.view()
     title = f"{view.kind}" + (f" {view.name}" if view.name else "")
-    line = _display.state_text(view.state)
-    console.print(f"job [bold]{view.id}[/] ({title}):", line)
+    header = Text("job ")  # Text, never markup: a name such as "[red]x" shows as it is
+    header.append(_display.terminal_safe(view.id), style="bold")
+    header.append(_display.terminal_safe(f" ({title}):"))
+    console.print(header, _display.state_text(view.state))
     if not view.state.terminal:
         try:
             with LiveWatch(console) as live:

@@ -21,7 +21,14 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
 from rich.text import Text
 
-from kubetask._display import STATE_STYLES, fraction, human_duration, metrics_text, state_text
+from kubetask._display import (
+    STATE_STYLES,
+    fraction,
+    human_duration,
+    metrics_text,
+    state_text,
+    terminal_safe,
+)
 from kubetask._live_line import LineParts, Widths, count_text, layout
 from kubetask._sse import GapEvent, JobEvent
 from kubetask.models import JobState, ProgressEvent, StateEvent
@@ -78,11 +85,11 @@ def next_bar(
     """The bar after `event`: the job's, or with `worker` its worker's own. A detail (message,
     metrics) stays until a new one comes, and an ETA until a new one comes (per stage, for
     an older server's events), so the line never blanks between two events."""
-    stage = event.stage or "progress"
+    stage = terminal_safe(event.stage or "progress")
     per_index = worker or (event.fraction is None and event.index is not None)
     label = f"[{event.index}] {stage}" if per_index else stage
     share = event.worker_fraction if worker else fraction(event)
-    detail = "  ".join(filter(None, (event.message, metrics_text(event.metrics))))
+    detail = terminal_safe("  ".join(filter(None, (event.message, metrics_text(event.metrics)))))
     eta_at = None if left is None or worker else now + left
     if previous is not None:
         detail = detail or previous.detail
@@ -146,7 +153,7 @@ class LiveWatch:
 
     def note(self, message: str) -> None:
         """A line above the bars (plain text, never markup)."""
-        self.console.print(Text(message, style="yellow"))
+        self.console.print(Text(terminal_safe(message), style="yellow"))
 
     def lines(self, width: int) -> list[Text]:
         """The bars as of now, laid out for `width` cells."""
@@ -199,7 +206,7 @@ class LiveWatch:
         line.append_text(state_text(event.state))
         why = " - ".join(filter(None, (event.reason, event.message)))
         if why:
-            line.append(f"  {why}", style="dim")
+            line.append(f"  {terminal_safe(why)}", style="dim")
         if event.attempts > 1:
             line.append(f"  (attempt {event.attempts})", style="dim")
         self.console.print(line)

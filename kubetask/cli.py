@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import typer
 import yaml
 from pydantic import JsonValue
 from rich.console import Console
+from rich.text import Text
 
 from kubetask import _cli_args, _cli_artifacts, _display
 from kubetask._calls import TOKEN_ENV, URL_ENV
@@ -33,6 +35,7 @@ from kubetask._suggest import did_you_mean
 from kubetask.client import Client
 from kubetask.errors import (
     InvalidRequest,
+    InvalidToken,
     KubetaskError,
     Unauthorized,
     WaitTimeout,
@@ -76,8 +79,21 @@ MainServerOpt = Annotated[
 ]
 ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API URL.")]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, json or yaml.")]
+
+
+def _positive_seconds(value: float | None) -> float | None:
+    """The `--timeout` check: a usage error, before anything is sent, unless finite and > 0."""
+    try:
+        return _cli_args.seconds(value)
+    except _cli_args.ArgumentError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 TimeoutOpt = Annotated[
-    float | None, typer.Option("--timeout", help="Stop waiting after this many seconds.")
+    float | None,
+    typer.Option(
+        "--timeout", help="Stop waiting after this many seconds.", callback=_positive_seconds
+    ),
 ]
 ParallelismOpt = Annotated[
     int | None, typer.Option(min=1, help="Workers at once (an Indexed Job).")
@@ -105,12 +121,16 @@ class Session:
 
     server: str | None = None
     token: str | None = None
+    token_source: str = "--token"  # what an invalid token's message names
     out: Console = field(default_factory=Console)
     _client: Client | None = None
 
     def client(self, server: str | None = None) -> Client:
         if self._client is None:
-            self._client = Client(server or self.server, token=self.token)
+            try:
+                self._client = Client(server or self.server, token=self.token)
+            except InvalidToken:
+                raise InvalidToken(self.token_source) from None
         return self._client
 
     def close(self) -> None:
@@ -133,19 +153,27 @@ def _guarded(command: Callable[P, None]) -> Callable[P, None]:
             command(*args, **kwargs)
         except _cli_args.ArgumentError as exc:
             raise typer.BadParameter(str(exc)) from None
+        except InvalidToken as exc:
+            _error(str(exc))
+            raise typer.Exit(ExitCode.USAGE) from None
         except WaitTimeout as exc:
-            typer.echo(f"error: {exc}", err=True)
+            _error(str(exc))
             raise typer.Exit(ExitCode.TIMEOUT) from None
         except Unauthorized as exc:
-            typer.echo(f"error: {exc} (set {TOKEN_ENV} or --token)", err=True)
+            _error(f"{exc} (set {TOKEN_ENV} or --token)")
             raise typer.Exit(ExitCode.ERROR) from None
         except KubetaskError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            _error(str(exc))
             raise typer.Exit(ExitCode.ERROR) from None
         except KeyboardInterrupt:
             raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     return run
+
+
+def _error(message: str) -> None:
+    """The one line on stderr (the server's words in it shown safely, see `terminal_safe`)."""
+    typer.echo(f"error: {_display.terminal_safe(message)}", err=True)
 
 
 @app.callback()
@@ -156,7 +184,8 @@ def main(
         str | None, typer.Option("--token", envvar=TOKEN_ENV, help="Bearer token.")
     ] = None,
 ) -> None:
-    session = Session(server=server, token=token)
+    from_env = token is not None and token == os.environ.get(TOKEN_ENV)
+    session = Session(server=server, token=token, token_source=TOKEN_ENV if from_env else "--token")
     ctx.obj = session
     ctx.call_on_close(session.close)
 
@@ -198,10 +227,17 @@ def _request(
 ) -> dict[str, JsonValue]:
     base: dict[str, JsonValue] = {}
     if file is not None:
-        base = _cli_args.load_request(file, sys.stdin.read() if str(file) == "-" else None)
+        base = _cli_args.load_request(file, _stdin_text() if str(file) == "-" else None)
     given = {k: v for k, v in options.items() if v not in (None, {})}
     params_given = _cli_args.parse_params(params or [])
     return _cli_args.build_request(kind=kind, base=base, params=params_given, options=given)
+
+
+def _stdin_text() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as exc:
+        raise _cli_args.ArgumentError(f"-f -: stdin is not UTF-8 text ({exc.reason})") from None
 
 
 @command()
@@ -282,7 +318,7 @@ def _explain_invalid(client: Client, body: dict[str, JsonValue], exc: InvalidReq
     hints = did_you_mean(str(body.get("kind")), exc.errors, infos)
     if not hints:
         raise exc
-    typer.echo(f"error: {exc} ({'; '.join(hints)})", err=True)
+    _error(f"{exc} ({'; '.join(hints)})")
     raise typer.Exit(ExitCode.ERROR)
 
 
@@ -356,7 +392,8 @@ def cancel(
     """Stop a job (SIGTERM, then SIGKILL after the grace period)."""
     session = _session(ctx)
     view = session.client(server).cancel(job_id)
-    session.out.print(f"cancelling {view.id} (was ", _display.state_text(view.state), ")", sep="")
+    line = Text(f"cancelling {_display.terminal_safe(view.id)} (was ")  # never markup
+    session.out.print(line, _display.state_text(view.state), ")", sep="")
 
 
 @command()

@@ -27,6 +27,17 @@ class ServerUnreachable(KubetaskError):
         self.reason = reason
 
 
+class InvalidToken(KubetaskError, ValueError):
+    """The bearer token cannot go in a header: it must be printable ASCII without spaces.
+    `source` names where it came from (the message never shows the token itself)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(
+            f"{source} is not a valid bearer token (it must be printable ASCII, no spaces)"
+        )
+        self.source = source
+
+
 class StreamLost(KubetaskError):
     """The event stream broke and did not come back after several tries."""
 
