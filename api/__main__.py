@@ -18,17 +18,19 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from redis.exceptions import RedisError
 
 from kubetask.api.app import create_app
 from kubetask.api.auth import TokenFile, TokensFileError
 from kubetask.api.render import NeedsTheStore, render
 from kubetask.api.runtime import Runtime
-from kubetask.api.settings import Settings
+from kubetask.api.settings import Settings, invalid_settings
 from kubetask.controller.errors import InvalidRequest
 from kubetask.kinds import KindError
 from kubetask.storage import InvalidStoreUrl, StoreError
@@ -79,6 +81,15 @@ def refusal(settings: Settings) -> str | None:
     return None
 
 
+def settings_or_exit(**overrides: Any) -> Settings:
+    """The settings, or exit 2 with one line naming each bad one."""
+    try:
+        return Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        print(f"kubetask-server: {invalid_settings(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "render":
@@ -86,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("request", type=Path, help="a job request as JSON")
         options = parser.parse_args(args[1:])
         try:
-            print(render(options.request.read_text(), Settings()), end="")
+            settings = settings_or_exit()
+            print(render(options.request.read_text(), settings), end="")
         except (
             ValidationError,
             InvalidRequest,
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="listen port (default 8000)")
     options = parser.parse_args(args)
     overrides = {k: v for k, v in (("host", options.host), ("port", options.port)) if v is not None}
-    settings = Settings(**overrides)
+    settings = settings_or_exit(**overrides)
     if (why := refusal(settings)) is not None:
         print(f"kubetask-server: {why}", file=sys.stderr)
         sys.exit(2)

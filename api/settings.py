@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from kubetask import env
 from kubetask.api.limits import JobCaps, parse_quantity
@@ -20,12 +21,14 @@ from kubetask.controller.redaction import url_password
 from kubetask.models import MAX_DEADLINE_S, SecretKey, is_dns_label
 from kubetask.storage.url import FileLocation, S3Location, parse_store_url
 
+ENV_PREFIX = "KUBETASK_"
+
 
 class Settings(BaseSettings):
     # Secrets are never shown: SecretStr, repr=False on URLs that may hold a password, and
     # no input values in validation errors.
     model_config = SettingsConfigDict(
-        env_prefix="KUBETASK_", extra="ignore", hide_input_in_errors=True
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
     )
 
     host: str = "127.0.0.1"
@@ -336,3 +339,19 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def invalid_settings(exc: ValidationError | SettingsError) -> str:
+    """What is wrong with the settings, in one line: each bad one named by its environment
+    variable, with why (never its value, which may be a secret)."""
+    if isinstance(exc, SettingsError):  # a JSON setting that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "a setting"
+        return f"{name}: not valid JSON"
+    clauses = []
+    for error in exc.errors():
+        head, *rest = error["loc"] or ("",)
+        name = f"{ENV_PREFIX}{str(head).upper()}" if head else "the settings"
+        where = f" ({'.'.join(str(part) for part in rest)})" if rest else ""
+        clauses.append(f"{name}{where}: {error['msg']}")
+    return "; ".join(clauses)
