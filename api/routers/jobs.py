@@ -8,7 +8,7 @@ import time
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -37,7 +37,11 @@ DEFAULT_PAGE_SIZE = 50
 MAX_TAIL_LINES = 100_000
 
 
-def _labels(selectors: list[str]) -> dict[str, str]:
+SINGLE_FILTERS = ("state", "kind", "tenant", "limit", "cursor")
+
+
+def _labels(selectors: list[str]) -> dict[str, str] | None:
+    """The labels every job listed carries; None when no job can (one key, two values)."""
     labels: dict[str, str] = {}
     for selector in selectors:
         key, sep, value = selector.partition("=")
@@ -45,8 +49,18 @@ def _labels(selectors: list[str]) -> dict[str, str]:
             raise InvalidRequest(
                 [FieldError(("query", "label"), f"{selector!r} is not key=value", "value_error")]
             )
-        labels[key] = value
+        if labels.setdefault(key, value) != value:
+            return None
     return labels
+
+
+def _given_once(request: Request, names: tuple[str, ...]) -> None:
+    """A filter given twice would be read as its last value alone: refused, naming it."""
+    repeated = [name for name in names if len(request.query_params.getlist(name)) > 1]
+    if repeated:
+        raise InvalidRequest(
+            [FieldError(("query", n), "given more than once", "value_error") for n in repeated]
+        )
 
 
 def _secrets_resolvable(request: JobRequest, backend: str) -> None:
@@ -110,21 +124,26 @@ async def submit_job(
 
 @router.get("", operation_id="list_jobs", response_model=JobPage)
 async def list_jobs(
+    request: Request,
     service: ServiceDep,
     runtime: RuntimeDep,
     principal: PrincipalDep,
     state: JobState | None = None,
     kind: str | None = None,
     tenant: Annotated[
-        str | None, Query(max_length=63, description="An admin's filter; users see their own.")
+        str | None,
+        Query(min_length=1, max_length=63, description="An admin's filter; users see their own."),
     ] = None,
-    label: Annotated[list[str], Query(description="key=value, repeatable")] = [],  # noqa: B006
+    label: Annotated[
+        list[str], Query(description="key=value, repeatable: jobs with every label given")
+    ] = [],  # noqa: B006
     limit: Annotated[
         int | None,
         Query(ge=1, le=MAX_PAGE_SIZE, description="Default 50, or the server's max page size."),
     ] = None,
     cursor: str | None = None,
 ) -> JobPage:
+    _given_once(request, SINGLE_FILTERS)
     most = runtime.settings.max_page_size
     if limit is None:
         limit = min(DEFAULT_PAGE_SIZE, most)
@@ -136,7 +155,10 @@ async def list_jobs(
     scope = principal.scope
     if scope is not None and tenant not in (None, scope):
         return JobPage(items=[])  # another tenant's jobs: as if there were none
-    query = JobQuery(state=state, kind=kind, labels=_labels(label), tenant=scope or tenant)
+    labels = _labels(label)
+    if labels is None:
+        return JobPage(items=[])  # one key with two values: no job has both
+    query = JobQuery(state=state, kind=kind, labels=labels, tenant=scope or tenant)
     return await service.find(query, cursor=cursor, limit=limit)
 
 

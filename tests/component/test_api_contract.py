@@ -165,6 +165,23 @@ def test_idempotency_key_of_a_purged_job_makes_a_new_job(api: ApiServer) -> None
     assert replayed.json()["id"] == again.json()["id"]
 
 
+def test_a_list_filter_given_twice_is_refused_naming_it(api: ApiServer) -> None:
+    response = api.client.get("/v1/jobs", params=[("state", "failed"), ("state", "cancelled")])
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["state"]
+    assert api.client.get("/v1/jobs", params={"tenant": ""}).status_code == 422
+
+
+def test_labels_given_twice_must_all_hold(api: ApiServer) -> None:
+    labels = _label()
+    (key, value), other = next(iter(labels.items())), uuid.uuid4().hex[:8]
+    job_id = api.submit("noop", labels={**labels, "team": "ml"})
+    both = [("label", f"{key}={value}"), ("label", "team=ml")]
+    assert [j["id"] for j in api.client.get("/v1/jobs", params=both).json()["items"]] == [job_id]
+    clash = [("label", f"{key}={value}"), ("label", f"{key}={other}")]
+    assert api.client.get("/v1/jobs", params=clash).json()["items"] == []
+
+
 def test_list_filters_newest_first_and_pages_with_a_cursor(api: ApiServer) -> None:
     labels = _label()
     ids = [api.submit("noop", labels=labels) for _ in range(5)]
