@@ -179,6 +179,12 @@ def _view(response: httpx.Response) -> JobView:
 
 
 def submit(body: dict[str, JsonValue], *, idempotency_key: str | None) -> Call[JobView]:
+    """`InvalidRequest` naming the key, before anything is sent, for one that cannot go in a
+    header (printable ASCII, no spaces, at most 255 characters, as the server takes)."""
+    if idempotency_key and not (is_bearer_token(idempotency_key) and len(idempotency_key) <= 255):
+        why = "an Idempotency-Key is printable ASCII without spaces, at most 255 characters"
+        error = FieldError("idempotency_key", why, "value_error")
+        raise InvalidRequest(422, "Invalid request", why, errors=(error,))
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     return Call("POST", "/v1/jobs", _view, body=body, headers=headers)
 

@@ -176,9 +176,9 @@ def test_labels_given_twice_must_all_hold(api: ApiServer) -> None:
     labels = _label()
     (key, value), other = next(iter(labels.items())), uuid.uuid4().hex[:8]
     job_id = api.submit("noop", labels={**labels, "team": "ml"})
-    both = [("label", f"{key}={value}"), ("label", "team=ml")]
+    both = {"label": [f"{key}={value}", "team=ml"]}
     assert [j["id"] for j in api.client.get("/v1/jobs", params=both).json()["items"]] == [job_id]
-    clash = [("label", f"{key}={value}"), ("label", f"{key}={other}")]
+    clash = {"label": [f"{key}={value}", f"{key}={other}"]}
     assert api.client.get("/v1/jobs", params=clash).json()["items"] == []
 
 

@@ -200,3 +200,10 @@ def test_artifacts_ls_shows_file_names_escaped() -> None:
     text = _printed(artifacts_table(rows), plain_rows(rows))
     assert not any(char in text for char in "\x1b\x07\r\x08\x7f\x9b")
     assert text.count("out/\\x1b[31mRED") == 2
+
+
+@pytest.mark.parametrize("key", ["é", "two words", "line\nbreak", "k" * 256])
+def test_an_idempotency_key_that_cannot_be_sent_is_refused_naming_it(key: str) -> None:
+    with Client("http://127.0.0.1:1") as client, pytest.raises(InvalidRequest) as refused:
+        client.submit("noop", idempotency_key=key)  # nothing is sent: no server there
+    assert [error.field for error in refused.value.errors] == ["idempotency_key"]
