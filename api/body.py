@@ -1,7 +1,8 @@
 """What a route that takes a JSON body accepts: JSON, and only what JSON allows.
 
 - A body that is not JSON by its Content-Type (`application/json` or any `+json`; a body
-  without one too) is refused with 415 before anything reads it as JSON.
+  without one too) is refused with 415 before anything reads it as JSON; so is one sent
+  compressed (`Content-Encoding` other than `identity`), here and for uploads.
 - A syntax error (or bytes that are not UTF-8) is 422, as every body that cannot be read,
   saying line and column; it names no field (`field` is '').
 - NaN, Infinity and -Infinity, which Python's `json` accepts though JSON has none, and
@@ -17,7 +18,7 @@ from __future__ import annotations
 import email.message
 import json
 import math
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 from fastapi import params
@@ -40,6 +41,25 @@ class UnsupportedMediaType(HTTPException):
             f"the body must be JSON (Content-Type: {JSON_MEDIA_TYPE}), {sent}",
             headers={"Accept": JSON_MEDIA_TYPE},
         )
+
+
+class UnsupportedEncoding(HTTPException):
+    """The body is compressed (or otherwise encoded): 415, as RFC 7694 has it, since the
+    server would read, or store, the encoded bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(
+            415,
+            f"the body must be sent as it is (no Content-Encoding), not {encoding}",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
+def refuse_encoded(headers: Mapping[str, str]) -> None:
+    """`UnsupportedEncoding` unless the body comes without a content coding (or `identity`)."""
+    encoding = headers.get("content-encoding", "").strip()
+    if encoding and encoding.lower() != "identity":
+        raise UnsupportedEncoding(encoding)
 
 
 class _NonFinite:
@@ -133,7 +153,7 @@ class JsonRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         if self._takes_json():
             self.responses.setdefault(413, {"description": "Body too large."})
-            self.responses.setdefault(415, {"description": "Body not JSON."})
+            self.responses.setdefault(415, {"description": "Body not JSON, or compressed."})
 
     def _takes_json(self) -> bool:
         return self.body_field is not None and not isinstance(
@@ -148,6 +168,7 @@ class JsonRoute(APIRoute):
         async def handle_json(request: Request) -> Response:
             request = JsonRequest(request.scope, request.receive)
             if await request.body():  # an empty one is a missing body (422) to FastAPI
+                refuse_encoded(request.headers)
                 content_type = request.headers.get("content-type")
                 if not is_json(content_type):
                     raise UnsupportedMediaType(content_type)

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
+from kubetask.api.body import refuse_encoded
 from kubetask.api.deps import ArtifactsDep, PrincipalDep, RuntimeDep, ServiceDep
 from kubetask.api.downloads import headers, plan, quoted, unsatisfiable_headers, validators
 from kubetask.api.problems import RETRY_AFTER_S, problem
@@ -249,6 +250,7 @@ async def list_uploads(
         200: {"description": "An upload at that path was replaced.", "model": Uploaded},
         409: {"description": "The path runs through, or onto a folder of, another upload."},
         413: {"description": "Over KUBETASK_MAX_UPLOAD_BYTES."},
+        415: {"description": "A compressed body (Content-Encoding): send the file as it is."},
         422: {"description": "The path leads outside your uploads."},
     },
     openapi_extra={
@@ -263,6 +265,7 @@ async def upload(
     path: str, request: Request, principal: PrincipalDep, store: ArtifactsDep, runtime: RuntimeDep
 ) -> JSONResponse:
     """Put a file in your uploads (usable in params as `upload:<path>`), streamed."""
+    refuse_encoded(request.headers)  # it would be stored compressed
     limit = runtime.settings.max_upload_bytes
     key = "/".join((*uploads_area(principal.tenant), checked(path, ("path", "path"))))
     declared = request.headers.get("content-length", "")

@@ -1,9 +1,10 @@
 """Request bodies at their edges, against the real API process: too large however it is sent
-(413), not JSON (415), JSON with a syntax error (422 saying line and column, naming no
+(413), not JSON or compressed (415), JSON with a syntax error (422 saying line and column, naming no
 field), and numbers JSON does not have, NaN and Infinity (422 naming the field)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import uuid
 from collections.abc import Iterator
@@ -67,6 +68,23 @@ def test_a_body_that_is_not_json_is_415(
     assert problem["status"] == 415
     assert "application/json" in problem["detail"]
     assert (sent or "no Content-Type") in problem["detail"]
+
+
+def test_a_compressed_body_is_415_for_a_job_and_for_an_upload(api: ApiServer) -> None:
+    body = gzip.compress(b'{"kind": "noop"}')
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    job = api.client.post("/v1/jobs", params={"dry_run": "true"}, content=body, headers=headers)
+    name = f"zipped-{uuid.uuid4().hex[:8]}.bin"
+    upload = api.client.put(f"/v1/uploads/{name}", content=body, headers=headers)
+    for response in (job, upload):
+        assert response.status_code == 415, response.text
+        assert response.headers["accept-encoding"] == "identity"
+        assert "gzip" in response.json()["detail"]
+    assert name not in [e["path"] for e in api.client.get("/v1/uploads").json()["items"]]
+    plain = {"content-type": "application/json", "content-encoding": "identity"}
+    sent = b'{"kind": "noop"}'
+    dry = api.client.post("/v1/jobs", params={"dry_run": "true"}, content=sent, headers=plain)
+    assert dry.status_code == 200
 
 
 def test_a_json_media_type_with_parameters_or_a_json_suffix_is_json(api: ApiServer) -> None:
