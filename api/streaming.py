@@ -97,6 +97,14 @@ async def ended_by(job_id: str, since: int, bus: EventBus) -> bool:
     return any(Frame.of(raw).terminal for raw in await bus.history_until(job_id, until=since))
 
 
+async def check_not_ahead(job_id: str, since: int, bus: EventBus) -> None:
+    """`BadResumePoint` when `since` is past the job's last event: no event has that seq yet
+    (it came from another job's stream, or was made up), so waiting for it would be silent
+    until the job ends."""
+    if since > 0 and since > (last := await bus.last_seq(job_id)):
+        raise BadResumePoint(f"{since} is past the job's last event ({last})")
+
+
 class Cursor:
     """Where a follower stands (the last seq sent), and what to send next: pure."""
 

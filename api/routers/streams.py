@@ -28,6 +28,7 @@ from kubetask.api.streaming import (
     KEEPALIVE_FRAME,
     BadResumePoint,
     LeasedStream,
+    check_not_ahead,
     ended_by,
     follow,
     resume_point,
@@ -74,7 +75,10 @@ async def _sse(
             "description": "The job ended at or before the resume point: nothing follows "
             "(this also tells a browser's EventSource to stop reconnecting)."
         },
-        400: {"description": "`Last-Event-ID` or `since` is not a seq (ASCII digits)."},
+        400: {
+            "description": "`Last-Event-ID` or `since` is not a seq (ASCII digits), or is "
+            "past the job's last event."
+        },
         404: {"description": "No such job."},
         429: {"description": "The tenant has as many event streams open as allowed."},
     },
@@ -101,6 +105,10 @@ async def job_events(
     await runtime.service.get(job_id, tenant=principal.scope)
     if await ended_by(job_id, resume, runtime.bus):
         return Response(status_code=204)
+    try:
+        await check_not_ahead(job_id, resume, runtime.bus)
+    except BadResumePoint as exc:
+        raise HTTPException(400, str(exc)) from None
     lease = await limits.open_stream(principal.tenant)
     return LeasedStream(
         _sse(runtime, job_id, resume, lease), lease=lease, closing=runtime.hub.closed
@@ -123,6 +131,7 @@ async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) ->
             await websocket.accept()
             await websocket.close(code=1000)
             return
+        await check_not_ahead(job_id, resume, runtime.bus)
         lease = await limits_of(websocket).open_stream(principal.tenant)
     except HTTPException as exc:
         await _refuse(websocket, exc.status_code, str(exc.detail), exc.headers)

@@ -136,6 +136,20 @@ def test_a_resume_at_or_past_the_end_ends_at_once(capped: ApiServer) -> None:
     assert [e["seq"] for e in capped.events(job_id, since=last - 1)] == [last]
 
 
+def test_a_resume_point_past_a_running_jobs_last_event_is_400_at_once(capped: ApiServer) -> None:
+    job_id = capped.submit("noop", {"steps": 200, "step_s": 0.1})
+    ahead = str(10**9)  # no event of the job has that seq (yet): it would wait in silence
+    response = capped.client.get(f"/v1/jobs/{job_id}/events", params={"since": ahead})
+    assert response.status_code == 400, response.text
+    assert "past the job's last event" in response.json()["detail"]
+    url = capped.base_url.replace("http", "ws") + f"/v1/jobs/{job_id}/ws?since={ahead}"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 400
+    assert _open_streams(capped, job_id, CAP) == [200] * CAP  # neither kept a slot
+    capped.client.delete(f"/v1/jobs/{job_id}")
+
+
 def test_a_websocket_with_a_garbage_since_is_refused(capped: ApiServer) -> None:
     job_id = capped.submit("noop", {"steps": 2})
     url = capped.base_url.replace("http", "ws") + f"/v1/jobs/{job_id}/ws?since=%C2%B2"
