@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from kubetask.params.paths import OutsideTheStore
 from kubetask.storage.base import (
@@ -107,8 +108,7 @@ class FileStore:
         key, real = self._real(path)
         partial = real.with_name(f".{real.name}.{uuid.uuid4().hex[:8]}{PARTIAL}")
         try:
-            real.parent.mkdir(parents=True, exist_ok=True)
-            with partial.open("wb") as out:
+            with self._create(partial) as out:
                 for piece in chunks_of(source):
                     out.write(piece)
             partial.replace(real)
@@ -118,7 +118,28 @@ class FileStore:
             raise UploadFailed(key, first_line(error)) from error
         return self._entry(key, real)
 
+    @staticmethod
+    def _create(partial: Path) -> BinaryIO:
+        """The partial file, opened for writing in its folder, made if missing."""
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return partial.open("wb")
+        except FileNotFoundError:  # a delete pruned the folder between the two: once more
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            return partial.open("wb")
+
     def delete(self, path: str) -> None:
         key, real = self._real(path)
         self._entry(key, real)  # NotFound
         real.unlink()
+        self._prune(real.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove the folders a delete left empty, up to the root: the store holds files,
+        as object storage does, and a purged job leaves no folder behind."""
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone already): what is above is in use too
+                return
+            folder = folder.parent

@@ -233,6 +233,19 @@ def test_a_file_store_refuses_a_symlink_out_of_its_root(tmp_path: Path) -> None:
     assert list(store.list()) == []
 
 
+def test_a_file_store_delete_leaves_no_empty_folder_behind(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.write("job-1/logs/output.log", [b"log"])
+    store.write("job-1/model.pt", [b"m"])
+    store.delete("job-1/logs/output.log")
+    assert sorted(p.name for p in (tmp_path / "job-1").iterdir()) == ["model.pt"]
+    store.delete("job-1/model.pt")
+    assert list(tmp_path.iterdir()) == []  # the job's folder went with its last file
+    assert tmp_path.is_dir()  # never the root
+    store.write("job-1/logs/output.log", [b"again"])  # and a write makes its folders again
+    assert [e.path for e in store.list()] == ["job-1/logs/output.log"]
+
+
 def test_a_file_store_lists_no_write_in_progress(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     seen: list[list[str]] = []
