@@ -44,10 +44,14 @@ class FieldProblem(BaseModel):
     type: str
 
 
+MAX_FIELD_ERRORS = 100  # a 422 lists at most this many invalid fields
+MAX_DETAIL_ERRORS = 10  # and names this many in its detail
+
+
 class Problem(BaseModel):
     """An error as RFC 9457 problem details. Some say more: `errors` (422: each invalid
-    field), `state` (409: the finished job's state), `job_id` (409: the job an
-    Idempotency-Key already belongs to)."""
+    field, the first 100; `errors_left_out`: how many more there were), `state` (409: the
+    finished job's state), `job_id` (409: the job an Idempotency-Key already belongs to)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -76,8 +80,15 @@ def field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
-    detail = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errors)
-    return problem(422, "Unprocessable Content", detail, errors=errors)
+    """A 422 listing the first MAX_FIELD_ERRORS fields (`errors_left_out`: how many more),
+    and the first MAX_DETAIL_ERRORS in its detail: a body made of errors gets a short answer."""
+    named = errors[:MAX_DETAIL_ERRORS]
+    detail = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in named)
+    if len(errors) > len(named):
+        detail += f"; and {len(errors) - len(named)} more"
+    left_out = len(errors) - MAX_FIELD_ERRORS
+    extra: dict[str, Any] = {"errors_left_out": left_out} if left_out > 0 else {}
+    return problem(422, "Unprocessable Content", detail, errors=errors[:MAX_FIELD_ERRORS], **extra)
 
 
 def install(app: FastAPI) -> None:

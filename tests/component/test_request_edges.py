@@ -162,3 +162,17 @@ def test_nan_and_infinity_are_refused_naming_the_field(
     assert [(e["field"], e["type"]) for e in problem["errors"]] == [(field, "finite_number")]
     assert f"{field}: must be a finite number, not {number}" in problem["detail"]
     assert _created(api, f"test={label}") == []
+
+
+def test_a_body_of_many_errors_gets_a_short_answer(api: ApiServer) -> None:
+    params = {f"unknown_{i}": i for i in range(5000)}
+    response = api.client.post(
+        "/v1/jobs", params={"dry_run": "true"}, json={"kind": "noop", "params": params}
+    )
+    assert response.status_code == 422
+    problem = response.json()
+    assert len(problem["errors"]) == 100
+    assert problem["errors_left_out"] == 4900
+    assert problem["errors"][0]["field"] == "params.unknown_0"
+    assert problem["detail"].endswith("; and 4990 more")
+    assert len(response.content) < 30_000  # not ~100 bytes per error sent
