@@ -70,11 +70,13 @@ def problem(
 
 
 def field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """pydantic/FastAPI errors as {field, loc, msg, type}; `field` is the dotted path."""
+    """pydantic/FastAPI errors as {field, loc, msg, type}; `field` is the dotted path (a bad
+    mapping key is named as its entry: `labels.Bad Key`, where `loc` ends in `[key]`)."""
     out = []
     for error in errors:
         loc = [str(part) for part in error["loc"]]
-        field = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+        path = loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc
+        field = ".".join(part for part in path if part != "[key]")
         out.append({"field": field, "loc": loc, "msg": error["msg"], "type": error["type"]})
     return out
 

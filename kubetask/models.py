@@ -11,7 +11,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+)
 
 # Kubernetes' own rules (apimachinery validation), so nothing invalid reaches a cluster.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -59,7 +67,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-def _check_label(key: str, value: str) -> None:
+def _label_key(key: str) -> str:
     prefix, slash, name = key.rpartition("/")
     if slash and not prefix:
         raise ValueError(f"label key {key!r} has an empty prefix")
@@ -69,8 +77,18 @@ def _check_label(key: str, value: str) -> None:
         raise ValueError(f"label key {key!r} has an invalid prefix")
     if any(prefix == p or prefix.endswith(f".{p}") for p in _RESERVED_LABEL_PREFIXES):
         raise ValueError(f"label key {key!r} uses a prefix reserved by kubetask")
+    return key
+
+
+def _label_value(value: str) -> str:
     if len(value) > 63 or not _LABEL_NAME.fullmatch(value):
-        raise ValueError(f"label value {value!r} for {key!r} is not a valid Kubernetes label value")
+        raise ValueError(f"label value {value!r} is not a valid Kubernetes label value")
+    return value
+
+
+# a bad one is named in errors by its place: ("labels", key, "[key]") or ("labels", key)
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
 
 
 class Resources(_Strict):
@@ -174,7 +192,7 @@ class JobRequest(_Strict):
     completions: int = Field(1, ge=1, le=1024)
     priority: str | None = Field(None, max_length=63)
     queue: str | None = Field(None, max_length=63, description="Kueue LocalQueue name.")
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
     notify: Notify | None = None
     secrets: list[SecretEnv] = Field(
         default_factory=list,
@@ -196,13 +214,6 @@ class JobRequest(_Strict):
     def _dns_label(cls, value: str | None) -> str | None:
         if value is not None and not _DNS_LABEL.fullmatch(value):
             raise ValueError(f"{value!r} is not a DNS label (lowercase letters, digits, '-')")
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, label in value.items():
-            _check_label(key, label)
         return value
 
 

@@ -97,7 +97,7 @@ def test_good_label_keys_are_accepted(key: str) -> None:
 )
 def test_bad_label_keys_are_rejected(key: str) -> None:
     error = rejected(labels={key: "v"})
-    assert error.errors()[0]["loc"] == ("labels",)
+    assert error.errors()[0]["loc"] == ("labels", key, "[key]")  # named by its place
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,8 @@ def test_good_label_values_are_accepted(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["-ml", "ml-", "m l", "a/b", "x" * 64, "é"])
 def test_bad_label_values_are_rejected(value: str) -> None:
-    rejected(labels={"k": value})
+    error = rejected(labels={"k": value})
+    assert error.errors()[0]["loc"] == ("labels", "k")  # named by its key
 
 
 def test_at_most_32_labels() -> None:
