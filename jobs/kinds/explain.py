@@ -23,7 +23,7 @@ import torch
 from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.errors import TaskError
+from kubetask.jobs.errors import InvalidParams
 from kubetask.jobs.kinds.datagen import generate
 from kubetask.jobs.kinds.ml.attribution import (
     Attribution,
@@ -100,19 +100,21 @@ def target_of(target: str, classes: list[str], *, label: int) -> int | None:
         return label
     if target in classes:
         return classes.index(target)
-    raise TaskError(
-        f"target {target!r} is not {PREDICTED!r}, {LABEL!r} or a class of the model",
-        suggestion=f"The model's classes are {classes}.",
+    raise InvalidParams(  # the model's classes never change: a retry would fail the same
+        f"target: {target!r} is not {PREDICTED!r}, {LABEL!r} or one of the model's classes, "
+        f"{classes}"
     )
 
 
-def check_rows(rows: list[int], subject: Subject) -> None:
+def check_rows(rows: list[int], subject: Subject, field: str) -> None:
+    """`InvalidParams` naming `field` for a row past the dataset's end (never retried: the
+    dataset does not grow)."""
     count = len(subject.signals)
     outside = [row for row in rows if row >= count]
     if outside:
-        raise TaskError(
-            f"the dataset has {count} signals (rows 0 to {count - 1}); asked for {outside[:10]}",
-            suggestion="Pick rows inside the dataset.",
+        raise InvalidParams(
+            f"{field}: the dataset has {count} signals (rows 0 to {count - 1}); "
+            f"asked for {outside[:10]}"
         )
 
 
@@ -205,7 +207,7 @@ def run(params: ExplainParams, context: TaskContext) -> dict[str, JsonValue]:
     reporter = context.reporter
     reporter.update(0, 3, stage="load", message="loading the model and the signals")
     subject = load_subject(params, context)
-    check_rows([params.index], subject)
+    check_rows([params.index], subject, "index")
     message = f"signal {params.index}: integrated gradients ({params.steps} {params.rule} points)"
     reporter.update(1, 3, stage="explain", message=message)
     (attribution,) = explain_rows(subject, [params.index], params)

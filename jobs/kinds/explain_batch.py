@@ -41,7 +41,7 @@ def run(params: ExplainBatchParams, context: TaskContext) -> dict[str, JsonValue
     reporter.update(0, None, stage="load", message="loading the model and the signals")
     subject = load_subject(params, context)
     rows = params.indices if params.indices is not None else list(range(len(subject.signals)))
-    check_rows(rows, subject)
+    check_rows(rows, subject, "indices")
 
     shares = (
         LocalShares()

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.errors import TaskError
+from kubetask.jobs.errors import InvalidParams, TaskError
 from kubetask.jobs.kinds.datagen import generate
 from kubetask.jobs.kinds.ml.data import Dataset
 from kubetask.jobs.kinds.ml.inference import open_dataset, read_sample_rate
@@ -68,8 +68,8 @@ def row(signal: np.ndarray, params: FeaturesParams, sample_rate: float) -> list[
 def run(params: FeaturesParams, context: TaskContext) -> dict[str, JsonValue]:
     data, sample_rate = _data(params, context)
     if params.envelope_band is not None and params.envelope_band[0] >= sample_rate / 2:
-        raise TaskError(
-            f"envelope_band starts at or above the Nyquist frequency ({sample_rate / 2:g} Hz)"
+        raise InvalidParams(  # the dataset's sample rate is what it is: never retried
+            f"envelope_band: starts at or above the Nyquist frequency ({sample_rate / 2:g} Hz)"
         )
     edges = band_edges(sample_rate, params.bands)
     header = columns(edges, params.envelope_peaks)

@@ -112,7 +112,9 @@ def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
             "'uploads/<tenant>/**/*.mat'.",
         )
     if len(paths) > params.max_files:
-        raise TaskError(f"{len(paths)} files match {pattern!r}; max_files is {params.max_files}")
+        raise InvalidParams(  # the files are there: a retry would find as many
+            f"max_files: {len(paths)} files match {pattern!r}, more than {params.max_files}"
+        )
 
     imported = Imported()
     for number, path in enumerate(paths, 1):
