@@ -1,5 +1,6 @@
-"""A setting the server cannot use stops it at once: exit 2 and one line naming each bad
-one by its environment variable, never its value (which may be a secret), no traceback."""
+"""A setting the server cannot use stops it at once: exit 2 and one line, no traceback. One
+that does not parse is named by its environment variable, never with its value (which may
+be a secret); a store URL it cannot use is shown (credentials never go in that URL)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,11 @@ def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
     for words in named:
         assert words in lines[0]
     assert "abc-secret" not in done.stderr
+
+
+def test_a_bad_store_url_stops_the_server_naming_the_setting(tmp_path: Path) -> None:
+    done = start(tmp_path, KUBETASK_ARTIFACTS_URL="ftp://host/x")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "KUBETASK_ARTIFACTS_URL='ftp://host/x'" in lines[0]
