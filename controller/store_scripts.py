@@ -82,10 +82,10 @@ return {ARGV[1], ''}
 # when the record expires ('0': not terminal), id, now, the state indexes and counts of the
 # new status (JSON lists), the state event (eventlog.script_args: 3), how long the event log
 # of a finished job lasts, '1' to mark the job submitted (else '0': a mark is never taken
-# back), then pairs of outbox entry id and entry. The status, its state
-# event and (terminal) its notifications are written together, so a crash right after the
-# write still leaves the event for the streams and the notifications to deliver (at least
-# once), and a status refused writes no event. A record from before the indexes (no
+# back), then pairs of outbox entry id and entry. The status, its state event and (terminal)
+# its notifications are written together, so a crash right after the write still leaves
+# the event for the streams and the notifications to deliver (at least once), and a status
+# refused writes no event. A record from before the indexes (no
 # `indexes` field) is left to the one-time index build.
 SAVE_STATUS = (
     eventlog.APPEND_FUNCTION

@@ -68,15 +68,13 @@ class PartFile:
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        real = Path(os.path.realpath(target))
+        self._real = real = Path(os.path.realpath(target))  # a symlink's: the file it names
         self.temp: Path | None = None
         if is_special(real):
             self._file = real.open("wb")
-            self._real = real
             return
         self.temp = real.with_name(f".{real.name}.{secrets.token_hex(4)}.part")
         self._file = self.temp.open("xb")  # the umask's mode, as the renamed file should have
-        self._real = real
 
     def write(self, chunk: bytes) -> None:
         self._file.write(chunk)
