@@ -85,8 +85,8 @@ return {ARGV[1], ''}
 # back), then pairs of outbox entry id and entry. The status, its state event and (terminal)
 # its notifications are written together, so a crash right after the write still leaves
 # the event for the streams and the notifications to deliver (at least once), and a status
-# refused writes no event. A record from before the indexes (no
-# `indexes` field) is left to the one-time index build.
+# refused writes no event. A record from before the indexes (no `indexes` field) is left to
+# the one-time index build.
 SAVE_STATUS = (
     eventlog.APPEND_FUNCTION
     + _UNINDEX_FUNCTION
