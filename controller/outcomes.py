@@ -65,10 +65,13 @@ def summarize(
     *,
     completions: int,
     merge: Merge | None = None,
+    exit_code: int | None = None,
 ) -> tuple[dict[str, JsonValue] | None, ErrorInfo | None]:
     """(result, error) for the job: the task's own words when it left them. Several
     completions make one result by the kind's `merge` (the parts under `workers`), or without
-    one the parts as they are (under `completions`)."""
+    one the parts as they are (under `completions`). `exit_code`: the last failed task's,
+    where the backend knows it: a single task's words that say another code are an earlier
+    attempt's (the last one was killed before it said anything), and do not count."""
     if derived.state is JobState.SUCCEEDED:
         if completions == 1:
             only = outcomes.get(0)
@@ -85,11 +88,19 @@ def summarize(
         return {"completions": per_index}, None
     if derived.state is JobState.FAILED:
         told = [o.error for _, o in sorted(outcomes.items()) if not o.ok and o.error]
-        if told and derived.reason not in ("DeadlineExceeded", "StartTimeout", "JobDeleted"):
-            return None, told[-1]
+        last = told[-1] if told else None
+        if last is not None and completions == 1 and exit_code not in (None, last.exit_code):
+            last = None  # an earlier attempt's words
+        if last is not None and derived.reason not in (
+            "DeadlineExceeded",
+            "StartTimeout",
+            "JobDeleted",
+        ):
+            return None, last
         return None, ErrorInfo(
             type=derived.reason or "Failed",
             message=derived.message or "the job failed",
             suggestion=_REASON_SUGGESTIONS.get(derived.reason or ""),
+            exit_code=exit_code,
         )
     return None, None

@@ -331,15 +331,19 @@ class Reconciler:
         outcomes: dict[int, Outcome] | None = {} if skip else None
         if observation is None and record.submitted and not skip:  # gone: what did its tasks say?
             outcomes = await self._outcomes(record)
+        # it ran if the record says so, or the backend does (the controller was away then)
+        ran = record.status.started_at is not None or (
+            ran_at(observation, created=record.created_at, now=now) is not None
+        )
         derived = derive_state(
             JobFacts(
                 observation=observation,
                 submitted=record.submitted,
                 cancel_requested=record.cancel_requested,
-                start_deadline_passed=deadline_passed,
+                start_deadline_passed=deadline_passed and not ran,
                 tasks_succeeded=outcomes is not None and all_succeeded(outcomes, record),
                 create_rejected=rejected,
-                ran=record.status.started_at is not None,
+                ran=ran,
                 unhandled=unhandled,
             )
         )
@@ -360,6 +364,7 @@ class Reconciler:
                 outcomes,
                 completions=record.request.completions,
                 merge=self._merges.get(record.request.kind),
+                exit_code=observation.last_exit_code if observation else None,
             )
         # after the observation: a time the backend recorded before it is not ahead of ours
         # (`now` is from before the create, which may start the task)

@@ -132,7 +132,8 @@ OUTCOME_CONDITIONS = (
 def derive_state(facts: JobFacts) -> Derived:
     """The job's state, read off the facts. Order matters: the first rule that holds wins."""
     obs = facts.observation
-    if facts.cancel_requested:
+    decided = None if obs is None else _outcome(obs)
+    if facts.cancel_requested and decided is None:  # a cancel after the outcome changes nothing
         return Derived(_S.CANCELLED, "Cancelled", "cancelled on request", stop=True)
     if facts.unhandled is not None:
         return Derived(
@@ -146,12 +147,8 @@ def derive_state(facts: JobFacts) -> Derived:
         if facts.submitted:
             return Derived(_S.FAILED, "JobDeleted", "the Job was deleted outside kubetask")
         return Derived(_S.QUEUED, "Accepted", "accepted; creating the Job")
-    for state, types in OUTCOME_CONDITIONS:
-        said = [c for c in map(obs.condition, types) if c is not None]
-        if said:  # the final word's reason; the time the outcome was first decided
-            final = said[0]
-            decided = min((c.at for c in said if c.at is not None), default=None)
-            return Derived(state, final.reason or final.type, final.message, at=decided)
+    if decided is not None:
+        return decided
     running = any(pod.phase == "Running" for pod in obs.pods)
     if facts.start_deadline_passed and not running:
         return Derived(
@@ -165,6 +162,18 @@ def derive_state(facts: JobFacts) -> Derived:
     if running:
         return Derived(_S.RUNNING)
     return _pending(obs, ran=facts.ran)
+
+
+def _outcome(obs: Observation) -> Derived | None:
+    """The outcome the Job's conditions say was decided (None: not yet): the final word's
+    reason, the time the outcome was first decided."""
+    for state, types in OUTCOME_CONDITIONS:
+        said = [c for c in map(obs.condition, types) if c is not None]
+        if said:
+            final = said[0]
+            decided = min((c.at for c in said if c.at is not None), default=None)
+            return Derived(state, final.reason or final.type, final.message, at=decided)
+    return None
 
 
 def _pending(obs: Observation, *, ran: bool) -> Derived:

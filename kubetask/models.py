@@ -26,7 +26,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_RESERVED_LABEL_PREFIXES = ("kubetask.io", "app.kubernetes.io")
+_RESERVED_LABEL_PREFIXES = ("kubetask.io", "app.kubernetes.io", "batch.kubernetes.io")
+# what the Job controller sets on a Job's pods (the API server refuses any other value)
+_RESERVED_LABEL_KEYS = frozenset({"job-name", "controller-uid"})
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What kubetask sets in every task's environment: a Secret may not take their place.
@@ -76,7 +78,9 @@ def _label_key(key: str) -> str:
     if prefix and (len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
         raise ValueError(f"label key {key!r} has an invalid prefix")
     if any(prefix == p or prefix.endswith(f".{p}") for p in _RESERVED_LABEL_PREFIXES):
-        raise ValueError(f"label key {key!r} uses a prefix reserved by kubetask")
+        raise ValueError(f"label key {key!r} uses a prefix reserved by kubetask or Kubernetes")
+    if not prefix and name in _RESERVED_LABEL_KEYS:
+        raise ValueError(f"label key {key!r} is reserved: the Job controller sets it on pods")
     return key
 
 

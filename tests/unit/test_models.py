@@ -102,7 +102,16 @@ def test_bad_label_keys_are_rejected(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["kubetask.io/job-id", "kubetask.io/kind", "app.kubernetes.io/name", "x.kubetask.io/y"],
+    [
+        "kubetask.io/job-id",
+        "kubetask.io/kind",
+        "app.kubernetes.io/name",
+        "x.kubetask.io/y",
+        "batch.kubernetes.io/job-name",  # the Job controller's, on every pod
+        "batch.kubernetes.io/controller-uid",
+        "job-name",
+        "controller-uid",
+    ],
 )
 def test_reserved_label_prefixes_are_rejected(key: str) -> None:
     assert "reserved" in str(rejected(labels={key: "v"}))

@@ -56,6 +56,17 @@ def test_failure_reports_the_tasks_own_error() -> None:
     assert summarize(derived, {0: outcome}, completions=1) == (None, outcome.error)
 
 
+def test_an_earlier_attempts_words_do_not_stand_for_a_killed_last_one() -> None:
+    """Attempt 1 exited 1 saying why; attempt 2 was killed (137) before it said anything."""
+    derived = Derived(_S.FAILED, "BackoffLimitExceeded", "failed after 2 attempts")
+    stale = failed("RuntimeError", "attempt 1")
+    result, error = summarize(derived, {0: stale}, completions=1, exit_code=137)
+    assert result is None
+    assert error is not None
+    assert (error.type, error.exit_code) == ("BackoffLimitExceeded", 137)
+    assert summarize(derived, {0: stale}, completions=1, exit_code=1) == (None, stale.error)
+
+
 def test_failure_of_a_fan_out_reports_the_last_told_error() -> None:
     derived = Derived(_S.FAILED, "BackoffLimitExceeded")
     outcomes = {0: ok(trial=0), 1: failed("ValueError"), 3: failed("KeyError")}

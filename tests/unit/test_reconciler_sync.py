@@ -450,6 +450,22 @@ def test_a_running_job_is_not_failed_by_the_start_deadline() -> None:
     assert w.backend.deleted == []
 
 
+def test_a_job_that_ran_while_the_controller_was_away_is_not_failed_by_the_start_deadline() -> (
+    None
+):
+    """Its task ran and failed, and the Job waits to try again: the record never saw it
+    running, but the backend's word is that it ran."""
+    w = world(record(submitted=True, start_timeout_s=60))
+    w.backend.jobs[JOB] = Observation(
+        failed=1, start_time=T0, pods=(PodFacts("Failed"),), last_exit_code=3
+    )
+    w.now[0] = T0 + timedelta(seconds=600)
+    w.sync()
+    assert w.record().status.reason != "StartTimeout"
+    assert not w.record().status.state.terminal  # its other attempts still run
+    assert w.backend.deleted == []
+
+
 def test_a_start_deadline_wakes_the_reconciler_itself() -> None:
     """A job waiting for a queue or a node changes no more, and the resync is 30 s away: as
     its start deadline passes, it is failed all the same."""

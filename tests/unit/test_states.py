@@ -54,17 +54,34 @@ RUNNING_POD = PodFacts(phase="Running")
         None,
         Observation(),
         Observation(pods=(RUNNING_POD,), active=1),
-        Observation(conditions=(Condition("Complete"),), succeeded=1),
-        Observation(conditions=(Condition("Failed", reason="BackoffLimitExceeded"),)),
+        Observation(conditions=(Condition("Suspended"),), suspended=True),
     ],
 )
-def test_cancel_request_wins_over_everything_and_asks_to_stop(
+def test_cancel_request_wins_over_everything_undecided_and_asks_to_stop(
     observation: Observation | None,
 ) -> None:
     derived = derive(observation, cancel_requested=True, start_deadline_passed=True)
     assert derived.state is _S.CANCELLED
     assert derived.reason == "Cancelled"
     assert derived.stop
+
+
+@pytest.mark.parametrize(
+    ("observation", "state"),
+    [
+        (Observation(conditions=(Condition("Complete"),), succeeded=1), _S.SUCCEEDED),
+        (Observation(conditions=(Condition("SuccessCriteriaMet"),), active=1), _S.SUCCEEDED),
+        (Observation(conditions=(Condition("Failed", reason="BackoffLimitExceeded"),)), _S.FAILED),
+    ],
+)
+def test_a_cancel_after_the_outcome_was_decided_changes_nothing(
+    observation: Observation, state: _S
+) -> None:
+    """The Job ended before the cancel reached the controller (it was away, or behind):
+    the outcome stands, and nothing deletes the Job with its pods' words."""
+    derived = derive(observation, cancel_requested=True)
+    assert derived.state is state
+    assert not derived.stop
 
 
 def test_job_gone_after_submit_is_failed_job_deleted() -> None:
