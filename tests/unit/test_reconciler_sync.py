@@ -450,9 +450,7 @@ def test_a_running_job_is_not_failed_by_the_start_deadline() -> None:
     assert w.backend.deleted == []
 
 
-def test_a_job_that_ran_while_the_controller_was_away_is_not_failed_by_the_start_deadline() -> (
-    None
-):
+def test_a_job_that_ran_while_the_controller_was_away_is_not_failed_by_the_start_deadline() -> None:
     """Its task ran and failed, and the Job waits to try again: the record never saw it
     running, but the backend's word is that it ran."""
     w = world(record(submitted=True, start_timeout_s=60))
