@@ -74,7 +74,9 @@ def build_task_spec(
     """The task an accepted job runs, on the image of its kind's role (one of `kinds`)."""
     request = record.request
     kind = kinds[request.kind]
-    params = _compact(request.params)
+    # as sent: UTF-8, not \u escapes (which make "é" three times larger, and the ConfigMap
+    # of large params too large for the API server)
+    params = json.dumps(request.params, separators=(",", ":"), ensure_ascii=False)
     return TaskSpec(
         job_id=record.id,
         kind=request.kind,

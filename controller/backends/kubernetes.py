@@ -7,7 +7,7 @@ threads: each keeps a cache, resumes from the last `resourceVersion`, relists
 on `410 Gone` and backs off on 429/5xx as `Retry-After` says; each change only names the
 job for the reconciler, which then reads the caches (level-triggered, as Kubernetes
 controllers do). Creating is idempotent (deterministic names, 409 AlreadyExists is success);
-a create the API refuses for good (400, 403, 404, 422) is CreateRejected, with its words.
+a create the API refuses for good (400, 403, 404, 413, 422) is CreateRejected, with its words.
 The Event of each state transition is written off the hot path (`BestEffortWriter`: a
 bounded queue, one worker, in order; dropped with a log line when full), so a job's creation
 costs one API write; each Event waits (up to `EVENT_YIELD_S`) until no Job is being created
@@ -68,7 +68,7 @@ log = logging.getLogger("kubetask.kubernetes")
 T = TypeVar("T")
 API_THREADS = 16
 WATCHES = 3  # per namespace: Jobs, Pods, Events
-REJECTED = (400, 403, 404, 422)  # a create answered so fails the same way when tried again
+REJECTED = (400, 403, 404, 413, 422)  # a create answered so fails the same way when tried again
 EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 EVENT_QUEUE = 1000  # transitions whose Event is not written yet; beyond, Events are dropped
 EVENT_YIELD_S = 1.0  # the longest an Event waits for the creates in progress to end
@@ -307,21 +307,29 @@ class KubernetesBackend:
         self._jobs[namespace].upsert(job, notify=False)
         configmap = build_params_configmap(spec, cluster)
         if configmap is not None:
-            await self._call(
-                self._core.create_namespaced_config_map,
-                namespace,
-                owned_by(configmap, job),
-                ok=(409,),
-            )
+            try:
+                await self._call(
+                    self._core.create_namespaced_config_map,
+                    namespace,
+                    owned_by(configmap, job),
+                    ok=(409,),
+                    rejected=REJECTED,
+                )
+            except CreateRejected:  # (too large): the Job's pods would wait for it forever
+                await self._delete_job(spec.job_id, namespace)
+                raise
 
     async def delete(self, job_id: str) -> None:
         found = await self._find(job_id)
         if found is None:
             return
+        await self._delete_job(job_id, found[0])
+
+    async def _delete_job(self, job_id: str, namespace: str) -> None:
         await self._call(
             self._batch.delete_namespaced_job,
             job_name(job_id),
-            found[0],
+            namespace,
             propagation_policy="Background",
             ok=(404,),
         )

@@ -16,7 +16,7 @@ import yaml
 from kubernetes import client as k8s
 
 from kubetask import keys
-from kubetask.controller.redis_server import free_port
+from kubetask.controller.redis_server import RedisServer, free_port
 from tests.cluster.bootstrap import throttle
 from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack
@@ -198,6 +198,27 @@ def test_large_params_travel_in_a_configmap_owned_by_the_job(kube_stack: KubeSta
     job = api.wait(api.submit("noop", {"payload": "p" * 100_000}))
     assert job["state"] == "succeeded", job
     assert job["result"]["payload_chars"] == 100_000
+    # 800 KB of UTF-8: as \u escapes it was 2.4 MB, over what a ConfigMap holds
+    job = api.wait(api.submit("noop", {"payload": "é" * 400_000}))
+    assert job["state"] == "succeeded", job
+    assert job["result"]["payload_chars"] == 400_000
+
+
+def test_params_too_large_for_a_configmap_fail_the_job_at_once_and_leave_no_job(
+    control_plane: ControlPlane, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """An operator allowed bodies larger than a ConfigMap holds: the API server refuses the
+    params' ConfigMap, the job fails saying why, and its Job (made first) is deleted."""
+    url = own_database(redis_server.url)
+    with kubernetes_stack(control_plane, url, tmp_path, max_body_bytes=4 << 20) as stack:
+        job_id = stack.api.submit("noop", {"payload": "é" * 600_000})  # 1.2 MB of UTF-8
+        job = stack.api.wait(job_id, timeout_s=60)
+        assert (job["state"], job["reason"]) == ("failed", "CreateRejected"), job
+        assert "refused" in job["message"], job["message"][:300]
+        deadline = time.monotonic() + 30
+        while jobs_in_cluster(stack) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert jobs_in_cluster(stack) == []
 
 
 def test_an_indexed_job_reports_each_completion(kube_stack: KubeStack) -> None:
