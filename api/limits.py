@@ -34,6 +34,8 @@ STREAM_RETRY_AFTER_S = 5
 STREAM_LEASE_S = 60.0  # an open stream's slot lapses unless renewed (a crashed replica's)
 
 _SUFFIXES = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
     "m": Decimal("0.001"),
     "k": Decimal(10) ** 3,
     "M": Decimal(10) ** 6,
@@ -52,7 +54,7 @@ _SUFFIXES = {
 
 def parse_quantity(text: str) -> Decimal:
     """A Kubernetes quantity ('500m', '2', '1.5Gi', '1e3') as a number (cores, bytes)."""
-    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E"):
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E"):
         if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
             return Decimal(text[: -len(suffix)]) * _SUFFIXES[suffix]
     try:

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationInfo,
     field_validator,
 )
 
@@ -25,7 +26,10 @@ from pydantic import (
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+# Kubernetes' quantity grammar, without a sign: 1, 1.5, .5, 5., then an exponent or a suffix
+_QUANTITY = re.compile(
+    r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+)
 _RESERVED_LABEL_PREFIXES = ("kubetask.io", "app.kubernetes.io", "batch.kubernetes.io")
 # what the Job controller sets on a Job's pods (the API server refuses any other value)
 _RESERVED_LABEL_KEYS = frozenset({"job-name", "controller-uid"})
@@ -112,10 +116,14 @@ class Resources(_Strict):
 
     @field_validator("gpu_type")
     @classmethod
-    def _label_value(cls, value: str | None) -> str | None:
+    def _label_value(cls, value: str | None, info: ValidationInfo) -> str | None:
         # a node selector's value: Kubernetes' label value rules
         if value is not None and not _LABEL_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid Kubernetes label value")
+        # it picks a GPU model's nodes, which only a task asking for a GPU may use (their
+        # taint): without one, the pod would wait unschedulable for good
+        if value is not None and info.data.get("gpu") == 0:
+            raise ValueError("gpu_type picks a GPU model: ask for gpu >= 1 too")
         return value
 
 

@@ -283,13 +283,14 @@ def test_submit_options_set_the_request_fields(api: ApiServer) -> None:
     assert request["timeout_s"] == 120
     assert request["name"] == "flagged"
     placed = kt(
-        api.base_url, "submit", "noop", "--gpu-type", "a100", "--queue", "team-a",
-        "--priority", "high",
+        api.base_url, "submit", "noop", "--queue", "team-a", "--priority", "high",
     )  # fmt: skip
     assert placed.exit_code == 0, placed.output
     request = api.job(placed.stdout.strip())["request"]
-    assert request["resources"]["gpu_type"] == "a100"
     assert (request["queue"], request["priority"]) == ("team-a", "high")
+    model = kt(api.base_url, "submit", "noop", "--gpu-type", "a100")  # sent, and refused:
+    assert model.exit_code == ExitCode.ERROR  # a GPU model without a GPU never schedules
+    assert "resources.gpu_type: " in model.stderr
     gpu = kt(api.base_url, "submit", "noop", "--gpu", "1")
     assert gpu.exit_code == ExitCode.ERROR  # the local backend has none to give
     assert "resources.gpu: the local backend" in gpu.stderr

@@ -39,6 +39,11 @@ CAPS = JobCaps(max_timeout_s=3600, max_cpu="4", max_memory="8Gi", max_gpu=1)
         ("1e3", Decimal(1000)),
         ("1E3", Decimal(1000)),
         ("2E", Decimal(2 * 10**18)),
+        (".5", Decimal("0.5")),  # as Kubernetes' grammar has them
+        ("5.", Decimal(5)),
+        ("1n", Decimal("1e-9")),
+        ("250u", Decimal("0.00025")),
+        (".5Gi", Decimal(2**29)),
     ],
 )
 def test_kubernetes_quantities(text: str, value: Decimal) -> None:

@@ -162,7 +162,7 @@ def test_bad_queue_names_are_rejected(queue: str) -> None:
 # --- resources ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cpu", ["1", "2", "500m", "0.5", "1.25", "100m"])
+@pytest.mark.parametrize("cpu", ["1", "2", "500m", "0.5", "1.25", "100m", ".5", "5.", "1n", "250u"])
 def test_good_cpu_quantities_are_accepted(cpu: str) -> None:
     assert Resources(cpu=cpu).cpu == cpu
 
@@ -175,7 +175,8 @@ def test_good_memory_quantities_are_accepted(memory: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "quantity", ["", "-1", "500 m", "one", "2 cores", "1gi", "1GB", "Gi", "0x10"]
+    "quantity",
+    ["", "-1", "500 m", "one", "2 cores", "1gi", "1GB", "Gi", "0x10", ".", "+1", "1.2.3"],
 )
 @pytest.mark.parametrize("field", ["cpu", "memory"])
 def test_bad_quantities_are_rejected(field: str, quantity: str) -> None:
@@ -185,6 +186,14 @@ def test_bad_quantities_are_rejected(field: str, quantity: str) -> None:
 
 def test_exponent_quantities_from_the_kubernetes_docs_are_accepted() -> None:
     assert Resources(memory="129e6").memory == "129e6"
+
+
+def test_a_gpu_type_without_a_gpu_is_refused_naming_it() -> None:
+    """Its node selector picks GPU nodes, whose taint only a GPU task tolerates: the pod
+    would stay unschedulable."""
+    error = rejected(resources={"gpu_type": "nvidia-a100"})
+    assert error.errors()[0]["loc"] == ("resources", "gpu_type")
+    assert Resources(gpu=1, gpu_type="nvidia-a100").gpu_type == "nvidia-a100"
 
 
 @pytest.mark.parametrize("gpu", [-1, 17])
