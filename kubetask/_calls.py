@@ -65,8 +65,9 @@ def base_url(explicit: str | None) -> str:
     return (explicit or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
 
 
-def is_bearer_token(token: str) -> bool:
-    """Whether `token` can be sent as `Authorization: Bearer …`: visible ASCII, no spaces."""
+def is_header_token(token: str) -> bool:
+    """Whether `token` can be sent as a header's value as it is (a bearer token, an
+    Idempotency-Key): visible ASCII, no spaces."""
     return all("!" <= char <= "~" for char in token)
 
 
@@ -77,7 +78,7 @@ def auth_headers(token: str | None) -> dict[str, str]:
     token = token if token is not None else os.environ.get(TOKEN_ENV)
     if not token:
         return {}
-    if not is_bearer_token(token):
+    if not is_header_token(token):
         raise InvalidToken(source)
     return {"Authorization": f"Bearer {token}"}
 
@@ -181,7 +182,7 @@ def _view(response: httpx.Response) -> JobView:
 def submit(body: dict[str, JsonValue], *, idempotency_key: str | None) -> Call[JobView]:
     """`InvalidRequest` naming the key, before anything is sent, for one that cannot go in a
     header (printable ASCII, no spaces, at most 255 characters, as the server takes)."""
-    if idempotency_key and not (is_bearer_token(idempotency_key) and len(idempotency_key) <= 255):
+    if idempotency_key and not (is_header_token(idempotency_key) and len(idempotency_key) <= 255):
         why = "an Idempotency-Key is printable ASCII without spaces, at most 255 characters"
         error = FieldError("idempotency_key", why, "value_error")
         raise InvalidRequest(422, "Invalid request", why, errors=(error,))

@@ -21,21 +21,18 @@ class ArgumentError(ValueError):
 
 
 def _finite(text: str) -> float:
+    """A JSON number or constant (NaN, Infinity, -Infinity) as a float, if finite."""
     value = float(text)
     if not math.isfinite(value):
         raise ArgumentError(f"{text} is not a finite number (JSON has no NaN or Infinity)")
     return value
 
 
-def _no_constant(text: str) -> float:
-    raise ArgumentError(f"{text} is not a finite number (JSON has no NaN or Infinity)")
-
-
 def parse_value(text: str) -> JsonValue:
     """`5` -> 5, `true` -> True, `[1,2]` -> [1, 2], `{"a": 1}` -> {...}; else the string.
     `ArgumentError` for NaN, Infinity or a number too large for a float (1e999)."""
     try:
-        value: JsonValue = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        value: JsonValue = json.loads(text, parse_float=_finite, parse_constant=_finite)
     except ArgumentError:
         raise
     except ValueError:
