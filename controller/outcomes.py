@@ -38,7 +38,7 @@ def in_plain_words(
     words = {
         "BackoffLimitExceeded": f"failed after {tries}{exited}",
         "PodFailurePolicy": "failed at once, not retried: the task exited with code 2, "
-        "which means its params are invalid",
+        "which means its params (or the data they name) cannot work: a retry would fail the same",
         "DeadlineExceeded": f"stopped: it ran longer than its timeout_s ({timeout_s} s)",
         "StartTimeout": f"failed: it did not start running within its start_timeout_s "
         f"({start_timeout_s} s)",

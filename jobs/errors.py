@@ -12,11 +12,17 @@ TRACEBACK_FRAMES = 6
 
 
 class TaskError(Exception):
-    """Raised by a task for a failure it understands, with its own suggestion."""
+    """Raised by a task for a failure it understands, with its own suggestion. `permanent`:
+    a retry would fail the same (the data the params name is there but does not fit), so the
+    task exits with code 2 and is not retried; else it exits 1 and `retries` apply (a file
+    not there yet may be by the next try)."""
 
-    def __init__(self, message: str, *, suggestion: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, suggestion: str | None = None, permanent: bool = False
+    ) -> None:
         super().__init__(message)
         self.suggestion = suggestion
+        self.permanent = permanent
 
 
 class InvalidParams(Exception):

@@ -2,8 +2,9 @@
 
 It reads the `KUBETASK_*` environment, validates the params (exit 2 when they are invalid,
 which the pod failure policy never retries), runs the kind, and leaves its outcome in the
-termination log and in Redis. Exit codes: 0 success, 2 invalid params, 143 SIGTERM, 1 any
-other failure (a failed upload of a succeeded task's outputs too). With object storage
+termination log and in Redis. Exit codes: 0 success, 2 invalid params or a `permanent`
+`TaskError` (a retry would fail the same), 143 SIGTERM, 1 any other failure (a failed upload
+of a succeeded task's outputs too). With object storage
 (`KUBETASK_ARTIFACTS_URL=s3://…`) the kind works in a scratch folder that jobs/staging.py
 fills from the store before it runs and empties into the store after.
 """
@@ -160,6 +161,7 @@ def run_kind(spec: KindSpec, params: Params, context: TaskContext) -> dict[str, 
             f"{', '.join(missing)} (result keys: {', '.join(sorted(result)) or 'none'})",
             suggestion="A bug in the kind: its runner must return an artifact path for each "
             "of its KindSpec's outputs.",
+            permanent=True,
         )
     return result
 
@@ -283,6 +285,10 @@ def run_staged(
             outcome = Outcome(ok=False, error=error.model_copy(update={"message": message}))
     except TaskTerminated as exc:
         code = env.EXIT_TERMINATED
+        outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
+    except TaskError as exc:
+        code = env.EXIT_INVALID_PARAMS if exc.permanent else env.EXIT_FAILED
+        log.exception("task failed" if not exc.permanent else "task failed; not retried")
         outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
     except Exception as exc:
         code = env.EXIT_FAILED

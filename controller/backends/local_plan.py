@@ -61,7 +61,8 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
         return Condition(
             "Failed",
             reason="PodFailurePolicy",
-            message=f"index {invalid.index} exited with code 2 (invalid params): not retried",
+            message=f"index {invalid.index} exited with code 2 (a retry would fail the same): "
+            "not retried",
             at=now,
         )
     failures = [p for p in pods if p.failed]

@@ -144,6 +144,7 @@ class Exporter:
                 f"the {name} export differs from PyTorch by {difference:.3g} (relative to the "
                 f"largest logit), above tolerance {self.params.tolerance:g}",
                 suggestion="Raise `tolerance` if that difference is acceptable.",
+                permanent=True,
             )
         one = self.sample[:1]
         latency = median_latency_ms(lambda: infer(one), self.params.latency_runs)

@@ -44,6 +44,7 @@ def _data(params: FeaturesParams, context: TaskContext) -> tuple[Dataset, float]
         raise TaskError(
             f"dataset {params.dataset!r} records no sample_rate",
             suggestion="Use a dataset written by datagen or mat-import.",
+            permanent=True,
         )
     return data, rate
 

@@ -60,6 +60,7 @@ def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]
                 "quality=true needs the real data to compare with, and `dataset` is not given",
                 suggestion="Pass `model` as 'job:<gan-train id>' (its seed data is then used), "
                 "or `dataset`, or set quality=false.",
+                permanent=True,
             )
         seed_path = require(context, params.dataset, what="seed data", producer="gan-seed")
     splits = [

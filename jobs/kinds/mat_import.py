@@ -131,6 +131,7 @@ def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
                 raise TaskError(
                     f"{name}: {exc}",
                     suggestion="Fix or remove the file, or set on_error='skip'.",
+                    permanent=True,
                 ) from exc
             imported.skipped.append({"file": name, "error": str(exc)})
             message = f"{name}: skipped ({exc})"
@@ -138,7 +139,8 @@ def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
     if not imported.signals:
         raise TaskError(
             f"none of the {len(paths)} files gave a signal; first problem: "
-            f"{imported.skipped[0]['file']}: {imported.skipped[0]['error']}"
+            f"{imported.skipped[0]['file']}: {imported.skipped[0]['error']}",
+            permanent=True,
         )
     return save(imported, params, context)
 

@@ -142,7 +142,7 @@ def test_mat_import_then_features(api: ApiServer) -> None:
         "segment_length": 1000,
         "sample_rate": 12_000,
     }
-    failing = api.submit("mat-import", {**params, "on_error": "fail"})
+    failing = api.submit("mat-import", {**params, "on_error": "fail"}, retries=2)
     imported = api.submit("mat-import", params)
 
     result = succeeded(api, imported)["result"]
@@ -162,6 +162,12 @@ def test_mat_import_then_features(api: ApiServer) -> None:
     failed = api.wait(failing)
     assert failed["state"] == "failed"
     assert "uploads/default/bearing/inner/broken.mat" in failed["error"]["message"]
+    # the file would be as broken on a second try: failed at once, the retries unused
+    assert (failed["reason"], failed["attempts"], failed["error"]["exit_code"]) == (
+        "PodFailurePolicy",
+        1,
+        2,
+    )
 
     features = succeeded(api, api.submit("features", {"dataset": f"job:{imported}", "bands": 4}))
     result = features["result"]

@@ -68,7 +68,7 @@ def test_invalid_params_say_why_it_was_not_retried() -> None:
     message = words("PodFailurePolicy").message
     assert message == (
         "failed at once, not retried: the task exited with code 2, which means its params "
-        "are invalid"
+        "(or the data they name) cannot work: a retry would fail the same"
     )
 
 

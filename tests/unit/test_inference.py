@@ -86,16 +86,20 @@ def test_the_pipeline_is_differentiable_from_the_raw_signal(tmp_path: Path) -> N
 
 
 def test_wrong_lengths_missing_and_foreign_files_are_clear_errors(tmp_path: Path) -> None:
+    """A file that is there but does not fit fails for good (a retry would fail the same); a
+    missing one may be there by the next try."""
     model: LoadedModel = load_model(saved_model(tmp_path, "cnn1d", "spectrum"), torch.device("cpu"))
     assert model.signal_lengths() == (128, 129)
-    with pytest.raises(TaskError, match="length 128 or 129; the signals have length 256"):
+    with pytest.raises(TaskError, match="length 128 or 129; the signals have length 256") as wrong:
         model.logits(np.zeros((1, 256), dtype=np.float32))
-    with pytest.raises(TaskError, match="not found"):
+    with pytest.raises(TaskError, match="not found") as missing:
         load_model(tmp_path / "nope.pt", torch.device("cpu"), relative="x/model.pt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
-    with pytest.raises(TaskError, match="not a model saved by `train`"):
+    with pytest.raises(TaskError, match="not a model saved by `train`") as not_a_model:
         load_model(foreign, torch.device("cpu"))
+    permanent = [e.value.permanent for e in (wrong, missing, not_a_model)]
+    assert permanent == [True, False, True]
 
 
 def test_labels_are_aligned_to_the_models_classes_by_name() -> None:
@@ -107,8 +111,9 @@ def test_labels_are_aligned_to_the_models_classes_by_name() -> None:
     )
     assert align_labels(data, CLASSES).tolist() == [3, 0, 0]
     strange = Dataset(x=data.x, y=data.y, classes=["normal", "cracked"], source="d.npz")
-    with pytest.raises(TaskError, match=r"classes the model does not know: \['cracked'\]"):
+    with pytest.raises(TaskError, match=r"classes the model does not know: \['cracked'\]") as e:
         align_labels(strange, CLASSES)
+    assert e.value.permanent
 
 
 # -- .mat files ---------------------------------------------------------------------------

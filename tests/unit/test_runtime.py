@@ -12,10 +12,12 @@ from pydantic import JsonValue
 
 from kubetask import env
 from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.params import NoopParams
 from kubetask.jobs.publisher import RedisPublisher
 from kubetask.jobs.reporter import ProgressReporter
 from kubetask.jobs.runtime import MAX_OUTCOME_BYTES, TaskEnv, fit_outcome, run_task, spill_result
-from kubetask.kinds import load_kinds
+from kubetask.kinds import KindSpec, load_kinds
 from kubetask.models import ErrorInfo, Outcome
 
 KINDS = load_kinds()  # the installed kinds (entry points)
@@ -158,6 +160,34 @@ def test_a_failing_task_exits_1_with_its_error(tmp_path: Path, fail: str, type_:
     assert code == env.EXIT_FAILED
     assert outcome.error is not None
     assert outcome.error.type == type_
+
+
+def refuse(params: NoopParams, context: TaskContext) -> dict[str, JsonValue]:
+    """A kind that finds its data unusable: for good when its params ask for more than 1 step."""
+    raise TaskError(
+        "the data does not fit", suggestion="use other data", permanent=params.steps > 1
+    )
+
+
+REFUSING = KindSpec(
+    name="refusing", description="", params=NoopParams, runner=f"{__name__}:refuse", image="x"
+)
+
+
+@pytest.mark.parametrize(("steps", "code"), [(2, env.EXIT_INVALID_PARAMS), (1, env.EXIT_FAILED)])
+def test_a_permanent_task_error_exits_2_so_that_it_is_never_retried(
+    tmp_path: Path, steps: int, code: int
+) -> None:
+    environ = task_env(tmp_path, **{env.PARAMS: json.dumps({"steps": steps})})
+    exit_code, outcome = run_task("refusing", environ, None, kinds={"refusing": REFUSING})
+    assert exit_code == code
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.message, outcome.error.exit_code) == (
+        "TaskError",
+        "the data does not fit",
+        code,
+    )
+    assert outcome.error.suggestion == "use other data"
 
 
 def test_a_retry_is_a_new_attempt_that_can_succeed(tmp_path: Path) -> None:

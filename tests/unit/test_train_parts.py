@@ -113,6 +113,7 @@ def test_a_missing_dataset_names_the_path_and_datagen(tmp_path: Path) -> None:
     with pytest.raises(TaskError) as caught:
         load_dataset(tmp_path / "nope" / "dataset.npz", "nope/dataset.npz")
     assert "nope/dataset.npz" in str(caught.value)
+    assert not caught.value.permanent  # it may be there by the next try
     assert caught.value.suggestion is not None
     assert "datagen" in caught.value.suggestion
 
@@ -120,8 +121,9 @@ def test_a_missing_dataset_names_the_path_and_datagen(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_dataset_is_a_task_error(tmp_path: Path) -> None:
     path = tmp_path / "dataset.npz"
     path.write_text("not a zip")
-    with pytest.raises(TaskError, match="not a datagen dataset"):
+    with pytest.raises(TaskError, match="not a datagen dataset") as caught:
         load_dataset(path, "x/dataset.npz")
+    assert caught.value.permanent  # a retry would read the same file
 
 
 def setup(params: TrainParams) -> tuple[Trainer, Prepared]:

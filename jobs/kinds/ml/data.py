@@ -65,9 +65,13 @@ def load_dataset(path: Path, relative: str) -> Dataset:
         raise TaskError(
             f"dataset {relative!r} is not a datagen dataset: {exc}",
             suggestion="Pass the `dataset` path from a `datagen` job's result.",
+            permanent=not isinstance(exc, OSError),  # a read that failed may work next time
         ) from exc
     if x.ndim != 2 or len(x) != len(y) or len(x) < 2:
-        raise TaskError(f"dataset {relative!r} has X {x.shape} and y {y.shape}: need [n, length]")
+        raise TaskError(
+            f"dataset {relative!r} has X {x.shape} and y {y.shape}: need [n, length]",
+            permanent=True,
+        )
     return Dataset(x=x, y=y, classes=classes, source=relative)
 
 

@@ -142,6 +142,7 @@ class LoadedModel:
                 f"{what} have length {length}",
                 suggestion="Use data made like the model's training data (the same `length` "
                 "in datagen, or `segment_length` in mat-import).",
+                permanent=True,
             )
 
     def standardized(self, signals: Array) -> Array:
@@ -201,6 +202,7 @@ def load_model(path: Path, device: torch.device, *, relative: str | None = None)
         raise TaskError(
             f"model {name!r} is not a model saved by `train`: {exc}",
             suggestion="Pass the `model` path from a `train` job's result.",
+            permanent=not isinstance(exc, OSError),  # a read that failed may work next time
         ) from exc
     network.to(device).eval()
     return LoadedModel(
@@ -237,6 +239,7 @@ def align_labels(dataset: Dataset, classes: list[str]) -> Labels:
         raise TaskError(
             f"dataset {dataset.source!r} has classes the model does not know: {unknown}",
             suggestion=f"The model's classes are {classes}; use a dataset of those classes.",
+            permanent=True,
         )
     mapping = np.array([classes.index(name) for name in dataset.classes], dtype=np.int64)
     return mapping[dataset.y]
