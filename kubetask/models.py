@@ -37,6 +37,11 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What kubetask sets in every task's environment: a Secret may not take their place.
 _RESERVED_ENV = frozenset({"HOME", "XDG_DATA_HOME", "JOB_COMPLETION_INDEX"})
+# What would change the code a task runs (the interpreter's and the loader's search paths,
+# the interpreter's start-up) or the GPUs it sees (the device plugin sets those): a Secret
+# may not set them either.
+_CODE_ENV, _CODE_ENV_PREFIXES = frozenset({"PATH"}), ("PYTHON", "LD_")
+_GPU_ENV, _GPU_ENV_PREFIXES = frozenset({"CUDA_VISIBLE_DEVICES"}), ("NVIDIA_",)
 
 DEFAULT_TENANT = "default"  # the tenant of local mode (no tokens file) and of older records
 
@@ -169,6 +174,10 @@ class SecretEnv(SecretKey):
             )
         if value.startswith("KUBETASK_") or value in _RESERVED_ENV:
             raise ValueError(f"{value!r} is set by kubetask itself")
+        if value in _CODE_ENV or value.startswith(_CODE_ENV_PREFIXES):
+            raise ValueError(f"{value!r} would change which code the task runs")
+        if value in _GPU_ENV or value.startswith(_GPU_ENV_PREFIXES):
+            raise ValueError(f"{value!r} would change which GPUs the task sees")
         return value
 
 

@@ -356,6 +356,11 @@ def test_jobs_reference_secrets_and_pass_strict_validation(
     [
         ({"name": "hf", "key": "token", "env": "KUBETASK_REDIS_URL"}, "secrets.0.env"),
         ({"name": "hf", "key": "token", "env": "HOME"}, "secrets.0.env"),
+        ({"name": "hf", "key": "token", "env": "PATH"}, "secrets.0.env"),
+        ({"name": "hf", "key": "token", "env": "PYTHONPATH"}, "secrets.0.env"),
+        ({"name": "hf", "key": "token", "env": "LD_PRELOAD"}, "secrets.0.env"),
+        ({"name": "hf", "key": "token", "env": "NVIDIA_VISIBLE_DEVICES"}, "secrets.0.env"),
+        ({"name": "hf", "key": "token", "env": "CUDA_VISIBLE_DEVICES"}, "secrets.0.env"),
         ({"name": "hf", "key": "token", "env": "1TOKEN"}, "secrets.0.env"),
         ({"name": "Not_A_Name", "key": "token", "env": "T"}, "secrets.0.name"),
         ({"name": "hf", "key": "a/b", "env": "T"}, "secrets.0.key"),
@@ -368,6 +373,23 @@ def test_secret_references_are_checked_as_kubernetes_checks_them(
     with pytest.raises(ValidationError) as refused:
         JobRequest.model_validate({"kind": "noop", "secrets": [secret]})
     assert field in [".".join(map(str, e["loc"])) for e in refused.value.errors()]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("PYTHONSTARTUP", "would change which code the task runs"),
+        ("LD_LIBRARY_PATH", "would change which code the task runs"),
+        ("NVIDIA_VISIBLE_DEVICES", "would change which GPUs the task sees"),
+        ("KUBETASK_ARTIFACTS", "is set by kubetask itself"),
+    ],
+)
+def test_a_secret_cannot_set_what_decides_the_tasks_code_or_gpus(name: str, why: str) -> None:
+    secret = {"name": "hf", "key": "token", "env": name}
+    with pytest.raises(ValidationError, match=f"'{name}' {why}"):
+        JobRequest.model_validate({"kind": "noop", "secrets": [secret]})
+    ordinary = {"name": "hf", "key": "token", "env": "MY_PATH"}  # only the names themselves
+    JobRequest.model_validate({"kind": "noop", "secrets": [ordinary]})
 
 
 def test_one_secret_per_variable() -> None:
