@@ -185,7 +185,7 @@ class LogArchiver:
         if self._wanted is not None and not await self._wanted(job_id):
             return False
         text = await self._read_log(job_id)
-        if not text:
+        if text is None:  # an empty log is kept: '' then tells it apart from a lost one
             log.info("job %s ended with no log to archive", job_id)
             return False
         data = text.encode()

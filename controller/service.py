@@ -239,9 +239,14 @@ class JobService:
         self._reconciler.enqueue(job_id)
         return await self.get(job_id)
 
-    async def logs(self, job_id: str, *, tail: int | None, tenant: str | None = None) -> str:
-        await self._record(job_id, tenant)
-        return await self._backend.logs(job_id, tail=tail) or ""
+    async def logs(
+        self, job_id: str, *, tail: int | None, tenant: str | None = None
+    ) -> tuple[str | None, bool]:
+        """The backend's log of the job (None: it holds none), and whether the job ran and
+        ended (so it had a log, which only the archive keeps once the backend drops it)."""
+        record = await self._record(job_id, tenant)
+        ended = record.status.state.terminal and record.status.started_at is not None
+        return await self._backend.logs(job_id, tail=tail), ended
 
     async def _record(self, job_id: str, tenant: str | None = None) -> JobRecord:
         record = await self._store.get(job_id) if is_job_id(job_id) else None

@@ -213,7 +213,14 @@ async def cancel_job(
     "/{job_id}/logs",
     operation_id="job_logs",
     response_class=PlainTextResponse,
-    responses={404: {"description": "No such job."}},
+    response_model=None,
+    responses={
+        404: {"description": "No such job."},
+        410: {
+            "description": "The job ran, but its log was not kept (its pods were gone "
+            "before it could be archived)."
+        },
+    },
 )
 async def job_logs(
     job_id: str,
@@ -221,8 +228,20 @@ async def job_logs(
     principal: PrincipalDep,
     store: ArtifactsDep,
     tail: Annotated[int | None, Query(ge=1, le=MAX_TAIL_LINES)] = None,
-) -> str:
+) -> str | Response:
     """The tasks' output: live from the backend while it has it, then the copy archived
-    into the artifact store when the job ended (`<id>/logs/output.log`)."""
-    live = await service.logs(job_id, tail=tail, tenant=principal.scope)
-    return live or await archived_log(store, job_id, tail=tail) or ""
+    into the artifact store when the job ended (`<id>/logs/output.log`); 410 for a job that
+    ran and ended with neither (never an empty answer passed off as its log)."""
+    live, ended = await service.logs(job_id, tail=tail, tenant=principal.scope)
+    if live:
+        return live
+    archived = await archived_log(store, job_id, tail=tail)
+    if archived is not None:
+        return archived
+    if live is None and ended:
+        detail = (
+            f"job {job_id}'s log was not kept: its pods were gone before the log could be "
+            "archived (deleted by hand, or while the server was down)"
+        )
+        return problem(410, "Gone", detail)
+    return live or ""

@@ -74,7 +74,10 @@ class Backend(Protocol):
     async def termination_messages(self, job_id: str) -> dict[int, str]:
         """Each completion index's last termination message."""
 
-    async def logs(self, job_id: str, *, tail: int | None) -> str | None: ...
+    async def logs(self, job_id: str, *, tail: int | None) -> str | None:
+        """The output of the job's last attempts ('' when they said nothing); None when the
+        backend holds no log of it (no pod ran yet, or its pods are gone)."""
+
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """Leave a trace of the transition where the backend's own tools show it."""
 

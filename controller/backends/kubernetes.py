@@ -349,6 +349,8 @@ class KubernetesBackend:
     async def logs(self, job_id: str, *, tail: int | None) -> str | None:
         namespace, all_pods = self._job_pods(job_id)
         pods = latest_pods(all_pods)
+        if not pods:
+            return None
         parts = []
         for index, pod in sorted(pods.items()):
             text = await self._call(

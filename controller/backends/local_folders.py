@@ -231,6 +231,8 @@ class JobFolders:
         if not self.exists(job_id):
             return None
         latest = self.latest_pod_dirs(job_id)
+        if not latest:
+            return None
         parts = []
         for index, pod_dir in sorted(latest.items()):
             with contextlib.suppress(OSError):

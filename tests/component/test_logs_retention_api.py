@@ -133,6 +133,20 @@ def test_logs_outlive_the_jobs_folder(leg: Leg) -> None:
     assert "logs/output.log" in [item["path"] for item in listed]
 
 
+def test_a_log_that_was_not_kept_answers_410_not_an_empty_log(leg: Leg) -> None:
+    """A job that ran and ended, whose pods were gone before its log was archived (here: the
+    archive deleted, then the folder): 410 saying so, not a 200 passed off as a silent task."""
+    job_id = ended_job(leg)
+    leg.store.delete(f"{job_id}/logs/output.log")
+    jobs = leg.root / "api" / "local" / "jobs"
+    assert job_id in remove_expired(jobs, now=time.time() + 2 * WEEK, ttl_s=WEEK)
+
+    gone = leg.client.get(f"/v1/jobs/{job_id}/logs")
+    assert (gone.status_code, gone.headers["content-type"]) == (410, PROBLEM)
+    assert gone.json()["detail"].startswith(f"job {job_id}'s log was not kept: its pods were gone")
+    assert leg.client.get("/v1/jobs/0000000000000000/logs").status_code == 404  # no such job
+
+
 def test_purge_deletes_a_finished_jobs_record_and_files_and_nothing_else(leg: Leg) -> None:
     job_id, kept = ended_job(leg), ended_job(leg)
     leg.store.write(f"{job_id}/out/model.pt", [b"weights"])

@@ -192,7 +192,11 @@ def test_offer_never_waits_a_full_queue_drops_with_a_log_line(
     assert "queue full (2): job j3's log not archived" in caplog.text
 
 
-def test_nothing_is_written_for_no_log_or_a_purged_job(tmp_path: Path) -> None:
+def test_an_empty_log_is_kept_and_nothing_is_written_for_no_log_or_a_purged_job(
+    tmp_path: Path,
+) -> None:
+    """An empty log is archived empty: once the backend drops it, '' still tells it apart
+    from a log that was lost."""
     store = FileStore(tmp_path)
 
     async def purged(job_id: str) -> bool:
@@ -203,12 +207,12 @@ def test_nothing_is_written_for_no_log_or_a_purged_job(tmp_path: Path) -> None:
     )
 
     async def body() -> None:
-        assert not await archiver.archive("empty")
+        assert await archiver.archive("empty")
         assert not await archiver.archive("gone")
         assert not await archiver.archive("none")
 
     running(archiver, body)
-    assert list(store.list()) == []
+    assert [(entry.path, entry.size) for entry in store.list()] == [(log_key("empty"), 0)]
 
 
 def test_a_purge_as_the_log_is_written_deletes_it_once_written(tmp_path: Path) -> None:
