@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -73,6 +74,7 @@ EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 EVENT_QUEUE = 1000  # transitions whose Event is not written yet; beyond, Events are dropped
 EVENT_YIELD_S = 1.0  # the longest an Event waits for the creates in progress to end
 EVENT_QUIET_S = 0.25  # no create for this long: the creates of a burst are over
+SYNC_WAIT_S = 30.0  # at start, for every watch's first listing together: then it serves anyway
 
 
 def api_client(kubeconfig: str | None, *, namespaces: int = 1) -> k8s.ApiClient:
@@ -197,8 +199,17 @@ class KubernetesBackend:
         self._transitions.start()
         for informer in self._informers():
             informer.start()
+        deadline = time.monotonic() + SYNC_WAIT_S
         for informer in self._informers():
-            await asyncio.to_thread(informer.synced.wait, 30)
+            await asyncio.to_thread(informer.synced.wait, max(deadline - time.monotonic(), 0))
+        unsynced = [informer.name for informer in self._informers() if not informer.synced.is_set()]
+        if unsynced:  # one namespace it cannot list must not keep every tenant waiting
+            log.error(
+                "not listed within %.0f s, serving all the same (their jobs wait until the "
+                "listing works; the log above says why it fails): %s",
+                SYNC_WAIT_S,
+                ", ".join(unsynced),
+            )
 
     async def stop(self) -> None:
         await self._transitions.stop()

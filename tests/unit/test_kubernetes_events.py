@@ -9,9 +9,11 @@ import threading
 import time
 from typing import Any, cast
 
+import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import RESTClientObject, RESTResponse
 
+from kubetask.controller.backends import kubernetes
 from kubetask.controller.backends.kubernetes import KubernetesBackend
 from kubetask.controller.manifests import ClusterSettings
 from kubetask.controller.records import JobStatus
@@ -75,3 +77,42 @@ def test_a_transition_returns_at_once_and_its_event_follows() -> None:
     assert took < 0.05  # no API round trip on the caller's path
     assert before == [("POST", "/apis/batch/v1/namespaces/default/jobs")]  # one write per job
     assert after[1:] == [("POST", f"{EVENTS}#Queued"), ("POST", f"{EVENTS}#Running")]
+
+
+class Forbidden(FakeTransport):
+    """Refuses every request (403), as an API server does a namespace not granted to us."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> RESTResponse:
+        body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403}
+        return RESTResponse(Answer(403, "Forbidden", body))
+
+
+def test_watches_that_cannot_list_hold_up_the_start_once_not_once_each(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two namespaces it may not list (6 watches): the start waits for them all together,
+    then serves, naming them; one at a time it kept the port shut 30 s per watch."""
+    monkeypatch.setattr(kubernetes, "SYNC_WAIT_S", 0.5)
+    api = k8s.ApiClient(k8s.Configuration(host="http://kube"))
+    api.rest_client = cast(RESTClientObject, Forbidden())
+    backend = KubernetesBackend(
+        api=api, cluster=ClusterSettings(artifacts_claim=None), tenant_namespaces={"a": "locked"}
+    )
+
+    async def start() -> float:
+        began = time.monotonic()
+        try:
+            await backend.start()
+            return time.monotonic() - began
+        finally:
+            await backend.stop()
+
+    took = asyncio.run(start())
+    assert 0.5 <= took < 1.5
+    (line,) = [r.getMessage() for r in caplog.records if "serving all the same" in r.getMessage()]
+    assert line.endswith(
+        "jobs/default, jobs/locked, pods/default, pods/locked, events/default, events/locked"
+    )
