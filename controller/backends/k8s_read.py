@@ -12,12 +12,16 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from kubetask.controller.k8s_api import Obj
-from kubetask.controller.manifests import ANNOTATION_INDEX, CONTAINER, job_id_of
+from kubetask.controller.manifests import ANNOTATION_INDEX, CONTAINER, LABEL_QUEUE, job_id_of
 from kubetask.controller.states import Condition, Observation, PodFacts
 
 # The Job controller's finalizer on each pod, removed once the pod's outcome is counted
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 FAILED_CREATE = "FailedCreate"  # the Job controller's Event reason when a pod create fails
+# A Job without a queue is suspended only by hand (kubectl patch): no queue will admit it.
+SUSPENDED_BY_HAND = (
+    "suspended (its Job's spec.suspend was set outside kubetask): it starts once resumed"
+)
 
 
 def _slim_metadata(obj: Obj) -> Obj:
@@ -153,6 +157,7 @@ def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observ
     out: they no longer run for the Job, they only delay a replacement), and why no pod could
     be created, if the Job controller said so."""
     status = job.get("status") or {}
+    labels = job.get("metadata", {}).get("labels") or {}
     current = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
     uncounted = _uncounted(status)
     return Observation(
@@ -167,6 +172,7 @@ def observe_job(job: Obj, pods: list[Obj], events: Iterable[Obj] = ()) -> Observ
             for c in status.get("conditions") or []
         ),
         suspended=bool(job.get("spec", {}).get("suspend")),
+        suspended_message=None if LABEL_QUEUE in labels else SUSPENDED_BY_HAND,
         active=int(status.get("active") or 0),
         succeeded=int(status.get("succeeded") or 0),
         failed=int(status.get("failed") or 0),

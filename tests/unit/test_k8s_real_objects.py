@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kubetask.controller.backends.k8s_read import (
+    SUSPENDED_BY_HAND,
     TRACKING_FINALIZER,
     api_message,
     observe_job,
@@ -19,6 +20,7 @@ from kubetask.controller.backends.k8s_read import (
     slim_job,
     slim_pod,
 )
+from kubetask.controller.manifests import LABEL_QUEUE
 from kubetask.controller.states import Derived, JobFacts, derive_state
 from kubetask.models import JobState
 
@@ -235,6 +237,17 @@ def test_a_deleted_pod_that_finished_but_is_not_counted_still_holds_up_the_job()
     assert derive(real_job(), [evicted_pod("Failed", tracked=True)]).reason == "PodTerminating"
     # counted (finalizer gone) and finished: nothing waits for it any more
     assert observe_job(real_job(), [evicted_pod("Failed", tracked=False)]).terminating == 0
+
+
+def test_a_job_suspended_by_hand_says_so_and_one_with_a_queue_waits_for_it() -> None:
+    """Without a queue, nothing but a person resumes it: "waiting for the queue" would
+    send them looking for a Kueue that is not there."""
+    by_hand = derive(real_job(suspend=True), [])
+    assert (by_hand.state, by_hand.reason) == (JobState.QUEUED, "Suspended")
+    assert by_hand.message == SUSPENDED_BY_HAND
+    queued = real_job(suspend=True)
+    queued["metadata"]["labels"][LABEL_QUEUE] = "gpu-queue"
+    assert derive(queued, []).message == "waiting for admission by the queue"
 
 
 def test_pods_terminating_while_the_job_is_suspended_are_queued() -> None:
