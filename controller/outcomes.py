@@ -28,13 +28,20 @@ def in_plain_words(
     exit_code: int | None,
     timeout_s: int | None,
     start_timeout_s: int | None,
+    workers: int = 1,
 ) -> Derived:
     """`derived` with a message a person reads at a glance ("failed after 2 attempts (exit
     code 3)"); `reason` keeps the backend's (Kubernetes') word, for programs. Reasons
-    without plain words here keep their message."""
+    without plain words here keep their message. `workers`: the job's completions, whose
+    failures one backoff limit counts together."""
     said = derived.message
     exited = f" (exit code {exit_code})" if exit_code is not None else ""
     tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+    if workers > 1:  # two workers failing once each are not one worker tried twice
+        tries = (
+            f"{attempts} failed attempt{'' if attempts == 1 else 's'} across its {workers} "
+            "workers, which share its retries"
+        )
     words = {
         "BackoffLimitExceeded": f"failed after {tries}{exited}",
         "PodFailurePolicy": "failed at once, not retried: the task exited with code 2, "

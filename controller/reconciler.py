@@ -353,6 +353,7 @@ class Reconciler:
             exit_code=observation.last_exit_code if observation else None,
             timeout_s=record.request.timeout_s,
             start_timeout_s=record.request.start_timeout_s,
+            workers=record.request.completions,
         )
         if derived.stop and observation is not None:
             await self._backend.delete(job_id)

@@ -22,3 +22,14 @@ def test_a_deadline_says_which_limit_it_passed(api: ApiServer) -> None:
     job = api.wait(api.submit("noop", {"steps": 100, "step_s": 1}, timeout_s=1))
     assert (job["state"], job["reason"]) == ("failed", "DeadlineExceeded")
     assert job["message"] == "stopped: it ran longer than its timeout_s (1 s)"
+
+
+def test_two_workers_failing_once_each_are_not_told_as_two_tries(api: ApiServer) -> None:
+    """An Indexed job's workers share one backoff limit: retries=1 is used up by one failure
+    of each, and the message says so rather than "failed after 2 attempts"."""
+    params = {"fail": "exit", "exit_code": 4}
+    job = api.wait(api.submit("noop", params, retries=1, completions=2, parallelism=2))
+    assert (job["state"], job["reason"]) == ("failed", "BackoffLimitExceeded")
+    assert job["message"] == (
+        "failed after 2 failed attempts across its 2 workers, which share its retries (exit code 4)"
+    )

@@ -27,6 +27,7 @@ def words(
     attempts: int = 1,
     exit_code: int | None = None,
     state: JobState = _S.FAILED,
+    workers: int = 1,
 ) -> Derived:
     return in_plain_words(
         Derived(state, reason, message),
@@ -34,6 +35,15 @@ def words(
         exit_code=exit_code,
         timeout_s=600,
         start_timeout_s=120,
+        workers=workers,
+    )
+
+
+def test_the_failures_of_several_workers_are_not_told_as_one_workers_tries() -> None:
+    """Two workers of an Indexed job failing once each exhaust retries=1 together."""
+    message = words("BackoffLimitExceeded", attempts=2, exit_code=1, workers=2).message
+    assert message == (
+        "failed after 2 failed attempts across its 2 workers, which share its retries (exit code 1)"
     )
 
 
