@@ -4,7 +4,8 @@ contract the controller reads, light enough for the API and the SDK (pydantic on
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import types
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
@@ -50,6 +51,15 @@ class Params(BaseModel):
             by_alias, ref_template, schema_generator, mode, union_format=union_format
         )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`"epochs": true` is a mistake, not 1 (pydantic's lax mode would take it)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+            raise ValueError("a number, not true or false")
+        return value
+
     @field_validator("*")
     @classmethod
     def _paths_inside_the_store(cls, value: Any, info: ValidationInfo) -> Any:
@@ -66,3 +76,13 @@ class Params(BaseModel):
                 where = f"item {position}: " if isinstance(value, list) else ""
                 raise ValueError(where + OUTSIDE_THE_STORE) from None
         return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (int or float, or either or None), never a bool."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = {arg for arg in get_args(annotation) if arg is not type(None)}
+        return bool(kinds) and kinds <= {int, float}
+    return False

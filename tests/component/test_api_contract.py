@@ -26,6 +26,7 @@ def _label() -> dict[str, str]:
         ({"kind": "no-such-kind"}, "kind"),
         ({"kind": "datagen", "params": {"n_per_class": 0}}, "params.n_per_class"),
         ({"kind": "datagen", "params": {"bogus": 1}}, "params.bogus"),
+        ({"kind": "datagen", "params": {"n_per_class": True}}, "params.n_per_class"),
         ({"kind": "datagen", "retries": -1}, "retries"),
         ({"kind": "datagen", "labels": {"Bad Key": "x"}}, "labels.Bad Key"),
         ({"kind": "datagen", "labels": {"team": "Bad Value"}}, "labels.team"),

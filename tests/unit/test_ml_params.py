@@ -86,3 +86,13 @@ def test_a_search_space_accepts_json_lists_for_ranges() -> None:
 
 def test_machine_ids_are_one_path_segment() -> None:
     assert GanSeedParams(machine_id="pump-7.line_2").machine_id == "pump-7.line_2"
+
+
+@pytest.mark.parametrize("field", ["epochs", "lr", "seed"])
+def test_true_or_false_is_no_number(field: str) -> None:
+    """Lax validation would read `"epochs": true` as 1 epoch; a kind's number takes numbers
+    (a float field an int too), and a flag still takes true and false."""
+    with pytest.raises(ValidationError, match="a number, not true or false"):
+        TrainParams.model_validate({field: True})
+    assert TrainParams.model_validate({"lr": 1}).lr == 1.0
+    assert TrainParams.model_validate({"amp": False}).amp is False
