@@ -26,10 +26,8 @@ from kubetask.jobs.errors import TaskError
 from kubetask.params.paths import GLOB_CHARS, OutsideTheStore, store_parts
 from kubetask.params.refs import PathValue
 from kubetask.storage import ArtifactStore, StoreError, UploadFailed, store_from_url
-from kubetask.storage.base import first_line
+from kubetask.storage.base import PARTIAL_SUFFIX, first_line
 from kubetask.storage.url import S3Location, parse_store_url
-
-PARTIAL_SUFFIX = ".partial"  # what the kinds write before renaming into place: never uploaded
 
 
 class StagingFailed(TaskError):
@@ -85,19 +83,20 @@ def fixed_folder(pattern: tuple[str, ...]) -> str:
 
 
 def named_keys(store: ArtifactStore, value: str, *, glob: bool) -> list[str]:
-    """The store's keys an artifact path names: the file, or everything below the folder;
-    for a glob, the matches. None when it names nothing (the kind then says so)."""
+    """The store's keys an artifact path names: the file (of that very name, glob characters
+    or not), or everything below the folder; for a glob, the matches. None when it names
+    nothing (the kind then says so)."""
     try:
         parts = store_parts(value)
     except OutsideTheStore:
         return []  # the runtime's own check refuses it, naming the field
+    key = "/".join(parts)
+    if store.exists(key):  # the file of that very name, one like rec[1].mat too
+        return [key]
     if glob and GLOB_CHARS & set(value):
         prefix = fixed_folder(parts)
         listing = store.list(prefix) if prefix else store.list()
         return [e.path for e in listing if glob_matches(parts, tuple(e.path.split("/")))]
-    key = "/".join(parts)
-    if store.exists(key):
-        return [key]
     return [entry.path for entry in store.list(key)]
 
 
@@ -121,7 +120,7 @@ class Staging:
     def download(self, key: str) -> None:
         """One artifact to the same relative path under `root`, whole or not at all."""
         target = self.root.joinpath(*store_parts(key))
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+        partial = target.with_name(f".{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with self.store.open(key) as reader, partial.open("wb") as out:

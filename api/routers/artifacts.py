@@ -41,7 +41,7 @@ from kubetask.storage import (
     Reader,
     UploadFailed,
 )
-from kubetask.storage.base import store_key
+from kubetask.storage.base import PARTIAL_SUFFIX, store_key
 
 UPLOADS = "/v1/uploads/"
 MAX_SEGMENT_BYTES = 255  # a file name's limit on common filesystems
@@ -268,13 +268,35 @@ async def upload(
     refuse_encoded(request.headers)  # it would be stored compressed
     limit = runtime.settings.max_upload_bytes
     key = "/".join((*uploads_area(principal.tenant), checked(path, ("path", "path"))))
+    if key.endswith(PARTIAL_SUFFIX):
+        raise _invalid(
+            ("path", "path"),
+            f"a name ending in {PARTIAL_SUFFIX} is a file being "
+            "written, which no listing shows: choose another",
+        )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise UploadTooLarge(limit)
+    blocking = await in_thread(lambda: in_the_way(store, key))
+    if blocking is not None:
+        raise HTTPException(409, f"another upload is in the way of {key!r}: {blocking!r}")
     existed = await in_thread(lambda: store.exists(key))
     entry = await write(store, key, request.stream(), limit=limit)
     body = Uploaded(path=entry.path, size=entry.size, etag=quoted(entry.etag))
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if existed else 201)
+
+
+def in_the_way(store: ArtifactStore, key: str) -> str | None:
+    """What an upload at `key` (`uploads/<tenant>/...`) would collide with: a file where one
+    of its folders goes, or files under it (it is a folder); None when nothing is. A folder
+    store cannot hold both; object storage can, and then lists neither well (MinIO)."""
+    parts = key.split("/")
+    for end in range(3, len(parts)):  # the folders below the tenant's own
+        above = "/".join(parts[:end])
+        if store.exists(above):
+            return above
+    under = next(iter(store.list(key)), None)
+    return None if under is None else under.path
 
 
 async def write(store: ArtifactStore, key: str, body: AsyncIterator[bytes], *, limit: int) -> Entry:

@@ -48,7 +48,9 @@ class Imported:
 
 def matching_files(root: Path, pattern: str) -> list[Path]:
     """Files named by `pattern` under `root`: a file, every .mat file below a folder, or a
-    glob's matches (sorted)."""
+    glob's matches (sorted). A file of that very name wins over a glob (`rec[1].mat`)."""
+    if (root / pattern).is_file():
+        return [root / pattern]
     if not GLOB_CHARS & set(pattern):
         target = root / pattern
         if target.is_dir():

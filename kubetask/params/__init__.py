@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 from pydantic_core import core_schema, to_jsonable_python
 
-from kubetask.params.paths import OUTSIDE_THE_STORE, OutsideTheStore, store_parts
+from kubetask.params.paths import OutsideTheStore, store_parts
 from kubetask.params.refs import is_path_field
 
 __all__ = ["DefaultsSchema", "Params"]
@@ -72,9 +72,9 @@ class Params(BaseModel):
                 continue
             try:
                 store_parts(item)
-            except OutsideTheStore:
+            except OutsideTheStore as exc:
                 where = f"item {position}: " if isinstance(value, list) else ""
-                raise ValueError(where + OUTSIDE_THE_STORE) from None
+                raise ValueError(f"{where}{exc}") from None
         return value
 
 

@@ -25,18 +25,26 @@ GLOB_CHARS = frozenset("*?[")
 OUTSIDE_THE_STORE = "must be a path relative to the artifact store, without a leading '/' or '..'"
 
 
-class OutsideTheStore(ValueError):
-    """The path is not a relative path inside the artifact store."""
+# Control characters (C0, DEL, C1) and the backslash: a file name on Linux may hold them, an
+# S3 key may not (MinIO refuses them), so no artifact path does, whichever the store.
+UNSAFE_CHARS = frozenset([*map(chr, range(0x20)), *map(chr, range(0x7F, 0xA0)), "\\"])
+UNSAFE = "must not hold a control character or a backslash"
 
-    def __init__(self) -> None:
-        super().__init__(OUTSIDE_THE_STORE)
+
+class OutsideTheStore(ValueError):
+    """The path is not a relative path inside the artifact store (or not one every store
+    can hold)."""
+
+    def __init__(self, message: str = OUTSIDE_THE_STORE) -> None:
+        super().__init__(message)
 
 
 def store_parts(path: str) -> tuple[str, ...]:
     """The segments of an artifact path (`a//b/./c` is `a/b/c`); `OutsideTheStore` for an
-    absolute path, one with a '..' segment, a NUL, or one that names the root itself."""
-    if "\x00" in path:
-        raise OutsideTheStore
+    absolute path, one with a '..' segment, a control character or a backslash, or one
+    that names the root itself."""
+    if not UNSAFE_CHARS.isdisjoint(path):
+        raise OutsideTheStore(UNSAFE)
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise OutsideTheStore

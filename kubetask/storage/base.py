@@ -19,6 +19,9 @@ from typing import BinaryIO, Protocol
 from kubetask.params.paths import store_parts
 
 CHUNK = 1 << 20  # the size of the pieces a reader yields and a writer reads
+# A file being written (by a store, a staging or a kind) before it is renamed into place:
+# never listed, never uploaded, and no upload may take such a name.
+PARTIAL_SUFFIX = ".partial"
 FALLBACK_TYPE = "application/octet-stream"
 
 

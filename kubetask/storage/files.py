@@ -16,6 +16,7 @@ from typing import BinaryIO
 from kubetask.params.paths import OutsideTheStore
 from kubetask.storage.base import (
     CHUNK,
+    PARTIAL_SUFFIX,
     ByteRange,
     Entry,
     NotFound,
@@ -27,8 +28,6 @@ from kubetask.storage.base import (
     first_line,
     store_key,
 )
-
-PARTIAL = ".kubetask-partial"  # suffix of a write in progress (never listed)
 
 
 class FileStore:
@@ -69,7 +68,7 @@ class FileStore:
         found: list[Entry] = []
         for directory, _, names in os.walk(folder):
             for name in names:
-                if name.endswith(PARTIAL):
+                if name.endswith(PARTIAL_SUFFIX):
                     continue
                 key = Path(directory, name).relative_to(self.root).as_posix()
                 with contextlib.suppress(OutsideTheStore, NotFound):
@@ -106,7 +105,8 @@ class FileStore:
 
     def write(self, path: str, source: Source) -> Entry:
         key, real = self._real(path)
-        partial = real.with_name(f".{real.name}.{uuid.uuid4().hex[:8]}{PARTIAL}")
+        # not named after the file: a 255-byte name would make it too long
+        partial = real.with_name(f".{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
         try:
             with self._create(partial) as out:
                 for piece in chunks_of(source):
@@ -115,6 +115,7 @@ class FileStore:
         except Exception as error:
             with contextlib.suppress(OSError):  # a file where a folder should be: no partial
                 partial.unlink(missing_ok=True)
+                self._prune(partial.parent)  # the folders it made would be in the way
             raise UploadFailed(key, first_line(error)) from error
         return self._entry(key, real)
 
@@ -135,8 +136,9 @@ class FileStore:
         self._prune(real.parent)
 
     def _prune(self, folder: Path) -> None:
-        """Remove the folders a delete left empty, up to the root: the store holds files,
-        as object storage does, and a purged job leaves no folder behind."""
+        """Remove the folders a delete (or a failed write) left empty, up to the root: the
+        store holds files, as object storage does, and a purged job leaves no folder behind
+        (nor a failed upload one that would be in the way of the next)."""
         while folder != self.root and folder.is_relative_to(self.root):
             try:
                 folder.rmdir()

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -219,11 +220,15 @@ def test_uploads_are_the_tenants_own_and_a_second_put_replaces(leg: Leg) -> None
     in_folder = a.get("/v1/uploads", params={"prefix": "recordings"}).json()["items"]
     assert [e["path"] for e in in_folder] == ["recordings/run 1.mat"]
     assert all(e["path"] != "notes.txt" for e in b.get("/v1/uploads").json()["items"])
-    if leg.name == "file":  # a folder is no file: what is in the way is named (S3 has both)
-        in_the_way = a.put("/v1/uploads/recordings", content=b"x")
-        assert in_the_way.status_code == 409, in_the_way.text
-        under_a_file = a.put("/v1/uploads/notes.txt/inside", content=b"x")
-        assert under_a_file.status_code == 409, under_a_file.text
+    # a folder is no file, on either store (S3 could hold both, and list neither well)
+    in_the_way = a.put("/v1/uploads/recordings", content=b"x")
+    assert in_the_way.status_code == 409, in_the_way.text
+    assert "'uploads/team-a/recordings/run 1.mat'" in in_the_way.json()["detail"]
+    under_a_file = a.put("/v1/uploads/notes.txt/inside", content=b"x")
+    assert under_a_file.status_code == 409, under_a_file.text
+    assert under_a_file.json()["detail"].endswith("'uploads/team-a/notes.txt'")
+    assert a.put("/v1/uploads/notes.txt.old", content=b"o").status_code == 201  # no prefix clash
+    assert a.put("/v1/uploads/recordings2/x", content=b"o").status_code == 201
 
 
 def test_an_upload_over_the_limit_is_413_and_stores_nothing(leg: Leg) -> None:
@@ -240,9 +245,45 @@ def test_an_upload_over_the_limit_is_413_and_stores_nothing(leg: Leg) -> None:
     assert streamed.status_code == 413, streamed.text
     assert not leg.store.exists("uploads/team-a/big.bin")
     assert not leg.store.exists("uploads/team-a/streamed.bin")
+    # nor a folder of it: it would be in the way of a file of that name
+    assert a.put("/v1/uploads/toobig/sub/file.bin", content=chunks()).status_code == 413
+    assert a.put("/v1/uploads/toobig", content=b"fits").status_code == 201
     # over the JSON routes' limit is fine for an upload within its own
     assert a.put("/v1/uploads/fits.bin", content=b"z" * MAX_UPLOAD).status_code in (200, 201)
     assert a.post("/v1/jobs", content=b" " * (MAX_BODY + 1)).status_code == 413
+
+
+@pytest.mark.parametrize("name", ["tab\tx", "bell\x07", "del\x7f", "c1\x85", "a\\..\\b"])
+def test_a_path_with_a_control_character_or_a_backslash_is_422_everywhere(
+    leg: Leg, name: str
+) -> None:
+    """Linux takes such a name, S3 does not: no store holds one (it was a 500 on S3)."""
+    a = leg.clients["a"]
+    quoted_name = quote(name)
+    put = a.put(f"/v1/uploads/{quoted_name}", content=b"x")
+    assert (put.status_code, fields(put)) == (422, {"path": "artifact_path"})
+    listing = a.get("/v1/uploads", params={"prefix": name})
+    assert (listing.status_code, fields(listing)) == (422, {"prefix": "artifact_path"})
+    job_id = noop_job(a)
+    download = a.get(f"/v1/jobs/{job_id}/artifacts/{quoted_name}")
+    assert (download.status_code, fields(download)) == (422, {"path": "artifact_path"})
+    body = {"kind": "features", "params": {"dataset": f"upload:{name}"}}
+    submitted = a.post("/v1/jobs", json=body)
+    assert submitted.status_code == 422
+    assert list(fields(submitted)) == ["params.dataset"]
+
+
+def test_any_name_a_filesystem_takes_is_an_upload_but_a_partial_ones(leg: Leg) -> None:
+    """A 255-byte name (the store's own partial file is not named after it), and a name a
+    write in progress has is refused: no listing would show it."""
+    a = leg.clients["a"]
+    longest = "n" * 255
+    assert a.put(f"/v1/uploads/long/{longest}", content=b"x").status_code == 201, longest
+    assert [e["path"] for e in a.get("/v1/uploads", params={"prefix": "long"}).json()["items"]] == [
+        f"long/{longest}"
+    ]
+    partial = a.put("/v1/uploads/data.npz.partial", content=b"x")
+    assert (partial.status_code, fields(partial)) == (422, {"path": "artifact_path"})
 
 
 def test_an_upload_is_an_input_by_upload_path(leg: Leg) -> None:
@@ -310,6 +351,15 @@ def test_mat_import_runs_on_files_uploaded_through_the_api(leg: Leg) -> None:
     assert job["result"]["class_counts"] == {"inner": 2, "outer": 2}
     listed = [e["path"] for e in a.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]]
     assert "dataset.npz" in listed
+
+    # a name with glob characters names that very file (`upload` prints it as its ref)
+    assert a.put("/v1/uploads/odd/rec[1].mat", content=mat_file(160.0)).status_code == 201
+    params = {"files": "upload:odd/rec[1].mat", "segment_length": 1000, "sample_rate": 12_000}
+    bracketed = wait(
+        a, a.post("/v1/jobs", json={"kind": "mat-import", "params": params}).json()["id"]
+    )
+    assert bracketed["state"] == "succeeded", bracketed
+    assert bracketed["result"]["files_imported"] == 1
 
 
 def test_render_resolves_an_upload_in_the_store_as_the_server_does(tmp_path: Path) -> None:
