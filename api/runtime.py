@@ -226,7 +226,10 @@ class Runtime:
         hub = EventHub(client, on_event=metrics.observe_event if metrics else None)
         backend = make_backend(settings)
         archiver = LogArchiver(
-            read_log=partial(_whole_log, backend), store=artifacts, wanted=partial(_kept, store)
+            read_log=partial(_whole_log, backend),
+            store=artifacts,
+            wanted=partial(_kept, store),
+            stopped=backend.stopped,
         )
         janitor = ArtifactJanitor(
             store=artifacts,

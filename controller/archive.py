@@ -9,9 +9,11 @@ it goes with them (`DELETE ?purge=true`, the retention sweep) under the one rule
 files are its prefix.
 
 Off the hot path: the reconciler only `offer`s a job id when it records the job's end (never
-waits; a full queue drops the id with a log line); one worker reads the backend's log and
+waits; a full queue drops the id with a log line). A cancelled job ends before its tasks do
+(they stop on SIGTERM, writing their last lines): the worker waits for them (`stopped`, at
+most STOP_WAIT_S) without holding up the jobs behind it, then reads the backend's log and
 writes it in a thread; a failure is tried again later (exponential back-off, `attempts` in
-all), without holding up the jobs queued behind it. At shutdown the queue is drained for a
+all), without holding up the jobs queued behind it either. At shutdown the queue is drained for a
 moment (`drain`); what is left then is not archived (logged).
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,6 +35,9 @@ CAPACITY = 1000  # jobs waiting to be archived; beyond, ids are dropped (logged)
 
 ReadLog = Callable[[str], Awaitable[str | None]]  # job id -> its whole log, None: none
 Wanted = Callable[[str], Awaitable[bool]]  # job id -> still worth archiving (not purged)
+Stopped = Callable[[str], Awaitable[bool]]  # job id -> none of its tasks runs any more
+STOP_POLL_S = 0.5  # how often the tasks of an ended job are looked at until they stopped
+STOP_WAIT_S = 120.0  # beyond, the log is archived as it is (a task that will not die)
 
 
 def log_key(job_id: str) -> str:
@@ -82,12 +88,15 @@ class LogArchiver:
         read_log: ReadLog,
         store: ArtifactStore,
         wanted: Wanted | None = None,
+        stopped: Stopped | None = None,
         backoff: Backoff = Backoff(),
         capacity: int = CAPACITY,
     ) -> None:
         self._read_log = read_log
         self._store = store
         self._wanted = wanted
+        self._stopped = stopped
+        self._waiting: dict[str, float] = {}  # job id -> since when its tasks were waited for
         self._backoff = backoff
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(capacity)
         self._later: set[asyncio.TimerHandle] = set()
@@ -145,6 +154,9 @@ class LogArchiver:
             self._later.clear()
 
     async def _attempt(self, job_id: str, attempt: int) -> None:
+        if not await self._tasks_over(job_id):
+            self._later_put(job_id, attempt, STOP_POLL_S)  # not a try: its log is not whole yet
+            return
         try:
             await self.archive(job_id)
         except Exception as exc:
@@ -154,16 +166,34 @@ class LogArchiver:
                 return
             delay = self._backoff.delay_s(attempt)
             log.warning("archiving job %s's log: %s; trying again in %.0fs", job_id, exc, delay)
-            loop = asyncio.get_running_loop()
-            handle: asyncio.TimerHandle | None = None
+            self._later_put(job_id, attempt + 1, delay)
 
-            def again() -> None:
-                if handle is not None:
-                    self._later.discard(handle)
-                self._put(job_id, attempt + 1)
+    async def _tasks_over(self, job_id: str) -> bool:
+        """Whether the job's tasks have stopped (a cancelled job's still write their last
+        lines), or it waited STOP_WAIT_S for them: the log is archived as it is then."""
+        if self._stopped is None or await self._stopped(job_id):
+            self._waiting.pop(job_id, None)
+            return True
+        since = self._waiting.setdefault(job_id, time.monotonic())
+        if time.monotonic() - since < STOP_WAIT_S:
+            return False
+        log.warning(
+            "job %s's tasks still run after %.0f s: its log archived as it is", job_id, STOP_WAIT_S
+        )
+        self._waiting.pop(job_id, None)
+        return True
 
-            handle = loop.call_later(delay, again)
-            self._later.add(handle)
+    def _later_put(self, job_id: str, attempt: int, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def again() -> None:
+            if handle is not None:
+                self._later.discard(handle)
+            self._put(job_id, attempt)
+
+        handle = loop.call_later(delay, again)
+        self._later.add(handle)
 
     async def settled(self, job_id: str) -> None:
         """Once no try of this job's archive is under way (a purge waits for it, so that a

@@ -248,6 +248,10 @@ class JobService:
         ended = record.status.state.terminal and record.status.started_at is not None
         return await self._backend.logs(job_id, tail=tail), ended
 
+    async def tasks_stopped(self, job_id: str) -> bool:
+        """Whether none of the job's tasks runs any more (a cancelled job's may, a moment)."""
+        return await self._backend.stopped(job_id)
+
     async def _record(self, job_id: str, tenant: str | None = None) -> JobRecord:
         record = await self._store.get(job_id) if is_job_id(job_id) else None
         if record is None or not record.visible_to(tenant):

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from kubetask.api.body import JsonRoute
 from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
 from kubetask.api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
-from kubetask.api.problems import problem
+from kubetask.api.problems import RETRY_AFTER_S, problem
 from kubetask.api.routers.metrics import MetricsDep
 from kubetask.controller.archive import archived_log
 from kubetask.controller.errors import FieldError, InvalidRequest
@@ -203,6 +203,13 @@ async def cancel_job(
     if not view.state.terminal:  # its tasks may still write files: purging now would race them
         detail = f"job {job_id} is {view.state}: cancel it, then purge it once it is cancelled"
         return problem(409, "Conflict", detail, state=view.state.value)
+    if not await service.tasks_stopped(job_id):  # cancelled, its tasks stopping: they would
+        detail = (  # write files (a checkpoint, staged out) after the purge, for nobody
+            f"job {job_id} is {view.state}, but its tasks are still stopping: purge it once "
+            "they have (in a few seconds)"
+        )
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return problem(409, "Conflict", detail, headers=headers, state=view.state.value)
     if runtime.janitor is None:  # a Runtime made by hand without one
         raise HTTPException(503, "the artifact store is not configured")
     await runtime.janitor.purge(job_id, forget=partial(runtime.store.forget, job_id))

@@ -78,6 +78,11 @@ class Backend(Protocol):
         """The output of the job's last attempts ('' when they said nothing); None when the
         backend holds no log of it (no pod ran yet, or its pods are gone)."""
 
+    async def stopped(self, job_id: str) -> bool:
+        """Whether none of the job's tasks runs any more: a job cancelled is over at once,
+        its tasks only once SIGTERM (then SIGKILL) ended them, writing logs and files
+        until then."""
+
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """Leave a trace of the transition where the backend's own tools show it."""
 

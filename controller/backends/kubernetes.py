@@ -74,6 +74,7 @@ EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 EVENT_QUEUE = 1000  # transitions whose Event is not written yet; beyond, Events are dropped
 EVENT_YIELD_S = 1.0  # the longest an Event waits for the creates in progress to end
 EVENT_QUIET_S = 0.25  # no create for this long: the creates of a burst are over
+ENDED_PHASES = ("Succeeded", "Failed")  # a pod in either runs nothing any more
 SYNC_WAIT_S = 30.0  # at start, for every watch's first listing together: then it serves anyway
 
 
@@ -375,6 +376,12 @@ class KubernetesBackend:
             if text:
                 parts.append(text if len(pods) == 1 else f"==> index {index} <==\n{text}")
         return "".join(parts)
+
+    async def stopped(self, job_id: str) -> bool:
+        """No pod of the job left that has not ended (a deleted Job's pods stay, terminating,
+        until the kubelet has stopped their containers)."""
+        _, pods = self._job_pods(job_id)
+        return all(pod.get("status", {}).get("phase") in ENDED_PHASES for pod in pods)
 
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """A Kubernetes Event on the Job, so `kubectl describe job` shows each transition:

@@ -171,6 +171,9 @@ class LocalBackend:
     async def logs(self, job_id: str, *, tail: int | None) -> str | None:
         return self._folders.logs(job_id, tail=tail)
 
+    async def stopped(self, job_id: str) -> bool:
+        return not any(self._supervisor.watches(d) for d, _ in self._folders.pod_dirs(job_id))
+
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """Nothing beyond the state events: the job's folder has no event log of its own."""
 

@@ -12,6 +12,9 @@ both stores: the FileStore default and S3 on the real MinIO.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -147,6 +150,44 @@ def test_a_log_that_was_not_kept_answers_410_not_an_empty_log(leg: Leg) -> None:
     assert leg.client.get("/v1/jobs/0000000000000000/logs").status_code == 404  # no such job
 
 
+def task_pid(leg: Leg, job_id: str) -> int:
+    """The running task's pid, as its pod folder records it (a zygote's fork or a plain start)."""
+    pod = leg.root / "api" / "local" / "jobs" / job_id / "pods" / "0-1"
+    for name in ("shim.json", "started.json"):
+        path = pod / name
+        if path.exists() and "started_at" in (record := json.loads(path.read_text())):
+            return int(record["pid"])
+    raise AssertionError(f"no started task in {pod}")
+
+
+def test_a_cancelled_jobs_log_and_files_wait_for_its_tasks_to_stop(leg: Leg) -> None:
+    """Cancelled, a job is over at once; its task only once SIGTERM ended it, writing its last
+    lines (and, on object storage, staging its files out). The task held stopped (SIGSTOP)
+    as a slow one would be: a purge meanwhile is a 409 (the files it still writes would
+    outlive the purge, for nobody), and the archived log waits for its last line."""
+    job_id = leg.server.submit("noop", {"steps": 1000, "step_s": 0.05})
+    eventually(lambda: "starting" in leg.client.get(f"/v1/jobs/{job_id}/logs").text)  # it runs
+    pid = task_pid(leg, job_id)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert leg.client.delete(f"/v1/jobs/{job_id}").status_code == 202
+        eventually(lambda: leg.server.job(job_id)["state"] == "cancelled")
+        early = leg.client.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
+        assert (early.status_code, early.headers["retry-after"]) == (409, "2"), early.text
+        assert "its tasks are still stopping" in early.json()["detail"]
+        time.sleep(1.0)  # the archiver looks twice meanwhile: no archive of half a log
+        assert not leg.store.exists(f"{job_id}/logs/output.log")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    eventually(lambda: leg.store.exists(f"{job_id}/logs/output.log"))
+    with leg.store.open(f"{job_id}/logs/output.log") as reader:
+        assert "TaskTerminated: received SIGTERM" in b"".join(reader).decode()
+    purged = leg.client.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
+    assert purged.status_code == 204, purged.text
+    time.sleep(0.5)
+    assert list(leg.store.list(job_id)) == []
+
+
 def test_purge_deletes_a_finished_jobs_record_and_files_and_nothing_else(leg: Leg) -> None:
     job_id, kept = ended_job(leg), ended_job(leg)
     leg.store.write(f"{job_id}/out/model.pt", [b"weights"])
@@ -183,9 +224,15 @@ def test_an_unfinished_job_is_purged_only_once_cancelled(leg: Leg) -> None:
 
     assert leg.client.delete(f"/v1/jobs/{job_id}").status_code == 202
     assert leg.server.wait(job_id)["state"] == "cancelled"
-    done = leg.client.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
-    assert done.status_code == 204
-    eventually(lambda: not list(leg.store.list(job_id)), timeout_s=10)
+
+    def purged() -> bool:  # 409 while its task stops (Retry-After), then done
+        answer = leg.client.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
+        assert answer.status_code in (204, 409), answer.text
+        return answer.status_code == 204
+
+    eventually(purged, timeout_s=10)
+    time.sleep(0.5)  # nothing the task wrote as it stopped comes after the purge
+    assert list(leg.store.list(job_id)) == []
 
 
 def test_the_retention_sweep_deletes_finished_jobs_files_and_keeps_running_ones(

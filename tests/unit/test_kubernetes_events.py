@@ -15,7 +15,7 @@ from kubernetes.client.rest import RESTClientObject, RESTResponse
 
 from kubetask.controller.backends import kubernetes
 from kubetask.controller.backends.kubernetes import KubernetesBackend
-from kubetask.controller.manifests import ClusterSettings
+from kubetask.controller.manifests import LABEL_JOB_ID, ClusterSettings
 from kubetask.controller.records import JobStatus
 from kubetask.models import JobState
 from tests.unit.test_kubernetes_create import SPEC, Answer, FakeTransport
@@ -116,3 +116,35 @@ def test_watches_that_cannot_list_hold_up_the_start_once_not_once_each(
     assert line.endswith(
         "jobs/default, jobs/locked, pods/default, pods/locked, events/default, events/locked"
     )
+
+
+def pod(name: str, phase: str, *, deleting: bool = False) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": "default",
+        "resourceVersion": "1",
+        "labels": {LABEL_JOB_ID: SPEC.job_id},
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": metadata, "status": {"phase": phase}}
+
+
+def test_a_jobs_tasks_have_stopped_once_no_pod_of_it_runs_even_a_terminating_one() -> None:
+    """A cancelled job's Job is deleted at once; its pods go on (terminating, SIGTERM) until
+    the kubelet has stopped them: only then have its tasks stopped."""
+    api = k8s.ApiClient(k8s.Configuration(host="http://kube"))
+    backend = KubernetesBackend(api=api, cluster=ClusterSettings(artifacts_claim=None))
+    pods = backend._pods["default"]  # the pods watch's cache, filled as its events would
+
+    async def stopped() -> bool:
+        return await backend.stopped(SPEC.job_id)
+
+    assert asyncio.run(stopped())  # no pod at all
+    pods.upsert(pod("a", "Failed"), notify=False)
+    pods.upsert(pod("b", "Running", deleting=True), notify=False)
+    assert not asyncio.run(stopped())
+    ended = pod("b", "Succeeded", deleting=True)
+    ended["metadata"]["resourceVersion"] = "2"
+    pods.upsert(ended, notify=False)
+    assert asyncio.run(stopped())

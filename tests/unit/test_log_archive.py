@@ -15,6 +15,7 @@ from typing import cast
 
 import pytest
 
+from kubetask.controller import archive
 from kubetask.controller.archive import (
     Backoff,
     LogArchiver,
@@ -110,6 +111,57 @@ def test_an_ended_jobs_log_is_written_inside_its_prefix(tmp_path: Path) -> None:
     assert log_key("j1") == "j1/logs/output.log"
     assert (tmp_path / "j1" / "logs" / "output.log").read_text() == LOG
     assert [e.path for e in store.list("j1")] == ["j1/logs/output.log"]  # listed as an artifact
+
+
+def test_a_cancelled_jobs_log_waits_for_its_tasks_to_stop_and_holds_up_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its end comes before its task's last lines: archived once the backend says its tasks
+    stopped, the waiting no try of the store's; a job behind it is archived meanwhile."""
+    monkeypatch.setattr(archive, "STOP_POLL_S", 0.01)
+    logs = Logs(stopping="first line\n", done=LOG)
+    running_tasks = {"stopping"}
+    looked: list[str] = []
+
+    async def stopped(job_id: str) -> bool:
+        looked.append(job_id)
+        if looked.count("stopping") == 3:  # SIGTERM did its work: the last line is in
+            logs.logs["stopping"] = "first line\nTaskTerminated: received SIGTERM\n"
+            running_tasks.discard("stopping")
+        return job_id not in running_tasks
+
+    store = FileStore(tmp_path)
+    archiver = LogArchiver(read_log=logs, store=store, stopped=stopped, backoff=FAST)
+
+    async def body() -> None:
+        archiver.offer("stopping")
+        archiver.offer("done")
+        await archiver.join()
+
+    running(archiver, body)
+    assert logs.reads == ["done", "stopping"]  # each read once, when whole
+    assert (tmp_path / "stopping/logs/output.log").read_text().endswith("SIGTERM\n")
+    assert archiver.dropped == []
+
+
+def test_a_task_that_will_not_stop_has_its_log_archived_as_it_is_in_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(archive, "STOP_POLL_S", 0.01)
+    monkeypatch.setattr(archive, "STOP_WAIT_S", 0.05)
+
+    async def never(job_id: str) -> bool:
+        return False
+
+    archiver = LogArchiver(read_log=Logs(j=LOG), store=FileStore(tmp_path), stopped=never)
+
+    async def body() -> None:
+        archiver.offer("j")
+        await archiver.join()
+
+    running(archiver, body)
+    assert (tmp_path / "j/logs/output.log").read_text() == LOG
+    assert "job j's tasks still run after 0 s: its log archived as it is" in caplog.text
 
 
 def test_a_failed_write_is_tried_again_and_the_jobs_behind_it_are_not_held(

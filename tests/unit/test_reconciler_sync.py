@@ -151,6 +151,9 @@ class FakeBackend:
     async def logs(self, job_id: str, *, tail: int | None) -> str | None:
         return None
 
+    async def stopped(self, job_id: str) -> bool:
+        return True
+
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         self.traced.append((status.state, status.reason, status.message))
 
