@@ -163,6 +163,12 @@ VALIDATOR_HEADERS = {
 }
 
 
+@router.head(
+    "/v1/jobs/{job_id}/artifacts/{path:path}",
+    operation_id="head_artifact",
+    description="What a GET of the file would answer (its size, ETag, type), without it.",
+    responses={404: {"description": "No such job, or no such file in it."}},
+)
 @router.get(
     "/v1/jobs/{job_id}/artifacts/{path:path}",
     operation_id="download_artifact",
@@ -182,6 +188,7 @@ VALIDATOR_HEADERS = {
 async def download_artifact(
     job_id: str,
     path: str,
+    request: Request,
     service: ServiceDep,
     principal: PrincipalDep,
     store: ArtifactsDep,
@@ -190,7 +197,7 @@ async def download_artifact(
     ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """One file of the job, streamed."""
+    """One file of the job, streamed (HEAD: its headers, nothing read)."""
     await service.get(job_id, tenant=principal.scope)
     key = f"{job_id}/{checked(path, ('path', 'path'))}"
     try:
@@ -200,6 +207,14 @@ async def download_artifact(
             return Response(status_code=304, headers=validators(entry))
         if decided.status == 416:
             return unsatisfiable(entry, range_)
+        if request.method == "HEAD":
+            start, stop = (
+                decided.byte_range.resolve(key, entry.size)
+                if decided.byte_range
+                else (0, entry.size)
+            )
+            head = headers(entry, start=start, stop=stop, status=decided.status)
+            return Response(status_code=decided.status, headers=head)
         reader = await in_thread(lambda: store.open(key, byte_range=decided.byte_range))
     except NotFound:
         return problem(404, "Not Found", f"no file {path!r} in job {job_id}")

@@ -138,6 +138,16 @@ def test_a_jobs_file_downloads_whole_in_ranges_and_conditionally(leg: Leg) -> No
         assert part.content == BLOB[start:stop]
         assert part.headers["content-range"] == f"bytes {start}-{stop - 1}/{len(BLOB)}"
         assert part.headers["content-length"] == str(stop - start)
+        head = a.head(url, headers={"Range": header})  # what a GET would say, no body
+        assert (head.status_code, head.content) == (206, b"")
+        assert head.headers["content-range"] == part.headers["content-range"]
+
+    head = a.head(url)
+    assert (head.status_code, head.content) == (200, b"")
+    assert {k: head.headers[k] for k in ("etag", "content-length", "content-type")} == {
+        k: whole.headers[k] for k in ("etag", "content-length", "content-type")
+    }
+    assert a.head(f"/v1/jobs/{job_id}/artifacts/out/none.bin").status_code == 404
 
     assert a.get(url, headers={"If-None-Match": etag}).status_code == 304
     assert a.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
