@@ -248,6 +248,10 @@ class JobService:
         ended = record.status.state.terminal and record.status.started_at is not None
         return await self._backend.logs(job_id, tail=tail), ended
 
+    async def purge_from_backend(self, job_id: str) -> None:
+        """After a purge of its record and files: what the backend keeps of it too."""
+        await self._backend.purge(job_id)
+
     async def tasks_stopped(self, job_id: str) -> bool:
         """Whether none of the job's tasks runs any more (a cancelled job's may, a moment)."""
         return await self._backend.stopped(job_id)

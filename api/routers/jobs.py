@@ -4,6 +4,7 @@ admin's: every tenant), another tenant's job answering 404 as a missing one does
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import partial
 from typing import Annotated, Any
@@ -18,9 +19,12 @@ from kubetask.api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
 from kubetask.api.problems import RETRY_AFTER_S, problem
 from kubetask.api.routers.metrics import MetricsDep
 from kubetask.controller.archive import archived_log
+from kubetask.controller.backends.base import BackendError
 from kubetask.controller.errors import FieldError, InvalidRequest
 from kubetask.controller.store import JobQuery, TooManyActiveJobs
 from kubetask.models import DryRun, JobPage, JobRequest, JobState, JobView
+
+log = logging.getLogger("kubetask.api")
 
 router = APIRouter(
     prefix="/v1/jobs",
@@ -213,6 +217,12 @@ async def cancel_job(
     if runtime.janitor is None:  # a Runtime made by hand without one
         raise HTTPException(503, "the artifact store is not configured")
     await runtime.janitor.purge(job_id, forget=partial(runtime.store.forget, job_id))
+    try:  # its folder or Job would keep its params and logs until the backend's own TTL
+        await service.purge_from_backend(job_id)
+    except BackendError as exc:
+        log.warning(
+            "job %s purged; its backend copy stays until the backend's TTL: %s", job_id, exc
+        )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -78,6 +78,10 @@ class Backend(Protocol):
         """The output of the job's last attempts ('' when they said nothing); None when the
         backend holds no log of it (no pod ran yet, or its pods are gone)."""
 
+    async def purge(self, job_id: str) -> None:
+        """Remove all the backend keeps of a job whose tasks have stopped (its folder; its
+        Job, pods and params): a user's purge leaves nothing of it behind."""
+
     async def stopped(self, job_id: str) -> bool:
         """Whether none of the job's tasks runs any more: a job cancelled is over at once,
         its tasks only once SIGTERM (then SIGKILL) ended them, writing logs and files

@@ -377,6 +377,9 @@ class KubernetesBackend:
                 parts.append(text if len(pods) == 1 else f"==> index {index} <==\n{text}")
         return "".join(parts)
 
+    async def purge(self, job_id: str) -> None:
+        await self.delete(job_id)  # its pods and params ConfigMap go with it (owned by it)
+
     async def stopped(self, job_id: str) -> bool:
         """No pod of the job left that has not ended (a deleted Job's pods stay, terminating,
         until the kubelet has stopped their containers)."""

@@ -171,6 +171,10 @@ class LocalBackend:
     async def logs(self, job_id: str, *, tail: int | None) -> str | None:
         return self._folders.logs(job_id, tail=tail)
 
+    async def purge(self, job_id: str) -> None:
+        await self.delete(job_id)  # no longer open, nor listed
+        self._folders.remove(job_id)
+
     async def stopped(self, job_id: str) -> bool:
         return not any(self._supervisor.watches(d) for d, _ in self._folders.pod_dirs(job_id))
 

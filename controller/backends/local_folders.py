@@ -159,6 +159,11 @@ class JobFolders:
         with contextlib.suppress(FileNotFoundError):
             (self.listed / job_id).unlink()
 
+    def remove(self, job_id: str) -> None:
+        """The job's folder and all in it (its spec and params, its pods' logs) gone."""
+        self.unlist(job_id)
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
     def mark_deleted(self, job_id: str) -> None:
         (self.job_dir(job_id) / "deleted").touch()
 

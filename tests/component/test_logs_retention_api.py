@@ -205,6 +205,9 @@ def test_purge_deletes_a_finished_jobs_record_and_files_and_nothing_else(leg: Le
     assert job_id not in listed  # out of the indexes too
     assert kept in listed
     assert list(leg.store.list(job_id)) == []
+    jobs = leg.root / "api" / "local" / "jobs"  # the backend's copy: its params, its logs
+    assert not (jobs / job_id).exists()
+    assert (jobs / kept).is_dir()
     assert leg.store.exists(f"{kept}/logs/output.log")  # a plain DELETE kept them
     assert leg.client.get(f"/v1/jobs/{kept}").status_code == 200
     assert purged_total(leg.client, "purge") == before + 1

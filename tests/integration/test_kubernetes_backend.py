@@ -193,6 +193,20 @@ def test_a_queue_creates_the_job_suspended_until_admitted(kube_stack: KubeStack)
     assert api.wait(job_id)["state"] == "succeeded"
 
 
+def test_a_purge_deletes_the_finished_jobs_job_and_pods_too(kube_stack: KubeStack) -> None:
+    """Its Job (the params in it) and pods (their logs) would stay until the Job's TTL."""
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 1})
+    assert api.wait(job_id)["state"] == "succeeded"
+    assert kubectl(kube_stack, "get", "job", f"kt-{job_id}", "-o", "name").strip()
+    gone = api.client.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
+    assert gone.status_code == 204, gone.text
+    deadline = time.monotonic() + 15
+    while kubectl(kube_stack, "get", "job", f"kt-{job_id}", "--ignore-not-found", "-o", "name"):
+        assert time.monotonic() < deadline, "the Job was not deleted"
+        time.sleep(0.1)
+
+
 def test_large_params_travel_in_a_configmap_owned_by_the_job(kube_stack: KubeStack) -> None:
     api = kube_stack.api
     job = api.wait(api.submit("noop", {"payload": "p" * 100_000}))

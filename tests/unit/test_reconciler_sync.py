@@ -154,6 +154,9 @@ class FakeBackend:
     async def stopped(self, job_id: str) -> bool:
         return True
 
+    async def purge(self, job_id: str) -> None:
+        self.deleted.append(job_id)
+
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         self.traced.append((status.state, status.reason, status.message))
 
