@@ -54,8 +54,9 @@ class Pod:
 
 
 def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condition | None:
-    """Complete or Failed, once the pods decide it (dated `now`: as the Job controller dates
-    the conditions it adds); None while the Job goes on."""
+    """Complete or Failed, once the pods decide it; None while the Job goes on. Dated when
+    the exit that decided it happened (a controller that was down meanwhile sees it late),
+    else `now` (a deadline: when the controller stopped it)."""
     invalid = next((p for p in pods if p.exit_code == env.EXIT_INVALID_PARAMS), None)
     if invalid is not None:
         return Condition(
@@ -63,7 +64,7 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
             reason="PodFailurePolicy",
             message=f"index {invalid.index} exited with code 2 (a retry would fail the same): "
             "not retried",
-            at=now,
+            at=_ended(invalid, now),
         )
     failures = [p for p in pods if p.failed]
     if len(failures) > spec.retries:
@@ -73,10 +74,14 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
             reason="BackoffLimitExceeded",
             message=f"{len(failures)} failed attempt(s), retries={spec.retries}; "
             f"last exit code {last.exit_code}",
-            at=now,
+            at=_ended(last, now),
         )
     if len(succeeded_indexes(pods)) >= spec.completions:
-        return Condition("Complete", reason="Completed", message="all tasks succeeded", at=now)
+        done = [p for p in pods if p.exit_code == env.EXIT_OK]
+        last = max(done, key=lambda p: p.finished_at or p.created_at)
+        return Condition(
+            "Complete", reason="Completed", message="all tasks succeeded", at=_ended(last, now)
+        )
     end = deadline(spec, pods)
     if end is not None and now >= end:
         return Condition(
@@ -86,6 +91,11 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
             at=now,
         )
     return None
+
+
+def _ended(pod: Pod, now: datetime) -> datetime:
+    """When `pod`'s task ended, as its exit was recorded (never after `now`)."""
+    return min(pod.finished_at, now) if pod.finished_at is not None else now
 
 
 def succeeded_indexes(pods: list[Pod]) -> set[int]:

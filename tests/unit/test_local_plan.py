@@ -127,6 +127,17 @@ def test_deadline_passed_fails_with_deadline_exceeded() -> None:
     assert (cond.type, cond.reason) == ("Failed", "DeadlineExceeded")
 
 
+def test_a_condition_is_dated_by_the_exit_that_decided_it_not_when_it_was_seen() -> None:
+    """A controller down while the task ended sees the exit late: the job ended then."""
+    complete = terminal_condition(spec(), [exited(env.EXIT_OK, finished=3)], at(60))
+    failed = terminal_condition(spec(), [exited(1, finished=4)], at(60))
+    invalid = terminal_condition(spec(retries=3), [exited(2, finished=5)], at(60))
+    assert [c.at for c in (complete, failed, invalid) if c is not None] == [at(3), at(4), at(5)]
+    late = terminal_condition(spec(timeout_s=10), [running(created=0)], at(60))
+    assert late is not None
+    assert late.at == at(60)  # stopped now, whenever its deadline passed
+
+
 def test_before_the_deadline_nothing_is_decided() -> None:
     assert terminal_condition(spec(timeout_s=10), [running(created=0)], at(9.999)) is None
 
