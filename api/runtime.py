@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubetask.api.settings import Settings
 from kubetask.controller.archive import LogArchiver
@@ -35,6 +33,7 @@ from kubetask.controller.notify import entries_for
 from kubetask.controller.outbox import Outbox
 from kubetask.controller.reconciler import LOCAL_WORKERS, WORKERS, Reconciler
 from kubetask.controller.records import JobRecord
+from kubetask.controller.redis_retry import RetryWithin
 from kubetask.controller.redis_server import RedisServer, watch
 from kubetask.controller.retention import ArtifactJanitor
 from kubetask.controller.service import JobService
@@ -46,6 +45,9 @@ from kubetask.storage import ArtifactStore, store_from_url
 
 log = logging.getLogger("kubetask.server")
 ARCHIVE_DRAIN_S = 2.0  # at shutdown, the longest wait for queued log archives
+# A dropped connection is tried again this long (a Redis restarting), at most half the Redis
+# timeout: a command that waited that long for its answer is not sent again.
+RETRY_BUDGET_S = 3.0
 
 
 async def start_embedded(server: RedisServer) -> str:
@@ -153,6 +155,7 @@ class Runtime:
     artifacts: ArtifactStore | None = None  # the artifact store (always set by `start`)
     janitor: ArtifactJanitor | None = None  # deletes jobs' artifacts (always set by `start`)
     archiver: LogArchiver | None = None  # archives ended jobs' logs (always set by `start`)
+    subscriber: aioredis.Redis | None = None  # the subscriptions' own client (set by `start`)
 
     @classmethod
     async def start(
@@ -195,17 +198,27 @@ class Runtime:
         artifacts: ArtifactStore,
     ) -> Runtime:
         # A request waits for a free connection (up to the pool timeout, then 503) rather
-        # than failing at once when every connection is busy (some wait on WAITAOF).
+        # than failing at once when every connection is busy (some wait on WAITAOF), and for
+        # an answer up to the Redis timeout (a hung server: 503, not a request held for
+        # good). A dropped connection is tried again for a moment (a restarted server), an
+        # unanswered command is not (it may have run, and a hung server answers no retry).
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=settings.redis_max_connections,
             timeout=settings.redis_pool_timeout_s,
+            socket_timeout=settings.redis_timeout_s,
             decode_responses=True,
             health_check_interval=10,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            retry=RetryWithin(
+                ExponentialWithJitterBackoff(base=0.05, cap=1.0),
+                5,
+                budget_s=min(RETRY_BUDGET_S, settings.redis_timeout_s / 2),
+            ),
+            retry_on_error=[RedisConnectionError],
         )
         client = aioredis.Redis.from_pool(pool)
+        # subscriptions wait for messages as long as none comes: no command timeout there
+        subscriber = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=10)
         store = RedisStore(
             client,
             retention_s=settings.retention_s,
@@ -223,7 +236,7 @@ class Runtime:
             allow_private=settings.webhook_allow_private,
         )
         bus = EventBus(client)
-        hub = EventHub(client, on_event=metrics.observe_event if metrics else None)
+        hub = EventHub(subscriber, on_event=metrics.observe_event if metrics else None)
         backend = make_backend(settings)
         archiver = LogArchiver(
             read_log=partial(_whole_log, backend),
@@ -244,7 +257,7 @@ class Runtime:
             spec_for=wiring.spec_for,
             resync_s=settings.resync_s,
             on_transition=metrics.observe_transition if metrics else None,
-            wakeups=WakeUps(client) if settings.election() else None,
+            wakeups=WakeUps(subscriber) if settings.election() else None,
             merges={n: k.merge for n, k in wiring.kinds.items() if k.merge is not None},
             on_end=archiver.offer,
             workers=WORKERS if settings.resolved_backend == "kubernetes" else LOCAL_WORKERS,
@@ -264,6 +277,7 @@ class Runtime:
         runtime.artifacts = artifacts
         runtime.janitor = janitor
         runtime.archiver = archiver
+        runtime.subscriber = subscriber
         settings.artifacts.mkdir(parents=True, exist_ok=True)
         await backend.start()
         runtime.tasks = [
@@ -326,5 +340,7 @@ class Runtime:
             self.elector.close()
         await self.backend.stop()
         await self.redis.aclose()
+        if self.subscriber is not None:
+            await self.subscriber.aclose()
         if self.embedded_redis is not None:
             await asyncio.to_thread(self.embedded_redis.stop)

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     fsync_timeout_s: float = Field(
         3.0, gt=0, description="Longest wait for a new job to be on disk (WAITAOF); then 503."
     )
+    redis_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for Redis to answer a command (a server that hangs, or a "
+        "network that drops everything); then 503. Above fsync_timeout_s.",
+    )
     data_dir: Path = Path(".kubetask")
     artifacts_dir: Path | None = Field(None, description="Default: data_dir/artifacts.")
     artifacts_url: str | None = Field(
@@ -192,6 +198,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"the task Redis URL names {reference}: set KUBETASK_TASK_REDIS_PASSWORD_SECRET"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _redis_answers_after_its_fsync(self) -> Settings:
+        if self.redis_timeout_s <= self.fsync_timeout_s:  # WAITAOF itself waits that long
+            raise ValueError("redis_timeout_s must be above fsync_timeout_s")
         return self
 
     @model_validator(mode="after")

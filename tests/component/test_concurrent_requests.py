@@ -77,11 +77,11 @@ def test_a_thousand_concurrent_requests_are_all_served(busy_api: ApiServer) -> N
 
 
 async def _get_while_others_wait_on_redis(base_url: str, job_id: str) -> httpx.Response:
-    """Three reads take the pool's free connections and hold them while the server is paused
-    (the pool's fourth is the event subscription's; submissions waiting on disk would hold
-    one only, as they share a batch); then a GET asks for one."""
+    """Four reads take the pool's connections and hold them while the server is paused (the
+    event subscription has a client of its own; submissions waiting on disk would hold one
+    only, as they share a batch); then a GET asks for one."""
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        posts = [asyncio.create_task(client.get(f"/v1/jobs/{job_id}")) for _ in range(3)]
+        posts = [asyncio.create_task(client.get(f"/v1/jobs/{job_id}")) for _ in range(4)]
         await asyncio.sleep(0.5)
         response = await client.get(f"/v1/jobs/{job_id}")
         await asyncio.gather(*posts)
