@@ -150,7 +150,11 @@ class StreamLease:
         if now - self._renewed < STREAM_LEASE_S / 3:
             return
         self._renewed = now
-        await self._limits.redis.zadd(self._key, {self.id: now + STREAM_LEASE_S}, xx=True)
+        async with self._limits.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._key, {self.id: now + STREAM_LEASE_S}, xx=True)
+            # the set lives while any of its streams does (it outlived none but the newest)
+            pipe.expire(self._key, math.ceil(STREAM_LEASE_S) + 1)
+            await pipe.execute()
 
     async def close(self) -> None:
         """Give the slot back, even from a stream being cancelled (its client left)."""
