@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, Mapping
 from http import HTTPStatus
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Header, Query, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException
@@ -151,18 +152,41 @@ async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) ->
         keepalive_s=runtime.settings.keepalive_s,
     )
 
+    gone = False  # the client left: nothing more to send, not even a close
+
     async def pump() -> None:
-        async for batch in batches:
-            await lease.renew()
-            for frame in batch or ():
-                await websocket.send_text(frame.data)
+        nonlocal gone
+        try:
+            async for batch in batches:
+                await lease.renew()
+                for frame in batch or ():
+                    await websocket.send_text(frame.data)
+        except WebSocketDisconnect:
+            gone = True
+
+    async def pump_while_connected() -> None:
+        """`pump`, ended at once when the client leaves. It sends nothing but its close:
+        unread, that close (or a dropped connection) would be seen at the next send only,
+        which a quiet job may not make for hours, its slot held meanwhile."""
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                nonlocal gone
+                while (await websocket.receive())["type"] != "websocket.disconnect":
+                    pass  # what a client sends is not read
+                gone = True
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await pump()
+            group.cancel_scope.cancel()
 
     try:
         async with contextlib.aclosing(batches):
             await websocket.accept()
-            ended = await until(runtime.hub.closed, pump)
-            # 1001 going away: the server shuts down (resume with ?since=)
-            await websocket.close(code=1000 if ended else 1001)
+            ended = await until(runtime.hub.closed, pump_while_connected)
+            if not gone:  # 1001 going away: the server shuts down (resume with ?since=)
+                await websocket.close(code=1000 if ended else 1001)
     except WebSocketDisconnect:
         return
     finally:

@@ -156,3 +156,19 @@ def test_a_websocket_with_a_garbage_since_is_refused(capped: ApiServer) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(url, open_timeout=10)
     assert refused.value.response.status_code == 400
+
+
+def test_a_websocket_whose_client_left_gives_its_slot_back_at_once(capped: ApiServer) -> None:
+    """A quiet job (no event for minutes): the server learns of the client's close by reading
+    it, not at its next send, so the slot is free again within moments."""
+    job_id = capped.submit("noop", {"steps": 2, "step_s": 300})
+    capped.wait(job_id, {"running"})
+    url = capped.base_url.replace("http", "ws") + f"/v1/jobs/{job_id}/ws"
+    for _ in range(CAP):
+        with connect(url, open_timeout=10) as socket:
+            socket.recv(timeout=10)  # the events so far: it is streaming
+    deadline = time.monotonic() + 5
+    while _open_streams(capped, job_id, CAP) != [200] * CAP:
+        assert time.monotonic() < deadline, "a closed WebSocket kept its slot"
+        time.sleep(0.2)
+    capped.client.delete(f"/v1/jobs/{job_id}")
