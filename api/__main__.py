@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"kubetask-server: {why}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for chatty in ("httpx", "httpcore"):  # a line per request, with the whole URL: a webhook's
+        logging.getLogger(chatty).setLevel(logging.WARNING)  # user:password and token too
     try:
         app = create_app(settings)
     except (KindError, InvalidStoreUrl) as exc:

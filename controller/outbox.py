@@ -45,6 +45,11 @@ return claimed
 """
 
 
+def _why(exc: Exception) -> str:
+    """What failed, for a log line (a timeout's message is often empty: its type then)."""
+    return str(exc) or type(exc).__name__
+
+
 def _shown(entry: OutboxEntry) -> str:
     """Where a message goes, as a log may say it: a webhook's origin (its path and query
     are often its secret), an email address as it is."""
@@ -182,7 +187,7 @@ class Outbox:
                 entry.id,
                 _shown(entry),
                 attempts,
-                exc,
+                _why(exc),
             )
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(keys.OUTBOX_DEAD, failed.model_dump_json())
@@ -197,7 +202,7 @@ class Outbox:
             entry.id,
             _shown(entry),
             attempts,
-            exc,
+            _why(exc),
             delay,
         )
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -37,6 +37,8 @@ def url_origin(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return MASK
+    if ":" in host:  # an IPv6 address, bracketed as in the URL
+        host = f"[{host}]"
     return f"{parts.scheme}://{host}{port}" if parts.scheme and host else MASK
 
 

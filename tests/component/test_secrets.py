@@ -417,3 +417,4 @@ def test_webhooks_are_logged_by_their_origin_only() -> None:
     )
     assert url_origin("http://u:p@127.0.0.1:9/h") == "http://127.0.0.1:9"
     assert url_origin("not a url") == "***"
+    assert url_origin("http://[::1]:18452/x?token=t") == "http://[::1]:18452"
