@@ -139,6 +139,18 @@ async def _kept(store: RedisStore, job_id: str) -> bool:
     return await store.exists(job_id)
 
 
+def subscriptions_client(url: str) -> aioredis.Redis:
+    """The client of the event hub's and wake-ups' subscriptions: they wait for messages as
+    long as none comes (no command timeout), and a dropped connection is made again as the
+    commands' is (the hub resyncs its listeners then)."""
+    retry = RetryWithin(
+        ExponentialWithJitterBackoff(base=0.05, cap=1.0), 5, budget_s=RETRY_BUDGET_S
+    )
+    return aioredis.Redis.from_url(
+        url, decode_responses=True, health_check_interval=10, retry=retry
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -217,8 +229,7 @@ class Runtime:
             retry_on_error=[RedisConnectionError],
         )
         client = aioredis.Redis.from_pool(pool)
-        # subscriptions wait for messages as long as none comes: no command timeout there
-        subscriber = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=10)
+        subscriber = subscriptions_client(url)
         store = RedisStore(
             client,
             retention_s=settings.retention_s,

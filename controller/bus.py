@@ -133,6 +133,8 @@ class EventHub:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.psubscribe(keys.PROGRESS_PATTERN)
+                    if pubsub.connection is not None:
+                        pubsub.connection.register_connect_callback(self._reconnected)
                     self.ready.set()
                     self._broadcast_resync()
                     async for message in pubsub.listen():
@@ -144,6 +146,12 @@ class EventHub:
                 self.ready.clear()
                 log.warning("event subscription lost (%s); retrying", exc)
                 await asyncio.sleep(0.5)
+
+    async def _reconnected(self, connection: object) -> None:
+        """redis-py re-subscribes a dropped subscription by itself (a Redis restarted): what
+        was published meanwhile was missed, so listeners resync as after one of ours."""
+        log.warning("event subscription restored after its connection dropped; resyncing")
+        self._broadcast_resync()
 
     def _deliver(self, channel: str, data: str) -> None:
         for queue in self._listeners.get(keys.job_id_from_channel(channel), ()):

@@ -24,6 +24,12 @@ class WakeUps:
         self._redis = redis
         self._reconnect_s = reconnect_s
         self._sending: set[asyncio.Task[None]] = set()
+        self._on_subscribed: Callable[[], None] = lambda: None
+
+    async def _reconnected(self, connection: object) -> None:
+        """redis-py restored a dropped subscription by itself: announcements were missed."""
+        log.warning("wake-up subscription restored after its connection dropped")
+        self._on_subscribed()
 
     def announce(self, job_id: str) -> None:
         """Tell the leader (in the background: callers are synchronous)."""
@@ -42,11 +48,14 @@ class WakeUps:
     ) -> None:
         """Call `on_job(id)` for each announced job, forever; `on_subscribed()` each time the
         subscription (re)starts, since whatever was announced before it was missed."""
+        self._on_subscribed = on_subscribed
         while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(keys.WAKEUP)
                     on_subscribed()
+                    if pubsub.connection is not None:  # redis-py re-subscribes by itself
+                        pubsub.connection.register_connect_callback(self._reconnected)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             on_job(str(message["data"]))
