@@ -41,13 +41,15 @@ from kubetask.controller.store import RedisStore
 from kubetask.controller.taskspec import TaskDefaults, build_task_spec
 from kubetask.controller.wakeups import WakeUps
 from kubetask.kinds import KindSpec, check_kinds, load_kinds
-from kubetask.storage import ArtifactStore, store_from_url
+from kubetask.params.paths import UPLOADS
+from kubetask.storage import ArtifactStore, FileStore, store_from_url
 
 log = logging.getLogger("kubetask.server")
 ARCHIVE_DRAIN_S = 2.0  # at shutdown, the longest wait for queued log archives
 # A dropped connection is tried again this long (a Redis restarting), at most half the Redis
 # timeout: a command that waited that long for its answer is not sent again.
 RETRY_BUDGET_S = 3.0
+STALE_PARTIAL_S = 3600.0  # an upload not written to for this long was cut off
 
 
 async def start_embedded(server: RedisServer) -> str:
@@ -137,6 +139,19 @@ async def _whole_log(backend: Backend, job_id: str) -> str | None:
 async def _kept(store: RedisStore, job_id: str) -> bool:
     """A job whose log is still worth archiving: its record was not purged."""
     return await store.exists(job_id)
+
+
+async def _sweep_partial_uploads(store: FileStore) -> None:
+    """At start, the uploads a killed server left half written (off the event loop)."""
+    try:
+        removed = await asyncio.to_thread(
+            store.remove_stale_partials, UPLOADS, older_than_s=STALE_PARTIAL_S
+        )
+    except OSError as exc:
+        log.warning("could not sweep partial uploads: %s", exc)
+        return
+    if removed:
+        log.info("removed %d partial uploads left by a server that stopped mid-upload", removed)
 
 
 def subscriptions_client(url: str) -> aioredis.Redis:
@@ -295,6 +310,10 @@ class Runtime:
             asyncio.create_task(hub.run(), name="event-hub"),
             asyncio.create_task(archiver.run(), name="log-archiver"),
         ]
+        if isinstance(artifacts, FileStore):  # S3: a bucket lifecycle rule aborts the stale
+            runtime.tasks.append(  # multipart uploads (README), as no API call can list them
+                asyncio.create_task(_sweep_partial_uploads(artifacts), name="partial-uploads")
+            )
         election = settings.election()
         if election is None:
             runtime.tasks += [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -77,6 +78,23 @@ class FileStore:
 
     def stat(self, path: str) -> Entry:
         return self._entry(*self._real(path))
+
+    def remove_stale_partials(self, prefix: str, *, older_than_s: float) -> int:
+        """Remove the partial files under `prefix` not written to for `older_than_s` (the
+        uploads a killed server left half done), and the folders that leaves empty (else in
+        the way of a file of their name); how many went. A write under way is newer."""
+        folder = self._real(prefix)[1]
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for directory, _, names in os.walk(folder):
+            for name in names:
+                path = Path(directory, name)
+                with contextlib.suppress(OSError):  # gone meanwhile: nothing to do
+                    if name.endswith(PARTIAL_SUFFIX) and path.lstat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                        self._prune(path.parent)
+        return removed
 
     def exists(self, path: str) -> bool:
         try:
