@@ -210,12 +210,30 @@ def _judge_path(
 ) -> FieldError | JobRecord | None:
     """Why the plain `path` (of `owner`, see `path_owner`) is refused, or the job it is an
     output of (listed in its result), or None."""
-    if owner is None or isinstance(owner, FieldError):
+    if isinstance(owner, FieldError):
         return owner
-    record = records[owner]
-    if record is None:
+    record = None if owner is None else records[owner]
+    if owner is not None and record is None:
         return not_found(("params", *path.loc), owner)
-    return record if path.value in (record.status.result or {}).values() else None
+    output_of = record if record and path.value in (record.status.result or {}).values() else None
+    if path.outputs_only and (output_of is None or not _of_kinds(output_of, path)):
+        return not_an_output(path)
+    return output_of
+
+
+def _of_kinds(record: JobRecord, path: PathValue) -> bool:
+    return path.ref is not None and record.request.kind in path.ref[1]
+
+
+def not_an_output(path: PathValue) -> FieldError:
+    """A field that is unpickled takes only what a job of its kinds wrote."""
+    kinds = _kinds_text(path.ref[1]) if path.ref else "the right"
+    return FieldError(
+        ("params", *path.loc),
+        f"only a {kinds} job's output ('job:<id>', or the path its result lists): this file "
+        "is unpickled, which runs code, so no upload or other file is taken",
+        "job_output_only",
+    )
 
 
 async def _resolve_uploads(
@@ -231,7 +249,9 @@ async def _resolve_uploads(
     errors: list[FieldError] = []
     for value in find_uploads(model, params):
         path = upload_path(value, tenant=tenant)
-        if isinstance(path, FieldError):
+        if value.outputs_only:
+            errors.append(not_an_output(value))
+        elif isinstance(path, FieldError):
             errors.append(path)
         elif uploads is None or await uploads(path, value.glob):
             resolved[value.loc] = path

@@ -15,10 +15,11 @@ import pandas as pd
 from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.errors import TaskError
+from kubetask.jobs.errors import InvalidParams, TaskError
 from kubetask.jobs.kinds.gan_train import prepare_torch, quiet_library_logs
 from kubetask.jobs.kinds.ml.gan_store import TABLE, require, write_atomically
 from kubetask.jobs.params import GanGenerateParams
+from kubetask.params.paths import UPLOADS, store_parts
 
 
 def one_table(sampled: Any) -> pd.DataFrame:
@@ -52,6 +53,11 @@ def quality(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Any) -> dict[
 
 def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]:
     quiet_library_logs()
+    if store_parts(params.model)[0] == UPLOADS:  # the API refuses it at submit: a second line
+        raise InvalidParams(
+            "model: an upload is never unpickled (that would run its code): pass "
+            "'job:<gan-train id>'"
+        )
     model_path = require(context, params.model, what="fitted synthesizer", producer="gan-train")
     seed_path: Path | None = None
     if params.quality:

@@ -261,6 +261,7 @@ class GanGenerateParams(Params):
         output="synthesizer",
         kinds=("gan-train",),
         description="The fitted synthesizer (synthesizer.pkl).",
+        outputs_only=True,
     )
     dataset: str | None = _seed_ref(
         default_from="model",

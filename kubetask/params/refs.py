@@ -49,21 +49,32 @@ def output_ref(
     description: str,
     default: Any = ...,
     default_from: str | None = None,
+    outputs_only: bool = False,
 ) -> Any:
     """A field holding an artifact path or `job:<id>` of a succeeded job of one of `kinds`,
     resolved to that job's `result[output]`. `default_from`: the name of a sibling
     `output_ref` field; when this field is left out and that one is a `job:<id>`, the service
-    fills this one with that job's `result[output]` (what that job itself used)."""
+    fills this one with that job's `result[output]` (what that job itself used).
+    `outputs_only`: the file is unpickled (which runs code), so only what such a job wrote
+    is taken: `job:<id>`, or the very path its result lists; never an upload."""
     ref: dict[str, Any] = {"output": output, "kinds": list(kinds)}
     if default_from is not None:
         ref["default_from"] = default_from
+    if outputs_only:
+        ref["outputs_only"] = True
+    kinds_text = " or ".join(kinds)
+    takes = (
+        f"'job:<id>' of a succeeded {kinds_text} job (its '{output}'), or the path its result "
+        "lists; no upload (the file is unpickled, which runs code)."
+        if outputs_only
+        else "An artifact path ('<job id>/<file>' of your tenant's job, or 'uploads/<tenant>/"
+        f"...', or 'upload:<path>' of your own upload), or 'job:<id>' of a succeeded "
+        f"{kinds_text} job (its '{output}')."
+    )
     return Field(
         default,
         max_length=1000,
-        description=f"{description} An artifact path ('<job id>/<file>' of your tenant's job, "
-        f"or 'uploads/<tenant>/...', or 'upload:<path>' of your own upload), or 'job:<id>' "
-        f"of a succeeded "
-        f"{' or '.join(kinds)} job (its '{output}').",
+        description=f"{description} {takes}",
         json_schema_extra={REF_SCHEMA_KEY: ref, PATH_SCHEMA_KEY: {"glob": False}},
     )
 
@@ -83,6 +94,11 @@ def ref_target(field: FieldInfo) -> tuple[str, tuple[str, ...]] | None:
     if not isinstance(output, str) or not isinstance(kinds, list):
         return None
     return output, tuple(str(k) for k in kinds)
+
+
+def outputs_only(field: FieldInfo) -> bool:
+    """Whether an `output_ref` takes only what a job of its kinds wrote (see `output_ref`)."""
+    return bool((_extra(field, REF_SCHEMA_KEY) or {}).get("outputs_only"))
 
 
 def filled_from(field: FieldInfo) -> str | None:
@@ -122,6 +138,7 @@ class PathValue:
     value: str
     ref: tuple[str, tuple[str, ...]] | None  # (output, kinds) of an output_ref field
     glob: bool
+    outputs_only: bool = False  # only what a job of the ref's kinds wrote (`output_ref`)
 
     @property
     def job_ref(self) -> str | None:
@@ -153,6 +170,7 @@ class _Walked:
     nested: type[BaseModel] | None  # None: a path field
     ref: tuple[str, tuple[str, ...]] | None = None
     glob: bool = False
+    outputs_only: bool = False
 
 
 @functools.cache
@@ -162,7 +180,9 @@ def _walked(model: type[BaseModel]) -> tuple[_Walked, ...]:
     walked: list[_Walked] = []
     for name, field in model.model_fields.items():
         if is_path_field(field):
-            walked.append(_Walked(name, None, ref_target(field), is_glob_field(field)))
+            walked.append(
+                _Walked(name, None, ref_target(field), is_glob_field(field), outputs_only(field))
+            )
         elif (nested := nested_model(field.annotation)) is not None:
             walked.append(_Walked(name, nested))
     return tuple(walked)
@@ -179,11 +199,17 @@ def path_values(model: type[BaseModel], params: Mapping[str, Any]) -> list[PathV
             for position, item in items:
                 if isinstance(item, str):
                     loc: Loc = (field.name,) if position is None else (field.name, position)
-                    found.append(PathValue(loc, item, field.ref, field.glob))
+                    found.append(PathValue(loc, item, field.ref, field.glob, field.outputs_only))
         elif isinstance(value, Mapping):
             for inner in path_values(field.nested, value):
                 found.append(
-                    PathValue((field.name, *inner.loc), inner.value, inner.ref, inner.glob)
+                    PathValue(
+                        (field.name, *inner.loc),
+                        inner.value,
+                        inner.ref,
+                        inner.glob,
+                        inner.outputs_only,
+                    )
                 )
     return found
 

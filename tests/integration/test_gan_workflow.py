@@ -5,8 +5,16 @@ a missing input names the kind that makes it."""
 
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
 
+import pandas as pd
+import pytest
+
+from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import InvalidParams
+from kubetask.jobs.kinds import gan_generate
+from kubetask.jobs.params import GanGenerateParams
+from kubetask.jobs.reporter import ProgressReporter
 from tests.servers import ApiServer
 
 
@@ -69,12 +77,16 @@ def test_references_are_checked_at_submit_and_a_missing_file_names_its_kind(
     assert response.status_code == 422
     assert response.json()["errors"][0]["msg"].endswith("expected a gan-seed job")
 
-    untrained = api.submit("gan-generate", {"model": "uploads/default/none.pkl"})
+    # a synthesizer is unpickled, which runs code: only a gan-train job's is taken
+    uploaded = api.client.post(
+        "/v1/jobs", json={"kind": "gan-generate", "params": {"model": "uploads/default/x.pkl"}}
+    )
+    assert uploaded.status_code == 422
+    assert [(e["field"], e["type"]) for e in uploaded.json()["errors"]] == [
+        ("params.model", "job_output_only")
+    ]
     unseeded = api.submit("gan-train", {"dataset": "uploads/default/none.csv"})
-    for job_id, missing, producer in (
-        (untrained, "uploads/default/none.pkl", "gan-train"),
-        (unseeded, "uploads/default/none.csv", "gan-seed"),
-    ):
+    for job_id, missing, producer in ((unseeded, "uploads/default/none.csv", "gan-seed"),):
         job = api.wait(job_id, timeout_s=60)
         assert job["state"] == "failed"
         assert job["error"]["type"] == "TaskError"
@@ -87,3 +99,17 @@ def test_gan_train_without_seed_data_makes_its_own(api: ApiServer) -> None:
     assert train["state"] == "succeeded", train
     assert train["result"]["seed"] == f"{train['id']}/seed.csv"
     assert train["result"]["rows"] == 400  # gan-seed's default
+
+
+def test_the_task_itself_never_unpickles_an_upload(tmp_path: Path) -> None:
+    """The second line behind the API's check: handed an upload's path anyway, gan-generate
+    refuses it as invalid params (exit 2) before it opens anything."""
+    (tmp_path / "uploads/t").mkdir(parents=True)
+    (tmp_path / "uploads/t/x.pkl").write_bytes(b"not a synthesizer")
+    reporter = ProgressReporter(None, job_id="0000000000abcdef")
+    where = TaskContext(
+        job_id="0000000000abcdef", index=0, artifacts_root=tmp_path, reporter=reporter
+    )
+    params = GanGenerateParams.model_validate({"model": "uploads/t/x.pkl", "quality": False})
+    with pytest.raises(InvalidParams, match="an upload is never unpickled"):
+        gan_generate.run(params, where)

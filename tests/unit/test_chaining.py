@@ -236,3 +236,34 @@ def test_a_dataset_ref_accepts_either_dataset_kind_but_not_a_model() -> None:
             f"job {TRAIN_ID} is a train job; expected a datagen or mat-import job",
         )
     }
+
+
+class Unpickled(Params):
+    """A field whose file the task unpickles: only what a train job wrote."""
+
+    model: str = output_ref(
+        output="model", kinds=("train",), description="m.", default="", outputs_only=True
+    )
+
+
+def test_a_file_the_task_unpickles_is_only_what_a_job_of_its_kind_wrote() -> None:
+    """Unpickling runs code: an uploaded pickle would run in the task, with its credentials
+    and every tenant's files in reach. `job:<id>` and the path its result lists are taken;
+    an upload (by path or `upload:`), another file of that job, another kind's: refused."""
+    assert resolve(Unpickled, {"model": f"job:{TRAIN_ID}"}) == {"model": f"{TRAIN_ID}/model.pt"}
+    assert resolve(Unpickled, {"model": f"{TRAIN_ID}/model.pt"}) == {
+        "model": f"{TRAIN_ID}/model.pt"
+    }
+    for value in (
+        f"uploads/{TENANT}/evil.pkl",
+        "upload:evil.pkl",
+        f"{TRAIN_ID}/checkpoint.pt",
+        f"{DATAGEN_ID}/d.npz",
+    ):
+        assert refused(Unpickled, {"model": value}) == {
+            "params.model": (
+                "job_output_only",
+                "only a train job's output ('job:<id>', or the path its result lists): this "
+                "file is unpickled, which runs code, so no upload or other file is taken",
+            )
+        }, value
