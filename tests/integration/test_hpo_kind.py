@@ -127,3 +127,20 @@ def test_racing_workers_take_exactly_n_tickets(redis_url: str) -> None:
     with redis.Redis.from_url(redis_url) as client:
         keys: Any = client.keys(f"{journal_prefix('race-0001')}*")
         assert keys == [tickets_key("race-0001").encode()]
+
+
+def test_a_trial_whose_choices_can_never_train_fails_alone(redis_url: str, tmp_path: Path) -> None:
+    """batch_size 1 through a cnn1d that narrows its signals to 1 value: that trial fails
+    (as a diverged one does), the study goes on (it failed the whole job, exit 1)."""
+    job_id = "hpo-cannot-0001"
+    context = TaskContext(
+        job_id=job_id,
+        index=0,
+        artifacts_root=tmp_path,
+        reporter=ProgressReporter(None, job_id=job_id),
+        redis_url=redis_url,
+    )
+    space = {"models": ["cnn1d"], "width": [2], "depth": [11, 11], "batch_size": [1, 1]}
+    params = HpoParams.model_validate({**SMALL, "n_trials": 2, "search": space})
+    result = run(params, context)
+    assert (result["trials_run"], result["failed"]) == (2, 2)

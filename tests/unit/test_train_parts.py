@@ -23,6 +23,7 @@ from kubetask.jobs.kinds.ml.data import (
 )
 from kubetask.jobs.kinds.ml.loop import (
     Trainer,
+    batch_bounds,
     build_trainer,
     epoch_metrics,
     evaluate,
@@ -157,8 +158,39 @@ def test_batches_report_progress_in_order() -> None:
     train_epoch(
         trainer, to_device(data.x_train, data.y_train, CPU), lambda d, t: seen.append((d, t))
     )
-    n_batches = -(-len(data.y_train) // 8)
+    n_batches = len(batch_bounds(len(data.y_train), 8))
     assert seen == [(i, n_batches) for i in range(1, n_batches + 1)]
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "bounds"),
+    [
+        (20, 19, [(0, 20)]),  # a last batch of one sample joins the one before
+        (9, 4, [(0, 4), (4, 9)]),
+        (8, 4, [(0, 4), (4, 8)]),
+        (1, 4, [(0, 1)]),  # nothing before it to join
+        (3, 1, [(0, 1), (1, 3)]),
+    ],
+)
+def test_no_batch_of_one_sample_but_where_nothing_else_can_be(
+    n: int, size: int, bounds: list[tuple[int, int]]
+) -> None:
+    assert batch_bounds(n, size) == bounds
+
+
+def test_a_deep_cnn_trains_on_20_signals_in_batches_of_19() -> None:
+    """Its last block's BatchNorm sees one value per channel: a batch of one sample failed
+    with torch's ValueError (exit 1, retried)."""
+    params = tiny(model="cnn1d", width=2, depth=11, batch_size=19)
+    trainer, data = setup(params)
+    train_set = to_device(data.x_train[:20], data.y_train[:20], CPU)
+    assert train_epoch(trainer, train_set).samples == 20
+
+
+def test_batches_of_one_sample_through_a_cnn_that_narrows_to_one_value_are_refused() -> None:
+    with pytest.raises(TaskError, match="cannot train on batches of 1 sample") as refused:
+        setup(tiny(model="cnn1d", width=2, depth=11, batch_size=1))
+    assert refused.value.permanent
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:

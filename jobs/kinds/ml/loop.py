@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.ml.data import Prepared
-from kubetask.jobs.kinds.ml.models import ModelSpec, build_model, conv_blocks
+from kubetask.jobs.kinds.ml.models import ModelSpec, build_model, conv_blocks, narrowest_norm
 from kubetask.jobs.params import TrainParams
 
 OnBatch = Callable[[int, int], None]  # (batches done, batches per epoch)
@@ -60,7 +61,17 @@ def model_spec(params: TrainParams, data: Prepared) -> ModelSpec:
 
 
 def build_trainer(params: TrainParams, spec: ModelSpec, device: torch.device) -> Trainer:
-    """Seed first, so that the initial weights depend on the seed alone."""
+    """Seed first, so that the initial weights depend on the seed alone. A cnn1d so deep that
+    a BatchNorm sees one value per channel cannot train on batches of one sample: refused
+    for good (`TaskError`, permanent) before any work."""
+    if params.batch_size == 1 and narrowest_norm(spec) == 1:
+        raise TaskError(
+            f"a cnn1d of depth {len(spec.blocks)} narrows signals of length "
+            f"{spec.input_length} to 1 value before its last BatchNorm, which cannot train on "
+            "batches of 1 sample",
+            suggestion="Use batch_size >= 2, or a smaller depth.",
+            permanent=True,
+        )
     torch.manual_seed(params.seed)
     model = build_model(spec).to(device)
     amp = params.amp and device.type == "cuda"
@@ -82,10 +93,19 @@ def to_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> Tensors:
     return Tensors(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of `n` samples; a last batch of one sample joins the one
+    before it (a BatchNorm cannot train on one value per channel)."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(start, stop) for start, stop in zip(starts, [*starts[1:], n], strict=True)]
+
+
 def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
+    for start, stop in batch_bounds(n, batch_size):
+        yield order[start:stop]
 
 
 def train_epoch(trainer: Trainer, data: Tensors, on_batch: OnBatch | None = None) -> EpochStats:
@@ -94,7 +114,7 @@ def train_epoch(trainer: Trainer, data: Tensors, on_batch: OnBatch | None = None
     model.train()
     started = time.perf_counter()
     n = len(data.y)
-    n_batches = -(-n // trainer.batch_size)
+    n_batches = len(batch_bounds(n, trainer.batch_size))
     loss_sum = torch.zeros((), device=trainer.device)
     correct = torch.zeros((), dtype=torch.long, device=trainer.device)
     for number, order in enumerate(index_batches(n, trainer.batch_size, trainer.generator), 1):

@@ -127,6 +127,19 @@ class CNN1d(nn.Module):
         return out
 
 
+def narrowest_norm(spec: ModelSpec) -> int | None:
+    """The fewest values per channel a cnn1d's BatchNorm sees (each block halves the length
+    its pooling passes on, rounding up); None for a model without BatchNorm (mlp)."""
+    if spec.kind != "cnn1d":
+        return None
+    length, narrowest = spec.input_length, spec.input_length
+    for block in spec.blocks:
+        narrowest = min(narrowest, length)
+        if block.pooling != "none":
+            length = -(-length // 2)
+    return narrowest
+
+
 def build_model(spec: ModelSpec) -> nn.Module:
     return MLP(spec) if spec.kind == "mlp" else CNN1d(spec)
 

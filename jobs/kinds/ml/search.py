@@ -14,6 +14,7 @@ workers both see n-1 and both start one."""
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from pydantic import JsonValue
 
 from kubetask import keys
 from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.ml.best_epoch import improves
 from kubetask.jobs.kinds.ml.data import (
     Prepared,
@@ -54,6 +56,8 @@ METRICS_ATTR = "metrics"  # a complete trial's kept epoch, its validation metric
 
 journal_prefix = keys.optuna_journal
 tickets_key = keys.optuna_tickets
+
+log = logging.getLogger("kubetask.task")
 
 
 def study_keys(job_id: str, last_log: int) -> list[str]:
@@ -209,7 +213,13 @@ class Worker:
         value and metrics are those of the epoch `train` keeps as its `model.pt`."""
         trial.set_user_attr(WORKER_ATTR, self.context.index)
         params = self.suggest(trial)
-        trainer = build_trainer(params, model_spec(params, self.data), self.device)
+        try:
+            trainer = build_trainer(params, model_spec(params, self.data), self.device)
+        except TaskError as exc:  # a choice that can never train: that trial fails, not all
+            if not exc.permanent:
+                raise
+            log.warning("trial %d cannot train: %s", trial.number, exc)
+            return math.nan
         kept: tuple[int, tuple[float, float]] | None = None  # the epoch `train` would keep
         for epoch in range(1, params.epochs + 1):
             train_epoch(trainer, self.train_set)
