@@ -21,6 +21,10 @@ class FaultClass(StrEnum):
     BEARING_INNER = "bearing_inner"
 
 
+# numpy and Optuna take seeds below 2**32, and a study's worker i uses seed + i: below 2**31
+MAX_SEED = 2**31 - 1
+
+
 class DatagenParams(Params):
     """Synthetic vibration signals of a rotating machine, labelled by fault class."""
 
@@ -30,7 +34,7 @@ class DatagenParams(Params):
     rotation_hz: float = Field(29.5, gt=0, le=1_000, description="Shaft speed in Hz.")
     noise: float = Field(0.3, ge=0, le=10, description="Noise std relative to a unit tone.")
     classes: list[FaultClass] = Field(default_factory=lambda: list(FaultClass), min_length=2)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _below_nyquist(self) -> Self:
@@ -122,7 +126,7 @@ class TrainParams(Params):
     batch_size: int = Field(32, ge=1, le=65_536)
     epochs: int = Field(8, ge=1, le=10_000)
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when a GPU is present, else the CPU."
     )
@@ -183,7 +187,7 @@ class StudyParams(Params):
         2, ge=0, le=1000, description="Trials finished before the median pruner prunes."
     )
     warmup_epochs: int = Field(1, ge=0, le=1000, description="Epochs a trial runs unpruned.")
-    seed: int = Field(0, ge=0, description="Sampler seed (worker i uses seed + i).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Sampler seed (worker i uses seed + i).")
     train: TrainParams = Field(
         default_factory=_short_trials, description="Each trial's `train` params."
     )
@@ -211,7 +215,7 @@ class GanSeedParams(Params):
     machine_id: str = Field("machine-1", pattern=MACHINE_ID)
     rows: int = Field(400, ge=20, le=10_000_000)
     fault_rate: float = Field(0.15, ge=0.0, le=1.0, description="Share of rows with a fault.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 def _seed_ref(*, default_from: str | None = None, description: str) -> Any:
@@ -243,7 +247,7 @@ class GanTrainParams(Params):
     hidden: int = Field(64, ge=8, le=4096, description="Units per hidden layer.")
     layers: int = Field(2, ge=1, le=8, description="Hidden layers (encoder/decoder or G/D).")
     embedding_dim: int = Field(32, ge=2, le=1024)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     cuda: bool = Field(True, description="Use a GPU when one is present.")
 
     @field_validator("batch_size")
@@ -272,7 +276,7 @@ class GanGenerateParams(Params):
     train_rows: int = Field(300, ge=1, le=10_000_000)
     val_rows: int = Field(100, ge=0, le=10_000_000)
     test_rows: int = Field(100, ge=0, le=10_000_000)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     quality: bool = Field(
         True, description="Score the train split against the seed data (`dataset`)."
     )

@@ -9,7 +9,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from kubetask.jobs.params import DatagenParams, Params
+from kubetask.jobs.params import MAX_SEED, DatagenParams, Params
 from kubetask.params.refs import artifact_path, output_ref
 
 DATASET_KINDS = ("datagen", "mat-import")
@@ -211,7 +211,7 @@ class RobustnessParams(ModelOnData):
         max_length=64,
         description="Amplitude scale factors.",
     )
-    seed: int = Field(0, ge=0, description="Seeds the noise.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds the noise.")
 
     @model_validator(mode="after")
     def _levels(self) -> Self:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from kubetask.jobs.params import (
+    DatagenParams,
     GanGenerateParams,
     GanSeedParams,
     GanTrainParams,
@@ -96,3 +97,13 @@ def test_true_or_false_is_no_number(field: str) -> None:
         TrainParams.model_validate({field: True})
     assert TrainParams.model_validate({"lr": 1}).lr == 1.0
     assert TrainParams.model_validate({"amp": False}).amp is False
+
+
+@pytest.mark.parametrize("model", [TrainParams, HpoParams, GanTrainParams, DatagenParams])
+def test_a_seed_past_what_the_libraries_take_is_refused_at_submit(model: type[Params]) -> None:
+    """numpy and Optuna take seeds below 2**32 (torch below 2**64), and worker i of a study
+    uses seed + i: past 2**31 - 1 the task failed at run time (exit 1, retried)."""
+    required = {"dataset": "0abcdefgh1234567/seed.csv"} if model is GanTrainParams else {}
+    assert model.model_validate({**required, "seed": 2**31 - 1}).seed == 2**31 - 1  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError, match="less than or equal to 2147483647"):
+        model.model_validate({**required, "seed": 2**31})
