@@ -48,9 +48,13 @@ class Imported:
 
 def matching_files(root: Path, pattern: str) -> list[Path]:
     """Files named by `pattern` under `root`: a file, every .mat file below a folder, or a
-    glob's matches (sorted). A file of that very name wins over a glob (`rec[1].mat`)."""
+    glob's matches (sorted). A file of that very name wins over a glob (`rec[1].mat`); a
+    glob ending in `**` is every .mat file below what it matches, as a folder is (pathlib's
+    own `**` at the end matches folders only)."""
     if (root / pattern).is_file():
         return [root / pattern]
+    if pattern.rstrip("/").endswith("**"):
+        pattern = f"{pattern.rstrip('/')}/*.mat"
     if not GLOB_CHARS & set(pattern):
         target = root / pattern
         if target.is_dir():

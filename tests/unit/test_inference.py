@@ -14,6 +14,7 @@ import torch
 
 from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.datagen import generate
+from kubetask.jobs.kinds.mat_import import matching_files
 from kubetask.jobs.kinds.ml.best_epoch import cpu_state
 from kubetask.jobs.kinds.ml.data import Dataset, Prepared, to_features
 from kubetask.jobs.kinds.ml.inference import LoadedModel, align_labels, load_model
@@ -164,5 +165,18 @@ def test_labels_from_folder_filename_or_variable() -> None:
     assert label_of(path, {}, source="filename", pattern=r"^([A-Z]+)\d", variable="") == "IR"
     assert label_of(path, {"label": "ok"}, source="variable", **kwargs) == "ok"  # type: ignore[arg-type]
     assert label_of(path, {"label": np.array([[3.0]])}, source="variable", **kwargs) == "3"  # type: ignore[arg-type]
-    with pytest.raises(MatFileError, match="does not match"):
-        label_of(path, {}, source="filename", pattern="^B", variable="")
+    # no match, an optional group that took no part, an empty match: no label (a None or
+    # '' class broke the dataset and the result)
+    for pattern in ("^B", "(zzz)?", "z*"):
+        with pytest.raises(MatFileError, match="finds no label in the file name"):
+            label_of(path, {}, source="filename", pattern=pattern, variable="")
+
+
+def test_a_glob_ending_in_double_star_is_every_mat_file_below(tmp_path: Path) -> None:
+    """As a folder is: pathlib's own trailing `**` matches folders only (no files matched)."""
+    for name in ("mats/normal/a.mat", "mats/imbalance/deep/b.mat", "mats/notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in matching_files(tmp_path, "mats/**")]
+    assert found == ["mats/imbalance/deep/b.mat", "mats/normal/a.mat"]
+    assert matching_files(tmp_path, "mats/**") == matching_files(tmp_path, "mats")

@@ -222,3 +222,27 @@ def test_a_checkpoint_of_other_params_or_more_epochs_is_not_taken_up(tmp_path: P
     assert load_checkpoint(tmp_path / "absent.pt", trainer, key="", epochs=8) is None
     # epochs, device, threads and amp do not change what is being trained
     assert fingerprint(params) == fingerprint(tiny(epochs=50, device="cpu", threads=2, amp=False))
+
+
+def test_a_dataset_whose_labels_or_values_cannot_be_learnt_is_refused_for_good(
+    tmp_path: Path,
+) -> None:
+    """Labels outside `classes` (an IndexError deep in the loss), or a NaN in X (a model of
+    NaN weights reported as a success): refused as it loads, naming what is wrong."""
+    x = np.zeros((12, 64), dtype=np.float32)
+    cases = {
+        "outside": (x, np.array([0, 1, 2, 3] * 3), "labels y from 0 to 3, but 2 classes"),
+        "negative": (x, np.array([-1, 0, 1] * 4), "labels y from -1 to 1, but 2 classes"),
+        "nan": (
+            np.where(np.eye(12, 64) > 0, np.nan, x),
+            np.array([0, 1] * 6),
+            "has 12 values in X that are NaN or infinite",
+        ),
+    }
+    for name, (signals, labels, said) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, X=signals, y=labels, classes=np.array(["a", "b"]))
+        with pytest.raises(TaskError) as caught:
+            load_dataset(path, f"x/{name}.npz")
+        assert caught.value.permanent, name
+        assert said in str(caught.value), str(caught.value)

@@ -72,6 +72,18 @@ def load_dataset(path: Path, relative: str) -> Dataset:
             f"dataset {relative!r} has X {x.shape} and y {y.shape}: need [n, length]",
             permanent=True,
         )
+    if y.size and (y.min() < 0 or y.max() >= len(classes)):
+        raise TaskError(
+            f"dataset {relative!r} has labels y from {y.min()} to {y.max()}, but "
+            f"{len(classes)} classes: each label is an index into `classes`",
+            permanent=True,
+        )
+    if not np.isfinite(x).all():
+        raise TaskError(
+            f"dataset {relative!r} has {int((~np.isfinite(x)).sum())} values in X that are "
+            "NaN or infinite: nothing can be learnt from them",
+            permanent=True,
+        )
     return Dataset(x=x, y=y, classes=classes, source=relative)
 
 

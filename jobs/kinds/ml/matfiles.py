@@ -123,9 +123,10 @@ def label_of(
         if pattern is None:
             return path.stem
         found = re.search(pattern, path.stem)
-        if found is None:
-            raise MatFileError(f"label_pattern {pattern!r} does not match the file name")
-        return found.group(1) if found.groups() else found.group(0)
+        label = None if found is None else found.group(1) if found.groups() else found.group(0)
+        if not label:  # no match, an optional group that took no part, or an empty match
+            raise MatFileError(f"label_pattern {pattern!r} finds no label in the file name")
+        return label
     value = variables.get(variable)
     if isinstance(value, str) and value:
         return value
