@@ -72,6 +72,17 @@ def test_two_workers_share_one_study_and_stop_at_n_trials(api: ApiServer) -> Non
     assert sorted(result["trial_numbers"]) == list(range(10))
 
 
+def worker_context(job_id: str, artifacts: Path, redis_url: str) -> TaskContext:
+    """Worker 0's context, as the runtime makes it, for a kind run in this process."""
+    return TaskContext(
+        job_id=job_id,
+        index=0,
+        artifacts_root=artifacts,
+        reporter=ProgressReporter(None, job_id=job_id),
+        redis_url=redis_url,
+    )
+
+
 def test_a_worker_that_comes_back_fails_its_stale_trial(redis_url: str, tmp_path: Path) -> None:
     job_id = "hpo-stale-0001"
     with warnings.catch_warnings():
@@ -86,13 +97,7 @@ def test_a_worker_that_comes_back_fails_its_stale_trial(redis_url: str, tmp_path
     RedisBudget(redis_url, key=tickets_key(job_id), total=3).take()
     study.ask().set_user_attr("worker", 0)
 
-    context = TaskContext(
-        job_id=job_id,
-        index=0,
-        artifacts_root=tmp_path,
-        reporter=ProgressReporter(None, job_id=job_id),
-        redis_url=redis_url,
-    )
+    context = worker_context(job_id, tmp_path, redis_url)
     result = run(HpoParams.model_validate({**SMALL, "n_trials": 3}), context)
     assert result["stale_trials_failed"] == 1
     assert (result["trials_run"], result["trials_total"]) == (2, 3)
@@ -132,14 +137,7 @@ def test_racing_workers_take_exactly_n_tickets(redis_url: str) -> None:
 def test_a_trial_whose_choices_can_never_train_fails_alone(redis_url: str, tmp_path: Path) -> None:
     """batch_size 1 through a cnn1d that narrows its signals to 1 value: that trial fails
     (as a diverged one does), the study goes on (it failed the whole job, exit 1)."""
-    job_id = "hpo-cannot-0001"
-    context = TaskContext(
-        job_id=job_id,
-        index=0,
-        artifacts_root=tmp_path,
-        reporter=ProgressReporter(None, job_id=job_id),
-        redis_url=redis_url,
-    )
+    context = worker_context("hpo-cannot-0001", tmp_path, redis_url)
     space = {"models": ["cnn1d"], "width": [2], "depth": [11, 11], "batch_size": [1, 1]}
     params = HpoParams.model_validate({**SMALL, "n_trials": 2, "search": space})
     result = run(params, context)
