@@ -24,6 +24,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Scope
@@ -44,6 +45,16 @@ from kubetask.storage import (
 from kubetask.storage.base import PARTIAL_SUFFIX, store_key
 
 UPLOADS = "/v1/uploads/"
+
+
+class AnyPathConvertor(PathConvertor):
+    """Starlette's `path`, newlines too (its `.*` stops at one: such a path was a plain 404,
+    never reaching the check that answers 422 naming it)."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 MAX_SEGMENT_BYTES = 255  # a file name's limit on common filesystems
 MAX_PATH_BYTES = 1000  # as params' artifact paths (S3 keys: 1024 with the prefix)
 IN_THE_WAY = (NotADirectoryError, IsADirectoryError, FileExistsError)
@@ -164,13 +175,13 @@ VALIDATOR_HEADERS = {
 
 
 @router.head(
-    "/v1/jobs/{job_id}/artifacts/{path:path}",
+    "/v1/jobs/{job_id}/artifacts/{path:anypath}",
     operation_id="head_artifact",
     description="What a GET of the file would answer (its size, ETag, type), without it.",
     responses={404: {"description": "No such job, or no such file in it."}},
 )
 @router.get(
-    "/v1/jobs/{job_id}/artifacts/{path:path}",
+    "/v1/jobs/{job_id}/artifacts/{path:anypath}",
     operation_id="download_artifact",
     response_class=StreamingResponse,
     responses={
@@ -257,7 +268,7 @@ async def list_uploads(
 
 
 @router.put(
-    "/v1/uploads/{path:path}",
+    "/v1/uploads/{path:anypath}",
     operation_id="upload",
     status_code=201,
     response_model=Uploaded,

@@ -263,7 +263,7 @@ def test_an_upload_over_the_limit_is_413_and_stores_nothing(leg: Leg) -> None:
     assert a.post("/v1/jobs", content=b" " * (MAX_BODY + 1)).status_code == 413
 
 
-@pytest.mark.parametrize("name", ["tab\tx", "bell\x07", "del\x7f", "c1\x85", "a\\..\\b"])
+@pytest.mark.parametrize("name", ["tab\tx", "nl\nx", "bell\x07", "del\x7f", "c1\x85", "a\\..\\b"])
 def test_a_path_with_a_control_character_or_a_backslash_is_422_everywhere(
     leg: Leg, name: str
 ) -> None:
