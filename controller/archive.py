@@ -97,6 +97,7 @@ class LogArchiver:
         self._wanted = wanted
         self._stopped = stopped
         self._waiting: dict[str, float] = {}  # job id -> since when its tasks were waited for
+        self._last_seen: dict[str, str] = {}  # job id -> its log as last read while waiting
         self._backoff = backoff
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(capacity)
         self._later: set[asyncio.TimerHandle] = set()
@@ -170,11 +171,16 @@ class LogArchiver:
 
     async def _tasks_over(self, job_id: str) -> bool:
         """Whether the job's tasks have stopped (a cancelled job's still write their last
-        lines), or it waited STOP_WAIT_S for them: the log is archived as it is then."""
+        lines), or it waited STOP_WAIT_S for them: the log is archived as it is then. While
+        they stop, the log is read each time (a deleted Job's pods vanish once stopped, their
+        log with them: the last read is then what is kept)."""
         if self._stopped is None or await self._stopped(job_id):
             self._waiting.pop(job_id, None)
             return True
         since = self._waiting.setdefault(job_id, time.monotonic())
+        with contextlib.suppress(Exception):  # a read that fails: the next one may not
+            if (text := await self._read_log(job_id)) is not None:
+                self._last_seen[job_id] = text
         if time.monotonic() - since < STOP_WAIT_S:
             return False
         log.warning(
@@ -212,9 +218,12 @@ class LogArchiver:
             over.set()
 
     async def _archive(self, job_id: str) -> bool:
+        seen = self._last_seen.pop(job_id, None)
         if self._wanted is not None and not await self._wanted(job_id):
             return False
         text = await self._read_log(job_id)
+        if text is None:  # its pods went as they stopped: their log as last read
+            text = seen
         if text is None:  # an empty log is kept: '' then tells it apart from a lost one
             log.info("job %s ended with no log to archive", job_id)
             return False

@@ -206,8 +206,8 @@ class KubernetesBackend:
         unsynced = [informer.name for informer in self._informers() if not informer.synced.is_set()]
         if unsynced:  # one namespace it cannot list must not keep every tenant waiting
             log.error(
-                "not listed within %.0f s, serving all the same (their jobs wait until the "
-                "listing works; the log above says why it fails): %s",
+                "not listed within %.0f s, serving all the same (what happens to their jobs "
+                "is not seen until the listing works; the log above says why it fails): %s",
                 SYNC_WAIT_S,
                 ", ".join(unsynced),
             )
@@ -382,7 +382,12 @@ class KubernetesBackend:
 
     async def stopped(self, job_id: str) -> bool:
         """No pod of the job left that has not ended (a deleted Job's pods stay, terminating,
-        until the kubelet has stopped their containers)."""
+        until the kubelet has stopped their containers), as far as the pods watch of its
+        namespace has listed them (before its first listing nothing is known: False)."""
+        found = self._cached(job_id)
+        watches = [self._pods[found[0]]] if found else list(self._pods.values())
+        if not all(watch.synced.is_set() for watch in watches):
+            return False
         _, pods = self._job_pods(job_id)
         return all(pod.get("status", {}).get("phase") in ENDED_PHASES for pod in pods)
 

@@ -20,6 +20,7 @@ from kubetask.controller.redis_server import RedisServer, free_port
 from tests.cluster.bootstrap import throttle
 from tests.cluster.control_plane import ControlPlane
 from tests.conftest import KubeStack, kubernetes_stack
+from tests.integration.test_real_cluster import job_pods
 from tests.servers import ApiServer, own_database
 
 KUBECTL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl")
@@ -153,15 +154,27 @@ def test_a_job_deleted_behind_kubetasks_back_fails_with_a_clear_reason(
 
 
 def test_cancel_deletes_the_job_and_its_pods(kube_stack: KubeStack) -> None:
+    """...and its log is kept all the same: the pods of a deleted Job vanish once stopped,
+    their log with them, so it is read as they stop (a 410 for every cancelled job)."""
     api = kube_stack.api
     job_id = api.submit("noop", {"steps": 300, "step_s": 0.1})
     api.wait(job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while "starting" not in api.client.get(f"/v1/jobs/{job_id}/logs").text:
+        assert time.monotonic() < deadline, "the task never said it started"
+        time.sleep(0.2)
     assert api.client.delete(f"/v1/jobs/{job_id}").status_code == 202
     assert api.wait(job_id)["state"] == "cancelled"
     deadline = time.monotonic() + 15
-    while jobs_in_cluster(kube_stack):
-        assert time.monotonic() < deadline, "the Job was not deleted"
+    while jobs_in_cluster(kube_stack) or job_pods(kube_stack, job_id):
+        assert time.monotonic() < deadline, "the Job and its pods were not deleted"
         time.sleep(0.1)
+    deadline = time.monotonic() + 30  # the log as archived, the pods being gone
+    while (kept := api.client.get(f"/v1/jobs/{job_id}/logs")).status_code != 200 or (
+        "starting" not in kept.text
+    ):
+        assert time.monotonic() < deadline, (kept.status_code, kept.text)
+        time.sleep(0.2)
 
 
 def test_unschedulable_then_start_timeout(kube_stack: KubeStack) -> None:

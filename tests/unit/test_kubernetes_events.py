@@ -140,7 +140,9 @@ def test_a_jobs_tasks_have_stopped_once_no_pod_of_it_runs_even_a_terminating_one
     async def stopped() -> bool:
         return await backend.stopped(SPEC.job_id)
 
-    assert asyncio.run(stopped())  # no pod at all
+    assert not asyncio.run(stopped())  # not listed yet: nothing is known
+    pods.synced.set()
+    assert asyncio.run(stopped())  # listed: no pod at all
     pods.upsert(pod("a", "Failed"), notify=False)
     pods.upsert(pod("b", "Running", deleting=True), notify=False)
     assert not asyncio.run(stopped())

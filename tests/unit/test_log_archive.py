@@ -139,9 +139,38 @@ def test_a_cancelled_jobs_log_waits_for_its_tasks_to_stop_and_holds_up_no_other(
         await archiver.join()
 
     running(archiver, body)
-    assert logs.reads == ["done", "stopping"]  # each read once, when whole
+    assert (tmp_path / "done/logs/output.log").read_text() == LOG
+    last_look_at_stopping = max(i for i, job in enumerate(looked) if job == "stopping")
+    assert looked.index("done") < last_look_at_stopping  # not held up behind it
     assert (tmp_path / "stopping/logs/output.log").read_text().endswith("SIGTERM\n")
     assert archiver.dropped == []
+
+
+def test_pods_that_vanish_as_they_stop_leave_their_log_as_last_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted Job's pods (a cancel on Kubernetes) are gone once stopped, their log with
+    them: what was read while they stopped is kept, not nothing."""
+    monkeypatch.setattr(archive, "STOP_POLL_S", 0.01)
+    logs = Logs(cancelled="starting\nstep 1\n")
+    looks = 0
+
+    async def stopped(job_id: str) -> bool:
+        nonlocal looks
+        looks += 1
+        if looks == 3:  # stopped, and the pod object deleted with its log
+            logs.logs["cancelled"] = None
+            return True
+        return False
+
+    archiver = LogArchiver(read_log=logs, store=FileStore(tmp_path), stopped=stopped)
+
+    async def body() -> None:
+        archiver.offer("cancelled")
+        await archiver.join()
+
+    running(archiver, body)
+    assert (tmp_path / "cancelled/logs/output.log").read_text() == "starting\nstep 1\n"
 
 
 def test_a_task_that_will_not_stop_has_its_log_archived_as_it_is_in_the_end(
