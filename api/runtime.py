@@ -158,12 +158,15 @@ def subscriptions_client(url: str) -> aioredis.Redis:
     """The client of the event hub's and wake-ups' subscriptions: they wait for messages as
     long as none comes (no command timeout), and a dropped connection is made again as the
     commands' is (the hub resyncs its listeners then)."""
-    retry = RetryWithin(
-        ExponentialWithJitterBackoff(base=0.05, cap=1.0), 5, budget_s=RETRY_BUDGET_S
-    )
     return aioredis.Redis.from_url(
-        url, decode_responses=True, health_check_interval=10, retry=retry
+        url, decode_responses=True, health_check_interval=10, retry=reconnecting(RETRY_BUDGET_S)
     )
+
+
+def reconnecting(budget_s: float) -> RetryWithin:
+    """How a dropped Redis connection is made again: back-off from 50 ms to 1 s, 5 tries,
+    none once `budget_s` has passed since the first."""
+    return RetryWithin(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 5, budget_s=budget_s)
 
 
 @dataclass
@@ -236,11 +239,7 @@ class Runtime:
             socket_timeout=settings.redis_timeout_s,
             decode_responses=True,
             health_check_interval=10,
-            retry=RetryWithin(
-                ExponentialWithJitterBackoff(base=0.05, cap=1.0),
-                5,
-                budget_s=min(RETRY_BUDGET_S, settings.redis_timeout_s / 2),
-            ),
+            retry=reconnecting(min(RETRY_BUDGET_S, settings.redis_timeout_s / 2)),
             retry_on_error=[RedisConnectionError],
         )
         client = aioredis.Redis.from_pool(pool)
