@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 import redis
 
 from kubetask.jobs.context import TaskContext
+from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.hpo import run
-from kubetask.jobs.kinds.ml.search import RedisBudget, journal_prefix, tickets_key
+from kubetask.jobs.kinds.ml.search import (
+    RedisBudget,
+    journal_prefix,
+    open_storage,
+    tickets_key,
+)
 from kubetask.jobs.params import HpoParams
 from kubetask.jobs.publisher import OUTCOME_TTL_S
 from kubetask.jobs.reporter import ProgressReporter
@@ -134,11 +141,18 @@ def test_racing_workers_take_exactly_n_tickets(redis_url: str) -> None:
         assert keys == [tickets_key("race-0001").encode()]
 
 
-def test_a_trial_whose_choices_can_never_train_fails_alone(redis_url: str, tmp_path: Path) -> None:
-    """batch_size 1 through a cnn1d that narrows its signals to 1 value: that trial fails
-    (as a diverged one does), the study goes on (it failed the whole job, exit 1)."""
+def test_a_study_whose_trials_all_fail_fails_its_worker(redis_url: str, tmp_path: Path) -> None:
+    """batch_size 1 through a cnn1d that narrows its signals to 1 value: each trial fails
+    alone (as a diverged one does) and the study goes on to its budget (it failed the whole
+    job, exit 1); with no trial complete, the worker fails for good (nothing for a chained
+    job to use; its retry would find the budget spent)."""
     context = worker_context("hpo-cannot-0001", tmp_path, redis_url)
     space = {"models": ["cnn1d"], "width": [2], "depth": [11, 11], "batch_size": [1, 1]}
     params = HpoParams.model_validate({**SMALL, "n_trials": 2, "search": space})
-    result = run(params, context)
-    assert (result["trials_run"], result["failed"]) == (2, 2)
+    with pytest.raises(TaskError, match=r"no trial of the study completed \(2 failed\)") as e:
+        run(params, context)
+    assert e.value.permanent
+    trials = optuna.load_study(
+        study_name="kubetask-hpo-cannot-0001", storage=open_storage(context, 2)[0]
+    ).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2

@@ -313,7 +313,23 @@ def run_study(params: StudyParams, context: TaskContext, *, suggest: Suggest) ->
         budget.close()
     if context.redis_url is not None:
         expire_study(context.redis_url, context.job_id, OUTCOME_TTL_S)
+    require_a_result(study)
     return StudyRun(study=study, ran=worker.ran, stale=stale)
+
+
+def require_a_result(study: optuna.Study) -> None:
+    """A study whose trials have all ended and none completed has no best to give: that
+    worker fails (permanently: its retry would find the budget spent), rather than succeed
+    with nothing for a chained job to use. While another worker's trial runs, it may yet."""
+    counts = state_counts(study.get_trials(deepcopy=False))
+    if counts["complete"] or counts["running"]:
+        return
+    ended = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    raise TaskError(
+        f"no trial of the study completed ({ended or 'none ran'})",
+        suggestion="the trials' progress events and the task's log say why each one ended",
+        permanent=True,
+    )
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
