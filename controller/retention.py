@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.ids import is_job_id
-from kubetask.storage import ArtifactStore, Entry, NotFound
+from kubetask.storage import ArtifactStore, Entry, FileStore, NotFound
 
 log = logging.getLogger("kubetask.retention")
 
@@ -86,7 +86,16 @@ def delete_all(store: ArtifactStore, paths: Iterable[str]) -> int:
 
 def delete_prefix(store: ArtifactStore, job_id: str) -> int:
     """Delete every file under the job's prefix; how many. Sync."""
-    return delete_all(store, [entry.path for entry in store.list(job_id)])
+    deleted = delete_all(store, [entry.path for entry in store.list(job_id)])
+    remove_partials(store, job_id)
+    return deleted
+
+
+def remove_partials(store: ArtifactStore, job_id: str) -> None:
+    """The partial files a killed task left under the job's prefix (a folder store's: the
+    listing hides them), with their folders. Only for a job whose tasks have ended. Sync."""
+    if isinstance(store, FileStore):
+        store.remove_stale_partials(job_id, older_than_s=0)
 
 
 class ArtifactJanitor:
@@ -146,6 +155,7 @@ class ArtifactJanitor:
                 folders, unfinished=unfinished, now=now, retention_s=self.retention_s
             ):
                 done.append((folder, delete_all(self._store, folder.paths)))
+                remove_partials(self._store, folder.job_id)
             return done
 
         swept = await asyncio.to_thread(work)

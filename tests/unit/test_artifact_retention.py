@@ -22,6 +22,7 @@ from kubetask.controller.retention import (
     sweep_interval_s,
 )
 from kubetask.storage import Entry, FileStore
+from kubetask.storage.base import PARTIAL_SUFFIX
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 OLD, NEW, RUNNING = "0000000000000001", "0000000000000002", "0000000000000003"
@@ -76,6 +77,8 @@ def test_the_sweep_deletes_only_what_is_due_counts_and_logs_it(
     put(store, f"{NEW}/model.pt", 60)
     put(store, f"{RUNNING}/checkpoint.pt", 9 * HOUR)
     put(store, "uploads/team-a/data.mat", 9 * HOUR)
+    for job in (OLD, RUNNING):  # a task killed as it wrote; one still writing
+        (tmp_path / job / f".0a1b{PARTIAL_SUFFIX}").write_bytes(b"half")
     registry = CollectorRegistry()
     janitor = ArtifactJanitor(store=store, retention_s=HOUR, registry=registry, clock=lambda: NOW)
     assert purged(registry, "retention") == 0  # exposed before anything went
@@ -85,6 +88,8 @@ def test_the_sweep_deletes_only_what_is_due_counts_and_logs_it(
     assert left == [f"{NEW}/model.pt", f"{RUNNING}/checkpoint.pt", "uploads/team-a/data.mat"]
     assert purged(registry, "retention") == 1
     assert f"job {OLD}'s artifacts deleted: 2 files" in caplog.text
+    assert not (tmp_path / OLD).exists()
+    assert (tmp_path / RUNNING / f".0a1b{PARTIAL_SUFFIX}").exists()
     assert asyncio.run(janitor.sweep({RUNNING})) == []  # nothing more is due
 
 
@@ -113,9 +118,13 @@ def test_a_purge_deletes_the_prefix_forgets_the_record_and_catches_a_late_file(
         forgotten.append([e.path for e in store.list(OLD)])
         store.write(f"{OLD}/logs/output.log", [b"late"])
 
+    left = tmp_path / OLD / "models" / f".0a1b{PARTIAL_SUFFIX}"  # a task killed as it wrote
+    left.parent.mkdir()
+    left.write_bytes(b"half")
     assert asyncio.run(janitor.purge(OLD, forget=forget)) == 3
     assert forgotten == [[]]
     assert [e.path for e in store.list()] == [f"{NEW}/model.pt"]
+    assert not (tmp_path / OLD).exists()
     assert purged(registry, "purge") == 1
     assert f"job {OLD} purged with its record: 3 artifact files deleted" in caplog.text
 
