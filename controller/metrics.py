@@ -3,7 +3,8 @@
 Counted as things happen (the hooks below are called by the API and the reconciler):
   kubetask_jobs_submitted_total{kind}                          jobs accepted (201)
   kubetask_submit_duration_seconds{kind}                       POST /v1/jobs, accepted
-  kubetask_job_transitions_total{kind,from_state,to_state}     state transitions
+  kubetask_job_transitions_total{kind,from_state,to_state}     state changes (not a reason's
+                                                               or a message's alone)
   kubetask_job_time_to_state_seconds{kind,state}               acceptance -> reaching the state
   kubetask_events_relayed_total{type}                          events relayed to streams
 Read from the store at each scrape (so they are right after a restart, too; the store's
@@ -12,6 +13,12 @@ counts, one read whatever the number of jobs):
   kubetask_queue_depth{queue}                                  jobs waiting (state queued),
                                                                by Kueue queue ("" for none)
   kubetask_store_up                                            1 when the store answered
+
+The counters of every installed kind (and every allowed transition) are exposed at 0 from
+the start: Prometheus takes a series' first sample as its baseline, so one that appeared
+only at its first increment would hide that increment from `increase()` and `rate()`.
+A scrape waits at most STORE_TIMEOUT_S for the store, well inside Prometheus' scrape
+timeout (the chart's: 10 s), so that a store that hangs is reported down, not missed.
 
 Each `Metrics` has a registry of its own (never the global one), so several apps in one
 process, as in the tests, do not share counters.
@@ -38,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.records import JobRecord, JobStatus
+from kubetask.controller.states import ALLOWED
 from kubetask.controller.store import Counted, Store
 from kubetask.models import JobState
 
@@ -45,6 +53,7 @@ UNFINISHED = (JobState.QUEUED, JobState.PENDING, JobState.RUNNING)
 SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STATE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 READ_CONCURRENCY = 16
+STORE_TIMEOUT_S = 3.0
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text exposition format
 
 
@@ -72,11 +81,16 @@ def snapshot_of(records: Iterable[JobRecord]) -> Snapshot:
 
 
 def time_to_state(record: JobRecord, status: JobStatus, now: datetime) -> float:
-    """Seconds from acceptance until the job reached `status.state`."""
+    """Seconds from acceptance until the job reached `status.state` (`now`, when it was
+    seen: a retry's running, since `started_at` is the first task's start)."""
     reached = now
     if status.state.terminal and status.finished_at is not None:
         reached = status.finished_at
-    elif status.state is JobState.RUNNING and status.started_at is not None:
+    elif (
+        status.state is JobState.RUNNING
+        and status.started_at is not None
+        and record.status.started_at is None
+    ):
         reached = status.started_at
     return max((reached - record.created_at).total_seconds(), 0.0)
 
@@ -98,6 +112,7 @@ class _StoreCollector(Collector):
     def __init__(self, kinds: Collection[str]) -> None:
         self.kinds = tuple(kinds)
         self.snapshot = Snapshot()
+        self.queues: set[str] = {""}  # every queue seen: one that drains shows 0, not nothing
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.snapshot
@@ -114,8 +129,9 @@ class _StoreCollector(Collector):
             "Jobs waiting in state queued, by Kueue queue name ('' for none).",
             labels=["queue"],
         )
-        for queue, count in sorted({"": 0, **snapshot.queued}.items()):
-            depth.add_metric([queue], count)
+        self.queues.update(snapshot.queued)
+        for queue in sorted(self.queues):
+            depth.add_metric([queue], snapshot.queued.get(queue, 0))
         yield depth
         yield GaugeMetricFamily(
             "kubetask_store_up",
@@ -138,7 +154,7 @@ class Metrics:
         )
         self._submit_seconds = Histogram(
             "kubetask_submit_duration_seconds",
-            "Seconds to accept a job: validation, the durable write, the answer.",
+            "Seconds to accept a parsed job request: its checks and its durable record.",
             ["kind"],
             buckets=SUBMIT_BUCKETS,
             registry=self.registry,
@@ -164,6 +180,11 @@ class Metrics:
         )
         self._store = _StoreCollector(kinds)
         self.registry.register(self._store)
+        for kind in kinds:  # at 0 from the start (see the module's docstring)
+            self._submitted.labels(kind)
+            for old, allowed in ALLOWED.items():
+                for new in allowed:
+                    self._transitions.labels(kind, old.value, new.value)
 
     # -- hooks -------------------------------------------------------------------------------
     def observe_submit(self, kind: str, seconds: float, *, created: bool) -> None:
@@ -173,7 +194,10 @@ class Metrics:
             self._submit_seconds.labels(kind).observe(seconds)
 
     async def observe_transition(self, record: JobRecord, status: JobStatus) -> None:
-        """The reconciler's transition hook: `record` as read before, `status` as written."""
+        """The reconciler's transition hook: `record` as read before, `status` as written
+        (a new reason or message in the same state is no transition here)."""
+        if status.state is record.status.state:
+            return
         kind = record.request.kind
         self._transitions.labels(kind, record.status.state.value, status.state.value).inc()
         seconds = time_to_state(record, status, self._clock())
@@ -188,19 +212,20 @@ class Metrics:
         """Read the counts of unfinished jobs for the scrape-time gauges (a store that
         keeps none: the unfinished jobs themselves)."""
         try:
-            if isinstance(store, Counted):
-                counts = await store.counts()
-                self._store.snapshot = Snapshot(jobs=counts.jobs, queued=counts.queued)
-                return
-            ids = await store.unfinished()
-            gate = asyncio.Semaphore(READ_CONCURRENCY)
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                if isinstance(store, Counted):
+                    counts = await store.counts()
+                    self._store.snapshot = Snapshot(jobs=counts.jobs, queued=counts.queued)
+                    return
+                ids = await store.unfinished()
+                gate = asyncio.Semaphore(READ_CONCURRENCY)
 
-            async def read(job_id: str) -> JobRecord | None:
-                async with gate:
-                    return await store.get(job_id)
+                async def read(job_id: str) -> JobRecord | None:
+                    async with gate:
+                        return await store.get(job_id)
 
-            records = await asyncio.gather(*(read(job_id) for job_id in ids))
-        except Exception:  # a scrape reports the store down; it never fails
+                records = await asyncio.gather(*(read(job_id) for job_id in ids))
+        except Exception:  # a scrape reports the store down; it never fails (nor waits long)
             self._store.snapshot = Snapshot(
                 jobs=self._store.snapshot.jobs,
                 queued=self._store.snapshot.queued,

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,12 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubetask.api.deps import get_runtime
 from kubetask.api.routers import metrics as metrics_router
+from kubetask.controller import metrics as metrics_module
 from kubetask.controller.metrics import Metrics, event_type, snapshot_of, time_to_state
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.redis_server import RedisServer
+from kubetask.controller.retention import ArtifactJanitor
 from kubetask.controller.store import RedisStore
 from kubetask.kinds import load_kinds
 from kubetask.models import JobRequest, JobState
+from kubetask.storage import FileStore
 from tests.component.chart import CHART
 from tests.servers import ApiServer, own_database
 
@@ -142,6 +147,69 @@ def test_every_kind_and_unfinished_state_is_reported_even_at_zero() -> None:
     assert value(text, "kubetask_store_up") == 1
 
 
+def test_the_counters_start_at_zero_so_that_the_first_increment_counts() -> None:
+    """Prometheus takes a series' first sample as its baseline: a counter that appeared at 1
+    would hide its first job from `increase()`."""
+    text = Metrics(kinds=("datagen", "train")).exposition().decode()
+    for kind in ("datagen", "train"):
+        assert value(text, "kubetask_jobs_submitted_total", kind=kind) == 0
+        for old, new in (("queued", "pending"), ("running", "failed"), ("pending", "cancelled")):
+            labels = {"kind": kind, "from_state": old, "to_state": new}
+            assert value(text, "kubetask_job_transitions_total", **labels) == 0
+    assert not any(("from_state", "succeeded") in labels for _, labels in samples(text))
+
+
+def test_a_new_reason_or_message_in_the_same_state_is_no_transition() -> None:
+    metrics = Metrics(clock=lambda: NOW + timedelta(seconds=3), kinds=("noop",))
+    job = record("a", "noop")
+    suspended = JobStatus(state=JobState.QUEUED, reason="Suspended", message="no slot free")
+    asyncio.run(metrics.observe_transition(job, suspended))
+    text = metrics.exposition().decode()
+    same = {"kind": "noop", "from_state": "queued", "to_state": "queued"}
+    assert ("kubetask_job_transitions_total", tuple(sorted(same.items()))) not in samples(text)
+    count = "kubetask_job_time_to_state_seconds_count"
+    assert (count, (("kind", "noop"), ("state", "queued"))) not in samples(text)
+
+
+def test_a_retry_reaches_running_when_it_is_seen_not_at_the_first_start() -> None:
+    first = JobStatus(state=JobState.RUNNING, started_at=NOW + timedelta(seconds=1))
+    retrying = record("a", "noop").model_copy(
+        update={"status": JobStatus(state=JobState.PENDING, started_at=first.started_at)}
+    )
+    again = JobStatus(state=JobState.RUNNING, started_at=first.started_at)
+    assert time_to_state(retrying, again, NOW + timedelta(seconds=9)) == 9
+
+
+def test_a_queue_that_drained_shows_zero_rather_than_vanish() -> None:
+    metrics = Metrics()
+    store = FakeStore({"a": record("a", "noop", queue="team-a")})
+    asyncio.run(metrics.refresh(store))  # type: ignore[arg-type]
+    assert value(metrics.exposition().decode(), "kubetask_queue_depth", queue="team-a") == 1
+    store.records.clear()
+    asyncio.run(metrics.refresh(store))  # type: ignore[arg-type]
+    assert value(metrics.exposition().decode(), "kubetask_queue_depth", queue="team-a") == 0
+
+
+def test_a_store_that_hangs_is_reported_down_within_the_scrape_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prometheus gives up on a scrape after its timeout (the chart's: 10 s, as long as a
+    Redis command may wait): a scrape waits less for the store, and says it is down."""
+
+    class Hanging(FakeStore):
+        async def unfinished(self) -> list[str]:
+            await asyncio.sleep(3600)
+            return []
+
+    monkeypatch.setattr(metrics_module, "STORE_TIMEOUT_S", 0.2)
+    metrics = Metrics()
+    began = time.monotonic()
+    asyncio.run(metrics.refresh(Hanging({})))  # type: ignore[arg-type]
+    assert time.monotonic() - began < 2
+    assert value(metrics.exposition().decode(), "kubetask_store_up") == 0
+    assert metrics_module.STORE_TIMEOUT_S < 10 / 2  # well inside the chart's scrape timeout
+
+
 def metrics_app(store: FakeStore) -> FastAPI:
     """An app with only the metrics router, its runtime a fake with the given store."""
     app = FastAPI()
@@ -235,7 +303,9 @@ def test_jobs_are_read_from_a_real_redis_store(redis_server: RedisServer) -> Non
 
 def exported_names() -> set[str]:
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    registry = Metrics().registry  # with the janitor's counter, as the app has it
+    ArtifactJanitor(store=FileStore(Path(tempfile.gettempdir())), registry=registry)
+    for family in registry.collect():
         suffixes = {
             "counter": ["_total"],
             "histogram": ["_bucket", "_sum", "_count"],
@@ -253,6 +323,9 @@ def test_the_dashboard_asks_only_for_metrics_that_exist() -> None:
     assert used <= exported_names(), used - exported_names()
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    for expr in exprs:  # every replica reports the store's counts: one of them, not their sum
+        if re.search(r"kubetask_(jobs|queue_depth)\{", expr):
+            assert re.search(r"max by \(namespace, service, [a-z, ]+\) \(kubetask_", expr), expr
     for panel in dashboard["panels"]:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
 
