@@ -7,7 +7,8 @@
   saying line and column; it names no field (`field` is '').
 - NaN, Infinity and -Infinity, which Python's `json` accepts though JSON has none, and
   numbers past a float's range (`1e400`, read as infinity) are refused with 422 naming each
-  field, for every JSON body, before any model sees them.
+  field, for every JSON body, before any model sees them; an integer of more than 4300
+  digits (Python's limit) is refused as unreadable (422).
 
 Routes opt in with `route_class=JsonRoute` (a unit test checks that every route with a
 body does). The body's size is capped before this (api/limits.py: 413).
@@ -18,12 +19,13 @@ from __future__ import annotations
 import email.message
 import json
 import math
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from fastapi import params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,11 +57,13 @@ class UnsupportedEncoding(HTTPException):
         )
 
 
-def refuse_encoded(headers: Mapping[str, str]) -> None:
-    """`UnsupportedEncoding` unless the body comes without a content coding (or `identity`)."""
-    encoding = headers.get("content-encoding", "").strip()
-    if encoding and encoding.lower() != "identity":
-        raise UnsupportedEncoding(encoding)
+def refuse_encoded(headers: Headers) -> None:
+    """`UnsupportedEncoding` unless the body comes without a content coding (or `identity`),
+    however many Content-Encoding lines say it (several are one list: RFC 9110 5.3)."""
+    sent = ", ".join(headers.getlist("content-encoding"))
+    codings = [coding.strip() for coding in sent.split(",") if coding.strip()]
+    if any(coding.lower() != "identity" for coding in codings):
+        raise UnsupportedEncoding(sent)
 
 
 class _NonFinite:
@@ -93,6 +97,8 @@ def parse_json(body: bytes) -> Any:
         raise _invalid(f"not UTF-8 at line {line} column {column}") from None
     except RecursionError:
         raise _invalid("JSON nested too deeply") from None
+    except ValueError:  # an integer past Python's 4300 digits (sys.get_int_max_str_digits)
+        raise _invalid("a number with too many digits to read") from None
     errors = [
         {
             "type": "finite_number",

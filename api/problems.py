@@ -4,6 +4,7 @@ documented as a `Problem` in `application/problem+json` (what the handlers here 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -62,11 +63,21 @@ class Problem(BaseModel):
     errors: list[FieldProblem] = Field(default_factory=list)
 
 
+class ProblemResponse(JSONResponse):
+    """A problem as JSON in ASCII: what it quotes of the request may hold a lone surrogate
+    (`"\\ud800"` is valid JSON, not valid UTF-8), which is escaped, never a failure."""
+
+    media_type = PROBLEM
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+
+
 def problem(
     status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:

@@ -121,6 +121,8 @@ class MatImportParams(Params):
                 re.compile(value)
             except re.error as exc:
                 raise ValueError(f"not a regular expression: {exc}") from None
+            except (OverflowError, RecursionError) as exc:  # a repeat or nesting past re's
+                raise ValueError(f"not a regular expression Python can compile: {exc}") from None
         return value
 
 

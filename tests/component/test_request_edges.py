@@ -87,6 +87,24 @@ def test_a_compressed_body_is_415_for_a_job_and_for_an_upload(api: ApiServer) ->
     assert dry.status_code == 200
 
 
+def test_a_coding_on_a_second_content_encoding_line_is_415_too(api: ApiServer) -> None:
+    """Two Content-Encoding lines are one list (RFC 9110 5.3): `identity` first hides
+    nothing."""
+    body = gzip.compress(b'{"kind": "noop"}')
+    headers = [
+        ("content-type", "application/json"),
+        ("content-encoding", "identity"),
+        ("content-encoding", "gzip"),
+    ]
+    job = api.client.post("/v1/jobs", params={"dry_run": "true"}, content=body, headers=headers)
+    name = f"zipped-{uuid.uuid4().hex[:8]}.bin"
+    upload = api.client.put(f"/v1/uploads/{name}", content=body, headers=headers)
+    for response in (job, upload):
+        assert response.status_code == 415, response.text
+        assert "identity, gzip" in response.json()["detail"]
+    assert name not in [e["path"] for e in api.client.get("/v1/uploads").json()["items"]]
+
+
 def test_a_json_media_type_with_parameters_or_a_json_suffix_is_json(api: ApiServer) -> None:
     for content_type in ("application/json; charset=utf-8", "application/vnd.kubetask.job+json"):
         response = api.client.post(
@@ -176,3 +194,31 @@ def test_a_body_of_many_errors_gets_a_short_answer(api: ApiServer) -> None:
     assert problem["errors"][0]["field"] == "params.unknown_0"
     assert problem["detail"].endswith("; and 4990 more")
     assert len(response.content) < 30_000  # not ~100 bytes per error sent
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"kind": "noop", "\\ud800": NaN}', "\ud800"),  # a lone surrogate, quoted back
+        ('{"kind": "noop", "params": {"\\udfff": 1e400}}', "params.\udfff"),
+        ('{"kind": "noop", "retries": %s}' % ("9" * 4301), ""),  # past Python's int digits
+        ('{"kind": "mat-import", "params": {"variable": "a{4294967296}"}}', "params.variable"),
+        (
+            '{"kind": "mat-import", "params": {"label_pattern": "%s"}}' % ("(" * 900 + ")" * 900),
+            "params.label_pattern",
+        ),
+    ],
+    ids=["surrogate-key", "surrogate-nested-key", "huge-integer", "regex-repeat", "regex-depth"],
+)
+def test_what_python_cannot_read_or_write_back_is_422_not_500(
+    api: ApiServer, body: str, field: str
+) -> None:
+    response = api.client.post(
+        "/v1/jobs",
+        params={"dry_run": "true"},
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert [e["field"] for e in response.json()["errors"]] == [field]
