@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from kubetask.api import problems
+from kubetask.api import problems, query
 from kubetask.api.limits import BodySizeLimit
 from kubetask.api.routers import artifacts, dashboard, docs, jobs, live, meta, metrics, streams
 from kubetask.api.runtime import Runtime, artifact_store, installed_kinds
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by api/routers/docs.py, with its assets: no CDN
         redoc_url=None,
+        dependencies=[Depends(query.given_once)],
     )
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt=artifacts.is_upload

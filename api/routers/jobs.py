@@ -9,7 +9,7 @@ import time
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -41,9 +41,6 @@ DEFAULT_PAGE_SIZE = 50
 MAX_TAIL_LINES = 100_000
 
 
-SINGLE_FILTERS = ("state", "kind", "tenant", "limit", "cursor")
-
-
 def _labels(selectors: list[str]) -> dict[str, str] | None:
     """The labels every job listed carries; None when no job can (one key, two values)."""
     labels: dict[str, str] = {}
@@ -56,15 +53,6 @@ def _labels(selectors: list[str]) -> dict[str, str] | None:
         if labels.setdefault(key, value) != value:
             return None
     return labels
-
-
-def _given_once(request: Request, names: tuple[str, ...]) -> None:
-    """A filter given twice would be read as its last value alone: refused, naming it."""
-    repeated = [name for name in names if len(request.query_params.getlist(name)) > 1]
-    if repeated:
-        raise InvalidRequest(
-            [FieldError(("query", n), "given more than once", "value_error") for n in repeated]
-        )
 
 
 def _secrets_resolvable(request: JobRequest, backend: str) -> None:
@@ -128,7 +116,6 @@ async def submit_job(
 
 @router.get("", operation_id="list_jobs", response_model=JobPage)
 async def list_jobs(
-    request: Request,
     service: ServiceDep,
     runtime: RuntimeDep,
     principal: PrincipalDep,
@@ -147,7 +134,6 @@ async def list_jobs(
     ] = None,
     cursor: str | None = None,
 ) -> JobPage:
-    _given_once(request, SINGLE_FILTERS)
     most = runtime.settings.max_page_size
     if limit is None:
         limit = min(DEFAULT_PAGE_SIZE, most)

@@ -174,6 +174,32 @@ def test_a_list_filter_given_twice_is_refused_naming_it(api: ApiServer) -> None:
     assert api.client.get("/v1/jobs", params={"tenant": ""}).status_code == 422
 
 
+def test_any_one_value_parameter_given_twice_is_refused_before_anything_happens(
+    api: ApiServer,
+) -> None:
+    """Read as its last value, `dry_run=true&dry_run=false` would create a job and
+    `purge=false&purge=true` delete one: every route refuses, naming it."""
+    labels = _label()
+    twice = api.client.post(
+        "/v1/jobs",
+        params=[("dry_run", "true"), ("dry_run", "false")],
+        json={"kind": "noop", "labels": labels},
+    )
+    assert twice.status_code == 422, twice.text
+    assert [e["field"] for e in twice.json()["errors"]] == ["dry_run"]
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    assert api.client.get("/v1/jobs", params={"label": selector}).json()["items"] == []
+    job_id = api.submit("noop", labels=labels)
+    api.wait(job_id)
+    purge = api.client.delete(f"/v1/jobs/{job_id}", params=[("purge", "false"), ("purge", "true")])
+    assert purge.status_code == 422, purge.text
+    assert api.client.get(f"/v1/jobs/{job_id}").status_code == 200
+    for path, name in ((f"/v1/jobs/{job_id}/logs", "tail"), (f"/v1/jobs/{job_id}/events", "since")):
+        response = api.client.get(path, params=[(name, "1"), (name, "2")])
+        assert response.status_code == 422, (path, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == [name]
+
+
 def test_labels_given_twice_must_all_hold(api: ApiServer) -> None:
     labels = _label()
     (key, value), other = next(iter(labels.items())), uuid.uuid4().hex[:8]
