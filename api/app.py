@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from kubetask.api import problems, query
+from kubetask.api import problems, url
 from kubetask.api.limits import BodySizeLimit
 from kubetask.api.routers import artifacts, dashboard, docs, jobs, live, meta, metrics, streams
 from kubetask.api.runtime import Runtime, artifact_store, installed_kinds
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by api/routers/docs.py, with its assets: no CDN
         redoc_url=None,
-        dependencies=[Depends(query.given_once)],
+        dependencies=[Depends(url.well_formed)],
     )
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt=artifacts.is_upload

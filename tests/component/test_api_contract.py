@@ -266,3 +266,17 @@ def test_health_readiness_and_openapi(api: ApiServer) -> None:
         "job_logs",
     } <= operations
     assert api.client.get("/docs").status_code == 200
+
+
+def test_a_url_that_is_not_utf8_once_decoded_is_400_and_stores_nothing(api: ApiServer) -> None:
+    """`%ff` read as U+FFFD would make `enc/%ff` and `enc/%fe` one file."""
+    folder = f"enc-{uuid.uuid4().hex[:8]}"
+    for path in (f"/v1/uploads/{folder}/%ff", f"/v1/uploads/{folder}/%fe"):
+        response = api.client.put(path, content=b"bytes")
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "UTF-8" in response.json()["detail"]
+    assert api.client.get("/v1/uploads", params={"prefix": folder}).json()["items"] == []
+    assert api.client.get("/v1/jobs?kind=%ff").status_code == 400
+    snowman = api.client.put(f"/v1/uploads/{folder}/%E2%98%83", content=b"bytes")
+    assert snowman.status_code == 201, snowman.text  # percent-encoded UTF-8 is a name

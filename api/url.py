@@ -1,22 +1,44 @@
-"""A query parameter a route reads as one value, given more than once, is refused (422
-naming it): read as its last value alone, `dry_run=true&dry_run=false` would create a job
-and `purge=false&purge=true` would delete one. A parameter declared as a list (`label`)
-repeats as it likes. One app-wide dependency, for every HTTP route."""
+"""What every HTTP route asks of its URL (one app-wide dependency, `well_formed`):
+
+- Percent-encoded bytes that are UTF-8, in the path and the query: the server would read
+  `%ff` as U+FFFD, so `uploads/%ff` and `uploads/%fe` would be one file. 400.
+- A query parameter that the route reads as one value, given once: read as its last value
+  alone, `dry_run=true&dry_run=false` would create a job and `purge=false&purge=true` would
+  delete one. 422 naming it. A parameter declared as a list (`label`) repeats as it likes.
+"""
 
 from __future__ import annotations
 
 import types
 import typing
 from collections.abc import Iterator
+from urllib.parse import unquote_to_bytes
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from kubetask.controller.errors import FieldError, InvalidRequest
 
 _SEQUENCES = (list, tuple, set, frozenset)
 _scalars: dict[int, frozenset[str]] = {}  # id(route) -> its one-value query parameters
+
+
+def well_formed(connection: HTTPConnection) -> None:
+    """The checks above, for the route the request matched."""
+    scope = connection.scope
+    if not (_utf8(scope.get("raw_path", b"")) and _utf8(scope.get("query_string", b""))):
+        raise HTTPException(400, "the URL is not UTF-8 once percent-decoded")
+    given_once(connection)
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def given_once(connection: HTTPConnection) -> None:
