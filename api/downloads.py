@@ -1,14 +1,21 @@
 """What an artifact download answers, decided without touching any store (RFC 9110):
-`plan` turns an artifact's entry and the request's `Range` and `If-None-Match` into a status
-(200 whole, 206 a range, 304 not modified, 416 a range past the end) and the byte range to
-read; `headers` are the response headers of the bytes read.
+`plan` turns an artifact's entry and the request's `Range`, `If-Range` and `If-None-Match`
+into a status (200 whole, 206 a range, 304 not modified, 416 a range past the end) and the
+byte range to read; `headers` are the response headers of the bytes read.
 
 - `If-None-Match` naming the entry's ETag (weakly compared, or `*`) is 304 and wins over
   `Range`;
 - one range `bytes=A-B`, `bytes=A-` or `bytes=-N` is read (an end past the artifact stops
   at its end); one starting past the end (or any of an empty artifact) is 416;
 - a `Range` this server does not serve (another unit, several ranges, a malformed one) is
-  ignored: the whole artifact, 200, as RFC 9110 allows.
+  ignored: the whole artifact, 200, as RFC 9110 allows;
+- so is one whose `If-Range` names another version (an ETag but the artifact's, strongly
+  compared, or a date but its Last-Modified): a client resuming a download of a file that
+  changed gets the new one whole, not its bytes after the old one's.
+
+Every answer says `nosniff` and sandboxes what it serves (`Content-Security-Policy:
+sandbox`): a task's `.html` or `.svg` output opened from the API runs no script in its
+origin, where the dashboard keeps its token.
 """
 
 from __future__ import annotations
@@ -57,11 +64,28 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or quoted(etag) in (tag.removeprefix("W/") for tag in tags)
 
 
-def plan(entry: Entry, *, range_header: str | None, if_none_match: str | None) -> Plan:
+def same_version(if_range: str | None, entry: Entry) -> bool:
+    """Whether `If-Range` (absent: no condition) names `entry` as it is now: its ETag,
+    strongly compared (a weak tag never matches), or its Last-Modified exactly."""
+    if not if_range:
+        return True
+    value = if_range.strip()
+    if value.startswith(('"', "W/")):
+        return value == quoted(entry.etag)
+    return value == last_modified(entry)
+
+
+def plan(
+    entry: Entry,
+    *,
+    range_header: str | None,
+    if_none_match: str | None,
+    if_range: str | None = None,
+) -> Plan:
     """What to answer a GET of the artifact `entry` (see the module docstring)."""
     if etag_matches(if_none_match, entry.etag):
         return Plan(304)
-    byte_range = parse_range(range_header)
+    byte_range = parse_range(range_header) if same_version(if_range, entry) else None
     if byte_range is None:
         return Plan(200)
     try:
@@ -71,12 +95,18 @@ def plan(entry: Entry, *, range_header: str | None, if_none_match: str | None) -
     return Plan(206, byte_range)
 
 
+def last_modified(entry: Entry) -> str:
+    return format_datetime(entry.modified.astimezone(UTC), usegmt=True)
+
+
 def validators(entry: Entry) -> dict[str, str]:
     """The headers every answer about `entry` carries (304 and 416 too)."""
     return {
         "ETag": quoted(entry.etag),
-        "Last-Modified": format_datetime(entry.modified.astimezone(UTC), usegmt=True),
+        "Last-Modified": last_modified(entry),
         "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
     }
 
 

@@ -207,13 +207,16 @@ async def download_artifact(
         str | None, Header(alias="range", description="bytes=A-B, bytes=A- or bytes=-N")
     ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
+    if_range: Annotated[
+        str | None, Header(description="The ETag or Last-Modified the Range applies to.")
+    ] = None,
 ) -> Response:
     """One file of the job, streamed (HEAD: its headers, nothing read)."""
     await service.get(job_id, tenant=principal.scope)
     key = f"{job_id}/{checked(path, ('path', 'path'))}"
     try:
         entry = await in_thread(lambda: store.stat(key))
-        decided = plan(entry, range_header=range_, if_none_match=if_none_match)
+        decided = plan(entry, range_header=range_, if_none_match=if_none_match, if_range=if_range)
         if decided.status == 304:
             return Response(status_code=304, headers=validators(entry))
         if decided.status == 416:

@@ -151,6 +151,12 @@ def test_a_jobs_file_downloads_whole_in_ranges_and_conditionally(leg: Leg) -> No
 
     assert a.get(url, headers={"If-None-Match": etag}).status_code == 304
     assert a.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+    resumed = a.get(url, headers={"Range": "bytes=10-19", "If-Range": etag})
+    assert (resumed.status_code, resumed.content) == (206, BLOB[10:20])
+    changed = a.get(url, headers={"Range": "bytes=10-19", "If-Range": '"stale"'})
+    assert (changed.status_code, changed.content) == (200, BLOB)  # the new version, whole
+    assert whole.headers["x-content-type-options"] == "nosniff"
+    assert whole.headers["content-security-policy"] == "sandbox"
     past = a.get(url, headers={"Range": f"bytes={len(BLOB)}-"})
     assert past.status_code == 416
     assert past.headers["content-range"] == f"bytes */{len(BLOB)}"

@@ -74,6 +74,22 @@ def test_the_plan_of_a_download(
     assert plan(ENTRY, range_header=range_header, if_none_match=if_none_match) == expected
 
 
+@pytest.mark.parametrize(
+    ("if_range", "expected"),
+    [
+        ('"abc-64"', Plan(206, ByteRange(0, 9))),
+        ("Fri, 02 Jan 2026 03:04:05 GMT", Plan(206, ByteRange(0, 9))),
+        ('"abc-63"', Plan(200)),  # another version: the whole new one
+        ('W/"abc-64"', Plan(200)),  # a weak tag is never the same bytes
+        ("Thu, 01 Jan 2026 03:04:05 GMT", Plan(200)),
+        ("yesterday", Plan(200)),
+    ],
+)
+def test_a_range_applies_only_to_the_version_if_range_names(if_range: str, expected: Plan) -> None:
+    decided = plan(ENTRY, range_header="bytes=0-9", if_none_match=None, if_range=if_range)
+    assert decided == expected
+
+
 def test_any_range_of_an_empty_artifact_is_unsatisfiable() -> None:
     assert plan(EMPTY, range_header="bytes=-5", if_none_match=None) == Plan(416)
     assert plan(EMPTY, range_header=None, if_none_match=None) == Plan(200)
@@ -91,6 +107,8 @@ def test_the_headers_of_whole_and_partial_answers() -> None:
         "ETag": '"abc-64"',
         "Last-Modified": "Fri, 02 Jan 2026 03:04:05 GMT",
         "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",  # served as it is typed, scripts sandboxed
+        "Content-Security-Policy": "sandbox",
         "Content-Type": "application/octet-stream",
         "Content-Length": "100",
     }
