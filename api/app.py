@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from kubetask.api import problems, url
+from kubetask.api.head import HeadAsGet
 from kubetask.api.limits import BodySizeLimit
 from kubetask.api.routers import artifacts, dashboard, docs, jobs, live, meta, metrics, streams
 from kubetask.api.runtime import Runtime, artifact_store, installed_kinds
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         dependencies=[Depends(url.well_formed)],
     )
+    app.add_middleware(HeadAsGet, routes=app.router.routes)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt=artifacts.is_upload
     )  # an upload has its own, larger limit (KUBETASK_MAX_UPLOAD_BYTES)

@@ -4,6 +4,7 @@ These run against the real API process (and a real Redis-protocol server)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -280,3 +281,20 @@ def test_a_url_that_is_not_utf8_once_decoded_is_400_and_stores_nothing(api: ApiS
     assert api.client.get("/v1/jobs?kind=%ff").status_code == 400
     snowman = api.client.put(f"/v1/uploads/{folder}/%E2%98%83", content=b"bytes")
     assert snowman.status_code == 201, snowman.text  # percent-encoded UTF-8 is a name
+
+
+def test_head_answers_wherever_get_does_with_no_body(api: ApiServer) -> None:
+    """An uptime check's `HEAD /healthz`; a stream's HEAD ends with its headers."""
+    for path in ("/healthz", "/readyz", "/v1/kinds", "/v1/jobs", "/openapi.json", "/metrics"):
+        get, head = api.client.get(path), api.client.head(path)
+        assert (head.status_code, head.content) == (get.status_code, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    job_id = api.submit("noop", {"steps": 600, "step_s": 0.1})
+    began = time.monotonic()
+    stream = api.client.head(f"/v1/jobs/{job_id}/events", timeout=10)
+    assert (stream.status_code, stream.content) == (200, b"")
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert time.monotonic() - began < 5
+    assert api.client.head("/v1/jobs/0000000000000000").status_code == 404
+    assert api.client.head("/nowhere").status_code == 404
+    api.client.delete(f"/v1/jobs/{job_id}")
