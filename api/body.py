@@ -9,6 +9,8 @@
   numbers past a float's range (`1e400`, read as infinity) are refused with 422 naming each
   field, for every JSON body, before any model sees them; an integer of more than 4300
   digits (Python's limit) is refused as unreadable (422).
+- A key given twice in one object (`{"kind": "noop", "kind": "train"}`, which Python's
+  `json` reads as its last) is refused with 422 naming it.
 
 Routes opt in with `route_class=JsonRoute` (a unit test checks that every route with a
 body does). The body's size is capped before this (api/limits.py: 413).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import email.message
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -66,6 +69,20 @@ def refuse_encoded(headers: Headers) -> None:
         raise UnsupportedEncoding(sent)
 
 
+class _Duplicated(dict[str, Any]):
+    """An object of the body in which some keys appear more than once (their last value)."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        counts = Counter(key for key, _ in pairs)
+        self.twice = sorted(key for key, n in counts.items() if n > 1)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    return value if len(value) == len(pairs) else _Duplicated(pairs)
+
+
 class _NonFinite:
     """Where the body had NaN, Infinity or a number too large for a float."""
 
@@ -89,7 +106,9 @@ def parse_json(body: bytes) -> Any:
     """The body's JSON value, or RequestValidationError: a syntax error at its line and
     column, or each field holding a number that is not finite."""
     try:
-        value = json.loads(body, parse_constant=_NonFinite, parse_float=_finite_float)
+        value = json.loads(
+            body, parse_constant=_NonFinite, parse_float=_finite_float, object_pairs_hook=_object
+        )
     except json.JSONDecodeError as exc:
         raise _invalid(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
@@ -99,15 +118,7 @@ def parse_json(body: bytes) -> Any:
         raise _invalid("JSON nested too deeply") from None
     except ValueError:  # an integer past Python's 4300 digits (sys.get_int_max_str_digits)
         raise _invalid("a number with too many digits to read") from None
-    errors = [
-        {
-            "type": "finite_number",
-            "loc": ("body", *path),
-            "msg": f"must be a finite number, not {number.text}",
-            "input": number.text,
-        }
-        for path, number in _non_finite(value)
-    ]
+    errors = [_error(path, item) for path, item in _refused(value)]
     if errors:
         raise RequestValidationError(errors)
     return value
@@ -118,15 +129,29 @@ def _finite_float(text: str) -> float | _NonFinite:
     return number if math.isfinite(number) else _NonFinite(text)
 
 
-def _non_finite(value: Any) -> Iterator[tuple[tuple[str | int, ...], _NonFinite]]:
-    """Each non-finite number in `value` with its path, without recursing (a body may be
-    nested as deep as the parser allows)."""
+def _error(path: tuple[str | int, ...], item: _NonFinite | str) -> dict[str, Any]:
+    if isinstance(item, _NonFinite):
+        return {
+            "type": "finite_number",
+            "loc": ("body", *path),
+            "msg": f"must be a finite number, not {item.text}",
+            "input": item.text,
+        }
+    return {"type": "duplicate_key", "loc": ("body", *path, item), "msg": "given more than once"}
+
+
+def _refused(value: Any) -> Iterator[tuple[tuple[str | int, ...], _NonFinite | str]]:
+    """Each non-finite number in `value` with its path, and each key given twice with the
+    path of its object, without recursing (a body may be nested as deep as the parser
+    allows)."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, _NonFinite):
             yield path, item
         elif isinstance(item, dict):
+            if isinstance(item, _Duplicated):
+                yield from ((path, key) for key in item.twice)
             stack.extend(((*path, key), child) for key, child in reversed(item.items()))
         elif isinstance(item, list):
             stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(item))))

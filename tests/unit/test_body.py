@@ -72,6 +72,14 @@ def test_numbers_json_does_not_have_are_refused_with_their_path(number: str) -> 
     ]
 
 
+def test_a_key_given_twice_is_refused_with_its_path_not_read_as_the_last() -> None:
+    body = b'{"kind": "noop", "kind": "train", "params": {"grid": [{"x": 1, "x": 2, "y": 0}]}}'
+    assert _errors(body) == [
+        (("body", "kind"), "given more than once", "duplicate_key"),
+        (("body", "params", "grid", 0, "x"), "given more than once", "duplicate_key"),
+    ]
+
+
 def test_a_deep_body_is_searched_without_recursing() -> None:
     depth = 900  # what the parser takes; a recursive search from inside a handler would not
     body = "[" * depth + "NaN" + "]" * depth
