@@ -426,16 +426,20 @@ class Reconciler:
         return record.model_copy(update={"submitted": True}), None
 
     async def _outcomes(self, record: JobRecord) -> dict[int, Outcome]:
-        """What each task left: from Redis, or the termination message if Redis lost it."""
+        """What each completion index's last task left: its termination message (the JSON
+        it also stored in Redis), else what Redis holds (its pod, and its message, gone).
+        Not Redis first: an index's key there is an earlier attempt's when the last one
+        could not store its own (Redis away as it ended)."""
         completions = record.request.completions
-        found = await self._bus.outcomes(record.id, completions)
-        missing = [i for i in range(completions) if i not in found]
-        if missing:
-            messages = await self._backend.termination_messages(record.id)
-            for index in missing:
-                outcome = parse_outcome(messages.get(index))
-                if outcome is not None:
-                    found[index] = outcome
+        messages = await self._backend.termination_messages(record.id)
+        found: dict[int, Outcome] = {}
+        for index in range(completions):
+            outcome = parse_outcome(messages.get(index))
+            if outcome is not None:
+                found[index] = outcome
+        if len(found) < completions:
+            stored = await self._bus.outcomes(record.id, completions)
+            found = {**stored, **found}
         return found
 
 

@@ -178,7 +178,15 @@ VALIDATOR_HEADERS = {
     "/v1/jobs/{job_id}/artifacts/{path:anypath}",
     operation_id="head_artifact",
     description="What a GET of the file would answer (its size, ETag, type), without it.",
-    responses={404: {"description": "No such job, or no such file in it."}},
+    response_class=Response,
+    responses={
+        200: {"description": "The file's headers (Content-Length, ETag, Content-Type)."},
+        206: {"description": "The range's headers (Content-Range)."},
+        304: {"description": "Not modified: If-None-Match names its ETag."},
+        404: {"description": "No such job, or no such file in it."},
+        416: {"description": "The range starts past the end (Content-Range: bytes */SIZE)."},
+        422: {"description": "The path leads outside the job's folder."},
+    },
 )
 @router.get(
     "/v1/jobs/{job_id}/artifacts/{path:anypath}",

@@ -125,6 +125,7 @@ class FakeBackend:
         self.deleted: list[str] = []
         self.observed: list[str] = []
         self.traced: list[tuple[JobState, str | None, str | None]] = []  # Events written
+        self.messages: dict[str, dict[int, str]] = {}  # each index's last termination message
 
     async def start(self) -> None:
         return None
@@ -146,7 +147,7 @@ class FakeBackend:
         return self.jobs.get(job_id)
 
     async def termination_messages(self, job_id: str) -> dict[int, str]:
-        return {}
+        return self.messages.get(job_id, {})
 
     async def logs(self, job_id: str, *, tail: int | None) -> str | None:
         return None
@@ -291,6 +292,28 @@ def test_the_terminal_outcome_is_written_once_and_never_overwritten() -> None:
     assert w.record().status == status
     assert w.published() == [JobState.SUCCEEDED]
     assert w.backend.deleted == []  # a finished Job is left to its TTL
+
+
+def test_the_last_attempts_termination_message_wins_over_an_earlier_attempts_in_redis() -> None:
+    """Attempt 1 failed and stored its outcome; attempt 2 succeeded while Redis was away, so
+    only its termination message says so: its result is the job's, not `{}`."""
+    w = world(record(submitted=True), record(OTHER, submitted=True))
+    failed = Outcome.model_validate(
+        {"ok": False, "error": {"type": "RuntimeError", "message": "x"}}
+    )
+    for job in (JOB, OTHER):
+        w.bus.left[job] = {0: failed}
+        w.backend.jobs[job] = COMPLETE
+    w.backend.messages[JOB] = {0: Outcome(ok=True, result={"rows": 3}).model_dump_json()}
+    w.sync(JOB)
+    assert (w.record().status.state, w.record().status.result) == (
+        JobState.SUCCEEDED,
+        {"rows": 3},
+    )
+    w.backend.messages[OTHER] = {0: "not an outcome: the pod's log tail"}
+    w.bus.left[OTHER] = {0: Outcome(ok=True, result={"rows": 4})}  # its pod's message lost
+    w.sync(OTHER)
+    assert w.record(OTHER).status.result == {"rows": 4}
 
 
 def test_a_job_is_dated_from_its_backends_completion_not_from_the_sync() -> None:
