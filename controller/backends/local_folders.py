@@ -7,6 +7,7 @@
                     pods/{index}-{attempt}/
                         pod.json shim.json started.json (a plain start) exit.json
                         output.log termination-log shim.log (a plain supervisor's own)
+                        stop.json (a forked task's SIGKILL time, once cancelled)
     {open-jobs}/{job_id}                  listed while the job may start pods or still has
                                           some running (so start-up reads these folders only)
 

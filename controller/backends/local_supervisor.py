@@ -9,7 +9,8 @@ A zygote closes the pod's pipe once it has recorded the exit, which tells of it 
 pidfd tells of a plain supervisor's exit, and of a forked task's after a restart (no pipe)
 (`check_exits`, called by the backend's poller, is the safety net where pidfds are
 missing). A cancel is SIGTERM to a plain pod's supervisor, which gives the task its grace;
-to a forked task's group directly, then SIGKILL after the grace. What to start, and when,
+to a forked task's group directly, then SIGKILL after the grace, by this controller or, if
+it is gone by then, by the task's zygote (told in the pod's `stop.json`). What to start, and when,
 is not decided here: the backend's sync step does that (local_plan.py).
 """
 
@@ -21,6 +22,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from kubetask import env
+from kubetask.controller.backends import shim
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_folders import JobFolders, read_json, write_json
 from kubetask.controller.backends.local_zygotes import Zygotes
@@ -278,6 +281,8 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(live.pid, signal.SIGTERM)
         elif live.kill_timer is None:
+            with contextlib.suppress(OSError):  # its zygote kills it, should we be gone then
+                shim.record_stop(pod_dir, time.time() + live.grace_s)
             _signal_group(live.pid, signal.SIGTERM)
             loop = asyncio.get_running_loop()
             live.kill_timer = loop.call_later(live.grace_s, self._kill, pod_dir)

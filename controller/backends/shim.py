@@ -99,6 +99,20 @@ def record_exit(pod_dir: Path, task: int, status: int) -> None:
     )
 
 
+def record_stop(pod_dir: Path, kill_at: float) -> None:
+    """In the controller, as it SIGTERMs a forked task: when its zygote is to SIGKILL it
+    (seconds since the epoch), should the controller be gone by then."""
+    _write_json(pod_dir / "stop.json", {"kill_at": kill_at})
+
+
+def read_stop(pod_dir: Path) -> float | None:
+    """When the task of the pod is to be killed (`record_stop`); None: not asked."""
+    try:
+        return float(json.loads((pod_dir / "stop.json").read_text())["kill_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def record_fork(pod_dir: Path, task: int) -> None:
     """In the zygote, once it forked `task` (before it answers): who the task is, that it
     started (a forked task has no started.json: the fork is its start), and who records its

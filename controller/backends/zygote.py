@@ -18,7 +18,9 @@ RNG, no descriptor of the zygote's or of another pod's; it opens its own connect
 zygote is the task's parent and plays the part a shim plays for a plain start (shim.py):
 it records the exit, kills what is left in the task's group, and closes the pod's pipe,
 which tells the controller at once. The controller signals the task's group itself
-(SIGTERM, SIGKILL after the grace).
+(SIGTERM, SIGKILL after the grace), and writes when the SIGKILL is due in the pod's folder
+(`shim.record_stop`): while it has tasks, the zygote looks every STOP_CHECK_S and kills an
+overdue one itself, so a cancel holds even if the controller is gone by then.
 
 The zygote outlives its controller: once the controller hangs up (it stopped, or was
 killed) it takes no more requests, goes on recording its tasks' exits and exits after the
@@ -50,6 +52,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import weakref
 from dataclasses import dataclass
@@ -65,6 +68,7 @@ LOCALE_ENV = ("LC_ALL", "LC_CTYPE", "LANG")
 # controller starts the zygote without LC_CTYPE, so one seen here is the interpreter's.
 COERCED_LOCALE = os.environ.get("LC_CTYPE")
 MAX_REQUEST = 1 << 20  # an environment holds at most 32 KiB of params (larger: a file)
+STOP_CHECK_S = 1.0  # how often a zygote with tasks looks for one overdue for its SIGKILL
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,8 @@ class Pod:
 
     pod_dir: Path
     stdout: int
+    kill_at: float | None = None  # when it is to be SIGKILLed (the controller asked)
+    killed: bool = False
 
 
 class Supervisor:
@@ -278,7 +284,8 @@ class Supervisor:
         poller.register(self.conn, select.POLLIN | select.POLLRDHUP)
         self.refill()
         while self.conn is not None or self.pods:
-            for fd, events in poller.poll():
+            timeout = STOP_CHECK_S * 1000 if self.pods else None
+            for fd, events in poller.poll(timeout):
                 if fd == self._wake_read:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
@@ -291,6 +298,18 @@ class Supervisor:
                     if self.conn is None:
                         with contextlib.suppress(KeyError):
                             poller.unregister(fd)
+            self.kill_overdue()
+
+    def kill_overdue(self) -> None:
+        """SIGKILL each task whose grace after a cancel is over (`shim.record_stop`)."""
+        now = time.time()
+        for pid, pod in self.pods.items():
+            if pod.kill_at is None:
+                pod.kill_at = shim.read_stop(pod.pod_dir)
+            if pod.kill_at is not None and now >= pod.kill_at and not pod.killed:
+                pod.killed = True  # (not reaped yet: its group is still its own)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
 
     def hang_up(self) -> None:
         """Take no more requests (the controller is gone, or this zygote refused one); the

@@ -2,8 +2,9 @@
 task's pid) comes later, through the event loop. Meanwhile the pod counts as running
 (its slot is taken), and a cancel that comes before the answer reaches the pod once it does.
 A forked task's cancel is the controller's to carry out: SIGTERM, then SIGKILL after the
-grace period if the task is still there. A zygote that does not answer in time is killed and
-the pod starts plainly, even on an event loop whose timers fire a little early (uvloop's)."""
+grace period if the task is still there (its zygote's, if the controller is gone by then).
+A zygote that does not answer in time is killed and the pod starts plainly, even on an
+event loop whose timers fire a little early (uvloop's)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,9 @@ def test_a_pod_cancelled_before_its_zygote_answers_is_stopped_once_it_does(
     asyncio.run(cancel_before_the_answer(tmp_path))
 
 
-async def stubborn_task_is_killed_after_its_grace(tmp_path: Path) -> None:
+async def stubborn_task_is_killed_after_its_grace(
+    tmp_path: Path, *, controller_gone: bool = False
+) -> None:
     folders, exits, supervisor = watching(tmp_path)
     try:
         attempt = 0
@@ -102,8 +105,15 @@ async def stubborn_task_is_killed_after_its_grace(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         assert json.loads((pod_dir / "shim.json").read_text())["zygote"] is True
         supervisor.terminate(stubborn.job_id)
-        async with asyncio.timeout(TIMEOUT_S):
-            assert await exits.get() == stubborn.job_id
+        if controller_gone:  # its SIGKILL timer with it: the zygote is told in the pod folder
+            supervisor.close()
+            for _ in range(int(TIMEOUT_S / 0.1)):  # no one to tell us: its exit's record
+                if (pod_dir / "exit.json").exists():
+                    break
+                await asyncio.sleep(0.1)
+        else:
+            async with asyncio.timeout(TIMEOUT_S):
+                assert await exits.get() == stubborn.job_id
         exited = json.loads((pod_dir / "exit.json").read_text())
         assert exited["exit_code"] == 128 + 9, "SIGKILL once the grace was over"
     finally:
@@ -115,6 +125,15 @@ def test_a_forked_task_that_ignores_sigterm_is_killed_after_its_grace(
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     asyncio.run(stubborn_task_is_killed_after_its_grace(tmp_path))
+
+
+def test_a_cancelled_forked_task_is_killed_by_its_zygote_when_the_controller_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain pod's supervisor carries out its own SIGKILL; a forked task's zygote does
+    too, once the controller that asked for it stopped during the grace."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    asyncio.run(stubborn_task_is_killed_after_its_grace(tmp_path, controller_gone=True))
 
 
 class EarlyTimers(asyncio.SelectorEventLoop):
