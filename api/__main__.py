@@ -32,6 +32,7 @@ from kubetask.api.render import NeedsTheStore, render
 from kubetask.api.runtime import Runtime
 from kubetask.api.settings import Settings, invalid_settings
 from kubetask.controller.errors import InvalidRequest
+from kubetask.controller.redis_server import RedisServer
 from kubetask.kinds import KindError
 from kubetask.storage import InvalidStoreUrl, StoreError
 
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     if (why := refusal(settings)) is not None:
         print(f"kubetask-server: {why}", file=sys.stderr)
         sys.exit(2)
+    if settings.redis_url is None and (used := embedded_in_use(settings)) is not None:
+        print(f"kubetask-server: {used}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for chatty in ("httpx", "httpcore"):  # a line per request, with the whole URL: a webhook's
         logging.getLogger(chatty).setLevel(logging.WARNING)  # user:password and token too
@@ -143,6 +147,16 @@ def main(argv: list[str] | None = None) -> None:
         server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)  # as uvicorn.run exits when the app failed to start
+
+
+def embedded_in_use(settings: Settings) -> str | None:
+    """Why the embedded Redis cannot start: another server runs on the same data folder
+    (`make run` twice). Its start would refuse too, with a traceback; this says it in one
+    line, before anything starts."""
+    why = RedisServer(settings.data_dir / "redis").in_use()
+    if why is None:
+        return None
+    return f"{why}: another kubetask-server runs with KUBETASK_DATA_DIR={settings.data_dir}"
 
 
 class Server(uvicorn.Server):

@@ -169,6 +169,23 @@ class RedisServer:
             raise
         self._lock_fd = fd
 
+    def in_use(self) -> str | None:
+        """Why `claim` would refuse now (a live process owns the folder), or None; a look
+        that takes nothing (for a clear word before anything starts)."""
+        try:
+            fd = os.open(self.data_dir / LOCK_FILE, os.O_RDONLY)
+        except OSError:  # none yet, or unreadable: claim() will say
+            return None
+        try:
+            if _try_lock(fd):
+                return None  # (released as it closes)
+        finally:
+            os.close(fd)
+        owner = self._record().get("owner")
+        if isinstance(owner, int) and owner != os.getpid() and _alive(owner):
+            return f"{self.data_dir} is in use: its redis server belongs to process {owner}"
+        return None
+
     def spawn(self) -> None:
         """Start the server process (the folder claimed). Call it from a thread that lives
         as long as this process (the event loop's): the parent-death signal follows the

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from kubetask import Client
-from kubetask.controller.redis_server import FolderInUse, RedisServer, server_binary
+from kubetask.controller.redis_server import FolderInUse, RedisServer, free_port, server_binary
 from kubetask.models import ProgressEvent, StateEvent
 from tests.servers import ApiServer, redis_processes
 
@@ -110,6 +110,27 @@ def test_one_server_per_data_folder(tmp_path: Path) -> None:
             assert client.get("first") == b"1"
     finally:
         first.stop()
+
+
+def test_a_second_server_on_the_same_data_folder_says_so_in_one_line(tmp_path: Path) -> None:
+    """`make run` twice: the second refuses before anything starts, naming the folder."""
+    api = ApiServer(redis_url=None, data_dir=tmp_path / "api").start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "kubetask.api", "--port", str(free_port())],
+            env=api.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 3
+        [line] = second.stderr.splitlines()
+        assert line.startswith(f"kubetask-server: {api.data_dir / 'redis'} is in use: ")
+        assert line.endswith(f"another kubetask-server runs with KUBETASK_DATA_DIR={api.data_dir}")
+        assert api.client.get("/healthz").status_code == 200
+    finally:
+        api.close()
 
 
 def test_a_server_left_on_the_folder_is_stopped_and_its_data_kept(tmp_path: Path) -> None:
