@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 
 from pydantic import JsonValue, ValidationError
@@ -19,6 +20,21 @@ _REASON_SUGGESTIONS = {
     "submit it again if it should run.",
     "BackoffLimitExceeded": "Every attempt failed: the logs show why (GET /v1/jobs/{id}/logs).",
 }
+OOM_SUGGESTION = (
+    "The task was killed (SIGKILL) without a word: most often for using more memory than it "
+    "may (raise resources.memory, or make the task smaller), else by someone or something "
+    "outside it."
+)
+
+
+def exit_words(exit_code: int) -> str:
+    """`exit code 137 (SIGKILL)`: a code past 128 names the signal that ended the task, as
+    a shell (and the kubelet) reports a task a signal killed."""
+    try:
+        name = signal.Signals(exit_code - 128).name if exit_code > 128 else None
+    except ValueError:
+        name = None
+    return f"exit code {exit_code}" + (f", {name}" if name else "")
 
 
 def in_plain_words(
@@ -35,7 +51,7 @@ def in_plain_words(
     without plain words here keep their message. `workers`: the job's completions, whose
     failures one backoff limit counts together."""
     said = derived.message
-    exited = f" (exit code {exit_code})" if exit_code is not None else ""
+    exited = f" ({exit_words(exit_code)})" if exit_code is not None else ""
     tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
     if workers > 1:  # two workers failing once each are not one worker tried twice
         tries = (
@@ -104,10 +120,11 @@ def summarize(
             "JobDeleted",
         ):
             return None, last
+        killed = derived.reason == "BackoffLimitExceeded" and exit_code == 128 + signal.SIGKILL
         return None, ErrorInfo(
             type=derived.reason or "Failed",
             message=derived.message or "the job failed",
-            suggestion=_REASON_SUGGESTIONS.get(derived.reason or ""),
+            suggestion=OOM_SUGGESTION if killed else _REASON_SUGGESTIONS.get(derived.reason or ""),
             exit_code=exit_code,
         )
     return None, None

@@ -55,6 +55,21 @@ def test_backoff_limit_exceeded_says_how_many_attempts_and_the_exit_code() -> No
     assert derived.reason == "BackoffLimitExceeded"  # the machine field stays
 
 
+def test_a_task_a_signal_ended_is_said_to_have_been_killed_by_it() -> None:
+    assert words("BackoffLimitExceeded", exit_code=137).message == (
+        "failed after 1 attempt (exit code 137, SIGKILL)"
+    )
+    for code, said in (
+        (143, "exit code 143, SIGTERM"),
+        (200, "exit code 200"),
+        (127, "exit code 127"),
+    ):
+        assert (
+            words("BackoffLimitExceeded", exit_code=code).message
+            == f"failed after 1 attempt ({said})"
+        )
+
+
 def test_attempts_are_counted_in_words_and_an_unknown_exit_code_left_out() -> None:
     assert words("BackoffLimitExceeded", attempts=3).message == "failed after 3 attempts"
 

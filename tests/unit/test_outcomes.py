@@ -64,6 +64,7 @@ def test_an_earlier_attempts_words_do_not_stand_for_a_killed_last_one() -> None:
     assert result is None
     assert error is not None
     assert (error.type, error.exit_code) == ("BackoffLimitExceeded", 137)
+    assert "memory" in (error.suggestion or "")  # a SIGKILL that said nothing: most often OOM
     assert summarize(derived, {0: stale}, completions=1, exit_code=1) == (None, stale.error)
 
 
