@@ -147,6 +147,33 @@ def test_malformed_files_raise_mat_file_errors(tmp_path: Path) -> None:
         recordings(pick_signal(read_mat(tmp_path / "cube.mat"), None)[1])
 
 
+@pytest.mark.parametrize("pointer", ["external", "external-link", "soft-link", "virtual"])
+def test_a_v73_file_whose_data_lies_elsewhere_is_refused(tmp_path: Path, pointer: str) -> None:
+    """HDF5 reads wherever a file points: a tenant's .mat could read, as a variable, another
+    tenant's upload or the server's tokens."""
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"admin-token-0123456789")
+    path = tmp_path / "crafted.mat"
+    with h5py.File(path, "w") as file:
+        file["signal"] = np.zeros((1, 64))
+        if pointer == "external":
+            file.create_dataset("label", shape=(64,), dtype="u1", external=[(str(secret), 0, 64)])
+        elif pointer == "external-link":
+            with h5py.File(tmp_path / "other.h5", "w") as other:
+                other["label"] = np.frombuffer(secret.read_bytes(), dtype="u1")
+            file["label"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/label")
+        elif pointer == "soft-link":
+            file["label"] = h5py.SoftLink("/signal")
+        else:
+            layout = h5py.VirtualLayout(shape=(22,), dtype="u1")
+            layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "label", shape=(22,))
+            with h5py.File(tmp_path / "other.h5", "w") as other:
+                other["label"] = np.frombuffer(secret.read_bytes(), dtype="u1")
+            file.create_virtual_dataset("label", layout)
+    with pytest.raises(MatFileError, match=r"variable 'label' is .*: refused"):
+        read_mat(path)
+
+
 def test_segments_overlap_limit_and_orientation() -> None:
     recording = np.arange(10, dtype=np.float64)
     assert segments(recording, 4, 0.0, None).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]

@@ -49,10 +49,13 @@ def read_mat(path: Path) -> Variables:
 
 
 def _read_hdf5(path: Path) -> Variables:
-    """A v7.3 file: MATLAB writes arrays transposed and text as uint16 code units."""
+    """A v7.3 file: MATLAB writes arrays transposed and text as uint16 code units. Only
+    data inside the file is read (`_inside`): HDF5 can point elsewhere."""
     variables: Variables = {}
     with h5py.File(path, "r") as file:
-        for name, item in file.items():
+        for name in file:
+            _inside(file, name)
+            item = file[name]
             if not isinstance(item, h5py.Dataset) or name.startswith("#"):
                 continue
             value = np.asarray(item[()])
@@ -64,6 +67,20 @@ def _read_hdf5(path: Path) -> Variables:
             else:
                 variables[name] = value.T
     return variables
+
+
+def _inside(file: h5py.File, name: str) -> None:
+    """MatFileError unless the variable's data is the file's own: HDF5 follows an external
+    or soft link, a dataset stored in other files (`external`) and a virtual one (mapped
+    from other files) wherever they point, which would read, as a variable, any file the
+    task can read (another tenant's upload, the server's secrets). MATLAB writes none."""
+    link = file.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise MatFileError(f"variable {name!r} is a link ({type(link).__name__}): refused")
+    item = file[name]
+    if isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+        kind = "stored in other files" if item.external else "a virtual dataset"
+        raise MatFileError(f"variable {name!r} is {kind}: refused")
 
 
 def _numeric(value: NDArray[np.generic] | str) -> bool:
