@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 from kubetask.api import problems, url
 from kubetask.api.head import HeadAsGet
+from kubetask.api.hosts import LocalHostsOnly
 from kubetask.api.limits import BodySizeLimit
 from kubetask.api.routers import artifacts, dashboard, docs, jobs, live, meta, metrics, streams
 from kubetask.api.runtime import Runtime, artifact_store, installed_kinds
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(url.well_formed)],
     )
     app.add_middleware(HeadAsGet, routes=app.router.routes)
+    if settings.tokens_file is None:  # the local mode: no web page may reach it by a name
+        app.add_middleware(LocalHostsOnly)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt=artifacts.is_upload
     )  # an upload has its own, larger limit (KUBETASK_MAX_UPLOAD_BYTES)

@@ -10,6 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from tests.servers import ApiServer
 
@@ -298,3 +301,24 @@ def test_head_answers_wherever_get_does_with_no_body(api: ApiServer) -> None:
     assert api.client.head("/v1/jobs/0000000000000000").status_code == 404
     assert api.client.head("/nowhere").status_code == 404
     api.client.delete(f"/v1/jobs/{job_id}")
+
+
+def test_without_tokens_only_requests_addressed_to_this_machine_are_served(
+    api: ApiServer,
+) -> None:
+    """A page whose own name resolves to 127.0.0.1 (DNS rebinding) reaches the server with
+    that name as Host, and the browser lets it read the answer: refused."""
+    rebound = {"host": f"rebind.attacker.example:{api.port}"}
+    refused = api.client.get("/v1/jobs", headers=rebound)
+    assert refused.status_code == 400
+    assert "localhost" in refused.json()["detail"]
+    submitted = api.client.post("/v1/jobs", json={"kind": "noop"}, headers=rebound)
+    assert submitted.status_code == 400
+    for host in (f"localhost:{api.port}", f"[::1]:{api.port}", "127.0.0.1", "LOCALHOST."):
+        assert api.client.get("/healthz", headers={"host": host}).status_code == 200, host
+    url = api.base_url.replace("http", "ws") + f"/v1/jobs/{api.submit('noop')}/ws"
+    with connect(url, origin=Origin(f"http://localhost:{api.port}"), open_timeout=10):
+        pass
+    with pytest.raises(InvalidStatus) as ws_refused:  # a page's WebSocket says its origin
+        connect(url, origin=Origin("http://rebind.attacker.example"), open_timeout=10).close()
+    assert ws_refused.value.response.status_code == 403
