@@ -18,6 +18,7 @@ from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep,
 from kubetask.api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
 from kubetask.api.problems import RETRY_AFTER_S, problem
 from kubetask.api.routers.metrics import MetricsDep
+from kubetask.api.settings import Settings
 from kubetask.controller.archive import archived_log
 from kubetask.controller.backends.base import BackendError
 from kubetask.controller.errors import FieldError, InvalidRequest
@@ -55,11 +56,24 @@ def _labels(selectors: list[str]) -> dict[str, str] | None:
     return labels
 
 
-def _secrets_resolvable(request: JobRequest, backend: str) -> None:
-    """Secrets reach a task through the kubelet: the local backend has none to read."""
-    if request.secrets and backend != "kubernetes":
+def _secrets_allowed(request: JobRequest, settings: Settings) -> None:
+    """Secrets reach a task through the kubelet: the local backend has none to read. And
+    kubetask's own (the task Redis URL or password, the S3 credentials), which the chart
+    puts in every tenant namespace, are the server's to hand out: a tenant naming one could
+    read every tenant's data with it (a library that prints a variable's value is enough)."""
+    if request.secrets and settings.resolved_backend != "kubernetes":
         message = "the local backend cannot read Kubernetes Secrets; use the kubernetes backend"
         raise InvalidRequest([FieldError(("secrets",), message, "backend")])
+    own = {ref.name for ref in settings.task_secret_env().values()}
+    refused = [
+        FieldError(
+            ("secrets", i, "name"), f"{s.name!r} is kubetask's own Secret: not for tasks", "value"
+        )
+        for i, s in enumerate(request.secrets)
+        if s.name in own
+    ]
+    if refused:
+        raise InvalidRequest(refused)
 
 
 @router.post(
@@ -93,7 +107,7 @@ async def submit_job(
     settings = runtime.settings
     await limits.admit_submit(principal.tenant)
     request = apply_caps(request, settings.job_caps())
-    _secrets_resolvable(request, settings.resolved_backend)
+    _secrets_allowed(request, settings)
     if dry_run:
         return JSONResponse(await service.dry_run(request, tenant=principal.tenant))
     started = time.perf_counter()

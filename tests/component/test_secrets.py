@@ -195,6 +195,10 @@ def test_tasks_get_credentials_through_secret_references_only(
             "noop", secrets=[{"name": "hf", "key": "nothing-here", "env": "HF_TOKEN"}]
         )
         waiting = stack.api.wait(missing, {"pending"}, timeout_s=30)
+        own = {"name": "kubetask-redis", "key": "pw", "env": "TORCH_LOGS"}  # printed by torch
+        taken = stack.api.client.post("/v1/jobs", json={"kind": "noop", "secrets": [own]})
+        assert taken.status_code == 422, taken.text
+        assert [e["field"] for e in taken.json()["errors"]] == ["secrets.0.name"]
         answers = api_answers(stack.api, job_id, request)
         log = wait_for_log(stack.api, "127.0.0.1", "ops@example.com")
         assert "failed (attempt" in log
