@@ -14,7 +14,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -163,7 +163,8 @@ class StreamLease:
 
 
 class TenantLimits:
-    """Per-tenant caps kept in Redis: submissions per minute, open event streams."""
+    """Per-tenant caps kept in Redis: submissions per minute, open event streams; and this
+    process's uploads at once (`uploads`)."""
 
     def __init__(
         self,
@@ -179,6 +180,7 @@ class TenantLimits:
         self._streams = streams
         self._count_submit = redis.register_script(_COUNT_SUBMIT)
         self._open_stream = redis.register_script(_OPEN_STREAM)
+        self.uploads = UploadGate()
 
     async def admit_submit(self, tenant: str) -> None:
         """Count one submission; LimitExceeded past the tenant's rate."""
@@ -207,6 +209,42 @@ class TenantLimits:
                 retry_after_s=STREAM_RETRY_AFTER_S,
             )
         return StreamLease(self, key, stream_id)
+
+
+UPLOAD_THREADS = 16  # uploads at once in one process: each holds a thread while its body comes
+UPLOADS_PER_TENANT = 4  # of those, one tenant's
+UPLOAD_RETRY_AFTER_S = 5
+
+
+class UploadGate:
+    """Uploads at once, in this process: each holds a worker thread while its body comes,
+    from threads of their own (UPLOAD_THREADS: slow ones never starve the other routes'),
+    and a tenant at most UPLOADS_PER_TENANT of them (more: 429), so that one tenant's slow
+    uploads never hold up everyone's."""
+
+    def __init__(self, *, threads: int = UPLOAD_THREADS, per_tenant: int = UPLOADS_PER_TENANT):
+        self._threads = threads
+        self._per_tenant = per_tenant
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop
+        self._active: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def admit(self, tenant: str) -> AsyncIterator[anyio.CapacityLimiter]:
+        """The threads one upload of `tenant` runs on; LimitExceeded past its share."""
+        if self._active.get(tenant, 0) >= self._per_tenant:
+            raise LimitExceeded(
+                f"tenant {tenant!r} has {self._per_tenant} uploads under way",
+                retry_after_s=UPLOAD_RETRY_AFTER_S,
+            )
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._threads)
+        self._active[tenant] = self._active.get(tenant, 0) + 1
+        try:
+            yield self._limiter
+        finally:
+            self._active[tenant] -= 1
+            if not self._active[tenant]:
+                del self._active[tenant]
 
 
 class BodyTooLarge(HTTPException):

@@ -25,7 +25,7 @@ _SEQUENCES = (list, tuple, set, frozenset)
 _scalars: dict[int, frozenset[str]] = {}  # id(route) -> its one-value query parameters
 
 
-def well_formed(connection: HTTPConnection) -> None:
+async def well_formed(connection: HTTPConnection) -> None:
     """The checks above, for the route the request matched."""
     scope = connection.scope
     if not (_utf8(scope.get("raw_path", b"")) and _utf8(scope.get("query_string", b""))):

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
 from kubetask.api.body import refuse_encoded
-from kubetask.api.deps import ArtifactsDep, PrincipalDep, RuntimeDep, ServiceDep
+from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
 from kubetask.api.downloads import headers, plan, quoted, unsatisfiable_headers, validators
 from kubetask.api.problems import RETRY_AFTER_S, problem
 from kubetask.params.paths import OutsideTheStore, uploads_area
@@ -58,6 +58,7 @@ register_url_convertor("anypath", AnyPathConvertor())
 MAX_SEGMENT_BYTES = 255  # a file name's limit on common filesystems
 MAX_PATH_BYTES = 1000  # as params' artifact paths (S3 keys: 1024 with the prefix)
 IN_THE_WAY = (NotADirectoryError, IsADirectoryError, FileExistsError)
+UPLOAD_IDLE_S = 60.0  # an upload whose body sends nothing for this long is cut off (408)
 T = TypeVar("T")
 
 router = APIRouter(
@@ -140,11 +141,12 @@ def store_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-async def in_thread(call: Callable[[], T]) -> T:
-    """`call()` in a worker thread (a `StoreError` it raises: `store_unavailable`). A path
-    the store finds leads out of its root (a symlink a task left) is answered as missing."""
+async def in_thread(call: Callable[[], T], *, threads: anyio.CapacityLimiter | None = None) -> T:
+    """`call()` in a worker thread (of `threads`; else the shared ones) (a `StoreError` it
+    raises: `store_unavailable`). A path the store finds leads out of its root (a symlink a
+    task left) is answered as missing."""
     try:
-        return await anyio.to_thread.run_sync(call)
+        return await anyio.to_thread.run_sync(call, limiter=threads)
     except OutsideTheStore:
         raise NotFound("(a path that leads outside the store)") from None
 
@@ -285,10 +287,12 @@ async def list_uploads(
     response_model=Uploaded,
     responses={
         200: {"description": "An upload at that path was replaced.", "model": Uploaded},
+        408: {"description": "The body stopped coming (nothing for 60 s): nothing stored."},
         409: {"description": "The path runs through, or onto a folder of, another upload."},
         413: {"description": "Over KUBETASK_MAX_UPLOAD_BYTES."},
         415: {"description": "A compressed body (Content-Encoding): send the file as it is."},
         422: {"description": "The path leads outside your uploads."},
+        429: {"description": "Your tenant has 4 uploads under way here: after Retry-After."},
     },
     openapi_extra={
         "requestBody": {
@@ -299,7 +303,12 @@ async def list_uploads(
     },
 )
 async def upload(
-    path: str, request: Request, principal: PrincipalDep, store: ArtifactsDep, runtime: RuntimeDep
+    path: str,
+    request: Request,
+    principal: PrincipalDep,
+    store: ArtifactsDep,
+    runtime: RuntimeDep,
+    limits: LimitsDep,
 ) -> JSONResponse:
     """Put a file in your uploads (usable in params as `upload:<path>`), streamed."""
     refuse_encoded(request.headers)  # it would be stored compressed
@@ -318,7 +327,8 @@ async def upload(
     if blocking is not None:
         raise HTTPException(409, f"another upload is in the way of {key!r}: {blocking!r}")
     existed = await in_thread(lambda: store.exists(key))
-    entry = await write(store, key, request.stream(), limit=limit)
+    async with limits.uploads.admit(principal.tenant) as threads:
+        entry = await write(store, key, request.stream(), limit=limit, threads=threads)
     body = Uploaded(path=entry.path, size=entry.size, etag=quoted(entry.etag))
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if existed else 201)
 
@@ -336,12 +346,21 @@ def in_the_way(store: ArtifactStore, key: str) -> str | None:
     return None if under is None else under.path
 
 
-async def write(store: ArtifactStore, key: str, body: AsyncIterator[bytes], *, limit: int) -> Entry:
-    """Store `body` at `key` from a worker thread, each piece read from the event loop as the
-    store asks for it, the count checked against `limit` (413) as it goes."""
+async def write(
+    store: ArtifactStore,
+    key: str,
+    body: AsyncIterator[bytes],
+    *,
+    limit: int,
+    threads: anyio.CapacityLimiter | None = None,
+) -> Entry:
+    """Store `body` at `key` from a worker thread (of `threads`), each piece read from the
+    event loop as the store asks for it, the count checked against `limit` (413) as it goes;
+    a body that sends nothing for UPLOAD_IDLE_S is cut off (408)."""
 
     async def next_piece() -> bytes:
-        return await body.__anext__()
+        with anyio.fail_after(UPLOAD_IDLE_S):
+            return await body.__anext__()
 
     def pieces() -> Iterator[bytes]:
         seen = 0
@@ -356,11 +375,13 @@ async def write(store: ArtifactStore, key: str, body: AsyncIterator[bytes], *, l
             yield piece
 
     try:
-        return await in_thread(lambda: store.write(key, pieces()))
+        return await in_thread(lambda: store.write(key, pieces()), threads=threads)
     except UploadFailed as exc:
         cause = exc.__cause__
         if isinstance(cause, _OverTheLimit):
             raise UploadTooLarge(limit) from None
+        if isinstance(cause, TimeoutError):
+            raise HTTPException(408, f"no byte of the body came for {UPLOAD_IDLE_S:g} s") from None
         if isinstance(cause, ClientDisconnect):
             raise HTTPException(400, "the client went away before the body ended") from None
         if isinstance(cause, IN_THE_WAY):

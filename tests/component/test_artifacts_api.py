@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -300,6 +301,40 @@ def test_any_name_a_filesystem_takes_is_an_upload_but_a_partial_ones(leg: Leg) -
     ]
     partial = a.put("/v1/uploads/data.npz.partial", content=b"x")
     assert (partial.status_code, fields(partial)) == (422, {"path": "artifact_path"})
+
+
+def test_one_tenants_slow_uploads_hold_up_neither_its_reads_nor_other_tenants(leg: Leg) -> None:
+    """Uploads that send their body slowly each hold a thread while it comes: a tenant has
+    at most 4 under way (more: 429), on threads of their own, so reads still answer."""
+    host, port = "127.0.0.1", leg.server.port
+    auth = f"Authorization: Bearer {token('a')}\r\n"
+    slow = []
+    try:
+        for n in range(4):
+            conn = socket.create_connection((host, port), timeout=10)
+            head = f"PUT /v1/uploads/slow/{n}.bin HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
+            conn.sendall(f"{head}Content-Length: 100\r\n\r\nfirst bytes".encode())
+            slow.append(conn)
+            conn.settimeout(0.5)  # no answer: it waits for the rest of its body
+            with pytest.raises(TimeoutError):
+                conn.recv(1000)
+        refused = leg.clients["a"].put("/v1/uploads/fifth.bin", content=b"x")
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == "5"
+        job_id = noop_job(leg.clients["b"])
+        listed = leg.clients["b"].get(f"/v1/jobs/{job_id}/artifacts", timeout=5)
+        assert listed.status_code == 200
+        theirs = leg.clients["b"].put("/v1/uploads/theirs.bin", content=b"y", timeout=5)
+        assert theirs.status_code in (200, 201), theirs.text
+    finally:
+        for conn in slow:
+            conn.close()
+    for _ in range(100):  # the cut-off ones are let go
+        again = leg.clients["a"].put("/v1/uploads/fifth.bin", content=b"x")
+        if again.status_code != 429:
+            break
+        time.sleep(0.05)
+    assert again.status_code in (200, 201), again.text
 
 
 def test_an_upload_is_an_input_by_upload_path(leg: Leg) -> None:
