@@ -24,12 +24,13 @@ def host_name(authority: str) -> str:
 
 
 def addressed_locally(headers: dict[bytes, bytes]) -> bool:
-    """Whether the request names this machine: its Host, and its Origin if it has one."""
+    """Whether the request names this machine: its Host, and its Origin if it has one
+    (`null`, a sandboxed frame's or a local file's, is no machine's)."""
     host = headers.get(b"host", b"").decode("latin-1")
     if host_name(host) not in LOCAL_NAMES:
         return False
     origin = headers.get(b"origin")
-    if origin is None or origin == b"null":
+    if origin is None:  # not a browser's (a browser's WebSocket always says it)
         return True
     try:
         name = urlsplit(origin.decode("latin-1")).hostname or ""
