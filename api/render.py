@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 import yaml
 
+from kubetask.api.limits import apply_caps
 from kubetask.api.runtime import artifact_store, compose, installed_kinds
 from kubetask.api.settings import Settings
 from kubetask.controller.chaining import JobLookup
@@ -75,6 +76,7 @@ async def rendered_objects(request: JobRequest, settings: Settings) -> list[Mani
         redis_url=settings.redis_url or CLUSTER_REDIS,
         kinds=installed_kinds(settings),
     )
+    request = apply_caps(request, settings.job_caps())  # as the server's submit route does
     async with job_lookup(settings) as lookup:
         accepted = await accept(
             request,

@@ -49,3 +49,18 @@ def test_render_refuses_an_invalid_request_with_one_line(tmp_path: Path) -> None
     assert done.returncode != 0
     assert "params.n_per_class" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_render_applies_the_servers_per_job_caps_as_a_submission_does(tmp_path: Path) -> None:
+    """The exact Job a request becomes: with the deadline a job without `timeout_s` gets,
+    and refused past the caps, as `POST /v1/jobs` would be."""
+    done = render(tmp_path, {"kind": "datagen"})
+    assert done.returncode == 0, done.stderr
+    job = next(yaml.safe_load_all(done.stdout))
+    assert job["spec"]["activeDeadlineSeconds"] == 7 * 24 * 3600
+    over = render(
+        tmp_path, {"kind": "datagen", "timeout_s": 9_000_000, "resources": {"cpu": "100"}}
+    )
+    assert over.returncode != 0
+    assert "timeout_s" in over.stderr
+    assert "resources.cpu" in over.stderr
