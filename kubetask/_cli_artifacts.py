@@ -28,13 +28,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from kubetask._calls import remote_path
 from kubetask._cli_app import Command, Group
 from kubetask._cli_args import ArgumentError
 from kubetask._display import plain_rows, terminal_safe
 from kubetask._files import OnProgress
 from kubetask._suggest import close_to
 from kubetask.client import Client
-from kubetask.errors import KubetaskError, NotFound, RequestTooLarge
+from kubetask.errors import InvalidRequest, KubetaskError, NotFound, RequestTooLarge
 from kubetask.models import Artifact
 
 BAR_FROM_BYTES = 1024 * 1024  # smaller files arrive before a bar would be worth drawing
@@ -189,6 +190,7 @@ def get_artifact(
     server: ServerOpt = None,
 ) -> None:
     """Download one of a job's files (streamed; a progress bar for large ones)."""
+    _usable("PATH", path)
     client = _session(ctx).client(server)
     try:
         with _progress_bar(Path(path).name) as on_progress:
@@ -203,6 +205,15 @@ def get_artifact(
     except OSError as exc:  # the local side: no such folder, no permission, disk full
         raise ArgumentError(f"--output {output or '.'}: {exc.strerror or exc}") from None
     typer.echo(str(target))
+
+
+def _usable(name: str, path: str) -> None:
+    """A usage error (exit 2, nothing sent) for a path the API would refuse: absolute, with
+    a '..', or empty."""
+    try:
+        remote_path(path)
+    except InvalidRequest as exc:
+        raise ArgumentError(f"{name} {path!r}: {exc.detail}") from None
 
 
 def _suggest_path(client: Client, job_id: str, path: str, exc: NotFound) -> NoReturn:
@@ -233,6 +244,8 @@ def upload(
 ) -> None:
     """Upload a file for jobs to read (streamed; a progress bar for large ones): prints where
     it is stored, and on stderr how a job's params name it (`upload:<path>`)."""
+    if remote is not None:
+        _usable("REMOTE", remote)
     client = _session(ctx).client(server)
     try:
         with _progress_bar(local.name) as on_progress:

@@ -63,7 +63,7 @@ class ListOutput(StrEnum):
 app = typer.Typer(
     name="kubetask",
     help="Submit, follow and manage kubetask jobs. Exit codes: 0 succeeded, 1 failed, "
-    "2 usage error, 3 cancelled, 4 API or connection error, 5 timeout.",
+    "2 usage error, 3 cancelled, 4 API or connection error, 5 timeout, 130 interrupted.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

@@ -122,8 +122,19 @@ def test_get_a_missing_file_suggests_a_close_one(api: ApiServer, done: JobFiles)
     assert far.exit_code == ExitCode.ERROR
     assert "did you mean" not in far.stderr
     outside = kt(api.base_url, "artifacts", "get", done.job_id, "../x")
-    assert outside.exit_code == ExitCode.ERROR
-    assert "error: 422 path:" in outside.stderr
+    assert outside.exit_code == ExitCode.USAGE  # refused here: nothing sent
+    assert "PATH '../x'" in outside.output
+
+
+def test_a_path_the_api_would_refuse_is_a_usage_error_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    local = tmp_path / "rec.mat"
+    local.write_bytes(b"x")
+    for remote in ("../x", "/abs/x"):
+        refused = kt("http://127.0.0.1:9", "upload", str(local), remote)  # nobody listens
+        assert refused.exit_code == ExitCode.USAGE, refused.output
+        assert f"REMOTE {remote!r}" in refused.output
 
 
 def test_upload_prints_the_stored_path_and_the_ref(api: ApiServer, tmp_path: Path) -> None:
