@@ -11,7 +11,8 @@ Read from the store at each scrape (so they are right after a restart, too; the 
 counts, one read whatever the number of jobs):
   kubetask_jobs{state,kind}                                    unfinished jobs
   kubetask_queue_depth{queue}                                  jobs waiting (state queued),
-                                                               by Kueue queue ("" for none)
+                                                               by Kueue queue ("" for none;
+                                                               a drained one at 0 for 10 min)
   kubetask_store_up                                            1 when the store answered
 
 The counters of every installed kind (and every allowed transition) are exposed at 0 from
@@ -28,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter as Tally
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,6 +56,7 @@ SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STATE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 READ_CONCURRENCY = 16
 STORE_TIMEOUT_S = 3.0
+QUEUE_LINGER_S = 600.0  # a queue that drained is reported at 0 this long, then no more
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text exposition format
 
 
@@ -105,14 +108,15 @@ def event_type(data: str) -> str:
     return kind if isinstance(kind, str) else "unknown"
 
 
-class _StoreCollector(Collector):
+class StoreGauges(Collector):
     """The scrape-time gauges, from the latest snapshot; every kind and unfinished state
     is reported (zeros included) so that series do not vanish."""
 
-    def __init__(self, kinds: Collection[str]) -> None:
+    def __init__(self, kinds: Collection[str], *, clock: Callable[[], float] = time.monotonic):
         self.kinds = tuple(kinds)
         self.snapshot = Snapshot()
-        self.queues: set[str] = {""}  # every queue seen: one that drains shows 0, not nothing
+        self._clock = clock
+        self._queues: dict[str, float] = {}  # queue -> when it last had jobs waiting
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.snapshot
@@ -129,15 +133,25 @@ class _StoreCollector(Collector):
             "Jobs waiting in state queued, by Kueue queue name ('' for none).",
             labels=["queue"],
         )
-        self.queues.update(snapshot.queued)
-        for queue in sorted(self.queues):
-            depth.add_metric([queue], snapshot.queued.get(queue, 0))
+        for queue, count in sorted(self.queue_depths(snapshot.queued).items()):
+            depth.add_metric([queue], count)
         yield depth
         yield GaugeMetricFamily(
             "kubetask_store_up",
             "1 when the job store answered at this scrape.",
             value=1 if snapshot.store_up else 0,
         )
+
+    def queue_depths(self, queued: dict[str, int]) -> dict[str, int]:
+        """Each queue's waiting jobs: one that drained shows 0 for QUEUE_LINGER_S (not
+        nothing: a graph drops to 0), then goes, so that names tenants chose do not pile
+        up as series; "" (no queue) always."""
+        now = self._clock()
+        self._queues.update({queue: now for queue, count in queued.items() if count})
+        for queue, seen in list(self._queues.items()):
+            if now - seen > QUEUE_LINGER_S:
+                del self._queues[queue]
+        return {"": 0, **dict.fromkeys(self._queues, 0), **queued}
 
 
 class Metrics:
@@ -178,7 +192,7 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
-        self._store = _StoreCollector(kinds)
+        self._store = StoreGauges(kinds)
         self.registry.register(self._store)
         for kind in kinds:  # at 0 from the start (see the module's docstring)
             self._submitted.labels(kind)

@@ -22,7 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubetask.api.deps import get_runtime
 from kubetask.api.routers import metrics as metrics_router
 from kubetask.controller import metrics as metrics_module
-from kubetask.controller.metrics import Metrics, event_type, snapshot_of, time_to_state
+from kubetask.controller.metrics import (
+    QUEUE_LINGER_S,
+    Metrics,
+    StoreGauges,
+    event_type,
+    snapshot_of,
+    time_to_state,
+)
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.redis_server import RedisServer
 from kubetask.controller.retention import ArtifactJanitor
@@ -180,14 +187,15 @@ def test_a_retry_reaches_running_when_it_is_seen_not_at_the_first_start() -> Non
     assert time_to_state(retrying, again, NOW + timedelta(seconds=9)) == 9
 
 
-def test_a_queue_that_drained_shows_zero_rather_than_vanish() -> None:
-    metrics = Metrics()
-    store = FakeStore({"a": record("a", "noop", queue="team-a")})
-    asyncio.run(metrics.refresh(store))  # type: ignore[arg-type]
-    assert value(metrics.exposition().decode(), "kubetask_queue_depth", queue="team-a") == 1
-    store.records.clear()
-    asyncio.run(metrics.refresh(store))  # type: ignore[arg-type]
-    assert value(metrics.exposition().decode(), "kubetask_queue_depth", queue="team-a") == 0
+def test_a_queue_that_drained_shows_zero_for_a_while_then_goes() -> None:
+    """A graph drops to 0 rather than end; names tenants chose do not pile up as series."""
+    now = [0.0]
+    collector = StoreGauges((), clock=lambda: now[0])
+    assert collector.queue_depths({"team-a": 2}) == {"": 0, "team-a": 2}
+    now[0] = 60
+    assert collector.queue_depths({}) == {"": 0, "team-a": 0}
+    now[0] = 60 + QUEUE_LINGER_S
+    assert collector.queue_depths({"team-b": 1}) == {"": 0, "team-b": 1}
 
 
 def test_a_store_that_hangs_is_reported_down_within_the_scrape_timeout(
