@@ -19,8 +19,41 @@ class RefusedTarget(Exception):
     """The target resolves to an address notifications may not reach; retrying is useless."""
 
 
+# IPv6 forms that carry an IPv4 address a gateway or the host reaches: NAT64 (RFC 6052,
+# RFC 8215), IPv4-compatible (deprecated) and IPv4-translated (SIIT) addresses; each is
+# judged by the IPv4 address it carries (6to4's and mapped ones: by `sixtofour`, `ipv4_mapped`)
+_CARRY_IPV4 = tuple(
+    ipaddress.ip_network(net)
+    for net in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")
+)
+
+
+def carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64, ...), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in net for net in _CARRY_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def refusal(address: IPAddress) -> str | None:
-    """Why an address may not be reached (None: it is a public one)."""
+    """Why an address may not be reached (None: it is a public one). An IPv6 address that
+    carries an IPv4 one is judged by that one too."""
+    if (why := _own_refusal(address)) is not None:
+        return why
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:
+            return "private"
+        carried = carried_ipv4(address)
+        if carried is not None:
+            return _own_refusal(carried)
+    return None
+
+
+def _own_refusal(address: IPAddress) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address.is_loopback:

@@ -28,6 +28,13 @@ from kubetask.controller.outbox import Outbox
         ("192.168.1.1", "private"),
         ("fd00::1", "private"),
         ("::ffff:10.1.2.3", "private"),  # an IPv4-mapped IPv6 address is its IPv4 address
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of the metadata service
+        ("64:ff9b:1::7f00:1", "loopback"),  # a local-use NAT64 prefix
+        ("2002:a9fe:a9fe::1", "link-local"),  # 6to4
+        ("::7f00:1", "loopback"),  # IPv4-compatible
+        ("::ffff:0:a00:5", "private"),  # IPv4-translated
+        ("fec0::1", "private"),  # site-local (deprecated, still routed by some)
+        ("64:ff9b::808:808", None),  # NAT64 of a public address
         ("100.64.0.1", "non-public"),  # carrier-grade NAT
         ("0.0.0.0", "private"),  # "this network", private to Python
         ("8.8.8.8", None),
