@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     if (why := refusal(settings)) is not None:
         print(f"kubetask-server: {why}", file=sys.stderr)
         sys.exit(2)
+    with contextlib.suppress(OSError):  # a new one: its records, uploads and artifacts the
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner's alone
     if settings.redis_url is None and (used := embedded_in_use(settings)) is not None:
         print(f"kubetask-server: {used}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)

@@ -133,6 +133,23 @@ def test_a_second_server_on_the_same_data_folder_says_so_in_one_line(tmp_path: P
         api.close()
 
 
+def test_a_new_data_folder_is_its_owners_alone(tmp_path: Path) -> None:
+    """Job records, uploads and artifacts: not for the machine's other users to read."""
+    data = tmp_path / "new" / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETASK_")}
+    env.update(KUBETASK_DATA_DIR=str(data), KUBETASK_PORT=str(free_port()))
+    with (tmp_path / "api.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "kubetask.api"], env=env, stdout=log, stderr=log
+        )
+    try:
+        wait_for((data / "redis").exists, "the server's start", timeout_s=30)
+        assert data.stat().st_mode & 0o777 == 0o700
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def test_a_server_left_on_the_folder_is_stopped_and_its_data_kept(tmp_path: Path) -> None:
     folder = tmp_path / "redis"
     folder.mkdir()
