@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -133,7 +134,25 @@ def sign(body: bytes, *, secret: str, timestamp: int) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
-def verify(body: bytes, *, secret: str, timestamp: int, signature: str) -> bool:
+VERIFY_TOLERANCE_S = 300  # a signed message older (or newer) than this is a replay
+
+
+def verify(
+    body: bytes,
+    *,
+    secret: str,
+    timestamp: int,
+    signature: str,
+    tolerance_s: float | None = VERIFY_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """A receiver's check: the signature is the secret's over this body and timestamp, and
+    the timestamp within `tolerance_s` of `now` (the clock's; None: any), so that a message
+    recorded once cannot be sent again later as new (each try is signed anew)."""
+    if tolerance_s is not None and abs((time.time() if now is None else now) - timestamp) > (
+        tolerance_s
+    ):
+        return False
     return hmac.compare_digest(sign(body, secret=secret, timestamp=timestamp), signature)
 
 

@@ -128,10 +128,18 @@ def test_signature_is_verifiable_by_a_receiver() -> None:
     assert headers["X-Kubetask-Signature"] == expected
     assert headers["X-Kubetask-Idempotency-Id"] == entry.id
     body = entry.body.encode()
-    assert verify(body, secret="s3cret", timestamp=1700000000, signature=expected)
-    assert not verify(body + b" ", secret="s3cret", timestamp=1700000000, signature=expected)
-    assert not verify(body, secret="other", timestamp=1700000000, signature=expected)
-    assert not verify(body, secret="s3cret", timestamp=1700000001, signature=expected)
+    at = 1700000010  # the receiver's clock, 10 s after the message was signed
+
+    def check(body: bytes, secret: str = "s3cret", timestamp: int = 1700000000) -> bool:
+        return verify(body, secret=secret, timestamp=timestamp, signature=expected, now=at)
+
+    assert check(body)
+    assert not check(body + b" ")
+    assert not check(body, secret="other")
+    assert not check(body, timestamp=1700000001)
+    at = 1700003600  # recorded once, sent again an hour later: a replay
+    assert not check(body)
+    assert verify(body, secret="s3cret", timestamp=1700000000, signature=expected, tolerance_s=None)
     assert sign(body, secret="s3cret", timestamp=1) != sign(body, secret="s3cret", timestamp=2)
 
 
