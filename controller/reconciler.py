@@ -33,7 +33,7 @@ from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.outcomes import in_plain_words, parse_outcome, summarize
 from kubetask.controller.records import JobRecord, JobStatus, next_status
 from kubetask.controller.states import JobFacts, Observation, derive_state
-from kubetask.controller.store import Maintained, Store
+from kubetask.controller.store import UNAVAILABLE, Maintained, Store
 from kubetask.controller.wakeups import WakeUps
 from kubetask.controller.workqueue import WorkQueue
 from kubetask.kinds import Merge
@@ -44,6 +44,7 @@ log = logging.getLogger("kubetask.reconciler")
 Jitter = Callable[[], float]  # uniform in [0, 1)
 TransitionHook = Callable[[JobRecord, JobStatus], Awaitable[None]]
 GIVE_UP_AFTER = 5  # unexpected errors in a row syncing one job: it is failed, the rest go on
+# (the store away is no such error: its syncs wait and retry, however long it is away)
 DEADLINE_SLACK_S = 0.05  # a start deadline's sync comes this long after it: it has passed
 # Jobs synced side by side: a sync that creates waits for the API server (and the store) for
 # most of its time, so a burst of submissions is created about this many at a time (the
@@ -247,6 +248,11 @@ class Reconciler:
             except BackendError as exc:
                 delay = self._retry_later(job_id, exc.retry_after_s)
                 log.warning("sync of %s: %s; retrying in %.1fs", job_id, exc, delay)
+            except UNAVAILABLE as exc:  # Redis away: every job's fault alike, never one's
+                delay = self._retry_later(job_id)
+                log.warning(
+                    "sync of %s: the job store is away (%s); retrying in %.1fs", job_id, exc, delay
+                )
             except Exception as exc:  # a bug, or a record nothing can handle: this job only
                 error = f"{type(exc).__name__}: {exc}"
                 last, times = self._errors.get(job_id, ("", 0))

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Protocol, cast, runtime_checkable
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from pydantic import JsonValue
 
 from kubetask import eventlog, keys
@@ -41,6 +42,16 @@ from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.models import DEFAULT_TENANT, TERMINAL_STATES, JobRequest, JobState
 
 log = logging.getLogger("kubetask.store")
+
+# What the store raises while Redis is away (restarting, unreachable, not answering, or not
+# confirming a write on disk): a passing fault of every job alike, never one job's.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError too: a server loading its file
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    NotDurable,
+)
 
 ACTIVE_SET = f"{keys.PREFIX}:active"
 SCAN_BATCH = 100

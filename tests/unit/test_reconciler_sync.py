@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import pytest
+import redis.exceptions
 from pydantic import JsonValue
 
 from kubetask.controller.backends.base import TaskSpec
@@ -49,6 +50,7 @@ class FakeStore:
     def __init__(self, *records: JobRecord) -> None:
         self.records = {r.id: r for r in records}
         self.broken: set[str] = set()
+        self.away = 0  # the next reads that find Redis away
         self.saved: list[tuple[str, JobStatus]] = []
         self.marks = 0  # marks written alone (`mark_submitted`), not with a status
         self.states: list[tuple[str, JobState, str | None]] = []  # the state events
@@ -67,6 +69,9 @@ class FakeStore:
     async def get(self, job_id: str) -> JobRecord | None:
         if job_id in self.broken:
             raise BrokenRecord(f"record {job_id} cannot be read")
+        if self.away:
+            self.away -= 1
+            raise redis.exceptions.ConnectionError("Error 111 connecting: Connection refused.")
         return self.records.get(job_id)
 
     async def find(
@@ -540,6 +545,20 @@ def test_after_the_same_error_five_times_the_job_is_given_up_and_stopped() -> No
     )
     assert w.backend.deleted == [JOB]  # what ran for it is stopped
     assert w.published() == [JobState.FAILED]
+
+
+def test_the_store_away_for_long_never_gives_a_job_up() -> None:
+    """Redis restarting for a minute: every sync fails the same way, far more than five
+    times; the job is not failed for it, and ends as its task did once Redis is back."""
+    w = world(record(submitted=True))
+    w.store.away = 4 * GIVE_UP_AFTER
+    w.backend.jobs[JOB] = COMPLETE
+    w.bus.left[JOB] = {0: Outcome(ok=True, result={"rows": 3})}
+    asyncio.run(_lead_until(w, lambda: w.record().status.state.terminal, within_s=2))
+    assert w.store.away == 0
+    status = w.record().status
+    assert (status.state, status.result) == (JobState.SUCCEEDED, {"rows": 3})
+    assert w.backend.deleted == []
 
 
 def test_a_bad_record_does_not_stop_the_sync_of_the_others() -> None:
