@@ -301,10 +301,10 @@ class Reconciler:
             handle = self._start_deadlines.pop(job_id, None)
             if handle is not None:
                 handle.cancel()
-        elif job_id not in self._start_deadlines:  # a job's deadline never moves
-            delay_s = (deadline - now).total_seconds() + DEADLINE_SLACK_S
+        elif job_id not in self._start_deadlines and deadline > now:  # it never moves; past,
+            delay_s = (deadline - now).total_seconds() + DEADLINE_SLACK_S  # this sync sees it
             self._start_deadlines[job_id] = asyncio.get_running_loop().call_later(
-                max(delay_s, 0.0), self._start_deadline_reached, job_id
+                delay_s, self._start_deadline_reached, job_id
             )
 
     def _start_deadline_reached(self, job_id: str) -> None:

@@ -146,6 +146,10 @@ def derive_state(facts: JobFacts) -> Derived:
             return Derived(_S.SUCCEEDED, "Completed", "every task succeeded; the Job is gone")
         if facts.submitted:
             return Derived(_S.FAILED, "JobDeleted", "the Job was deleted outside kubetask")
+        if facts.start_deadline_passed:  # never created in time (refused, or we were away)
+            return Derived(
+                _S.FAILED, "StartTimeout", "the job did not start within start_timeout_s"
+            )
         return Derived(_S.QUEUED, "Accepted", "accepted; creating the Job")
     if decided is not None:
         return decided

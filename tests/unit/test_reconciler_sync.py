@@ -547,6 +547,18 @@ def test_after_the_same_error_five_times_the_job_is_given_up_and_stopped() -> No
     assert w.published() == [JobState.FAILED]
 
 
+def test_a_job_never_created_before_its_start_deadline_fails_start_timeout() -> None:
+    """The API server refused every create until the deadline (or we were away): the job
+    fails StartTimeout, rather than wait queued forever while the deadline's wake-up, re-armed
+    at each sync, came again at once (hundreds of syncs a second)."""
+    w = world(record(start_timeout_s=4))
+    w.now[0] = T0 + timedelta(seconds=10)  # past it, never created
+    w.sync()
+    status = w.record().status
+    assert (status.state, status.reason) == (JobState.FAILED, "StartTimeout")
+    assert w.backend.created == []
+
+
 def test_the_store_away_for_long_never_gives_a_job_up() -> None:
     """Redis restarting for a minute: every sync fails the same way, far more than five
     times; the job is not failed for it, and ends as its task did once Redis is back."""
