@@ -20,6 +20,7 @@ _REASON_SUGGESTIONS = {
     "submit it again if it should run.",
     "BackoffLimitExceeded": "Every attempt failed: the logs show why (GET /v1/jobs/{id}/logs).",
 }
+TERMINATED = "TaskTerminated"  # the error of a task stopped by SIGTERM (jobs/errors.py)
 OOM_SUGGESTION = (
     "The task was killed (SIGKILL) without a word: most often for using more memory than it "
     "may (raise resources.memory, or make the task smaller), else by someone or something "
@@ -98,6 +99,8 @@ def summarize(
     if derived.state is JobState.SUCCEEDED:
         if completions == 1:
             only = outcomes.get(0)
+            if only is not None and not only.ok:  # an earlier attempt's: the last one's unknown
+                return None, None
             return (only.result if only else None) or {}, None
         if merge is not None:
             parts = [
@@ -111,6 +114,8 @@ def summarize(
         return {"completions": per_index}, None
     if derived.state is JobState.FAILED:
         told = [o.error for _, o in sorted(outcomes.items()) if not o.ok and o.error]
+        if completions > 1:  # a worker SIGTERMed because a sibling failed the Job: not why
+            told = [error for error in told if error.type != TERMINATED]
         last = told[-1] if told else None
         if last is not None and completions == 1 and exit_code not in (None, last.exit_code):
             last = None  # an earlier attempt's words

@@ -115,3 +115,26 @@ def test_failure_with_no_reason_or_message_still_says_it_failed() -> None:
 @pytest.mark.parametrize("state", [_S.CANCELLED, _S.RUNNING, _S.QUEUED, _S.PENDING])
 def test_other_states_have_neither_result_nor_error(state: JobState) -> None:
     assert summarize(Derived(state), {0: ok(x=1)}, completions=1) == (None, None)
+
+
+def test_a_workers_sigterm_from_a_sibling_failing_the_job_is_not_the_jobs_error() -> None:
+    """Worker 0 was SIGKILLed (out of memory: no words); the Job controller then SIGTERMed
+    worker 1, which said so: the job's error is the kill, not worker 1's stop."""
+    derived = Derived(_S.FAILED, "BackoffLimitExceeded", "failed after 1 attempt")
+    outcomes = {1: failed("TaskTerminated", "received SIGTERM")}
+    result, error = summarize(derived, outcomes, completions=2, exit_code=137)
+    assert result is None
+    assert error is not None
+    assert (error.type, error.exit_code) == ("BackoffLimitExceeded", 137)
+    assert "memory" in (error.suggestion or "")
+    single = summarize(derived, {0: failed("TaskTerminated")}, completions=1, exit_code=1)
+    assert single[1] is not None
+    assert single[1].type == "TaskTerminated"  # one task's stop is its job's story
+
+
+def test_a_success_whose_outcome_is_an_earlier_attempts_failure_has_no_result_to_show() -> None:
+    """The retry succeeded while Redis was away and its pod is gone: its result is unknown,
+    not `{}` (which a task that returned nothing leaves)."""
+    derived = Derived(_S.SUCCEEDED, "Completed")
+    assert summarize(derived, {0: failed("RuntimeError")}, completions=1) == (None, None)
+    assert summarize(derived, {}, completions=1) == ({}, None)
