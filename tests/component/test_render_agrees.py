@@ -16,6 +16,7 @@ import kubernetes.client as k8s
 import redis.asyncio as aioredis
 import yaml
 
+from kubetask.api.limits import apply_caps
 from kubetask.api.runtime import compose, installed_kinds
 from kubetask.api.settings import Settings
 from kubetask.controller.backends.kubernetes import KubernetesBackend
@@ -73,7 +74,7 @@ async def dry_run_with_a_datagen_job(settings: Settings, url: str) -> tuple[str,
             priorities=wiring.priorities,
         )
         request = JobRequest(kind="train", params={"dataset": f"job:{datagen.id}", "epochs": 2})
-        dry = await service.dry_run(request)
+        dry = await service.dry_run(apply_caps(request, settings.job_caps()))  # as the route
         rendered = dry["object"]
         assert isinstance(rendered, dict)
         job = rendered["job"]
