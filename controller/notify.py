@@ -149,9 +149,8 @@ def verify(
     """A receiver's check: the signature is the secret's over this body and timestamp, and
     the timestamp within `tolerance_s` of `now` (the clock's; None: any), so that a message
     recorded once cannot be sent again later as new (each try is signed anew)."""
-    if tolerance_s is not None and abs((time.time() if now is None else now) - timestamp) > (
-        tolerance_s
-    ):
+    at = time.time() if now is None else now
+    if tolerance_s is not None and abs(at - timestamp) > tolerance_s:
         return False
     return hmac.compare_digest(sign(body, secret=secret, timestamp=timestamp), signature)
 

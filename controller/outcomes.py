@@ -29,7 +29,7 @@ OOM_SUGGESTION = (
 
 
 def exit_words(exit_code: int) -> str:
-    """`exit code 137 (SIGKILL)`: a code past 128 names the signal that ended the task, as
+    """`exit code 137, SIGKILL`: a code past 128 names the signal that ended the task, as
     a shell (and the kubelet) reports a task a signal killed."""
     try:
         name = signal.Signals(exit_code - 128).name if exit_code > 128 else None
