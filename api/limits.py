@@ -222,7 +222,9 @@ class UploadGate:
     and a tenant at most UPLOADS_PER_TENANT of them (more: 429), so that one tenant's slow
     uploads never hold up everyone's."""
 
-    def __init__(self, *, threads: int = UPLOAD_THREADS, per_tenant: int = UPLOADS_PER_TENANT):
+    def __init__(
+        self, *, threads: int = UPLOAD_THREADS, per_tenant: int = UPLOADS_PER_TENANT
+    ) -> None:
         self._threads = threads
         self._per_tenant = per_tenant
         self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop

@@ -112,7 +112,9 @@ class StoreGauges(Collector):
     """The scrape-time gauges, from the latest snapshot; every kind and unfinished state
     is reported (zeros included) so that series do not vanish."""
 
-    def __init__(self, kinds: Collection[str], *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, kinds: Collection[str], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.kinds = tuple(kinds)
         self.snapshot = Snapshot()
         self._clock = clock
