@@ -6,10 +6,11 @@ answers: submit jobs, read artifacts. With tokens, every call carries one; any H
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kubetask.api.problems import problem
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -53,18 +54,10 @@ class LocalHostsOnly:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Bad Request",
-                "status": 400,
-                "detail": "without KUBETASK_TOKENS_FILE this server answers only requests "
-                "addressed to localhost, 127.0.0.1 or [::1]",
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        refused = problem(
+            400,
+            "Bad Request",
+            "without KUBETASK_TOKENS_FILE this server answers only requests addressed to "
+            "localhost, 127.0.0.1 or [::1]",
+        )
+        await refused(scope, receive, send)

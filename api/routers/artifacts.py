@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -171,6 +171,12 @@ async def list_artifacts(
 
 
 FILE = {"schema": {"type": "string", "format": "binary"}}
+FILE_REFUSALS: dict[int | str, dict[str, Any]] = {  # what a GET or HEAD of a file answers but it
+    304: {"description": "Not modified: If-None-Match names its ETag."},
+    404: {"description": "No such job, or no such file in it."},
+    416: {"description": "The range starts past the end (Content-Range: bytes */SIZE)."},
+    422: {"description": "The path leads outside the job's folder."},
+}
 VALIDATOR_HEADERS = {
     name: {"schema": {"type": "string"}} for name in ("ETag", "Last-Modified", "Accept-Ranges")
 }
@@ -184,10 +190,7 @@ VALIDATOR_HEADERS = {
     responses={
         200: {"description": "The file's headers (Content-Length, ETag, Content-Type)."},
         206: {"description": "The range's headers (Content-Range)."},
-        304: {"description": "Not modified: If-None-Match names its ETag."},
-        404: {"description": "No such job, or no such file in it."},
-        416: {"description": "The range starts past the end (Content-Range: bytes */SIZE)."},
-        422: {"description": "The path leads outside the job's folder."},
+        **FILE_REFUSALS,
     },
 )
 @router.get(
@@ -200,10 +203,7 @@ VALIDATOR_HEADERS = {
             "description": "The byte range asked for (Content-Range says which).",
             "content": {"*/*": FILE},
         },
-        304: {"description": "Not modified: If-None-Match names its ETag."},
-        404: {"description": "No such job, or no such file in it."},
-        416: {"description": "The range starts past the end (Content-Range: bytes */SIZE)."},
-        422: {"description": "The path leads outside the job's folder."},
+        **FILE_REFUSALS,
     },
 )
 async def download_artifact(
