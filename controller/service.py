@@ -69,6 +69,12 @@ def validate_request(
                 for e in exc.errors(include_url=False)
             ]
         ) from None
+    if getattr(params, "device", None) == "cuda" and request.resources.gpu == 0:
+        message = (
+            "'cuda' needs a GPU: ask for one in resources.gpu, or use 'auto' "
+            "(CUDA when the task has a GPU, else the CPU)"
+        )
+        raise InvalidRequest([FieldError(("params", "device"), message, "value_error")])
     if priorities is not None and request.priority not in (None, *priorities):
         allowed = ", ".join(sorted(priorities)) or "none"
         raise InvalidRequest(

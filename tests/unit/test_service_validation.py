@@ -57,6 +57,20 @@ def test_a_model_level_param_error_is_reported_at_params() -> None:
     assert "rotation_hz" in error.errors[0].msg
 
 
+@pytest.mark.parametrize(
+    "kind", sorted(k for k, s in KINDS.items() if "device" in s.params.model_fields)
+)
+def test_cuda_without_a_gpu_is_refused_at_submit_not_at_run_time(kind: str) -> None:
+    params = {"device": "cuda"} | (
+        {"model": "m/model.pt"} if kind not in ("train", "hpo", "nas") else {}
+    )
+    error = invalid(request(kind=kind, params=params))
+    assert [e.loc for e in error.errors] == [("params", "device")], error.errors
+    assert "resources.gpu" in error.errors[0].msg
+    asked = request(kind=kind, params=params, resources={"gpu": 1})
+    assert validate_request(asked, kinds=KINDS).params["device"] == "cuda"
+
+
 def test_defaults_are_filled_in() -> None:
     validated = validate_request(request(params={"steps": 2}), kinds=KINDS)
     assert validated.params == NoopParams(steps=2).model_dump(mode="json")
