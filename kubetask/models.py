@@ -109,7 +109,7 @@ class Resources(_Strict):
 
     cpu: str | None = Field(None, description="Kubernetes quantity, e.g. '500m' or '2'.")
     memory: str | None = Field(None, description="Kubernetes quantity, e.g. '512Mi'.")
-    gpu: int = Field(0, ge=0, le=16, description="Number of nvidia.com/gpu.")
+    gpu: int = Field(0, ge=0, le=16, strict=True, description="Number of nvidia.com/gpu.")
     gpu_type: str | None = Field(None, max_length=63, description="GPU node label value.")
 
     @field_validator("cpu", "memory")
@@ -202,15 +202,23 @@ class JobRequest(_Strict):
     params: dict[str, JsonValue] = Field(default_factory=dict)
     name: str | None = Field(None, max_length=53, description="A DNS label for people.")
     resources: Resources = Field(default_factory=Resources)
-    retries: int = Field(0, ge=0, le=20, description="Re-runs after a failed attempt.")
+    retries: int = Field(0, ge=0, le=20, strict=True, description="Re-runs after a failed attempt.")
     timeout_s: int | None = Field(
-        None, ge=1, le=MAX_DEADLINE_S, description="Deadline for the whole run (≤ 366 days)."
+        None,
+        ge=1,
+        le=MAX_DEADLINE_S,
+        strict=True,
+        description="Deadline for the whole run (≤ 366 days).",
     )
     start_timeout_s: int | None = Field(
-        None, ge=1, le=MAX_DEADLINE_S, description="Deadline to start running (≤ 366 days)."
+        None,
+        ge=1,
+        le=MAX_DEADLINE_S,
+        strict=True,
+        description="Deadline to start running (≤ 366 days).",
     )
-    parallelism: int = Field(1, ge=1, le=64)
-    completions: int = Field(1, ge=1, le=1024)
+    parallelism: int = Field(1, ge=1, le=64, strict=True)
+    completions: int = Field(1, ge=1, le=1024, strict=True)
     priority: str | None = Field(None, max_length=63)
     queue: str | None = Field(None, max_length=63, description="Kueue LocalQueue name.")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)

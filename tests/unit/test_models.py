@@ -62,6 +62,26 @@ def test_unknown_fields_are_rejected(fields: dict[str, Any]) -> None:
     assert error.errors()[0]["type"] == "extra_forbidden"
 
 
+@pytest.mark.parametrize("value", ["1", True, 1.0])
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        (lambda v: {"retries": v}, ("retries",)),
+        (lambda v: {"timeout_s": v}, ("timeout_s",)),
+        (lambda v: {"start_timeout_s": v}, ("start_timeout_s",)),
+        (lambda v: {"parallelism": v}, ("parallelism",)),
+        (lambda v: {"completions": v}, ("completions",)),
+        (lambda v: {"resources": {"gpu": v}}, ("resources", "gpu")),
+    ],
+)
+def test_a_count_is_a_json_integer_not_a_string_a_boolean_or_a_float(
+    fields: Any, loc: tuple[str, ...], value: object
+) -> None:
+    """As the kinds' params refuse `true` for a number: `"retries": true` is a mistake."""
+    error = rejected(**fields(value))
+    assert [e["loc"] for e in error.errors()] == [loc]
+
+
 # --- labels ---------------------------------------------------------------------------------
 
 GOOD_KEYS = [
