@@ -364,8 +364,10 @@ def main(argv: list[str]) -> int:
         code, outcome = run_through_store(argv[0], task_env, publisher, os.environ)
     else:  # a folder store: the storage and staging modules are never imported
         code, outcome = run_task(argv[0], task_env, publisher)
-    if outcome.error is not None:
-        print(f"{outcome.error.type}: {outcome.error.message}", file=sys.stderr)
+    if outcome.error is not None:  # the log's last line says how it ended (not a repeat of
+        # the traceback's last line: the exit code is what decides a retry)
+        error = outcome.error
+        print(f"task failed, exit code {code}: {error.type}: {error.message}", file=sys.stderr)
     write_outcome(fit_outcome(outcome), task_env, publisher)
     if publisher is not None:
         publisher.close()

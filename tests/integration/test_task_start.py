@@ -21,7 +21,7 @@ from pydantic import JsonValue
 from kubetask import eventlog, keys
 from kubetask.controller.redis_server import RedisServer, free_port
 from kubetask.jobs.publisher import OUTCOME_TTL_S, RedisPublisher
-from tests.integration.task_process import task_command
+from tests.integration.task_process import run_task, task_command
 
 NOT_IN_A_TASK = (
     "redis",
@@ -192,3 +192,21 @@ def test_no_server_drops_events_and_the_task_carries_on() -> None:
     assert publisher.dropped == 2
     assert not publisher.put_outcome("{}", index=0, attempts=1)
     publisher.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "last"),
+    [
+        ({"fail": "exception"}, 1, "RuntimeError: failure requested by params"),
+        ({"fail": "exit"}, 3, "SystemExit: the task exited with code 3"),
+    ],
+)
+def test_a_failed_tasks_log_ends_in_one_line_saying_how_it_ended(
+    tmp_path: Path, params: dict[str, JsonValue], code: int, last: str
+) -> None:
+    """The traceback's own last line is not repeated: the summary adds the exit code."""
+    run = run_task("noop", params, job_id="0000000000abcdef", root=tmp_path)
+    lines = run.stderr.strip().splitlines()
+    assert run.exit_code == code
+    assert lines[-1] == f"task failed, exit code {code}: {last}"
+    assert lines.count(last) <= 1, lines  # the traceback's line, if any; no repeat of it
