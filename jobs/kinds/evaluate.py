@@ -1,4 +1,5 @@
-"""`evaluate`: a trained model on a dataset. Accuracy, loss, macro/weighted F1, per-class
+"""`evaluate`: a trained model on a dataset (on the very data it was trained on, only the
+signals it held out: `rows` says which). Accuracy, loss, macro/weighted F1, per-class
 precision/recall/F1 and the confusion matrix, in the result, in `metrics.json` (with every
 prediction) and as `confusion.png`; progress per batch (`stage="evaluate"`)."""
 
@@ -15,7 +16,7 @@ from kubetask.jobs.params.catalog import EvaluateParams
 
 
 def run(params: EvaluateParams, context: TaskContext) -> dict[str, JsonValue]:
-    setup = model_on_data(params, context)
+    setup = model_on_data(params, context, held_out=True)
     model, reporter = setup.model, context.reporter
 
     def on_batch(done: int, total: int) -> None:
@@ -45,6 +46,7 @@ def run(params: EvaluateParams, context: TaskContext) -> dict[str, JsonValue]:
         "model": params.model,
         "dataset": params.dataset,
         "n_signals": len(setup.labels),
+        "rows": setup.rows,
         "metrics_file": context.relative(metrics_path),
         "confusion_plot": context.relative(plot_path),
     }

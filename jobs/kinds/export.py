@@ -170,7 +170,7 @@ def accuracy_of(infer: Callable[[Signals], Logits], setup: ModelData, batch: int
 
 
 def run(params: ExportParams, context: TaskContext) -> dict[str, JsonValue]:
-    setup = model_on_data(params.model_copy(update={"device": "cpu"}), context)
+    setup = model_on_data(params.model_copy(update={"device": "cpu"}), context, held_out=True)
     reporter = context.reporter
     steps = 1 + len(params.formats) + int(params.quantize)
     reporter.update(0, steps, stage="export", message="building the graph")
@@ -202,6 +202,7 @@ def run(params: ExportParams, context: TaskContext) -> dict[str, JsonValue]:
             "accuracy_float": float_accuracy,
             "accuracy_int8": int8_accuracy,
             "accuracy_delta": round(int8_accuracy - float_accuracy, 6),
+            "rows": setup.rows,
         }
     files: dict[str, JsonValue] = {k: context.relative(e.path) for k, e in done.items()}
     checks: dict[str, JsonValue] = {"pytorch": round(pytorch.difference, 9)}

@@ -85,6 +85,9 @@ def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]
 
     synthesizer = load_synthesizer(str(model_path))
     prepare_torch(params.seed)
+    # its own generators: unseeded, SDV's `sample` seeds a loaded synthesizer with one fixed
+    # value, so every job would draw the same rows whatever its seed
+    synthesizer._set_random_state(params.seed)
 
     written: dict[str, JsonValue] = {}
     counts: dict[str, JsonValue] = {}

@@ -25,6 +25,7 @@ from kubetask.jobs.kinds.ml.matfiles import (
     recordings,
     sample_rate_of,
     segments,
+    window_starts,
     write_examples,
 )
 from kubetask.jobs.params.catalog import MatImportParams
@@ -40,6 +41,9 @@ class Imported:
     signals: list[NDArray[np.float32]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     file_index: list[int] = field(default_factory=list)
+    recording: list[int] = field(default_factory=list)  # per window: which recording, and
+    start: list[int] = field(default_factory=list)  # its first sample (train splits by it)
+    recordings: int = 0
     files: list[str] = field(default_factory=list)
     skipped: list[dict[str, JsonValue]] = field(default_factory=list)
     variables: set[str] = field(default_factory=set)
@@ -81,13 +85,15 @@ def import_file(path: Path, params: MatImportParams, imported: Imported, name: s
         raise MatFileError(
             f"sample rate {rate:g} Hz, unlike the {imported.sample_rate:g} Hz before"
         )
-    windows = [
-        segments(r, params.segment_length, params.overlap, params.max_segments_per_file)
-        for r in recordings(array)
-    ]
+    length, overlap, limit = params.segment_length, params.overlap, params.max_segments_per_file
+    windows, where = [], []
+    for number, recording in enumerate(recordings(array), start=imported.recordings):
+        starts = window_starts(len(recording), length, overlap, limit)
+        windows.append(segments(recording, length, overlap, limit))
+        where += [(number, int(start)) for start in starts]
     cut = np.concatenate(windows)
-    if params.max_segments_per_file is not None:
-        cut = cut[: params.max_segments_per_file]
+    if limit is not None:
+        cut, where = cut[:limit], where[:limit]
     if len(cut) == 0:
         longest = max(len(r) for r in recordings(array))
         raise MatFileError(
@@ -97,6 +103,9 @@ def import_file(path: Path, params: MatImportParams, imported: Imported, name: s
     imported.signals.append(cut)
     imported.labels += [label] * len(cut)
     imported.file_index += [len(imported.files)] * len(cut)
+    imported.recording += [number for number, _ in where]
+    imported.start += [start for _, start in where]
+    imported.recordings += len(windows)
     imported.files.append(name)
     imported.variables.add(variable)
     return len(cut)
@@ -164,6 +173,8 @@ def save(imported: Imported, params: MatImportParams, context: TaskContext) -> d
             classes=np.array(classes),
             sample_rate=np.array(imported.sample_rate),
             file_index=np.array(imported.file_index, dtype=np.int64),
+            recording=np.array(imported.recording, dtype=np.int64),
+            start=np.array(imported.start, dtype=np.int64),
             files=np.array(imported.files),
         )
     context.reporter.update(1, 1, stage="save", message="saved")

@@ -77,7 +77,7 @@ def curves(rows: list[Row]) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def run(params: RobustnessParams, context: TaskContext) -> dict[str, JsonValue]:
-    setup = model_on_data(params, context)
+    setup = model_on_data(params, context, held_out=True)
     model, x, labels, reporter = setup.model, setup.data.x, setup.labels, context.reporter
     todo = conditions(params)
     total = len(todo) + 1
@@ -111,6 +111,7 @@ def run(params: RobustnessParams, context: TaskContext) -> dict[str, JsonValue]:
         "model": params.model,
         "dataset": params.dataset,
         "n_signals": len(labels),
+        "rows": setup.rows,
         "clean_accuracy": clean,
         "table": table,
         "worst": dict(asdict(worst)) if worst else None,

@@ -80,12 +80,16 @@ def save_model(
 ) -> None:
     """Weights with what inference needs (the spec, the classes and the standardization)
     and the epoch's metrics they scored."""
-    state = {
+    state: dict[str, object] = {
         "spec": spec.to_json(),
         "features": features,
         "classes": data.classes,
         "mean": torch.from_numpy(data.mean),
         "std": torch.from_numpy(data.std),
+        # what `evaluate`, `test` and `export` score it on when given the data it trained on
+        "held_out": None
+        if data.source is None
+        else {"dataset": data.source, "n": data.n, "rows": torch.from_numpy(data.val_rows)},
         "epoch": int(metrics["epoch"]),
         "metrics": metrics,
         "state_dict": weights,

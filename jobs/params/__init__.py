@@ -181,7 +181,10 @@ class StudyParams(Params):
 
     n_trials: int = Field(8, ge=1, le=10_000, description="Trials in total, over all workers.")
     metric: Literal["val_loss", "val_accuracy"] = Field(
-        "val_loss", description="Minimized (val_loss) or maximized (val_accuracy)."
+        "val_loss",
+        description="Minimized (val_loss) or maximized (val_accuracy). A trial's value is "
+        "this metric at the epoch `train` keeps as its model (the best val_accuracy, the "
+        "earlier on a tie), so `best_params` trained again give that very figure.",
     )
     startup_trials: int = Field(
         2, ge=0, le=1000, description="Trials finished before the median pruner prunes."

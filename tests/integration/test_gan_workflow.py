@@ -63,6 +63,18 @@ def test_seed_train_generate_chained_by_job_ids(api: ApiServer) -> None:
     stages = [e["stage"] for e in api.events(generate["id"]) if e["type"] == "progress"]
     assert {"load", "sample", "evaluate"} <= set(stages)
 
+    # the seed decides the rows: the same seed draws them again, another seed others
+    def rows(seed: int) -> bytes:
+        params = {"model": f"job:{train_id}", "train_rows": 20, "val_rows": 0, "test_rows": 0}
+        job = api.wait(api.submit("gan-generate", {**params, "seed": seed, "quality": False}))
+        assert job["state"] == "succeeded", job
+        path: str = job["result"]["files"]["train"]
+        return (artifacts / path).read_bytes()
+
+    first = rows(1)
+    assert rows(1) == first
+    assert rows(2) != first
+
 
 def test_references_are_checked_at_submit_and_a_missing_file_names_its_kind(
     api: ApiServer,

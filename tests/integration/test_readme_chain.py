@@ -56,10 +56,13 @@ def test_the_readme_chain_with_default_params_succeeds_end_to_end(api: ApiServer
         request = job["request"]["params"]
         assert request["model"] == train["result"]["model"], kind
         assert request["dataset"] == dataset, kind  # the model's own data, filled at submit
-    assert (
-        succeeded(api, submitted["evaluate"])["result"]["n_signals"]
-        == (datagen["result"]["n_signals"])
+    # scored on the signals the model did not train on: its validation split (0.2)
+    evaluated = succeeded(api, submitted["evaluate"])["result"]
+    assert (evaluated["rows"], evaluated["n_signals"]) == (
+        "held-out",
+        datagen["result"]["n_signals"] // 5,
     )
+    assert succeeded(api, submitted["test"])["result"]["rows"] == "held-out"
     explained = succeeded(api, submitted["explain-batch"])["result"]
     assert explained["signals_explained"] == datagen["result"]["n_signals"]
     listed = api.client.get(f"/v1/jobs/{train['id']}/artifacts").json()["items"]

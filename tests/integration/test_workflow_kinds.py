@@ -55,7 +55,12 @@ def test_chain_datagen_train_then_evaluate_export_and_test(api: ApiServer) -> No
     assert job["request"]["params"]["model"] == trained["result"]["model"]
     result = job["result"]
     assert result["accuracy"] > 0.35  # six classes: chance is 0.17
-    assert sum(map(sum, result["confusion"])) == result["n_signals"] == 96
+    # other data than the model's: every signal
+    assert (result["rows"], sum(map(sum, result["confusion"])), result["n_signals"]) == (
+        "all",
+        96,
+        96,
+    )
     assert set(result["per_class"]) == set(trained["result"]["classes"])
     assert (artifacts / result["confusion_plot"]).read_bytes().startswith(PNG_MAGIC)
     metrics = json.loads((artifacts / result["metrics_file"]).read_text())
@@ -89,6 +94,8 @@ def test_chain_datagen_train_then_evaluate_export_and_test(api: ApiServer) -> No
     job = succeeded(api, robustness)
     assert job["request"]["params"]["dataset"] == dataset
     result = job["result"]
+    # the model's own data: only the 19 signals (0.2 of 96) it held out from training
+    assert (result["rows"], result["n_signals"]) == ("held-out", 19)
     assert [(r["perturbation"], r["level"]) for r in result["table"]] == [
         ("noise", 20.0),
         ("noise", 0.0),
@@ -156,6 +163,9 @@ def test_mat_import_then_features(api: ApiServer) -> None:
     with np.load(api.data_dir / "artifacts" / result["dataset"]) as npz:
         assert npz["X"].shape == (12, 1000)
         assert float(npz["sample_rate"]) == 12_000
+        # where each window came from, which train's split goes by: 4 recordings of 3
+        assert npz["recording"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+        assert npz["start"].tolist() == [0, 1000, 2000] * 4
     files = progress(api.events(imported), "import")
     assert (files[-1]["current"], files[-1]["total"]) == (5, 5)
 

@@ -48,7 +48,16 @@ def saved_model(folder: Path, kind: str, features: str) -> Path:
     empty = np.empty((0, feats.shape[1]), dtype=np.float32)
     labels = np.empty(0, dtype=np.int64)
     prepared = Prepared(
-        empty, labels, empty, labels, feats.mean(axis=0), feats.std(axis=0) + 1e-6, CLASSES, None
+        x_train=empty,
+        y_train=labels,
+        x_val=empty,
+        y_val=labels,
+        val_rows=labels,
+        n=0,
+        mean=feats.mean(axis=0),
+        std=feats.std(axis=0) + 1e-6,
+        classes=CLASSES,
+        source=None,
     )
     path = folder / f"{kind}-{features}.pt"
     weights = cpu_state(trainer.model)

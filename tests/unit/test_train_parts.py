@@ -13,11 +13,14 @@ from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.ml.best_epoch import keep_best
 from kubetask.jobs.kinds.ml.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from kubetask.jobs.kinds.ml.data import (
+    Dataset,
     Prepared,
+    Segments,
     cpu_quota,
     load_dataset,
     obtain_dataset,
     prepare,
+    split_by_recording,
     split_indices,
     to_features,
 )
@@ -81,6 +84,67 @@ def test_the_split_is_seeded_disjoint_and_never_empty(n: int, fraction: float, n
     assert sorted([*train, *val]) == list(range(n))
     again = split_indices(n, fraction, seed=3)
     assert (again[0] == train).all()
+
+
+def windows(recordings: int, count: int, step: int) -> Segments:
+    """`count` windows `step` samples apart in each of `recordings` recordings."""
+    return Segments(
+        recording=np.repeat(np.arange(recordings), count).astype(np.int64),
+        start=np.tile(np.arange(count) * step, recordings).astype(np.int64),
+    )
+
+
+def shared_samples(segments: Segments, length: int, a: np.ndarray, b: np.ndarray) -> int:
+    """Pairs of windows, one from `a` and one from `b`, that share a sample."""
+    return sum(
+        segments.recording[i] == segments.recording[j]
+        and abs(int(segments.start[i]) - int(segments.start[j])) < length
+        for i in a
+        for j in b
+    )
+
+
+@pytest.mark.parametrize(("overlap_step", "dropped"), [(256, 0), (128, 1), (64, 3)])
+def test_windows_of_recordings_are_split_by_time_with_no_sample_in_both(
+    overlap_step: int, dropped: int
+) -> None:
+    """3 recordings of 20 windows of 256 samples: each holds out its last 4 (val_fraction
+    0.2); the training windows that overlap them are left out (1 at 50%, 3 at 75%)."""
+    segments = windows(3, 20, overlap_step)
+    train, val = split_by_recording(segments, 256, 0.2)
+    assert shared_samples(segments, 256, train, val) == 0
+    assert len(val) == 3 * 4
+    assert len(train) == 3 * (16 - dropped)
+    for recording in range(3):
+        mine = val[segments.recording[val] == recording]
+        assert sorted(segments.start[mine]) == [overlap_step * k for k in range(16, 20)]
+
+
+def test_a_shuffled_split_of_overlapping_windows_would_share_samples() -> None:
+    """What the recording split is for: the shuffle `datagen`'s independent signals get."""
+    segments = windows(2, 30, 64)
+    train, val = split_indices(60, 0.2, seed=0)
+    assert shared_samples(segments, 256, train, val) > 0
+
+
+def test_recordings_too_short_to_hold_any_window_out_are_refused() -> None:
+    with pytest.raises(TaskError, match="too short") as info:
+        split_by_recording(windows(4, 2, 64), 256, 0.2)  # 2 windows each: 0.4 rounds to 0
+    assert info.value.permanent
+
+
+def test_a_mat_import_dataset_is_split_by_recording(tmp_path: Path) -> None:
+    """`prepare` reads `recording` and `start` from the dataset and splits by time."""
+    segments = windows(2, 10, 128)
+    x = np.random.default_rng(0).normal(size=(20, 256)).astype(np.float32)
+    path = tmp_path / "dataset.npz"
+    np.savez(path, X=x, y=np.repeat([0, 1], 10), classes=np.array(["a", "b"]), **vars(segments))
+    data = load_dataset(path, "m/dataset.npz")
+    assert isinstance(data, Dataset)
+    assert data.segments is not None
+    prepared = prepare(data, tiny(features="raw"))
+    assert sorted(prepared.val_rows.tolist()) == [8, 9, 18, 19]
+    assert len(prepared.x_train) == 2 * 7  # the 8th window of each overlaps the 9th
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,15 @@ Labels = NDArray[np.int64]
 
 
 @dataclass(frozen=True)
+class Segments:
+    """Where each signal was cut from, when it is a window of a longer recording
+    (`mat-import`): the recording's number and the window's first sample in it."""
+
+    recording: NDArray[np.int64]
+    start: NDArray[np.int64]
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Signals [n, length], labels [n], class names, as `datagen` writes them."""
 
@@ -32,6 +42,7 @@ class Dataset:
     y: Labels
     classes: list[str]
     source: str | None  # the artifact path it came from; None when generated
+    segments: Segments | None = None  # None: independent signals (datagen)
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class Prepared:
     y_train: Labels
     x_val: Array
     y_val: Labels
+    val_rows: NDArray[np.int64]  # the validation signals' rows in the dataset
+    n: int  # the dataset's signals
     mean: Array
     std: Array
     classes: list[str]
@@ -61,6 +74,7 @@ def load_dataset(path: Path, relative: str) -> Dataset:
             x = np.asarray(npz["X"], dtype=np.float32)
             y = np.asarray(npz["y"], dtype=np.int64)
             classes = [str(c) for c in npz["classes"]]
+            segments = read_segments(npz, len(y))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise TaskError(
             f"dataset {relative!r} is not a datagen dataset: {exc}",
@@ -84,7 +98,20 @@ def load_dataset(path: Path, relative: str) -> Dataset:
             "NaN or infinite: nothing can be learnt from them",
             permanent=True,
         )
-    return Dataset(x=x, y=y, classes=classes, source=relative)
+    return Dataset(x=x, y=y, classes=classes, source=relative, segments=segments)
+
+
+def read_segments(npz: Any, n: int) -> Segments | None:
+    """The `recording` and `start` arrays `mat-import` writes (None without them)."""
+    if "recording" not in npz or "start" not in npz:
+        return None
+    segments = Segments(
+        recording=np.asarray(npz["recording"], dtype=np.int64),
+        start=np.asarray(npz["start"], dtype=np.int64),
+    )
+    if segments.recording.shape != (n,) or segments.start.shape != (n,):
+        raise ValueError(f"'recording' and 'start' need one entry per signal ({n})")
+    return segments
 
 
 def obtain_dataset(params: TrainParams, context: TaskContext | None) -> Dataset:
@@ -113,10 +140,50 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[NDArray[np.in
     return order[n_val:], order[:n_val]
 
 
+def split_by_recording(
+    segments: Segments, length: int, val_fraction: float
+) -> tuple[NDArray[np.int64], ...]:
+    """(train, val) with no sample in both: in each recording, its last `val_fraction` of
+    windows in time are held out (rounded; a recording too short to spare one trains
+    whole), and the training windows are those that end before the first held-out one
+    starts (windows that overlap it are left out). A shuffled split of overlapping windows
+    would score the model on samples it trained on."""
+    train: list[int] = []
+    val: list[int] = []
+    for recording in np.unique(segments.recording):
+        rows = np.flatnonzero(segments.recording == recording)
+        rows = rows[np.argsort(segments.start[rows], kind="stable")]
+        n_val = min(math.floor(len(rows) * val_fraction + 0.5), len(rows) - 1)
+        if n_val == 0:
+            train += rows.tolist()
+            continue
+        held = rows[-n_val:]
+        first = segments.start[held[0]]
+        val += held.tolist()
+        train += [int(r) for r in rows[:-n_val] if segments.start[r] + length <= first]
+    if not train or not val:
+        raise TaskError(
+            f"the recordings are too short to hold out {val_fraction:g} of their windows "
+            "for validation with no sample in both sets",
+            suggestion="Import longer recordings or more of them, with less `overlap`, or "
+            "change `val_fraction`.",
+            permanent=True,
+        )
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
+
+
+def split_rows(dataset: Dataset, params: TrainParams) -> tuple[NDArray[np.int64], ...]:
+    """Windows of recordings split by time (`split_by_recording`), independent signals by
+    a seeded shuffle (`split_indices`)."""
+    if dataset.segments is None:
+        return split_indices(len(dataset.y), params.val_fraction, params.seed)
+    return split_by_recording(dataset.segments, dataset.x.shape[1], params.val_fraction)
+
+
 def prepare(dataset: Dataset, params: TrainParams) -> Prepared:
-    """Features, the seeded split, and standardization by the training set alone."""
+    """Features, the split, and standardization by the training set alone."""
     features = to_features(dataset.x, params.features)
-    train, val = split_indices(len(features), params.val_fraction, params.seed)
+    train, val = split_rows(dataset, params)
     mean = features[train].mean(axis=0)
     std = features[train].std(axis=0) + np.float32(1e-6)
     return Prepared(
@@ -124,6 +191,8 @@ def prepare(dataset: Dataset, params: TrainParams) -> Prepared:
         y_train=dataset.y[train],
         x_val=(features[val] - mean) / std,
         y_val=dataset.y[val],
+        val_rows=np.asarray(val, dtype=np.int64),
+        n=len(dataset.y),
         mean=mean,
         std=std,
         classes=dataset.classes,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,6 +117,22 @@ class SignalPipeline(nn.Module):
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The signals a model did not train on: `rows` of the dataset at `dataset` (its
+    validation split, as `train` saved it), which had `n` signals."""
+
+    dataset: str
+    n: int
+    rows: NDArray[np.int64]
+
+    def of(self, path: str | None, data: Dataset) -> Dataset | None:
+        """`data` cut to these rows when it is this very dataset; None when it is another."""
+        if path != self.dataset or len(data.y) != self.n:
+            return None
+        return replace(data, x=data.x[self.rows], y=data.y[self.rows], segments=None)
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """A `train` model in eval mode on `device`, with everything inference needs."""
 
@@ -127,6 +144,7 @@ class LoadedModel:
     std: Array
     device: torch.device
     source: str  # the artifact path it was loaded from
+    held_out: HeldOut | None = None  # None: a model saved before train recorded it
 
     def signal_lengths(self) -> tuple[int, ...]:
         """The raw signal lengths it takes: its input length, or the lengths whose spectrum
@@ -198,6 +216,7 @@ def load_model(path: Path, device: torch.device, *, relative: str | None = None)
         features = str(state["features"])
         mean = state["mean"].cpu().numpy().astype(np.float32)
         std = state["std"].cpu().numpy().astype(np.float32)
+        held_out = read_held_out(state.get("held_out"))
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
         raise TaskError(
             f"model {name!r} is not a model saved by `train`: {exc}",
@@ -214,7 +233,15 @@ def load_model(path: Path, device: torch.device, *, relative: str | None = None)
         std=std,
         device=device,
         source=name,
+        held_out=held_out,
     )
+
+
+def read_held_out(saved: dict[str, Any] | None) -> HeldOut | None:
+    if saved is None:
+        return None
+    rows = saved["rows"].cpu().numpy().astype(np.int64)
+    return HeldOut(dataset=str(saved["dataset"]), n=int(saved["n"]), rows=rows)
 
 
 def open_dataset(context: TaskContext, path: str) -> Dataset:
@@ -253,11 +280,16 @@ class ModelData:
     data: Dataset
     labels: Labels
     sample_rate: float | None
+    rows: str = "all"  # or "held-out": the model's own data, but only what it did not train on
 
 
-def model_on_data(params: ModelOnData, context: TaskContext) -> ModelData:
+def model_on_data(
+    params: ModelOnData, context: TaskContext, *, held_out: bool = False
+) -> ModelData:
     """The setup of the kinds that run a model on a dataset: the device and threads, the
-    model, and the dataset named in params (or generated from `params.datagen`)."""
+    model, and the dataset named in params (or generated from `params.datagen`). `held_out`
+    (the kinds that score the model): on the very data the model was trained on, only the
+    signals it held out from training."""
     device = pick_device(params.device)
     configure_torch(threads=params.threads, seed=0, device=device)
     context.reporter.update(0, 1, stage="load", message=f"loading {params.model}")
@@ -271,4 +303,8 @@ def model_on_data(params: ModelOnData, context: TaskContext) -> ModelData:
         sample_rate = read_sample_rate(context.resolve(params.dataset))
     what = f"dataset {params.dataset!r}" if params.dataset else "the generated signals"
     model.check_length(data.x.shape[1], what=what)
-    return ModelData(model, data, align_labels(data, model.classes), sample_rate)
+    rows = "all"
+    if held_out and model.held_out is not None:
+        unseen = model.held_out.of(params.dataset, data)
+        data, rows = (data, rows) if unseen is None else (unseen, "held-out")
+    return ModelData(model, data, align_labels(data, model.classes), sample_rate, rows)

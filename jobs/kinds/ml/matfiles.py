@@ -113,20 +113,25 @@ def recordings(array: NDArray[np.float64]) -> list[NDArray[np.float64]]:
     return list(rows)
 
 
+def window_starts(
+    samples: int, length: int, overlap: float, limit: int | None
+) -> NDArray[np.int64]:
+    """The first sample of each window `segments` cuts from `samples` samples."""
+    step = max(1, round(length * (1 - overlap)))
+    count = 0 if samples < length else 1 + (samples - length) // step
+    if limit is not None:
+        count = min(count, limit)
+    return np.arange(count, dtype=np.int64) * step
+
+
 def segments(
     recording: NDArray[np.float64], length: int, overlap: float, limit: int | None
 ) -> NDArray[np.float32]:
     """Consecutive windows of `length` samples overlapping by `overlap` (at most `limit`);
     the tail shorter than a window is dropped."""
-    step = max(1, round(length * (1 - overlap)))
-    count = 0 if len(recording) < length else 1 + (len(recording) - length) // step
-    if limit is not None:
-        count = min(count, limit)
-    if count == 0:
-        return np.empty((0, length), dtype=np.float32)
-    starts = np.arange(count) * step
+    starts = window_starts(len(recording), length, overlap, limit)
     windows: NDArray[np.float32] = recording[starts[:, None] + np.arange(length)].astype(np.float32)
-    return windows
+    return windows.reshape(len(starts), length)
 
 
 def label_of(
