@@ -2,12 +2,15 @@
 
 The cursor remembers the last seq seen, so a new connection asks for what comes after it
 (`Last-Event-ID`) and repeats are dropped; it decides how long to wait before reconnecting
-and when to give up. The sync and async clients only move bytes.
+and when to give up: once the server has been out of reach for `RIDE_THROUGH_S` (a restart
+or a rolling update takes seconds), never while connections open, however often a proxy
+cuts them. The sync and async clients only move bytes.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -15,11 +18,10 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from kubetask._wait import Deadline
+from kubetask._wait import RETRYABLE_STATUS, RIDE_THROUGH_S, Clock, Deadline, Outage
 from kubetask.errors import ApiError, StreamLost
 from kubetask.models import JobState, ProgressEvent, StateEvent
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 NO_CONTENT = 204  # a resume at or past the terminal state: the stream is over
 
 
@@ -107,19 +109,20 @@ class EventCursor:
         deadline: Deadline | None = None,
         on_reconnect: OnReconnect | None = None,
         read_timeout_s: float = 60.0,
-        max_failures: int = 5,
+        ride_through_s: float = RIDE_THROUGH_S,
         backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.job_id = job_id
         self.last = since
         self.state: JobState | None = None
         self.done = False  # the terminal state came
-        self.failures = 0  # connections in a row that brought no event
+        self.failures = 0  # connections in a row that brought no event (the back-off)
+        self.outage = Outage(ride_through_s, clock)  # since when no connection opened
         self.deadline = deadline
         self.on_reconnect = on_reconnect
         self.read_timeout_s = read_timeout_s
-        self.max_failures = max_failures
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._parser = SseParser()
@@ -137,6 +140,10 @@ class EventCursor:
         if self.last > 0:
             headers["Last-Event-ID"] = str(self.last)
         return headers
+
+    def opened(self) -> None:
+        """A connection was answered with the stream: the server is there."""
+        self.outage.over()
 
     def read_timeout(self) -> float:
         """The longest silence to accept on the wire (the server sends keep-alives)."""
@@ -174,9 +181,10 @@ class EventCursor:
         return max(delay, asked) if self.deadline is None else self.deadline.cap(max(delay, asked))
 
     def lost(self, reason: str) -> float:
-        """The connection broke (or ended early): the delay before the next one."""
+        """The connection broke, ended early or was refused: the delay before the next one
+        (`StreamLost` once the server has been out of reach too long)."""
         self.failures += 1
-        if self.failures > self.max_failures:
+        if self.outage.too_long():
             raise StreamLost(self.job_id, self.last, reason)
         if self.deadline is not None:
             self.deadline.check(self.state)

@@ -1,4 +1,6 @@
-"""Waiting for a job, without I/O: the deadline, when to stop, and how a job's end is told.
+"""Waiting for a job, without I/O: the deadline, when to stop, how a job's end is told, and
+how long a server out of reach is waited for (`RIDE_THROUGH_S`: a restart or a rolling update
+of the API takes seconds; a server gone for longer is an error, whatever the timeout).
 
 The sync and async clients drive these objects; the clock is passed in.
 """
@@ -9,10 +11,32 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kubetask.errors import JobCancelled, JobFailed, WaitTimeout
+from kubetask.errors import ApiError, JobCancelled, JobFailed, ServerUnreachable, WaitTimeout
 from kubetask.models import JobState, JobView
 
 Clock = Callable[[], float]
+RIDE_THROUGH_S = 60.0
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class Outage:
+    """How long the server has been out of reach, counted from the first failure since it
+    last answered."""
+
+    def __init__(self, limit_s: float, clock: Clock = time.monotonic) -> None:
+        self.limit_s = limit_s
+        self.clock = clock
+        self.since: float | None = None
+
+    def over(self) -> None:
+        self.since = None
+
+    def too_long(self) -> bool:
+        """Called at each failure: True once failures have lasted past `limit_s`."""
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        return now - self.since > self.limit_s
 
 
 @dataclass(frozen=True)
@@ -68,6 +92,7 @@ class Waiter:
         self.deadline = Deadline.start(job_id, timeout, clock)
         self.raise_on_failure = raise_on_failure
         self.poll_s = poll_s
+        self.outage = Outage(RIDE_THROUGH_S, clock)
 
     def settle(self, view: JobView) -> JobView | None:
         """The outcome when `view` is final (raising if asked), else None: keep waiting."""
@@ -77,5 +102,18 @@ class Waiter:
 
     def poll_delay(self, view: JobView) -> float:
         """How long to sleep before the next poll; `WaitTimeout` when time is up."""
+        self.outage.over()
         self.deadline.check(view.state)
         return self.deadline.cap(self.poll_s)
+
+    def unanswered(self, error: ServerUnreachable | ApiError) -> float:
+        """A poll the server did not answer (or answered 429/5xx): the delay before the
+        next, or `error` raised when retrying cannot help or it has been away too long;
+        `WaitTimeout` when time is up."""
+        if isinstance(error, ApiError) and error.status not in RETRYABLE_STATUS:
+            raise error
+        if self.outage.too_long():
+            raise error
+        self.deadline.check()
+        asked = error.retry_after_s if isinstance(error, ApiError) else None
+        return self.deadline.cap(max(self.poll_s, asked or 0.0))

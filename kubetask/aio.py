@@ -108,6 +108,7 @@ class AsyncClient:
                         cursor.ended_before()
                         return
                     else:
+                        cursor.opened()
                         async for line in response.aiter_lines():
                             event = cursor.feed(line)
                             if event is not None:
@@ -322,10 +323,15 @@ class AsyncJobHandle:
         with contextlib.suppress(StreamLost, ApiError):  # no stream: polling will do
             async for _ in self.client._follow(EventCursor(self.id, deadline=waiter.deadline)):
                 pass
-        # polling a remote server: there is no local event to wait on
-        while (done := waiter.settle(view := await self.view())) is None:  # noqa: ASYNC110
+        while True:  # polling a remote server: there is no local event to wait on
+            try:
+                view = await self.view()
+            except (ServerUnreachable, ApiError) as exc:  # away for a while: a restart
+                await asyncio.sleep(waiter.unanswered(exc))
+                continue
+            if (done := waiter.settle(view)) is not None:
+                return done
             await asyncio.sleep(waiter.poll_delay(view))
-        return done
 
     async def get(self, timeout: float | None = None) -> dict[str, JsonValue]:  # noqa: ASYNC109
         """Wait and return the result; raise if the job failed or was cancelled."""

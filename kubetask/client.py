@@ -109,6 +109,7 @@ class Client:
                         cursor.ended_before()
                         return
                     else:
+                        cursor.opened()
                         for line in response.iter_lines():
                             event = cursor.feed(line)
                             if event is not None:
@@ -313,9 +314,15 @@ class JobHandle:
         with contextlib.suppress(StreamLost, ApiError):  # no stream: polling will do
             for _ in self.client._follow(EventCursor(self.id, deadline=waiter.deadline)):
                 pass
-        while (done := waiter.settle(view := self.view())) is None:
+        while True:
+            try:
+                view = self.view()
+            except (ServerUnreachable, ApiError) as exc:  # away for a while: a restart
+                time.sleep(waiter.unanswered(exc))
+                continue
+            if (done := waiter.settle(view)) is not None:
+                return done
             time.sleep(waiter.poll_delay(view))
-        return done
 
     def get(self, timeout: float | None = None) -> dict[str, JsonValue]:
         """Wait and return the result; raise if the job failed or was cancelled."""

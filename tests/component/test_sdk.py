@@ -4,6 +4,7 @@ their resumption after a dropped connection, cancel, errors as types, paging."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 import uuid
 from collections.abc import Iterator
@@ -243,3 +244,23 @@ def test_async_resume_cancel_and_errors(api: ApiServer, proxy: FlakyProxy) -> No
 
     asyncio.run(scenario())
     assert any("last-event-id" in r.headers for r in proxy.requests)
+
+
+def test_wait_and_events_ride_through_a_restart_of_the_server(fresh_api: ApiServer) -> None:
+    """The server away for 8 s (more than the reconnect back-off's first five tries, which
+    gave up before): both carry on and end with the job's terminal state."""
+    with Client(fresh_api.base_url) as client:
+        job = client.submit("noop", {"steps": 40, "step_s": 0.3})
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            waited = pool.submit(job.wait, 120)
+            followed = pool.submit(lambda: list(job.events(timeout=120)))
+            while job.progress is None:  # running, both following
+                time.sleep(0.1)
+            fresh_api.stop()
+            time.sleep(8)
+            fresh_api.start()
+            assert waited.result().state is JobState.SUCCEEDED
+            seen = followed.result()
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1)), "a repeat or a hole"
+    assert isinstance(seen[-1], StateEvent)
+    assert seen[-1].state is JobState.SUCCEEDED

@@ -19,11 +19,12 @@ from kubetask._cli_args import (
     parse_secrets,
 )
 from kubetask._sse import EventCursor, GapEvent, JobEvent, SseFrame, SseParser
-from kubetask._wait import Deadline
+from kubetask._wait import Deadline, Waiter
 from kubetask._watch import Eta
 from kubetask.errors import (
     InvalidRequest,
     NotFound,
+    ServerUnreachable,
     StreamLost,
     TooManyRequests,
     WaitTimeout,
@@ -81,17 +82,66 @@ def test_cursor_forgets_a_half_read_frame_on_reconnect() -> None:
     assert [e.seq for e in _feed(cursor, _frame(1, "state", state="queued"))] == [1]
 
 
-def test_reconnects_back_off_then_give_up_unless_events_come() -> None:
+def test_reconnects_back_off_and_an_event_starts_the_back_off_over() -> None:
     seen: list[tuple[int, str]] = []
-    cursor = EventCursor("j", max_failures=3, on_reconnect=lambda s, r: seen.append((s, r)))
-    assert [cursor.lost("x"), cursor.lost("x")] == [0.2, 0.4]
-    _feed(cursor, _frame(1, "state", state="queued"))  # progress: the count starts over
+    cursor = EventCursor("j", on_reconnect=lambda s, r: seen.append((s, r)))
+    assert [cursor.lost("x"), cursor.lost("x"), cursor.lost("x")] == [0.2, 0.4, 0.8]
+    _feed(cursor, _frame(1, "state", state="queued"))
     assert cursor.lost("reset") == 0.2
-    cursor.lost("x")
-    cursor.lost("x")
-    with pytest.raises(StreamLost, match="after seq 1"):
-        cursor.lost("x")
-    assert seen[2] == (1, "reset")
+    assert seen[3] == (1, "reset")
+    assert [cursor.lost("x") for _ in range(8)][-1] == 5.0  # at most max_backoff_s
+
+
+def test_a_server_out_of_reach_is_ridden_through_for_a_minute_then_the_stream_is_lost() -> None:
+    """A restart or a rolling update of the API takes seconds: not worth an error."""
+    clock = FakeClock()
+    cursor = EventCursor("j", clock=clock)
+    for _ in range(12):  # 12 failed connections over 55 s
+        cursor.lost("connection refused")
+        clock.now += 5
+    cursor.opened()  # back: a connection brought the stream
+    clock.now += 100
+    cursor.lost("the server ended the stream early")  # the minute counts from here
+    clock.now += 59
+    cursor.lost("connection refused")
+    clock.now += 2
+    with pytest.raises(StreamLost, match="after seq 0"):
+        cursor.lost("connection refused")
+
+
+def test_a_proxy_that_cuts_every_stream_never_loses_a_quiet_jobs_stream() -> None:
+    clock = FakeClock()
+    cursor = EventCursor("j", clock=clock)
+    for _ in range(100):  # 100 connections of 1.3 s, none with an event: 130 s
+        cursor.opened()
+        clock.now += 1.3
+        assert cursor.lost("the server ended the stream early") <= 5.0
+
+
+def test_a_wait_polls_through_a_server_away_for_less_than_a_minute() -> None:
+    clock = FakeClock()
+    waiter = Waiter("j", None, raise_on_failure=False, poll_s=1.0, clock=clock)
+    away = ServerUnreachable("http://x", "connection refused")
+    for _ in range(30):
+        assert waiter.unanswered(away) == 1.0
+        clock.now += 1.9
+    assert waiter.unanswered(error_from(503, {"detail": "store away"}, retry_after="2")) == 2.0
+    clock.now += 4
+    with pytest.raises(ServerUnreachable):
+        waiter.unanswered(away)
+    with pytest.raises(NotFound):  # an answer retrying cannot change
+        waiter.unanswered(error_from(404, {"detail": "no job"}))
+
+
+def test_a_wait_for_a_server_away_ends_at_its_timeout() -> None:
+    clock = FakeClock()
+    waiter = Waiter("j", 10, raise_on_failure=False, poll_s=1.0, clock=clock)
+    away = ServerUnreachable("http://x", "connection refused")
+    clock.now += 9.5
+    assert waiter.unanswered(away) == pytest.approx(0.5)
+    clock.now += 1
+    with pytest.raises(WaitTimeout):
+        waiter.unanswered(away)
 
 
 def test_errors_that_retrying_cannot_fix_are_raised() -> None:
