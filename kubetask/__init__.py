@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from kubetask.errors import (
         ApiError,
         Conflict,
+        FileChanged,
         InvalidRequest,
         InvalidToken,
         JobCancelled,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 _ERRORS = (
     "ApiError",
     "Conflict",
+    "FileChanged",
     "InvalidRequest",
     "InvalidToken",
     "JobCancelled",
@@ -93,12 +95,14 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'kubetask' has no attribute {name!r}")
+if not TYPE_CHECKING:  # for a type checker the names are the imports above: a typo is an error
+
+    def __getattr__(name: str) -> object:
+        if name in _LAZY:
+            value = getattr(importlib.import_module(_LAZY[name]), name)
+            globals()[name] = value  # later look-ups skip this function
+            return value
+        raise AttributeError(f"module 'kubetask' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
@@ -113,6 +117,7 @@ __all__ = [
     "Conflict",
     "ErrorInfo",
     "Event",
+    "FileChanged",
     "GapEvent",
     "InvalidRequest",
     "InvalidToken",

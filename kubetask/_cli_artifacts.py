@@ -202,6 +202,8 @@ def get_artifact(
             target = client.download(job_id, path, output, on_progress=on_progress)
     except NotFound as exc:
         _suggest_path(client, job_id, path, exc)
+    except BrokenPipeError:
+        raise  # stdout closed by its reader (`-o - | head -c 10`): not a bad --output
     except OSError as exc:  # the local side: no such folder, no permission, disk full
         raise ArgumentError(f"--output {output or '.'}: {exc.strerror or exc}") from None
     typer.echo(str(target))

@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
 
+from kubetask.errors import FileChanged
+
 CHUNK = 1024 * 1024  # bytes read or written at a time
 
 PathArg = str | os.PathLike[str]
@@ -40,13 +42,24 @@ def upload_name(local: PathArg, remote: str | None) -> str:
 def chunks(
     file: BinaryIO, *, total: int | None = None, on_progress: OnProgress | None = None
 ) -> Iterator[bytes]:
-    """An open file, a chunk at a time; `on_progress(bytes so far, total)` after each."""
+    """An open file, a chunk at a time; `on_progress(bytes so far, total)` after each.
+    With `total` (the size the request declared), `FileChanged` rather than a byte more
+    or, at the end, fewer."""
     done = 0
     while chunk := file.read(CHUNK):
-        yield chunk
         done += len(chunk)
+        check_size(file, total, done, end=False)
+        yield chunk
         if on_progress is not None:
             on_progress(done, total)
+    check_size(file, total, done, end=True)
+
+
+def check_size(file: BinaryIO, total: int | None, done: int, *, end: bool) -> None:
+    """`FileChanged` once `done` bytes read from `file` are more than `total`, or at its end
+    fewer."""
+    if total is not None and (done > total or (end and done < total)):
+        raise FileChanged(str(getattr(file, "name", "the file")), total, done)
 
 
 def is_special(path: Path) -> bool:

@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     ERROR = 4
     TIMEOUT = 5
     INTERRUPTED = 130
+    CLOSED_OUTPUT = 141  # stdout closed (`| head -1`): 128 + SIGPIPE, as a shell tool's
 
 
 EXIT_FOR_STATE = {

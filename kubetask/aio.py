@@ -358,10 +358,12 @@ async def _read(file: BinaryIO, total: int, on_progress: OnProgress | None) -> A
     """An open file, a chunk at a time, each read in a thread."""
     done = 0
     while chunk := await asyncio.to_thread(file.read, _files.CHUNK):
-        yield chunk
         done += len(chunk)
+        _files.check_size(file, total, done, end=False)
+        yield chunk
         if on_progress is not None:
             on_progress(done, total)
+    _files.check_size(file, total, done, end=True)
 
 
 def _stream(cursor: EventCursor) -> httpx.Timeout:

@@ -115,6 +115,15 @@ ParamOpt = Annotated[
 ]
 
 
+class PipeAwareConsole(Console):
+    """rich's console, but a closed stdout is a `BrokenPipeError` for `_guarded` to end the
+    command with, not rich's own exit 1 (which says "job failed" here)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 @dataclass
 class Session:
     """What one invocation shares: the server, and consoles for output and messages."""
@@ -122,7 +131,7 @@ class Session:
     server: str | None = None
     token: str | None = None
     token_source: str = "--token"  # what an invalid token's message names
-    out: Console = field(default_factory=Console)
+    out: Console = field(default_factory=PipeAwareConsole)
     _client: Client | None = None
 
     def client(self, server: str | None = None) -> Client:
@@ -167,8 +176,18 @@ def _guarded(command: Callable[P, None]) -> Callable[P, None]:
             raise typer.Exit(ExitCode.ERROR) from None
         except KeyboardInterrupt:
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except BrokenPipeError:  # whoever read our output stopped: stop quietly
+            _silence_stdout()
+            raise typer.Exit(ExitCode.CLOSED_OUTPUT) from None
 
     return run
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _error(message: str) -> None:

@@ -15,7 +15,19 @@ from kubetask.models import JobState, JobView
 
 
 class KubetaskError(Exception):
-    """Base of every error the SDK raises."""
+    """Base of every error the SDK raises. Each can be pickled and copied (a worker process
+    raising one hands it to its parent as it is), whatever its constructor takes."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), str(self), dict(self.__dict__))
+
+
+def _rebuild(cls: type[KubetaskError], message: str, state: dict[str, object]) -> KubetaskError:
+    """An error as `__reduce__` left it, without calling its constructor again."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class ServerUnreachable(KubetaskError):
@@ -25,6 +37,19 @@ class ServerUnreachable(KubetaskError):
         super().__init__(f"cannot reach the kubetask server at {url} ({reason})")
         self.url = url
         self.reason = reason
+
+
+class FileChanged(KubetaskError):
+    """A file being uploaded changed size while it was read (or is not a plain file whose
+    size says what it holds, as /proc's): the upload was abandoned and nothing stored."""
+
+    def __init__(self, path: str, expected: int, read: int) -> None:
+        more = "more" if read > expected else "fewer"
+        super().__init__(
+            f"{path} changed while it was uploaded: it had {expected} bytes, {more} were "
+            "read; nothing was stored"
+        )
+        self.path = path
 
 
 class InvalidToken(KubetaskError, ValueError):

@@ -438,3 +438,35 @@ def test_the_readme_cli_lines_run_as_written(api: ApiServer) -> None:
         kt(api.base_url, "cancel", job_id)
     completion = next(line for line in lines if line.startswith("kubetask completion"))
     assert "complete -o default -F" in kt_process(*shlex.split(completion)[1:]).stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["kinds", "-o", "json"], ["submit", "noop", "-p", "steps=2", "--wait"]],
+    ids=" ".join,
+)
+def test_a_closed_stdout_ends_the_command_quietly_with_141(
+    api: ApiServer, command: list[str]
+) -> None:
+    """`kubetask ... | head -1`: the reader has gone; neither a traceback nor an exit code
+    that says the job failed (1) or the command was misused (2)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubetask", "--server", api.base_url, *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # before the command has written anything
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (ExitCode.CLOSED_OUTPUT, b"")
+
+
+def test_uploading_a_file_whose_size_is_not_what_it_holds_is_one_clear_error(
+    api: ApiServer,
+) -> None:
+    """/proc's files say they hold 0 bytes: reading gives more."""
+    done = kt_process("--server", api.base_url, "upload", "/proc/self/status", "cli/status.txt")
+    assert done.returncode == ExitCode.ERROR, done.stderr
+    assert done.stderr.startswith("error: /proc/self/status changed while it was uploaded")
+    assert "Traceback" not in done.stderr
+    assert kt(api.base_url, "artifacts", "uploads", "-o", "json").stdout.count("status.txt") == 0

@@ -3,7 +3,9 @@ deadlines, problem details as error types, `k=v` params, log following and the E
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,11 +20,16 @@ from kubetask._cli_args import (
     parse_params,
     parse_secrets,
 )
+from kubetask._files import CHUNK, chunks
 from kubetask._sse import EventCursor, GapEvent, JobEvent, SseFrame, SseParser
 from kubetask._wait import Deadline, Waiter
 from kubetask._watch import Eta
 from kubetask.errors import (
+    FileChanged,
     InvalidRequest,
+    JobCancelled,
+    JobFailed,
+    KubetaskError,
     NotFound,
     ServerUnreachable,
     StreamLost,
@@ -30,7 +37,7 @@ from kubetask.errors import (
     WaitTimeout,
     error_from,
 )
-from kubetask.models import JobState, ProgressEvent, Resources, StateEvent
+from kubetask.models import JobState, JobView, ProgressEvent, Resources, StateEvent
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 
@@ -258,3 +265,56 @@ def test_secret_options_become_secret_references() -> None:
     for bad in ("HF_TOKEN", "HF_TOKEN=hf-creds", "HF_TOKEN=/token", "=s/k"):
         with pytest.raises(ArgumentError):
             parse_secrets([bad])
+
+
+def _failed_view() -> JobView:
+    return JobView.model_validate(
+        {
+            "id": "0123456789abcdef", "kind": "noop", "name": None, "state": "failed",
+            "created_at": T0, "attempts": 1, "request": {"kind": "noop", "params": {}},
+            "error": {"type": "RuntimeError", "message": "boom", "suggestion": "retry"},
+            "backend": {"backend": "local", "name": "x"},
+        }
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        error_from(404, {"detail": "no job with id j"}),
+        error_from(
+            422, {"detail": "d", "errors": [{"field": "params.n", "msg": "m", "type": "t"}]}
+        ),
+        error_from(429, {"detail": "slow down"}, retry_after="5"),
+        ServerUnreachable("http://127.0.0.1:1", "connection refused"),
+        StreamLost("j", 3, "connection refused"),
+        WaitTimeout("j", 5.0, JobState.RUNNING),
+        JobFailed(_failed_view()),
+        JobCancelled(_failed_view().model_copy(update={"state": JobState.CANCELLED})),
+    ],
+    ids=type,
+)
+def test_every_error_survives_pickling_and_copying(error: KubetaskError) -> None:
+    """What a worker process (multiprocessing, concurrent.futures) hands to its parent."""
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(again) is type(error)
+        assert (str(again), again.args) == (str(error), error.args)
+        assert again.__dict__ == error.__dict__
+
+
+@pytest.mark.parametrize(("declared", "change"), [(3 * CHUNK, b"more"), (3 * CHUNK, None)])
+def test_an_upload_whose_file_changes_size_stops_with_file_changed(
+    tmp_path: Path, declared: int, change: bytes | None
+) -> None:
+    """Never a byte more than the request declared, nor an end short of it."""
+    path = tmp_path / "grows.bin"
+    path.write_bytes(b"x" * declared)
+
+    def on_progress(done: int, total: int | None) -> None:
+        if done == CHUNK:  # while it is read: grow it, or cut it short
+            with path.open("ab" if change else "r+b") as file:
+                file.write(change) if change else file.truncate(CHUNK + 1)
+
+    with path.open("rb") as file, pytest.raises(FileChanged, match="nothing was stored"):
+        for _ in chunks(file, total=declared, on_progress=on_progress):
+            pass
