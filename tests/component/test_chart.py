@@ -402,7 +402,10 @@ TOGGLES = [
     (
         "service accounts",
         {},
-        {"serviceAccount": {"create": False}, "tasks": {"serviceAccount": {"create": False}}},
+        {
+            "serviceAccount": {"create": False, "name": "ml-runner"},
+            "tasks": {"serviceAccount": {"create": False}},
+        },
         [("ServiceAccount", 2)],
     ),
     ("helm test", {"tests": {"enabled": True}}, {"tests": {"enabled": False}}, [("Pod", 1)]),

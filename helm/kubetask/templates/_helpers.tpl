@@ -87,7 +87,8 @@ The controller's service account.
 {{- if .Values.serviceAccount.create }}
 {{- default (include "kubetask.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- /* never the namespace's "default" account: the RoleBinding would grant it the Role */ -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false: the controller runs as (and the chart's RoleBindings bind) that existing account, never the namespace's default one" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
@@ -296,16 +297,43 @@ The tokens file (KUBETASK_TOKENS_FILE): the Secret holding it, its key, where it
 {{- end }}
 
 {{/*
-The tokens file of the Secret the chart creates: auth.tokens; else the one generated at
+The tokens file of the Secret the chart creates: auth.tokens; else the one it generated at
 install (read back on upgrade); else one new admin token for the tenant "default".
 */}}
 {{- define "kubetask.tokensJson" -}}
-{{- if .Values.auth.tokens }}
-{{- toJson .Values.auth.tokens }}
+{{- include "kubetask.tokensJsonFrom" (dict "ctx" . "existing" (lookup "v1" "Secret" .Release.Namespace (include "kubetask.tokensSecretName" .))) }}
+{{- end }}
+
+{{/*
+The same, given the tokens Secret already installed (what lookup found; empty on install).
+Its content is reused only when the chart generated it (annotated kubetask.dev/generated:
+secret-tokens.yaml): tokens once given in auth.tokens, then removed, must not stay valid.
+Call with (dict "ctx" $ "existing" SECRET).
+*/}}
+{{- define "kubetask.tokensJsonFrom" -}}
+{{- $tokens := .ctx.Values.auth.tokens }}
+{{- if $tokens }}
+{{- $seen := list }}
+{{- range $i, $entry := $tokens }}
+{{- if has $entry.token $seen }}
+{{- /* the server would refuse to start (api/auth.py); the token itself is not shown */ -}}
+{{- fail (printf "auth.tokens: entry %d (tenant %q) repeats the token of an earlier entry: each token must be different" $i $entry.tenant) }}
+{{- end }}
+{{- $seen = append $seen $entry.token }}
+{{- end }}
+{{- toJson $tokens }}
 {{- else }}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "kubetask.tokensSecretName" .) }}
-{{- $data := default dict (get (default dict $existing) "data") }}
+{{- $existing := default dict .existing }}
+{{- $annotations := default dict (dig "metadata" "annotations" dict $existing) }}
+{{- $data := default dict (get $existing "data") }}
+{{- $old := list }}
 {{- if hasKey $data "tokens.json" }}
+{{- $old = get $data "tokens.json" | b64dec | fromJsonArray }}
+{{- end }}
+{{- /* a Secret of a chart from before the mark: reused when it is what that chart
+       generated, one admin token of 40 characters for the tenant "default" */ -}}
+{{- $unmarked := and (eq (len $old) 1) (eq (len (toString (get (first $old) "token"))) 40) (eq (get (first $old) "tenant") "default") (eq (get (first $old) "role") "admin") }}
+{{- if and $old (or (eq (get $annotations "kubetask.dev/generated") "true") $unmarked) }}
 {{- get $data "tokens.json" | b64dec }}
 {{- else }}
 {{- toJson (list (dict "token" (randAlphaNum 40) "tenant" "default" "role" "admin")) }}
@@ -383,6 +411,14 @@ credentials (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), the store's sett
 {{- include "kubetask.suffixed" (dict "ctx" . "suffix" "minio") }}
 {{- end }}
 
+{{/*
+The port the MinIO container listens on (fixed; the Service maps artifacts.minio.service.port
+to it). NetworkPolicies name this one: they match the destination pod's port, not the Service's.
+*/}}
+{{- define "kubetask.minioContainerPort" -}}
+9000
+{{- end }}
+
 {{- define "kubetask.objectStore" -}}
 {{- if has .Values.artifacts.store (list "s3" "minio") }}true{{ end }}
 {{- end }}
@@ -424,7 +460,8 @@ metadata:
   namespace: {{ .namespace }}
   labels:
     {{- include "kubetask.labels" (dict "ctx" .ctx "component" "artifacts") | nindent 4 }}
-  {{- if .ctx.Values.artifacts.minio.persistence.keep }}
+  {{- /* only the release namespace's: a tenant's copy must go with the tenant or the release */ -}}
+  {{- if and .ctx.Values.artifacts.minio.persistence.keep (eq .namespace .ctx.Release.Namespace) }}
   # kept with the data: MinIO's drive holds its config sealed with these root credentials,
   # and a reinstall reads them back (lookup)
   annotations:
@@ -507,7 +544,7 @@ the user's store (artifacts.s3.to / ports). Nothing with store pvc. Call with
           kubernetes.io/metadata.name: {{ .ctx.Release.Namespace }}
       {{- end }}
   ports:
-    - port: {{ $a.minio.service.port }}
+    - port: {{ include "kubetask.minioContainerPort" .ctx }}
       protocol: TCP
 {{- else if eq $a.store "s3" }}
 - to:
