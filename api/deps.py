@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -104,6 +106,40 @@ async def get_limits(request: Request) -> TenantLimits:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[JobService, Depends(get_service)]
+GRANT_CHECK_S = 1.0  # how often an open stream asks whether its token still grants it
+
+
+def still_granted(connection: HTTPConnection, principal: Principal) -> Callable[[], bool]:
+    """For a stream held open for hours: whether the token it was opened with still grants
+    `principal` (a token removed from the tokens file, or moved to another tenant or role,
+    ends the streams it opened). Asked often; reads the table at most once a second."""
+    path = runtime_of(connection).settings.tokens_file
+    if path is None:
+        return lambda: True
+    token = bearer_token(connection.headers.get("authorization"))
+    checked, granted = time.monotonic(), True
+
+    def check() -> bool:
+        nonlocal checked, granted
+        if granted and time.monotonic() - checked >= GRANT_CHECK_S:
+            checked = time.monotonic()
+            try:
+                table = _token_file(path).table()
+            except TokensFileError:  # unreadable since start-up: nobody was let in
+                return False
+            granted = token is not None and table.lookup(token) == principal
+        return granted
+
+    return check
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimitsDep = Annotated[TenantLimits, Depends(get_limits)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+
+
+async def get_grant_check(request: Request, principal: PrincipalDep) -> Callable[[], bool]:
+    return still_granted(request, principal)
+
+
+GrantCheckDep = Annotated[Callable[[], bool], Depends(get_grant_check)]

@@ -33,6 +33,7 @@ KEEPALIVE_FRAME = ": keepalive\n\n"
 # The last words of a stream cut short by a shutdown: reconnect (to another replica, or to
 # this one restarted) in a second; a job's stream resumes by Last-Event-ID.
 SHUTDOWN_FRAME = ": the server is shutting down; reconnect\nretry: 1000\n\n"
+REVOKED_FRAME = ": the token this stream was opened with no longer grants it\n\n"
 _TERMINAL = {state.value for state in TERMINAL_STATES}
 
 
@@ -237,10 +238,16 @@ class LeasedStream(StreamingResponse):
     """Server-Sent Events holding one of the tenant's stream slots. The slot is given back
     and the events' generator closed however the response ends: the client gone before the
     first byte, mid-stream or at the end, an error, a cancel. When `closing` is set (the
-    server shuts down) the stream ends at once with SHUTDOWN_FRAME."""
+    server shuts down) the stream ends at once with SHUTDOWN_FRAME; once `granted` says no
+    (its token revoked), before the next frame (keep-alives included), with REVOKED_FRAME."""
 
     def __init__(
-        self, content: AsyncGenerator[str, None], *, lease: StreamLease, closing: asyncio.Event
+        self,
+        content: AsyncGenerator[str, None],
+        *,
+        lease: StreamLease,
+        closing: asyncio.Event,
+        granted: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__(
             content,
@@ -250,6 +257,7 @@ class LeasedStream(StreamingResponse):
         self._content = content
         self._lease = lease
         self._closing = closing
+        self._granted = granted
 
     async def stream_response(self, send: Send) -> None:
         await send(
@@ -258,9 +266,11 @@ class LeasedStream(StreamingResponse):
 
         async def body() -> None:
             async for chunk in self._content:
-                await send(
-                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
-                )
+                revoked = not self._granted()
+                text = REVOKED_FRAME if revoked else chunk  # a revoked token's last frame
+                await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+                if revoked:
+                    return
 
         if not await until(self._closing, body):
             farewell = SHUTDOWN_FRAME.encode()

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from kubetask.api.auth import Principal
-from kubetask.api.deps import LimitsDep, PrincipalDep, RuntimeDep
+from kubetask.api.deps import GrantCheckDep, LimitsDep, PrincipalDep, RuntimeDep
 from kubetask.api.firehose import TenantFilter, live_frames
 from kubetask.api.limits import StreamLease
 from kubetask.api.runtime import Runtime
@@ -45,11 +45,12 @@ async def _frames(
     },
 )
 async def live_events(
-    runtime: RuntimeDep, principal: PrincipalDep, limits: LimitsDep
+    runtime: RuntimeDep, principal: PrincipalDep, limits: LimitsDep, granted: GrantCheckDep
 ) -> StreamingResponse:
     """Server-Sent Events of every job the caller may see: `ready` first (load the list
     now), then `state` and `progress` events (progress conflated to the latest per job, a
     few per second), and `resync` when some may have been missed (load the list again). No
     history, no resume: a job's own stream (`/v1/jobs/{id}/events`) has those."""
     lease = await limits.open_stream(principal.tenant)  # 429 before the stream starts
-    return LeasedStream(_frames(runtime, principal, lease), lease=lease, closing=runtime.hub.closed)
+    frames = _frames(runtime, principal, lease)
+    return LeasedStream(frames, lease=lease, closing=runtime.hub.closed, granted=granted)

@@ -5,7 +5,7 @@ of the tenant's stream slots while it lasts (429, or close code 4429, when none 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated
 
@@ -15,12 +15,14 @@ from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException
 
 from kubetask.api.deps import (
+    GrantCheckDep,
     LimitsDep,
     PrincipalDep,
     RuntimeDep,
     limits_of,
     principal_of,
     runtime_of,
+    still_granted,
 )
 from kubetask.api.limits import StreamLease
 from kubetask.api.problems import problem
@@ -89,6 +91,7 @@ async def job_events(
     runtime: RuntimeDep,
     principal: PrincipalDep,
     limits: LimitsDep,
+    granted: GrantCheckDep,
     since: Annotated[
         str | None, Query(description="Resume after this seq.", json_schema_extra=SEQ)
     ] = None,
@@ -112,37 +115,25 @@ async def job_events(
         raise HTTPException(400, str(exc)) from None
     lease = await limits.open_stream(principal.tenant)
     return LeasedStream(
-        _sse(runtime, job_id, resume, lease), lease=lease, closing=runtime.hub.closed
+        _sse(runtime, job_id, resume, lease),
+        lease=lease,
+        closing=runtime.hub.closed,
+        granted=granted,
     )
 
 
 @router.websocket("/{job_id}/ws")
 async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) -> None:
     """The same events as JSON text messages; closes (1000) after the terminal state, at
-    once when `since` is at or past it, and with 1001 (going away) when the server shuts
-    down. Refused before the handshake completes: with the
-    HTTP answer (400, 401, 404, 429 problem details) where the server can send one, else by
-    closing with 4400, 4401, 4404 or 4429."""
+    once when `since` is at or past it, with 1001 (going away) when the server shuts
+    down, and with 4401 once its token no longer grants it (revoked). Refused before the
+    handshake completes: with the HTTP answer (400, 401, 404, 429 problem details) where
+    the server can send one, else by closing with 4400, 4401, 4404 or 4429."""
     runtime = runtime_of(websocket)
-    try:
-        principal = principal_of(websocket)
-        resume = resume_point(None, since)
-        await runtime.service.get(job_id, tenant=principal.scope)
-        if await ended_by(job_id, resume, runtime.bus):
-            await websocket.accept()
-            await websocket.close(code=1000)
-            return
-        await check_not_ahead(job_id, resume, runtime.bus)
-        lease = await limits_of(websocket).open_stream(principal.tenant)
-    except HTTPException as exc:
-        await _refuse(websocket, exc.status_code, str(exc.detail), exc.headers)
+    opened = await _open_ws(websocket, job_id, since, runtime)
+    if opened is None:
         return
-    except BadResumePoint as exc:
-        await _refuse(websocket, 400, str(exc))
-        return
-    except JobNotFound:
-        await _refuse(websocket, 404, f"no job with id {job_id}")
-        return
+    resume, lease, granted = opened
     batches = follow(
         job_id,
         since=resume,
@@ -153,11 +144,15 @@ async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) ->
     )
 
     gone = False  # the client left: nothing more to send, not even a close
+    revoked = False  # its token no longer grants it
 
     async def pump() -> None:
-        nonlocal gone
+        nonlocal gone, revoked
         try:
             async for batch in batches:
+                if not granted():
+                    revoked = True
+                    return
                 await lease.renew()
                 for frame in batch or ():
                     await websocket.send_text(frame.data)
@@ -186,11 +181,38 @@ async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) ->
             await websocket.accept()
             ended = await until(runtime.hub.closed, pump_while_connected)
             if not gone:  # 1001 going away: the server shuts down (resume with ?since=)
-                await websocket.close(code=1000 if ended else 1001)
+                await websocket.close(code=4401 if revoked else 1000 if ended else 1001)
     except WebSocketDisconnect:
         return
     finally:
         await lease.close()
+
+
+async def _open_ws(
+    websocket: WebSocket, job_id: str, since: str | None, runtime: Runtime
+) -> tuple[int, StreamLease, Callable[[], bool]] | None:
+    """The resume point, a stream slot and the token's check for a WebSocket that may
+    follow `job_id`; None when it was refused (or closed at once: nothing follows `since`)."""
+    try:
+        principal = principal_of(websocket)
+        resume = resume_point(None, since)
+        await runtime.service.get(job_id, tenant=principal.scope)
+        if await ended_by(job_id, resume, runtime.bus):
+            await websocket.accept()
+            await websocket.close(code=1000)
+            return None
+        await check_not_ahead(job_id, resume, runtime.bus)
+        lease = await limits_of(websocket).open_stream(principal.tenant)
+    except HTTPException as exc:
+        await _refuse(websocket, exc.status_code, str(exc.detail), exc.headers)
+        return None
+    except BadResumePoint as exc:
+        await _refuse(websocket, 400, str(exc))
+        return None
+    except JobNotFound:
+        await _refuse(websocket, 404, f"no job with id {job_id}")
+        return None
+    return resume, lease, still_granted(websocket, principal)
 
 
 async def _refuse(
