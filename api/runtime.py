@@ -33,6 +33,7 @@ from kubetask.controller.notify import entries_for
 from kubetask.controller.outbox import Outbox
 from kubetask.controller.reconciler import LOCAL_WORKERS, WORKERS, Reconciler
 from kubetask.controller.records import JobRecord
+from kubetask.controller.redaction import redact_url
 from kubetask.controller.redis_retry import RetryWithin
 from kubetask.controller.redis_server import RedisServer, watch
 from kubetask.controller.retention import ArtifactJanitor
@@ -204,7 +205,7 @@ class Runtime:
         if url is None:
             embedded = RedisServer(settings.data_dir / "redis")
             url = await start_embedded(embedded)
-            log.info("embedded redis at %s (data in %s)", url, embedded.data_dir)
+            log.info("embedded redis at %s (data in %s)", redact_url(url), embedded.data_dir)
         try:
             wiring = compose(settings, redis_url=url, kinds=kinds)
             runtime = await cls._wire(settings, wiring, url, embedded, metrics, artifacts=artifacts)

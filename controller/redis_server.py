@@ -27,6 +27,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -121,15 +122,22 @@ class RedisServer:
         socket_path = self.data_dir / "redis.sock"
         use_socket = port is None and len(str(socket_path)) <= MAX_UNIX_SOCKET_PATH
         self._socket = socket_path if use_socket else None
+        self._password: str | None = None
         if self._socket is None and self.port is None:
-            recorded = urlsplit(str(self._record().get("url", ""))).port
-            # the address of the last run, so that tasks it started find the server again
-            self.port = recorded if recorded and _port_free(recorded) else free_port()
+            # over TCP (a data path too long for a socket) any local user could connect: a
+            # password, kept (as the address of the last run) so that tasks it started find
+            # the server again
+            recorded = urlsplit(str(self._record().get("url", "")))
+            port = recorded.port
+            self.port = port if port and _port_free(port) else free_port()
+            self._password = recorded.password or secrets.token_hex(20)
 
     @property
     def url(self) -> str:
         if self._socket is not None:
             return f"unix://{self._socket}"
+        if self._password is not None:
+            return f"redis://:{self._password}@127.0.0.1:{self.port}/0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -197,9 +205,13 @@ class RedisServer:
             if self._socket is not None
             else ["--port", str(self.port), "--bind", "127.0.0.1"]
         )
+        # a password goes in on stdin (`-`: config read from it), not in the command line
+        # that every local user can read
+        config = [] if self._password is None else ["-"]
         self._process = subprocess.Popen(
             [
                 server_binary(),
+                *config,
                 *listen,
                 "--dir", str(self.data_dir),
                 "--appendonly", "yes",
@@ -211,13 +223,16 @@ class RedisServer:
                 "--daemonize", "no",
                 "--logfile", str(self.data_dir / "redis.log"),
             ],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if self._password is None else subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=(self._lock_fd,),  # the server holds the folder's lock as long as it lives
             process_group=0,  # a terminal's Ctrl-C is the controller's; it stops the server
             preexec_fn=die_with_this_process(),  # noqa: PLW1509 (it takes no lock)
         )  # fmt: skip
+        if self._process.stdin is not None:
+            self._process.stdin.write(f"requirepass {self._password}\n".encode())
+            self._process.stdin.close()
         record = {"owner": os.getpid(), "pid": self._process.pid, "url": self.url}
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, json.dumps(record).encode(), 0)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -237,3 +238,30 @@ def test_a_redis_that_dies_is_restarted_and_tasks_carry_on(tmp_path: Path) -> No
         assert seqs == sorted(set(seqs))
     finally:
         api.close()
+
+
+def test_a_data_path_too_long_for_a_socket_gets_tcp_with_a_password(tmp_path: Path) -> None:
+    """Over TCP any local user could connect: the server asks a password, which is in no
+    command line (`ps` shows every one) and stays the same across restarts (tasks that
+    outlive the controller keep the URL they were given)."""
+    folder = tmp_path / ("d" * 120) / "redis"
+    server = RedisServer(folder)
+    url = server.start()
+    try:
+        address = urlsplit(url)
+        assert (address.scheme, address.hostname) == ("redis", "127.0.0.1")
+        assert address.password
+        with (
+            redis.Redis(port=address.port or 0) as anyone,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            anyone.ping()
+        with redis.Redis.from_url(url) as owner:
+            assert owner.ping()
+        pid = json.loads((folder / "lock").read_text())["pid"]
+        assert address.password not in Path(f"/proc/{pid}/cmdline").read_text()
+    finally:
+        server.stop()
+    again = RedisServer(folder)
+    assert again.start() == url
+    again.stop()
