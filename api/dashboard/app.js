@@ -84,28 +84,40 @@ const tokenStore = {
   set: (value) => (value ? localStorage.setItem("kubetask.token", value) : localStorage.removeItem("kubetask.token")),
 };
 
-function authHeaders(extra = {}) {
-  const token = tokenStore.get();
-  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
-}
-
 class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, problem = {}) {
     super(detail);
-    this.status = status;
+    this.status = status; // 0: the request could not be made (an invalid token)
+    this.problem = problem; // the answer's problem+json fields (a 409's `state`)
   }
 }
 
-async function call(method, path) {
-  const response = await fetch(path, { method, headers: authHeaders({ Accept: "application/json" }) });
+// A header holds only ASCII: fetch refuses any other token before sending anything, so the
+// page says so rather than failing every request without a word.
+const TOKEN_TEXT = /^[\x20-\x7e]*$/;
+const INVALID_TOKEN = "The API token is invalid: it can hold only ASCII letters, digits and punctuation. Set it again with the Token button.";
+
+function authHeaders(extra = {}) {
+  const token = tokenStore.get();
+  if (!TOKEN_TEXT.test(token)) {
+    showBanner(INVALID_TOKEN, "auth");
+    throw new ApiError(0, INVALID_TOKEN);
+  }
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+// `signal` aborts the request when the page that asked for it is left.
+async function call(method, path, signal) {
+  const response = await fetch(path, { method, signal, headers: authHeaders({ Accept: "application/json" }) });
   if (!response.ok) {
     let detail = response.statusText;
+    let problem = {};
     try {
-      const problem = await response.json();
+      problem = (await response.json()) || {};
       detail = problem.detail || problem.title || detail;
     } catch (_) { /* not JSON */ }
     if (response.status === 401) showBanner(NEEDS_TOKEN, "auth");
-    throw new ApiError(response.status, `${response.status}: ${detail}`);
+    throw new ApiError(response.status, `${response.status}: ${detail}`, problem);
   }
   clearBanner("auth");
   const type = response.headers.get("content-type") || "";
@@ -190,10 +202,12 @@ async function loadJobs() {
   table.loading = generation;
   scheduleRender();
   try {
-    const page = await call("GET", listQuery(null));
+    const { answer: page, seen } = await withEvents(() => call("GET", listQuery(null)));
     if (generation !== listGeneration) return; // a newer filter's listing supersedes this one
-    table.jobs = new Map(page.items.map((job) => [job.id, job]));
+    table.jobs = new Map(page.items.map((job) => [job.id, settle(job, seen)]));
     table.nextCursor = page.next_cursor;
+    // A job newer than the listing whose record came meanwhile went with the old map.
+    for (const event of seen) if (event.type === "state" && !table.jobs.has(event.job_id)) fetchNew(event.job_id);
     table.loaded = true;
     table.failed = false;
     clearBanner("list");
@@ -210,8 +224,8 @@ async function loadJobs() {
 
 async function loadMore() {
   if (!table.nextCursor) return;
-  const page = await call("GET", listQuery(table.nextCursor));
-  for (const job of page.items) if (!table.jobs.has(job.id)) table.jobs.set(job.id, job);
+  const { answer: page, seen } = await withEvents(() => call("GET", listQuery(table.nextCursor)));
+  for (const job of page.items) if (!table.jobs.has(job.id)) table.jobs.set(job.id, settle(job, seen));
   table.nextCursor = page.next_cursor;
   scheduleRender();
 }
@@ -254,22 +268,54 @@ function applyEvent(job, event) {
   return true;
 }
 
-const fetching = new Set();
-async function onLiveEvent(event) {
+// A record or a listing may be older than the live events that arrive while it is fetched:
+// each fetch keeps those events and replays the newer ones onto its answer (settle), so that a
+// row never ends at the state its record had when it was read.
+const inFlight = new Set();
+async function withEvents(request) {
+  const seen = [];
+  inFlight.add(seen);
+  try {
+    return { answer: await request(), seen };
+  } finally {
+    inFlight.delete(seen);
+  }
+}
+
+// A fetched job with the events seen meanwhile applied: those up to its progress's seq are in
+// the record already; the later ones are applied in order, as the stream sent them.
+function settle(job, seen) {
+  job._seq = Math.max(job._seq || 0, (job.progress && job.progress.seq) || 0);
+  let ended = false;
+  for (const event of seen) {
+    if (event.job_id !== job.id || !applyEvent(job, event)) continue;
+    if (event.type === "state" && TERMINAL.has(event.state)) ended = true;
+  }
+  if (ended) refreshJob(job.id); // its result and times, as after a live terminal event
+  return job;
+}
+
+function onLiveEvent(event) {
+  for (const seen of inFlight) seen.push(event);
   const job = table.jobs.get(event.job_id);
   if (job) {
     if (applyEvent(job, event)) scheduleRender();
     if (event.type === "state" && TERMINAL.has(event.state)) refreshJob(event.job_id);
     return;
   }
-  if (event.type !== "state" || fetching.has(event.job_id)) return;
-  fetching.add(event.job_id); // a job this page has not seen: a new submission
+  if (event.type === "state") fetchNew(event.job_id); // a job this page has not seen: a new submission
+}
+
+const fetching = new Set();
+async function fetchNew(id) {
+  if (fetching.has(id)) return; // that fetch keeps this job's events too
+  fetching.add(id);
   try {
-    const fresh = await call("GET", `/v1/jobs/${encodeURIComponent(event.job_id)}`);
-    if (!table.jobs.has(fresh.id)) table.jobs.set(fresh.id, fresh);
+    const { answer: fresh, seen } = await withEvents(() => call("GET", `/v1/jobs/${encodeURIComponent(id)}`));
+    if (!table.jobs.has(fresh.id)) table.jobs.set(fresh.id, settle(fresh, seen)); // else a listing brought it
     scheduleRender();
   } catch (_) { /* gone, or another tenant's */ } finally {
-    fetching.delete(event.job_id);
+    fetching.delete(id);
   }
 }
 
@@ -305,8 +351,8 @@ async function followEverything() {
         }
       }
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) {
-        showBanner(NEEDS_TOKEN, "auth");
+      if (error instanceof ApiError && (error.status === 401 || error.status === 0)) {
+        showBanner(error.status === 0 ? INVALID_TOKEN : NEEDS_TOKEN, "auth");
         table.failed = true;
         scheduleRender();
         await sleep(4000);
@@ -330,43 +376,92 @@ function scheduleRender() {
   });
 }
 
-function progressCell(job) {
-  const value = fraction(job);
-  const pct = Math.floor(value * 100 + 1e-9); // 99.6% is not done
-  const fill = h("div", { class: "fill" });
-  fill.style.width = `${pct}%`; // CSSOM, not a style attribute: the page's CSP allows no inline style
-  return h(
-    "div",
-    { class: "progress", dataset: { state: job.state, value: value.toFixed(4) } },
-    h("div", { class: "track" }, fill),
-    h("span", { class: "pct" }, `${pct}%`),
-  );
+// Changes a node's text only when it differs: an unchanged cell keeps its nodes.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
-function jobRow(job) {
-  const stage = [job.progress && job.progress.stage, etaText(job)].filter(Boolean).join(" · ");
-  return h(
-    "tr",
-    { dataset: { jobId: job.id, state: job.state }, onclick: () => (location.hash = `#/jobs/${job.id}`) },
-    h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id)),
-    h("td", {}, job.name || ""),
-    h("td", {}, job.kind),
-    h("td", {}, h("span", { class: "state", dataset: { state: job.state } }, job.state)),
-    h("td", {}, progressCell(job), stage ? h("div", { class: "stage" }, stage) : null),
-    h("td", { class: "num", dataset: { created: job.created_at } }, age(job)),
-    h("td", { class: "num" }, runTime(job)),
-  );
+function setData(node, key, value) {
+  if (node.dataset[key] !== value) node.dataset[key] = value;
 }
+
+function updateProgress(node, job) {
+  const value = fraction(job);
+  const pct = Math.floor(value * 100 + 1e-9); // 99.6% is not done
+  setData(node, "state", job.state);
+  setData(node, "value", value.toFixed(4));
+  const fill = node.querySelector(".fill");
+  if (fill.style.width !== `${pct}%`) fill.style.width = `${pct}%`; // CSSOM: the CSP allows no inline style
+  setText(node.querySelector(".pct"), `${pct}%`);
+}
+
+function progressCell(job) {
+  const node = h("div", { class: "progress" }, h("div", { class: "track" }, h("div", { class: "fill" })), h("span", { class: "pct" }));
+  updateProgress(node, job);
+  return node;
+}
+
+const stageText = (job) => [job.progress && job.progress.stage, etaText(job)].filter(Boolean).join(" · ");
+
+function jobRow(job) {
+  const row = h(
+    "tr",
+    { dataset: { jobId: job.id }, onclick: () => (location.hash = `#/jobs/${job.id}`) },
+    h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id)),
+    h("td"),
+    h("td"),
+    h("td", {}, h("span", { class: "state" })),
+    h("td", {}, progressCell(job), h("div", { class: "stage" })),
+    h("td", { class: "num", dataset: { created: job.created_at } }),
+    h("td", { class: "num" }),
+  );
+  updateRow(row, job);
+  return row;
+}
+
+// A row's cells to what the job says now, in place: an event changes a few texts, never the
+// elements, so that a click (press, then release) lands on the row it began on.
+function updateRow(row, job) {
+  const cells = row.cells;
+  setData(row, "state", job.state);
+  setText(cells[1], job.name || "");
+  setText(cells[2], job.kind);
+  const state = cells[3].firstElementChild;
+  setData(state, "state", job.state);
+  setText(state, job.state);
+  updateProgress(cells[4].firstElementChild, job);
+  setText(cells[4].lastElementChild, stageText(job));
+  setText(cells[5], age(job));
+  setText(cells[6], runTime(job));
+}
+
+// Each shown row's element by job id (for the tbody they are in).
+let shownRows = { body: null, rows: new Map() };
 
 function renderRows() {
   const body = document.querySelector("table.jobs tbody");
   if (!body) return;
+  if (shownRows.body !== body) shownRows = { body, rows: new Map() }; // a new table: new rows
   const rows = [...table.jobs.values()]
     .filter(matches)
     .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
-  body.replaceChildren(...rows.map(jobRow));
+  const wanted = new Set(rows.map((job) => job.id));
+  for (const [id, row] of shownRows.rows) {
+    if (!wanted.has(id)) {
+      row.remove();
+      shownRows.rows.delete(id);
+    }
+  }
+  let next = body.firstElementChild;
+  for (const job of rows) {
+    let row = shownRows.rows.get(job.id);
+    if (row) updateRow(row, job);
+    else shownRows.rows.set(job.id, (row = jobRow(job)));
+    if (row === next) next = next.nextElementSibling;
+    else body.insertBefore(row, next); // moved only where the order changed
+  }
   const loading = table.loading > 0 || (!table.loaded && !table.failed);
-  const status = listStatus({ shown: rows.length, loading, failed: table.failed, filtered: filtering() });
+  const status = listStatus({ shown: rows.length, loading, failed: table.failed, filtered: filtering(), partial: Boolean(table.filters.q && table.nextCursor) });
   const box = document.getElementById("list-status");
   box.dataset.status = status || "";
   box.hidden = !status;
@@ -379,10 +474,12 @@ function renderRows() {
 const filtering = () => Object.values(table.filters).some(Boolean);
 
 // What the list says in place of rows: null when it shows some.
-function listStatus({ shown, loading, failed, filtered }) {
+// `partial`: a search, which looks only through the rows loaded, with more rows to load.
+function listStatus({ shown, loading, failed, filtered, partial = false }) {
   if (shown > 0) return null;
   if (loading) return "loading";
   if (failed) return "failed";
+  if (partial) return "no-match-loaded";
   return filtered ? "no-match" : "empty";
 }
 
@@ -390,8 +487,15 @@ function statusMessage(status) {
   if (status === "loading") return ["Loading…"];
   if (status === "empty") return ["No jobs yet. Submit one: kubetask submit datagen --wait"];
   if (status === "failed") return ["Jobs cannot be listed: see the message above."];
-  return ["No jobs match this filter. ", h("button", { type: "button", id: "clear-filters", onclick: clearFilters }, "Clear filters")];
+  const clear = h("button", { type: "button", id: "clear-filters", onclick: clearFilters }, "Clear filters");
+  if (status === "no-match-loaded") {
+    const more = h("button", { type: "button", id: "search-more", onclick: loadMoreOrSay }, "Load more");
+    return ["No loaded job matches this search: it looks only through the jobs loaded so far. ", more, clear];
+  }
+  return ["No jobs match this filter. ", clear];
 }
+
+const loadMoreOrSay = () => loadMore().catch((error) => showBanner(`Cannot list jobs: ${error.message}`, "list"));
 
 function clearFilters() {
   table.filters = { state: "", kind: "", label: "", q: "" };
@@ -469,7 +573,7 @@ function renderList() {
         h("tbody"),
       ),
       h("div", { class: "empty", id: "list-status" }),
-      h("div", { class: "more", hidden: true }, h("button", { type: "button", onclick: () => loadMore().catch((error) => showBanner(`Cannot list jobs: ${error.message}`, "list")) }, "Load more")),
+      h("div", { class: "more", hidden: true }, h("button", { type: "button", onclick: loadMoreOrSay }, "Load more")),
     ),
   );
   renderRows();
@@ -477,7 +581,9 @@ function renderList() {
 
 // -- the job page ----------------------------------------------------------------------------
 
-const page = { id: null, job: null, events: [], abort: null, logsTimer: null };
+// The open job page. `abort` belongs to this page alone: every request, stream and timer of
+// the page checks or uses its signal, so an answer that comes after the user left is dropped.
+const page = { id: null, job: null, events: [], logs: "", abort: null, logsTimer: null, cancelling: false };
 const artifactsChanged = () => scheduleJobRender();
 
 // Metric series from a job's progress events: per-epoch metrics, and per-trial values.
@@ -565,6 +671,13 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : null;
 }
 
+// What the job says now: while it runs, its latest report ("step 4"); otherwise its own
+// message (why it waits, how it ended), which an older report must not hide.
+function jobMessage(job) {
+  const p = job.progress || {};
+  return job.state === "running" ? p.message || job.message : job.message || p.message;
+}
+
 function renderJob() {
   const job = page.job;
   const view = document.getElementById("view");
@@ -576,7 +689,7 @@ function renderJob() {
   const terminal = TERMINAL.has(job.state);
   const cancel = h(
     "button",
-    { type: "button", class: "danger", id: "cancel", disabled: terminal || job.cancel_requested, onclick: () => cancelJob(job.id) },
+    { type: "button", class: "danger", id: "cancel", disabled: terminal || job.cancel_requested || page.cancelling, onclick: (event) => cancelJob(job.id, event.currentTarget) },
     job.cancel_requested && !terminal ? "Cancelling…" : "Cancel",
   );
   const head = h(
@@ -599,7 +712,8 @@ function renderJob() {
       facts([
         ["kind", job.kind],
         ["stage", p.stage],
-        ["message", p.message || job.message],
+        ["message", jobMessage(job)],
+        ["last report", job.state !== "running" && p.message !== jobMessage(job) ? p.message : null],
         ["reason", job.reason],
         ["progress", stageCount(p)],
         ["eta", etaText(job).replace(/^eta /, "")],
@@ -661,59 +775,91 @@ function scheduleJobRender() {
   }, 150);
 }
 
-async function cancelJob(id) {
+// One cancel at a time: the button is disabled at once (a double click sends one request), and
+// a 409 saying the job already ended is no error: the page shows the job as it is now.
+async function cancelJob(id, button) {
+  if (page.id !== id || page.cancelling) return;
+  const { signal } = page.abort;
+  page.cancelling = true;
+  if (button) button.disabled = true;
   try {
-    page.job = await call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`);
+    const job = await call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`, signal);
+    if (signal.aborted) return;
+    job._seq = page.job && page.job._seq;
+    page.job = job;
     clearBanner("action");
-    scheduleJobRender();
   } catch (error) {
-    showBanner(`Cannot cancel: ${error.message}`, "action");
+    if (signal.aborted) return;
+    const ended = error instanceof ApiError && error.status === 409 && TERMINAL.has(error.problem.state);
+    if (!ended) showBanner(`Cannot cancel: ${error.message}`, "action");
+    else {
+      clearBanner("action");
+      try {
+        const job = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`, signal);
+        if (signal.aborted) return;
+        job._seq = Math.max((page.job && page.job._seq) || 0, (job.progress && job.progress.seq) || 0);
+        page.job = job;
+      } catch (_) { /* the page's stream still says how it ended */ }
+    }
+  } finally {
+    if (!signal.aborted) {
+      page.cancelling = false;
+      scheduleJobRender();
+    }
   }
 }
 
-async function refreshLogs(id) {
+async function refreshLogs(id, signal) {
+  let text;
   try {
-    page.logs = await call("GET", `/v1/jobs/${encodeURIComponent(id)}/logs?tail=200`);
+    text = await call("GET", `/v1/jobs/${encodeURIComponent(id)}/logs?tail=200`, signal);
   } catch (error) {
-    page.logs = `(no logs: ${error.message})`;
+    if (signal.aborted || page.logs) return; // keep the tail shown when the server is away
+    text = `(no logs: ${error.message})`;
   }
-  if (page.id === id) {
-    const pre = document.getElementById("logs");
-    if (pre) {
-      pre.textContent = page.logs || "(no output yet)";
-      pre.scrollTop = pre.scrollHeight;
-    }
+  if (signal.aborted) return;
+  page.logs = text;
+  const pre = document.getElementById("logs");
+  if (pre) {
+    pre.textContent = page.logs || "(no output yet)";
+    pre.scrollTop = pre.scrollHeight;
   }
+}
+
+function showJobError(text) {
+  document.getElementById("view").replaceChildren(h("div", { class: "panel job-head" }, backLink()), h("div", { class: "panel empty error", id: "job-error" }, text));
 }
 
 async function openJob(id) {
   closeJob();
-  page.id = id;
-  page.job = null;
-  page.events = [];
-  page.logs = "";
   const abort = new AbortController();
-  page.abort = abort;
+  const { signal } = abort; // aborted once the user leaves: every await below checks it
+  Object.assign(page, { id, job: null, events: [], logs: "", abort, cancelling: false });
   renderJob();
+  const read = () => call("GET", `/v1/jobs/${encodeURIComponent(id)}`, signal);
   try {
-    page.job = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`);
+    const job = await read();
+    if (signal.aborted) return; // another page is open now: this answer is not for it
+    job._seq = (job.progress && job.progress.seq) || 0; // the stream's history up to it is in it
+    page.job = job;
   } catch (error) {
-    document.getElementById("view").replaceChildren(h("div", { class: "panel job-head" }, backLink()), h("div", { class: "panel empty error", id: "job-error" }, error.message));
+    if (!signal.aborted) showJobError(error.message);
     return;
   }
   scheduleJobRender();
-  refreshLogs(id);
+  refreshLogs(id, signal);
   loadArtifacts(id, artifactsChanged);
   page.logsTimer = setInterval(() => {
     if (page.job && !TERMINAL.has(page.job.state)) {
-      refreshLogs(id);
+      refreshLogs(id, signal);
       loadArtifacts(id, artifactsChanged);
     }
   }, 2000);
   let last = 0;
-  while (!abort.signal.aborted) {
+  while (!signal.aborted) {
     try {
-      for await (const message of sse(`/v1/jobs/${encodeURIComponent(id)}/events`, abort.signal, last)) {
+      for await (const message of sse(`/v1/jobs/${encodeURIComponent(id)}/events`, signal, last)) {
+        if (signal.aborted) return;
         if (message.id) last = Number(message.id);
         if (message.event !== "progress" && message.event !== "state") continue;
         const event = JSON.parse(message.data);
@@ -721,16 +867,18 @@ async function openJob(id) {
         applyEvent(page.job, event);
         if (event.type === "state" && TERMINAL.has(event.state)) {
           const seq = page.job._seq;
-          page.job = await call("GET", `/v1/jobs/${encodeURIComponent(id)}`); // result, error
-          page.job._seq = seq;
-          refreshLogs(id);
+          const job = await read(); // its result, error
+          if (signal.aborted) return;
+          job._seq = seq;
+          page.job = job;
+          refreshLogs(id, signal);
           loadArtifacts(id, artifactsChanged); // what it wrote last
         }
         scheduleJobRender();
       }
       if (page.job && TERMINAL.has(page.job.state)) return; // the stream ends after the end
     } catch (error) {
-      if (abort.signal.aborted) return;
+      if (signal.aborted) return;
     }
     await sleep(1000);
   }
@@ -740,23 +888,40 @@ function closeJob() {
   clearBanner("action"); // it was about the job left behind
   if (page.abort) page.abort.abort();
   if (page.logsTimer) clearInterval(page.logsTimer);
-  page.abort = null;
-  page.logsTimer = null;
-  page.id = null;
+  Object.assign(page, { id: null, job: null, events: [], logs: "", abort: null, logsTimer: null, cancelling: false });
   closeArtifacts(); // revokes the images' object URLs
+}
+
+// A job id as the API makes them (controller/ids.py is_job_id): 16 characters, 0-9 and a-z.
+const JOB_ID = /^[0-9a-z]{16}$/;
+
+// An address that names no job ("#/jobs/.", "#/jobs/<id>%2Fartifacts", a bad %-escape): a page
+// that says so and asks the API nothing (the browser would read "/v1/jobs/." as the listing).
+function renderNoSuchJob(text) {
+  showJobError(`No such job: "${text}" is not a job id (16 lowercase letters and digits).`);
 }
 
 // -- routing and start-up --------------------------------------------------------------------
 
 function route() {
-  const match = location.hash.match(/^#\/jobs\/([^/?#]+)/);
-  return match ? { page: "job", id: decodeURIComponent(match[1]) } : { page: "list" };
+  const match = location.hash.match(/^#\/jobs\/([^?#]*)/);
+  if (!match) return { page: "list" };
+  let id;
+  try {
+    id = decodeURIComponent(match[1]);
+  } catch (_) {
+    return { page: "missing", text: match[1] }; // not a valid %-escape
+  }
+  return JOB_ID.test(id) ? { page: "job", id } : { page: "missing", text: id };
 }
 
 function navigate() {
   const where = route();
   if (where.page === "job") {
     if (page.id !== where.id) openJob(where.id);
+  } else if (where.page === "missing") {
+    closeJob();
+    renderNoSuchJob(where.text);
   } else {
     closeJob();
     const wanted = filtersFromHash();
@@ -774,8 +939,8 @@ function tick() {
     for (const row of document.querySelectorAll("table.jobs tbody tr")) {
       const job = table.jobs.get(row.dataset.jobId);
       if (!job) continue;
-      row.cells[5].textContent = age(job);
-      row.cells[6].textContent = runTime(job);
+      setText(row.cells[5], age(job));
+      setText(row.cells[6], runTime(job));
     }
   } else if (page.job && !TERMINAL.has(page.job.state)) {
     const fact = document.querySelector('[data-fact="duration"]');
@@ -787,6 +952,10 @@ async function start() {
   document.getElementById("token").addEventListener("click", () => {
     const value = prompt("API token (leave empty to clear):", tokenStore.get());
     if (value === null) return;
+    if (!TOKEN_TEXT.test(value.trim())) {
+      showBanner(INVALID_TOKEN, "auth"); // kept out: no request could carry it
+      return;
+    }
     tokenStore.set(value.trim());
     showBanner("", null);
     location.reload();

@@ -212,7 +212,8 @@ def test_a_train_job_page_shows_stage_charts_result_and_log_tail(
         for e in browser.find_elements(By.CSS_SELECTOR, "dd[data-fact]")
     }
     assert facts["stage"] == "train"
-    assert facts["message"] == "epoch 4/4"
+    assert facts["message"] == server.job(job_id)["message"]  # its own word once it ended
+    assert facts["last report"] == "epoch 4/4"
     assert facts["labels"] == "team=ml"
     result = result_rows(browser)
     assert result["best_val_accuracy"]["kind"] == "number"
