@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kubetask.client import Client, JobHandle
     from kubetask.errors import (
         ApiError,
+        ClientClosed,
         Conflict,
         FileChanged,
         InvalidRequest,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 _ERRORS = (
     "ApiError",
+    "ClientClosed",
     "Conflict",
     "FileChanged",
     "InvalidRequest",
@@ -114,6 +116,7 @@ __all__ = [
     "AsyncClient",
     "AsyncJobHandle",
     "Client",
+    "ClientClosed",
     "Conflict",
     "ErrorInfo",
     "Event",

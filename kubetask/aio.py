@@ -28,7 +28,7 @@ from kubetask._calls import Call, JobOptions, LogFollower, Pager
 from kubetask._files import OnProgress, PathArg
 from kubetask._sse import NO_CONTENT, EventCursor, JobEvent, OnReconnect
 from kubetask._wait import Deadline, Waiter
-from kubetask.errors import ApiError, ServerUnreachable, StreamLost
+from kubetask.errors import ApiError, ClientClosed, ServerUnreachable, StreamLost
 from kubetask.models import (
     Artifact,
     JobRequest,
@@ -62,7 +62,7 @@ class AsyncClient:
     # -- plumbing ----------------------------------------------------------------------
     async def _do(self, call: Call[T]) -> T:
         try:
-            response = await self._http.request(
+            response = await self._live().request(
                 call.method,
                 call.path,
                 params=call.params,
@@ -79,7 +79,7 @@ class AsyncClient:
     ) -> int:
         """GET `url` and hand its body to `write` (run in a thread) chunk by chunk."""
         try:
-            async with self._http.stream("GET", url) as response:
+            async with self._live().stream("GET", url) as response:
                 if response.is_error:
                     await response.aread()
                     raise _calls.api_error(response)
@@ -98,7 +98,7 @@ class AsyncClient:
     async def _follow(self, cursor: EventCursor) -> AsyncIterator[JobEvent]:
         while not cursor.done:
             try:
-                async with self._http.stream(
+                async with self._live().stream(
                     "GET", cursor.path, headers=cursor.connect(), timeout=_stream(cursor)
                 ) as response:
                     if response.is_error:
@@ -119,6 +119,12 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 delay = cursor.lost(_calls.unreachable_reason(exc))
             await asyncio.sleep(delay)
+
+    def _live(self) -> httpx.AsyncClient:
+        """The HTTP client; `ClientClosed` once this client was closed."""
+        if self._http.is_closed:
+            raise ClientClosed
+        return self._http
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -249,7 +255,7 @@ class AsyncClient:
         size = (await asyncio.to_thread(local.stat)).st_size
         file = await asyncio.to_thread(local.open, "rb")
         try:
-            response = await self._http.put(
+            response = await self._live().put(
                 url, content=_read(file, size, on_progress), headers=_calls.upload_headers(size)
             )
         except httpx.TransportError as exc:

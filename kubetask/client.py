@@ -28,7 +28,7 @@ from kubetask._calls import Call, JobOptions, LogFollower, Pager
 from kubetask._files import OnProgress, PathArg
 from kubetask._sse import NO_CONTENT, EventCursor, JobEvent, OnReconnect
 from kubetask._wait import Deadline, Waiter
-from kubetask.errors import ApiError, ServerUnreachable, StreamLost
+from kubetask.errors import ApiError, ClientClosed, ServerUnreachable, StreamLost
 from kubetask.models import (
     Artifact,
     JobRequest,
@@ -63,7 +63,7 @@ class Client:
     # -- plumbing ----------------------------------------------------------------------
     def _do(self, call: Call[T]) -> T:
         try:
-            response = self._http.request(
+            response = self._live().request(
                 call.method,
                 call.path,
                 params=call.params,
@@ -80,7 +80,7 @@ class Client:
     ) -> int:
         """GET `url` and hand its body to `write` chunk by chunk; the bytes received."""
         try:
-            with self._http.stream("GET", url) as response:
+            with self._live().stream("GET", url) as response:
                 if response.is_error:
                     response.read()
                     raise _calls.api_error(response)
@@ -99,7 +99,7 @@ class Client:
     def _follow(self, cursor: EventCursor) -> Iterator[JobEvent]:
         while not cursor.done:
             try:
-                with self._http.stream(
+                with self._live().stream(
                     "GET", cursor.path, headers=cursor.connect(), timeout=_stream(cursor)
                 ) as response:
                     if response.is_error:
@@ -120,6 +120,12 @@ class Client:
             except httpx.TransportError as exc:
                 delay = cursor.lost(_calls.unreachable_reason(exc))
             time.sleep(delay)
+
+    def _live(self) -> httpx.Client:
+        """The HTTP client; `ClientClosed` once this client was closed."""
+        if self._http.is_closed:
+            raise ClientClosed
+        return self._http
 
     def close(self) -> None:
         self._http.close()
@@ -250,7 +256,7 @@ class Client:
         try:
             with local.open("rb") as file:
                 body = _files.chunks(file, total=size, on_progress=on_progress)
-                response = self._http.put(url, content=body, headers=_calls.upload_headers(size))
+                response = self._live().put(url, content=body, headers=_calls.upload_headers(size))
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
         _calls.check(response)

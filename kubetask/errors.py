@@ -52,6 +52,15 @@ class FileChanged(KubetaskError):
         self.path = path
 
 
+class ClientClosed(KubetaskError, RuntimeError):
+    """The client was used after `close()` (or the end of its `with` block)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this client is closed (close() or its `with` block ended): make a new one"
+        )
+
+
 class InvalidToken(KubetaskError, ValueError):
     """The bearer token cannot go in a header: it must be printable ASCII without spaces.
     `source` names where it came from (the message never shows the token itself)."""

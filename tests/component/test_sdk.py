@@ -15,6 +15,7 @@ import pytest
 from kubetask import (
     AsyncClient,
     Client,
+    ClientClosed,
     Conflict,
     InvalidRequest,
     JobCancelled,
@@ -264,3 +265,19 @@ def test_wait_and_events_ride_through_a_restart_of_the_server(fresh_api: ApiServ
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1)), "a repeat or a hole"
     assert isinstance(seen[-1], StateEvent)
     assert seen[-1].state is JobState.SUCCEEDED
+
+
+def test_a_closed_client_says_so_in_its_own_error(api: ApiServer) -> None:
+    with Client(api.base_url) as client:
+        job = client.submit("noop")
+    for call in (lambda: client.get(job.id), lambda: list(job.events()), job.wait):
+        with pytest.raises(ClientClosed, match="client is closed"):
+            call()
+
+    async def scenario() -> None:
+        async with AsyncClient(api.base_url) as aclient:
+            pass
+        with pytest.raises(ClientClosed):
+            await aclient.get(job.id)
+
+    asyncio.run(scenario())
