@@ -13,7 +13,8 @@ from kubetask.kinds import Merge
 from kubetask.models import ErrorInfo, JobState, Outcome
 
 _REASON_SUGGESTIONS = {
-    "DeadlineExceeded": "The job ran past timeout_s: raise timeout_s or make the task smaller.",
+    "DeadlineExceeded": "The job did not finish within timeout_s (counted from its start, "
+    "waiting for a node included): raise timeout_s or make the task smaller.",
     "StartTimeout": "The job never started running within start_timeout_s: look at why it "
     "stayed pending (capacity, image pull, quota).",
     "JobDeleted": "The Job was deleted outside kubetask (kubectl delete or its TTL): "
@@ -63,7 +64,7 @@ def in_plain_words(
         "BackoffLimitExceeded": f"failed after {tries}{exited}",
         "PodFailurePolicy": "failed at once, not retried: the task exited with code 2, "
         "which means its params (or the data they name) cannot work: a retry would fail the same",
-        "DeadlineExceeded": f"stopped: it ran longer than its timeout_s ({timeout_s} s)",
+        "DeadlineExceeded": f"stopped: it did not finish within its timeout_s ({timeout_s} s)",
         "StartTimeout": f"failed: it did not start running within its start_timeout_s "
         f"({start_timeout_s} s)",
         "CreateRejected": f"failed: the backend refused to create it: {said}",

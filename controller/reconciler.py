@@ -32,7 +32,7 @@ from kubetask.controller.bus import EventBus
 from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.outcomes import in_plain_words, parse_outcome, summarize
 from kubetask.controller.records import JobRecord, JobStatus, next_status
-from kubetask.controller.states import JobFacts, Observation, derive_state
+from kubetask.controller.states import JobFacts, Observation, derive_state, failure_due
 from kubetask.controller.store import UNAVAILABLE, Maintained, Store
 from kubetask.controller.wakeups import WakeUps
 from kubetask.controller.workqueue import WorkQueue
@@ -351,6 +351,15 @@ class Reconciler:
                 create_rejected=rejected,
                 ran=ran,
                 unhandled=unhandled,
+                failing=None
+                if observation is None
+                else failure_due(
+                    observation,
+                    retries=record.request.retries,
+                    timeout_s=record.request.timeout_s,
+                    now=now,
+                ),
+                state=record.status.state,
             )
         )
         derived = in_plain_words(

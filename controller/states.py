@@ -8,8 +8,9 @@ backends describe what they see as an `Observation`, so both give the same state
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from kubetask import env
 from kubetask.models import JobState
 
 _S = JobState
@@ -108,6 +109,11 @@ class JobFacts:
     create_rejected: str | None = None  # the backend refused the job for good: its words
     ran: bool = False  # a task of the job has run (kubetask's record says when it started)
     unhandled: str | None = None  # kubetask failed to handle the job, again and again: why
+    # The Job's failure is decided (its deadline passed, its tries are spent, a task exited
+    # with the code that fails it) but not yet written: why. Its pods going away then are
+    # the Job controller stopping them, not an eviction; the state it had holds meanwhile.
+    failing: str | None = None
+    state: JobState | None = None  # the state kubetask last recorded
 
 
 @dataclass(frozen=True)
@@ -158,14 +164,44 @@ def derive_state(facts: JobFacts) -> Derived:
         return Derived(
             _S.FAILED, "StartTimeout", "the job did not start within start_timeout_s", stop=True
         )
-    if obs.suspended:  # held by its spec: the Job controller's "Job suspended" says no more
-        return Derived(_S.QUEUED, "Suspended", obs.suspended_message or WAITING_FOR_QUEUE)
-    suspended = obs.condition("Suspended")
-    if suspended is not None:  # let go, but its pods are not made yet
-        return Derived(_S.QUEUED, "Suspended", suspended.message or WAITING_FOR_QUEUE)
+    if (held := _held(obs)) is not None:
+        return held
     if running:
         return Derived(_S.RUNNING)
+    if obs.terminating and facts.failing is not None and facts.state is not None:
+        # the Job controller stops its pods: no eviction, and no state of its own meanwhile
+        return Derived(facts.state, "Stopping", f"its pods are being stopped: {facts.failing}")
     return _pending(obs, ran=facts.ran)
+
+
+def _held(obs: Observation) -> Derived | None:
+    """Queued while the Job is suspended (a queue holds it), or let go but with no pod yet."""
+    if obs.suspended:  # held by its spec: the Job controller's "Job suspended" says no more
+        return Derived(_S.QUEUED, "Suspended", obs.suspended_message or WAITING_FOR_QUEUE)
+    if obs.condition("Suspended") is not None:  # let go; the condition's words are stale
+        return Derived(_S.QUEUED, "Admitted", "let go by its queue; its pods are being made")
+    return None
+
+
+def failure_due(
+    obs: Observation, *, retries: int, timeout_s: int | None, now: datetime
+) -> str | None:
+    """Why the Job controller is about to fail the Job, by the rules it decides by (its
+    active deadline, its backoff limit, the exit code its failure policy fails it on); None
+    when none applies."""
+    started = obs.start_time
+    if (
+        timeout_s is not None
+        and started is not None
+        and now >= started + timedelta(seconds=timeout_s)
+    ):
+        return f"timeout_s={timeout_s} is over"
+    failed = obs.failed + obs.uncounted_failed
+    if failed > retries:
+        return f"{failed} failed attempt(s), more than retries={retries}"
+    if obs.last_exit_code == env.EXIT_INVALID_PARAMS:
+        return f"a task exited with code {env.EXIT_INVALID_PARAMS}, which is not retried"
+    return None
 
 
 def _outcome(obs: Observation) -> Derived | None:

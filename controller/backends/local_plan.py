@@ -87,7 +87,7 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
         return Condition(
             "Failed",
             reason="DeadlineExceeded",
-            message=f"the job ran longer than timeout_s={spec.timeout_s}",
+            message=f"the job did not finish within timeout_s={spec.timeout_s}",
             at=now,
         )
     return None

@@ -21,7 +21,7 @@ def test_retried_attempts_are_counted(api: ApiServer) -> None:
 def test_a_deadline_says_which_limit_it_passed(api: ApiServer) -> None:
     job = api.wait(api.submit("noop", {"steps": 100, "step_s": 1}, timeout_s=1))
     assert (job["state"], job["reason"]) == ("failed", "DeadlineExceeded")
-    assert job["message"] == "stopped: it ran longer than its timeout_s (1 s)"
+    assert job["message"] == "stopped: it did not finish within its timeout_s (1 s)"
 
 
 def test_two_workers_failing_once_each_are_not_told_as_two_tries(api: ApiServer) -> None:

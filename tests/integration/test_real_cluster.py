@@ -251,3 +251,18 @@ def test_kubectl_logs_reads_the_task_log_through_the_api_server(kube_stack: Kube
     text = wait_for(lambda: "stage steps" in (out := logs()) and out, "the task's log")
     assert f"noop task of job {job_id} (index 0) starting" in text
     assert api.client.delete(f"/v1/jobs/{job_id}").status_code == 202
+
+
+def test_a_job_past_its_deadline_goes_from_running_to_failed_never_pending(
+    kube_stack: KubeStack,
+) -> None:
+    """The Job controller deletes the pods as soon as `activeDeadlineSeconds` is over, and
+    writes the failure after: that deletion is no eviction ("pending, a replacement starts"),
+    and the transition counted is running -> failed."""
+    api = kube_stack.api
+    job_id = api.submit("noop", {"steps": 60, "step_s": 1}, timeout_s=4)
+    done = api.wait(job_id, timeout_s=90)
+    assert (done["state"], done["reason"]) == ("failed", "DeadlineExceeded")
+    seen = states_seen(api, job_id)
+    assert [state for state, _ in seen][-2:] == ["running", "failed"], seen
+    assert ("pending", "PodTerminating") not in seen

@@ -77,7 +77,7 @@ def test_attempts_are_counted_in_words_and_an_unknown_exit_code_left_out() -> No
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
-        ("DeadlineExceeded", "stopped: it ran longer than its timeout_s (600 s)"),
+        ("DeadlineExceeded", "stopped: it did not finish within its timeout_s (600 s)"),
         ("StartTimeout", "failed: it did not start running within its start_timeout_s (120 s)"),
         ("CreateRejected", "failed: the backend refused to create it: the backend's words"),
         ("FailedCreate", "no task could be created yet (retrying): the backend's words"),

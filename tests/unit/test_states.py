@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,6 +17,7 @@ from kubetask.controller.states import (
     PodFacts,
     can_transition,
     derive_state,
+    failure_due,
 )
 from kubetask.models import TERMINAL_STATES, JobState
 
@@ -193,10 +194,12 @@ def test_suspended_flag_is_queued_with_the_backends_message() -> None:
     assert derived == Derived(_S.QUEUED, "Suspended", "waiting for a local slot")
 
 
-def test_suspended_condition_is_queued_with_the_conditions_message() -> None:
-    cond = Condition("Suspended", reason="JobSuspended", message="Kueue: quota exhausted")
+def test_a_job_let_go_by_its_queue_is_admitted_not_still_suspended() -> None:
+    """`spec.suspend` false, the Job controller's Suspended condition not yet turned: its
+    words ("Job suspended") are the past's."""
+    cond = Condition("Suspended", reason="JobSuspended", message="Job suspended")
     derived = derive(Observation(conditions=(cond,)))
-    assert derived == Derived(_S.QUEUED, "Suspended", "Kueue: quota exhausted")
+    assert derived == Derived(_S.QUEUED, "Admitted", "let go by its queue; its pods are being made")
 
 
 def test_suspended_without_any_message_still_explains_itself() -> None:
@@ -299,6 +302,45 @@ def test_only_terminating_pods_is_pending_pod_terminating(terminating: int, pods
     assert (derived.state, derived.reason) == (_S.PENDING, "PodTerminating")
     assert derived.message is not None
     assert derived.message.startswith(f"{pods} terminating")
+
+
+@pytest.mark.parametrize("state", [_S.RUNNING, _S.PENDING])
+def test_pods_the_job_controller_stops_for_a_decided_failure_change_no_state(
+    state: JobState,
+) -> None:
+    """Its deadline over (or its tries spent): the pods' deletion comes before the Job's
+    FailureTarget. Not an eviction (`PodTerminating`, "a replacement starts"): the state it
+    had holds until the failure is written, so running -> failed, never -> pending -> failed."""
+    facts = JobFacts(
+        observation=Observation(terminating=1, active=1),
+        submitted=True,
+        failing="timeout_s=8 is over",
+        state=state,
+    )
+    assert derive_state(facts) == Derived(
+        state, "Stopping", "its pods are being stopped: timeout_s=8 is over"
+    )
+    assert derive_state(replace(facts, failing=None)).reason == "PodTerminating"  # an eviction
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("observation", "now", "due"),
+    [
+        (Observation(start_time=T0), T0 + timedelta(seconds=7), None),
+        (Observation(start_time=T0), T0 + timedelta(seconds=8), "timeout_s=8 is over"),
+        (Observation(failed=1, uncounted_failed=1), T0, "2 failed attempt(s), more than retries=1"),
+        (Observation(failed=1), T0, None),
+        (Observation(last_exit_code=2), T0, "a task exited with code 2, which is not retried"),
+        (Observation(last_exit_code=1), T0, None),
+    ],
+)
+def test_a_failure_is_due_by_the_rules_the_job_controller_decides_by(
+    observation: Observation, now: datetime, due: str | None
+) -> None:
+    assert failure_due(observation, retries=1, timeout_s=8, now=now) == due
 
 
 def test_a_live_pod_wins_over_terminating_ones() -> None:
