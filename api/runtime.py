@@ -286,6 +286,7 @@ class Runtime:
             wakeups=WakeUps(subscriber) if settings.election() else None,
             merges={n: k.merge for n, k in wiring.kinds.items() if k.merge is not None},
             on_end=archiver.offer,
+            before_stop=archiver.remember,
             workers=WORKERS if settings.resolved_backend == "kubernetes" else LOCAL_WORKERS,
         )
         service = JobService(

@@ -178,9 +178,7 @@ class LogArchiver:
             self._waiting.pop(job_id, None)
             return True
         since = self._waiting.setdefault(job_id, time.monotonic())
-        with contextlib.suppress(Exception):  # a read that fails: the next one may not
-            if (text := await self._read_log(job_id)) is not None:
-                self._last_seen[job_id] = text
+        await self.remember(job_id)
         if time.monotonic() - since < STOP_WAIT_S:
             return False
         log.warning(
@@ -188,6 +186,16 @@ class LogArchiver:
         )
         self._waiting.pop(job_id, None)
         return True
+
+    async def remember(self, job_id: str) -> None:
+        """Read the job's log now and keep it, should a later read have lost part of it:
+        asked while its tasks stop, and before its pods go (a cancel deletes them, and the
+        Job controller deletes a failed Job's running workers, their logs with them). A log
+        only grows, so the longest read is the wholest."""
+        with contextlib.suppress(Exception):  # a read that fails: the next one may not
+            text = await self._read_log(job_id)
+            if text is not None and len(text) >= len(self._last_seen.get(job_id, "")):
+                self._last_seen[job_id] = text
 
     def _later_put(self, job_id: str, attempt: int, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -222,8 +230,8 @@ class LogArchiver:
         if self._wanted is not None and not await self._wanted(job_id):
             return False
         text = await self._read_log(job_id)
-        if text is None:  # its pods went as they stopped: their log as last read
-            text = seen
+        if seen is not None and (text is None or len(seen) > len(text)):
+            text = seen  # pods went as they stopped (and their logs): the log as last read
         if text is None:  # an empty log is kept: '' then tells it apart from a lost one
             log.info("job %s ended with no log to archive", job_id)
             return False

@@ -32,7 +32,13 @@ from kubetask.controller.bus import EventBus
 from kubetask.controller.clock import Clock, utcnow
 from kubetask.controller.outcomes import in_plain_words, parse_outcome, summarize
 from kubetask.controller.records import JobRecord, JobStatus, next_status
-from kubetask.controller.states import JobFacts, Observation, derive_state, failure_due
+from kubetask.controller.states import (
+    Derived,
+    JobFacts,
+    Observation,
+    derive_state,
+    failure_due,
+)
 from kubetask.controller.store import UNAVAILABLE, Maintained, Store
 from kubetask.controller.wakeups import WakeUps
 from kubetask.controller.workqueue import WorkQueue
@@ -104,9 +110,12 @@ class Reconciler:
         jitter: Jitter = random.random,
         merges: Mapping[str, Merge] | None = None,
         on_end: Callable[[str], object] | None = None,
+        before_stop: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """`on_end`: told each job id as its end is recorded (it must not wait: the log
-        archiver only queues it)."""
+        archiver only queues it). `before_stop`: awaited before kubetask deletes a job's
+        backend object, and while the backend stops the pods of a failure it decided (the
+        log archiver reads their logs, which go with them)."""
         self._store = store
         self._bus = bus
         self._backend = backend
@@ -120,6 +129,7 @@ class Reconciler:
         self._jitter = jitter
         self._merges = merges or {}  # kind -> how its split jobs' parts make one result
         self._on_end = on_end
+        self._before_stop = before_stop
         self._failures: dict[str, int] = {}  # job id -> syncs failed in a row
         self._errors: dict[str, tuple[str, int]] = {}  # job id -> (unexpected error, in a row)
         self._queue = WorkQueue()
@@ -287,9 +297,23 @@ class Reconciler:
     async def _stop_unhandled(self, job_id: str) -> None:
         """Stop what runs for a job given up on, as far as the backend still can."""
         try:
+            await self._stopping(job_id)
             await self._backend.delete(job_id)
         except Exception:
             log.exception("stopping %s, which kubetask gave up on", job_id)
+
+    async def _stop_as_derived(self, job_id: str, derived: Derived, *, stop: bool) -> None:
+        """Delete the backend's object when `derived` asks (a cancel, a start timeout) and
+        there is one (`stop`); either way, before pods go, `before_stop`."""
+        if derived.stop and stop:
+            await self._stopping(job_id)
+            await self._backend.delete(job_id)
+        elif derived.reason == "Stopping":  # the backend deletes the pods itself
+            await self._stopping(job_id)
+
+    async def _stopping(self, job_id: str) -> None:
+        if self._before_stop is not None:
+            await self._before_stop(job_id)
 
     def _wake_at_start_deadline(
         self, job_id: str, deadline: datetime | None, now: datetime
@@ -370,8 +394,7 @@ class Reconciler:
             start_timeout_s=record.request.start_timeout_s,
             workers=record.request.completions,
         )
-        if derived.stop and observation is not None:
-            await self._backend.delete(job_id)
+        await self._stop_as_derived(job_id, derived, stop=observation is not None)
         result = error = None
         if derived.state in (JobState.SUCCEEDED, JobState.FAILED):
             outcomes = outcomes if outcomes is not None else await self._outcomes(record)

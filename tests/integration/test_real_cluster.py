@@ -266,3 +266,23 @@ def test_a_job_past_its_deadline_goes_from_running_to_failed_never_pending(
     seen = states_seen(api, job_id)
     assert [state for state, _ in seen][-2:] == ["running", "failed"], seen
     assert ("pending", "PodTerminating") not in seen
+
+
+def test_a_cancelled_indexed_jobs_archived_log_keeps_every_worker(kube_stack: KubeStack) -> None:
+    """Cancelled while its workers wait out the back-off: deleting the Job deletes their
+    pods, their logs with them. The log read before the delete is the one archived (it was
+    empty, or one worker's)."""
+    api = kube_stack.api
+    params = {"steps": 2, "step_s": 0.1, "fail": "exit", "fail_attempts": 1}
+    job_id = api.submit("noop", params, parallelism=2, completions=2, retries=2)
+    wait_for(lambda: api.job(job_id)["reason"] == "RetryBackoff", "the back-off")
+    api.client.delete(f"/v1/jobs/{job_id}")
+    assert api.wait(job_id, timeout_s=60)["state"] == "cancelled"
+
+    def archived() -> str:
+        response = api.client.get(f"/v1/jobs/{job_id}/logs")
+        return response.text if response.status_code == 200 and response.text else ""
+
+    text = wait_for(archived, "the archived log")
+    assert "==> index 0 <==" in text
+    assert "==> index 1 <==" in text

@@ -358,3 +358,54 @@ def test_the_reconciler_offers_a_job_once_as_its_end_is_recorded() -> None:
     bus.left[JOB] = {0: Outcome(ok=True)}
     asyncio.run(sync(3))
     assert offered == [JOB]  # once, however often it is synced after
+
+
+def test_a_log_remembered_before_its_pods_went_wins_over_a_shorter_later_read(
+    tmp_path: Path,
+) -> None:
+    """A cancel deletes the Job's pods, and the Job controller deletes a failed Job's running
+    workers: read after that, the log misses their part (or all of it). The read made before
+    they went is kept instead; a longer later read still wins (a log only grows)."""
+    whole = "==> index 0 <==\nstep 1\n==> index 1 <==\nstep 1\n"
+    logs = Logs(gone=whole, grew="a\n")
+    archiver = LogArchiver(read_log=logs, store=FileStore(tmp_path), backoff=FAST)
+
+    async def body() -> None:
+        await archiver.remember("gone")
+        await archiver.remember("grew")
+        logs.logs["gone"] = "==> index 1 <==\nstep 1\n"  # index 0's pod went, its log too
+        logs.logs["grew"] = "a\nb\n"
+        archiver.offer("gone")
+        archiver.offer("grew")
+        await archiver.join()
+
+    running(archiver, body)
+    assert (tmp_path / "gone/logs/output.log").read_text() == whole
+    assert (tmp_path / "grew/logs/output.log").read_text() == "a\nb\n"
+
+
+def test_the_reconciler_remembers_the_log_before_it_deletes_a_cancelled_job() -> None:
+    remembered: list[tuple[str, bool]] = []
+    store, bus, backend = (
+        FakeStore(record(submitted=True, cancel_requested=True)),
+        FakeBus(),
+        FakeBackend(),
+    )
+
+    async def before_stop(job_id: str) -> None:
+        remembered.append((job_id, job_id in backend.jobs))  # the Job still there
+
+    reconciler = Reconciler(
+        store=store,
+        bus=cast(EventBus, bus),
+        backend=backend,
+        spec_for=lambda r: TaskSpec(
+            job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
+        ),
+        clock=lambda: T0,
+        before_stop=before_stop,
+    )
+    backend.jobs[JOB] = RUNNING
+    asyncio.run(reconciler.sync(JOB))
+    assert remembered == [(JOB, True)]
+    assert JOB in backend.deleted
