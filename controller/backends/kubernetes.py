@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -74,6 +75,7 @@ EVENTS_SELECTOR = f"involvedObject.kind=Job,reason={FAILED_CREATE}"
 EVENT_QUEUE = 1000  # transitions whose Event is not written yet; beyond, Events are dropped
 EVENT_YIELD_S = 1.0  # the longest an Event waits for the creates in progress to end
 EVENT_QUIET_S = 0.25  # no create for this long: the creates of a burst are over
+DELETED_KEPT = 1000  # deleted Jobs remembered for the Event of the transition that deleted them
 ENDED_PHASES = ("Succeeded", "Failed")  # a pod in either runs nothing any more
 SYNC_WAIT_S = 30.0  # at start, for every watch's first listing together: then it serves anyway
 
@@ -143,6 +145,9 @@ class KubernetesBackend:
         self._core = k8s.CoreV1Api(api)
         self.changes: asyncio.Queue[str] = asyncio.Queue()
         self._reporter = socket.gethostname()
+        # Jobs kubetask deleted (a cancel, a start timeout), as last seen: the Event of the
+        # transition that deleted them still names them (Events outlive their object)
+        self._deleted: OrderedDict[str, tuple[str, Obj]] = OrderedDict()
         labels = selector(cluster)
         self.namespaces = sorted({cluster.namespace, *self._tenant_namespaces.values()})
         self._jobs = self._informers_of(
@@ -336,6 +341,9 @@ class KubernetesBackend:
         if found is None:
             return
         await self._delete_job(job_id, found[0])
+        self._deleted[job_id] = found
+        while len(self._deleted) > DELETED_KEPT:
+            self._deleted.popitem(last=False)
 
     async def _delete_job(self, job_id: str, namespace: str) -> None:
         await self._call(
@@ -398,7 +406,7 @@ class KubernetesBackend:
 
     async def _write_event(self, transition: tuple[str, JobStatus]) -> None:
         job_id, status = transition
-        found = await self._find(job_id)
+        found = await self._find(job_id) or self._deleted.pop(job_id, None)
         if found is None:
             return
         namespace, job = found

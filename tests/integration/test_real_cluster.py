@@ -286,3 +286,12 @@ def test_a_cancelled_indexed_jobs_archived_log_keeps_every_worker(kube_stack: Ku
     text = wait_for(archived, "the archived log")
     assert "==> index 0 <==" in text
     assert "==> index 1 <==" in text
+
+    def cancelled_event() -> list[str]:  # written after the Job went: Events outlive it
+        with kube_stack.client() as client:
+            events = k8s.CoreV1Api(client).list_namespaced_event(
+                kube_stack.namespace, field_selector=f"involvedObject.name=kt-{job_id}"
+            )
+        return [str(e.message) for e in events.items if e.reason == "Cancelled"]
+
+    assert wait_for(cancelled_event, "the Cancelled Event") == ["cancelled on request"]
