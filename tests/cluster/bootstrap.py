@@ -104,9 +104,11 @@ def bind_claim(
         )
 
 
-def chart_rbac(namespace: str, values: Obj | None = None) -> list[Obj]:
-    """The chart's ServiceAccounts, Roles and RoleBindings for a release in `namespace`."""
-    return [o for o in render(values, namespace=namespace) if o["kind"] in RBAC_KINDS]
+def chart_objects(namespace: str, values: Obj | None = None) -> list[Obj]:
+    """The chart's ServiceAccounts, Roles and RoleBindings for a release in `namespace`, and
+    its PriorityClasses (what a job's `priority` names: without them its pods cannot be made)."""
+    kinds = {*RBAC_KINDS, "PriorityClass"}
+    return [o for o in render(values, namespace=namespace) if o["kind"] in kinds]
 
 
 def controller_account(objects: list[Obj]) -> str:
@@ -146,7 +148,7 @@ def install(
     folder.mkdir(parents=True, exist_ok=True)
     with admin_client(plane) as api:
         restricted_namespace(api, namespace)
-        objects = chart_rbac(namespace, values)
+        objects = chart_objects(namespace, values)
         for obj in objects:
             with _already_there():  # installing again (`cluster.sh up` twice) keeps them
                 k8s_utils.create_from_dict(api, obj, namespace=namespace)  # type: ignore[no-untyped-call]

@@ -295,3 +295,13 @@ def test_a_cancelled_indexed_jobs_archived_log_keeps_every_worker(kube_stack: Ku
         return [str(e.message) for e in events.items if e.reason == "Cancelled"]
 
     assert wait_for(cancelled_event, "the Cancelled Event") == ["cancelled on request"]
+
+
+def test_a_job_with_a_priority_runs_under_the_charts_priority_class(kube_stack: KubeStack) -> None:
+    """The local cluster installs the chart's PriorityClasses with its RBAC: without them a
+    job with a `priority` waited in FailedCreate until its deadline."""
+    api = kube_stack.api
+    job_id = api.submit("noop", priority="high")
+    assert api.wait(job_id, timeout_s=60)["state"] == "succeeded"
+    (pod,) = job_pods(kube_stack, job_id)
+    assert pod.spec.priority_class_name == "kubetask-high"
