@@ -54,6 +54,11 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    yield from chrome()
+
+
+def chrome() -> Iterator[Any]:
+    """A headless chromium driven by selenium, quit when the generator is closed."""
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)  # found above, or the module skipped
     for argument in (

@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -332,10 +332,9 @@ def test_the_archived_log_is_read_back_whole_or_its_tail(tmp_path: Path) -> None
     assert last_lines("a\nb", 1) == "b"
 
 
-def test_the_reconciler_offers_a_job_once_as_its_end_is_recorded() -> None:
-    offered: list[str] = []
-    store, bus, backend = FakeStore(record(submitted=True)), FakeBus(), FakeBackend()
-    reconciler = Reconciler(
+def reconciler_of(store: FakeStore, bus: FakeBus, backend: FakeBackend, **hooks: Any) -> Reconciler:
+    """A reconciler over the fakes, with the end/stop `hooks` a test watches."""
+    return Reconciler(
         store=store,
         bus=cast(EventBus, bus),
         backend=backend,
@@ -344,8 +343,14 @@ def test_the_reconciler_offers_a_job_once_as_its_end_is_recorded() -> None:
         ),
         clock=lambda: T0,
         retry=RetryPolicy(base_s=0.001, max_s=0.001),
-        on_end=offered.append,
+        **hooks,
     )
+
+
+def test_the_reconciler_offers_a_job_once_as_its_end_is_recorded() -> None:
+    offered: list[str] = []
+    store, bus, backend = FakeStore(record(submitted=True)), FakeBus(), FakeBackend()
+    reconciler = reconciler_of(store, bus, backend, on_end=offered.append)
 
     async def sync(times: int) -> None:
         for _ in range(times):
@@ -395,16 +400,7 @@ def test_the_reconciler_remembers_the_log_before_it_deletes_a_cancelled_job() ->
     async def before_stop(job_id: str) -> None:
         remembered.append((job_id, job_id in backend.jobs))  # the Job still there
 
-    reconciler = Reconciler(
-        store=store,
-        bus=cast(EventBus, bus),
-        backend=backend,
-        spec_for=lambda r: TaskSpec(
-            job_id=r.id, kind="noop", image="", command=(), env={}, retries=0, timeout_s=None
-        ),
-        clock=lambda: T0,
-        before_stop=before_stop,
-    )
+    reconciler = reconciler_of(store, bus, backend, before_stop=before_stop)
     backend.jobs[JOB] = RUNNING
     asyncio.run(reconciler.sync(JOB))
     assert remembered == [(JOB, True)]
