@@ -137,6 +137,11 @@ class Maintained(Protocol):
     async def expire_due(self) -> int: ...
 
 
+def job_log_keys(job_id: str) -> list[str]:
+    """The keys of a job's event log: its seq, history, latest progress and progress tally."""
+    return [k for k in eventlog.progress_keys(job_id) if k != keys.progress_channel(job_id)]
+
+
 def state_event(job_id: str, status: JobStatus, at: datetime) -> dict[str, JsonValue]:
     """The state event a status writes with it."""
     return eventlog.state_fields(
@@ -398,11 +403,17 @@ class RedisStore:
 
     async def forget(self, job_id: str) -> bool:
         """Take a finished record out now (`DELETE ?purge=true`), as expiry would, with every
-        index entry it holds; False when no finished record has that id."""
+        index entry it holds, and its event log and its tasks' outcomes (expiry lets those
+        lapse on their own; a purge is asked to leave nothing); False when no finished
+        record has that id."""
         if await self._redis.zscore(keys.EXPIRING, job_id) is None:
             return False
+        record = await self.get(job_id)
         await self._redis.zadd(keys.EXPIRING, {job_id: 0}, xx=True)
         await self.expire_due()
+        completions = record.request.completions if record is not None else 1
+        outcomes = [keys.outcome(job_id, index) for index in range(completions)]
+        await self._redis.delete(*job_log_keys(job_id), *outcomes)
         return True
 
     async def build_indexes(self) -> int:

@@ -35,7 +35,14 @@ local function append_event(seq_key, history_key, latest_key, channel, body, lim
   local event = '{"seq":' .. seq .. ',' .. body
   redis.call('ZADD', history_key, seq, event)
   redis.call('ZREMRANGEBYRANK', history_key, 0, -(tonumber(limit) + 1))
-  if progress == '1' then redis.call('SET', latest_key, event) end
+  if progress == '1' then redis.call('SET', latest_key, event, 'KEEPTTL') end
+  -- the job's end gave its keys their expiry: an event after it (a task's late progress)
+  -- expires with them, whatever key it made
+  local ttl = redis.call('PTTL', seq_key)
+  if ttl > 0 then
+    redis.call('PEXPIRE', history_key, ttl)
+    if progress == '1' then redis.call('PEXPIRE', latest_key, ttl) end
+  end
   redis.call('PUBLISH', channel, event)
   return seq
 end
@@ -104,7 +111,13 @@ PROGRESS_SCRIPT = (
     + JOB_FIGURE_FUNCTION
     + """local figure = job_figure(KEYS[5], KEYS[6], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
                                 ARGV[7], ARGV[8], ARGV[9])
-return append_event(KEYS[1], KEYS[2], KEYS[3], KEYS[4], figure .. ARGV[1], ARGV[2], '1')"""
+local seq = append_event(KEYS[1], KEYS[2], KEYS[3], KEYS[4], figure .. ARGV[1], ARGV[2], '1')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  redis.call('PEXPIRE', KEYS[6], ttl)
+end
+return seq"""
 )
 JOB_FIGURE_FIELDS = ("fraction", "attempt", "eta_s")
 

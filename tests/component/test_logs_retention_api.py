@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from kubetask.controller.backends.local_ttl import remove_expired
 from kubetask.storage import ArtifactStore, FileStore
@@ -213,6 +214,9 @@ def test_purge_deletes_a_finished_jobs_record_and_files_and_nothing_else(leg: Le
     assert purged_total(leg.client, "purge") == before + 1
     again = leg.client.delete(f"/v1/jobs/{job_id}", params={"purge": "true"})
     assert again.status_code == 404
+    with redis.Redis.from_url(leg.server.redis_url) as client:  # its events and outcome too
+        assert list(client.scan_iter(f"*{job_id}*")) == []
+        assert list(client.scan_iter(f"*{kept}*")) != []
 
 
 def test_an_unfinished_job_is_purged_only_once_cancelled(leg: Leg) -> None:

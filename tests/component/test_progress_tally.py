@@ -110,3 +110,22 @@ def test_two_workers_interleaving_never_take_the_job_back(redis_url: str) -> Non
     assert [json.loads(item)["attempt"] for item in history] == [1] * 10
     for publisher in publishers:
         publisher.close()
+
+
+def test_progress_after_the_jobs_end_expires_with_its_other_keys(client: redis.Redis) -> None:
+    """The final state gave the job's keys their expiry; a task's progress written just
+    after it (a cancel, a deadline) made `latest` forever (a plain SET) and, first of its
+    kind, the tally keys without one: they outlived the record."""
+    job_id = uuid.uuid4().hex[:16]
+    script = client.register_script(eventlog.PROGRESS_SCRIPT)
+    worker = eventlog.WorkerRun(run="r", started=T0)
+    report = eventlog.progress_args(fields(job_id, 0, 0.5, T0 + 1), worker)
+    script(keys=eventlog.progress_keys(job_id), args=report)
+    assert client.ttl(keys.latest_progress(job_id)) == -1  # running: no expiry yet
+    client.delete(keys.progress_tally(job_id), keys.progress_workers(job_id))
+    for key in (keys.seq(job_id), keys.history(job_id), keys.latest_progress(job_id)):
+        client.expire(key, 600)  # what the final state's write does
+    script(keys=eventlog.progress_keys(job_id), args=report)
+    for key in eventlog.progress_keys(job_id):
+        if key != keys.progress_channel(job_id):
+            assert 0 < client.ttl(key) <= 600, key
