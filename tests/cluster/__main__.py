@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tests.cluster.bootstrap import install
+from tests.cluster.bootstrap import chart_priority_classes, create_objects, install
 from tests.cluster.control_plane import ControlPlane, stop_recorded
 
 NAMESPACE = "kubetask"
@@ -24,6 +24,7 @@ def main(action: str, folder: Path) -> None:
             folder=folder / "kubetask",
             artifacts=data / "artifacts",
         )
+        create_objects(plane, chart_priority_classes())  # as the chart has them
         plane.processes.clear()  # they outlive this process; `down` stops them
         print(f"cluster up at {plane.server}; kubeconfig {plane.kubeconfig}", file=sys.stderr)
     elif action == "env":

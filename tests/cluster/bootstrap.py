@@ -104,11 +104,24 @@ def bind_claim(
         )
 
 
-def chart_objects(namespace: str, values: Obj | None = None) -> list[Obj]:
-    """The chart's ServiceAccounts, Roles and RoleBindings for a release in `namespace`, and
-    its PriorityClasses (what a job's `priority` names: without them its pods cannot be made)."""
-    kinds = {*RBAC_KINDS, "PriorityClass"}
-    return [o for o in render(values, namespace=namespace) if o["kind"] in kinds]
+def chart_rbac(namespace: str, values: Obj | None = None) -> list[Obj]:
+    """The chart's ServiceAccounts, Roles and RoleBindings for a release in `namespace`."""
+    return [o for o in render(values, namespace=namespace) if o["kind"] in RBAC_KINDS]
+
+
+def chart_priority_classes() -> list[Obj]:
+    """The chart's PriorityClasses: what a job's `priority` names (without them its pods
+    cannot be made). Cluster-wide, and a Helm install of the chart makes its own: only a
+    cluster no release of the chart will go on gets them this way (`cluster.sh up`)."""
+    return [o for o in render(None, namespace="default") if o["kind"] == "PriorityClass"]
+
+
+def create_objects(plane: ControlPlane, objects: list[Obj]) -> None:
+    """Create each object, keeping one already there."""
+    with admin_client(plane) as api:
+        for obj in objects:
+            with _already_there():
+                k8s_utils.create_from_dict(api, obj)  # type: ignore[no-untyped-call]
 
 
 def controller_account(objects: list[Obj]) -> str:
@@ -148,7 +161,7 @@ def install(
     folder.mkdir(parents=True, exist_ok=True)
     with admin_client(plane) as api:
         restricted_namespace(api, namespace)
-        objects = chart_objects(namespace, values)
+        objects = chart_rbac(namespace, values)
         for obj in objects:
             with _already_there():  # installing again (`cluster.sh up` twice) keeps them
                 k8s_utils.create_from_dict(api, obj, namespace=namespace)  # type: ignore[no-untyped-call]

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client as k8s
 
+from tests.cluster.bootstrap import chart_priority_classes, create_objects
 from tests.conftest import KubeStack
 from tests.servers import ApiServer
 
@@ -297,9 +300,22 @@ def test_a_cancelled_indexed_jobs_archived_log_keeps_every_worker(kube_stack: Ku
     assert wait_for(cancelled_event, "the Cancelled Event") == ["cancelled on request"]
 
 
+@pytest.fixture
+def priority_classes(kube_stack: KubeStack) -> Iterator[None]:
+    """The chart's PriorityClasses, as `cluster.sh up` makes them; deleted after, so that a
+    Helm install of the chart on this cluster makes its own."""
+    made = chart_priority_classes()
+    create_objects(kube_stack.plane, made)
+    yield
+    with kube_stack.client() as client:
+        for obj in made:
+            k8s.SchedulingV1Api(client).delete_priority_class(obj["metadata"]["name"])
+
+
+@pytest.mark.usefixtures("priority_classes")
 def test_a_job_with_a_priority_runs_under_the_charts_priority_class(kube_stack: KubeStack) -> None:
-    """The local cluster installs the chart's PriorityClasses with its RBAC: without them a
-    job with a `priority` waited in FailedCreate until its deadline."""
+    """`cluster.sh up` makes the chart's PriorityClasses: without them a job with a
+    `priority` waited in FailedCreate until its deadline."""
     api = kube_stack.api
     job_id = api.submit("noop", priority="high")
     assert api.wait(job_id, timeout_s=60)["state"] == "succeeded"
