@@ -115,32 +115,33 @@ def screenshot(browser: Any, name: str) -> Path:
     return path
 
 
+def keyed(browser: Any, selector: str, entry: str) -> dict[str, Any]:
+    """The page's elements matching `selector` as a dict: `entry` is a JS arrow function of
+    one element giving its [key, value]."""
+    found: dict[str, Any] = browser.execute_script(
+        f"return Object.fromEntries([...document.querySelectorAll({selector!r})].map({entry}))"
+    )
+    return found
+
+
 def chart_points(browser: Any) -> dict[str, int]:
     """Each charted series and its number of points."""
-    points: dict[str, int] = browser.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll('svg.chart polyline')]"
-        ".map(p => [p.dataset.series, Number(p.dataset.points)]))"
-    )
-    return points
+    return keyed(browser, "svg.chart polyline", "p => [p.dataset.series, Number(p.dataset.points)]")
 
 
 def result_rows(browser: Any) -> dict[str, dict[str, str]]:
     """The result table's top-level rows: key -> how its value shows (kind) and its text."""
-    found: dict[str, dict[str, str]] = browser.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll("
-        "'#result > table.kv > tbody > tr')].map(r => [r.dataset.key,"
-        " {kind: r.cells[1].firstElementChild.dataset.kind, text: r.cells[1].innerText}]))"
+    return keyed(
+        browser,
+        "#result > table.kv > tbody > tr",
+        "r => [r.dataset.key, {kind: r.cells[1].firstElementChild.dataset.kind,"
+        " text: r.cells[1].innerText}]",
     )
-    return found
 
 
 def figures(browser: Any) -> dict[str, str]:
     """The figures a job page shows in place of charts."""
-    found: dict[str, str] = browser.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll('#figures > tbody > tr')]"
-        ".map(r => [r.dataset.key, r.cells[1].innerText]))"
-    )
-    return found
+    return keyed(browser, "#figures > tbody > tr", "r => [r.dataset.key, r.cells[1].innerText]")
 
 
 def list_status(browser: Any) -> str:

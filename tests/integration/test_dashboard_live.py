@@ -18,6 +18,7 @@ from tests.integration.test_dashboard import (
     banner,
     chrome,
     console_errors,
+    keyed,
     list_status,
     open_table,
     row,
@@ -83,11 +84,8 @@ def load_with(browser: Any, url: str, script: str) -> None:
 
 
 def facts(browser: Any) -> dict[str, str]:
-    found: dict[str, str] = browser.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll('dd[data-fact]')]"
-        ".map(d => [d.dataset.fact, d.textContent]))"
-    )
-    return found
+    """The job page's facts (state, reason, message...) by name."""
+    return keyed(browser, "dd[data-fact]", "d => [d.dataset.fact, d.textContent]")
 
 
 def page_job(browser: Any) -> str:
