@@ -308,7 +308,7 @@ class Reconciler:
         if derived.stop and stop:
             await self._stopping(job_id)
             await self._backend.delete(job_id)
-        elif derived.reason == "Stopping":  # the backend deletes the pods itself
+        elif derived.stopping:
             await self._stopping(job_id)
 
     async def _stopping(self, job_id: str) -> None:

@@ -122,6 +122,7 @@ class Derived:
     reason: str | None = None
     message: str | None = None
     stop: bool = False  # kubetask itself must delete the backend's job (cancel, start timeout)
+    stopping: bool = False  # the backend stops the job's pods itself (a decided failure)
     at: datetime | None = None  # when the backend's condition that decided it became so
 
 
@@ -170,7 +171,9 @@ def derive_state(facts: JobFacts) -> Derived:
         return Derived(_S.RUNNING)
     if obs.terminating and facts.failing is not None and facts.state is not None:
         # the Job controller stops its pods: no eviction, and no state of its own meanwhile
-        return Derived(facts.state, "Stopping", f"its pods are being stopped: {facts.failing}")
+        return Derived(
+            facts.state, "Stopping", f"its pods are being stopped: {facts.failing}", stopping=True
+        )
     return _pending(obs, ran=facts.ran)
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -405,3 +406,19 @@ def test_the_reconciler_remembers_the_log_before_it_deletes_a_cancelled_job() ->
     asyncio.run(reconciler.sync(JOB))
     assert remembered == [(JOB, True)]
     assert JOB in backend.deleted
+
+
+def test_the_reconciler_remembers_the_log_while_the_job_controller_stops_the_pods() -> None:
+    """A failure decided (tries spent) with pods still stopping: the Job controller deletes
+    them itself, so the log is read meanwhile; kubetask deletes nothing."""
+    remembered: list[str] = []
+    store, bus, backend = FakeStore(record(submitted=True)), FakeBus(), FakeBackend()
+
+    async def before_stop(job_id: str) -> None:
+        remembered.append(job_id)
+
+    reconciler = reconciler_of(store, bus, backend, before_stop=before_stop)
+    backend.jobs[JOB] = replace(RUNNING, pods=(), terminating=1, failed=1)  # retries=0 spent
+    asyncio.run(reconciler.sync(JOB))
+    assert remembered == [JOB]
+    assert backend.deleted == []

@@ -318,7 +318,7 @@ def test_pods_the_job_controller_stops_for_a_decided_failure_change_no_state(
         state=state,
     )
     assert derive_state(facts) == Derived(
-        state, "Stopping", "its pods are being stopped: timeout_s=8 is over"
+        state, "Stopping", "its pods are being stopped: timeout_s=8 is over", stopping=True
     )
     assert derive_state(replace(facts, failing=None)).reason == "PodTerminating"  # an eviction
 
