@@ -91,10 +91,13 @@ class Observation:
     @property
     def attempts(self) -> int:
         """Tries so far: each failed pod (what the backoff limit counts), plus the try under
-        way or that succeeded. An Indexed Job's parallel pods are one try, not one each."""
+        way or that succeeded. A job whose task never started (its pod unschedulable, or
+        still being made) has made no try yet. An Indexed Job's parallel pods are one try,
+        not one each."""
         failed = self.failed + self.uncounted_failed
         succeeded = self.succeeded + self.uncounted_succeeded
-        return failed + (1 if self.active or succeeded else 0)
+        started = self.task_started_at is not None or any(p.phase == "Running" for p in self.pods)
+        return failed + (1 if (self.active and started) or succeeded else 0)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ def test_pod_status_decides_pending_and_running() -> None:
 def test_pods_being_deleted_are_left_out() -> None:
     going = pod("Running", created="2026-01-01T00:00:00Z")
     going["metadata"]["deletionTimestamp"] = "2026-01-01T00:05:00Z"
+    running = {"running": {"startedAt": "2026-01-01T00:00:01Z"}}
+    going["status"]["containerStatuses"] = [{"name": "task", "state": running}]
     observation = observe_job(job(active=1, failed=1), [pod("Failed"), going])
     assert [p.phase for p in observation.pods] == ["Failed"]
     assert observation.attempts == 2

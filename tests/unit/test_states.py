@@ -438,8 +438,16 @@ def test_allowed_covers_every_state() -> None:
 def test_attempts_count_each_failed_pod_and_the_try_under_way(
     active: int, succeeded: int, failed: int, attempts: int
 ) -> None:
-    observation = Observation(active=active, succeeded=succeeded, failed=failed)
+    observation = Observation(active=active, succeeded=succeeded, failed=failed, task_started_at=T0)
     assert observation.attempts == attempts
+
+
+@pytest.mark.parametrize("pods", [(), (PodFacts("Pending", unscheduled_reason="Unschedulable"),)])
+def test_a_job_whose_task_never_started_has_made_no_attempt(pods: tuple[PodFacts, ...]) -> None:
+    """Unschedulable until its start deadline, or its pod still being made: 0 tries, so
+    that a start timeout does not read "after 1 attempt"."""
+    assert Observation(active=1, pods=pods).attempts == 0
+    assert Observation(active=1, pods=(RUNNING_POD,)).attempts == 1
 
 
 def test_a_job_that_ran_and_has_no_pod_is_pending_a_replacement_not_queued() -> None:
