@@ -29,7 +29,8 @@ from kubetask.controller.errors import FieldError, InvalidRequest
 from kubetask.models import JobRequest
 
 WINDOW_S = 60  # the submissions window
-ACTIVE_RETRY_AFTER_S = 15  # a suggestion: how soon an unfinished job may have ended
+# suggestions: how soon an unfinished job may have ended, a stored one been purged
+CAP_RETRY_AFTER_S = {"active": 15, "stored": 60}
 STREAM_RETRY_AFTER_S = 5
 STREAM_LEASE_S = 60.0  # an open stream's slot lapses unless renewed (a crashed replica's)
 

@@ -18,6 +18,7 @@ from kubetask.controller.manifests import ARTIFACTS_DIR, ClusterSettings, Secret
 from kubetask.controller.notify import Backoff, NotifySettings
 from kubetask.controller.outbox import SmtpSettings
 from kubetask.controller.redaction import url_password
+from kubetask.controller.store import TenantCaps
 from kubetask.models import MAX_DEADLINE_S, SecretKey, is_dns_label
 from kubetask.storage.url import FileLocation, S3Location, parse_store_url
 
@@ -87,6 +88,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="Tenant -> namespace of its Jobs; else `namespace`."
     )
     max_active_jobs_per_tenant: int = Field(1000, ge=1, description="Queued + running.")
+    max_stored_jobs_per_tenant: int = Field(
+        100_000, ge=1, description="Job records kept, in any state, until purged or expired."
+    )
     max_submits_per_minute: int = Field(600, ge=1, description="Per tenant, POST /v1/jobs.")
     max_streams_per_tenant: int = Field(100, ge=1, description="Open SSE/WebSocket streams.")
     max_timeout_s: int | None = Field(
@@ -246,6 +250,11 @@ class Settings(BaseSettings):
     def namespace_for(self, tenant: str) -> str:
         """Where a tenant's Jobs go on Kubernetes."""
         return self.tenant_namespaces.get(tenant, self.namespace)
+
+    def tenant_caps(self) -> TenantCaps:
+        return TenantCaps(
+            active=self.max_active_jobs_per_tenant, stored=self.max_stored_jobs_per_tenant
+        )
 
     def job_caps(self) -> JobCaps:
         return JobCaps(

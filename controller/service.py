@@ -30,7 +30,14 @@ from kubetask.controller.errors import (
 from kubetask.controller.ids import is_job_id, new_job_id
 from kubetask.controller.reconciler import Reconciler
 from kubetask.controller.records import JobRecord
-from kubetask.controller.store import CancelOutcome, IdempotencyConflict, JobQuery, Store
+from kubetask.controller.store import (
+    NO_CAPS,
+    CancelOutcome,
+    IdempotencyConflict,
+    JobQuery,
+    Store,
+    TenantCaps,
+)
 from kubetask.controller.uploads import upload_check
 from kubetask.kinds import KindSpec
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobPage, JobRequest, JobView, KindInfo
@@ -172,11 +179,11 @@ class JobService:
         *,
         idempotency_key: str | None,
         tenant: str = DEFAULT_TENANT,
-        max_active: int | None = None,
+        caps: TenantCaps = NO_CAPS,
     ) -> tuple[JobView, bool]:
         """(the job, True) when created now; (the original job, False) for a replay of the
-        tenant's Idempotency-Key. `TooManyActiveJobs` when the tenant has `max_active`
-        unfinished jobs."""
+        tenant's Idempotency-Key. `TenantCapReached` when the tenant is at one of its
+        `caps`."""
         request = await self._validated(request, tenant)
         now = self._clock()
         record = JobRecord(id=new_job_id(now), request=request, created_at=now, tenant=tenant)
@@ -185,7 +192,7 @@ class JobService:
                 record,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint(request),
-                max_active=max_active,
+                caps=caps,
             )
         except IdempotencyConflict as exc:
             raise IdempotencyKeyReused(exc.job_id) from None

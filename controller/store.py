@@ -72,12 +72,32 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
-class TooManyActiveJobs(Exception):
-    """The tenant already has `limit` unfinished jobs: nothing was created (429)."""
+@dataclass(frozen=True)
+class TenantCaps:
+    """What one tenant may hold, checked in the script that creates a job (0: no cap)."""
 
-    def __init__(self, tenant: str, limit: int) -> None:
-        super().__init__(f"tenant {tenant!r} already has {limit} unfinished jobs (the cap)")
+    active: int = 0  # unfinished jobs
+    stored: int = 0  # job records kept, in any state
+
+
+NO_CAPS = TenantCaps()
+
+
+class TenantCapReached(Exception):
+    """The tenant is at one of its caps (`cap`: "active" or "stored"): nothing was
+    created (429)."""
+
+    def __init__(self, tenant: str, cap: str, limit: int) -> None:
+        said = (
+            f"tenant {tenant!r} already has {limit} unfinished jobs (the cap)"
+            if cap == "active"
+            else f"tenant {tenant!r} already keeps {limit} jobs (the cap on stored jobs): "
+            "purge finished ones (DELETE /v1/jobs/{id}?purge=true) or let retention "
+            "expire them"
+        )
+        super().__init__(said)
         self.tenant = tenant
+        self.cap = cap
         self.limit = limit
 
 
@@ -106,7 +126,7 @@ class Store(Protocol):
         *,
         idempotency_key: str | None,
         fingerprint: str,
-        max_active: int | None = None,
+        caps: TenantCaps = NO_CAPS,
     ) -> tuple[JobRecord, bool]: ...
     async def get(self, job_id: str) -> JobRecord | None: ...
     async def find(
@@ -189,12 +209,12 @@ class RedisStore:
         *,
         idempotency_key: str | None,
         fingerprint: str,
-        max_active: int | None = None,
+        caps: TenantCaps = NO_CAPS,
     ) -> tuple[JobRecord, bool]:
         """Store a new record, on disk before this returns; with an idempotency key the
-        tenant used before, return that job instead. `TooManyActiveJobs` when the tenant
-        has `max_active` unfinished jobs; `NotDurable` when the server did not confirm the
-        fsync in time, and then nothing of the record is left."""
+        tenant used before, return that job instead. `TenantCapReached` when the tenant is
+        at one of its `caps`; `NotDurable` when the server did not confirm the fsync in
+        time, and then nothing of the record is left."""
         tenant = record.tenant
         idem_key = keys.idempotency(tenant, idempotency_key) if idempotency_key else ""
         status = record.status
@@ -224,18 +244,20 @@ class RedisStore:
                 self._idempotency_ttl_s,
                 *eventlog.script_args(accepted),
                 tenant,
-                max_active or 0,
+                caps.active,
                 indexes.as_json(indexes.static_indexes(record)),
                 indexes.as_json(indexes.state_indexes(record, status.state)),
                 indexes.as_json(indexes.counted(record, status.state)),
+                caps.stored,
             ],
         )
         if isinstance(answer, Exception):
             raise answer
         first, seen_fingerprint, *_ = cast(list[object], answer)
         job_id = str(first)
-        if not job_id:
-            raise TooManyActiveJobs(tenant, max_active or 0)
+        if not job_id:  # at a cap: the second item names it
+            cap = str(seen_fingerprint)
+            raise TenantCapReached(tenant, cap, caps.active if cap == "active" else caps.stored)
         if job_id == record.id:
             if fsync is not None:  # else the server predates WAITAOF: nothing to wait for
                 await self._confirm_on_disk(fsync, record.id, script_keys)
@@ -250,7 +272,7 @@ class RedisStore:
                 record,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
-                max_active=max_active,
+                caps=caps,
             )
         return existing, False
 

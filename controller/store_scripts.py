@@ -37,7 +37,8 @@ end
 # then the tenant's index and active set, then the counts. ARGV: id, request, created_at,
 # status, fingerprint, job key prefix, idempotency TTL, then the "queued" event's body,
 # history limit and progress flag, then the tenant and its cap on unfinished jobs ('0':
-# none), then the record's indexes, state indexes and counts (JSON lists).
+# none), then the record's indexes, state indexes and counts (JSON lists), then the
+# tenant's cap on stored jobs ('0': none; its index holds one entry per record it keeps).
 # The event is appended in the same script, so it is always the job's first (seq 1), before
 # any reconciler sees the job. A replay answers the original job even at the cap. The same
 # script run again (the client retried after losing the connection) writes the key again:
@@ -61,6 +62,11 @@ local cap = tonumber(ARGV[12])
 if cap > 0 then
   local active = redis.call('SCARD', KEYS[10])
   if active >= cap then return {'', 'active', active} end
+end
+local stored_cap = tonumber(ARGV[16])
+if stored_cap > 0 then
+  local stored = redis.call('ZCARD', KEYS[9])
+  if stored >= stored_cap then return {'', 'stored', stored} end
 end
 if redis.call('HEXISTS', KEYS[1], 'indexes') == 0 then
   index(ARGV[1], KEYS[11], ARGV[13], ARGV[14], ARGV[15])

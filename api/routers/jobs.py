@@ -15,14 +15,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from kubetask.api.body import JsonRoute
 from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
-from kubetask.api.limits import ACTIVE_RETRY_AFTER_S, LimitExceeded, apply_caps
+from kubetask.api.limits import CAP_RETRY_AFTER_S, LimitExceeded, apply_caps
 from kubetask.api.problems import RETRY_AFTER_S, problem
 from kubetask.api.routers.metrics import MetricsDep
 from kubetask.api.settings import Settings
 from kubetask.controller.archive import archived_log
 from kubetask.controller.backends.base import BackendError
 from kubetask.controller.errors import FieldError, InvalidRequest
-from kubetask.controller.store import JobQuery, TooManyActiveJobs
+from kubetask.controller.store import JobQuery, TenantCapReached
 from kubetask.models import DryRun, JobPage, JobRequest, JobState, JobView
 
 log = logging.getLogger("kubetask.api")
@@ -116,10 +116,10 @@ async def submit_job(
             request,
             idempotency_key=idempotency_key,
             tenant=principal.tenant,
-            max_active=settings.max_active_jobs_per_tenant,
+            caps=settings.tenant_caps(),
         )
-    except TooManyActiveJobs as exc:
-        raise LimitExceeded(str(exc), retry_after_s=ACTIVE_RETRY_AFTER_S) from None
+    except TenantCapReached as exc:
+        raise LimitExceeded(str(exc), retry_after_s=CAP_RETRY_AFTER_S[exc.cap]) from None
     metrics.observe_submit(request.kind, time.perf_counter() - started, created=created)
     location = f"/v1/jobs/{view.id}"
     if not created:

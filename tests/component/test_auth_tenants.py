@@ -261,6 +261,35 @@ def test_unfinished_jobs_past_the_cap_are_429_even_when_submitted_at_once(
             client.delete(f"/v1/jobs/{job_id}")
 
 
+def test_past_the_cap_on_stored_jobs_a_submission_is_429_until_one_is_purged(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Finished jobs count too: a tenant cannot fill Redis with records within its rate."""
+    api = ApiServer(
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path / "api",
+        max_stored_jobs_per_tenant=2,
+    )
+    with redis.Redis.from_url(api.redis_url) as store:
+        store.flushdb()
+    api.start()
+    client = api.client
+    try:
+        done = [submit(client), submit(client)]
+        for job_id in done:
+            wait(client, job_id, {"succeeded"})
+        refused = client.post("/v1/jobs", json={"kind": "noop"})
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == PROBLEM
+        assert refused.headers["retry-after"] == "60"
+        assert "already keeps 2 jobs" in refused.json()["detail"]
+        assert "purge" in refused.json()["detail"]
+        assert client.delete(f"/v1/jobs/{done[0]}", params={"purge": "true"}).status_code == 204
+        submit(client)  # a place came free
+    finally:
+        api.close()
+
+
 def test_open_streams_past_the_cap_are_429(server: ApiServer, as_: dict[str, httpx.Client]) -> None:
     client = as_["streams"]
     job_id = long_job(client)

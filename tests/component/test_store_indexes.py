@@ -2,7 +2,8 @@
 (its command statistics count what each read cost): a filtered listing reads its matches
 only, through the indexes the store keeps per state, kind and label; expiry takes a record
 out with every index entry and count it held; a scrape reads one hash whatever the number
-of unfinished jobs; records written before the indexes get them once."""
+of unfinished jobs; records written before the indexes get them once; a tenant's cap on
+stored jobs counts its index, so a purge or an expiry frees a place."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ from kubetask.controller.ids import new_job_id
 from kubetask.controller.metrics import Metrics
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.redis_server import RedisServer
-from kubetask.controller.store import ACTIVE_SET, JobQuery, RedisStore
+from kubetask.controller.store import (
+    ACTIVE_SET,
+    JobQuery,
+    RedisStore,
+    TenantCapReached,
+    TenantCaps,
+)
 from kubetask.models import JobRequest, JobState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -226,3 +233,35 @@ def test_a_state_change_moves_the_job_between_state_indexes(own_redis: RedisServ
         return seen
 
     assert with_store(own_redis.url, scenario) == [["running"], ["succeeded"]]
+
+
+def test_a_tenant_at_its_cap_on_stored_jobs_creates_nothing_until_one_goes(
+    own_redis: RedisServer,
+) -> None:
+    """Finished jobs count (they are kept until purged or expired); another tenant does not;
+    a replay of an Idempotency-Key still answers at the cap."""
+    caps = TenantCaps(stored=2)
+    kept, done, over, other, freed = job(), job(), job(), job(tenant="other"), job()
+
+    async def create(store: RedisStore, record: JobRecord, key: str | None = None) -> str:
+        try:
+            made, _ = await store.create(record, idempotency_key=key, fingerprint="same", caps=caps)
+        except TenantCapReached as exc:
+            return f"{exc.cap} {exc.limit}"
+        return made.id
+
+    async def scenario(store: RedisStore, clock: list[float]) -> list[str]:
+        said = [await create(store, kept, key="k"), await create(store, done)]
+        await finish(store, done, JobState.SUCCEEDED)
+        said += [
+            await create(store, over),
+            await create(store, over, key="k"),  # the replay: the original job
+            await create(store, other),
+        ]
+        assert await store.forget(done.id)
+        return [*said, await create(store, freed)]
+
+    said = with_store(own_redis.url, scenario)
+    assert said == [kept.id, done.id, "stored 2", kept.id, other.id, freed.id]
+    with redis.Redis.from_url(own_redis.url, decode_responses=True) as client:
+        assert not client.exists(keys.job(over.id))

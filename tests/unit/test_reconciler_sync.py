@@ -20,7 +20,7 @@ from kubetask.controller.bus import EventBus
 from kubetask.controller.reconciler import GIVE_UP_AFTER, Reconciler, RetryPolicy
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.states import Condition, Observation, PodFacts
-from kubetask.controller.store import CancelOutcome, JobQuery
+from kubetask.controller.store import NO_CAPS, CancelOutcome, JobQuery, TenantCaps
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobRequest, JobState, Outcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ class FakeStore:
         *,
         idempotency_key: str | None,
         fingerprint: str,
-        max_active: int | None = None,
+        caps: TenantCaps = NO_CAPS,
     ) -> tuple[JobRecord, bool]:
         self.records.setdefault(record.id, record)
         return self.records[record.id], True
