@@ -375,6 +375,9 @@ class Reconciler:
                 create_rejected=rejected,
                 ran=ran,
                 unhandled=unhandled,
+                out_of_sight=record.namespace
+                if record.namespace is not None and not self._backend.watches(record.namespace)
+                else None,
                 failing=None
                 if observation is None
                 else failure_due(
@@ -419,11 +422,11 @@ class Reconciler:
         )
         if status is None:
             if created:
-                await self._store.mark_submitted(job_id)
+                await self._store.mark_submitted(record)
             return
         if not await self._store.save_status(record, status, at=seen):  # with its state event
             if created:  # the write refused carried the mark
-                await self._store.mark_submitted(job_id)
+                await self._store.mark_submitted(record)
             self.enqueue(job_id)  # cancelled meanwhile: derive again
             return
         if status.state.terminal or status.started_at is not None:
@@ -461,7 +464,8 @@ class Reconciler:
             await self._backend.create(self._spec_for(record))
         except CreateRejected as exc:  # never created: nothing to observe, nothing ran
             return record, str(exc)
-        return record.model_copy(update={"submitted": True}), None
+        placed = self._backend.ref(record.id, tenant=record.tenant).namespace
+        return record.model_copy(update={"submitted": True, "namespace": placed}), None
 
     async def _outcomes(self, record: JobRecord) -> dict[int, Outcome]:
         """What each completion index's last task left: its termination message (the JSON

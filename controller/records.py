@@ -62,6 +62,9 @@ class JobRecord(BaseModel):
     status: JobStatus = JobStatus()
     cancel_requested: bool = False
     submitted: bool = False  # the backend object was created at least once
+    # where it was created, when the backend places jobs (kubernetes: the namespace, which
+    # a tenant's mapping may later change); None on other backends and older records
+    namespace: str | None = None
 
     def visible_to(self, tenant: str | None) -> bool:
         """Whether a caller scoped to `tenant` may see this job (None: every tenant's)."""

@@ -291,4 +291,4 @@ class JobService:
         return record.view(backend=self._ref(record), progress=None, workers=workers)
 
     def _ref(self, record: JobRecord) -> BackendRef:
-        return self._backend.ref(record.id, tenant=record.tenant)
+        return self._backend.ref(record.id, tenant=record.tenant, namespace=record.namespace)

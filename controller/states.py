@@ -112,6 +112,9 @@ class JobFacts:
     create_rejected: str | None = None  # the backend refused the job for good: its words
     ran: bool = False  # a task of the job has run (kubetask's record says when it started)
     unhandled: str | None = None  # kubetask failed to handle the job, again and again: why
+    # the namespace its Job was created in, which kubetask no longer watches (its tenant's
+    # namespace changed since): the Job cannot be seen, it was not deleted
+    out_of_sight: str | None = None
     # The Job's failure is decided (its deadline passed, its tries are spent, a task exited
     # with the code that fails it) but not yet written: why. Its pods going away then are
     # the Job controller stopping them, not an eviction; the state it had holds meanwhile.
@@ -152,15 +155,7 @@ def derive_state(facts: JobFacts) -> Derived:
     if facts.create_rejected is not None:
         return Derived(_S.FAILED, "CreateRejected", facts.create_rejected)
     if obs is None:
-        if facts.submitted and facts.tasks_succeeded:  # e.g. its TTL ran out while we were away
-            return Derived(_S.SUCCEEDED, "Completed", "every task succeeded; the Job is gone")
-        if facts.submitted:
-            return Derived(_S.FAILED, "JobDeleted", "the Job was deleted outside kubetask")
-        if facts.start_deadline_passed:  # never created in time (refused, or we were away)
-            return Derived(
-                _S.FAILED, "StartTimeout", "the job did not start within start_timeout_s"
-            )
-        return Derived(_S.QUEUED, "Accepted", "accepted; creating the Job")
+        return _no_job(facts)
     if decided is not None:
         return decided
     running = any(pod.phase == "Running" for pod in obs.pods)
@@ -178,6 +173,25 @@ def derive_state(facts: JobFacts) -> Derived:
             facts.state, "Stopping", f"its pods are being stopped: {facts.failing}", stopping=True
         )
     return _pending(obs, ran=facts.ran)
+
+
+def _no_job(facts: JobFacts) -> Derived:
+    """No Job to observe: not created yet, or gone (ended and removed, deleted by hand, or
+    out of sight in a namespace no longer watched)."""
+    if facts.submitted and facts.tasks_succeeded:  # e.g. its TTL ran out while we were away
+        return Derived(_S.SUCCEEDED, "Completed", "every task succeeded; the Job is gone")
+    if facts.submitted and facts.out_of_sight is not None:
+        return Derived(
+            _S.FAILED,
+            "NamespaceNotWatched",
+            f"its Job was created in namespace {facts.out_of_sight}, which kubetask no "
+            "longer watches (its tenant's namespace changed): it may still run there, unseen",
+        )
+    if facts.submitted:
+        return Derived(_S.FAILED, "JobDeleted", "the Job was deleted outside kubetask")
+    if facts.start_deadline_passed:  # never created in time (refused, or we were away)
+        return Derived(_S.FAILED, "StartTimeout", "the job did not start within start_timeout_s")
+    return Derived(_S.QUEUED, "Accepted", "accepted; creating the Job")
 
 
 def _held(obs: Observation) -> Derived | None:

@@ -137,7 +137,9 @@ class Store(Protocol):
         submitted when `record` says so, unless the cancel flag changed since `record` was
         read (False: nothing written)."""
 
-    async def mark_submitted(self, job_id: str) -> None: ...
+    async def mark_submitted(self, record: JobRecord) -> None:
+        """Write `record`'s submitted mark (and the namespace it was created in) alone."""
+
     async def request_cancel(self, job_id: str) -> CancelOutcome | JobState: ...
     async def unfinished(self) -> list[str]: ...
 
@@ -380,13 +382,14 @@ class RedisStore:
                 *eventlog.script_args(state_event(record.id, status, at)),
                 self._retention_s,
                 "1" if record.submitted else "0",
+                record.namespace or "",
                 *entries,
             ],
         )
         return int(written) == 1
 
-    async def mark_submitted(self, job_id: str) -> None:
-        await self._mark_submitted(keys=[keys.job(job_id)])
+    async def mark_submitted(self, record: JobRecord) -> None:
+        await self._mark_submitted(keys=[keys.job(record.id)], args=[record.namespace or ""])
 
     async def request_cancel(self, job_id: str) -> CancelOutcome | JobState:
         """ACCEPTED, MISSING, or the terminal state that makes cancelling impossible."""
@@ -511,4 +514,5 @@ def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:
         status=JobStatus.model_validate_json(data["status"]),
         cancel_requested=data.get("cancel") == "1",
         submitted=data.get("submitted") == "1",
+        namespace=data.get("namespace"),
     )

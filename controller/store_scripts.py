@@ -82,17 +82,17 @@ return {ARGV[1], ''}
 """
 )
 
-# KEYS: job, active set, outbox (sorted set of entry ids by due time), outbox entries (hash),
-# the tenant's active set, the counts, the expiring set, then the job's event log keys
-# (eventlog.script_keys) and its progress tally and workers. ARGV: status, cancel flag read,
-# when the record expires ('0': not terminal), id, now, the state indexes and counts of the
-# new status (JSON lists), the state event (eventlog.script_args: 3), how long the event log
-# of a finished job lasts, '1' to mark the job submitted (else '0': a mark is never taken
-# back), then pairs of outbox entry id and entry. The status, its state event and (terminal)
-# its notifications are written together, so a crash right after the write still leaves
-# the event for the streams and the notifications to deliver (at least once), and a status
-# refused writes no event. A record from before the indexes (no `indexes` field) is left to
-# the one-time index build.
+# KEYS: job, active set, outbox (sorted set of entry ids by due time), outbox entries (hash), the
+# tenant's active set, the counts, the expiring set, then the job's event log keys
+# (eventlog.script_keys) and its progress tally and workers. ARGV: status, cancel flag read, when
+# the record expires ('0': not terminal), id, now, the state indexes and counts of the new status
+# (JSON lists), the state event (eventlog.script_args: 3), how long the event log of a finished
+# job lasts, '1' to mark the job submitted (else '0': a mark is never taken back) and the
+# namespace its Job was created in ('': none), then pairs of outbox entry id and entry. The
+# status, its state event and (terminal) its notifications are written together, so a crash right
+# after the write still leaves the event for the streams and the notifications to deliver (at
+# least once), and a status refused writes no event. A record from before the indexes (no
+# `indexes` field) is left to the one-time index build.
 SAVE_STATUS = (
     eventlog.APPEND_FUNCTION
     + _UNINDEX_FUNCTION
@@ -109,6 +109,7 @@ local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
 if cancel ~= (ARGV[2] == '1') then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[12] == '1' then redis.call('HSET', KEYS[1], 'submitted', '1') end
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'namespace', ARGV[13]) end
 if redis.call('HEXISTS', KEYS[1], 'indexes') == 1 then
   local moved = redis.call('HGET', KEYS[1], 'state_indexes')
   if moved then
@@ -126,7 +127,7 @@ if ARGV[3] ~= '0' then
   for _, key in ipairs({KEYS[8], KEYS[9], KEYS[10], KEYS[12], KEYS[13]}) do
     redis.call('EXPIRE', key, ARGV[11])
   end
-  for i = 13, #ARGV, 2 do
+  for i = 14, #ARGV, 2 do
     if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
       redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
     end
@@ -192,10 +193,12 @@ return 1
 """
 )
 
-# Only a record that exists (one taken back out after a failed fsync stays gone).
+# Only a record that exists (one taken back out after a failed fsync stays gone). ARGV: the
+# namespace its Job was created in ('': none).
 MARK_SUBMITTED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'submitted', '1')
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'namespace', ARGV[1]) end
 return 1
 """
 

@@ -90,8 +90,15 @@ class Backend(Protocol):
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         """Leave a trace of the transition where the backend's own tools show it."""
 
-    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
-        """Where the job lives (the tenant's: a backend may place jobs by tenant)."""
+    def ref(
+        self, job_id: str, *, tenant: str = DEFAULT_TENANT, namespace: str | None = None
+    ) -> BackendRef:
+        """Where the job lives: the `namespace` it was created in when the record says
+        one, else where the tenant's would go now (a backend may place jobs by tenant)."""
+
+    def watches(self, namespace: str) -> bool:
+        """Whether jobs created in `namespace` are still seen (a tenant's mapping may have
+        moved it elsewhere since)."""
 
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
         """What `create` would make, for a dry run."""

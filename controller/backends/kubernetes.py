@@ -413,10 +413,17 @@ class KubernetesBackend:
         event = build_event(job, status, now=utcnow(), reporting_instance=self._reporter)
         await self._call(post, self._api, EVENTS, namespace, event)
 
-    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
+    def ref(
+        self, job_id: str, *, tenant: str = DEFAULT_TENANT, namespace: str | None = None
+    ) -> BackendRef:
         return BackendRef(
-            backend="kubernetes", name=job_name(job_id), namespace=self.namespace_for(tenant)
+            backend="kubernetes",
+            name=job_name(job_id),
+            namespace=namespace or self.namespace_for(tenant),
         )
+
+    def watches(self, namespace: str) -> bool:
+        return namespace in self.namespaces
 
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
         cluster = self._cluster_for(self.namespace_for(spec.tenant))

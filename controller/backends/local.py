@@ -195,8 +195,13 @@ class LocalBackend:
         )
         return [FieldError(("resources", "gpu"), message, "backend")]
 
-    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
+    def ref(
+        self, job_id: str, *, tenant: str = DEFAULT_TENANT, namespace: str | None = None
+    ) -> BackendRef:
         return BackendRef(backend="local", name=str(self._folders.job_dir(job_id)))
+
+    def watches(self, namespace: str) -> bool:
+        return True  # it places no job by namespace
 
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
         shown: dict[str, JsonValue] = dict(redact_env(spec.env))  # URLs' passwords masked

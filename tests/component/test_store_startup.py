@@ -44,7 +44,7 @@ def test_start_up_reads_only_the_unfinished_records(own_redis: RedisServer) -> N
                 await store.save_status(
                     record, JobStatus(state=JobState.RUNNING, started_at=NOW), at=NOW
                 )
-                await store.mark_submitted(record.id)
+                await store.mark_submitted(record)
                 backend.jobs[record.id] = RUNNING
                 open_ids.append(record.id)
         return open_ids

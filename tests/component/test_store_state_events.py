@@ -93,29 +93,34 @@ def test_a_status_refused_writes_no_event(redis_url: str) -> None:
 def test_a_status_carries_the_submitted_mark_of_its_record_unless_refused(
     redis_url: str,
 ) -> None:
-    marked, refused = job(), job()
+    """With the namespace its Job was created in, which a mark written alone keeps too."""
+    marked, refused, alone = job(), job(), job()
+    placed = {"submitted": True, "namespace": "team-a"}
 
-    async def scenario() -> tuple[JobRecord | None, JobRecord | None]:
+    async def scenario() -> list[JobRecord | None]:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
             store = RedisStore(client, retention_s=RETENTION_S, idempotency_ttl_s=60)
-            for record in (marked, refused):
+            for record in (marked, refused, alone):
                 await store.create(record, idempotency_key=None, fingerprint=record.id)
             running = JobStatus(state=JobState.RUNNING)
-            await store.save_status(marked.model_copy(update={"submitted": True}), running, at=AT)
+            await store.save_status(marked.model_copy(update=placed), running, at=AT)
             await store.request_cancel(refused.id)  # after `refused` was read
-            created = refused.model_copy(update={"submitted": True})
+            created = refused.model_copy(update=placed)
             assert not await store.save_status(created, running, at=AT)
-            return await store.get(marked.id), await store.get(refused.id)
+            await store.mark_submitted(alone.model_copy(update=placed))
+            return [await store.get(r.id) for r in (marked, refused, alone)]
         finally:
             await client.aclose()
 
-    stored_marked, stored_refused = asyncio.run(scenario())
+    stored_marked, stored_refused, stored_alone = asyncio.run(scenario())
     assert stored_marked is not None
     assert stored_refused is not None
-    assert stored_marked.submitted
+    assert stored_alone is not None
+    assert (stored_marked.submitted, stored_marked.namespace) == (True, "team-a")
     assert stored_marked.status.state == JobState.RUNNING
-    assert not stored_refused.submitted
+    assert (stored_refused.submitted, stored_refused.namespace) == (False, None)
+    assert (stored_alone.submitted, stored_alone.namespace) == (True, "team-a")
 
 
 def test_a_finished_jobs_event_log_expires_with_its_record(redis_url: str) -> None:

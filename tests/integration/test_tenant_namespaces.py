@@ -156,3 +156,20 @@ def test_each_tenants_jobs_run_and_stop_in_its_namespace(stack: Stack) -> None:
     assert used, "the controller made no calls in the tenant's namespace"
     for target, verbs in used.items():
         assert verbs <= granted.get(target, set()), f"{target}: {verbs} not granted"
+
+
+def test_a_tenant_moved_away_leaves_its_running_job_failed_in_words_naming_where_it_is(
+    stack: Stack,
+) -> None:
+    """The mapping changed while a job ran: the record kept the namespace its Job was
+    created in, no longer watched. The job ends `NamespaceNotWatched` naming it (not
+    `JobDeleted`: the Job was not deleted, it runs on there) and still points there."""
+    tenant_ns = stack.tenant_namespace
+    running = stack.submit("b", {"steps": 600, "step_s": 0.1})
+    stack.wait("b", running, {"running"})
+    stack.kube.api.restart_with(tenant_namespaces="{}")  # team-b now in the release's
+    ended = stack.wait("b", running, {"succeeded", "failed", "cancelled"})
+    assert (ended["state"], ended["reason"]) == ("failed", "NamespaceNotWatched"), ended
+    assert f"namespace {tenant_ns}" in ended["message"]
+    assert ended["backend"]["namespace"] == tenant_ns
+    assert f"kt-{running}" in stack.jobs_in(tenant_ns)  # it was not deleted

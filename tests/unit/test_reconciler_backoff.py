@@ -21,7 +21,7 @@ from kubetask.controller.reconciler import GIVE_UP_AFTER, Reconciler, RetryPolic
 from kubetask.controller.records import JobRecord, JobStatus
 from kubetask.controller.states import Observation, PodFacts
 from kubetask.controller.store import Store
-from kubetask.models import JobRequest, JobState, Outcome
+from kubetask.models import BackendRef, JobRequest, JobState, Outcome
 
 JOB = JobRecord(
     id="0000000000000001", request=JobRequest(kind="noop"), created_at=datetime.now(UTC)
@@ -37,7 +37,7 @@ class OneJobStore:
     async def unfinished(self) -> list[str]:
         return [JOB.id]
 
-    async def mark_submitted(self, job_id: str) -> None:
+    async def mark_submitted(self, record: JobRecord) -> None:
         raise AssertionError("never created")
 
 
@@ -153,7 +153,7 @@ class RecordingStore:
     async def unfinished(self) -> list[str]:
         return [] if self.record.status.state.terminal else [JOB.id]
 
-    async def mark_submitted(self, job_id: str) -> None:
+    async def mark_submitted(self, record: JobRecord) -> None:
         self.record = self.record.model_copy(update={"submitted": True})
 
     async def save_status(self, record: JobRecord, status: JobStatus, *, at: datetime) -> bool:
@@ -186,6 +186,12 @@ class ScriptedBackend:
         while len(self.observed) < count:
             self._observing.clear()
             await self._observing.wait()
+
+    def ref(self, job_id: str, *, tenant: str = "", namespace: str | None = None) -> BackendRef:
+        return BackendRef(backend="local", name=job_id)
+
+    def watches(self, namespace: str) -> bool:
+        return True
 
     async def create(self, spec: TaskSpec) -> None:
         self.created.append(time.monotonic())

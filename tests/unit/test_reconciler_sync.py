@@ -84,16 +84,19 @@ class FakeStore:
         if stored.cancel_requested != record.cancel_requested:
             return False
         submitted = stored.submitted or record.submitted  # the mark goes with the status
+        namespace = record.namespace or stored.namespace
         self.records[record.id] = stored.model_copy(
-            update={"status": status, "submitted": submitted}
+            update={"status": status, "submitted": submitted, "namespace": namespace}
         )
         self.saved.append((record.id, status))
         self.states.append((record.id, status.state, status.reason))
         return True
 
-    async def mark_submitted(self, job_id: str) -> None:
+    async def mark_submitted(self, record: JobRecord) -> None:
         self.marks += 1
-        self.records[job_id] = self.records[job_id].model_copy(update={"submitted": True})
+        self.records[record.id] = self.records[record.id].model_copy(
+            update={"submitted": True, "namespace": record.namespace}
+        )
 
     async def request_cancel(self, job_id: str) -> CancelOutcome | JobState:
         record = self.records.get(job_id)
@@ -131,6 +134,8 @@ class FakeBackend:
         self.observed: list[str] = []
         self.traced: list[tuple[JobState, str | None, str | None]] = []  # Events written
         self.messages: dict[str, dict[int, str]] = {}  # each index's last termination message
+        self.placing: str | None = None  # the namespace new jobs go to
+        self.unwatched: set[str] = set()  # namespaces no longer watched
 
     async def start(self) -> None:
         return None
@@ -166,8 +171,13 @@ class FakeBackend:
     async def record_transition(self, job_id: str, status: JobStatus) -> None:
         self.traced.append((status.state, status.reason, status.message))
 
-    def ref(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> BackendRef:
-        return BackendRef(backend="fake", name=job_id)
+    def ref(
+        self, job_id: str, *, tenant: str = DEFAULT_TENANT, namespace: str | None = None
+    ) -> BackendRef:
+        return BackendRef(backend="kubernetes", name=job_id, namespace=namespace or self.placing)
+
+    def watches(self, namespace: str) -> bool:
+        return namespace not in self.unwatched
 
     def render(self, spec: TaskSpec) -> dict[str, JsonValue]:
         return {}
@@ -256,6 +266,36 @@ def test_a_job_created_without_a_new_status_is_marked_all_the_same() -> None:
     assert (w.record().submitted, w.store.marks) == (True, 1)
     w.sync()
     assert w.backend.created == [JOB]  # so the next sync does not create it again
+
+
+def test_a_job_remembers_its_namespace_and_fails_in_words_of_its_own_once_unwatched() -> None:
+    """A tenant moved to another namespace: its unfinished job's Job runs on in the old one,
+    unseen. It ends `NamespaceNotWatched` naming that namespace, not `JobDeleted`, and the
+    view keeps pointing there."""
+    backend = FakeBackend()
+    backend.placing = "team-a"
+    w = world(backend=backend)
+    w.sync()
+    assert w.record().namespace == "team-a"
+    backend.placing = "team-b"  # the tenant's mapping changed: new jobs would go there
+    backend.unwatched = {"team-a"}
+    del backend.jobs[JOB]  # not seen in any namespace still watched
+    w.sync()
+    status = w.record().status
+    assert (status.state, status.reason) == (JobState.FAILED, "NamespaceNotWatched")
+    assert "namespace team-a" in (status.message or "")
+    ref = backend.ref(JOB, namespace=w.record().namespace)
+    assert ref.namespace == "team-a"
+
+
+def test_a_job_gone_from_a_namespace_still_watched_was_deleted() -> None:
+    backend = FakeBackend()
+    backend.placing = "team-a"
+    w = world(backend=backend)
+    w.sync()
+    del backend.jobs[JOB]
+    w.sync()
+    assert w.record().status.reason == "JobDeleted"
 
 
 def test_a_job_created_as_a_cancel_came_in_is_marked_though_its_status_was_refused() -> None:
