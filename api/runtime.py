@@ -35,6 +35,7 @@ from kubetask.controller.reconciler import LOCAL_WORKERS, WORKERS, Reconciler
 from kubetask.controller.records import JobRecord
 from kubetask.controller.redaction import redact_url
 from kubetask.controller.redis_retry import RetryWithin
+from kubetask.controller.redis_sends import with_cancellable_sends
 from kubetask.controller.redis_server import RedisServer, watch
 from kubetask.controller.retention import ArtifactJanitor
 from kubetask.controller.service import JobService
@@ -233,15 +234,17 @@ class Runtime:
         # an answer up to the Redis timeout (a hung server: 503, not a request held for
         # good). A dropped connection is tried again for a moment (a restarted server), an
         # unanswered command is not (it may have run, and a hung server answers no retry).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.redis_max_connections,
-            timeout=settings.redis_pool_timeout_s,
-            socket_timeout=settings.redis_timeout_s,
-            decode_responses=True,
-            health_check_interval=10,
-            retry=reconnecting(min(RETRY_BUDGET_S, settings.redis_timeout_s / 2)),
-            retry_on_error=[RedisConnectionError],
+        pool = with_cancellable_sends(
+            aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=settings.redis_max_connections,
+                timeout=settings.redis_pool_timeout_s,
+                socket_timeout=settings.redis_timeout_s,
+                decode_responses=True,
+                health_check_interval=10,
+                retry=reconnecting(min(RETRY_BUDGET_S, settings.redis_timeout_s / 2)),
+                retry_on_error=[RedisConnectionError],
+            )
         )
         client = aioredis.Redis.from_pool(pool)
         subscriber = subscriptions_client(url)
