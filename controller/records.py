@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from kubetask.controller.states import Derived, can_transition
 from kubetask.models import (
@@ -15,7 +16,10 @@ from kubetask.models import (
     JobRequest,
     JobState,
     JobView,
+    Notify,
     ProgressEvent,
+    Resources,
+    SecretEnv,
     WorkerProgress,
 )
 
@@ -162,3 +166,23 @@ def ended_at(derived: Derived, started_at: datetime | None, now: datetime) -> da
     if derived.at is None:
         return now
     return min(max(derived.at, started_at or derived.at), now)
+
+
+def stored_request(raw: str) -> JobRequest:
+    """A request as the store kept it: checked by today's rules when it passes them, else
+    taken as it was accepted then. A rule added since (a reserved label, a new quantity
+    grammar) must not make an old record unreadable: its list, its cancel and its purge
+    would fail with it. What the backend cannot run any more, it refuses when asked."""
+    try:
+        return JobRequest.model_validate_json(raw)
+    except ValidationError:
+        data = json.loads(raw)
+    notify = data.get("notify")
+    return JobRequest.model_construct(
+        **{
+            **data,
+            "resources": Resources.model_construct(**(data.get("resources") or {})),
+            "notify": None if notify is None else Notify.model_construct(**notify),
+            "secrets": [SecretEnv.model_construct(**s) for s in data.get("secrets") or []],
+        }
+    )

@@ -38,8 +38,8 @@ from kubetask.controller.errors import NotDurable
 from kubetask.controller.fsync import FSYNC_TIMEOUT_MS, local_fsync
 from kubetask.controller.group_commit import GroupCommit
 from kubetask.controller.notify import OutboxEntry
-from kubetask.controller.records import JobRecord, JobStatus
-from kubetask.models import DEFAULT_TENANT, TERMINAL_STATES, JobRequest, JobState
+from kubetask.controller.records import JobRecord, JobStatus, stored_request
+from kubetask.models import DEFAULT_TENANT, TERMINAL_STATES, JobState
 
 log = logging.getLogger("kubetask.store")
 
@@ -508,7 +508,7 @@ class RedisStore:
 def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:
     return JobRecord(
         id=job_id,
-        request=JobRequest.model_validate_json(data["request"]),
+        request=stored_request(data["request"]),
         created_at=datetime.fromisoformat(data["created_at"]),
         tenant=data.get("tenant") or DEFAULT_TENANT,
         status=JobStatus.model_validate_json(data["status"]),

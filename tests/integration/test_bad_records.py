@@ -1,13 +1,21 @@
 """One bad record never stops the controller: deadlines are bounded where the request is
 read, and a job that the controller cannot handle (here: its local folder damaged while no
 controller ran) neither stops start-up nor the other jobs; it ends `failed` with the reason,
-after a few tries, and the rest go on."""
+after a few tries, and the rest go on. A record an older version accepted, which a rule
+added since would refuse, is read, listed, run and purged as any other."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from datetime import UTC, datetime
 
-from kubetask.models import MAX_DEADLINE_S
+import pytest
+import redis.asyncio as aioredis
+
+from kubetask.controller.ids import new_job_id
+from kubetask.controller.records import JobRecord
+from kubetask.controller.store import RedisStore
+from kubetask.models import MAX_DEADLINE_S, JobRequest, Resources
 from tests.servers import ApiServer
 
 
@@ -42,3 +50,34 @@ def test_a_damaged_job_neither_stops_start_up_nor_the_others(fresh_api: ApiServe
     ended = api.wait(damaged, timeout_s=90)
     assert (ended["state"], ended["reason"]) == ("failed", "ControllerError")
     assert "kubetask could not handle this job" in ended["message"]
+
+
+def test_a_record_a_rule_added_since_refuses_is_read_listed_run_and_purged(api: ApiServer) -> None:
+    """Written as an older version accepted it: a label the Job controller's own
+    (`job-name`, refused since) and a GPU model without a GPU (refused since)."""
+    then = JobRequest(kind="noop", params={"steps": 1}).model_copy(
+        update={
+            "labels": {"job-name": "etl"},
+            "resources": Resources().model_copy(update={"gpu_type": "a100"}),
+        }
+    )
+    now = datetime.now(UTC)
+    record = JobRecord(id=new_job_id(now), request=then, created_at=now)
+
+    async def store_it() -> None:
+        client = aioredis.Redis.from_url(api.redis_url, decode_responses=True)
+        try:
+            store = RedisStore(client, retention_s=3600, idempotency_ttl_s=60)
+            await store.create(record, idempotency_key=None, fingerprint=record.id)
+        finally:
+            await client.aclose()
+
+    asyncio.run(store_it())
+    ended = api.wait(record.id)  # the resync finds it, the local backend runs it
+    assert ended["state"] == "succeeded", (ended["reason"], ended["message"])
+    assert ended["labels"] == {"job-name": "etl"}
+    listed = api.client.get("/v1/jobs", params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    assert record.id in {job["id"] for job in listed.json()["items"]}
+    purged = api.client.delete(f"/v1/jobs/{record.id}", params={"purge": "true"})
+    assert purged.status_code == 204, purged.text
