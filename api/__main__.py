@@ -4,7 +4,8 @@ kubetask-server [--host H] [--port P]     serve (the embedded default on 127.0.0
 kubetask-server render REQUEST.json       print the Kubernetes objects a request becomes
 
 Without KUBETASK_TOKENS_FILE every caller is an admin: the server then listens on loopback
-only, and refuses (exit 2) any other address.
+only, and refuses (exit 2) any other address. At start the soft limit on open files is raised
+to the hard limit (each open stream holds a connection, and often a Redis one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import gc
 import ipaddress
 import json
 import logging
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -82,6 +84,37 @@ def refusal(settings: Settings) -> str | None:
     return None
 
 
+# Where the hard limit is "unlimited" (macOS): Linux's default most per process (nr_open)
+UNLIMITED_FILES = 1 << 20
+
+
+def files_limit_target(soft: int, hard: int) -> int:
+    """The soft limit on open files to ask for: the hard one (its figure for unlimited);
+    never lower than `soft`."""
+    if soft == resource.RLIM_INFINITY:
+        return soft
+    most = UNLIMITED_FILES if hard == resource.RLIM_INFINITY else hard
+    return max(soft, most)
+
+
+def raise_files_limit() -> int:
+    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit, as
+    Go's runtime does (a soft 1024, or a `ulimit -n 256`, is a few hundred streams); the
+    limit now, which its children (the embedded Redis, local tasks) inherit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = files_limit_target(soft, hard)
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # above what the system allows (macOS)
+            log.warning("open files: could not raise the limit of %d to %d: %s", soft, target, exc)
+            return soft
+        log.info("open files: up to %d (the soft limit raised from %d)", target, soft)
+    else:
+        log.info("open files: up to %d", soft)
+    return target
+
+
 def settings_or_exit(**overrides: Any) -> Settings:
     """The settings, or exit 2 with one line naming each bad one."""
     try:
@@ -130,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for chatty in ("httpx", "httpcore"):  # a line per request, with the whole URL: a webhook's
         logging.getLogger(chatty).setLevel(logging.WARNING)  # user:password and token too
+    raise_files_limit()
     try:
         app = create_app(settings)
     except (KindError, InvalidStoreUrl) as exc:

@@ -1,9 +1,12 @@
 """Errors as RFC 9457 `application/problem+json`, with field paths for invalid input, and
 the OpenAPI spec telling the truth about them: every error response a route declares is
-documented as a `Problem` in `application/problem+json` (what the handlers here send)."""
+documented as a `Problem` in `application/problem+json` (what the handlers here send).
+The process out of file descriptors (EMFILE, ENFILE) is a 503 with Retry-After wherever it
+struck; any other unexpected error a 500 problem, never Starlette's plain text."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Sequence
@@ -34,6 +37,9 @@ _PARAMETER_LOCATIONS = ("query", "path", "header")
 _SCHEMAS = "#/components/schemas/"
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 RETRY_AFTER_S = 2  # a 503's suggestion: the store is away, busy, or its disk is slow
+# Out of file descriptors: this process's (EMFILE) or the system's (ENFILE). Each open stream
+# holds one; they come back as clients leave.
+FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 class FieldProblem(BaseModel):
@@ -144,6 +150,18 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )  # fmt: skip
 
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in FD_EXHAUSTED:
+            raise exc  # a 500 (`_unexpected`), as any other error
+        return _out_of_descriptors(exc)
+
+    @app.exception_handler(Exception)  # Starlette's last resort, around every middleware
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if (cause := fd_exhaustion(exc)) is not None:  # in a middleware, or wrapped
+            return _out_of_descriptors(cause)
+        return problem(500, "Internal Server Error", "the server failed; its log says why")
+
     @app.exception_handler(NotDurable)
     async def _not_durable(request: Request, exc: NotDurable) -> JSONResponse:
         detail = f"{exc}; nothing was created: try again"
@@ -159,6 +177,27 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def fd_exhaustion(exc: BaseException) -> OSError | None:
+    """The EMFILE or ENFILE behind `exc`: itself, or what it was raised from (a library that
+    wraps an OSError in its own error); None when it is something else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in FD_EXHAUSTED:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _out_of_descriptors(exc: OSError) -> JSONResponse:
+    log.warning("out of file descriptors: %s", exc)
+    return problem(
+        503, "Service Unavailable", "the server has too many files and connections open; try again",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )  # fmt: skip
 
 
 def _located(loc: tuple[str | int, ...]) -> list[str | int]:

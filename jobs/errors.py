@@ -41,6 +41,11 @@ _SUGGESTIONS: list[tuple[tuple[str, ...], str]] = [
         "or request more memory / a larger GPU in `resources`.",
     ),
     (
+        ("No space left on device", "Disk quota exceeded"),
+        "The disk the task writes to is full: free space on the artifact store (purge "
+        "finished jobs, or set KUBETASK_ARTIFACTS_RETENTION_S) or give it a larger volume.",
+    ),
+    (
         ("FileNotFoundError",),
         "A file the task needs is missing: artifact paths are relative to the artifact store; "
         "check the path or run the job that produces it first.",

@@ -9,7 +9,6 @@ inner-race (BPFI, amplitude-modulated by the shaft) defect frequency. Signals ar
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.params import DatagenParams, FaultClass
+from kubetask.jobs.writes import written_whole
 
 # Defect frequencies as multiples of the shaft speed, for a typical deep-groove bearing.
 BPFO_RATIO = 3.58
@@ -82,8 +82,7 @@ def save(
     path: Path, signals: NDArray[np.float32], labels: NDArray[np.int64], params: DatagenParams
 ) -> None:
     """`dataset.npz` as `datagen` writes it (and `train` for the data it generates)."""
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as file:
+    with written_whole(path) as partial, partial.open("wb") as file:
         np.savez_compressed(
             file,
             X=signals,
@@ -91,7 +90,6 @@ def save(
             classes=np.array([c.value for c in params.classes]),
             sample_rate=np.array(params.sample_rate),
         )
-    os.replace(partial, path)
 
 
 def run(params: DatagenParams, context: TaskContext) -> dict[str, JsonValue]:

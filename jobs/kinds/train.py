@@ -16,7 +16,6 @@ submit and, when they name no data of their own, take as theirs.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,6 +47,7 @@ from kubetask.jobs.kinds.ml.loop import (
 from kubetask.jobs.kinds.ml.models import ModelSpec, count_parameters
 from kubetask.jobs.params import TrainParams
 from kubetask.jobs.reporter import ProgressReporter
+from kubetask.jobs.writes import written_whole
 
 BATCH_REPORT_INTERVAL_S = 1.0
 
@@ -94,9 +94,8 @@ def save_model(
         "metrics": metrics,
         "state_dict": weights,
     }
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    with written_whole(path) as partial:
+        torch.save(state, partial)
 
 
 def without_speed(metrics: dict[str, float]) -> dict[str, JsonValue]:

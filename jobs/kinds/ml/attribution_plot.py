@@ -10,13 +10,14 @@ start, plus its font cache where that is not kept between tasks).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+
+from kubetask.jobs.writes import written_whole
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -110,6 +111,5 @@ def render_overlay(path: Path, rows: list[OverlayRow], *, sample_rate: float | N
     for number, row in enumerate(rows):
         top = figure.add_subplot(grid[3 * number, 0])
         _draw((top, figure.add_subplot(grid[3 * number + 1, 0])), row, sample_rate)
-    partial = path.with_name(path.name + ".partial")
-    figure.savefig(partial, format="png", dpi=100)
-    os.replace(partial, path)
+    with written_whole(path) as partial:
+        figure.savefig(partial, format="png", dpi=100)

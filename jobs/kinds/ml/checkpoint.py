@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from kubetask.jobs.kinds.ml.best_epoch import BestWeights
 from kubetask.jobs.kinds.ml.loop import Trainer
 from kubetask.jobs.params import TrainParams
+from kubetask.jobs.writes import written_whole
 
 log = logging.getLogger("kubetask.task")
 
@@ -63,9 +63,8 @@ def save_checkpoint(
     }
     if trainer.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)  # a crash mid-write leaves the previous checkpoint whole
+    with written_whole(path) as partial:  # a crash mid-write leaves the previous one whole
+        torch.save(state, partial)
 
 
 def load_checkpoint(path: Path, trainer: Trainer, *, key: str, epochs: int) -> Resumed | None:

@@ -7,12 +7,12 @@ kind producing it."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import TaskError
+from kubetask.jobs.writes import written_whole
 
 TABLE = "readings"  # the table name in the SDV metadata
 
@@ -30,11 +30,6 @@ def require(context: TaskContext, path: str, *, what: str, producer: str) -> Pat
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(temporary path)`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    """`write(temporary path)`, then rename it over `path` (`written_whole`)."""
+    with written_whole(path) as partial:
         write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
