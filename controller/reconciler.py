@@ -39,7 +39,7 @@ from kubetask.controller.states import (
     derive_state,
     failure_due,
 )
-from kubetask.controller.store import UNAVAILABLE, Maintained, Store
+from kubetask.controller.store import Maintained, Store, store_unavailable
 from kubetask.controller.wakeups import WakeUps
 from kubetask.controller.workqueue import WorkQueue
 from kubetask.kinds import Merge
@@ -258,17 +258,8 @@ class Reconciler:
             except BackendError as exc:
                 delay = self._retry_later(job_id, exc.retry_after_s)
                 log.warning("sync of %s: %s; retrying in %.1fs", job_id, exc, delay)
-            except UNAVAILABLE as exc:  # Redis away: every job's fault alike, never one's
-                delay = self._retry_later(job_id)
-                log.warning(
-                    "sync of %s: the job store is away (%s); retrying in %.1fs", job_id, exc, delay
-                )
-            except Exception as exc:  # a bug, or a record nothing can handle: this job only
-                error = f"{type(exc).__name__}: {exc}"
-                last, times = self._errors.get(job_id, ("", 0))
-                self._errors[job_id] = (error, times + 1 if error == last else 1)
-                delay = self._retry_later(job_id)
-                log.exception("sync of %s failed; retrying in %.1fs", job_id, delay)
+            except Exception as exc:
+                self._sync_failed(job_id, exc)
             finally:
                 self._busy.discard(job_id)
                 self._queue.done(job_id)
@@ -276,6 +267,22 @@ class Reconciler:
                 self._again.discard(job_id)
                 self._again_observed.discard(job_id)
                 self._wake(job_id)
+
+    def _sync_failed(self, job_id: str, exc: Exception) -> None:
+        """Sync it again after its back-off. The store unable to serve (away, out of memory,
+        its disk failing) is every job's fault alike, never counted against this one; any
+        other error (a bug, a record nothing can handle) is, toward giving up on it."""
+        delay = self._retry_later(job_id)
+        if store_unavailable(exc):
+            log.warning(
+                "sync of %s: the job store cannot serve (%s: %s); retrying in %.1fs",
+                *(job_id, type(exc).__name__, exc, delay),
+            )
+            return
+        error = f"{type(exc).__name__}: {exc}"
+        last, times = self._errors.get(job_id, ("", 0))
+        self._errors[job_id] = (error, times + 1 if error == last else 1)
+        log.error("sync of %s failed; retrying in %.1fs", job_id, delay, exc_info=exc)
 
     def _retry_later(self, job_id: str, retry_after_s: float | None = None) -> float:
         """Sync it again after its back-off (or `retry_after_s`, if longer), and not

@@ -53,6 +53,28 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     NotDurable,
 )
 
+# What Redis answers while it can serve no job: out of memory, its disk failing (MISCONF),
+# read-only (a replica), busy with a script, restarted without kubetask's scripts (NOSCRIPT).
+SERVER_FAULTS: tuple[type[Exception], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.NoScriptError,
+    redis.exceptions.TryAgainError,
+)
+SERVER_FAULT_WORDS = ("MISCONF", "BUSY ", "OOM ", "READONLY")  # also inside a script's error
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the store can serve no job now (Redis away, not answering, not
+    confirming a write on disk, out of memory, its disk failing): a passing fault of every
+    job alike, never one job's."""
+    if isinstance(exc, UNAVAILABLE + SERVER_FAULTS):
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and any(
+        word in str(exc) for word in SERVER_FAULT_WORDS
+    )
+
+
 ACTIVE_SET = f"{keys.PREFIX}:active"
 SCAN_BATCH = 100
 EXPIRE_BATCH = 500  # records taken out per script call

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import JsonValue
@@ -245,7 +245,8 @@ class LocalBackend:
             self._queue.remove(job_id)  # nor holds the queue: the next full pass retries
 
     def _sync(self, job_id: str) -> None:
-        """Decide the terminal condition or start what should run, then set a wake-up."""
+        """Decide the terminal condition or start what should run, then set a wake-up (in a
+        second, when a pod's folder could not be made)."""
         if job_id not in self._open:
             return
         spec = self._spec(job_id)
@@ -262,11 +263,17 @@ class LocalBackend:
         plan = local_plan.plan_pods(spec, pods, now=now, backoff_base_s=self._retry_backoff_s)
         waiting = self._queue.remove(job_id)
         started = False
+        retry_at = plan.retry_at
         for index, attempt in plan.start:
             if self._supervisor.running >= self._slots:
                 self._queue.add(job_id, f"waiting for a free slot ({self._slots} in use)")
                 break
-            self._supervisor.spawn(spec, index, attempt, now=self._clock())
+            try:
+                self._supervisor.spawn(spec, index, attempt, now=self._clock())
+            except OSError as exc:  # its folder could not be made (a full disk): none is left
+                log.warning("cannot make pod %d-%d of job %s: %s", index, attempt, job_id, exc)
+                retry_at = now + timedelta(seconds=POLL_INTERVAL_S)
+                break
             started = True
         if self._queue.reason(job_id) != waiting:
             self._notify(job_id)  # observe tells of the wait (or its end) from now on
@@ -275,7 +282,7 @@ class LocalBackend:
         else:
             self._busy.discard(job_id)
         wake = min(
-            (t for t in (plan.retry_at, local_plan.deadline(spec, pods)) if t is not None),
+            (t for t in (retry_at, local_plan.deadline(spec, pods)) if t is not None),
             default=None,
         )
         self._set_timer(job_id, wake, now)

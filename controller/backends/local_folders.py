@@ -12,7 +12,8 @@
                                           some running (so start-up reads these folders only)
 
 Reading and writing these files, and nothing else: no processes, no decisions. Each JSON
-file is written whole (a temporary file renamed over it), so a reader never sees half.
+file is written whole (a temporary file renamed over it), so a reader never sees half; one
+that cannot be written (a full disk) leaves nothing, and neither does a pod's folder.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import JsonValue
+from pydantic import JsonValue, ValidationError
 
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_plan import Pod
@@ -36,9 +37,16 @@ from kubetask.models import Resources
 
 
 def write_json(path: Path, data: object) -> None:
+    """Whole or not at all; one that cannot be written (the disk is full) leaves no
+    temporary file behind."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def read_json(path: Path) -> dict[str, JsonValue] | None:
@@ -62,7 +70,10 @@ def spec_to_json(spec: TaskSpec) -> dict[str, JsonValue]:
 
 def spec_from_json(data: dict[str, JsonValue]) -> TaskSpec:
     fields: dict[str, Any] = dict(data)
-    fields["resources"] = Resources.model_validate(fields["resources"])
+    try:
+        fields["resources"] = Resources.model_validate(fields["resources"])
+    except ValidationError:  # as an older version accepted it (see records.stored_request)
+        fields["resources"] = Resources.model_construct(**fields["resources"])
     fields["command"] = tuple(fields["command"])
     return TaskSpec(**fields)
 
@@ -75,6 +86,12 @@ def read_started(pod_dir: Path) -> dict[str, JsonValue] | None:
         return started
     shim = read_json(pod_dir / "shim.json")
     return shim if shim is not None and "started_at" in shim else None
+
+
+def ran(pod_dir: Path) -> bool:
+    """The pod's task started, or its exit is recorded (one that could not start says why
+    in its log): a pod whose folder is all there is of it never ran."""
+    return read_started(pod_dir) is not None or (pod_dir / "exit.json").exists()
 
 
 def read_pod(pod_dir: Path, index: int, attempt: int, *, alive: bool) -> Pod:
@@ -198,17 +215,30 @@ class JobFolders:
         return sorted(found, key=lambda item: item[1])
 
     def latest_pod_dirs(self, job_id: str) -> dict[int, Path]:
-        """Each completion index's last attempt."""
+        """Each completion index's last attempt that ran (`ran`), else its last attempt."""
         latest: dict[int, Path] = {}
-        for pod_dir, (index, _) in self.pod_dirs(job_id):
-            latest[index] = pod_dir  # sorted by attempt: the last one wins
-        return latest
+        latest_ran: dict[int, Path] = {}
+        for pod_dir, (index, _) in self.pod_dirs(job_id):  # by attempt: the last one wins
+            latest[index] = pod_dir
+            if ran(pod_dir):
+                latest_ran[index] = pod_dir
+        return {**latest, **latest_ran}
 
     def new_pod_dir(self, job_id: str, index: int, attempt: int, *, now: datetime) -> Path:
+        """The pod's folder, with its creation time; raises OSError (and leaves no folder,
+        so the attempt is not used up) when it cannot be made whole."""
         pod_dir = self.job_dir(job_id) / "pods" / f"{index}-{attempt}"
         pod_dir.mkdir(parents=True, exist_ok=True)
-        write_json(pod_dir / "pod.json", {"created_at": now.isoformat()})
+        try:
+            write_json(pod_dir / "pod.json", {"created_at": now.isoformat()})
+        except OSError:
+            self.remove_pod_dir(pod_dir)
+            raise
         return pod_dir
+
+    def remove_pod_dir(self, pod_dir: Path) -> None:
+        """A pod that was never started (its folder could not be made whole)."""
+        shutil.rmtree(pod_dir, ignore_errors=True)
 
     def load(self, job_id: str, *, alive: Callable[[Path], bool]) -> tuple[TaskSpec, list[Pod]]:
         """The spec and the pods; `alive(pod_dir)`: whether that pod's supervisor runs."""

@@ -165,17 +165,26 @@ class Supervisor:
         """Start one pod: its folder, then its supervisor (which starts the task): asked of
         its image's zygote, which answers later, or else started plainly now."""
         pod_dir = self._folders.new_pod_dir(spec.job_id, index, attempt, now=now)
-        environment, params = task_env(spec, pod_dir, index, system=dict(os.environ))
-        if params is not None:
-            params_file = self._folders.params_file(spec.job_id)
-            params_file.write_text(params)
-            environment[env.PARAMS_FILE] = str(params_file)
+        try:
+            environment = self._environment(spec, pod_dir, index)
+        except OSError:  # nothing started: no pod (and no attempt used up)
+            self._folders.remove_pod_dir(pod_dir)
+            raise
         if self._zygotes is None or not self._ask_zygote(spec, pod_dir, environment):
             try:
                 self._watch(pod_dir, self._start_plainly(spec, pod_dir, environment))
             except OSError as exc:
                 self._cannot_start(pod_dir, exc)
         self._on_change(spec.job_id)
+
+    def _environment(self, spec: TaskSpec, pod_dir: Path, index: int) -> dict[str, str]:
+        """The task's environment, its large params written to the job's params file."""
+        environment, params = task_env(spec, pod_dir, index, system=dict(os.environ))
+        if params is not None:
+            params_file = self._folders.params_file(spec.job_id)
+            params_file.write_text(params)
+            environment[env.PARAMS_FILE] = str(params_file)
+        return environment
 
     def _ask_zygote(self, spec: TaskSpec, pod_dir: Path, environment: dict[str, str]) -> bool:
         """The pod is the zygote's to fork (it runs from now: a slot is taken); its pid
@@ -239,17 +248,32 @@ class Supervisor:
                 start_new_session=True,
             )
         start = process_start(proc.pid)  # as the supervisor writes it too (first or last)
-        write_json(pod_dir / "shim.json", {"pid": proc.pid, "start": start, "zygote": False})
+        try:
+            write_json(pod_dir / "shim.json", {"pid": proc.pid, "start": start, "zygote": False})
+        except OSError:  # no one could find it again: it must not run (its task dies with it)
+            proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            raise
         return LivePod(spec.job_id, proc.pid, proc, stdout=proc.stdout, start=start)
 
     def _cannot_start(self, pod_dir: Path, exc: OSError) -> None:
-        """The pod fails to start, as a container that cannot be created."""
+        """The pod fails to start, as a container that cannot be created; one whose failure
+        cannot be recorded either (the disk is full) is removed: it never was, and a later
+        sync starts it again."""
         log.error("cannot start %s: %s", pod_dir, exc)
-        (pod_dir / "output.log").write_text(f"cannot start the task: {exc}\n")
-        write_json(
-            pod_dir / "exit.json",
-            {"exit_code": EXIT_CANNOT_START, "finished_at": self._clock().isoformat()},
-        )
+        try:
+            (pod_dir / "output.log").write_text(f"cannot start the task: {exc}\n")
+            write_json(
+                pod_dir / "exit.json",
+                {"exit_code": EXIT_CANNOT_START, "finished_at": self._clock().isoformat()},
+            )
+        except OSError as why:
+            log.error(
+                "cannot record that %s did not start (%s): its folder is removed", pod_dir, why
+            )
+            self._folders.remove_pod_dir(pod_dir)
 
     def adopt(self, job_id: str) -> None:
         """Watch the job's pods that still run (started by an earlier controller)."""

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,9 @@ EXIT_CANNOT_START = 127  # a pod whose task could not be started (as a shell say
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 StartTask = Callable[[int], int]  # the output file's descriptor -> the task's pid
+
+
+RETRY_S = 1.0  # how soon an exit that could not be recorded is written again
 
 
 def die_with_parent() -> None:
@@ -90,13 +94,31 @@ def spawn_command(command: list[str], pod_dir: Path) -> StartTask:
     return start
 
 
-def record_exit(pod_dir: Path, task: int, status: int) -> None:
-    """The task ended with wait `status`: kill what is left in its group, record the exit."""
+def exit_record(status: int) -> dict[str, object]:
+    """The exit.json of a task that ended with wait `status`."""
+    return {"exit_code": exit_code_of(os.waitstatus_to_exitcode(status)), "finished_at": _now()}
+
+
+def write_exit(pod_dir: Path, record: dict[str, object]) -> None:
+    _write_json(pod_dir / "exit.json", record)
+
+
+def record_exit(pod_dir: Path, task: int, status: int, *, retry_s: float = RETRY_S) -> None:
+    """The task ended with wait `status`: kill what is left in its group, record the exit.
+    A record that cannot be written yet (the disk is full) is written again every
+    `retry_s`, this supervisor alive meanwhile: the controller sees the pod running, never
+    lost (a lost pod is started again, and this task ran to its end). Given up when the
+    pod's folder is gone (the job was purged)."""
     _kill_group(task, signal.SIGKILL)
-    _write_json(
-        pod_dir / "exit.json",
-        {"exit_code": exit_code_of(os.waitstatus_to_exitcode(status)), "finished_at": _now()},
-    )
+    record = exit_record(status)
+    while True:
+        try:
+            write_exit(pod_dir, record)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(retry_s)
 
 
 def record_stop(pod_dir: Path, kill_at: float) -> None:

@@ -17,10 +17,13 @@ environment (nothing of the zygote's), default signal handlers, a fresh seed for
 RNG, no descriptor of the zygote's or of another pod's; it opens its own connections. The
 zygote is the task's parent and plays the part a shim plays for a plain start (shim.py):
 it records the exit, kills what is left in the task's group, and closes the pod's pipe,
-which tells the controller at once. The controller signals the task's group itself
-(SIGTERM, SIGKILL after the grace), and writes when the SIGKILL is due in the pod's folder
-(`shim.record_stop`): while it has tasks, the zygote looks every STOP_CHECK_S and kills an
-overdue one itself, so a cancel holds even if the controller is gone by then.
+which tells the controller at once. An exit it cannot write (the disk is full) it writes
+again every STOP_CHECK_S, the pipe open till then: the controller sees the pod still
+running, never lost (a lost pod is started again, and this task ran to its end). The
+controller signals the task's group itself (SIGTERM, SIGKILL after the grace), and writes
+when the SIGKILL is due in the pod's folder (`shim.record_stop`): while it has tasks, the
+zygote looks every STOP_CHECK_S and kills an overdue one itself, so a cancel holds even if
+the controller is gone by then.
 
 The zygote outlives its controller: once the controller hangs up (it stopped, or was
 killed) it takes no more requests, goes on recording its tasks' exits and exits after the
@@ -263,6 +266,15 @@ class Pod:
     stdout: int
     kill_at: float | None = None  # when it is to be SIGKILLed (the controller asked)
     killed: bool = False
+    exit: dict[str, object] | None = None  # how it ended, once reaped, until recorded
+    retrying: bool = False  # its exit could not be recorded at the first try
+
+
+def say(message: str) -> None:
+    """A line in the zygote's log, unless it cannot be written (a full disk is no reason to
+    stop: every task would die with its zygote)."""
+    with contextlib.suppress(OSError):
+        print(message, flush=True)
 
 
 class Supervisor:
@@ -272,6 +284,7 @@ class Supervisor:
     def __init__(self, conn: socket.socket) -> None:
         self.conn: socket.socket | None = conn
         self.pods: dict[int, Pod] = {}
+        self.ended: list[Pod] = []  # tasks reaped whose exit is not recorded yet
         self.spare: Spare | None = None
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_write)
@@ -283,8 +296,8 @@ class Supervisor:
         assert self.conn is not None
         poller.register(self.conn, select.POLLIN | select.POLLRDHUP)
         self.refill()
-        while self.conn is not None or self.pods:
-            timeout = STOP_CHECK_S * 1000 if self.pods else None
+        while self.conn is not None or self.pods or self.ended:
+            timeout = STOP_CHECK_S * 1000 if self.pods or self.ended else None
             for fd, events in poller.poll(timeout):
                 if fd == self._wake_read:
                     with contextlib.suppress(BlockingIOError):
@@ -299,6 +312,7 @@ class Supervisor:
                         with contextlib.suppress(KeyError):
                             poller.unregister(fd)
             self.kill_overdue()
+            self.record_ended()
 
     def kill_overdue(self) -> None:
         """SIGKILL each task whose grace after a cancel is over (`shim.record_stop`)."""
@@ -340,7 +354,7 @@ class Supervisor:
         """What a child closes first: the zygote's own descriptors and the pods' pipes."""
         assert self.conn is not None
         own = [self.conn.fileno(), self._wake_read, self._wake_write]
-        return own + [pod.stdout for pod in self.pods.values()]
+        return own + [pod.stdout for pod in (*self.pods.values(), *self.ended)]
 
     def _start(self, request: Request, message: bytes, stdout: int) -> int:
         """The pid of the task of `request`: the spare, given the request, else a child
@@ -397,25 +411,45 @@ class Supervisor:
         self.refill()  # after the answer: off the request's path
 
     def reap(self) -> None:
-        """Record the exit of each task that ended, then close its pipe."""
+        """Kill what is left in the group of each task that ended, and record its exit."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             if self.spare is not None and pid == self.spare.pid:  # killed while it waited
                 self.spare.conn.close()
                 self.spare = None
             pod = self.pods.pop(pid, None)
             if pod is None:
                 continue
+            with contextlib.suppress(ProcessLookupError):  # its group outlives it, if not empty
+                os.killpg(pid, signal.SIGKILL)
+            pod.exit = shim.exit_record(status)
+            self.ended.append(pod)
+        self.record_ended()
+
+    def record_ended(self) -> None:
+        """Write the exit of each ended task, then close its pipe (which tells the controller).
+        One that cannot be written yet (the disk is full) stays, its pipe open, for the next
+        try; one whose folder is gone is given up (the controller sees the pod lost)."""
+        waiting = []
+        for pod in self.ended:
+            assert pod.exit is not None
             try:
-                shim.record_exit(pod.pod_dir, pid, status)
-            except OSError as exc:  # its folder is gone: the controller sees it lost
-                print(f"cannot record the exit of {pid} in {pod.pod_dir}: {exc}", flush=True)
+                shim.write_exit(pod.pod_dir, pod.exit)
+            except FileNotFoundError as exc:
+                say(f"cannot record an exit in {pod.pod_dir}: {exc}")
+            except OSError as exc:
+                if not pod.retrying:
+                    say(f"cannot record an exit in {pod.pod_dir} yet, trying again: {exc}")
+                pod.retrying = True
+                waiting.append(pod)
+                continue
             os.close(pod.stdout)
+        self.ended = waiting
 
 
 def main(argv: list[str]) -> int:

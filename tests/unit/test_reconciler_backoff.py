@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 
 from kubetask.controller.backends.base import Backend, BackendError, CreateRejected, TaskSpec
 from kubetask.controller.bus import EventBus
@@ -326,5 +327,41 @@ async def _passing_faults() -> tuple[RecordingStore, DeletingBackend]:
 
 def test_different_errors_in_a_row_are_retried_not_given_up() -> None:
     store, backend = asyncio.run(_passing_faults())
+    assert JobState.FAILED not in [status.state for status in store.saved]
+    assert not hasattr(backend, "deleted")
+
+
+async def _store_faults(fault: Exception) -> tuple[RecordingStore, DeletingBackend]:
+    """The same fault of the store's, many times past GIVE_UP_AFTER."""
+    faults: list[Exception | None] = [fault] * (GIVE_UP_AFTER * 2)
+    backend = DeletingBackend(creates=[], observes=faults)
+    store = RecordingStore()
+    task = asyncio.create_task(scripted(backend, store, RetryPolicy(base_s=0.01, max_s=0.01)).run())
+    await asyncio.wait_for(backend.observed_times(len(faults) + 1), 10)  # still syncing it
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return store, backend
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        redis_errors.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis_errors.ResponseError(
+            "MISCONF Errors writing to the AOF file: No space left on device"
+        ),
+        redis_errors.NoScriptError("No matching script. Please use EVAL."),
+        redis_errors.ReadOnlyError("You can't write against a read only replica."),
+        redis_errors.ResponseError(
+            "Error running script (call to f_1): @user_script:9: OOM command not allowed"
+        ),
+    ],
+    ids=["oom", "misconf", "noscript", "readonly", "oom-in-a-script"],
+)
+def test_the_store_unable_to_serve_is_never_counted_against_the_job(fault: Exception) -> None:
+    """Redis full (maxmemory, noeviction), its disk full, restarted without the scripts: an
+    installation's fault, not the job's. Its syncs go on; it is never failed for it."""
+    store, backend = asyncio.run(_store_faults(fault))
     assert JobState.FAILED not in [status.state for status in store.saved]
     assert not hasattr(backend, "deleted")
