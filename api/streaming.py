@@ -170,7 +170,10 @@ async def follow(
                     return
             raws = await _drain(queue, keepalive_s)
             if not raws:  # quiet: is the job over without us having heard?
-                ending = await _lost_ending(job_id, cursor.last, bus, get_record)
+                record = await get_record(job_id)
+                if record is None:  # expired or purged as it was followed: nothing will come
+                    return
+                ending = await _lost_ending(record, cursor.last, bus)
                 yield None if ending is None else [ending]
                 if ending is not None:
                     return
@@ -192,14 +195,11 @@ async def _drain(queue: asyncio.Queue[str], timeout_s: float) -> list[str]:
     return items
 
 
-async def _lost_ending(
-    job_id: str,
-    last: int,
-    bus: EventBus,
-    get_record: Callable[[str], Awaitable[JobRecord | None]],
-) -> Frame | None:
-    record = await get_record(job_id)
-    if record is None or not record.status.state.terminal:
+async def _lost_ending(record: JobRecord, last: int, bus: EventBus) -> Frame | None:
+    """The terminal event of a job that ended without the stream hearing it (its events
+    expired, or the event was lost), made from its record; None while it has not ended."""
+    job_id = record.id
+    if not record.status.state.terminal:
         return None
     finished = record.status.finished_at or record.created_at
     if datetime.now(UTC) - finished < SETTLE or await bus.history_raw(job_id, since=last):

@@ -68,9 +68,10 @@ async def archived_log(store: ArtifactStore, job_id: str, *, tail: int | None) -
 
 @dataclass(frozen=True)
 class Backoff:
-    """How a failed archive is tried again: `base_s` doubling up to `max_s`, `attempts` in all."""
+    """How a failed archive is tried again: `base_s` doubling up to `max_s`, `attempts` in all
+    (by default about an hour: an object store away for a while, restarted, being fixed)."""
 
-    attempts: int = 6
+    attempts: int = 36
     base_s: float = 2.0
     max_s: float = 120.0
 

@@ -422,3 +422,12 @@ def test_the_reconciler_remembers_the_log_while_the_job_controller_stops_the_pod
     asyncio.run(reconciler.sync(JOB))
     assert remembered == [JOB]
     assert backend.deleted == []
+
+
+def test_by_default_a_store_away_for_most_of_an_hour_still_gets_the_log() -> None:
+    """The waits between the tries add up to about an hour (an object store restarted, or
+    being fixed); a try at least every two minutes."""
+    backoff = Backoff()
+    waits = [backoff.delay_s(attempt) for attempt in range(1, backoff.attempts)]
+    assert 55 * 60 <= sum(waits) <= 75 * 60
+    assert max(waits) <= 120

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
-from kubetask.api.streaming import BadResumePoint, Cursor, Frame, resume_point, until
-from kubetask.controller.bus import RESYNC
+from kubetask.api.streaming import BadResumePoint, Cursor, Frame, follow, resume_point, until
+from kubetask.controller.bus import RESYNC, EventBus, EventHub
+from kubetask.controller.records import JobRecord
 
 
 def progress(seq: int) -> str:
@@ -107,3 +111,41 @@ def test_until_runs_work_to_its_end_or_until_the_event() -> None:
             await until(asyncio.Event(), failing)
 
     asyncio.run(scenario())
+
+
+class QuietBus:
+    """A job whose events are gone (expired with its record)."""
+
+    async def history_raw(self, job_id: str, *, since: int) -> list[str]:
+        return []
+
+    async def last_seq(self, job_id: str) -> int:
+        return 0
+
+
+class QuietHub:
+    @contextlib.asynccontextmanager
+    async def listen(self, job_id: str) -> AsyncIterator[asyncio.Queue[str]]:
+        yield asyncio.Queue()
+
+
+async def gone(job_id: str) -> JobRecord | None:
+    return None
+
+
+def test_a_stream_of_a_job_whose_record_went_ends_at_its_first_quiet_moment() -> None:
+    """Expired (or purged) as it was followed: nothing will ever come; keep-alives forever
+    held the client (and a stream slot of its tenant)."""
+
+    async def body() -> list[object]:
+        stream = follow(
+            "0000000000000001",
+            since=0,
+            bus=cast(EventBus, QuietBus()),
+            hub=cast(EventHub, QuietHub()),
+            get_record=gone,
+            keepalive_s=0.01,
+        )
+        return [batch async for batch in stream]
+
+    assert asyncio.run(asyncio.wait_for(body(), 5)) == []
