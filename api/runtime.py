@@ -19,6 +19,7 @@ from functools import partial
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from kubetask.api.settings import Settings
 from kubetask.controller.archive import LogArchiver
@@ -52,6 +53,25 @@ ARCHIVE_DRAIN_S = 2.0  # at shutdown, the longest wait for queued log archives
 # timeout: a command that waited that long for its answer is not sent again.
 RETRY_BUDGET_S = 3.0
 STALE_PARTIAL_S = 3600.0  # an upload not written to for this long was cut off
+
+
+async def warn_if_evicting(client: aioredis.Redis) -> str | None:
+    """Log an error unless Redis keeps every key (`maxmemory-policy noeviction`): a Redis
+    that evicts drops accepted jobs, index entries and Idempotency-Keys without a word. The
+    policy read (None: the server does not tell, as some managed ones)."""
+    try:
+        answer = await client.config_get("maxmemory-policy")
+    except RedisError:
+        log.warning("could not read Redis' maxmemory-policy: it must be noeviction")
+        return None
+    policy = str(answer.get("maxmemory-policy", ""))
+    if policy and policy != "noeviction":
+        log.error(
+            "Redis' maxmemory-policy is %s: at its maxmemory it evicts keys, and accepted jobs "
+            "are lost; set it to noeviction (redis-cli CONFIG SET maxmemory-policy noeviction)",
+            policy,
+        )
+    return policy or None
 
 
 async def start_embedded(server: RedisServer) -> str:
@@ -309,6 +329,7 @@ class Runtime:
         runtime.archiver = archiver
         runtime.subscriber = subscriber
         settings.artifacts.mkdir(parents=True, exist_ok=True)
+        await warn_if_evicting(client)
         await backend.start()
         runtime.tasks = [
             asyncio.create_task(hub.run(), name="event-hub"),
