@@ -376,6 +376,26 @@ def _shut_down(url: str, pid: int | None) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
+LOG_TAIL_BYTES = 8192
+
+
+def last_warning(log_file: Path) -> str | None:
+    """The server's last warning (a `#` line of its log: why it exited, e.g. "Can't
+    recover from AOF write error"), its farewell aside; None when it said none."""
+    try:
+        with log_file.open("rb") as file:
+            file.seek(max(file.seek(0, os.SEEK_END) - LOG_TAIL_BYTES, 0))
+            tail = file.read().decode(errors="replace")
+    except OSError:
+        return None
+    warnings = [
+        line.split(" # ", 1)[1].strip()
+        for line in tail.splitlines()
+        if " # " in line and "bye bye" not in line
+    ]
+    return warnings[-1] if warnings else None
+
+
 async def watch(server: RedisServer, *, poll_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
     """Restart the server, on the same address and data, whenever its process ends, for as
     long as this runs (cancel it before `server.stop()`)."""
@@ -384,7 +404,12 @@ async def watch(server: RedisServer, *, poll_s: float = 0.2, max_backoff_s: floa
         await asyncio.sleep(poll_s)
         if server.running:
             continue
-        log.error("the embedded redis server at %s is gone: restarting it", server.url)
+        said = last_warning(server.data_dir / "redis.log")
+        log.error(
+            "the embedded redis server at %s is gone%s: restarting it",
+            server.url,
+            f" (its log: {said})" if said else "",
+        )
         try:
             server.spawn()  # here, on the event loop's thread (see spawn)
             await asyncio.to_thread(server.wait_ready)
