@@ -68,7 +68,6 @@ def load_dataset(path: Path, relative: str) -> Dataset:
             f"dataset {relative!r} not found in the artifact store",
             suggestion="Run a `datagen` job first and pass its result's `dataset` path "
             "(e.g. '<job id>/dataset.npz'), or leave `dataset` out to generate one.",
-            permanent=True,  # a retry finds it no more than this try
         )
     try:
         with np.load(path, allow_pickle=False) as npz:

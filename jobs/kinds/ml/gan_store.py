@@ -26,7 +26,6 @@ def require(context: TaskContext, path: str, *, what: str, producer: str) -> Pat
     raise TaskError(
         f"no {what}: {path} is missing from the artifact store",
         suggestion=f"Run a `{producer}` job first and pass 'job:<id>' of it.",
-        permanent=True,  # a retry finds it no more than this try
     )
 
 

@@ -206,7 +206,6 @@ def load_model(path: Path, device: torch.device, *, relative: str | None = None)
             f"model {name!r} not found in the artifact store",
             suggestion="Pass the `model` path from a `train` job's result, or 'job:<id>' of a "
             "succeeded train job.",
-            permanent=True,  # a retry finds it no more than this try
         )
     try:
         state = torch.load(path, map_location=device, weights_only=True)
