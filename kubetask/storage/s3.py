@@ -70,6 +70,8 @@ class S3Store:
         secret_access_key: str,
         session_token: str | None = None,
         max_retries: int = 3,
+        timeout_s: float = 30,
+        read_idle_s: float = 30,
     ) -> None:
         self.bucket = bucket
         self.prefix = store_key(prefix) if prefix else ""
@@ -86,7 +88,7 @@ class S3Store:
             bucket,
             prefix=self.prefix or None,
             config=config,
-            client_options={"allow_http": bool(endpoint and endpoint.startswith("http://"))},
+            client_options={"allow_http": bool(endpoint and endpoint.startswith("http://")), "timeout": timedelta(seconds=timeout_s)},
             retry_config={
                 "max_retries": max_retries,
                 "retry_timeout": timedelta(seconds=30),
