@@ -178,3 +178,64 @@ def test_a_leader_sigtermed_with_streams_open_releases_the_lease_and_exits(
         assert took < 10
         assert holder(stack) == "", "the Lease was left to expire"
     print(f"\nleader SIGTERMed with 2 streams open: exited in {took:.2f} s, the Lease released")
+
+
+def test_a_leader_paused_past_its_lease_steps_down_as_it_resumes(
+    control_plane: ControlPlane, redis_db: str, tmp_path: Path
+) -> None:
+    """A frozen node: the leader paused (SIGSTOP) while it reconciles a running job, the
+    follower takes over, then the leader resumes. It stops leading at once (its work ended,
+    though the stop came as its Redis commands were under way: on Python 3.11 redis-py's
+    sends lost such a cancel, and the old leader reconciled on beside the new one, or left
+    the election for good and ignored SIGTERM), reconciles nothing more, and exits on
+    SIGTERM."""
+    with kubernetes_stack(
+        control_plane,
+        redis_db,
+        tmp_path,
+        values=REPLICATED,
+        leader_identity="replica-a",
+        **ELECTION,
+    ) as stack:
+        a = stack.api
+        b = ApiServer(
+            redis_url=redis_db,
+            data_dir=tmp_path / "api-b",
+            backend="kubernetes",
+            kubeconfig=str(stack.installation.kubeconfig),
+            namespace=stack.namespace,
+            leader_identity="replica-b",
+            **ELECTION,
+        )
+        try:
+            b.start()
+            deadline = time.monotonic() + 10
+            while not _holds(stack, "replica-a"):
+                assert time.monotonic() < deadline, "no leader"
+                time.sleep(0.05)
+            busy = a.submit("noop", {"steps": 300, "step_s": 0.02})  # progress: Redis at work
+            a.wait(busy, {"running"}, timeout_s=30)
+            assert a.process is not None
+            a.process.send_signal(signal.SIGSTOP)
+            try:
+                paused = time.monotonic()
+                while not _holds(stack, "replica-b"):
+                    assert time.monotonic() - paused < DURATION_S + 10, "no handover"
+                    time.sleep(0.05)
+            finally:
+                a.process.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
+            while "replica-a stopped leading" not in a.log_tail():
+                assert time.monotonic() - resumed < 10, "the resumed leader leads on"
+                time.sleep(0.05)
+            seen = transitions_seen(a)
+            after = [b.submit("noop", {"steps": 2}) for _ in range(3)]
+            views = wait_all(b, [busy, *after], timeout_s=60)
+            assert {v["state"] for v in views.values()} == {"succeeded"}
+            assert transitions_seen(a) == seen, "the old leader reconciled beside the new one"
+            assert_one_job_each(stack, [busy, *after])
+            a.process.send_signal(signal.SIGTERM)
+            a.process.wait(10)  # raises if it ignores it
+            a.process = None
+        finally:
+            b.close()
