@@ -11,6 +11,7 @@ and ONNX can carry (deployment).
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,6 +37,8 @@ from kubetask.jobs.kinds.ml.data import (
 )
 from kubetask.jobs.kinds.ml.models import ModelSpec, build_model
 from kubetask.jobs.params.catalog import ModelOnData
+
+log = logging.getLogger("kubetask.task")
 
 __all__ = [
     "Dataset",
@@ -307,4 +310,11 @@ def model_on_data(
     if held_out and model.held_out is not None:
         unseen = model.held_out.of(params.dataset, data)
         data, rows = (data, rows) if unseen is None else (unseen, "held-out")
+    elif held_out:  # saved before models kept their held-out rows: say what it scores
+        log.warning(
+            "%s does not say which rows it held out from training (a model saved by an "
+            "older train): scoring every row, training rows included if this is its own "
+            "dataset (rows: all)",
+            params.model,
+        )
     return ModelData(model, data, align_labels(data, model.classes), sample_rate, rows)
