@@ -37,11 +37,15 @@ from kubetask.models import Resources
 
 
 def write_json(path: Path, data: object) -> None:
-    """Whole or not at all; one that cannot be written (the disk is full) leaves no
-    temporary file behind."""
+    write_whole(path, json.dumps(data))
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Whole or not at all (a pod reading it as it is replaced sees the old or the new);
+    one that cannot be written (the disk is full) leaves no temporary file behind."""
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(text)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):

@@ -32,7 +32,12 @@ from typing import IO
 from kubetask import env
 from kubetask.controller.backends import shim
 from kubetask.controller.backends.base import TaskSpec
-from kubetask.controller.backends.local_folders import JobFolders, read_json, write_json
+from kubetask.controller.backends.local_folders import (
+    JobFolders,
+    read_json,
+    write_json,
+    write_whole,
+)
 from kubetask.controller.backends.local_zygotes import Zygotes
 from kubetask.controller.backends.shim import EXIT_CANNOT_START, process_start
 from kubetask.controller.clock import Clock, utcnow
@@ -182,7 +187,7 @@ class Supervisor:
         environment, params = task_env(spec, pod_dir, index, system=dict(os.environ))
         if params is not None:
             params_file = self._folders.params_file(spec.job_id)
-            params_file.write_text(params)
+            write_whole(params_file, params)  # a pod of the job may be reading it
             environment[env.PARAMS_FILE] = str(params_file)
         return environment
 

@@ -152,10 +152,12 @@ def test_a_pod_whose_large_params_cannot_be_written_leaves_no_folder(
     folders = JobFolders(tmp_path / "jobs")
     task = spec(env={env.JOB_ID: JOB_ID, env.PARAMS: "x" * (MAX_ENV_PARAMS + 1)})
     folders.write_job(task)
-    fill_disk_for(monkeypatch, "params.json")
+    folders.params_file(JOB_ID).write_text("the last pod's")  # a retry replaces it
+    fill_disk_for(monkeypatch, "params.tmp")
     with pytest.raises(OSError, match="No space left"):
         asyncio.run(spawn(folders, task))
     assert pod_names(folders) == []
+    assert folders.params_file(JOB_ID).read_text() == "the last pod's"  # whole, not cut
 
 
 def test_a_plain_supervisor_that_cannot_be_recorded_runs_nothing(
