@@ -163,12 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for chatty in ("httpx", "httpcore"):  # a line per request, with the whole URL: a webhook's
         logging.getLogger(chatty).setLevel(logging.WARNING)  # user:password and token too
-    raise_files_limit()
     try:
         app = create_app(settings)
     except (KindError, InvalidStoreUrl) as exc:
         print(f"kubetask-server: {exc}", file=sys.stderr)
         sys.exit(2)
+    raise_files_limit()  # before the embedded Redis and the tasks start: they inherit it
     config = uvicorn.Config(
         app,
         host=settings.host,
