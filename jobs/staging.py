@@ -51,6 +51,15 @@ def _reason(error: BaseException, key: str) -> str:
     return reason
 
 
+def _read_failure(error: BaseException, key: str, store: ArtifactStore) -> str:
+    """What follows "downloading <key> from <store> failed": the store's one-line reason,
+    less its own naming of the file and the store (`: <reason>`, or ` after N of M bytes:
+    <reason>` for a read cut partway)."""
+    reason = first_line(error)
+    named = f"reading {key!r} in {store!r} failed"
+    return reason.removeprefix(named) if reason.startswith(named) else f": {reason}"
+
+
 def remote_store(environ: Mapping[str, str]) -> ArtifactStore | None:
     """The object store the task stages through, or None when the artifacts are a folder
     (`KUBETASK_ARTIFACTS_URL` unset, or a folder's URL): then nothing is copied."""
@@ -129,7 +138,8 @@ class Staging:
             partial.replace(target)
         except (StoreError, OSError) as error:
             partial.unlink(missing_ok=True)
-            message = f"downloading {key!r} from {self.store!r} failed: {first_line(error)}"
+            reason = _read_failure(error, key, self.store)
+            message = f"downloading {key!r} from {self.store!r} failed{reason}"
             raise StagingFailed(key, message) from error
         self.staged[key] = _stamp(target)
 

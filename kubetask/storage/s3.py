@@ -18,6 +18,16 @@ most artifacts are), starts 20x faster (every task process pays the import), use
 memory, is typed (`py.typed`), has sync and async calls, and uploads an iterable of chunks
 as a multipart upload by itself. s3fs (through aiobotocore) pins an older botocore than the
 boto3 that sdv brings, so it cannot even share the `ml` environment.
+
+Time limits. Two clients: every metadata call and every write has a limit on the whole request
+(`timeout_s`), so a store that stops answering fails it in bounded time (the API's 503); a
+read's body streams on a client with no limit on the whole (a 150 MB download by a slow client,
+a stage-in through a slow link, take what they take) but with one on silence (`read_idle_s`:
+the store sent nothing while it was waited for; a reader that waits on its own consumer is
+not counted). One streamed GET per read, as before, rather than ranged GETs each under the
+request limit: no extra requests or buffering, and silence is what stops it, not slowness.
+A body cut short is retried by obstore from where it stopped (`max_retries`); then it is a
+`StoreError` naming the key and how far it got.
 """
 
 from __future__ import annotations
@@ -48,14 +58,20 @@ from kubetask.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from obstore import ObjectMeta
-    from obstore.store import S3Config
+    from obstore import BytesStream, ObjectMeta
+    from obstore.store import RetryConfig, S3Config
 
 MISSING = (NotFoundError, FileNotFoundError)  # obstore raises the built-in one for a 404
 FAILED = (BaseError, OSError)  # the store refused, or could not be reached
 S3_CODE = re.compile(r"<Code>([^<]+)</Code>")
 S3_MESSAGE = re.compile(r"<Message>([^<]+)</Message>")
 PART = 8 << 20  # the multipart part size; smaller artifacts go up in one request
+TIMEOUT_S = 30.0  # a metadata call's or a write's whole request (obstore's default)
+READ_IDLE_S = 30.0  # a read fails once the store has sent nothing for this long
+NO_LIMIT = timedelta(days=36500)  # obstore cannot turn the whole-request limit off
+TIMED_OUT = "kind: Timeout"  # in obstore's debug text: a request, or a body, timed out
+CUT = "kind: Interrupted"  # ... the connection closed before the body's end
+RETRIES = re.compile(r"after (\d+) retries")
 
 
 class S3Store:
@@ -70,8 +86,8 @@ class S3Store:
         secret_access_key: str,
         session_token: str | None = None,
         max_retries: int = 3,
-        timeout_s: float = 30,
-        read_idle_s: float = 30,
+        timeout_s: float = TIMEOUT_S,
+        read_idle_s: float = READ_IDLE_S,
     ) -> None:
         self.bucket = bucket
         self.prefix = store_key(prefix) if prefix else ""
@@ -84,20 +100,34 @@ class S3Store:
             config["endpoint"] = endpoint
         if session_token:
             config["session_token"] = session_token
-        self._store = _ObjectStore(
+        self.read_idle_s = read_idle_s
+        allow_http = bool(endpoint and endpoint.startswith("http://"))
+        retry: RetryConfig = {
+            "max_retries": max_retries,
+            "retry_timeout": timedelta(seconds=30),
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=5),
+                "base": 2,
+            },
+        }
+        self._store = _ObjectStore(  # metadata and writes
             bucket,
             prefix=self.prefix or None,
             config=config,
-            client_options={"allow_http": bool(endpoint and endpoint.startswith("http://")), "timeout": timedelta(seconds=timeout_s)},
-            retry_config={
-                "max_retries": max_retries,
-                "retry_timeout": timedelta(seconds=30),
-                "backoff": {
-                    "init_backoff": timedelta(milliseconds=100),
-                    "max_backoff": timedelta(seconds=5),
-                    "base": 2,
-                },
+            client_options={"allow_http": allow_http, "timeout": timedelta(seconds=timeout_s)},
+            retry_config=retry,
+        )
+        self._reads = _ObjectStore(  # bodies: no limit on the whole, one on silence
+            bucket,
+            prefix=self.prefix or None,
+            config=config,
+            client_options={
+                "allow_http": allow_http,
+                "timeout": NO_LIMIT,
+                "read_timeout": timedelta(seconds=read_idle_s),
             },
+            retry_config=retry,
         )
 
     def __repr__(self) -> str:
@@ -144,16 +174,47 @@ class S3Store:
             return Reader(entry, 0, 0, iter(()), lambda: None)
         try:
             result = obstore.get(
-                self._store,
+                self._reads,
                 entry.path,
                 options={"range": (start, stop), "if_match": f'"{entry.etag}"'},
             )
         except MISSING:
             raise NotFound(entry.path) from None
         except FAILED as error:
-            raise StoreError(f"reading {path!r} in {self!r} failed: {_reason(error)}") from error
-        stream = result.stream(min_chunk_size=CHUNK)
-        return Reader(entry, start, stop, (bytes(piece) for piece in stream), lambda: None)
+            reason = self._read_reason(error)
+            raise StoreError(f"reading {path!r} in {self!r} failed: {reason}") from error
+        pieces = self._pieces(entry, stop - start, result.stream(min_chunk_size=CHUNK))
+        return Reader(entry, start, stop, pieces, lambda: None)
+
+    def _pieces(self, entry: Entry, length: int, stream: BytesStream) -> Iterator[bytes]:
+        """The body's pieces; a failure partway (the store silent for `read_idle_s`, the
+        connection cut, once obstore's retries are spent) as a `StoreError` naming the key."""
+        done = 0
+        try:
+            for piece in stream:
+                done += len(piece)
+                yield bytes(piece)
+        except FAILED as error:
+            raise StoreError(
+                f"reading {entry.path!r} in {self!r} failed after {done} of {length} bytes: "
+                f"{self._read_reason(error)}"
+            ) from error
+
+    def _read_reason(self, error: BaseException) -> str:
+        """`_reason`, saying what obstore's first line leaves out: a timeout (on the reads'
+        client: the store silent for `read_idle_s`) or a cut connection."""
+        text = str(error)
+        if TIMED_OUT in text:
+            reason = f"the store sent nothing for {self.read_idle_s:g} s"
+        elif CUT in text:
+            reason = "the connection was cut"
+        else:
+            return _reason(error)
+        retries = RETRIES.search(text.splitlines()[0])
+        if retries is None:
+            return reason
+        count = int(retries.group(1))
+        return f"{reason} (after {count} {'retry' if count == 1 else 'retries'})"
 
     def write(self, path: str, source: Source) -> Entry:
         key = store_key(path)
