@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 from kubetask.controller.states import Derived, can_transition
 from kubetask.models import (
     DEFAULT_TENANT,
+    RECEIVED,
     BackendRef,
     ErrorInfo,
     JobRequest,
@@ -174,8 +175,8 @@ def stored_request(raw: str) -> JobRequest:
     grammar) must not make an old record unreadable: its list, its cancel and its purge
     would fail with it. What the backend cannot run any more, it refuses when asked."""
     try:
-        return JobRequest.model_validate_json(raw)
-    except ValidationError:
+        return JobRequest.model_validate_json(raw, context=RECEIVED)
+    except ValidationError:  # a field's own bound tightened since (a shorter max_length...)
         data = json.loads(raw)
     notify = data.get("notify")
     return JobRequest.model_construct(

@@ -377,23 +377,39 @@ def _shut_down(url: str, pid: int | None) -> None:
 
 
 LOG_TAIL_BYTES = 8192
+FULL_DISK_BYTES = 1 << 20  # less free than this: too full for an append-only file
 
 
 def last_warning(log_file: Path) -> str | None:
-    """The server's last warning (a `#` line of its log: why it exited, e.g. "Can't
-    recover from AOF write error"), its farewell aside; None when it said none."""
+    """The server's last warning once it was serving (a `#` line of its log after its last
+    "Ready to accept connections": why it exited, e.g. "Can't recover from AOF write
+    error"; its start-up warnings and farewell aside); None when it said none (on a full
+    disk it may not have been able to)."""
     try:
         with log_file.open("rb") as file:
             file.seek(max(file.seek(0, os.SEEK_END) - LOG_TAIL_BYTES, 0))
             tail = file.read().decode(errors="replace")
     except OSError:
         return None
+    lines = tail.splitlines()
+    ready = [i for i, line in enumerate(lines) if "Ready to accept connections" in line]
+    since = lines[ready[-1] + 1 :] if ready else []
     warnings = [
-        line.split(" # ", 1)[1].strip()
-        for line in tail.splitlines()
-        if " # " in line and "bye bye" not in line
+        line.split(" # ", 1)[1].strip() for line in since if " # " in line and "bye bye" not in line
     ]
     return warnings[-1] if warnings else None
+
+
+def why_gone(data_dir: Path) -> str | None:
+    """Why the server in `data_dir` exited, as far as can be told: its last warning, else
+    a full disk under its files (its last words may not have fitted)."""
+    said = last_warning(data_dir / "redis.log")
+    if said is not None:
+        return f"its log: {said}"
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(data_dir).free < FULL_DISK_BYTES:
+            return f"the disk under {data_dir} is full"
+    return None
 
 
 async def watch(server: RedisServer, *, poll_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
@@ -404,11 +420,11 @@ async def watch(server: RedisServer, *, poll_s: float = 0.2, max_backoff_s: floa
         await asyncio.sleep(poll_s)
         if server.running:
             continue
-        said = last_warning(server.data_dir / "redis.log")
+        said = why_gone(server.data_dir)
         log.error(
             "the embedded redis server at %s is gone%s: restarting it",
             server.url,
-            f" (its log: {said})" if said else "",
+            f" ({said})" if said else "",
         )
         try:
             server.spawn()  # here, on the event loop's thread (see spawn)

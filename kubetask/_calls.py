@@ -20,6 +20,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter
 
 from kubetask.errors import ApiError, FieldError, InvalidRequest, InvalidToken, error_from
 from kubetask.models import (
+    RECEIVED,
     Artifact,
     ArtifactList,
     JobPage,
@@ -175,8 +176,12 @@ def _job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
 
 
+def _page(response: httpx.Response) -> JobPage:
+    return JobPage.model_validate_json(response.content, context=RECEIVED)
+
+
 def _view(response: httpx.Response) -> JobView:
-    return JobView.model_validate_json(response.content)
+    return JobView.model_validate_json(response.content, context=RECEIVED)
 
 
 def submit(body: dict[str, JsonValue], *, idempotency_key: str | None) -> Call[JobView]:
@@ -306,7 +311,12 @@ class Pager:
         params = (*self._query, ("limit", str(size)))
         if self._cursor is not None:
             params = (*params, ("cursor", self._cursor))
-        return Call("GET", "/v1/jobs", lambda r: JobPage.model_validate_json(r.content), params)
+        return Call(
+            "GET",
+            "/v1/jobs",
+            lambda r: JobPage.model_validate_json(r.content, context=RECEIVED),
+            params,
+        )
 
     def take(self, page: JobPage) -> Iterator[JobView]:
         """The jobs of a fetched page (no more than the limit left)."""

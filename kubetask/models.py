@@ -78,7 +78,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-def _label_key(key: str) -> str:
+# A request read back (from the store, or in a server's answer) was checked when it was
+# accepted: the rules added since are not applied again, or one old record would make a
+# list unreadable. `Model.model_validate_json(raw, context=RECEIVED)`.
+RECEIVED: dict[str, object] = {"received": True}
+
+
+def _received(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("received"))
+
+
+def _label_key(key: str, info: ValidationInfo) -> str:
+    if _received(info):
+        return key
     prefix, slash, name = key.rpartition("/")
     if slash and not prefix:
         raise ValueError(f"label key {key!r} has an empty prefix")
@@ -93,7 +105,9 @@ def _label_key(key: str) -> str:
     return key
 
 
-def _label_value(value: str) -> str:
+def _label_value(value: str, info: ValidationInfo) -> str:
+    if _received(info):
+        return value
     if len(value) > 63 or not _LABEL_NAME.fullmatch(value):
         raise ValueError(f"label value {value!r} is not a valid Kubernetes label value")
     return value
@@ -114,14 +128,16 @@ class Resources(_Strict):
 
     @field_validator("cpu", "memory")
     @classmethod
-    def _quantity(cls, value: str | None) -> str | None:
-        if value is not None and not _QUANTITY.fullmatch(value):
+    def _quantity(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not _received(info) and not _QUANTITY.fullmatch(value):
             raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. '500m', '2Gi')")
         return value
 
     @field_validator("gpu_type")
     @classmethod
     def _label_value(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if _received(info):
+            return value
         # a node selector's value: Kubernetes' label value rules
         if value is not None and not _LABEL_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid Kubernetes label value")
@@ -146,14 +162,16 @@ class SecretKey(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _subdomain(cls, value: str) -> str:
-        if not _LABEL_PREFIX.fullmatch(value):
+    def _subdomain(cls, value: str, info: ValidationInfo) -> str:
+        if not _received(info) and not _LABEL_PREFIX.fullmatch(value):
             raise ValueError(f"{value!r} is not a Secret name (a lowercase DNS subdomain)")
         return value
 
     @field_validator("key")
     @classmethod
-    def _key(cls, value: str) -> str:
+    def _key(cls, value: str, info: ValidationInfo) -> str:
+        if _received(info):
+            return value
         if not _SECRET_KEY.fullmatch(value) or value in (".", ".."):
             raise ValueError(f"{value!r} is not a Secret key (letters, digits, '-', '_', '.')")
         return value
@@ -167,7 +185,9 @@ class SecretEnv(SecretKey):
 
     @field_validator("env")
     @classmethod
-    def _env_name(cls, value: str) -> str:
+    def _env_name(cls, value: str, info: ValidationInfo) -> str:
+        if _received(info):
+            return value
         if not _ENV_NAME.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
@@ -232,7 +252,9 @@ class JobRequest(_Strict):
 
     @field_validator("secrets")
     @classmethod
-    def _one_secret_per_env(cls, value: list[SecretEnv]) -> list[SecretEnv]:
+    def _one_secret_per_env(cls, value: list[SecretEnv], info: ValidationInfo) -> list[SecretEnv]:
+        if _received(info):
+            return value
         names = [secret.env for secret in value]
         if repeated := sorted({name for name in names if names.count(name) > 1}):
             raise ValueError(f"each env once: {', '.join(repeated)} named twice")
@@ -240,8 +262,8 @@ class JobRequest(_Strict):
 
     @field_validator("name", "queue")
     @classmethod
-    def _dns_label(cls, value: str | None) -> str | None:
-        if value is not None and not _DNS_LABEL.fullmatch(value):
+    def _dns_label(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not _received(info) and not _DNS_LABEL.fullmatch(value):
             raise ValueError(f"{value!r} is not a DNS label (lowercase letters, digits, '-')")
         return value
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
-from kubetask.models import JobRequest, JobState, Resources
+from kubetask import Client
+from kubetask.controller.records import JobRecord
+from kubetask.models import RECEIVED, BackendRef, JobRequest, JobState, Resources
 
 
 def request(**fields: Any) -> JobRequest:
@@ -247,3 +251,45 @@ def test_terminal_states() -> None:
         JobState.FAILED,
         JobState.CANCELLED,
     }
+
+
+OLD_REQUEST = {  # what an older version accepted, refused by rules added since
+    "kind": "noop",
+    "labels": {"job-name": "etl"},
+    "resources": {"gpu_type": "a100"},
+    "secrets": [{"name": "s", "key": "k", "env": "PYTHONPATH"}],
+}
+
+
+def test_a_request_read_back_is_not_checked_again_by_rules_added_since() -> None:
+    """From the store, or in a server's answer (the SDK and CLI read old jobs too): as it
+    was accepted; a new submission still meets every rule."""
+    old = JobRequest.model_validate(OLD_REQUEST, context=RECEIVED)
+    assert old.labels == {"job-name": "etl"}
+    assert old.resources.gpu_type == "a100"
+    with pytest.raises(ValidationError) as refused:
+        JobRequest.model_validate(OLD_REQUEST)
+    assert [e["loc"] for e in refused.value.errors()] == [
+        ("resources", "gpu_type"),
+        ("labels", "job-name", "[key]"),
+        ("secrets", 0, "env"),
+    ]
+
+
+def test_the_sdk_reads_a_page_holding_an_old_job() -> None:
+    record = JobRecord(
+        id="0000000000000001",
+        request=JobRequest(kind="noop"),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    view = record.view(backend=BackendRef(backend="local", name="/x"), progress=None)
+    listed = {**view.model_dump(mode="json"), "request": OLD_REQUEST}
+    page = httpx.Client(
+        base_url="http://kt",
+        transport=httpx.MockTransport(
+            lambda _: httpx.Response(200, json={"items": [listed], "next_cursor": None})
+        ),
+    )
+    with Client("http://kt", http=page) as client:
+        (job,) = client.list()
+    assert job.request.labels == {"job-name": "etl"}
