@@ -75,6 +75,12 @@ def store_unavailable(exc: BaseException) -> bool:
     )
 
 
+# A finished job's event log outlives its record's retention by this much: the record goes
+# at the leader's next expiry sweep (every resync; later while no leader runs), and until
+# then its events must still be there (a stream, a replay). Past the record, nothing reads
+# them (a job without a record is a 404), and Redis lets them lapse.
+EVENTS_OUTLIVE_S = 3600
+
 ACTIVE_SET = f"{keys.PREFIX}:active"
 SCAN_BATCH = 100
 EXPIRE_BATCH = 500  # records taken out per script call
@@ -402,7 +408,7 @@ class RedisStore:
                 indexes.as_json(indexes.state_indexes(record, status.state)),
                 indexes.as_json(indexes.counted(record, status.state)),
                 *eventlog.script_args(state_event(record.id, status, at)),
-                self._retention_s,
+                self._retention_s + EVENTS_OUTLIVE_S,
                 "1" if record.submitted else "0",
                 record.namespace or "",
                 *entries,
