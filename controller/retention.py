@@ -127,18 +127,20 @@ class ArtifactJanitor:
         for reason in ("purge", "retention"):
             self._purged.labels(reason)
 
-    async def purge(self, job_id: str, *, forget: Callable[[], Awaitable[object]]) -> int:
+    async def purge(self, job_id: str, *, forget: Callable[[], Awaitable[bool]]) -> int:
         """Delete every artifact of the job and, through `forget`, its record (asked by a
         user); how many files went. The files first, so a purge that fails part-way can be
         asked again; then once more after the record (and any write under way: a log
-        archived meanwhile)."""
+        archived meanwhile). Counted and logged by the purge that took the record out (two
+        at once both delete, one counts)."""
         deleted = await asyncio.to_thread(delete_prefix, self._store, job_id)
-        await forget()
+        forgotten = await forget()
         if self._settled is not None:
             await self._settled(job_id)
         deleted += await asyncio.to_thread(delete_prefix, self._store, job_id)
-        self._purged.labels("purge").inc()
-        log.info("job %s purged with its record: %d artifact files deleted", job_id, deleted)
+        if forgotten:
+            self._purged.labels("purge").inc()
+            log.info("job %s purged with its record: %d artifact files deleted", job_id, deleted)
         return deleted
 
     async def sweep(self, unfinished: Collection[str]) -> list[str]:

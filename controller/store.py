@@ -296,8 +296,9 @@ class RedisStore:
         if seen != fingerprint:
             raise IdempotencyConflict(job_id)
         existing = await self.get(job_id)
-        if existing is None:  # expired between the two reads: treat the key as new
-            await self._redis.delete(idem_key)
+        if existing is None:  # gone between the two reads (purged, expired): once more, the
+            # script then takes the key as new (never deleted here: a concurrent retry may
+            # have pointed it at its own new job meanwhile, and that one stands)
             return await self.create(
                 record,
                 idempotency_key=idempotency_key,

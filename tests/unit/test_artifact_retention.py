@@ -114,9 +114,10 @@ def test_a_purge_deletes_the_prefix_forgets_the_record_and_catches_a_late_file(
     janitor = ArtifactJanitor(store=store, registry=registry)
     forgotten: list[list[str]] = []
 
-    async def forget() -> None:  # the record goes after the files; a log archived meanwhile
+    async def forget() -> bool:  # the record goes after the files; a log archived meanwhile
         forgotten.append([e.path for e in store.list(OLD)])
         store.write(f"{OLD}/logs/output.log", [b"late"])
+        return len(forgotten) == 1  # a second purge finds no record
 
     left = tmp_path / OLD / "models" / f".0a1b{PARTIAL_SUFFIX}"  # a task killed as it wrote
     left.parent.mkdir()
@@ -127,6 +128,8 @@ def test_a_purge_deletes_the_prefix_forgets_the_record_and_catches_a_late_file(
     assert not (tmp_path / OLD).exists()
     assert purged(registry, "purge") == 1
     assert f"job {OLD} purged with its record: 3 artifact files deleted" in caplog.text
+    asyncio.run(janitor.purge(OLD, forget=forget))  # asked twice at once: both delete
+    assert purged(registry, "purge") == 1  # one job, counted once
 
 
 def test_the_sweep_looks_a_tenth_of_the_retention_between_a_second_and_an_hour() -> None:

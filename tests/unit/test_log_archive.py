@@ -307,8 +307,9 @@ def test_a_purge_as_the_log_is_written_deletes_it_once_written(tmp_path: Path) -
     archiver = LogArchiver(read_log=Logs(j1=LOG), store=store, wanted=wanted, backoff=FAST)
     janitor = ArtifactJanitor(store=store, settled=archiver.settled)
 
-    async def forget() -> None:
+    async def forget() -> bool:
         kept.discard("j1")
+        return True
 
     async def body() -> None:
         assert archiver.offer("j1")
