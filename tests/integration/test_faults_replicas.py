@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,10 @@ def lease_writes(stack: KubeStack) -> list[float]:
     )
 
 
-def test_one_replica_leads_both_serve_and_a_killed_leader_hands_over(
-    control_plane: ControlPlane, redis_db: str, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def replicated(control_plane: ControlPlane, redis_db: str, tmp_path: Path) -> Iterator[KubeStack]:
+    """The chart installed for two replicas (its Role grants the Lease), the first replica
+    (`replica-a`) running."""
     with kubernetes_stack(
         control_plane,
         redis_db,
@@ -77,16 +79,28 @@ def test_one_replica_leads_both_serve_and_a_killed_leader_hands_over(
         leader_identity="replica-a",
         **ELECTION,
     ) as stack:
+        yield stack
+
+
+def second_replica(stack: KubeStack, redis_db: str, tmp_path: Path) -> ApiServer:
+    """The second replica: the same installation, ServiceAccount and proxy (not started)."""
+    return ApiServer(
+        redis_url=redis_db,
+        data_dir=tmp_path / "api-b",
+        backend="kubernetes",
+        kubeconfig=str(stack.installation.kubeconfig),
+        namespace=stack.namespace,
+        leader_identity="replica-b",
+        **ELECTION,
+    )
+
+
+def test_one_replica_leads_both_serve_and_a_killed_leader_hands_over(
+    control_plane: ControlPlane, redis_db: str, tmp_path: Path
+) -> None:
+    with replicated(control_plane, redis_db, tmp_path) as stack:
         a = stack.api
-        b = ApiServer(  # the second replica: the same installation, ServiceAccount and proxy
-            redis_url=redis_db,
-            data_dir=tmp_path / "api-b",
-            backend="kubernetes",
-            kubeconfig=str(stack.installation.kubeconfig),
-            namespace=stack.namespace,
-            leader_identity="replica-b",
-            **ELECTION,
-        )
+        b = second_replica(stack, redis_db, tmp_path)
         try:
             b.start()
             time.sleep(3 * RETRY_S)  # b has looked at the Lease a few times
@@ -150,14 +164,7 @@ def _holds(stack: KubeStack, identity: str) -> bool:
 def test_a_leader_sigtermed_with_streams_open_releases_the_lease_and_exits(
     control_plane: ControlPlane, redis_db: str, tmp_path: Path
 ) -> None:
-    with kubernetes_stack(
-        control_plane,
-        redis_db,
-        tmp_path,
-        values=REPLICATED,
-        leader_identity="replica-a",
-        **ELECTION,
-    ) as stack:
+    with replicated(control_plane, redis_db, tmp_path) as stack:
         api = stack.api
         deadline = time.monotonic() + 10
         while not _holds(stack, "replica-a"):
@@ -189,24 +196,9 @@ def test_a_leader_paused_past_its_lease_steps_down_as_it_resumes(
     sends lost such a cancel, and the old leader reconciled on beside the new one, or left
     the election for good and ignored SIGTERM), reconciles nothing more, and exits on
     SIGTERM."""
-    with kubernetes_stack(
-        control_plane,
-        redis_db,
-        tmp_path,
-        values=REPLICATED,
-        leader_identity="replica-a",
-        **ELECTION,
-    ) as stack:
+    with replicated(control_plane, redis_db, tmp_path) as stack:
         a = stack.api
-        b = ApiServer(
-            redis_url=redis_db,
-            data_dir=tmp_path / "api-b",
-            backend="kubernetes",
-            kubeconfig=str(stack.installation.kubeconfig),
-            namespace=stack.namespace,
-            leader_identity="replica-b",
-            **ELECTION,
-        )
+        b = second_replica(stack, redis_db, tmp_path)
         try:
             b.start()
             deadline = time.monotonic() + 10

@@ -22,22 +22,7 @@ from kubetask.controller.backends.local import LocalBackend
 from kubetask.controller.backends.local_folders import JobFolders, write_json
 from kubetask.controller.backends.local_supervisor import MAX_ENV_PARAMS, Supervisor
 from kubetask.controller.clock import utcnow
-
-JOB_ID = "0000000000000001"
-
-
-def spec(**changes: object) -> TaskSpec:
-    fields: dict[str, object] = {
-        "job_id": JOB_ID,
-        "kind": "noop",
-        "image": "",
-        "command": ("python", "-c", "pass"),
-        "env": {env.JOB_ID: JOB_ID},
-        "retries": 0,
-        "timeout_s": None,
-    }
-    fields.update(changes)
-    return TaskSpec(**fields)  # type: ignore[arg-type]
+from tests.unit.test_local_step import JOB_ID, spec
 
 
 def fill_disk_for(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:

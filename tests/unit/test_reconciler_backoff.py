@@ -312,9 +312,8 @@ def test_a_job_whose_sync_fails_the_same_way_again_and_again_is_failed_not_retri
     assert backend.deleted  # what ran for it is stopped
 
 
-async def _passing_faults() -> tuple[RecordingStore, DeletingBackend]:
-    """Errors that differ each time are passing faults, not a job nothing can handle."""
-    faults: list[Exception | None] = [RuntimeError(f"fault {i}") for i in range(GIVE_UP_AFTER + 2)]
+async def _synced_through(faults: list[Exception | None]) -> tuple[RecordingStore, DeletingBackend]:
+    """A job whose observations fail as `faults` say, synced until past the last of them."""
     backend = DeletingBackend(creates=[], observes=faults)
     store = RecordingStore()
     task = asyncio.create_task(scripted(backend, store, RetryPolicy(base_s=0.01, max_s=0.01)).run())
@@ -326,22 +325,11 @@ async def _passing_faults() -> tuple[RecordingStore, DeletingBackend]:
 
 
 def test_different_errors_in_a_row_are_retried_not_given_up() -> None:
-    store, backend = asyncio.run(_passing_faults())
+    """Errors that differ each time are passing faults, not a job nothing can handle."""
+    faults: list[Exception | None] = [RuntimeError(f"fault {i}") for i in range(GIVE_UP_AFTER + 2)]
+    store, backend = asyncio.run(_synced_through(faults))
     assert JobState.FAILED not in [status.state for status in store.saved]
     assert not hasattr(backend, "deleted")
-
-
-async def _store_faults(fault: Exception) -> tuple[RecordingStore, DeletingBackend]:
-    """The same fault of the store's, many times past GIVE_UP_AFTER."""
-    faults: list[Exception | None] = [fault] * (GIVE_UP_AFTER * 2)
-    backend = DeletingBackend(creates=[], observes=faults)
-    store = RecordingStore()
-    task = asyncio.create_task(scripted(backend, store, RetryPolicy(base_s=0.01, max_s=0.01)).run())
-    await asyncio.wait_for(backend.observed_times(len(faults) + 1), 10)  # still syncing it
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return store, backend
 
 
 @pytest.mark.parametrize(
@@ -362,6 +350,6 @@ async def _store_faults(fault: Exception) -> tuple[RecordingStore, DeletingBacke
 def test_the_store_unable_to_serve_is_never_counted_against_the_job(fault: Exception) -> None:
     """Redis full (maxmemory, noeviction), its disk full, restarted without the scripts: an
     installation's fault, not the job's. Its syncs go on; it is never failed for it."""
-    store, backend = asyncio.run(_store_faults(fault))
+    store, backend = asyncio.run(_synced_through([fault] * (GIVE_UP_AFTER * 2)))
     assert JobState.FAILED not in [status.state for status in store.saved]
     assert not hasattr(backend, "deleted")
