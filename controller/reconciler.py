@@ -467,6 +467,8 @@ class Reconciler:
         """Create the job's backend job: (the record, submitted: the sync writes the mark,
         with the status it derives or alone), or (the record, why the backend refused it for
         good). Creating is idempotent: after a crash before the mark, it finds the job."""
+        if record.refused is not None:  # accepted by an older version, refused by this one
+            return record, f"this version refuses its request: {record.refused}"
         try:
             await self._backend.create(self._spec_for(record))
         except CreateRejected as exc:  # never created: nothing to observe, nothing ran

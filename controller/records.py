@@ -70,6 +70,8 @@ class JobRecord(BaseModel):
     # where it was created, when the backend places jobs (kubernetes: the namespace, which
     # a tenant's mapping may later change); None on other backends and older records
     namespace: str | None = None
+    # why today's rules refuse its request, which an older version accepted: never created
+    refused: str | None = None
 
     def visible_to(self, tenant: str | None) -> bool:
         """Whether a caller scoped to `tenant` may see this job (None: every tenant's)."""
@@ -169,17 +171,24 @@ def ended_at(derived: Derived, started_at: datetime | None, now: datetime) -> da
     return min(max(derived.at, started_at or derived.at), now)
 
 
-def stored_request(raw: str) -> JobRequest:
-    """A request as the store kept it: checked by today's rules when it passes them, else
-    taken as it was accepted then. A rule added since (a reserved label, a new quantity
-    grammar) must not make an old record unreadable: its list, its cancel and its purge
-    would fail with it. What the backend cannot run any more, it refuses when asked."""
+def stored_request(raw: str) -> tuple[JobRequest, str | None]:
+    """A request as the store kept it, and why today's rules refuse it (None: they do not).
+    An older version may have accepted what a rule added since refuses (a reserved label,
+    a secret's variable, a quantity): such a record must stay readable (its list, its
+    cancel and its purge would fail with it), but it is run only as this version would
+    accept it (`JobRecord.refused`)."""
     try:
-        return JobRequest.model_validate_json(raw, context=RECEIVED)
+        return JobRequest.model_validate_json(raw), None
+    except ValidationError as refusal:
+        refused = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in refusal.errors()
+        )
+    try:
+        return JobRequest.model_validate_json(raw, context=RECEIVED), refused
     except ValidationError:  # a field's own bound tightened since (a shorter max_length...)
         data = json.loads(raw)
     notify = data.get("notify")
-    return JobRequest.model_construct(
+    constructed = JobRequest.model_construct(
         **{
             **data,
             "resources": Resources.model_construct(**(data.get("resources") or {})),
@@ -187,3 +196,4 @@ def stored_request(raw: str) -> JobRequest:
             "secrets": [SecretEnv.model_construct(**s) for s in data.get("secrets") or []],
         }
     )
+    return constructed, refused

@@ -535,9 +535,11 @@ class RedisStore:
 
 
 def _parse(job_id: str, data: Mapping[str, str]) -> JobRecord:
+    request, refused = stored_request(data["request"])
     return JobRecord(
         id=job_id,
-        request=stored_request(data["request"]),
+        request=request,
+        refused=refused,
         created_at=datetime.fromisoformat(data["created_at"]),
         tenant=data.get("tenant") or DEFAULT_TENANT,
         status=JobStatus.model_validate_json(data["status"]),

@@ -2,7 +2,8 @@
 read, and a job that the controller cannot handle (here: its local folder damaged while no
 controller ran) neither stops start-up nor the other jobs; it ends `failed` with the reason,
 after a few tries, and the rest go on. A record an older version accepted, which a rule
-added since would refuse, is read, listed, run and purged as any other."""
+added since refuses, is read, listed and purged as any other, and run only as this version
+would accept it: not at all, failed with the rule's words."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def test_a_damaged_job_neither_stops_start_up_nor_the_others(fresh_api: ApiServe
     assert "kubetask could not handle this job" in ended["message"]
 
 
-def test_a_record_a_rule_added_since_refuses_is_read_listed_run_and_purged(api: ApiServer) -> None:
+def test_a_record_a_rule_added_since_refuses_is_read_listed_refused_and_purged(
+    api: ApiServer,
+) -> None:
     """Written as an older version accepted it: a label the Job controller's own
     (`job-name`, refused since) and a GPU model without a GPU (refused since)."""
     then = JobRequest(kind="noop", params={"steps": 1}).model_copy(
@@ -73,8 +76,11 @@ def test_a_record_a_rule_added_since_refuses_is_read_listed_run_and_purged(api: 
             await client.aclose()
 
     asyncio.run(store_it())
-    ended = api.wait(record.id)  # the resync finds it, the local backend runs it
-    assert ended["state"] == "succeeded", (ended["reason"], ended["message"])
+    ended = api.wait(record.id)  # the resync finds it: run only as this version accepts
+    assert (ended["state"], ended["reason"]) == ("failed", "CreateRejected"), ended["message"]
+    assert "this version refuses its request" in ended["message"]
+    assert "label key 'job-name' is reserved" in ended["message"]
+    assert "gpu_type picks a GPU model" in ended["message"]
     assert ended["labels"] == {"job-name": "etl"}
     listed = api.client.get("/v1/jobs", params={"limit": 200})
     assert listed.status_code == 200, listed.text

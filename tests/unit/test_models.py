@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from kubetask import Client
-from kubetask.controller.records import JobRecord
+from kubetask.controller.records import JobRecord, stored_request
 from kubetask.models import RECEIVED, BackendRef, JobRequest, JobState, Resources
 
 
@@ -293,3 +294,13 @@ def test_the_sdk_reads_a_page_holding_an_old_job() -> None:
     with Client("http://kt", http=page) as client:
         (job,) = client.list()
     assert job.request.labels == {"job-name": "etl"}
+
+
+def test_a_stored_request_todays_rules_refuse_is_read_with_why() -> None:
+    """Readable (listed, cancelled, purged), and the reconciler never creates it."""
+    request, refused = stored_request(json.dumps(OLD_REQUEST))
+    assert request.labels == {"job-name": "etl"}
+    assert refused is not None
+    assert "labels.job-name.[key]" in refused
+    assert "secrets.0.env" in refused
+    assert stored_request(json.dumps({"kind": "noop"})) == (JobRequest(kind="noop"), None)

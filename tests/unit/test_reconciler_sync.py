@@ -785,3 +785,16 @@ def test_a_change_told_after_the_sync_observed_is_synced_again() -> None:
     asyncio.run(_run_for(w, 0.1))
     assert w.backend.observed == [JOB, JOB]
     assert w.published() == [JobState.PENDING, JobState.RUNNING]
+
+
+def test_a_record_this_version_refuses_is_never_created() -> None:
+    """Accepted by an older version, refused by today's rules (`JobRecord.refused`): failed
+    with their words, nothing made on the backend."""
+    w = world(record().model_copy(update={"refused": "labels.job-name.[key]: reserved"}))
+    w.sync()
+    status = w.record().status
+    assert (status.state, status.reason) == (JobState.FAILED, "CreateRejected")
+    assert "this version refuses its request: labels.job-name.[key]: reserved" in (
+        status.message or ""
+    )
+    assert w.backend.created == []
