@@ -448,7 +448,7 @@ class RedisStore:
             batch = int(
                 await self._expire_due(
                     keys=[keys.EXPIRING, keys.JOB_COUNTS],
-                    args=[self._clock(), EXPIRE_BATCH, keys.job("")],
+                    args=[self._clock(), EXPIRE_BATCH, keys.job(""), keys.OUTCOMES],
                 )
             )
             gone += batch
@@ -456,19 +456,17 @@ class RedisStore:
                 return gone
 
     async def forget(self, job_id: str) -> bool:
-        """Take a finished record out now (`DELETE ?purge=true`), as expiry would, with every
-        index entry it holds, and its event log and its tasks' outcomes (expiry lets those
-        lapse on their own; a purge is asked to leave nothing); False when no finished
-        record has that id."""
+        """Take a finished record out now (`DELETE ?purge=true`), as expiry would (with every
+        index entry it holds and its tasks' outcomes), and its event log too (expiry lets it
+        lapse on its own; a purge is asked to leave nothing). False when no finished record
+        has that id, or another purge at the same moment took it out (it counts the job)."""
         if await self._redis.zscore(keys.EXPIRING, job_id) is None:
             return False
-        record = await self.get(job_id)
-        await self._redis.zadd(keys.EXPIRING, {job_id: 0}, xx=True)
+        # due now: the one call that moves it there claims it (two purges at once: one)
+        claimed = await self._redis.zadd(keys.EXPIRING, {job_id: 0}, xx=True, ch=True)
         await self.expire_due()
-        completions = record.request.completions if record is not None else 1
-        outcomes = [keys.outcome(job_id, index) for index in range(completions)]
-        await self._redis.delete(*job_log_keys(job_id), *outcomes)
-        return True
+        await self._redis.delete(*job_log_keys(job_id))
+        return bool(claimed)
 
     async def build_indexes(self) -> int:
         """Once per store: give the records written before the indexes their entries and

@@ -154,14 +154,22 @@ return 1
 """
 )
 
-# KEYS: the expiring set, the counts. ARGV: now, how many at most, the job key prefix.
-# Each record due goes with every index entry it holds, in one step.
+# KEYS: the expiring set, the counts. ARGV: now, how many at most, the job key prefix, the
+# outcome key prefix. Each record due goes with every index entry it holds and its tasks'
+# outcomes (they would live on for the 7 days a task gives them), in one step.
 EXPIRE_DUE = (
     _UNINDEX_FUNCTION
     + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
   local job = ARGV[3] .. id
+  local completions = 1
+  local request = redis.call('HGET', job, 'request')
+  if request then
+    local ok, decoded = pcall(cjson.decode, request)
+    if ok and type(decoded['completions']) == 'number' then completions = decoded['completions'] end
+  end
+  for index = 0, completions - 1 do redis.call('DEL', ARGV[4] .. id .. ':' .. index) end
   unindex(job, id, KEYS[2])
   redis.call('DEL', job)
   redis.call('ZREM', KEYS[1], id)

@@ -44,9 +44,12 @@ def seq(job_id: str) -> str:
     return f"{PREFIX}:seq:{job_id}"
 
 
+OUTCOMES = f"{PREFIX}:outcome:"  # then `<job id>:<completion index>`
+
+
 def outcome(job_id: str, index: int = 0) -> str:
     """A task's outcome (result or error) for one completion index."""
-    return f"{PREFIX}:outcome:{job_id}:{index}"
+    return f"{OUTCOMES}{job_id}:{index}"
 
 
 def job(job_id: str) -> str:

@@ -87,12 +87,13 @@ def index_entries(client: redis.Redis, job_id: str) -> list[str]:
     return found
 
 
-def test_an_expired_record_leaves_no_index_entry_and_no_count(own_redis: RedisServer) -> None:
+def test_an_expired_record_leaves_no_index_entry_count_or_outcome(own_redis: RedisServer) -> None:
     old, kept = job(team="a"), job(kind="datagen", team="a")
 
     async def scenario(store: RedisStore, clock: list[float]) -> tuple[int, int]:
         for record in (old, kept):
             await store.create(record, idempotency_key=None, fingerprint=record.id)
+            await store._redis.set(keys.outcome(record.id), "{}", ex=7 * 86400)  # as a task does
         await store.save_status(old, JobStatus(state=JobState.RUNNING), at=NOW)
         await finish(store, old, JobState.SUCCEEDED)
         clock[0] += RETENTION_S - 1
@@ -104,6 +105,8 @@ def test_an_expired_record_leaves_no_index_entry_and_no_count(own_redis: RedisSe
         early, late = with_store(own_redis.url, scenario)
         assert (early, late) == (0, 1)
         assert not client.exists(keys.job(old.id))
+        assert not client.exists(keys.outcome(old.id))  # not left for the task's 7 days
+        assert client.exists(keys.outcome(kept.id))
         assert index_entries(client, old.id) == []
         assert len(index_entries(client, kept.id)) >= 8  # the job kept, still everywhere
         assert client.hgetall(keys.JOB_COUNTS) == {"jobs|queued|datagen": "1", "queue|": "1"}
@@ -265,3 +268,15 @@ def test_a_tenant_at_its_cap_on_stored_jobs_creates_nothing_until_one_goes(
     assert said == [kept.id, done.id, "stored 2", kept.id, other.id, freed.id]
     with redis.Redis.from_url(own_redis.url, decode_responses=True) as client:
         assert not client.exists(keys.job(over.id))
+
+
+def test_two_purges_at_once_take_a_record_out_once(own_redis: RedisServer) -> None:
+    """Both find it finished; one of them took it out (and counts the job)."""
+    done = job()
+
+    async def scenario(store: RedisStore, clock: list[float]) -> list[bool]:
+        await store.create(done, idempotency_key=None, fingerprint=done.id)
+        await finish(store, done, JobState.SUCCEEDED)
+        return list(await asyncio.gather(store.forget(done.id), store.forget(done.id)))
+
+    assert sorted(with_store(own_redis.url, scenario)) == [False, True]
