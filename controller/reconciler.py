@@ -232,13 +232,16 @@ class Reconciler:
         older version), then expired records taken out at each resync period."""
         built = False
         while True:
-            try:
-                if not built:
+            if not built:
+                try:
                     await store.build_indexes()
                     built = True
+                except Exception:  # expiry goes on meanwhile: it needs no old record's index
+                    log.exception("building the store's indexes failed; trying again")
+            try:
                 await store.expire_due()
             except Exception:
-                log.exception("store upkeep failed; trying again")
+                log.exception("expiring finished records failed; trying again")
             await asyncio.sleep(self._resync_s)
 
     async def follow_backend(self) -> None:

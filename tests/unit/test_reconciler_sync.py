@@ -798,3 +798,32 @@ def test_a_record_this_version_refuses_is_never_created() -> None:
         status.message or ""
     )
     assert w.backend.created == []
+
+
+class BrokenIndexStore(FakeStore):
+    """A store (Maintained) whose one-time index build fails every time."""
+
+    def __init__(self) -> None:
+        super().__init__(record())
+        self.expired = 0
+
+    async def build_indexes(self) -> int:
+        raise ValueError("a record nothing can index")
+
+    async def expire_due(self) -> int:
+        self.expired += 1
+        return 0
+
+
+def test_expiry_goes_on_while_the_index_build_fails() -> None:
+    """A store written by an older version whose index build fails (one record it cannot
+    read) still has its finished records expired: retention never stops."""
+    store = BrokenIndexStore()
+    w = world(resync_s=0.01)
+
+    async def tend() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(w.reconciler._tend(store), 0.2)
+
+    asyncio.run(tend())
+    assert store.expired >= 3
