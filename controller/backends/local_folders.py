@@ -28,12 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue
 
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_plan import Pod
 from kubetask.controller.states import Condition
-from kubetask.models import Resources
+from kubetask.models import RECEIVED, Resources
 
 
 def write_json(path: Path, data: object) -> None:
@@ -74,10 +74,8 @@ def spec_to_json(spec: TaskSpec) -> dict[str, JsonValue]:
 
 def spec_from_json(data: dict[str, JsonValue]) -> TaskSpec:
     fields: dict[str, Any] = dict(data)
-    try:
-        fields["resources"] = Resources.model_validate(fields["resources"])
-    except ValidationError:  # as an older version accepted it (see records.stored_request)
-        fields["resources"] = Resources.model_construct(**fields["resources"])
+    # as it was accepted, maybe by an older version (rules added since are not applied)
+    fields["resources"] = Resources.model_validate(fields["resources"], context=RECEIVED)
     fields["command"] = tuple(fields["command"])
     return TaskSpec(**fields)
 

@@ -156,3 +156,11 @@ def test_a_terminal_condition_keeps_its_time_in_the_jobs_folder(tmp_path: Path) 
     assert folders.finished(older) == Condition(
         "Failed", reason="BackoffLimitExceeded", message="x"
     )
+
+
+def test_a_job_file_an_older_version_wrote_is_read_as_it_was_accepted() -> None:
+    """A running job adopted after an upgrade: its resources as accepted then (a GPU model
+    without a GPU, refused since), not a failure to read its folder."""
+    written = spec_to_json(spec())
+    written["resources"] = {"gpu": 0, "gpu_type": "a100"}
+    assert spec_from_json(written).resources.gpu_type == "a100"
