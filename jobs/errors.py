@@ -34,17 +34,18 @@ class TaskTerminated(BaseException):
     """Raised in the task when it receives SIGTERM (cancel, eviction, deadline)."""
 
 
+DISK_FULL = (
+    "The artifact store has no space left: free some (purge finished jobs, DELETE "
+    "/v1/jobs/{id}?purge=true, or set KUBETASK_ARTIFACTS_RETENTION_S), or give it a larger "
+    "volume; then run the job again."
+)
 _SUGGESTIONS: list[tuple[tuple[str, ...], str]] = [
     (
         ("MemoryError", "OutOfMemoryError", "out of memory", "CUDA out of memory"),
         "The task ran out of memory: lower batch_size (or the data size), "
         "or request more memory / a larger GPU in `resources`.",
     ),
-    (
-        ("No space left on device", "Disk quota exceeded"),
-        "The disk the task writes to is full: free space on the artifact store (purge "
-        "finished jobs, or set KUBETASK_ARTIFACTS_RETENTION_S) or give it a larger volume.",
-    ),
+    (("No space left on device", "Disk quota exceeded"), DISK_FULL),
     (
         ("FileNotFoundError",),
         "A file the task needs is missing: artifact paths are relative to the artifact store; "

@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from kubetask.jobs.errors import TaskError
+from kubetask.jobs.errors import DISK_FULL, TaskError
 from kubetask.storage.base import PARTIAL_SUFFIX
 
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})  # the disk full, or the owner's quota
@@ -23,9 +23,7 @@ class ArtifactStoreFull(TaskError):
     def __init__(self, path: Path, error: OSError) -> None:
         super().__init__(
             f"writing {path.name} failed: {error.strerror or error}",
-            suggestion="The artifact store has no space left: free some (purge finished "
-            "jobs, DELETE /v1/jobs/{id}?purge=true, or set KUBETASK_ARTIFACTS_RETENTION_S), "
-            "or give it a larger volume; then run the job again.",
+            suggestion=DISK_FULL,
         )
 
 
@@ -45,3 +43,9 @@ def written_whole(path: Path) -> Iterator[Path]:
         raise
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(temporary path)`, then rename it over `path` (`written_whole`)."""
+    with written_whole(path) as partial:
+        write(partial)

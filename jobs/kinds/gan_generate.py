@@ -17,8 +17,9 @@ from pydantic import JsonValue
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import InvalidParams, TaskError
 from kubetask.jobs.kinds.gan_train import prepare_torch, quiet_library_logs
-from kubetask.jobs.kinds.ml.gan_store import TABLE, require, write_atomically
+from kubetask.jobs.kinds.ml.gan_store import TABLE, require
 from kubetask.jobs.params import GanGenerateParams
+from kubetask.jobs.writes import write_atomically
 from kubetask.params.paths import UPLOADS, store_parts
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.kinds.ml.gan_store import write_atomically
 from kubetask.jobs.kinds.ml.seed_data import CATEGORICAL, NUMERIC, machine_profile, seed_frame
 from kubetask.jobs.params import GanSeedParams
+from kubetask.jobs.writes import write_atomically
 
 
 def run(params: GanSeedParams, context: TaskContext) -> dict[str, JsonValue]:

@@ -24,10 +24,11 @@ import pandas as pd
 from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.kinds.ml.gan_store import TABLE, require, write_atomically
+from kubetask.jobs.kinds.ml.gan_store import TABLE, require
 from kubetask.jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher, move_model_to_cpu
 from kubetask.jobs.kinds.ml.seed_data import seed_frame
 from kubetask.jobs.params import GanSeedParams, GanTrainParams
+from kubetask.jobs.writes import write_atomically
 
 
 def prepare_torch(seed: int) -> None:

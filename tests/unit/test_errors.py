@@ -23,7 +23,7 @@ from kubetask.jobs.errors import (
         ("RuntimeError", "CUDA out of memory. Tried to allocate 2 GiB", "batch_size"),
         ("FileNotFoundError", "[Errno 2] No such file or directory: 'x.npz'", "missing"),
         ("OSError", "[Errno 28] No space left on device", "artifact store"),
-        ("RuntimeError", "PytorchStreamWriter failed: No space left on device", "full"),
+        ("RuntimeError", "PytorchStreamWriter failed: No space left on device", "free some"),
         ("TaskTerminated", "received SIGTERM", "timeout_s"),
         ("ModuleNotFoundError", "No module named 'torch'", "image"),
         ("ImportError", "cannot import name 'x'", "image"),

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from kubetask import env
-from kubetask.jobs.kinds.ml.gan_store import write_atomically
 from kubetask.jobs.runtime import TaskEnv, run_task
-from kubetask.jobs.writes import ArtifactStoreFull, written_whole
+from kubetask.jobs.writes import ArtifactStoreFull, write_atomically, written_whole
 
 FULL = Path("/dev/full")
 JOB = "0000000000abcdef"

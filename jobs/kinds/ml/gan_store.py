@@ -7,12 +7,10 @@ kind producing it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import TaskError
-from kubetask.jobs.writes import written_whole
 
 TABLE = "readings"  # the table name in the SDV metadata
 
@@ -27,9 +25,3 @@ def require(context: TaskContext, path: str, *, what: str, producer: str) -> Pat
         f"no {what}: {path} is missing from the artifact store",
         suggestion=f"Run a `{producer}` job first and pass 'job:<id>' of it.",
     )
-
-
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(temporary path)`, then rename it over `path` (`written_whole`)."""
-    with written_whole(path) as partial:
-        write(partial)
