@@ -304,3 +304,12 @@ def test_a_stored_request_todays_rules_refuse_is_read_with_why() -> None:
     assert "labels.job-name.[key]" in refused
     assert "secrets.0.env" in refused
     assert stored_request(json.dumps({"kind": "noop"})) == (JobRequest(kind="noop"), None)
+
+
+def test_a_stored_request_with_a_field_removed_since_is_read_without_it() -> None:
+    """A field a later version dropped: not a reason to lose the record (it is refused, so
+    it is never run, and names the field)."""
+    request, refused = stored_request(json.dumps({"kind": "noop", "gone_since": 1}))
+    assert request.kind == "noop"
+    assert refused is not None
+    assert "gone_since" in refused
