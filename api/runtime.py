@@ -104,6 +104,8 @@ def artifact_store(settings: Settings) -> ArtifactStore:
         settings.artifacts_location,
         endpoint=settings.store_endpoint(),
         region=settings.store_region(),
+        timeout_s=settings.s3_timeout_s,
+        read_idle_s=settings.s3_read_idle_s,
     )
 
 
@@ -132,6 +134,8 @@ def compose(settings: Settings, *, redis_url: str, kinds: Mapping[str, KindSpec]
         artifacts_url=settings.task_artifacts_url(),
         s3_endpoint=settings.store_endpoint(),
         s3_region=settings.store_region(),
+        s3_timeout_s=settings.s3_timeout_s,
+        s3_read_idle_s=settings.s3_read_idle_s,
     )
     return Wiring(kinds=kinds, defaults=defaults, priorities=frozenset(settings.priority_classes))
 

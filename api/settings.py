@@ -66,6 +66,20 @@ class Settings(BaseSettings):
         None, description="The S3 endpoint (API and tasks); default: $AWS_ENDPOINT_URL."
     )
     s3_region: str | None = Field(None, description="The S3 region; default: $AWS_REGION.")
+    s3_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest an S3 request may take whole: a listing, a file's metadata, each "
+        "8 MiB part of an upload (API and tasks); then the store counts as unavailable.",
+    )
+    s3_read_idle_s: float = Field(
+        30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest an S3 download may stay silent (API and tasks); it may take "
+        "as long as it goes on.",
+    )
     max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest PUT /v1/uploads body.")
     artifacts_retention_s: int = Field(
         0,

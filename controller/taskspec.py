@@ -31,6 +31,8 @@ class TaskDefaults:
     artifacts_url: str | None = None
     s3_endpoint: str | None = None
     s3_region: str | None = None
+    s3_timeout_s: float | None = None  # the store's time limits (None: the client's own)
+    s3_read_idle_s: float | None = None
 
 
 def _compact(value: object) -> str:
@@ -56,6 +58,10 @@ def request_summary(request: JobRequest, *, params_bytes: int) -> str:
     return _compact({"kind": request.kind, "params_bytes": params_bytes, "truncated": True})
 
 
+def _seconds(value: float | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def store_env(defaults: TaskDefaults) -> dict[str, str]:
     """The object store's part of a task's environment (none for a folder store)."""
     if defaults.artifacts_url is None:
@@ -64,6 +70,8 @@ def store_env(defaults: TaskDefaults) -> dict[str, str]:
         env.ARTIFACTS_URL: defaults.artifacts_url,
         env.S3_ENDPOINT: defaults.s3_endpoint,
         env.S3_REGION: defaults.s3_region,
+        env.S3_TIMEOUT: _seconds(defaults.s3_timeout_s),
+        env.S3_READ_IDLE: _seconds(defaults.s3_read_idle_s),
     }
     return {name: value for name, value in variables.items() if value}
 

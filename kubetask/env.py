@@ -13,6 +13,10 @@ ARTIFACTS = "KUBETASK_ARTIFACTS"
 ARTIFACTS_URL = "KUBETASK_ARTIFACTS_URL"
 S3_ENDPOINT = "AWS_ENDPOINT_URL"
 S3_REGION = "AWS_REGION"
+# The object store's time limits, in seconds: a request's whole (metadata, each part of an
+# upload), and a download's silence
+S3_TIMEOUT = "KUBETASK_S3_TIMEOUT_S"
+S3_READ_IDLE = "KUBETASK_S3_READ_IDLE_S"
 # The store's credentials: a Secret's keys on Kubernetes, the controller's own env locally
 S3_CREDENTIALS = (
     "AWS_ACCESS_KEY_ID",

@@ -13,6 +13,7 @@ cluster that a user cannot reach.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -27,7 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import Scope
+from starlette.types import Scope, Send
 
 from kubetask.api.body import refuse_encoded
 from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
@@ -40,11 +41,13 @@ from kubetask.storage import (
     NotFound,
     RangeNotSatisfiable,
     Reader,
+    StoreError,
     UploadFailed,
 )
 from kubetask.storage.base import PARTIAL_SUFFIX, store_key
 
 UPLOADS = "/v1/uploads/"
+log = logging.getLogger("kubetask.api")
 
 
 class AnyPathConvertor(PathConvertor):
@@ -244,7 +247,7 @@ async def download_artifact(
         return problem(404, "Not Found", f"no file {path!r} in job {job_id}")
     except RangeNotSatisfiable:  # the file shrank since
         return unsatisfiable(entry, range_)
-    return StreamingResponse(
+    return FileStream(
         _stream(reader),
         status_code=decided.status,
         headers=headers(reader.entry, start=reader.start, stop=reader.stop, status=decided.status),
@@ -259,6 +262,19 @@ def unsatisfiable(entry: Entry, range_header: str | None) -> JSONResponse:
 def _stream(reader: Reader) -> Iterator[bytes]:
     with reader:
         yield from reader
+
+
+class FileStream(StreamingResponse):
+    """A download's body. A store failing partway through it (silent past its read limit,
+    its connection cut) ends it short, as a proxy cutting it would: the client gets fewer
+    bytes than Content-Length and the connection closed, and the log one line naming the
+    file and why (uvicorn's own line says the response was not completed), no traceback."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        except StoreError as exc:
+            log.warning("a download was cut short: %s", exc)
 
 
 @router.get("/v1/uploads", operation_id="list_uploads", response_model=ArtifactList)

@@ -5,7 +5,8 @@
   region as settings of their own (`AWS_ENDPOINT_URL`, `AWS_REGION`; or arguments) and the
   credentials never in the URL: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and
   `AWS_SESSION_TOKEN`) from the environment (a Secret's `envFrom`), or files of those names
-  in the folder `KUBETASK_S3_CREDENTIALS_DIR` names (the same Secret, mounted).
+  in the folder `KUBETASK_S3_CREDENTIALS_DIR` names (the same Secret, mounted); its time
+  limits from `KUBETASK_S3_TIMEOUT_S` and `KUBETASK_S3_READ_IDLE_S` (or arguments).
 
 Parsing is pure (`parse_store_url`, `s3_credentials` over a mapping); every refusal names
 the setting.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from kubetask import env as contract
 from kubetask.params.paths import OutsideTheStore
 from kubetask.storage.base import ArtifactStore, store_key
 from kubetask.storage.files import FileStore
@@ -114,11 +116,27 @@ def s3_credentials(url: str, env: Mapping[str, str], folder: Path | None) -> S3C
     return S3Credentials(values[KEY_ID], values[SECRET], values.get(TOKEN))
 
 
+def seconds(env: Mapping[str, str], name: str) -> float | None:
+    """A time limit from `env` (None: not set); `ValueError` naming it unless positive."""
+    text = env.get(name)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}={text!r}: expected a number of seconds above 0")
+    return value
+
+
 def store_from_url(
     url: str,
     *,
     endpoint: str | None = None,
     region: str | None = None,
+    timeout_s: float | None = None,
+    read_idle_s: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ArtifactStore:
     """The store `url` names (see the module docstring); `InvalidStoreUrl` if it cannot be."""
@@ -128,7 +146,7 @@ def store_from_url(
         return FileStore(location.root)
     folder = env.get(CREDENTIALS_DIR)
     credentials = s3_credentials(url, env, Path(folder) if folder else None)
-    from kubetask.storage.s3 import S3Store  # the S3 client only where it is used
+    from kubetask.storage.s3 import READ_IDLE_S, TIMEOUT_S, S3Store  # only where it is used
 
     return S3Store(
         bucket=location.bucket,
@@ -138,4 +156,6 @@ def store_from_url(
         access_key_id=credentials.access_key_id,
         secret_access_key=credentials.secret_access_key,
         session_token=credentials.session_token,
+        timeout_s=timeout_s or seconds(env, contract.S3_TIMEOUT) or TIMEOUT_S,
+        read_idle_s=read_idle_s or seconds(env, contract.S3_READ_IDLE) or READ_IDLE_S,
     )

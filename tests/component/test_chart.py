@@ -651,6 +651,17 @@ def test_the_users_bucket_makes_no_server_volume_or_secret() -> None:
     assert env["KUBETASK_S3_REGION"] == "eu-west-1"
     assert env["KUBETASK_ARTIFACTS_CLAIM"] == ""
     assert env["KUBETASK_TASK_S3_CREDENTIALS_SECRET"] == "ml-artifacts-s3"
+    assert (env["KUBETASK_S3_TIMEOUT_S"], env["KUBETASK_S3_READ_IDLE_S"]) == ("30", "30")
+
+
+def test_a_slow_links_store_limits_are_values() -> None:
+    limits = {"artifacts": {**S3_STORE["artifacts"], "requestTimeoutS": 300, "readIdleS": 60}}
+    env = settings_env(render(limits))
+    assert (env["KUBETASK_S3_TIMEOUT_S"], env["KUBETASK_S3_READ_IDLE_S"]) == ("300", "60")
+    minio = settings_env(render({"artifacts": {"requestTimeoutS": 0.5}}))
+    assert minio["KUBETASK_S3_TIMEOUT_S"] == "0.5"
+    with pytest.raises(Exception, match="requestTimeoutS"):
+        render({"artifacts": {"requestTimeoutS": 0}})
 
 
 def test_the_shared_volume_stays_an_option() -> None:
@@ -661,6 +672,7 @@ def test_the_shared_volume_stays_an_option() -> None:
     assert env["KUBETASK_ARTIFACTS_CLAIM"] == claim["metadata"]["name"]
     assert "KUBETASK_ARTIFACTS_URL" not in env
     assert "KUBETASK_TASK_S3_CREDENTIALS_SECRET" not in env
+    assert "KUBETASK_S3_TIMEOUT_S" not in env
     assert not find(objects, "Secret", "kubetask-minio")
     container = controller(objects)["spec"]["template"]["spec"]["containers"][0]
     assert not [e for e in container["env"] if e["name"].startswith("AWS_")]

@@ -2,7 +2,9 @@
 and a store that stops answering mid-body, against the real MinIO of `s3_server` (through
 `SlowLink` where the network matters), with the store's limits cut to 1 s so that each test
 takes seconds. A read streams to its end however long it takes; a store silent for the idle
-limit fails it as a `StoreError` naming the key (staging: `StagingFailed` naming the file)."""
+limit fails it as a `StoreError` naming the key (staging: `StagingFailed` naming the file),
+and an API download cut short by it ends with one log line. The limits are settings
+(`KUBETASK_S3_TIMEOUT_S`, `KUBETASK_S3_READ_IDLE_S`) that tasks are handed too."""
 
 from __future__ import annotations
 
@@ -13,15 +15,18 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kubetask.controller.redis_server import free_port
 from kubetask.jobs.staging import Staging, StagingFailed
-from kubetask.storage import ByteRange, StoreError
+from kubetask.storage import ByteRange, StoreError, store_from_url
 from kubetask.storage.base import PARTIAL_SUFFIX
 from kubetask.storage.s3 import S3Store
 from tests.component.slow_link import SlowLink
+from tests.s3.api import S3Api
 from tests.s3.server import S3Server
+from tests.servers import own_database
 
 MiB = 1 << 20
 LIMIT_S = 1.0  # each metadata request's limit, and a read's idle limit, in these tests
@@ -176,3 +181,57 @@ def test_staging_in_from_a_store_silent_mid_read_fails_naming_the_file(
     assert caught.value.suggestion
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial file, no input
     assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+def test_the_limits_a_task_is_handed_in_its_environment_hold(
+    s3_server: S3Server, bucket: str, link: SlowLink
+) -> None:
+    environ = {
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "KUBETASK_S3_TIMEOUT_S": str(LIMIT_S),
+        "KUBETASK_S3_READ_IDLE_S": str(LIMIT_S),
+    }
+    store = store_from_url(f"s3://{bucket}/some/prefix", endpoint=link.endpoint, env=environ)
+    link.stall_after = 2 * MiB
+    with pytest.raises(StoreError, match=r"the store sent nothing for 1 s"), store.open(KEY) as r:
+        b"".join(r)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"failed: "):
+        store.stat(KEY)  # the link is silent now: the whole request's limit, 3 retries
+    assert time.monotonic() - started < 10 * LIMIT_S  # not the default's 30 s
+
+
+def test_an_api_download_the_store_stops_sending_ends_short_with_one_log_line(
+    s3_server: S3Server, bucket: str, link: SlowLink, redis_url: str, tmp_path: Path
+) -> None:
+    api = S3Api(
+        s3=s3_server,
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path / "api",
+        artifacts_url=f"s3://{bucket}/some/prefix",
+        s3_endpoint=link.endpoint,
+        s3_read_idle_s=LIMIT_S,
+    )
+    api.start()
+    try:
+        job_id = api.submit("noop", {"steps": 0})
+        s3_store(s3_server, bucket).write(f"{job_id}/big.bin", [CONTENT])
+        link.stall_after = link.passed + 2 * MiB
+        got = bytearray()
+        started = time.monotonic()
+        with api.client.stream("GET", f"/v1/jobs/{job_id}/artifacts/big.bin") as response:
+            assert response.status_code == 200
+            assert response.headers["content-length"] == str(len(CONTENT))
+            with pytest.raises(httpx.RemoteProtocolError):  # fewer bytes than Content-Length
+                read_into(got, response.iter_bytes())
+        assert time.monotonic() - started < 10 * LIMIT_S
+        assert 0 < len(got) < len(CONTENT)
+        assert api.client.get("/readyz").status_code == 200  # the server serves on
+        log = api.log_tail()
+        (line,) = [line for line in log.splitlines() if "cut short" in line]
+        assert re.search(rf"a download was cut short: reading '{job_id}/big\.bin'", line), line
+        assert "Traceback" not in log
+        assert "Exception in ASGI application" not in log
+    finally:
+        api.close()

@@ -119,6 +119,15 @@ def test_store_from_url_makes_an_s3_store_from_the_settings(tmp_path: Path) -> N
     assert repr(store) == "S3Store('s3://artifacts/team')"
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+@pytest.mark.parametrize("name", ["KUBETASK_S3_TIMEOUT_S", "KUBETASK_S3_READ_IDLE_S"])
+def test_a_time_limit_that_is_no_positive_number_is_refused_naming_it(
+    name: str, value: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{name}='{value}': expected a number of seconds"):
+        store_from_url("s3://bucket", env={**KEYS, name: value})
+
+
 def test_the_logs_and_tables_kinds_write_get_a_text_type_on_every_platform() -> None:
     assert content_type("job/logs/output.log") == "text/plain"
     assert content_type("job/features.CSV") == "text/csv"

@@ -52,6 +52,15 @@ def test_an_object_store_reaches_the_task_with_its_endpoint_and_region() -> None
     }
 
 
+def test_the_stores_time_limits_reach_the_task_as_set() -> None:
+    settings = Settings(artifacts_url="s3://bucket", s3_timeout_s=120, s3_read_idle_s=2.5)
+    environ = task_env_of(settings)
+    assert (environ[env.S3_TIMEOUT], environ[env.S3_READ_IDLE]) == ("120.0", "2.5")
+    defaults = task_env_of(Settings(artifacts_url="s3://bucket"))
+    assert (defaults[env.S3_TIMEOUT], defaults[env.S3_READ_IDLE]) == ("30.0", "30.0")
+    assert env.S3_TIMEOUT not in task_env_of(Settings(artifacts_url="/srv/artifacts"))
+
+
 def test_the_endpoint_defaults_to_the_controllers_aws_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -505,6 +505,8 @@ KUBETASK_ARTIFACTS_URL: {{ printf "s3://%s" $a.minio.bucket | quote }}
 KUBETASK_S3_ENDPOINT: {{ printf "http://%s.%s.svc:%d" (include "kubetask.minioName" .) .Release.Namespace (int $a.minio.service.port) | quote }}
 KUBETASK_S3_REGION: {{ $a.minio.region | quote }}
 {{- end }}
+KUBETASK_S3_TIMEOUT_S: {{ $a.requestTimeoutS | quote }}
+KUBETASK_S3_READ_IDLE_S: {{ $a.readIdleS | quote }}
 {{- /* no shared volume: the tasks stage through the store */}}
 KUBETASK_ARTIFACTS_CLAIM: ""
 KUBETASK_TASK_S3_CREDENTIALS_SECRET: {{ include "kubetask.storeSecretName" . | quote }}
