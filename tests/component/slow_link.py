@@ -10,90 +10,48 @@ later connections work. The client's requests pass as they are.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
-from dataclasses import dataclass, field
-from types import TracebackType
+
+from tests.component.relay import Relay
 
 STEP = 16 << 10  # the server's bytes are passed on in pieces of this size
 
 
-@dataclass
-class SlowLink:
-    upstream_port: int
-    port: int
-    rate: float | None = None  # bytes/s from the server; None: as fast as it comes
-    stall_after: int | None = None  # bytes from the server (all connections) before silence
-    cut: bool = False  # at `stall_after`: close the connection instead of going silent
-    heal: bool = False  # after one stall or cut, new connections pass everything
-    passed: int = 0  # bytes from the server passed on so far
-    _open: set[socket.socket] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _closed: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
+class SlowLink(Relay):
+    def __init__(
+        self,
+        *,
+        upstream_port: int,
+        port: int = 0,
+        rate: float | None = None,  # bytes/s from the server; None: as fast as it comes
+        stall_after: int | None = None,  # bytes from the server (all connections) till silence
+        cut: bool = False,  # at `stall_after`: close the connection instead of going silent
+        heal: bool = False,  # after one stall or cut, new connections pass everything
+    ) -> None:
+        self.rate, self.stall_after, self.cut, self.heal = rate, stall_after, cut, heal
+        self.passed = 0  # bytes from the server passed on so far
+        super().__init__(upstream_port, port=port)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_url
 
-    def __enter__(self) -> SlowLink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._closed.set()
-        with self._lock:
-            sockets, self._open = {self._listener, *self._open}, set()
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            with self._lock:
-                self._open |= {client, upstream}
-            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
-
-    def _requests(self, source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while piece := source.recv(STEP):
-                sink.sendall(piece)
-
-    def _answers(self, source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while piece := source.recv(STEP):
-                if self.stall_after is not None:
-                    with self._lock:
-                        room = max(0, self.stall_after - self.passed)
-                    piece = piece[:room]
-                sink.sendall(piece)
+    def pass_answers(self, upstream: socket.socket, client: socket.socket) -> None:
+        while piece := upstream.recv(STEP):
+            if self.stall_after is not None:
                 with self._lock:
-                    self.passed += len(piece)
-                if self.stall_after is not None and self.passed >= self.stall_after:
-                    if self.heal:
-                        self.stall_after = None
-                    if self.cut:
-                        sink.shutdown(socket.SHUT_RDWR)
-                    self._closed.wait()  # silent, the connection open, until closed
-                    return
-                if self.rate:
-                    time.sleep(len(piece) / self.rate)
+                    room = max(0, self.stall_after - self.passed)
+                piece = piece[:room]
+            client.sendall(piece)
+            with self._lock:
+                self.passed += len(piece)
+            if self.stall_after is not None and self.passed >= self.stall_after:
+                if self.heal:
+                    self.stall_after = None
+                if self.cut:
+                    client.shutdown(socket.SHUT_RDWR)
+                self._closed.wait()  # silent, the connection open, until closed
+                return
+            if self.rate:
+                time.sleep(len(piece) / self.rate)
