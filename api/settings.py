@@ -8,7 +8,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from kubetask import env
@@ -140,9 +147,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="Base URL of the API in links sent out; default http://host:port."
     )
-    webhooks: list[str] = Field(
+    webhooks: list[AnyHttpUrl] = Field(
         default_factory=list,
-        description="Webhooks told about every job's end (JSON list).",
+        description="Webhooks told about every job's end (JSON list of http(s) URLs).",
         repr=False,  # a webhook URL's path is often its secret
     )
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhooks.")
@@ -255,6 +262,13 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name!r} is not a DNS label")
         return value
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("empty: webhooks would go out unsigned (unset it for that)")
+        return value
+
     @field_validator("max_cpu", "max_memory")
     @classmethod
     def _quantity(cls, value: str) -> str:
@@ -312,7 +326,7 @@ class Settings(BaseSettings):
     def notify(self) -> NotifySettings:
         return NotifySettings(
             public_url=self.public_url or f"http://{self.host}:{self.port}",
-            webhooks=tuple(self.webhooks),
+            webhooks=tuple(str(url) for url in self.webhooks),  # as a job's own is written
             email_to=tuple(self.smtp_to) if self.smtp_host else (),
         )
 

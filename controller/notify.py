@@ -141,18 +141,26 @@ def verify(
     body: bytes,
     *,
     secret: str,
-    timestamp: int,
-    signature: str,
+    timestamp: int | str | None,
+    signature: str | None,
     tolerance_s: float | None = VERIFY_TOLERANCE_S,
     now: float | None = None,
 ) -> bool:
     """A receiver's check: the signature is the secret's over this body and timestamp, and
     the timestamp within `tolerance_s` of `now` (the clock's; None: any), so that a message
-    recorded once cannot be sent again later as new (each try is signed anew)."""
-    at = time.time() if now is None else now
-    if tolerance_s is not None and abs(at - timestamp) > tolerance_s:
+    recorded once cannot be sent again later as new (each try is signed anew). The headers
+    may be passed as they arrive (strings, or None when missing): anything malformed is
+    False, never an error."""
+    try:
+        at_signing = int(timestamp)  # type: ignore[arg-type]  # None: TypeError
+    except (TypeError, ValueError):
         return False
-    return hmac.compare_digest(sign(body, secret=secret, timestamp=timestamp), signature)
+    if not isinstance(signature, str) or not signature.isascii():
+        return False
+    at = time.time() if now is None else now
+    if tolerance_s is not None and abs(at - at_signing) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(body, secret=secret, timestamp=at_signing), signature)
 
 
 def webhook_headers(entry: OutboxEntry, *, secret: str | None, timestamp: int) -> dict[str, str]:

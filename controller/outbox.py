@@ -4,15 +4,21 @@
 loop claims the due ones (pushing their due time out by a lease, so a crash mid-delivery only
 delays them), sends each (webhook: a signed POST; email: SMTP in a thread), and removes it on
 success or reschedules it with backoff, until it runs out of attempts and is dead-lettered.
-Delivery is at least once: receivers drop duplicates by the idempotency id. Nothing here
-ever touches a job's state."""
+Each attempt ends within a bound, shorter than the lease, however slowly a receiver answers
+(the client's timeouts bound each wait, not the whole: a server dripping a byte at a time
+would hold one for ever, and with it every later message), and a webhook's answer is read
+no further than its status. Delivery is at least once: receivers drop duplicates by the
+idempotency id. Nothing here ever touches a job's state."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import smtplib
+import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,20 +77,43 @@ class SmtpSettings:
     timeout_s: float = 10.0
 
 
-def send_email(smtp: SmtpSettings, *, to: str, subject: str, text: str, message_id: str) -> None:
-    """Blocking: one message through the SMTP server (run it in a thread)."""
+def _cut(client: smtplib.SMTP) -> None:
+    """End a client's connection from another thread: a read blocked on it returns."""
+    sock = client.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def send_email(
+    smtp: SmtpSettings, *, to: str, subject: str, text: str, message_id: str, within_s: float
+) -> None:
+    """Blocking: one message through the SMTP server (run it in a thread), its connection
+    cut if it is not sent within `within_s` (longer than a connect's own timeout)."""
     message = EmailMessage()
     message["From"] = smtp.sender
     message["To"] = to
     message["Subject"] = subject
     message["X-Kubetask-Idempotency-Id"] = message_id
     message.set_content(text)
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as client:
-        if smtp.starttls:
-            client.starttls()
-        if smtp.username:
-            client.login(smtp.username, smtp.password or "")
-        client.send_message(message)
+    client = smtplib.SMTP(timeout=smtp.timeout_s)  # connected below, within the deadline
+    deadline = threading.Timer(within_s, _cut, args=(client,))
+    deadline.start()
+    try:
+        client.connect(smtp.host, smtp.port)
+        with client:
+            if smtp.starttls:
+                client.starttls()
+            if smtp.username:
+                client.login(smtp.username, smtp.password or "")
+            client.send_message(message)
+    except (OSError, smtplib.SMTPException) as exc:
+        if deadline.finished.is_set():  # it went off: the cut is what failed
+            raise DeliveryError(f"no complete answer within {within_s:g} s") from exc
+        raise
+    finally:
+        deadline.cancel()
+        client.close()
 
 
 @dataclass
@@ -107,11 +136,16 @@ class Outbox:
     def __post_init__(self) -> None:
         self._claim = self.redis.register_script(_CLAIM)
 
+    def attempt_s(self) -> float:
+        """The longest one attempt may take: connect, write, read and the pool may each
+        take the timeout; a receiver slower in all is cut there (and retried)."""
+        longest = max(self.timeout_s, self.smtp.timeout_s if self.smtp else 0.0)
+        return 4 * longest
+
     def claim_lease_s(self) -> float:
         if self.lease_s is not None:
             return self.lease_s
-        longest = max(self.timeout_s, self.smtp.timeout_s if self.smtp else 0.0)
-        return 4 * longest + 1  # connect, write, read, pool: each may take the timeout
+        return self.attempt_s() + 1  # the attempt ends before another pass may take it
 
     async def run(self) -> None:
         """Deliver due entries forever; errors are logged, never raised."""
@@ -139,8 +173,13 @@ class Outbox:
         return len(entries)
 
     async def _attempt(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
+        bound = self.attempt_s()
         try:
-            await self._send(http, entry)
+            try:
+                async with asyncio.timeout(bound):
+                    await self._send(http, entry)
+            except TimeoutError as exc:
+                raise DeliveryError(f"no complete answer within {bound:g} s") from exc
         except RefusedTarget as exc:  # no retry can change where it points
             await self._failed(entry, exc, final=True)
             return
@@ -163,11 +202,11 @@ class Outbox:
                 headers["Host"] = url.netloc.decode("ascii")
                 extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
                 url = url.copy_with(host=pinned.address)
-            response = await http.post(
-                url, content=entry.body, headers=headers, extensions=extensions
-            )
-            if not response.is_success:
-                raise DeliveryError(f"HTTP {response.status_code}")
+            async with http.stream(
+                "POST", url, content=entry.body, headers=headers, extensions=extensions
+            ) as response:  # its status is the answer: the body is never read
+                if not response.is_success:
+                    raise DeliveryError(f"HTTP {response.status_code}")
             return
         if self.smtp is None:
             raise DeliveryError("no SMTP server configured")
@@ -175,7 +214,13 @@ class Outbox:
             await resolve_public(self.smtp.host, self.smtp.port)
         subject, text = email_text(json.loads(entry.body))
         await asyncio.to_thread(
-            send_email, self.smtp, to=entry.target, subject=subject, text=text, message_id=entry.id
+            send_email,
+            self.smtp,
+            to=entry.target,
+            subject=subject,
+            text=text,
+            message_id=entry.id,
+            within_s=self.attempt_s(),
         )
 
     async def _failed(self, entry: OutboxEntry, exc: Exception, *, final: bool = False) -> None:

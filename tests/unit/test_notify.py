@@ -7,8 +7,11 @@ import hmac
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from kubetask.api.settings import Settings, invalid_settings
 from kubetask.controller.notify import (
     Backoff,
     Channel,
@@ -86,6 +89,43 @@ def test_the_same_webhook_twice_is_told_once() -> None:
     assert len(entries_for(rec, ended(JobState.SUCCEEDED), SETTINGS)) == 1
 
 
+@pytest.mark.parametrize(
+    ("own", "everyone"),
+    [
+        ("http://127.0.0.1:18412", "http://127.0.0.1:18412/"),
+        ("HTTP://Hooks.Example:80/all", "http://hooks.example/all"),
+        ("https://hooks.example/all", "https://HOOKS.example:443/all"),
+    ],
+)
+def test_a_job_s_own_webhook_written_otherwise_than_the_setting_is_told_once(
+    own: str, everyone: str
+) -> None:
+    settings = Settings(webhooks=[everyone]).notify()
+    rec = record(notify={"webhook": own})
+    assert len(entries_for(rec, ended(JobState.SUCCEEDED), settings)) == 1
+
+
+@pytest.mark.parametrize("webhooks", ['["not-a-url"]', '["ftp://127.0.0.1/x"]', '["/hook"]'])
+def test_webhooks_that_are_no_http_urls_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, webhooks: str
+) -> None:
+    monkeypatch.setenv("KUBETASK_WEBHOOKS", webhooks)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert invalid_settings(refused.value).startswith("KUBETASK_WEBHOOKS (0): ")
+
+
+def test_an_empty_signing_key_is_refused_not_taken_for_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBETASK_WEBHOOK_SECRET", "")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "KUBETASK_WEBHOOK_SECRET: Value error, empty: webhooks would go out unsigned" in (
+        invalid_settings(refused.value)
+    )
+
+
 def test_failure_payload_carries_the_suggestion() -> None:
     error = ErrorInfo(type="MemoryError", message="oom", suggestion="Ask for more memory.")
     status = ended(JobState.FAILED, reason="TaskError", error=error)
@@ -143,6 +183,20 @@ def test_signature_is_verifiable_by_a_receiver() -> None:
     assert sign(body, secret="s3cret", timestamp=1) != sign(body, secret="s3cret", timestamp=2)
 
 
+def test_a_receiver_may_pass_the_headers_as_they_arrive_and_malformed_ones_are_false() -> None:
+    body, at = b'{"job_id": "x"}', 1700000000
+    signature = sign(body, secret="s3cret", timestamp=at)
+
+    def check(timestamp: int | str | None, signature: str | None) -> bool:
+        return verify(body, secret="s3cret", timestamp=timestamp, signature=signature, now=at)
+
+    assert check(str(at), signature)  # the header's text
+    for timestamp in (None, "", "soon", "1.5e9"):
+        assert check(timestamp, signature) is False
+    for forged in (None, "", "sha256=\u00e9", signature + "\u00e9", signature.upper()):
+        assert check(at, forged) is False
+
+
 def test_no_secret_no_signature() -> None:
     [entry] = entries_for(record(), ended(JobState.SUCCEEDED), SETTINGS)
     assert "X-Kubetask-Signature" not in webhook_headers(entry, secret=None, timestamp=1)
@@ -160,6 +214,7 @@ def test_a_claim_lasts_as_long_as_an_attempt_can_and_no_longer() -> None:
     lapses, which is soon after the longest an attempt may take."""
     client = Redis()  # no connection is made
     assert Outbox(client, timeout_s=5).claim_lease_s() == 21
+    assert Outbox(client, timeout_s=5).attempt_s() == 20  # cut there: ends before the claim
     smtp = SmtpSettings(host="mail", timeout_s=10)
     assert Outbox(client, timeout_s=5, smtp=smtp).claim_lease_s() == 41
     assert Outbox(client, timeout_s=5, lease_s=3).claim_lease_s() == 3
