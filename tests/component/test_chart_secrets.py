@@ -156,7 +156,7 @@ def test_an_external_redis_url_comes_from_its_secret(monkeypatch: pytest.MonkeyP
 
 def test_notifications_get_their_secrets_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = controller_settings(render(NOTIFY), monkeypatch)
-    assert settings.webhooks == [f"https://hooks.example/{PASSWORD}"]
+    assert [str(url) for url in settings.webhooks] == [f"https://hooks.example/{PASSWORD}"]
     assert settings.webhook_secret is not None
     assert settings.webhook_secret.get_secret_value() == PASSWORD
     smtp = settings.smtp()
