@@ -442,13 +442,19 @@ class RedisStore:
 
     async def expire_due(self) -> int:
         """Take out the finished records past their retention, each with every index entry
-        it holds; how many went."""
+        it holds and what its tasks kept in Redis; how many went."""
         gone = 0
         while True:
             batch = int(
                 await self._expire_due(
                     keys=[keys.EXPIRING, keys.JOB_COUNTS],
-                    args=[self._clock(), EXPIRE_BATCH, keys.job(""), keys.OUTCOMES],
+                    args=[
+                        self._clock(),
+                        EXPIRE_BATCH,
+                        keys.job(""),
+                        keys.OUTCOMES,
+                        *keys.TASK_SHARED,
+                    ],
                 )
             )
             gone += batch
@@ -457,9 +463,10 @@ class RedisStore:
 
     async def forget(self, job_id: str) -> bool:
         """Take a finished record out now (`DELETE ?purge=true`), as expiry would (with every
-        index entry it holds and its tasks' outcomes), and its event log too (expiry lets it
-        lapse on its own; a purge is asked to leave nothing). False when no finished record
-        has that id, or another purge at the same moment took it out (it counts the job)."""
+        index entry it holds, its tasks' outcomes and what they shared), and its event log
+        too (expiry lets it lapse on its own; a purge is asked to leave nothing). False when
+        no finished record has that id, or another purge at the same moment took it out (it
+        counts the job)."""
         if await self._redis.zscore(keys.EXPIRING, job_id) is None:
             return False
         # due now: the one call that moves it there claims it (two purges at once: one)

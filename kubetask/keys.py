@@ -106,21 +106,37 @@ def tenant_streams(tenant: str) -> str:
     return f"{PREFIX}:tenant:{tenant}:streams"
 
 
-def optuna_journal(job_id: str) -> str:
-    """The key prefix of an `hpo` job's Optuna journal (its study's whole history)."""
-    return f"{PREFIX}:optuna:{job_id}"
+# What a job's tasks keep in Redis together, as templates of the job id: an `hpo`/`nas`
+# study (its Optuna journal, its writers' last tokens, its trial tickets) and
+# `explain-batch`'s claims. They go with the job's record (expiry, purge).
+STUDY_JOURNAL = f"{PREFIX}:optuna:%s:journal"  # list: the study's whole history, one log each
+STUDY_WRITERS = f"{PREFIX}:optuna:%s:writers"  # hash: each writer's last token (see study.py)
+STUDY_TICKETS = f"{PREFIX}:optuna:%s:tickets"  # counter: trials taken across the workers
+SHARES_CLAIMED = f"{PREFIX}:shares:%s:claimed"  # hash: item position -> the index claiming it
+SHARES_DONE = f"{PREFIX}:shares:%s:done"  # set: positions finished by any worker
+TASK_SHARED = (STUDY_JOURNAL, STUDY_WRITERS, STUDY_TICKETS, SHARES_CLAIMED, SHARES_DONE)
 
 
-def optuna_tickets(job_id: str) -> str:
-    """An `hpo` job's trial budget, taken one INCR per trial across its workers."""
-    return f"{PREFIX}:optuna:{job_id}:tickets"
+def task_shared(job_id: str) -> list[str]:
+    """Every key a job's tasks may share in Redis."""
+    return [template % job_id for template in TASK_SHARED]
+
+
+def study_journal(job_id: str) -> str:
+    return STUDY_JOURNAL % job_id
+
+
+def study_writers(job_id: str) -> str:
+    return STUDY_WRITERS % job_id
+
+
+def study_tickets(job_id: str) -> str:
+    return STUDY_TICKETS % job_id
 
 
 def shares_claimed(job_id: str) -> str:
-    """Hash: item position -> the completion index that claimed it (`explain-batch`)."""
-    return f"{PREFIX}:shares:{job_id}:claimed"
+    return SHARES_CLAIMED % job_id
 
 
 def shares_done(job_id: str) -> str:
-    """Set of the item positions finished by any worker of the job (aggregate progress)."""
-    return f"{PREFIX}:shares:{job_id}:done"
+    return SHARES_DONE % job_id

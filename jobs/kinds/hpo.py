@@ -1,12 +1,13 @@
 """`hpo`: an Optuna study over `train`'s search space, with median pruning on each trial's
 per-epoch validation metric.
 
-The study lives in Redis (`JournalStorage` + `JournalRedisBackend`, keyed by the job id), so
-every worker of an Indexed Job (or the local backend's processes) joins the same study and
-they stop together once `n_trials` trials exist in total. A worker that dies loses nothing
-but its running trial: when it comes back (a retry of its index) it marks that trial failed
-and goes on. Its keys expire with the job's outcome (7 days after a worker's end). Without a
-Redis URL (`python -m kubetask.jobs hpo` by hand) the study is in memory. The machinery, shared with
+The study lives in Redis (`JournalStorage` over one list, keyed by the job id: ml/study.py),
+so every worker of an Indexed Job (or the local backend's processes) joins the same study
+and they stop together once `n_trials` trials exist in total; a worker waits for Redis while
+it is away (restarting). A worker that dies loses nothing but its running trial: when it
+comes back (a retry of its index) it marks that trial failed and goes on. Its keys expire
+with the job's outcome (7 days after a worker's end), and go with the job's record (expiry,
+purge) if that comes first, a stopped worker's too. Without a Redis URL (`python -m kubetask.jobs hpo` by hand) the study is in memory. The machinery, shared with
 `nas`, is in `kubetask.jobs.kinds.ml.search`.
 
 Each finished trial is a progress event (`stage="trial"`: trial, state, value, best_value,

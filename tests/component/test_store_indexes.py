@@ -87,13 +87,17 @@ def index_entries(client: redis.Redis, job_id: str) -> list[str]:
     return found
 
 
-def test_an_expired_record_leaves_no_index_entry_count_or_outcome(own_redis: RedisServer) -> None:
+def test_an_expired_record_leaves_no_index_entry_count_outcome_or_shared_key(
+    own_redis: RedisServer,
+) -> None:
     old, kept = job(team="a"), job(kind="datagen", team="a")
 
     async def scenario(store: RedisStore, clock: list[float]) -> tuple[int, int]:
         for record in (old, kept):
             await store.create(record, idempotency_key=None, fingerprint=record.id)
             await store._redis.set(keys.outcome(record.id), "{}", ex=7 * 86400)  # as a task does
+            for name in keys.task_shared(record.id):  # a study, claims: none has a TTL yet
+                await store._redis.hset(name, "0", "1")
         await store.save_status(old, JobStatus(state=JobState.RUNNING), at=NOW)
         await finish(store, old, JobState.SUCCEEDED)
         clock[0] += RETENTION_S - 1
@@ -107,6 +111,8 @@ def test_an_expired_record_leaves_no_index_entry_count_or_outcome(own_redis: Red
         assert not client.exists(keys.job(old.id))
         assert not client.exists(keys.outcome(old.id))  # not left for the task's 7 days
         assert client.exists(keys.outcome(kept.id))
+        assert not any(client.exists(name) for name in keys.task_shared(old.id))
+        assert all(client.exists(name) for name in keys.task_shared(kept.id))
         assert index_entries(client, old.id) == []
         assert len(index_entries(client, kept.id)) >= 8  # the job kept, still everywhere
         assert client.hgetall(keys.JOB_COUNTS) == {"jobs|queued|datagen": "1", "queue|": "1"}

@@ -5,7 +5,6 @@ that comes back after dying fails its stale trial and the study goes on."""
 from __future__ import annotations
 
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,14 @@ import optuna
 import pytest
 import redis
 
+from kubetask import keys
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.hpo import run
-from kubetask.jobs.kinds.ml.search import (
-    RedisBudget,
-    journal_prefix,
-    open_storage,
-    tickets_key,
-)
+from kubetask.jobs.kinds.ml.search import open_storage
+from kubetask.jobs.kinds.ml.study import RedisBudget, RedisJournal, writer_id
 from kubetask.jobs.params import HpoParams
+from kubetask.jobs.patient_redis import patient_client
 from kubetask.jobs.publisher import OUTCOME_TTL_S
 from kubetask.jobs.reporter import ProgressReporter
 from tests.servers import ApiServer
@@ -92,16 +89,12 @@ def worker_context(job_id: str, artifacts: Path, redis_url: str) -> TaskContext:
 
 def test_a_worker_that_comes_back_fails_its_stale_trial(redis_url: str, tmp_path: Path) -> None:
     job_id = "hpo-stale-0001"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        backend = optuna.storages.journal.JournalRedisBackend(
-            redis_url, prefix=journal_prefix(job_id)
-        )
+    journal = RedisJournal(patient_client(redis_url), job_id=job_id, writer=writer_id(0))
     study = optuna.create_study(
-        study_name=f"kubetask-{job_id}", storage=optuna.storages.journal.JournalStorage(backend)
+        study_name=f"kubetask-{job_id}", storage=optuna.storages.journal.JournalStorage(journal)
     )
     # worker 0 took a ticket and started a trial, then its pod died
-    RedisBudget(redis_url, key=tickets_key(job_id), total=3).take()
+    RedisBudget(redis_url, job_id=job_id, writer=writer_id(0), total=3).take()
     study.ask().set_user_attr("worker", 0)
 
     context = worker_context(job_id, tmp_path, redis_url)
@@ -111,13 +104,15 @@ def test_a_worker_that_comes_back_fails_its_stale_trial(redis_url: str, tmp_path
     assert result["failed"] == 1
     assert result["trial_numbers"] == [1, 2]
     with redis.Redis.from_url(redis_url) as client:
-        keys = list(client.scan_iter(match=f"{journal_prefix(job_id)}:*"))
-        assert len(keys) > 3
-        assert all(0 < client.ttl(key) <= OUTCOME_TTL_S for key in keys)
+        names = list(client.scan_iter(match=f"{keys.PREFIX}:optuna:{job_id}:*"))
+        assert len(names) == 3  # the journal, its writers, the tickets
+        assert all(0 < client.ttl(name) <= OUTCOME_TTL_S for name in names)
 
 
 def test_racing_workers_take_exactly_n_tickets(redis_url: str) -> None:
-    budgets = [RedisBudget(redis_url, key=tickets_key("race-0001"), total=20) for _ in range(8)]
+    budgets = [
+        RedisBudget(redis_url, job_id="race-0001", writer=writer_id(0), total=20) for _ in range(8)
+    ]
     taken: list[bool] = []
     lock = threading.Lock()
 
@@ -137,8 +132,11 @@ def test_racing_workers_take_exactly_n_tickets(redis_url: str) -> None:
     for budget in budgets:
         budget.close()
     with redis.Redis.from_url(redis_url) as client:
-        keys: Any = client.keys(f"{journal_prefix('race-0001')}*")
-        assert keys == [tickets_key("race-0001").encode()]
+        names: Any = sorted(client.keys(f"{keys.PREFIX}:optuna:race-0001*"))
+        assert names == sorted(
+            name.encode()
+            for name in (keys.study_tickets("race-0001"), keys.study_writers("race-0001"))
+        )
 
 
 def test_a_study_whose_trials_all_fail_fails_its_worker(redis_url: str, tmp_path: Path) -> None:

@@ -9,16 +9,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from kubetask import keys
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.kinds.hpo import run
 from kubetask.jobs.kinds.ml.search import (
     LocalBudget,
     fail_stale_trials,
-    journal_prefix,
     metric_value,
     state_counts,
     suggest,
-    tickets_key,
 )
 from kubetask.jobs.params import DatagenParams, HpoParams, SearchSpace, TrainParams
 from kubetask.jobs.reporter import ProgressReporter
@@ -63,9 +62,12 @@ def test_the_local_budget_gives_exactly_n_tickets() -> None:
     assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
 
 
-def test_keys_are_namespaced_by_job() -> None:
-    assert journal_prefix("abc") == "kubetask:optuna:abc"
-    assert tickets_key("abc").startswith(journal_prefix("abc"))
+def test_what_a_jobs_tasks_share_is_named_by_the_job() -> None:
+    shared = keys.task_shared("abc")
+    assert keys.study_journal("abc") in shared
+    assert keys.study_tickets("abc") in shared
+    assert all(":abc:" in name for name in shared)
+    assert not set(shared) & set(keys.task_shared("abcd"))
 
 
 @pytest.mark.parametrize(("maximize", "value"), [(False, 0.5), (True, 0.9)])

@@ -2,10 +2,11 @@
 of a job, its trial budget, the worker that trains each trial's `train` params with median
 pruning, and `hpo`'s search space over those params (`nas` brings its own).
 
-The study lives in Redis (`JournalStorage` + `JournalRedisBackend`, keyed by the job id), so
-every worker of an Indexed Job (or the local backend's processes) joins the same study. A
-worker that dies loses nothing but its running trial: when it comes back (a retry of its
-index) it marks that trial failed and goes on. Without a Redis URL the study is in memory.
+The study lives in Redis (`JournalStorage` over study.py's `RedisJournal`, keyed by the job
+id), so every worker of an Indexed Job (or the local backend's processes) joins the same
+study, and a worker waits for Redis while it is away (restarting). A worker that dies loses
+nothing but its running trial: when it comes back (a retry of its index) it marks that
+trial failed and goes on. Without a Redis URL the study is in memory.
 
 The budget makes `n_trials` exact across workers: each worker takes a ticket (an atomic
 Redis INCR) before each trial and stops once the tickets are gone, so N workers racing for
@@ -16,19 +17,16 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import optuna
-import redis
 import torch
-from optuna.storages.journal import JournalRedisBackend, JournalStorage
+from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 from pydantic import JsonValue
 
-from kubetask import keys
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import TaskError
 from kubetask.jobs.kinds.ml.best_epoch import improves
@@ -48,37 +46,15 @@ from kubetask.jobs.kinds.ml.loop import (
     train_epoch,
 )
 from kubetask.jobs.kinds.ml.models import count_parameters
+from kubetask.jobs.kinds.ml.study import RedisBudget, RedisJournal, expire_study, writer_id
 from kubetask.jobs.params import SearchSpace, StudyParams, TrainParams
+from kubetask.jobs.patient_redis import patient_client
 from kubetask.jobs.publisher import OUTCOME_TTL_S
 
 WORKER_ATTR = "worker"  # the completion index that runs a trial
 METRICS_ATTR = "metrics"  # a complete trial's kept epoch, its validation metrics, size
 
-journal_prefix = keys.optuna_journal
-tickets_key = keys.optuna_tickets
-
 log = logging.getLogger("kubetask.task")
-
-
-def study_keys(job_id: str, last_log: int) -> list[str]:
-    """Every key of the job's study: the journal that `JournalRedisBackend` keeps under its
-    prefix (`log_number`, `log:0` .. `log:{last_log}`, `snapshot`) and the tickets."""
-    prefix = journal_prefix(job_id)
-    logs = [f"{prefix}:log:{number}" for number in range(last_log + 1)]
-    return [f"{prefix}:log_number", *logs, f"{prefix}:snapshot", tickets_key(job_id)]
-
-
-def expire_study(url: str, job_id: str, ttl_s: int) -> int:
-    """Give every key of the job's study (journal and tickets) a time to live, as the job's
-    own records have; a later worker of the same job sets it again. The keys are named, not
-    searched for (a SCAN would walk the whole keyspace). The number of keys."""
-    with redis.Redis.from_url(url) as client:
-        last_log = client.get(f"{journal_prefix(job_id)}:log_number")
-        names = study_keys(job_id, int(last_log) if last_log is not None else -1)
-        with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.expire(name, ttl_s)
-            return sum(bool(done) for done in pipe.execute())
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, base: TrainParams) -> TrainParams:
@@ -115,21 +91,6 @@ class TrialBudget(Protocol):
         ...
 
 
-class RedisBudget:
-    """Tickets counted in Redis, shared by every worker of the job (and its retries)."""
-
-    def __init__(self, url: str, *, key: str, total: int) -> None:
-        self._client = redis.Redis.from_url(url)
-        self._key = key
-        self._total = total
-
-    def take(self) -> bool:
-        return int(self._client.incr(self._key)) <= self._total
-
-    def close(self) -> None:
-        self._client.close()
-
-
 class LocalBudget:
     """Tickets for a single worker with an in-memory study (no Redis)."""
 
@@ -155,11 +116,11 @@ def open_storage(
     """The study's storage and trial budget: in Redis when the task has a URL."""
     if context.redis_url is None:
         return optuna.storages.InMemoryStorage(), LocalBudget(total=n_trials)
-    with warnings.catch_warnings():  # JournalRedisBackend is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        backend = JournalRedisBackend(context.redis_url, prefix=journal_prefix(context.job_id))
-    budget = RedisBudget(context.redis_url, key=tickets_key(context.job_id), total=n_trials)
-    return JournalStorage(backend), budget
+    writer = writer_id(context.index)
+    client = patient_client(context.redis_url)
+    journal = RedisJournal(client, job_id=context.job_id, writer=writer)
+    budget = RedisBudget(context.redis_url, job_id=context.job_id, writer=writer, total=n_trials)
+    return JournalStorage(journal), budget
 
 
 def fail_stale_trials(

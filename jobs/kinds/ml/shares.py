@@ -6,8 +6,9 @@ one round trip), so the workers of an Indexed Job split the list between them wh
 number (a task is not told how many completions its job has), and a faster worker takes
 more. A retried worker (the same completion index) takes its own claims back, so nothing it
 claimed before dying is lost. Items finished by any worker are counted in a set (a group's
-in one round trip), for the job's aggregate progress. Without a Redis URL one worker takes
-everything.
+in one round trip), for the job's aggregate progress. Every command here can be sent
+twice to the same effect, so a worker waits for Redis while it is away (the task's patient
+client, jobs/patient_redis.py). Without a Redis URL one worker takes everything.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-import redis
-
 from kubetask import keys
+from kubetask.jobs.patient_redis import patient_client
 
 
 class Shares(Protocol):
@@ -40,7 +40,7 @@ class RedisShares:
     """Claims and done items in Redis, shared by every worker of the job and its retries."""
 
     def __init__(self, url: str, *, job_id: str, worker: int) -> None:
-        self._client = redis.Redis.from_url(url)
+        self._client = patient_client(url)
         self._claimed = keys.shares_claimed(job_id)
         self._done = keys.shares_done(job_id)
         self._worker = worker
