@@ -111,4 +111,5 @@ def build_task_spec(
         request_json=request_summary(request, params_bytes=len(params.encode())),
         tenant=record.tenant,
         secret_env={secret.env: (secret.name, secret.key) for secret in request.secrets},
+        start_by=record.start_deadline(),
     )

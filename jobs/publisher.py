@@ -22,6 +22,7 @@ from kubetask.jobs import resp
 log = logging.getLogger("kubetask.task")
 
 OUTCOME_TTL_S = 7 * 24 * 3600
+QUICK_TRIES_S = 1.0  # the outcome is tried again only while tries fail this fast (refused)
 
 
 class RedisPublisher:
@@ -79,13 +80,18 @@ class RedisPublisher:
         return not failed
 
     def put_outcome(self, outcome_json: str, *, index: int, attempts: int = 3) -> bool:
-        """Store the task's outcome; a few quick tries, then give up (the log has it too)."""
+        """Store the task's outcome; a few quick tries while Redis refuses (restarting), none
+        once a try has waited out its timeout (a server that hangs would hold the task's
+        exit, and its slot, for each); then give up (the termination log has it)."""
+        started = self._clock()
         for attempt in range(attempts):
             command: list[resp.Arg] = ["SET", keys.outcome(self._job_id, index), outcome_json]
             try:
                 (reply,) = self._client.execute([[*command, "EX", OUTCOME_TTL_S]])
             except resp.RedisUnavailable as exc:
                 self._mark_down(exc)
+                if self._clock() - started >= QUICK_TRIES_S:
+                    return False
                 time.sleep(0.2 * (attempt + 1))
                 continue
             if isinstance(reply, resp.ReplyError):

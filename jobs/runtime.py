@@ -173,7 +173,17 @@ def format_validation_errors(exc: ValidationError) -> str:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """The first SIGTERM stops the task's work; any later one (a deadline and a cancel at
+    once: its supervisor and the controller each send one) changes nothing."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise TaskTerminated("received SIGTERM")
+
+
+def _winding_down() -> None:
+    """The task's outcome is decided: from here on a SIGTERM would only lose it (raised in
+    the middle of writing it); the SIGKILL after the grace still ends a task that hangs."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run_task(
@@ -295,6 +305,7 @@ def run_staged(
         log.exception("task failed")
         outcome = Outcome(ok=False, error=describe_failure(exc, exit_code=code))
     finally:
+        _winding_down()
         reporter.close()
     if staging is not None and not staged_out:
         keep_outputs(staging)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
@@ -37,6 +38,7 @@ class TaskSpec:
     tenant: str = DEFAULT_TENANT  # whose job: the kubernetes backend's namespace follows it
     # The request's credentials: env name -> (Secret name, key), read by the kubelet
     secret_env: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    start_by: datetime | None = None  # `start_timeout_s`: no first task is started after it
 
 
 class BackendError(Exception):

@@ -32,7 +32,12 @@ from pydantic import JsonValue
 
 from kubetask.controller.backends import local_plan
 from kubetask.controller.backends.base import TaskSpec
-from kubetask.controller.backends.local_folders import JobFolders, spec_from_json, spec_to_json
+from kubetask.controller.backends.local_folders import (
+    JobFolders,
+    PodStop,
+    spec_from_json,
+    spec_to_json,
+)
 from kubetask.controller.backends.local_gpus import visible_gpus
 from kubetask.controller.backends.local_queue import WaitQueue
 from kubetask.controller.backends.local_supervisor import Supervisor
@@ -268,8 +273,10 @@ class LocalBackend:
             if self._supervisor.running >= self._slots:
                 self._queue.add(job_id, f"waiting for a free slot ({self._slots} in use)")
                 break
+            end = local_plan.deadline(spec, pods, now=now)
+            stop = PodStop(end, spec.grace_s) if end is not None else None
             try:
-                self._supervisor.spawn(spec, index, attempt, now=self._clock())
+                self._supervisor.spawn(spec, index, attempt, now=self._clock(), stop=stop)
             except OSError as exc:  # its folder could not be made (a full disk): none is left
                 log.warning("cannot make pod %d-%d of job %s: %s", index, attempt, job_id, exc)
                 retry_at = now + timedelta(seconds=POLL_INTERVAL_S)

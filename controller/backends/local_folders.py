@@ -5,7 +5,8 @@
                     finished.json     the terminal condition, once decided
                     deleted           present once the job was deleted (cancelled)
                     pods/{index}-{attempt}/
-                        pod.json shim.json started.json (a plain start) exit.json
+                        pod.json (made at; the deadline its supervisor keeps)
+                        shim.json started.json (a plain start) exit.json
                         output.log termination-log shim.log (a plain supervisor's own)
                         stop.json (a forked task's SIGKILL time, once cancelled)
     {open-jobs}/{job_id}                  listed while the job may start pods or still has
@@ -23,7 +24,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,15 @@ from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_plan import Pod
 from kubetask.controller.states import Condition
 from kubetask.models import RECEIVED, Resources
+
+
+@dataclass(frozen=True)
+class PodStop:
+    """When a pod's supervisor stops its task by itself, as a kubelet does at a pod's active
+    deadline, with or without a controller: SIGTERM `at`, SIGKILL `grace_s` later."""
+
+    at: datetime
+    grace_s: float
 
 
 def write_json(path: Path, data: object) -> None:
@@ -68,6 +78,7 @@ def spec_to_json(spec: TaskSpec) -> dict[str, JsonValue]:
         "env": dict(spec.env),
         "command": list(spec.command),
         "labels": dict(spec.labels),
+        "start_by": spec.start_by.isoformat() if spec.start_by else None,
     }
     return data
 
@@ -77,6 +88,8 @@ def spec_from_json(data: dict[str, JsonValue]) -> TaskSpec:
     # as it was accepted, maybe by an older version (rules added since are not applied)
     fields["resources"] = Resources.model_validate(fields["resources"], context=RECEIVED)
     fields["command"] = tuple(fields["command"])
+    start_by = fields.get("start_by")  # (a job file from before it was kept has none)
+    fields["start_by"] = datetime.fromisoformat(start_by) if isinstance(start_by, str) else None
     return TaskSpec(**fields)
 
 
@@ -226,13 +239,19 @@ class JobFolders:
                 latest_ran[index] = pod_dir
         return {**latest, **latest_ran}
 
-    def new_pod_dir(self, job_id: str, index: int, attempt: int, *, now: datetime) -> Path:
-        """The pod's folder, with its creation time; raises OSError (and leaves no folder,
-        so the attempt is not used up) when it cannot be made whole."""
+    def new_pod_dir(
+        self, job_id: str, index: int, attempt: int, *, now: datetime, stop: PodStop | None = None
+    ) -> Path:
+        """The pod's folder, with its creation time and when its supervisor is to stop its
+        task (the job's deadline); raises OSError (and leaves no folder, so the attempt is
+        not used up) when it cannot be made whole."""
         pod_dir = self.job_dir(job_id) / "pods" / f"{index}-{attempt}"
         pod_dir.mkdir(parents=True, exist_ok=True)
+        made: dict[str, JsonValue] = {"created_at": now.isoformat()}
+        if stop is not None:
+            made |= {"stop_at": stop.at.timestamp(), "grace_s": stop.grace_s}
         try:
-            write_json(pod_dir / "pod.json", {"created_at": now.isoformat()})
+            write_json(pod_dir / "pod.json", made)
         except OSError:
             self.remove_pod_dir(pod_dir)
             raise

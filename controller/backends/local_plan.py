@@ -4,7 +4,10 @@ found on disk, what is the Job's status and which pods should start now.
 It follows Kubernetes' Job semantics: `retries` is the backoff limit (failed pods beyond it
 fail the Job), exit code 2 fails the Job at once (the pod failure policy), a pod whose
 supervisor vanished is a disruption and does not count as a try, `timeout_s` is the active
-deadline, and a retry waits an exponential backoff after the last failure.
+deadline, and a retry waits an exponential backoff after the last failure. What happened
+first decides: a task that ended after the deadline (while no controller watched) does not
+complete the Job, it overran it. A job whose `start_timeout_s` passed before any pod was
+made gets none (the reconciler fails it).
 """
 
 from __future__ import annotations
@@ -56,7 +59,23 @@ class Pod:
 def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condition | None:
     """Complete or Failed, once the pods decide it; None while the Job goes on. Dated when
     the exit that decided it happened (a controller that was down meanwhile sees it late),
-    else `now` (a deadline: when the controller stopped it)."""
+    else `now` (a deadline: when the controller stopped it). An exit after the deadline
+    decides nothing but that the deadline passed."""
+    decided = _decided(spec, pods, now)
+    when = decided.at if decided is not None and decided.at is not None else now
+    end = deadline(spec, pods)
+    if end is not None and when >= end:
+        return Condition(
+            "Failed",
+            reason="DeadlineExceeded",
+            message=f"the job did not finish within timeout_s={spec.timeout_s}",
+            at=when,
+        )
+    return decided
+
+
+def _decided(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condition | None:
+    """What the pods' exits decide, deadline aside."""
     invalid = next((p for p in pods if p.exit_code == env.EXIT_INVALID_PARAMS), None)
     if invalid is not None:
         return Condition(
@@ -82,14 +101,6 @@ def terminal_condition(spec: TaskSpec, pods: list[Pod], now: datetime) -> Condit
         return Condition(
             "Complete", reason="Completed", message="all tasks succeeded", at=_ended(last, now)
         )
-    end = deadline(spec, pods)
-    if end is not None and now >= end:
-        return Condition(
-            "Failed",
-            reason="DeadlineExceeded",
-            message=f"the job did not finish within timeout_s={spec.timeout_s}",
-            at=now,
-        )
     return None
 
 
@@ -106,8 +117,10 @@ def start_time(pods: list[Pod]) -> datetime | None:
     return min((p.created_at for p in pods), default=None)
 
 
-def deadline(spec: TaskSpec, pods: list[Pod]) -> datetime | None:
-    start = start_time(pods)
+def deadline(spec: TaskSpec, pods: list[Pod], *, now: datetime | None = None) -> datetime | None:
+    """When the Job's active deadline passes: `timeout_s` after its first pod was made
+    (`now` for the first pod, while it is being made); None without one."""
+    start = start_time(pods) or now
     if spec.timeout_s is None or start is None:
         return None
     return start + timedelta(seconds=spec.timeout_s)
@@ -125,7 +138,10 @@ class Plan:
 
 def plan_pods(spec: TaskSpec, pods: list[Pod], *, now: datetime, backoff_base_s: float) -> Plan:
     """Which pods to start: each index without a success or an active pod, up to
-    `parallelism` active at once, after the backoff that follows a failure."""
+    `parallelism` active at once, after the backoff that follows a failure; none for a job
+    that never had one and is past its start deadline."""
+    if not pods and spec.start_by is not None and now > spec.start_by:
+        return Plan(start=[], retry_at=None)
     active = [p for p in pods if p.active]
     room = spec.parallelism - len(active)
     done = succeeded_indexes(pods)

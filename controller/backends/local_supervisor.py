@@ -34,6 +34,7 @@ from kubetask.controller.backends import shim
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local_folders import (
     JobFolders,
+    PodStop,
     read_json,
     write_json,
     write_whole,
@@ -166,10 +167,19 @@ class Supervisor:
     def watches(self, pod_dir: Path) -> bool:
         return pod_dir in self._live
 
-    def spawn(self, spec: TaskSpec, index: int, attempt: int, *, now: datetime) -> None:
-        """Start one pod: its folder, then its supervisor (which starts the task): asked of
-        its image's zygote, which answers later, or else started plainly now."""
-        pod_dir = self._folders.new_pod_dir(spec.job_id, index, attempt, now=now)
+    def spawn(
+        self,
+        spec: TaskSpec,
+        index: int,
+        attempt: int,
+        *,
+        now: datetime,
+        stop: PodStop | None = None,
+    ) -> None:
+        """Start one pod: its folder (with the `stop` its supervisor keeps by itself), then its
+        supervisor (which starts the task): asked of its image's zygote, which answers
+        later, or else started plainly now."""
+        pod_dir = self._folders.new_pod_dir(spec.job_id, index, attempt, now=now, stop=stop)
         try:
             environment = self._environment(spec, pod_dir, index)
         except OSError:  # nothing started: no pod (and no attempt used up)

@@ -6,8 +6,10 @@ It runs in its own session, so the controller may stop or crash while the task g
 It starts the task in a process group of its own (stdout and stderr to `output.log`), says
 "started" on its stdout for whoever listens, and records the exit in `exit.json` for the
 controller to read later. On SIGTERM it passes SIGTERM to the task's group and, after the
-grace period, SIGKILL. When the task ends, anything left in its group is killed: no orphans.
-Standard library only, so it starts fast. A zygote (zygote.py) plays this part itself for
+grace period, SIGKILL; so it does by itself at the job's deadline (`pod.json`'s `stop_at`),
+as a kubelet keeps a pod's active deadline, whether a controller runs then or not. When
+the task ends, anything left in its group is killed: no orphans. Standard library only, so
+it starts fast. A zygote (zygote.py) plays this part itself for
 the tasks it forks (`record_fork`, `record_exit`).
 """
 
@@ -127,6 +129,16 @@ def record_stop(pod_dir: Path, kill_at: float) -> None:
     _write_json(pod_dir / "stop.json", {"kill_at": kill_at})
 
 
+def read_pod_stop(pod_dir: Path) -> tuple[float, float] | None:
+    """When the supervisor stops the pod's task by itself (the job's deadline, seconds since
+    the epoch) and the grace it then gives it, from `pod.json`; None: no deadline."""
+    try:
+        made = json.loads((pod_dir / "pod.json").read_text())
+        return float(made["stop_at"]), float(made["grace_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_stop(pod_dir: Path) -> float | None:
     """When the task of the pod is to be killed (`record_stop`); None: not asked."""
     try:
@@ -179,6 +191,13 @@ def supervise(pod_dir: Path, grace_s: float, start: StartTask) -> int:
     _write_json(pod_dir / "started.json", {"pid": task, "started_at": _now()})
     if asked_to_stop:
         terminate(signal.SIGTERM, None)
+    stop = read_pod_stop(pod_dir)
+    if stop is not None:  # the job's deadline, kept with or without a controller
+        deadline = threading.Timer(
+            max(stop[0] - time.time(), 0.0), terminate, (signal.SIGTERM, None)
+        )
+        deadline.daemon = True
+        deadline.start()
     with contextlib.suppress(OSError):  # nobody listens (the controller restarted): fine
         sys.stdout.write("started\n")
         sys.stdout.flush()

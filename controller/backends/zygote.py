@@ -23,7 +23,8 @@ running, never lost (a lost pod is started again, and this task ran to its end).
 controller signals the task's group itself (SIGTERM, SIGKILL after the grace), and writes
 when the SIGKILL is due in the pod's folder (`shim.record_stop`): while it has tasks, the
 zygote looks every STOP_CHECK_S and kills an overdue one itself, so a cancel holds even if
-the controller is gone by then.
+the controller is gone by then; so does the job's deadline (`pod.json`'s `stop_at`): the
+zygote SIGTERMs a task past it, and SIGKILLs it after the grace, as a kubelet would.
 
 The zygote outlives its controller: once the controller hangs up (it stopped, or was
 killed) it takes no more requests, goes on recording its tasks' exits and exits after the
@@ -266,6 +267,8 @@ class Pod:
     stdout: int
     kill_at: float | None = None  # when it is to be SIGKILLed (the controller asked)
     killed: bool = False
+    stop: tuple[float, float] | None = None  # the job's deadline and grace (`pod.json`)
+    stopped: bool = False  # SIGTERMed at that deadline
     exit: dict[str, object] | None = None  # how it ended, once reaped, until recorded
     retrying: bool = False  # its exit could not be recorded at the first try
 
@@ -315,12 +318,20 @@ class Supervisor:
             self.record_ended()
 
     def kill_overdue(self) -> None:
-        """SIGKILL each task whose grace after a cancel is over (`shim.record_stop`)."""
+        """SIGTERM each task past the job's deadline (as a kubelet keeps a pod's active
+        deadline, with or without a controller), and SIGKILL each whose grace after that or
+        after a cancel is over (`shim.record_stop`)."""
         now = time.time()
         for pid, pod in self.pods.items():
+            if pod.stop is not None and now >= pod.stop[0] and not pod.stopped:
+                pod.stopped = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
             if pod.kill_at is None:
                 pod.kill_at = shim.read_stop(pod.pod_dir)
-            if pod.kill_at is not None and now >= pod.kill_at and not pod.killed:
+            after_deadline = sum(pod.stop) if pod.stopped and pod.stop else None
+            due = min((t for t in (pod.kill_at, after_deadline) if t is not None), default=None)
+            if due is not None and now >= due and not pod.killed:
                 pod.killed = True  # (not reaped yet: its group is still its own)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
@@ -394,7 +405,7 @@ class Supervisor:
             (stdout,) = fds
             pid = self._start(request, message, stdout)
             fds = []
-            self.pods[pid] = Pod(request.pod_dir, stdout)
+            self.pods[pid] = Pod(request.pod_dir, stdout, stop=shim.read_pod_stop(request.pod_dir))
             with contextlib.suppress(OSError):  # no folder: the child cannot start either
                 shim.record_fork(request.pod_dir, pid)  # while the child makes ready
                 os.write(stdout, b"started\n")  # (or nobody listens: the controller is gone)

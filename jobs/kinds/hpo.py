@@ -7,8 +7,9 @@ and they stop together once `n_trials` trials exist in total; a worker waits for
 it is away (restarting). A worker that dies loses nothing but its running trial: when it
 comes back (a retry of its index) it marks that trial failed and goes on. Its keys expire
 with the job's outcome (7 days after a worker's end), and go with the job's record (expiry,
-purge) if that comes first, a stopped worker's too. Without a Redis URL (`python -m kubetask.jobs hpo` by hand) the study is in memory. The machinery, shared with
-`nas`, is in `kubetask.jobs.kinds.ml.search`.
+purge) if that comes first, a stopped worker's too. Without a Redis URL (`python -m
+kubetask.jobs hpo` by hand) the study is in memory. The machinery, shared with `nas`, is in
+`kubetask.jobs.kinds.ml.search`.
 
 Each finished trial is a progress event (`stage="trial"`: trial, state, value, best_value,
 complete, pruned, failed). Each worker's result holds the study's best params and value at

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from pydantic import JsonValue
 from kubetask import eventlog, keys
 from kubetask.controller.redis_server import RedisServer, free_port
 from kubetask.jobs.publisher import OUTCOME_TTL_S, RedisPublisher
-from tests.integration.task_process import run_task, task_command
+from tests.integration.task_process import finish, run_task, start_task, task_command
 
 NOT_IN_A_TASK = (
     "redis",
@@ -210,3 +213,30 @@ def test_a_failed_tasks_log_ends_in_one_line_saying_how_it_ended(
     assert run.exit_code == code
     assert lines[-1] == f"task failed, exit code {code}: {last}"
     assert lines.count(last) <= 1, lines  # the traceback's line, if any; no repeat of it
+
+
+def test_a_second_sigterm_changes_nothing_the_first_did_not(tmp_path: Path) -> None:
+    """A deadline and a cancel at once, or the supervisor and the controller each: the
+    task stops once, 143, its outcome written, one traceback-free line saying so."""
+    process, log = start_task(
+        "noop", {"steps": 200, "step_s": 0.05}, job_id="00000sigterm2", root=tmp_path
+    )
+    time.sleep(1.5)  # its work under way
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    run = finish(process, log)
+    assert run.exit_code == 143
+    assert run.outcome["error"]["type"] == "TaskTerminated"
+    assert run.stderr.count("Traceback") == 0, run.stderr
+
+
+def test_a_server_that_hangs_holds_the_outcome_one_try_only() -> None:
+    """Its answer never comes: the task's exit (and its slot) waits one timeout, not three."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        publisher = RedisPublisher(f"redis://127.0.0.1:{port}/0", job_id="j")
+        started = time.monotonic()
+        assert not publisher.put_outcome("{}", index=0)
+        assert time.monotonic() - started < 4  # one 2 s try (three took ~7 s)
+        publisher.close()

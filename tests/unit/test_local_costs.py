@@ -21,7 +21,7 @@ from kubetask import env
 from kubetask.controller.backends import local
 from kubetask.controller.backends.base import TaskSpec
 from kubetask.controller.backends.local import LocalBackend
-from kubetask.controller.backends.local_folders import JobFolders, write_json
+from kubetask.controller.backends.local_folders import JobFolders, PodStop, write_json
 from kubetask.controller.backends.local_queue import WaitQueue
 from kubetask.controller.clock import Clock, utcnow
 
@@ -73,8 +73,16 @@ class FakeSupervisor:
     def watches(self, pod_dir: Path) -> bool:
         return pod_dir in self.live
 
-    def spawn(self, spec: TaskSpec, index: int, attempt: int, *, now: datetime) -> None:
-        pod_dir = self._folders.new_pod_dir(spec.job_id, index, attempt, now=now)
+    def spawn(
+        self,
+        spec: TaskSpec,
+        index: int,
+        attempt: int,
+        *,
+        now: datetime,
+        stop: PodStop | None = None,
+    ) -> None:
+        pod_dir = self._folders.new_pod_dir(spec.job_id, index, attempt, now=now, stop=stop)
         self.live[pod_dir] = spec.job_id
         self.started.append(spec.job_id)
 

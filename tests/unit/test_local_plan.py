@@ -12,6 +12,7 @@ from kubetask.controller.backends.local_plan import (
     MAX_BACKOFF_S,
     Pod,
     backoff_s,
+    deadline,
     observe,
     plan_pods,
     terminal_condition,
@@ -31,6 +32,7 @@ def spec(
     timeout_s: int | None = None,
     completions: int = 1,
     parallelism: int = 1,
+    start_by: datetime | None = None,
 ) -> TaskSpec:
     return TaskSpec(
         job_id="0000000000abcdef",
@@ -42,6 +44,7 @@ def spec(
         timeout_s=timeout_s,
         completions=completions,
         parallelism=parallelism,
+        start_by=start_by,
     )
 
 
@@ -125,6 +128,40 @@ def test_deadline_passed_fails_with_deadline_exceeded() -> None:
     cond = terminal_condition(spec(timeout_s=10), [running(created=0)], at(10))
     assert cond is not None
     assert (cond.type, cond.reason) == ("Failed", "DeadlineExceeded")
+
+
+@pytest.mark.parametrize(
+    ("code", "retries"), [(env.EXIT_OK, 0), (1, 0), (env.EXIT_INVALID_PARAMS, 3), (143, 0)]
+)
+def test_an_exit_after_the_deadline_decides_only_that_it_passed(code: int, retries: int) -> None:
+    """No controller watched when the deadline passed (it was down): the task ran on and
+    ended after it. What happened first decides: the deadline, dated by that exit."""
+    late = terminal_condition(
+        spec(timeout_s=3, retries=retries), [exited(code, finished=8)], at(20)
+    )
+    assert late is not None
+    assert (late.type, late.reason, late.at) == ("Failed", "DeadlineExceeded", at(8))
+    in_time = terminal_condition(
+        spec(timeout_s=10, retries=retries), [exited(code, finished=8)], at(20)
+    )
+    assert in_time is not None
+    assert in_time.reason != "DeadlineExceeded"
+
+
+def test_a_job_past_its_start_deadline_before_any_pod_gets_none() -> None:
+    late = spec(start_by=at(5))
+    assert plan_pods(late, [], now=at(6), backoff_base_s=1).start == []
+    assert plan_pods(late, [], now=at(4), backoff_base_s=1).start == [(0, 1)]
+    retried = [exited(1, finished=2)]  # it ran once: the start deadline is behind it
+    assert plan_pods(
+        spec(retries=1, start_by=at(5)), retried, now=at(9), backoff_base_s=1
+    ).start == [(0, 2)]
+
+
+def test_the_first_pod_carries_the_deadline_from_its_own_making() -> None:
+    assert deadline(spec(timeout_s=10), [], now=at(4)) == at(14)
+    assert deadline(spec(timeout_s=10), [running(created=1)], now=at(4)) == at(11)
+    assert deadline(spec(), [], now=at(4)) is None
 
 
 def test_a_condition_is_dated_by_the_exit_that_decided_it_not_when_it_was_seen() -> None:
