@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.routing import BaseRoute
 
 from kubetask.api import problems, url
+from kubetask.api.auth import document_bearer
+from kubetask.api.deps import get_principal
 from kubetask.api.head import HeadAsGet
 from kubetask.api.hosts import LocalHostsOnly
 from kubetask.api.limits import BodySizeLimit
@@ -59,4 +65,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(docs.router)
     app.state.metrics = app_metrics
+    _document_tokens(app)
     return app
+
+
+def _document_tokens(app: FastAPI) -> None:
+    """The spec names the bearer token on each operation that reads one."""
+    built = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_bearer(built(), _token_operations(app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _token_operations(routes: Sequence[BaseRoute]) -> Iterator[tuple[str, str]]:
+    """(path, method) of each operation in the spec that asks who is calling."""
+    for route in iter_route_contexts(routes):
+        path, api_route = route.path_format, isinstance(route.original_route, APIRoute)
+        if path and api_route and route.include_in_schema and _asks(route.dependant):
+            yield from ((path, method.lower()) for method in route.methods or ())
+
+
+def _asks(dependant: Dependant) -> bool:
+    return dependant.call is get_principal or any(map(_asks, dependant.dependencies))

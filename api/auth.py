@@ -8,7 +8,8 @@ is read again when it changes (a rotated Secret needs no restart); a file that f
 load keeps the last good table in service. Without a tokens file every caller is an admin
 of the tenant "default": the zero-config local mode, served on loopback only.
 
-Pure but for `TokenFile`, which reads the file.
+Pure but for `TokenFile`, which reads the file. `document_bearer` puts the token in the
+OpenAPI spec (its Authorize button in /docs, and generated clients, need it there).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import hashlib
 import hmac
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -149,6 +152,25 @@ def challenge(*, token_given: bool) -> str:
     if token_given:
         return f'Bearer realm="{REALM}", error="invalid_token"'
     return f'Bearer realm="{REALM}"'
+
+
+BEARER_SCHEME = "bearer"  # its name in the OpenAPI spec's securitySchemes
+
+
+def document_bearer(spec: dict[str, Any], operations: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """`spec` with the bearer token as a security scheme and on each of `operations` (path,
+    method), optional there: one spec serves both modes, and without a tokens file no
+    token is read."""
+    schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token of the server's tokens file (KUBETASK_TOKENS_FILE). "
+        "A server without one (the local mode) reads none: every caller is its admin.",
+    }
+    for path, method in operations:
+        spec["paths"][path][method]["security"] = [{BEARER_SCHEME: []}, {}]
+    return spec
 
 
 class TokenFile:

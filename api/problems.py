@@ -206,15 +206,15 @@ def _located(loc: tuple[str | int, ...]) -> list[str | int]:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (for the Allow header of a 405)."""
+    """Every method some route serves at this path (for the Allow header of a 405); HEAD
+    wherever GET is (api/head.py answers it)."""
     routes = request.app.router.routes
-    return [
-        method
-        for method in _METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
-        )
-    ]
+
+    def served(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+    return [m for m in _METHODS if served(m) or (m == "HEAD" and served("GET"))]
 
 
 def document_problems(spec: dict[str, Any]) -> dict[str, Any]:

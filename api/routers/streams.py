@@ -127,8 +127,9 @@ async def job_ws(websocket: WebSocket, job_id: str, since: str | None = None) ->
     """The same events as JSON text messages; closes (1000) after the terminal state, at
     once when `since` is at or past it, with 1001 (going away) when the server shuts
     down, and with 4401 once its token no longer grants it (revoked). Refused before the
-    handshake completes: with the HTTP answer (400, 401, 404, 429 problem details) where
-    the server can send one, else by closing with 4400, 4401, 4404 or 4429."""
+    handshake completes: with the HTTP answer (400, 401, 404, 429 problem details; 422 for
+    `since` given twice or a query parameter it does not take, api/url.py) where the
+    server can send one, else by closing with 4400, 4401, 4404 or 4429."""
     runtime = runtime_of(websocket)
     opened = await _open_ws(websocket, job_id, since, runtime)
     if opened is None:

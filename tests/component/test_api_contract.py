@@ -242,7 +242,7 @@ def test_list_filters_newest_first_and_pages_with_a_cursor(api: ApiServer) -> No
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": 0}, {"limit": 201}, {"label": "nokey"}, {"state": "asleep"}, {"cursor": "zz"}],
+    [{"limit": 0}, {"limit": "many"}, {"label": "nokey"}, {"state": "asleep"}, {"cursor": "zz"}],
 )
 def test_list_rejects_bad_queries(api: ApiServer, params: dict[str, object]) -> None:
     response = api.client.get("/v1/jobs", params=params)  # type: ignore[arg-type]

@@ -342,9 +342,9 @@ def test_a_job_without_a_deadline_gets_the_largest_and_pages_are_capped(
 ) -> None:
     rendered = as_["a"].post("/v1/jobs", params={"dry_run": "true"}, json={"kind": "noop"})
     assert rendered.json()["request"]["timeout_s"] == 600
-    too_big = as_["a"].get("/v1/jobs", params={"limit": "21"})
-    assert too_big.status_code == 422
-    assert [e["field"] for e in too_big.json()["errors"]] == ["limit"]
+    capped = as_["a"].get("/v1/jobs", params={"limit": "21"})  # served as the most, 20
+    assert capped.status_code == 200, capped.text
+    assert len(capped.json()["items"]) <= 20
 
 
 # -- the SDK and the CLI carry the token -----------------------------------------------------
