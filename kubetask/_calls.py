@@ -18,7 +18,16 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
-from kubetask.errors import ApiError, FieldError, InvalidRequest, InvalidToken, error_from
+from kubetask.errors import (
+    ApiError,
+    FieldError,
+    InvalidRequest,
+    InvalidServerUrl,
+    InvalidToken,
+    NotKubetaskApi,
+    error_from,
+    retry_after_seconds,
+)
 from kubetask.models import (
     RECEIVED,
     Artifact,
@@ -40,6 +49,8 @@ URL_ENV = "KUBETASK_URL"
 TOKEN_ENV = "KUBETASK_TOKEN"
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+API_PREFIX = "/v1"
+EXCERPT_CHARS = 60
 
 _KINDS: TypeAdapter[list[KindInfo]] = TypeAdapter(list[KindInfo])
 _OBJECT: TypeAdapter[dict[str, JsonValue]] = TypeAdapter(dict[str, JsonValue])
@@ -62,8 +73,19 @@ class JobOptions(TypedDict, total=False):
 
 
 def base_url(explicit: str | None) -> str:
-    """The server: as given, else `KUBETASK_URL`, else the embedded default."""
-    return (explicit or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+    """The server: as given, else `KUBETASK_URL`, else the embedded default; the API's own
+    address as the server prints it (`http://host:8000/v1`) names the server too.
+    `InvalidServerUrl`, before anything is sent, for one that is not an http(s) URL."""
+    source = "the server URL" if explicit else URL_ENV
+    given = explicit or os.environ.get(URL_ENV) or DEFAULT_URL
+    url = given.rstrip("/").removesuffix(API_PREFIX).rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidServerUrl(source, given, str(exc)) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidServerUrl(source, given, "it needs http:// or https:// and a host")
+    return url
 
 
 def is_header_token(token: str) -> bool:
@@ -152,24 +174,59 @@ class Call(Generic[T]):
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def check(response: httpx.Response) -> None:
-    """Raise the matching `ApiError` for an error answer (its body must have been read)."""
-    if not response.is_error:
-        return
-    raise api_error(response)
+def answer(response: httpx.Response, parse: Callable[[httpx.Response], T]) -> T:
+    """What `parse` reads from a successful answer; the matching `ApiError` for an error
+    answer, and `NotKubetaskApi` for one that is not kubetask's API (a proxy's page, a
+    redirect, another server's JSON)."""
+    if response.is_error:
+        raise api_error(response)
+    try:
+        return parse(response)
+    except ValueError:  # pydantic's ValidationError is one
+        raise not_kubetask(response) from None
 
 
 def api_error(response: httpx.Response) -> ApiError:
+    """The error for an error answer (its body must have been read): typed from its problem
+    document, or `NotKubetaskApi` when the body is not JSON."""
     try:
         body: JsonValue = response.json()
     except ValueError:
-        body = None
+        return not_kubetask(response)
     return error_from(
         response.status_code,
         body,
         text=response.text,
         retry_after=response.headers.get("retry-after"),
     )
+
+
+def not_kubetask(response: httpx.Response) -> NotKubetaskApi:
+    """An answer that is not kubetask's, told in one line: who answered which request, with
+    what status, and what came."""
+    url = response.request.url
+    return NotKubetaskApi(
+        response.status_code,
+        response.reason_phrase,
+        _what_came(response),
+        server=f"{url.scheme}://{url.netloc.decode('ascii')}",
+        request_line=f"{response.request.method} {url.raw_path.decode('ascii')}",
+        retry_after_s=retry_after_seconds(response.headers.get("retry-after")),
+    )
+
+
+def _what_came(response: httpx.Response) -> str:
+    """Where a redirect leads, else the content type and the start of the body."""
+    location = response.headers.get("location")
+    if response.is_redirect and location is not None:
+        return f"a redirect to {location}"
+    content_type = response.headers.get("content-type", "no content type")
+    excerpt = " ".join(response.text.split())  # one line
+    if not excerpt:
+        return f"{content_type}, an empty body"
+    if len(excerpt) > EXCERPT_CHARS:
+        excerpt = excerpt[: EXCERPT_CHARS - 1] + "…"
+    return f"{content_type}: {excerpt}"
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:

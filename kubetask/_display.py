@@ -1,4 +1,5 @@
-"""How the CLI shows jobs: states in colour, durations, the job table, one job's summary.
+"""How the CLI shows jobs: states in colour, durations, the job table, one job's summary,
+and the console that prints them to a terminal or a pipe.
 
 Pure renderers: each takes the data (and `now`) and returns rich renderables or text. Text
 that comes from the server goes through `terminal_safe` first, so that a job's message can
@@ -13,12 +14,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from pydantic import JsonValue
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from kubetask._live_line import count_text, percent_text
 from kubetask.models import JobState, JobView, KindInfo, ProgressEvent
+
+PIPED_WIDTH = 1_000_000  # piped, no line is ever this long: none is wrapped
 
 STATE_STYLES = {
     JobState.QUEUED: "cyan",
@@ -31,6 +34,37 @@ STATE_STYLES = {
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 but tab and newline
+_LINE_END_SPACES = re.compile(r" +$", re.MULTILINE)
+
+
+class PipeAwareConsole(Console):
+    """rich's console, for a terminal or a pipe. Piped, a line is never wrapped (a script or
+    a log gets each message on one line, whatever $COLUMNS says) and `show` drops the spaces
+    that pad a table's cells; a closed stream is a `BrokenPipeError` for the CLI to end the
+    command with, not rich's own exit 1 (which says "job failed" here)."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        super().__init__(stderr=stderr)
+        if not self.is_terminal:
+            self.width = PIPED_WIDTH
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+    def show(self, renderable: RenderableType) -> None:
+        """Print `renderable` (a table); piped, its lines without trailing spaces."""
+        if self.is_terminal:
+            self.print(renderable)
+            return
+        with self.capture() as captured:
+            self.print(renderable)
+        self.out(unpadded(captured.get()), end="", highlight=False)
+
+
+def unpadded(text: str) -> str:
+    """`text` without the spaces at the end of its lines."""
+    return _LINE_END_SPACES.sub("", text)
 
 
 def terminal_safe(text: str) -> str:

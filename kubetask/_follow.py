@@ -37,10 +37,16 @@ EXIT_FOR_STATE = {
 
 
 def follow(
-    console: Console, handle: JobHandle, *, timeout: float | None, server: str | None
+    console: Console,
+    handle: JobHandle,
+    *,
+    notes: Console,
+    timeout: float | None,
+    server: str | None,
 ) -> ExitCode:
-    """Show a job live until it ends; its exit code. Ctrl-C stops watching, not the job,
-    and says how to watch it again or cancel it."""
+    """Show a job live until it ends (notes on the stream, such as a reconnect, on `notes`);
+    its exit code. Ctrl-C stops watching, not the job, and says how to watch it again or
+    cancel it."""
     view = handle.view()
     title = f"{view.kind}" + (f" {view.name}" if view.name else "")
     header = Text("job ")  # Text, never markup: a name such as "[red]x" shows as it is
@@ -49,7 +55,7 @@ def follow(
     console.print(header, _display.state_text(view.state))
     if not view.state.terminal:
         try:
-            with LiveWatch(console) as live:
+            with LiveWatch(console, notes=notes) as live:
                 try:
                     for event in handle.events(timeout=timeout, on_reconnect=live.reconnecting):
                         live.update(event)

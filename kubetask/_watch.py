@@ -1,8 +1,8 @@
 """`kubetask watch`: a live line for the job (its stage, a bar and percentage of the whole
 job, the stage's own count, the job's ETA, then message and metrics in what width is left),
 one more per worker of an Indexed job (its own fraction), state changes as lines above them,
-a note when the stream is resumed after a dropped connection, and a last frame that says how
-it ended.
+a note on stderr when the stream is resumed after a dropped connection, and a last frame that
+says how it ended.
 
 Events only change what is shown; the lines are drawn at a steady rate (REFRESH_PER_SECOND),
 each from `_live_line.layout` at the terminal's width, so a burst of events never makes them
@@ -103,8 +103,15 @@ class LiveWatch:
     """Shows a job's events as they come; use as a context manager around the stream, and
     call `finish` with how it ended (a job state, or INTERRUPTED) before leaving it."""
 
-    def __init__(self, console: Console, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        console: Console,
+        *,
+        notes: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.console = console
+        self.notes = console if notes is None else notes
         self._clock = clock
         self._bars: dict[int | None, Bar] = {}
         self._etas: dict[int | None, Eta] = {}
@@ -152,8 +159,11 @@ class LiveWatch:
         self.note(f"connection lost ({reason}); resuming after event {last_seq}")
 
     def note(self, message: str) -> None:
-        """A line above the bars (plain text, never markup)."""
-        self.console.print(Text(terminal_safe(message), style="yellow"))
+        """A line (plain text, never markup) on `notes`; above the bars where both are one
+        screen (printed there, it would break their redrawing in place)."""
+        line = Text(terminal_safe(message), style="yellow")
+        same_screen = self.console.is_terminal and self.notes.is_terminal
+        (self.console if same_screen else self.notes).print(line)
 
     def lines(self, width: int) -> list[Text]:
         """The bars as of now, laid out for `width` cells."""

@@ -71,8 +71,7 @@ class AsyncClient:
             )
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
-        _calls.check(response)
-        return call.parse(response)
+        return _calls.answer(response, call.parse)
 
     async def _download(
         self, url: str, write: Callable[[bytes], object], on_progress: OnProgress | None
@@ -262,8 +261,7 @@ class AsyncClient:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
         finally:
             await asyncio.to_thread(file.close)
-        _calls.check(response)
-        return _calls.uploaded(response)
+        return _calls.answer(response, _calls.uploaded)
 
     async def uploads(self, prefix: str | None = None) -> builtins.list[Artifact]:
         """The caller's uploads (paths relative to their area), only under `prefix` if given."""

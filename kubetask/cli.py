@@ -5,7 +5,7 @@ token from `--token` or `KUBETASK_TOKEN`. Errors are one line on stderr. Exit co
 scripts can tell outcomes apart (`submit --wait`, `watch`):
 
     0 succeeded   1 failed   2 usage error   3 cancelled   4 API or connection error
-    5 --timeout reached   130 interrupted
+    5 --timeout reached   130 interrupted   141 stdout closed by its reader
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Annotated, ParamSpec
 import typer
 import yaml
 from pydantic import JsonValue
-from rich.console import Console
 from rich.text import Text
 
 from kubetask import _cli_args, _cli_artifacts, _display
@@ -32,9 +31,10 @@ from kubetask._calls import TOKEN_ENV, URL_ENV
 from kubetask._cli_app import Command, Group, Shell, completion_script
 from kubetask._follow import ExitCode, follow
 from kubetask._suggest import did_you_mean
-from kubetask.client import Client
+from kubetask.client import Client, JobHandle
 from kubetask.errors import (
     InvalidRequest,
+    InvalidServerUrl,
     InvalidToken,
     KubetaskError,
     Unauthorized,
@@ -63,7 +63,8 @@ class ListOutput(StrEnum):
 app = typer.Typer(
     name="kubetask",
     help="Submit, follow and manage kubetask jobs. Exit codes: 0 succeeded, 1 failed, "
-    "2 usage error, 3 cancelled, 4 API or connection error, 5 timeout, 130 interrupted.",
+    "2 usage error, 3 cancelled, 4 API or connection error, 5 timeout, 130 interrupted, "
+    "141 stdout closed.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -115,23 +116,18 @@ ParamOpt = Annotated[
 ]
 
 
-class PipeAwareConsole(Console):
-    """rich's console, but a closed stdout is a `BrokenPipeError` for `_guarded` to end the
-    command with, not rich's own exit 1 (which says "job failed" here)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
-
-
 @dataclass
 class Session:
-    """What one invocation shares: the server, and consoles for output and messages."""
+    """What one invocation shares: the server, and consoles for output and for notes."""
 
     server: str | None = None
+    server_source: str = "--server"  # what an invalid URL's message names
     token: str | None = None
     token_source: str = "--token"  # what an invalid token's message names
-    out: Console = field(default_factory=PipeAwareConsole)
+    out: _display.PipeAwareConsole = field(default_factory=_display.PipeAwareConsole)
+    notes: _display.PipeAwareConsole = field(
+        default_factory=lambda: _display.PipeAwareConsole(stderr=True)
+    )
     _client: Client | None = None
 
     def client(self, server: str | None = None) -> Client:
@@ -140,6 +136,9 @@ class Session:
                 self._client = Client(server or self.server, token=self.token)
             except InvalidToken:
                 raise InvalidToken(self.token_source) from None
+            except InvalidServerUrl as exc:
+                source = "--server" if server else self.server_source
+                raise InvalidServerUrl(source, exc.url, exc.reason) from None
         return self._client
 
     def close(self) -> None:
@@ -162,7 +161,7 @@ def _guarded(command: Callable[P, None]) -> Callable[P, None]:
             command(*args, **kwargs)
         except _cli_args.ArgumentError as exc:
             raise typer.BadParameter(str(exc)) from None
-        except InvalidToken as exc:
+        except (InvalidToken, InvalidServerUrl) as exc:
             _error(str(exc))
             raise typer.Exit(ExitCode.USAGE) from None
         except WaitTimeout as exc:
@@ -203,10 +202,19 @@ def main(
         str | None, typer.Option("--token", envvar=TOKEN_ENV, help="Bearer token.")
     ] = None,
 ) -> None:
-    from_env = token is not None and token == os.environ.get(TOKEN_ENV)
-    session = Session(server=server, token=token, token_source=TOKEN_ENV if from_env else "--token")
+    session = Session(
+        server=server,
+        server_source=URL_ENV if _from_env(server, URL_ENV) else "--server",
+        token=token,
+        token_source=TOKEN_ENV if _from_env(token, TOKEN_ENV) else "--token",
+    )
     ctx.obj = session
     ctx.call_on_close(session.close)
+
+
+def _from_env(value: str | None, name: str) -> bool:
+    """Whether an option's value came from its environment variable (as far as can be told)."""
+    return value is not None and value == os.environ.get(name)
 
 
 def _now() -> datetime:
@@ -324,7 +332,7 @@ def submit(
     if not wait:
         typer.echo(handle.id)
         return
-    raise typer.Exit(follow(session.out, handle, timeout=timeout, server=server or session.server))
+    raise typer.Exit(_follow_job(session, handle, timeout, server))
 
 
 def _explain_invalid(client: Client, body: dict[str, JsonValue], exc: InvalidRequest) -> None:
@@ -352,7 +360,15 @@ def watch(
     """Follow a job live (progress bar, stage, metrics, ETA) until it ends."""
     session = _session(ctx)
     handle = session.client(server).job(job_id)
-    raise typer.Exit(follow(session.out, handle, timeout=timeout, server=server or session.server))
+    raise typer.Exit(_follow_job(session, handle, timeout, server))
+
+
+def _follow_job(
+    session: Session, handle: JobHandle, timeout: float | None, server: str | None
+) -> ExitCode:
+    """`follow` the job, its notes on the session's stderr; the exit code that says its end."""
+    where = server or session.server
+    return follow(session.out, handle, notes=session.notes, timeout=timeout, server=where)
 
 
 @command()
@@ -367,7 +383,7 @@ def get(
     session = _session(ctx)
     view = session.client(server).get(job_id)
     if output is Output.TEXT:
-        session.out.print(_display.summary(view, _now()))
+        session.out.show(_display.summary(view, _now()))
     else:
         _print_data(view.model_dump(mode="json"), output)
 
@@ -440,7 +456,7 @@ def kinds(ctx: typer.Context, output: OutputOpt = Output.TEXT, server: ServerOpt
     session = _session(ctx)
     infos = session.client(server).kinds()
     if output is Output.TEXT:
-        session.out.print(_display.kinds_table(infos))
+        session.out.show(_display.kinds_table(infos))
     else:
         _print_data([k.model_dump(mode="json") for k in infos], output)
 

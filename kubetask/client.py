@@ -72,8 +72,7 @@ class Client:
             )
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
-        _calls.check(response)
-        return call.parse(response)
+        return _calls.answer(response, call.parse)
 
     def _download(
         self, url: str, write: Callable[[bytes], object], on_progress: OnProgress | None
@@ -259,8 +258,7 @@ class Client:
                 response = self._live().put(url, content=body, headers=_calls.upload_headers(size))
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _calls.unreachable_reason(exc)) from exc
-        _calls.check(response)
-        return _calls.uploaded(response)
+        return _calls.answer(response, _calls.uploaded)
 
     def uploads(self, prefix: str | None = None) -> builtins.list[Artifact]:
         """The caller's uploads (paths relative to their area), only under `prefix` if given."""

@@ -1,7 +1,8 @@
 """The SDK's errors: one type per failure a caller can act on.
 
 API errors come from RFC 9457 problem details (`application/problem+json`); `error_from`
-turns a status and a decoded body into the matching type. Pure: no I/O here.
+turns a status and a decoded body into the matching type, and an answer that is not the API's
+(a proxy's page) is `NotKubetaskApi`. Pure: no I/O here.
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ class InvalidToken(KubetaskError, ValueError):
             f"{source} is not a valid bearer token (it must be printable ASCII, no spaces)"
         )
         self.source = source
+
+
+class InvalidServerUrl(KubetaskError, ValueError):
+    """The server's URL is not one to send requests to (it needs http:// or https:// and a
+    host); `source` names where it came from. Nothing was sent."""
+
+    def __init__(self, source: str, url: str, reason: str) -> None:
+        super().__init__(
+            f"{source} {url!r} is not a server URL: {reason} (e.g. http://127.0.0.1:8000)"
+        )
+        self.source = source
+        self.url = url
+        self.reason = reason
 
 
 class StreamLost(KubetaskError):
@@ -153,6 +167,34 @@ class ServiceUnavailable(ApiError):
     """The server cannot serve now (503); try again later."""
 
 
+class NotKubetaskApi(ApiError):
+    """The server answered something that is not kubetask's API (a proxy's or another
+    server's page, a redirect): most often a wrong server URL. `status` is the answer's, so
+    a proxy's 502 or 503 is waited through as the API's own would be; `detail` says what came
+    (its content type and a short excerpt)."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        *,
+        server: str,
+        request_line: str,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.server = server
+        self.request_line = request_line  # `GET /v1/jobs/abc`
+        super().__init__(status, reason, detail, retry_after_s=retry_after_s)
+
+    def summary(self) -> str:
+        answer = f"{self.status} {self.title}".rstrip()
+        return (
+            f"the server at {self.server} answered {self.request_line} with {answer}, "
+            f"not kubetask's API ({self.detail})"
+        )
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidRequest,
     401: Unauthorized,
@@ -182,11 +224,17 @@ def error_from(
     cls = _BY_STATUS.get(status, ApiError)
     message = detail if isinstance(detail, str) else text.strip()[:200]
     return cls(
-        status, title, message, errors=errors, body=problem, retry_after_s=_seconds(retry_after)
+        status,
+        title,
+        message,
+        errors=errors,
+        body=problem,
+        retry_after_s=retry_after_seconds(retry_after),
     )
 
 
-def _seconds(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header's seconds (None for none, or for an HTTP date)."""
     try:
         return float(value) if value is not None else None
     except ValueError:

@@ -98,8 +98,8 @@ def test_watch_resumes_when_the_connection_drops(api: ApiServer) -> None:
         watched = kt(proxy.base_url, "watch", job_id)
         cutter.join()
     assert watched.exit_code == 0, watched.output
-    assert "connection lost" in watched.stdout
-    assert "resuming after event" in watched.stdout
+    assert "connection lost" in watched.stderr
+    assert "resuming after event" in watched.stderr
     assert "succeeded" in watched.stdout
     assert any("last-event-id" in r.headers for r in proxy.requests)
 
