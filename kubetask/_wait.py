@@ -50,6 +50,9 @@ class Deadline:
 
     @classmethod
     def start(cls, job_id: str, timeout: float | None, clock: Clock = time.monotonic) -> Deadline:
+        """`ValueError` for a timeout that is no number of seconds (NaN, below 0)."""
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout: {timeout!r} is not a number of seconds (0 or more)")
         return cls(job_id, timeout, clock(), clock)
 
     def remaining(self) -> float | None:

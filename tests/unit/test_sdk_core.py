@@ -170,6 +170,13 @@ def test_a_deadline_ends_waiting_with_a_timeout_error() -> None:
     assert isinstance(caught.value, WaitTimeout)
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0, -0.001])
+def test_a_wait_timeout_that_is_no_number_of_seconds_is_refused(timeout: float) -> None:
+    with pytest.raises(ValueError, match="is not a number of seconds"):
+        Waiter("j", timeout, raise_on_failure=False, poll_s=1)
+    Waiter("j", 0, raise_on_failure=False, poll_s=1)  # look once: a timeout at once
+
+
 def test_problem_details_become_typed_errors_with_fields() -> None:
     body: dict[str, JsonValue] = {
         "status": 422,
