@@ -184,7 +184,10 @@ class StudyParams(Params):
         "val_loss",
         description="Minimized (val_loss) or maximized (val_accuracy). A trial's value is "
         "this metric at the epoch `train` keeps as its model (the best val_accuracy, the "
-        "earlier on a tie), so `best_params` trained again give that very figure.",
+        "earlier on a tie), so `best_params` trained again give that very figure, with "
+        "as many `threads` (a different count sums floats in another order: a close "
+        "figure; 0 takes the CPUs the task is given, which differ between a study's "
+        "workers and a lone `train`).",
     )
     startup_trials: int = Field(
         2, ge=0, le=1000, description="Trials finished before the median pruner prunes."
