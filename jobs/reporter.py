@@ -144,6 +144,10 @@ class ProgressReporter:
             )
         )
 
+    def skip(self, stage: str) -> None:
+        """A stage the kind declares that this run will not have: see `WorkerFraction.skip`."""
+        self._fraction.skip(stage)
+
     def complete(self) -> None:
         """Report this worker done (its fraction 1): its task succeeded. The stage's count is
         full; the stage and message stay the last ones reported."""

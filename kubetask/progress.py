@@ -73,6 +73,14 @@ class WorkerFraction:
         self.value = 1.0
         return self.value
 
+    def skip(self, stage: str) -> None:
+        """A declared stage this run will not have (`generate` when the dataset is read):
+        its weight leaves the whole, so the figure does not leap past it (and an ETA read
+        from that leap is not far too short)."""
+        kept = [declared for declared in self.stages if declared[0] != stage]
+        if kept:
+            self.stages = kept
+
 
 def job_fraction(workers: Mapping[int, float], completions: int) -> float:
     """The mean of the workers' fractions; a worker not heard from counts as 0."""

@@ -52,6 +52,20 @@ def test_a_worker_fraction_keeps_its_highest_value_and_finishes_at_one() -> None
     assert worker.finish() == 1.0
 
 
+def test_a_stage_the_run_skips_takes_no_share_of_the_whole() -> None:
+    """explain-batch on a dataset read, not generated: loaded, then a tenth explained."""
+    stages = (("load", 1.0), ("generate", 2.0), ("explain", 8.0), ("save", 1.0))
+    kept = WorkerFraction(stages)
+    kept.update("load", 1, 1)
+    assert kept.update("explain", 1, 10) == pytest.approx((3 + 0.8) / 12)  # a leap to 32%
+    skipped = WorkerFraction(stages)
+    skipped.update("load", 1, 1)
+    skipped.skip("generate")
+    assert skipped.update("explain", 1, 10) == pytest.approx((1 + 0.8) / 10)
+    skipped.skip("nothing declared")
+    assert skipped.update("save", 1, 1) == 0.99
+
+
 updates = st.lists(
     st.tuples(
         st.integers(0, len(THREE) - 1),

@@ -121,6 +121,7 @@ def obtain_dataset(params: TrainParams, context: TaskContext | None) -> Dataset:
         return Dataset(x=x, y=y, classes=[c.value for c in params.datagen.classes], source=None)
     if context is None:
         raise ValueError("a dataset path needs a task context to resolve it")
+    context.reporter.skip("generate")  # none in this run
     return load_dataset(context.resolve(params.dataset), params.dataset)
 
 

@@ -248,7 +248,9 @@ def read_held_out(saved: dict[str, Any] | None) -> HeldOut | None:
 
 
 def open_dataset(context: TaskContext, path: str) -> Dataset:
-    """A dataset.npz (`datagen` or `mat-import`) named in params, relative to the store."""
+    """A dataset.npz (`datagen` or `mat-import`) named in params, relative to the store: no
+    signals are generated in this run."""
+    context.reporter.skip("generate")
     return load_dataset(context.resolve(path), path)
 
 
