@@ -52,46 +52,50 @@ def validate_request(
 ) -> JobRequest:
     """The request with its params checked by the kind's model (one of `kinds`, the installed
     ones) and its defaults filled in; `priorities` (when given) are the allowed values of
-    `priority`."""
+    `priority`. `InvalidRequest` naming every field found wrong, not the first alone."""
+    errors: list[FieldError] = []
     spec = kinds.get(request.kind)
+    params = None
     if spec is None:
         known = ", ".join(sorted(kinds))
-        raise InvalidRequest(
-            [FieldError(("kind",), f"unknown kind {request.kind!r}; known: {known}", "enum")]
+        errors.append(
+            FieldError(("kind",), f"unknown kind {request.kind!r}; known: {known}", "enum")
         )
-    if request.completions > 1 and not spec.splits:
-        splitting = ", ".join(sorted(name for name, kind in kinds.items() if kind.splits))
-        message = (
-            f"{request.kind} cannot share its work among workers: each of the "
-            f"{request.completions} would do all of it, into the same files; ask for 1 "
-            f"(kinds that split their work: {splitting})"
-        )
-        raise InvalidRequest([FieldError(("completions",), message, "value_error")])
-    try:
-        params = spec.params.model_validate(request.params)
-    except ValidationError as exc:
-        raise InvalidRequest(
-            [
+    else:
+        if request.completions > 1 and not spec.splits:
+            errors.append(
+                FieldError(("completions",), _cannot_split(request, kinds), "value_error")
+            )
+        try:
+            params = spec.params.model_validate(request.params)
+        except ValidationError as exc:
+            errors += [
                 FieldError(("params", *e["loc"]), e["msg"], e["type"])
                 for e in exc.errors(include_url=False)
             ]
-        ) from None
-    if getattr(params, "device", None) == "cuda" and request.resources.gpu == 0:
-        message = (
-            "'cuda' needs a GPU: ask for one in resources.gpu, or use 'auto' "
-            "(CUDA when the task has a GPU, else the CPU)"
-        )
-        raise InvalidRequest([FieldError(("params", "device"), message, "value_error")])
+        if getattr(params, "device", None) == "cuda" and request.resources.gpu == 0:
+            message = (
+                "'cuda' needs a GPU: ask for one in resources.gpu, or use 'auto' "
+                "(CUDA when the task has a GPU, else the CPU)"
+            )
+            errors.append(FieldError(("params", "device"), message, "value_error"))
     if priorities is not None and request.priority not in (None, *priorities):
         allowed = ", ".join(sorted(priorities)) or "none"
-        raise InvalidRequest(
-            [FieldError(("priority",), f"unknown priority; allowed: {allowed}", "enum")]
-        )
+        errors.append(FieldError(("priority",), f"unknown priority; allowed: {allowed}", "enum"))
     if request.parallelism > request.completions:
-        raise InvalidRequest(
-            [FieldError(("parallelism",), "must not exceed completions", "value_error")]
-        )
+        errors.append(FieldError(("parallelism",), "must not exceed completions", "value_error"))
+    if errors or params is None:
+        raise InvalidRequest(errors)
     return request.model_copy(update={"params": params.model_dump(mode="json")})
+
+
+def _cannot_split(request: JobRequest, kinds: Mapping[str, KindSpec]) -> str:
+    splitting = ", ".join(sorted(name for name, kind in kinds.items() if kind.splits))
+    return (
+        f"{request.kind} cannot share its work among workers: each of the "
+        f"{request.completions} would do all of it, into the same files; ask for 1 "
+        f"(kinds that split their work: {splitting})"
+    )
 
 
 async def accept(

@@ -164,8 +164,19 @@ def test_kind_infos_lists_every_registered_kind_with_its_schema() -> None:
 @pytest.mark.parametrize("kind", sorted(k for k, spec in KINDS.items() if not spec.splits))
 def test_a_kind_that_cannot_split_refuses_completions_above_one(kind: str) -> None:
     error = invalid(request(kind=kind, completions=2))
-    assert [e.loc for e in error.errors] == [("completions",)]
+    assert error.errors[0].loc == ("completions",)  # (its required params named after it)
     assert f"{kind} cannot share its work" in error.errors[0].msg
+
+
+def test_every_field_found_wrong_is_named_in_one_answer() -> None:
+    """A user fixing one error per answer needed three rounds."""
+    wrong = request(
+        kind="noop", params={"steps": -1}, priority="nope", parallelism=3, completions=2
+    )
+    with pytest.raises(InvalidRequest) as info:
+        validate_request(wrong, kinds=KINDS, priorities={"low", "high"})
+    error = info.value
+    assert [e.loc for e in error.errors] == [("params", "steps"), ("priority",), ("parallelism",)]
 
 
 def test_the_kinds_that_split_their_work_are_these() -> None:
