@@ -63,7 +63,23 @@ def _shown(entry: OutboxEntry) -> str:
 
 
 class DeliveryError(Exception):
-    """A message was not accepted; it will be retried."""
+    """A message was not accepted; it will be retried, not before `retry_after_s` when the
+    receiver said when (a 429 or 503 with `Retry-After` in seconds)."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """A 429's or 503's `Retry-After` in seconds (an HTTP date is not read); None else."""
+    if response.status_code not in (429, 503):
+        return None
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 @dataclass(frozen=True)
@@ -206,7 +222,9 @@ class Outbox:
                 "POST", url, content=entry.body, headers=headers, extensions=extensions
             ) as response:  # its status is the answer: the body is never read
                 if not response.is_success:
-                    raise DeliveryError(f"HTTP {response.status_code}")
+                    raise DeliveryError(
+                        f"HTTP {response.status_code}", retry_after_s=retry_after(response)
+                    )
             return
         if self.smtp is None:
             raise DeliveryError("no SMTP server configured")
@@ -242,6 +260,9 @@ class Outbox:
                 await pipe.execute()
             return
         delay = self.backoff.delay_s(attempts)
+        asked = exc.retry_after_s if isinstance(exc, DeliveryError) else None
+        if asked is not None:  # the receiver's word, within the backoff's cap
+            delay = min(max(delay, asked), self.backoff.cap_s)
         log.warning(
             "notification %s to %s failed (attempt %d: %s); retrying in %.1f s",
             entry.id,

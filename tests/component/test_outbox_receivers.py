@@ -2,7 +2,8 @@
 one that drips its status line a byte at a time (each read within the timeout, the whole not)
 is cut at the attempt's bound and retried, and holds no other message back; one that
 answers with an endless body is taken at its status, the body never read; an SMTP server
-dripping its greeting is cut at the same bound, its thread ended."""
+dripping its greeting is cut at the same bound, its thread ended; one that asks to be left
+alone for a while (429 with Retry-After) is."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ class Server:
                 sock.recv(65536)  # the request (small: one read takes it)
             if self.answer == "http-ok":
                 sock.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+            elif self.answer == "http-busy":
+                sock.sendall(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\n\r\n")
             elif self.answer == "http-drip":  # its status line a byte at a time
                 for byte in b"HTTP/1.1 204 No Content\r\n\r\n":
                     sock.sendall(bytes([byte]))
@@ -157,3 +160,13 @@ def test_an_smtp_server_dripping_its_greeting_is_cut_at_the_bound(url: str) -> N
         while threading.active_count() > threads and time.monotonic() < deadline:
             time.sleep(0.05)
         assert threading.active_count() <= threads
+
+
+def test_a_receiver_asking_for_time_gets_it(url: str) -> None:
+    with server("http-busy") as busy, Redis.from_url(url) as client:
+        put(client, webhook("busy", busy.port))
+        asyncio.run(one_pass(url))
+        due = client.zscore(keys.OUTBOX, "busy")
+        assert due is not None
+        assert 28 < due - time.time() <= 30  # Retry-After: 30, not the 1 s backoff
+        assert attempts(client, "busy") == 1
