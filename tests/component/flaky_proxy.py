@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
+import time
 from dataclasses import dataclass
 
 from tests.component.relay import PIECE, Relay
@@ -38,6 +40,26 @@ class FlakyProxy(Relay):
 
     def resume(self) -> None:
         self.refusing = False
+
+    def drop_once_streaming(
+        self, *, after_s: float = 0.3, within_s: float = 20
+    ) -> threading.Thread:
+        """In a thread (join it): once a request for an event stream has passed, wait
+        `after_s` and cut every connection, the stream's mid-flight (none in `within_s`:
+        nothing is cut)."""
+
+        def cut() -> None:
+            deadline = time.monotonic() + within_s
+            while not any(r.path.endswith("/events") for r in self.requests):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            time.sleep(after_s)
+            self.drop()
+
+        cutter = threading.Thread(target=cut)
+        cutter.start()
+        return cutter
 
     def admit(self, client: socket.socket) -> bool:
         return not self.refusing

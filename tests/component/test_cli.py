@@ -11,7 +11,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -83,18 +82,7 @@ def test_watch_shows_states_progress_and_the_end(api: ApiServer) -> None:
 def test_watch_resumes_when_the_connection_drops(api: ApiServer) -> None:
     job_id = api.submit("noop", {"steps": 12, "step_s": 0.1})
     with FlakyProxy(api.port) as proxy:
-
-        def cut_once_streaming() -> None:
-            deadline = time.monotonic() + 10
-            while not any(r.path.endswith("/events") for r in proxy.requests):
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.02)
-            time.sleep(0.3)
-            proxy.drop()
-
-        cutter = threading.Thread(target=cut_once_streaming)
-        cutter.start()
+        cutter = proxy.drop_once_streaming(within_s=10)
         watched = kt(proxy.base_url, "watch", job_id)
         cutter.join()
     assert watched.exit_code == 0, watched.output

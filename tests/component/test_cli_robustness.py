@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -127,18 +126,7 @@ def test_piped_output_is_neither_wrapped_nor_padded(api: ApiServer) -> None:
 def test_a_piped_watch_says_it_resumed_on_stderr_in_one_line(api: ApiServer) -> None:
     job_id = api.submit("noop", {"steps": 50, "step_s": 0.1})  # still going at the cut
     with FlakyProxy(api.port) as proxy:
-
-        def cut_once_streaming() -> None:
-            deadline = time.monotonic() + 20
-            while not any(r.path.endswith("/events") for r in proxy.requests):
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.02)
-            time.sleep(0.3)
-            proxy.drop()
-
-        cutter = threading.Thread(target=cut_once_streaming)
-        cutter.start()
+        cutter = proxy.drop_once_streaming()
         watched = kt_process("--server", proxy.base_url, "watch", job_id, env=NARROW)
         cutter.join()
     assert watched.returncode == 0, watched.stderr
