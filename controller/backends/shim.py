@@ -9,8 +9,8 @@ controller to read later. On SIGTERM it passes SIGTERM to the task's group and, 
 grace period, SIGKILL; so it does by itself at the job's deadline (`pod.json`'s `stop_at`),
 as a kubelet keeps a pod's active deadline, whether a controller runs then or not. When
 the task ends, anything left in its group is killed: no orphans. Standard library only, so
-it starts fast. A zygote (zygote.py) plays this part itself for
-the tasks it forks (`record_fork`, `record_exit`).
+it starts fast. A zygote (zygote.py) plays this part itself for the tasks it forks
+(`record_fork`, `record_exit`).
 """
 
 from __future__ import annotations
