@@ -201,6 +201,12 @@ def api_error(response: httpx.Response) -> ApiError:
     )
 
 
+def refused(response: httpx.Response) -> ApiError:
+    """Why a streamed answer is not what was asked for (its body read): the API's error, or
+    `NotKubetaskApi` for a success that is not the API's."""
+    return api_error(response) if response.is_error else not_kubetask(response)
+
+
 def not_kubetask(response: httpx.Response) -> NotKubetaskApi:
     """An answer that is not kubetask's, told in one line: who answered which request, with
     what status, and what came."""
@@ -272,7 +278,30 @@ def cancel(job_id: str) -> Call[JobView]:
 
 def logs(job_id: str, *, tail: int | None) -> Call[str]:
     params = (("tail", str(tail)),) if tail is not None else ()
-    return Call("GET", _job_path(job_id, "/logs"), lambda r: r.text, params=params)
+    return Call("GET", _job_path(job_id, "/logs"), _log_text, params=params)
+
+
+def _log_text(response: httpx.Response) -> str:
+    """A log as the API serves it: plain text (a login page or a redirect is not a log)."""
+    if response.status_code != 200 or not _media(response).startswith("text/plain"):
+        raise ValueError("not a log")
+    return response.text
+
+
+def _media(response: httpx.Response) -> str:
+    media: str = response.headers.get("content-type", "")
+    return media.lower()
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    """Whether a 2xx is the API's event stream (a proxy's page or a redirect is not)."""
+    return response.status_code == 200 and _media(response).startswith("text/event-stream")
+
+
+def is_file(response: httpx.Response) -> bool:
+    """Whether a 2xx is one of the API's downloads: each carries its file's ETag (a login
+    page or a redirect, saved as the file, would not)."""
+    return response.status_code in (200, 206) and "etag" in response.headers
 
 
 def kinds() -> Call[list[KindInfo]]:

@@ -79,9 +79,9 @@ class AsyncClient:
         """GET `url` and hand its body to `write` (run in a thread) chunk by chunk."""
         try:
             async with self._live().stream("GET", url) as response:
-                if response.is_error:
+                if response.is_error or not _calls.is_file(response):
                     await response.aread()
-                    raise _calls.api_error(response)
+                    raise _calls.refused(response)
                 size = _calls.content_length(response)
                 async for chunk in response.aiter_bytes(_files.CHUNK):
                     await asyncio.to_thread(write, chunk)
@@ -106,6 +106,9 @@ class AsyncClient:
                     elif response.status_code == NO_CONTENT:
                         cursor.ended_before()
                         return
+                    elif not _calls.is_event_stream(response):  # a proxy's page, a redirect
+                        await response.aread()
+                        raise _calls.not_kubetask(response)
                     else:
                         cursor.opened()
                         async for line in response.aiter_lines():

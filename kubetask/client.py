@@ -80,9 +80,9 @@ class Client:
         """GET `url` and hand its body to `write` chunk by chunk; the bytes received."""
         try:
             with self._live().stream("GET", url) as response:
-                if response.is_error:
+                if response.is_error or not _calls.is_file(response):
                     response.read()
-                    raise _calls.api_error(response)
+                    raise _calls.refused(response)
                 size = _calls.content_length(response)
                 for chunk in response.iter_bytes(_files.CHUNK):
                     write(chunk)
@@ -107,6 +107,9 @@ class Client:
                     elif response.status_code == NO_CONTENT:
                         cursor.ended_before()
                         return
+                    elif not _calls.is_event_stream(response):  # a proxy's page, a redirect
+                        response.read()
+                        raise _calls.not_kubetask(response)
                     else:
                         cursor.opened()
                         for line in response.iter_lines():

@@ -11,6 +11,7 @@ import pickle
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -103,6 +104,35 @@ def test_json_of_another_shape_or_an_empty_body_is_not_the_api() -> None:
     assert str(other).endswith('(application/json: {"hello":"world"})')
     empty = _get(lambda _: httpx.Response(200))
     assert str(empty).endswith("(no content type, an empty body)")
+
+
+REDIRECT = {"location": "/login"}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda _: httpx.Response(302, headers=REDIRECT),
+        _html(200),
+        lambda _: httpx.Response(200, json={"hello": "world"}),
+    ],
+    ids=["redirect", "login-page", "other-json"],
+)
+def test_logs_downloads_and_streams_take_only_the_apis_answers(
+    answer: Handler, tmp_path: Path
+) -> None:
+    """A log, a file or an event stream read from a proxy's page or a redirect would be
+    that page (an empty file, a login form as `model.pt`), or a stream waited on for ever."""
+    http = httpx.Client(base_url="http://kt:8000", transport=httpx.MockTransport(answer))
+    with Client("http://kt:8000", http=http) as client:
+        job = client.job("abc")
+        with pytest.raises(NotKubetaskApi):
+            job.logs()
+        with pytest.raises(NotKubetaskApi):
+            job.download("model.pt", tmp_path / "model.pt")
+        assert list(tmp_path.iterdir()) == []  # no file, not even an empty one
+        with pytest.raises(NotKubetaskApi):
+            next(iter(job.events(timeout=5)))
 
 
 def test_a_problem_document_is_still_typed_by_its_status() -> None:

@@ -65,7 +65,7 @@ class FakeServer:
         prefix = "/v1/jobs/j1/artifacts/"
         if path.startswith(prefix) and path.removeprefix(prefix) in self.files:
             data = self.files[path.removeprefix(prefix)]
-            length = {"content-length": str(len(data))}
+            length = {"content-length": str(len(data)), "etag": '"e"'}  # as the API's
             if self.cut_after is not None:
                 data = data[: self.cut_after]
             return httpx.Response(200, stream=_Pieces(data), headers=length)
