@@ -152,44 +152,67 @@ class Outbox:
     def __post_init__(self) -> None:
         self._claim = self.redis.register_script(_CLAIM)
 
-    def attempt_s(self) -> float:
+    def attempt_s(self, channel: Channel = Channel.WEBHOOK) -> float:
         """The longest one attempt may take: connect, write, read and the pool may each
-        take the timeout; a receiver slower in all is cut there (and retried)."""
-        longest = max(self.timeout_s, self.smtp.timeout_s if self.smtp else 0.0)
-        return 4 * longest
+        take the channel's timeout; a receiver slower in all is cut there (and retried)."""
+        if channel is Channel.EMAIL and self.smtp is not None:
+            return 4 * self.smtp.timeout_s
+        return 4 * self.timeout_s
 
     def claim_lease_s(self) -> float:
         if self.lease_s is not None:
             return self.lease_s
-        return self.attempt_s() + 1  # the attempt ends before another pass may take it
+        longest = max(self.attempt_s(Channel.WEBHOOK), self.attempt_s(Channel.EMAIL))
+        return longest + 1  # an attempt ends before another pass may take its entry
 
     async def run(self) -> None:
-        """Deliver due entries forever; errors are logged, never raised."""
+        """Deliver due entries forever, each attempt on its own (at most `batch` at once): a
+        slow receiver holds up its own messages only, never a later one to anyone else.
+        Errors are logged, never raised; on the way out, the attempts under way are
+        cancelled (their entries are tried again once their claims lapse)."""
+        under_way: set[asyncio.Task[None]] = set()
         async with httpx.AsyncClient(timeout=self.timeout_s) as http:
-            while True:
-                try:
-                    sent = await self.deliver_due(http)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("outbox pass failed; trying again")
-                    sent = 0
-                if sent == 0:
-                    await asyncio.sleep(self.poll_s)
+            try:
+                while True:
+                    room = self.batch - len(under_way)
+                    try:
+                        entries = await self._claim_due(room) if room > 0 else []
+                    except Exception:
+                        log.exception("outbox pass failed; trying again")
+                        entries = []
+                    for entry in entries:
+                        attempt = asyncio.create_task(self._attempt_logged(http, entry))
+                        under_way.add(attempt)
+                        attempt.add_done_callback(under_way.discard)
+                    if not entries:
+                        await asyncio.sleep(self.poll_s)
+            finally:
+                for attempt in under_way:
+                    attempt.cancel()
+                await asyncio.gather(*under_way, return_exceptions=True)
 
     async def deliver_due(self, http: httpx.AsyncClient) -> int:
-        """One pass: claim what is due and try each; the number of entries tried."""
-        now = self.clock()
-        raw: Sequence[str | bytes] = await self._claim(
-            keys=[keys.OUTBOX, keys.OUTBOX_ENTRIES],
-            args=[now, now + self.claim_lease_s(), self.batch],
-        )
-        entries = [OutboxEntry.model_validate_json(item) for item in raw]
+        """One pass: claim what is due and try each, to the end; the number tried."""
+        entries = await self._claim_due(self.batch)
         await asyncio.gather(*(self._attempt(http, entry) for entry in entries))
         return len(entries)
 
+    async def _claim_due(self, most: int) -> list[OutboxEntry]:
+        now = self.clock()
+        raw: Sequence[str | bytes] = await self._claim(
+            keys=[keys.OUTBOX, keys.OUTBOX_ENTRIES],
+            args=[now, now + self.claim_lease_s(), most],
+        )
+        return [OutboxEntry.model_validate_json(item) for item in raw]
+
+    async def _attempt_logged(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
+        try:
+            await self._attempt(http, entry)
+        except Exception:  # the store failed as the attempt was recorded: its claim lapses
+            log.exception("notification %s: recording the attempt failed", entry.id)
+
     async def _attempt(self, http: httpx.AsyncClient, entry: OutboxEntry) -> None:
-        bound = self.attempt_s()
+        bound = self.attempt_s(entry.channel)
         try:
             try:
                 async with asyncio.timeout(bound):
@@ -238,7 +261,7 @@ class Outbox:
             subject=subject,
             text=text,
             message_id=entry.id,
-            within_s=self.attempt_s(),
+            within_s=self.attempt_s(Channel.EMAIL),
         )
 
     async def _failed(self, entry: OutboxEntry, exc: Exception, *, final: bool = False) -> None:

@@ -8,6 +8,7 @@ alone for a while (429 with Retry-After) is."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -38,6 +39,7 @@ class Server:
         self.answer = answer
         self.sent = 0
         self.ended = threading.Event()  # a connection it served was closed by the client
+        self.answered = threading.Event()  # it answered a request whole
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -59,6 +61,7 @@ class Server:
                 sock.recv(65536)  # the request (small: one read takes it)
             if self.answer == "http-ok":
                 sock.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+                self.answered.set()
             elif self.answer == "http-busy":
                 sock.sendall(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\n\r\n")
             elif self.answer == "http-drip":  # its status line a byte at a time
@@ -170,3 +173,34 @@ def test_a_receiver_asking_for_time_gets_it(url: str) -> None:
         assert due is not None
         assert 28 < due - time.time() <= 30  # Retry-After: 30, not the 1 s backoff
         assert attempts(client, "busy") == 1
+
+
+def test_a_slow_receiver_holds_up_no_later_message_to_anyone_else(url: str) -> None:
+    """The outbox's loop: an attempt that hangs (until its bound) holds its own message
+    only; one that falls due meanwhile goes out at once."""
+
+    async def scenario(client: Redis, slow: Server, fine: Server) -> float:
+        async with aioredis.Redis.from_url(url) as store:
+            outbox = Outbox(store, timeout_s=TIMEOUT_S, allow_private=True, poll_s=0.05)
+            running = asyncio.create_task(outbox.run())
+            put(client, webhook("slow", slow.port))
+            await asyncio.sleep(0.3)  # its attempt under way, dripping
+            put(client, webhook("fine", fine.port))
+            started = time.monotonic()
+            assert await asyncio.to_thread(fine.answered.wait, 10)
+            took = time.monotonic() - started
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            return took
+
+    with server("http-drip") as slow, server("http-ok") as fine, Redis.from_url(url) as client:
+        took = asyncio.run(scenario(client, slow, fine))
+        assert took < 4 * TIMEOUT_S / 2  # not after the slow one's cut (2 s)
+        assert client.zscore(keys.OUTBOX, "slow") is not None  # claimed, to be tried again
+
+
+def test_each_channel_is_cut_at_its_own_bound() -> None:
+    outbox = Outbox(aioredis.Redis(), timeout_s=5, smtp=SmtpSettings(host="mail", timeout_s=10))
+    assert (outbox.attempt_s(Channel.WEBHOOK), outbox.attempt_s(Channel.EMAIL)) == (20, 40)
+    assert outbox.claim_lease_s() == 41  # a claim outlasts the longest attempt
