@@ -98,11 +98,20 @@ def field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _named(error: dict[str, Any]) -> str:
+    """A field as a detail names it: its dotted path; one with none, by where it is (the
+    body; a query parameter with an empty name)."""
+    if error["field"]:
+        return str(error["field"])
+    where = error["loc"][0] if error["loc"] else "body"
+    return "body" if where == "body" else f"{where} parameter ''"
+
+
 def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
     """A 422 listing the first MAX_FIELD_ERRORS fields (`errors_left_out`: how many more),
     and the first MAX_DETAIL_ERRORS in its detail: a body made of errors gets a short answer."""
     named = errors[:MAX_DETAIL_ERRORS]
-    detail = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in named)
+    detail = "; ".join(f"{_named(e)}: {e['msg']}" for e in named)
     if len(errors) > len(named):
         detail += f"; and {len(errors) - len(named)} more"
     left_out = len(errors) - MAX_FIELD_ERRORS

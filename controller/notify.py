@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import string
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
@@ -64,6 +67,24 @@ class Backoff:
         return attempts >= self.max_attempts
 
 
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
+def canonical_url(url: str) -> str:
+    """A webhook as it is sent, so one URL written two ways is one (RFC 3986 6.2.2): no
+    fragment (never sent), no empty query, unreserved characters unescaped and the other
+    escapes in upper case. Scheme, host and default port came canonical from the model."""
+    parts = urlsplit(url)
+
+    def unescaped(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else match.group(0).upper()
+
+    path, query = (_ESCAPE.sub(unescaped, part) for part in (parts.path, parts.query))
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
 def idempotency_id(job_id: str, channel: Channel, target: str) -> str:
     """Stable per (job, destination): the same on every retry and after any restart."""
     digest = hashlib.sha256(f"{channel}\n{target}".encode()).hexdigest()[:16]
@@ -113,8 +134,8 @@ def entries_for(
     targets: list[tuple[Channel, str]] = []
     own = record.request.notify.webhook if record.request.notify else None
     for url in [*([str(own)] if own else []), *settings.webhooks]:
-        if (Channel.WEBHOOK, url) not in targets:
-            targets.append((Channel.WEBHOOK, url))
+        if (Channel.WEBHOOK, canonical_url(url)) not in targets:
+            targets.append((Channel.WEBHOOK, canonical_url(url)))
     targets += [(Channel.EMAIL, to) for to in settings.email_to]
     found = []
     for channel, target in targets:
@@ -141,8 +162,8 @@ def verify(
     body: bytes,
     *,
     secret: str,
-    timestamp: int | str | None,
-    signature: str | None,
+    timestamp: int | str | bytes | None,
+    signature: str | bytes | None,
     tolerance_s: float | None = VERIFY_TOLERANCE_S,
     now: float | None = None,
 ) -> bool:
@@ -155,6 +176,8 @@ def verify(
         at_signing = int(timestamp)  # type: ignore[arg-type]  # None: TypeError
     except (TypeError, ValueError):
         return False
+    if isinstance(signature, bytes):  # a raw header, as ASGI gives it
+        signature = signature.decode("latin-1")
     if not isinstance(signature, str) or not signature.isascii():
         return False
     at = time.time() if now is None else now

@@ -65,6 +65,12 @@ def test_a_misspelt_dry_run_is_refused_and_creates_nothing(small_pages: ApiServe
     assert _listed(small_pages, labels) == []
 
 
+def test_a_parameter_with_no_name_is_named_as_a_query_parameter(small_pages: ApiServer) -> None:
+    response = small_pages.client.post("/v1/jobs?=x", json={"kind": "noop"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("query parameter '': not a parameter")
+
+
 def test_a_misspelt_filter_is_refused_not_ignored(small_pages: ApiServer) -> None:
     response = small_pages.client.get("/v1/jobs?status=running&limt=5")
     assert _refusal(response) == [

@@ -95,6 +95,9 @@ def test_the_same_webhook_twice_is_told_once() -> None:
         ("http://127.0.0.1:18412", "http://127.0.0.1:18412/"),
         ("HTTP://Hooks.Example:80/all", "http://hooks.example/all"),
         ("https://hooks.example/all", "https://HOOKS.example:443/all"),
+        ("http://hooks.example/all#x", "http://hooks.example/all"),  # a fragment is not sent
+        ("http://hooks.example/%61ll?", "http://hooks.example/all"),
+        ("http://hooks.example/a%2fb?k=%7e", "http://hooks.example/a%2Fb?k=~"),
     ],
 )
 def test_a_job_s_own_webhook_written_otherwise_than_the_setting_is_told_once(
@@ -187,10 +190,11 @@ def test_a_receiver_may_pass_the_headers_as_they_arrive_and_malformed_ones_are_f
     body, at = b'{"job_id": "x"}', 1700000000
     signature = sign(body, secret="s3cret", timestamp=at)
 
-    def check(timestamp: int | str | None, signature: str | None) -> bool:
+    def check(timestamp: int | str | bytes | None, signature: str | bytes | None) -> bool:
         return verify(body, secret="s3cret", timestamp=timestamp, signature=signature, now=at)
 
     assert check(str(at), signature)  # the header's text
+    assert check(str(at).encode(), signature.encode())  # raw, as ASGI gives headers
     for timestamp in (None, "", "soon", "1.5e9"):
         assert check(timestamp, signature) is False
     for forged in (None, "", "sha256=\u00e9", signature + "\u00e9", signature.upper()):
