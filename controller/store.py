@@ -453,6 +453,8 @@ class RedisStore:
                         EXPIRE_BATCH,
                         keys.job(""),
                         keys.OUTCOMES,
+                        keys.STUDY_LOG_NUMBER,
+                        keys.STUDY_LOG,
                         *keys.TASK_SHARED,
                     ],
                 )

@@ -155,10 +155,11 @@ return 1
 )
 
 # KEYS: the expiring set, the counts. ARGV: now, how many at most, the job key prefix, the
-# outcome key prefix, then the templates of the keys a job's tasks share (`%s`: the id). Each
-# record due goes with every index entry it holds, its tasks' outcomes and what they shared
-# (a study, claims: they would live on for the 7 days a task gives them, or for good when
-# its task was stopped), in one step.
+# outcome key prefix, the counter and the log key prefix of a study in Optuna's layout, then
+# the templates of the keys a job's tasks share (`%s`: the id). Each record due goes with
+# every index entry it holds, its tasks' outcomes and what they shared (a study, claims: they
+# would live on for the 7 days a task gives them, or for good when its task was stopped),
+# in one step.
 EXPIRE_DUE = (
     _UNINDEX_FUNCTION
     + """
@@ -172,7 +173,11 @@ for _, id in ipairs(due) do
     if ok and type(decoded['completions']) == 'number' then completions = decoded['completions'] end
   end
   for index = 0, completions - 1 do redis.call('DEL', ARGV[4] .. id .. ':' .. index) end
-  for i = 5, #ARGV do redis.call('DEL', string.format(ARGV[i], id)) end
+  local logs = tonumber(redis.call('GET', string.format(ARGV[5], id)))
+  if logs then  -- a study an earlier version began: a key per log
+    for n = 0, logs do redis.call('DEL', string.format(ARGV[6], id) .. n) end
+  end
+  for i = 7, #ARGV do redis.call('DEL', string.format(ARGV[i], id)) end
   unindex(job, id, KEYS[2])
   redis.call('DEL', job)
   redis.call('ZREM', KEYS[1], id)

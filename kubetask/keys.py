@@ -114,7 +114,15 @@ STUDY_WRITERS = f"{PREFIX}:optuna:%s:writers"  # hash: each writer's last token 
 STUDY_TICKETS = f"{PREFIX}:optuna:%s:tickets"  # counter: trials taken across the workers
 SHARES_CLAIMED = f"{PREFIX}:shares:%s:claimed"  # hash: item position -> the index claiming it
 SHARES_DONE = f"{PREFIX}:shares:%s:done"  # set: positions finished by any worker
-TASK_SHARED = (STUDY_JOURNAL, STUDY_WRITERS, STUDY_TICKETS, SHARES_CLAIMED, SHARES_DONE)
+# A study an earlier version began is in Optuna's own layout (`JournalRedisBackend`'s, under
+# the prefix `kubetask:optuna:<id>`): a counter, a key per log (`...:log:<n>`), a snapshot.
+STUDY_LOG_NUMBER = f"{PREFIX}:optuna:%s:log_number"
+STUDY_LOG = f"{PREFIX}:optuna:%s:log:"  # then the log's number
+STUDY_SNAPSHOT = f"{PREFIX}:optuna:%s:snapshot"
+TASK_SHARED = (
+    *(STUDY_JOURNAL, STUDY_WRITERS, STUDY_TICKETS, SHARES_CLAIMED, SHARES_DONE),
+    *(STUDY_LOG_NUMBER, STUDY_SNAPSHOT),
+)
 
 
 def task_shared(job_id: str) -> list[str]:
@@ -132,6 +140,15 @@ def study_writers(job_id: str) -> str:
 
 def study_tickets(job_id: str) -> str:
     return STUDY_TICKETS % job_id
+
+
+def study_log_number(job_id: str) -> str:
+    return STUDY_LOG_NUMBER % job_id
+
+
+def study_log_prefix(job_id: str) -> str:
+    """Log n of a study in Optuna's layout is this followed by n."""
+    return STUDY_LOG % job_id
 
 
 def shares_claimed(job_id: str) -> str:

@@ -97,7 +97,9 @@ def test_an_expired_record_leaves_no_index_entry_count_outcome_or_shared_key(
             await store.create(record, idempotency_key=None, fingerprint=record.id)
             await store._redis.set(keys.outcome(record.id), "{}", ex=7 * 86400)  # as a task does
             for name in keys.task_shared(record.id):  # a study, claims: none has a TTL yet
-                await store._redis.hset(name, "0", "1")
+                await store._redis.set(name, "1")  # (an earlier version's study: 2 logs)
+            logs = [f"{keys.study_log_prefix(record.id)}{n}" for n in (0, 1)]
+            await store._redis.mset(dict.fromkeys(logs, "{}"))
         await store.save_status(old, JobStatus(state=JobState.RUNNING), at=NOW)
         await finish(store, old, JobState.SUCCEEDED)
         clock[0] += RETENTION_S - 1
@@ -112,6 +114,7 @@ def test_an_expired_record_leaves_no_index_entry_count_outcome_or_shared_key(
         assert not client.exists(keys.outcome(old.id))  # not left for the task's 7 days
         assert client.exists(keys.outcome(kept.id))
         assert not any(client.exists(name) for name in keys.task_shared(old.id))
+        assert not client.keys(f"{keys.study_log_prefix(old.id)}*")
         assert all(client.exists(name) for name in keys.task_shared(kept.id))
         assert index_entries(client, old.id) == []
         assert len(index_entries(client, kept.id)) >= 8  # the job kept, still everywhere

@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import optuna
 import redis
-from optuna.storages.journal import JournalStorage
+from optuna.storages.journal import JournalRedisBackend, JournalStorage
 
 from kubetask import keys
 from kubetask.controller.redis_server import RedisServer
 from kubetask.jobs.kinds.ml.study import (
     _APPEND,
     _TAKE,
+    OptunaLayoutJournal,
     RedisBudget,
     RedisJournal,
     expire_study,
+    journal_for,
     writer_id,
 )
 from kubetask.jobs.patient_redis import patient_client
@@ -50,9 +53,8 @@ def test_every_key_of_the_study_is_named_and_expires_by_name(redis_url: str) -> 
         assert expire_study(redis_url, JOB_ID, TTL_S) == 3  # the journal, writers, tickets
         assert scans(client) == before
         written = sorted(client.scan_iter(match=f"{keys.PREFIX}:optuna:{JOB_ID}:*"))
-        assert written == sorted(
-            name.encode() for name in keys.task_shared(JOB_ID) if ":optuna:" in name
-        )
+        named = (keys.study_journal(JOB_ID), keys.study_writers(JOB_ID), keys.study_tickets(JOB_ID))
+        assert written == sorted(name.encode() for name in named)
         assert all(0 < client.ttl(key) <= TTL_S for key in written)
         assert client.ttl(f"{keys.PREFIX}:optuna:{JOB_ID}-other:x") == -1
     assert len(study_on(redis_url, JOB_ID).trials) == 3  # read back whole
@@ -109,3 +111,29 @@ def test_workers_wait_for_a_restarting_redis_and_run_every_trial_once(
     assert len(trials) == total
     assert [t.number for t in trials] == list(range(total))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_a_study_an_earlier_version_began_goes_on_in_its_layout(redis_url: str) -> None:
+    """Begun by Optuna's own `JournalRedisBackend` (the earlier version's), its trials are
+    read and the next ones written in that layout, so a worker of either version sees all;
+    its keys are named for expiry too."""
+    job_id = "study-store-0003"
+    objective = lambda trial: trial.suggest_float("x", 0, 1)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        earlier = JournalRedisBackend(redis_url, prefix=f"{keys.PREFIX}:optuna:{job_id}")
+    name = f"kubetask-{job_id}"
+    optuna.create_study(study_name=name, storage=JournalStorage(earlier)).optimize(
+        objective, n_trials=3
+    )
+    journal = journal_for(patient_client(redis_url), job_id=job_id, writer=writer_id(1))
+    assert isinstance(journal, OptunaLayoutJournal)
+    study = optuna.load_study(study_name=name, storage=JournalStorage(journal))
+    assert len(study.trials) == 3
+    study.optimize(objective, n_trials=2)
+    by_the_earlier = optuna.load_study(study_name=name, storage=JournalStorage(earlier))
+    assert [t.number for t in by_the_earlier.trials] == [0, 1, 2, 3, 4]
+    with redis.Redis.from_url(redis_url) as client:
+        assert not client.exists(keys.study_journal(job_id))
+        logs = int(client.get(keys.study_log_number(job_id)) or -1) + 1
+        assert expire_study(redis_url, job_id, TTL_S) == 1 + logs + 1  # writers, logs, counter

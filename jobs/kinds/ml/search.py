@@ -46,7 +46,7 @@ from kubetask.jobs.kinds.ml.loop import (
     train_epoch,
 )
 from kubetask.jobs.kinds.ml.models import count_parameters
-from kubetask.jobs.kinds.ml.study import RedisBudget, RedisJournal, expire_study, writer_id
+from kubetask.jobs.kinds.ml.study import RedisBudget, expire_study, journal_for, writer_id
 from kubetask.jobs.params import SearchSpace, StudyParams, TrainParams
 from kubetask.jobs.patient_redis import patient_client
 from kubetask.jobs.publisher import OUTCOME_TTL_S
@@ -118,7 +118,7 @@ def open_storage(
         return optuna.storages.InMemoryStorage(), LocalBudget(total=n_trials)
     writer = writer_id(context.index)
     client = patient_client(context.redis_url)
-    journal = RedisJournal(client, job_id=context.job_id, writer=writer)
+    journal = journal_for(client, job_id=context.job_id, writer=writer)
     budget = RedisBudget(context.redis_url, job_id=context.job_id, writer=writer, total=n_trials)
     return JournalStorage(journal), budget
 
