@@ -71,6 +71,11 @@ def import_file(path: Path, params: MatImportParams, imported: Imported, name: s
     """Add one file's segments; returns how many. Raises MatFileError for an unusable file."""
     variables = read_mat(path)
     variable, array = pick_signal(variables, params.variable)
+    unusable = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if unusable:  # a model cannot learn from them, and `train` would refuse the dataset
+        raise MatFileError(
+            f"{variable!r} holds {unusable} samples that are NaN or infinite (of {array.size})"
+        )
     label = label_of(
         path,
         variables,

@@ -5,6 +5,7 @@ message says why; everything but the file reading is pure."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -152,20 +153,27 @@ def label_of(
     value = variables.get(variable)
     if isinstance(value, str) and value:
         return value
-    if value is not None and not isinstance(value, str) and value.size == 1:
-        number = value.ravel()[0]
-        return str(int(number)) if float(number).is_integer() else str(number)
-    raise MatFileError(f"no text label variable {variable!r}")
+    number = _number(value)
+    if number is not None:
+        return str(int(number)) if number.is_integer() else str(number)
+    raise MatFileError(f"no text label variable {variable!r} (a text, or a single number)")
+
+
+def _number(value: object) -> float | None:
+    """The finite real number a one-element numeric variable holds; None for anything else
+    (a struct, a cell, bytes, a complex number, NaN)."""
+    if not isinstance(value, np.ndarray) or value.size != 1 or value.dtype.kind not in "biuf":
+        return None
+    number = float(value.ravel()[0])
+    return number if math.isfinite(number) else None
 
 
 def sample_rate_of(variables: Variables) -> float | None:
     """A scalar sample-rate variable ('fs', 'sample_rate', ...), if the file has one."""
     for name in SAMPLE_RATE_NAMES:
-        value = variables.get(name)
-        if value is not None and not isinstance(value, str) and value.size == 1:
-            rate = float(value.ravel()[0])
-            if rate > 0:
-                return rate
+        rate = _number(variables.get(name))
+        if rate is not None and rate > 0:
+            return rate
     return None
 
 
