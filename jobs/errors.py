@@ -6,7 +6,7 @@ from __future__ import annotations
 import traceback
 from types import TracebackType
 
-from kubetask.models import ErrorInfo
+from kubetask.outcome import ErrorInfo
 
 TRACEBACK_FRAMES = 6
 

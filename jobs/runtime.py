@@ -40,7 +40,7 @@ from kubetask.kinds import (
     load_runner,
     missing_outputs,
 )
-from kubetask.models import ErrorInfo, Outcome
+from kubetask.outcome import ErrorInfo, Outcome
 from kubetask.params import Params
 from kubetask.params.refs import path_values
 

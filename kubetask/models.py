@@ -22,6 +22,11 @@ from pydantic import (
     field_validator,
 )
 
+# a task's outcome: a module of its own, which the task runtime imports alone (re-exported)
+from kubetask.outcome import ErrorInfo as ErrorInfo  # noqa: PLC0414
+from kubetask.outcome import Outcome as Outcome  # noqa: PLC0414
+from kubetask.outcome import StrictModel
+
 # Kubernetes' own rules (apimachinery validation), so nothing invalid reaches a cluster.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -72,12 +77,6 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
-class _Strict(BaseModel):
-    # Validators are built on first use (`defer_build`): a process that imports the models
-    # (a task, the CLI) pays only for the few it uses.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
 # A request read back (from the store, or in a server's answer) was checked when it was
 # accepted: the rules added since are not applied again, or one old record would make a
 # list unreadable. `Model.model_validate_json(raw, context=RECEIVED)`.
@@ -118,7 +117,7 @@ LabelKey = Annotated[str, AfterValidator(_label_key)]
 LabelValue = Annotated[str, AfterValidator(_label_value)]
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     """What one task container asks for (requests = limits)."""
 
     cpu: str | None = Field(None, description="Kubernetes quantity, e.g. '500m' or '2'.")
@@ -148,13 +147,13 @@ class Resources(_Strict):
         return value
 
 
-class Notify(_Strict):
+class Notify(StrictModel):
     """Where to tell someone that the job has finished."""
 
     webhook: AnyHttpUrl | None = None
 
 
-class SecretKey(_Strict):
+class SecretKey(StrictModel):
     """One key of a Kubernetes Secret in the job's namespace."""
 
     name: str = Field(max_length=253, description="The Secret (a DNS subdomain).")
@@ -201,7 +200,7 @@ class SecretEnv(SecretKey):
         return value
 
 
-class JobRequest(_Strict):
+class JobRequest(StrictModel):
     """`POST /v1/jobs`: what to run and how. Params are checked by the kind's own model."""
 
     # Built at once, unlike the others: FastAPI takes it as a request body under an alias,
@@ -268,25 +267,7 @@ class JobRequest(_Strict):
         return value
 
 
-class ErrorInfo(_Strict):
-    """Why a task failed, in a form a person can act on."""
-
-    type: str
-    message: str
-    traceback: list[str] = Field(default_factory=list, description="Last frames, innermost last.")
-    suggestion: str | None = None
-    exit_code: int | None = None
-
-
-class Outcome(_Strict):
-    """What a task leaves behind when it exits: its result or its error (< 4 KiB as JSON)."""
-
-    ok: bool
-    result: dict[str, JsonValue] | None = None
-    error: ErrorInfo | None = None
-
-
-class ProgressEvent(_Strict):
+class ProgressEvent(StrictModel):
     """A task's progress report, as published on `kubetask:progress:{job_id}`.
 
     `fraction` is the whole job's (every stage by its kind's weight, every worker averaged;
@@ -312,7 +293,7 @@ class ProgressEvent(_Strict):
     worker_fraction: float | None = Field(None, ge=0.0, le=1.0)
 
 
-class WorkerProgress(_Strict):
+class WorkerProgress(StrictModel):
     """One worker of an Indexed job, as its last progress event left it."""
 
     index: int
@@ -320,7 +301,7 @@ class WorkerProgress(_Strict):
     stage: str | None = None
 
 
-class StateEvent(_Strict):
+class StateEvent(StrictModel):
     """A job's state transition, published on the same channel as its progress."""
 
     type: Literal["state"] = "state"
@@ -336,7 +317,7 @@ class StateEvent(_Strict):
 Event = Annotated[ProgressEvent | StateEvent, Field(discriminator="type")]
 
 
-class BackendRef(_Strict):
+class BackendRef(StrictModel):
     """Where the job lives in its backend (the Kubernetes Job, or the local run folder)."""
 
     backend: Literal["local", "kubernetes"]
@@ -344,7 +325,7 @@ class BackendRef(_Strict):
     namespace: str | None = None
 
 
-class JobView(_Strict):
+class JobView(StrictModel):
     """`GET /v1/jobs/{id}`: everything a person needs to know about one job."""
 
     id: str
@@ -378,21 +359,21 @@ class JobView(_Strict):
     backend: BackendRef
 
 
-class JobPage(_Strict):
+class JobPage(StrictModel):
     """One page of `GET /v1/jobs`, newest first."""
 
     items: list[JobView]
     next_cursor: str | None = None
 
 
-class DryRun(_Strict):
+class DryRun(StrictModel):
     """`POST /v1/jobs?dry_run=true`: what submitting would create; nothing is created."""
 
     request: JobRequest = Field(description="The request as it would be accepted (defaults in).")
     object: dict[str, JsonValue] = Field(description="What the backend would create.")
 
 
-class KindInfo(_Strict):
+class KindInfo(StrictModel):
     """`GET /v1/kinds`: one registered task kind."""
 
     kind: str

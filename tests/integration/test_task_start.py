@@ -1,5 +1,5 @@
 """A task starts light: `python -m kubetask.jobs noop` imports neither redis-py (nor its
-asyncio client) nor the SDK, the server, the ML libraries, the artifact store or another
+asyncio client) nor the SDK, the API's contracts, the server, the ML libraries, the artifact store or another
 kind's runner, and builds only the models it uses; its publisher speaks to a real Redis
 over TCP (with a database number and a password) and a unix socket, and through redis-py for
 the URLs it leaves to it."""
@@ -42,6 +42,8 @@ NOT_IN_A_TASK = (
     "kubetask.client",
     "kubetask.aio",
     "kubetask.errors",
+    "kubetask.models",  # the API's contracts: a task builds its outcome (kubetask.outcome)
+    "pydantic.networks",
     # on a folder store: neither the object store nor staging (only with
     # KUBETASK_ARTIFACTS_URL); no runner but its own
     "kubetask.storage",
@@ -58,6 +60,7 @@ PROBE = """
 import json, sys
 from kubetask.jobs.runtime import main
 code = main(sys.argv[2:])
+loaded = sorted(sys.modules)
 from kubetask import models
 from kubetask.jobs import params
 built = sorted(
@@ -67,7 +70,7 @@ built = sorted(
     if getattr(value, "__pydantic_complete__", False)
 )
 with open(sys.argv[1], "w") as out:
-    json.dump({"modules": sorted(sys.modules), "built": built}, out)
+    json.dump({"modules": loaded, "built": built}, out)
 sys.exit(code)
 """
 
