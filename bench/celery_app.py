@@ -77,7 +77,7 @@ def burst(count: int, threads: int) -> dict[str, Any]:
     """`count` no-op tasks sent by `threads` client threads (each its own app: kombu and the
     result consumer are not shared between threads; each sends one untimed task first, to
     open its connections); the seconds until all were enqueued and until all results were
-    seen."""
+    seen, and this client's CPU seconds over that time."""
     apps = [make_app() for _ in range(threads)]
     ids: list[list[str]] = [[] for _ in range(threads)]
     gate = threading.Barrier(threads + 1)
@@ -92,7 +92,7 @@ def burst(count: int, threads: int) -> dict[str, Any]:
     for thread in workers:
         thread.start()
     gate.wait()
-    began = time.perf_counter()
+    cpu_before, began = time.process_time(), time.perf_counter()
     for thread in workers:
         thread.join()
     enqueued = time.perf_counter() - began
@@ -100,7 +100,8 @@ def burst(count: int, threads: int) -> dict[str, Any]:
         for task_id in task_ids:
             apps[k].AsyncResult(task_id).get(timeout=TIMEOUT_S)
     done = time.perf_counter() - began
-    return {"count": count, "enqueued_s": enqueued, "done_s": done}
+    client_cpu = time.process_time() - cpu_before
+    return {"count": count, "enqueued_s": enqueued, "done_s": done, "client_cpu_s": client_cpu}
 
 
 def progress_push(count: int, rate_hz: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@ The client is bench/celery_app.py run by that venv's python (it prints JSON).
 kubetask: the API process the harness starts (API + controller + local backend, one OS
 process per task), through HTTP as a user would.
 
-Four figures, each measured over ROUNDS rounds (the row holds the median over rounds, a note
+Five figures, each measured over ROUNDS rounds (the row holds the median over rounds, a note
 the min and max):
 1. no-op round trip: `apply_async().get()` against `POST /v1/jobs` (noop, steps=0) -> the
    terminal event on the job's SSE stream (figure 3's `noop_kubetask`); p50 and p99;
@@ -16,7 +16,10 @@ the min and max):
    (Celery: `AsyncResult.get`; kubetask: polling `GET /v1/jobs/{id}`), jobs per second;
 3. enqueues per second, timed inside that burst: until the last `apply_async` returned
    against until the last `POST` was answered 201 (the record on disk);
-4. progress push: a task reporting PROGRESS_EVENTS events at PROGRESS_RATE_HZ, each stamped
+4. CPU per no-op job in that burst, every process of each side in all (bench/cpu.py): the
+   API, its zygotes and their tasks, Redis and the client threads, against Celery's worker
+   (parent and pool), Redis and its client process (its own count of the burst);
+5. progress push: a task reporting PROGRESS_EVENTS events at PROGRESS_RATE_HZ, each stamped
    when made, to the client holding it parsed. Celery: `update_state` (SET + PUBLISH on the
    task's meta channel) -> a redis-py subscriber; kubetask: figure 1's paced relay
    (ProgressReporter -> event log -> API -> SSE client).
@@ -33,13 +36,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
 from pydantic import JsonValue
 
+from bench import cpu
 from bench.harness import REPO_ROOT, Bench, Counts, Figure, Row, median, percentile, rounded
 from bench.noop_e2e import noop_kubetask
 from bench.relay import relay_kubetask
@@ -119,8 +123,9 @@ def _celery_env(redis_url: str) -> dict[str, str]:
 
 
 @contextmanager
-def celery_worker(python: Path, redis_url: str) -> Iterator[None]:
-    """A prefork worker of CONCURRENCY processes; stopped (warm shutdown) on the way out."""
+def celery_worker(python: Path, redis_url: str) -> Iterator[int]:
+    """A prefork worker of CONCURRENCY processes (its parent's pid); stopped (warm
+    shutdown) on the way out."""
     command = [str(python), "-m", "celery", "-A", "celery_app", "worker", "--pool", "prefork"]
     command += [f"--concurrency={CONCURRENCY}", "--loglevel=WARNING"]
     command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -135,7 +140,7 @@ def celery_worker(python: Path, redis_url: str) -> Iterator[None]:
             start_new_session=True,
         )
     try:
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -178,6 +183,29 @@ class Burst:
     count: int
     enqueued_s: float
     done_s: float
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # per job, by part of the side
+
+
+def kubetask_trees(bench: Bench) -> dict[str, int]:
+    """The kubetask side's processes: the API (its controller, shims and plainly started
+    tasks), each zygote (with the tasks it forked) and Redis."""
+    assert bench.api.process is not None
+    assert bench.redis_pid is not None
+    api = bench.api.process.pid
+    zygotes = [pid for pid in cpu.children_of(cpu.read_stats(), api) if cpu.is_zygote(pid)]
+    return {"API": api, "Redis": bench.redis_pid} | {f"zygote {pid}": pid for pid in zygotes}
+
+
+def kubetask_parts(per_job: dict[str, float], client_ms: float) -> dict[str, float]:
+    """Per-tree figures as the note names them: the zygotes' trees are the task processes
+    (a zygote's own share is the forks and the exits it records)."""
+    tasks = sum(ms for name, ms in per_job.items() if name.startswith("zygote "))
+    return {
+        "API": per_job["API"],
+        "tasks and zygotes": tasks,
+        "Redis": per_job["Redis"],
+        "client": client_ms,
+    }
 
 
 def burst_kubetask(bench: Bench, count: int) -> Burst:
@@ -199,7 +227,9 @@ def burst_kubetask(bench: Bench, count: int) -> Burst:
     threads = [threading.Thread(target=send, args=(k,)) for k in range(CLIENT_THREADS)]
     for thread in threads:
         thread.start()
+    trees = kubetask_trees(bench)
     gate.wait()
+    before, client_before = cpu.tree_seconds(cpu.read_stats(), trees), time.process_time()
     began = time.perf_counter()
     for thread in threads:
         thread.join()
@@ -213,10 +243,13 @@ def burst_kubetask(bench: Bench, count: int) -> Burst:
         if state != "succeeded":
             raise RuntimeError(f"burst job {job_id} ended {state}")
     done = time.perf_counter() - began
+    after, client_after = cpu.tree_seconds(cpu.read_stats(), trees), time.process_time()
     sent = sum(len(some) for some in ids)
     if sent != count:
         raise RuntimeError(f"only {sent} of {count} burst jobs were accepted")
-    return Burst(count=count, enqueued_s=enqueued, done_s=done)
+    per_job = cpu.per_job_ms(before, after, count)
+    parts = kubetask_parts(per_job, (client_after - client_before) * 1000 / count)
+    return Burst(count=count, enqueued_s=enqueued, done_s=done, cpu_ms=parts)
 
 
 # -- the figure -------------------------------------------------------------------------------
@@ -234,6 +267,7 @@ class Side:
             "rt99": per_round(self.roundtrip_ms, 99),
             "done": OverRounds(tuple(b.count / b.done_s for b in self.bursts)),
             "enq": OverRounds(tuple(b.count / b.enqueued_s for b in self.bursts)),
+            "cpu": OverRounds(tuple(sum(b.cpu_ms.values()) for b in self.bursts)),
             "pp50": per_round(self.progress_ms, 50),
             "pp99": per_round(self.progress_ms, 99),
         }
@@ -246,6 +280,7 @@ class Side:
                     "count": b.count,
                     "enqueued_s": round(b.enqueued_s, 4),
                     "done_s": round(b.done_s, 4),
+                    "cpu_ms_per_job": {part: round(ms, 3) for part, ms in b.cpu_ms.items()},
                 }
                 for b in self.bursts
             ],
@@ -253,19 +288,25 @@ class Side:
         }
 
 
-def measure_celery(redis_url: str, burst: int) -> Side:
+def measure_celery(redis_url: str, redis_pid: int, burst: int) -> Side:
     python = celery_python()
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
     side = Side([], [], [])
     try:
-        with celery_worker(python, redis_url):
+        with celery_worker(python, redis_url) as worker:
             celery_client(python, redis_url, "roundtrip", "5")  # the worker is up; warm
+            trees = {"worker": worker, "Redis": redis_pid}
             for _ in range(ROUNDS):
                 trips = celery_client(python, redis_url, "roundtrip", str(ROUND_TRIPS))
                 side.roundtrip_ms.append(_floats(trips["ms"]))
+                before = cpu.tree_seconds(cpu.read_stats(), trees)
                 sent = celery_client(python, redis_url, "burst", str(burst), str(CLIENT_THREADS))
-                side.bursts.append(Burst(burst, _float(sent["enqueued_s"]), _float(sent["done_s"])))
+                per_job = cpu.per_job_ms(before, cpu.tree_seconds(cpu.read_stats(), trees), burst)
+                per_job["client"] = _float(sent["client_cpu_s"]) * 1000 / burst
+                side.bursts.append(
+                    Burst(burst, _float(sent["enqueued_s"]), _float(sent["done_s"]), per_job)
+                )
                 pushed = celery_client(
                     python, redis_url, "progress", str(PROGRESS_EVENTS), str(PROGRESS_RATE_HZ)
                 )
@@ -292,9 +333,18 @@ METRICS = {
     "rt99": ("no-op round trip p99", "ms"),
     "done": ("burst -> all done", "jobs/s"),
     "enq": ("submissions accepted (enqueues)", "1/s"),
+    "cpu": ("CPU per job in the burst, all", "ms"),
     "pp50": ("progress push p50", "ms"),
     "pp99": ("progress push p99", "ms"),
 }
+
+
+def parts(side: Side) -> str:
+    """The side's CPU per job by part, each the median over the rounds."""
+    names = side.bursts[0].cpu_ms if side.bursts else {}
+    return "; ".join(
+        f"{name} {median([b.cpu_ms.get(name, 0.0) for b in side.bursts]):.2f} ms" for name in names
+    )
 
 
 def build_figure(ours: Side, celery: Side, burst: int) -> Figure:
@@ -307,6 +357,8 @@ def build_figure(ours: Side, celery: Side, burst: int) -> Figure:
         f"burst: {burst} no-op jobs from {CLIENT_THREADS} client threads; round trips: "
         f"{ROUND_TRIPS} per round; progress: {PROGRESS_EVENTS} events at {PROGRESS_RATE_HZ:g}/s"
     )
+    for name, side in (("kubetask", ours), ("Celery", celery)):
+        notes.append(f"{name} CPU per job in the burst, by part (median of rounds): {parts(side)}")
     notes.append(
         "both sides on one server with the embedded default's settings (appendonly yes, "
         "appendfsync always): every Celery broker and backend write is fsynced too"
@@ -331,6 +383,7 @@ def build_figure(ours: Side, celery: Side, burst: int) -> Figure:
 
 def run(bench: Bench, counts: Counts) -> Figure:
     url = bench.redis_url.rsplit("/", 1)[0] + f"/{CELERY_DATABASE}"
-    celery = measure_celery(url, counts.burst)
+    assert bench.redis_pid is not None
+    celery = measure_celery(url, bench.redis_pid, counts.burst)
     ours = measure_kubetask(bench, counts.burst)
     return build_figure(ours, celery, counts.burst)

@@ -69,6 +69,7 @@ class Bench:
     redis_url: str
     api: ApiServer
     scratch: Path
+    redis_pid: int | None = None  # the server's process, for CPU accounting
 
     def task_env(self, *, job_id: str, kind: str, params: str) -> dict[str, str]:
         """The container contract's environment, as the local backend gives it to a task."""
@@ -113,7 +114,7 @@ def servers() -> Iterator[Bench]:
             max_active_jobs_per_tenant=100_000,
         )
         api.start()
-        yield Bench(redis_url=url, api=api, scratch=root / "baseline")
+        yield Bench(redis_url=url, api=api, scratch=root / "baseline", redis_pid=redis_server.pid)
     finally:
         if api is not None:
             api.close()
