@@ -289,6 +289,7 @@ class Supervisor:
         self.pods: dict[int, Pod] = {}
         self.ended: list[Pod] = []  # tasks reaped whose exit is not recorded yet
         self.spare: Spare | None = None
+        self._next_stop_read = 0.0  # when the pods' stop.json files are looked at next
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_write)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select
@@ -320,14 +321,18 @@ class Supervisor:
     def kill_overdue(self) -> None:
         """SIGTERM each task past the job's deadline (as a kubelet keeps a pod's active
         deadline, with or without a controller), and SIGKILL each whose grace after that or
-        after a cancel is over (`shim.record_stop`)."""
+        after a cancel is over (`shim.record_stop`: read every STOP_CHECK_S, not at each of
+        the loop's turns, which come with every request and exit)."""
         now = time.time()
+        read_stops = time.monotonic() >= self._next_stop_read
+        if read_stops:
+            self._next_stop_read = time.monotonic() + STOP_CHECK_S
         for pid, pod in self.pods.items():
             if pod.stop is not None and now >= pod.stop[0] and not pod.stopped:
                 pod.stopped = True
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
-            if pod.kill_at is None:
+            if pod.kill_at is None and read_stops:
                 pod.kill_at = shim.read_stop(pod.pod_dir)
             after_deadline = sum(pod.stop) if pod.stopped and pod.stop else None
             due = min((t for t in (pod.kill_at, after_deadline) if t is not None), default=None)
