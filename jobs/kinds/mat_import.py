@@ -67,8 +67,24 @@ def matching_files(root: Path, pattern: str) -> list[Path]:
     return sorted(p for p in root.glob(pattern) if p.is_file())
 
 
-def import_file(path: Path, params: MatImportParams, imported: Imported, name: str) -> int:
-    """Add one file's segments; returns how many. Raises MatFileError for an unusable file."""
+@dataclass(frozen=True)
+class FileCut:
+    """What one file gave: its segments, from so many recordings of so many samples."""
+
+    segments: int
+    recordings: int
+    samples: int
+
+    def __str__(self) -> str:
+        plural = "s" if self.recordings != 1 else ""
+        return (
+            f"{self.segments} segments from {self.recordings} recording{plural} "
+            f"of {self.samples} samples"
+        )
+
+
+def import_file(path: Path, params: MatImportParams, imported: Imported, name: str) -> FileCut:
+    """Add one file's segments. Raises MatFileError for an unusable file."""
     variables = read_mat(path)
     variable, array = pick_signal(variables, params.variable)
     unusable = int(array.size - np.count_nonzero(np.isfinite(array)))
@@ -92,15 +108,16 @@ def import_file(path: Path, params: MatImportParams, imported: Imported, name: s
         )
     length, overlap, limit = params.segment_length, params.overlap, params.max_segments_per_file
     windows, where = [], []
-    for number, recording in enumerate(recordings(array), start=imported.recordings):
+    rows = recordings(array, params.recordings_in)
+    for number, recording in enumerate(rows, start=imported.recordings):
         starts = window_starts(len(recording), length, overlap, limit)
         windows.append(segments(recording, length, overlap, limit))
         where += [(number, int(start)) for start in starts]
     cut = np.concatenate(windows)
     if limit is not None:
         cut, where = cut[:limit], where[:limit]
+    longest = max(len(r) for r in rows)
     if len(cut) == 0:
-        longest = max(len(r) for r in recordings(array))
         raise MatFileError(
             f"{variable!r} has {longest} samples, fewer than segment_length={params.segment_length}"
         )
@@ -113,7 +130,7 @@ def import_file(path: Path, params: MatImportParams, imported: Imported, name: s
     imported.recordings += len(windows)
     imported.files.append(name)
     imported.variables.add(variable)
-    return len(cut)
+    return FileCut(segments=len(cut), recordings=len(rows), samples=longest)
 
 
 def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
@@ -144,8 +161,7 @@ def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:
         except InvalidParams as exc:
             raise InvalidParams(f"files: {exc}") from None
         try:
-            count = import_file(real, params, imported, name)
-            message = f"{name}: {count} segments"
+            message = f"{name}: {import_file(real, params, imported, name)}"
         except MatFileError as exc:
             if params.on_error == "fail":
                 raise TaskError(
@@ -192,6 +208,7 @@ def save(imported: Imported, params: MatImportParams, context: TaskContext) -> d
         "sample_rate": imported.sample_rate,
         "classes": list(classes),
         "class_counts": dict(zip(classes, counts, strict=True)),
+        "recordings": imported.recordings,
         "files_imported": len(imported.files),
         "files_skipped": len(imported.skipped),
         "skipped": list(imported.skipped[:MAX_SKIPPED_LISTED]),

@@ -100,6 +100,12 @@ class MatImportParams(Params):
     segment_length: int = Field(1024, ge=16, le=1_048_576, description="Samples per signal.")
     overlap: float = Field(0.0, ge=0.0, lt=1.0, description="Overlap of consecutive segments.")
     max_segments_per_file: int | None = Field(None, ge=1, le=1_000_000)
+    recordings_in: Literal["auto", "rows", "columns"] = Field(
+        "auto",
+        description="How a matrix signal holds its recordings: one per row, one per column, "
+        "or auto: time along the longer axis (a file with more recordings than samples in "
+        "each needs 'rows' or 'columns'). A vector is one recording.",
+    )
     sample_rate: float | None = Field(
         None,
         gt=0,

@@ -1,8 +1,8 @@
 """A task starts light: `python -m kubetask.jobs noop` imports neither redis-py (nor its
-asyncio client) nor the SDK, the API's contracts, the server, the ML libraries, the artifact store or another
-kind's runner, and builds only the models it uses; its publisher speaks to a real Redis
-over TCP (with a database number and a password) and a unix socket, and through redis-py for
-the URLs it leaves to it."""
+asyncio client) nor the SDK, the API's contracts, the server, the ML libraries, the artifact
+store or another kind's runner, and builds only the models it uses; its publisher speaks to
+a real Redis over TCP (with a database number and a password) and a unix socket, and through
+redis-py for the URLs it leaves to it."""
 
 from __future__ import annotations
 

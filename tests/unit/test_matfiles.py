@@ -2,7 +2,8 @@
 a struct, a cell, bytes or a non-finite number is no label or rate (a `MatFileError`
 naming it, so the file is skipped or fails the job permanently: never a raw TypeError,
 retried); samples that are NaN or infinite make the file unusable, named, never imported
-into a dataset `train` then refuses."""
+into a dataset `train` then refuses; a matrix of more recordings than samples each is read
+as the user says (`recordings_in`), and each file's progress says how it was read."""
 
 from __future__ import annotations
 
@@ -60,4 +61,38 @@ def test_a_signal_with_nan_or_infinite_samples_is_named_not_imported(tmp_path: P
     with pytest.raises(MatFileError, match=r"'x' holds 2 samples that are NaN or infinite"):
         import_file(saved(tmp_path, x=bad, fs=12000.0), params, imported, "f.mat")
     assert imported.signals == []
-    assert import_file(saved(tmp_path, x=SIGNAL, fs=12000.0), params, imported, "f.mat") > 0
+    assert import_file(saved(tmp_path, x=SIGNAL, fs=12000.0), params, imported, "f.mat").segments
+
+
+TRIALS = np.random.default_rng(1).standard_normal((300, 256))  # 300 trials of 256 samples
+
+
+@pytest.mark.parametrize(
+    ("layout", "recordings", "samples"),
+    [("rows", 300, 256), ("columns", 256, 300), ("auto", 256, 300)],
+)
+def test_a_matrix_is_read_as_recordings_in_says(
+    tmp_path: Path, layout: str, recordings: int, samples: int
+) -> None:
+    params = MatImportParams.model_validate(
+        {"files": "f.mat", "segment_length": 128, "recordings_in": layout}
+    )
+    imported = Imported()
+    cut = import_file(saved(tmp_path, x=TRIALS, fs=1000.0), params, imported, "f.mat")
+    assert (cut.recordings, cut.samples) == (recordings, samples)
+    assert str(cut) == f"{cut.segments} segments from {recordings} recordings of {samples} samples"
+    assert imported.recordings == recordings
+    first = imported.signals[0][0]
+    expected = TRIALS[0, :128] if layout == "rows" else TRIALS[:128, 0]
+    np.testing.assert_allclose(first, expected.astype(np.float32))
+
+
+def test_a_vector_is_one_recording_whatever_the_layout(tmp_path: Path) -> None:
+    params = MatImportParams.model_validate({"files": "f.mat", "recordings_in": "columns"})
+    cut = import_file(saved(tmp_path, x=SIGNAL, fs=1000.0), params, Imported(), "f.mat")
+    assert str(cut) == "4 segments from 1 recording of 4096 samples"
+
+
+def test_recordings_in_takes_only_its_three_values() -> None:
+    with pytest.raises(ValueError, match="recordings_in"):
+        MatImportParams.model_validate({"recordings_in": "time"})

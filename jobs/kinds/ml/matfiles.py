@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -102,16 +103,20 @@ def pick_signal(variables: Variables, pattern: str | None) -> tuple[str, NDArray
     return name, np.asarray(candidates[name], dtype=np.float64)
 
 
-def recordings(array: NDArray[np.float64]) -> list[NDArray[np.float64]]:
-    """The 1-D recordings in an array: a vector is one; in a matrix, time runs along the
-    longer axis and each row or column is one recording."""
+Layout = Literal["auto", "rows", "columns"]
+
+
+def recordings(array: NDArray[np.float64], layout: Layout = "auto") -> list[NDArray[np.float64]]:
+    """The 1-D recordings in an array: a vector is one; a matrix holds one per row or one
+    per column, as `layout` says (auto: time runs along the longer axis)."""
     squeezed = np.squeeze(array)
     if squeezed.ndim == 1:
         return [squeezed]
     if squeezed.ndim != 2:
         raise MatFileError(f"the signal variable has shape {array.shape}: need a vector or matrix")
-    rows = squeezed if squeezed.shape[1] >= squeezed.shape[0] else squeezed.T
-    return list(rows)
+    if layout == "auto":
+        layout = "rows" if squeezed.shape[1] >= squeezed.shape[0] else "columns"
+    return list(squeezed if layout == "rows" else squeezed.T)
 
 
 def window_starts(
