@@ -15,7 +15,13 @@ import pytest
 import scipy.io
 
 from kubetask.jobs.kinds.mat_import import Imported, import_file
-from kubetask.jobs.kinds.ml.matfiles import MatFileError, label_of, read_mat, sample_rate_of
+from kubetask.jobs.kinds.ml.matfiles import (
+    MatFileError,
+    label_of,
+    pick_signal,
+    read_mat,
+    sample_rate_of,
+)
 from kubetask.jobs.params.catalog import MatImportParams
 
 SIGNAL = np.random.default_rng(0).standard_normal(4096)
@@ -96,3 +102,27 @@ def test_a_vector_is_one_recording_whatever_the_layout(tmp_path: Path) -> None:
 def test_recordings_in_takes_only_its_three_values() -> None:
     with pytest.raises(ValueError, match="recordings_in"):
         MatImportParams.model_validate({"recordings_in": "time"})
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (SIGNAL.astype(np.complex128), "complex"),
+        (np.array([]), "empty"),
+        (np.array([[5.0]]), "a single number"),
+        ("some text", "text"),
+        ({"a": SIGNAL}, "a struct or cell"),
+    ],
+    ids=["complex", "empty", "scalar", "text", "struct"],
+)
+def test_no_signal_variable_says_why_each_match_is_none(
+    tmp_path: Path, value: Any, why: str
+) -> None:
+    variables = read_mat(saved(tmp_path, x_DE_time=value, other=SIGNAL))
+    with pytest.raises(MatFileError) as raised:
+        pick_signal(variables, ".*DE_time")
+    assert str(raised.value) == (
+        f"no matching '.*DE_time' signal variable ('x_DE_time' is {why}; "
+        "variables: other, x_DE_time)"
+    )
+    assert pick_signal(variables, None)[0] == "other"

@@ -86,19 +86,36 @@ def _inside(file: h5py.File, name: str) -> None:
 
 
 def _numeric(value: NDArray[np.generic] | str) -> bool:
-    return not isinstance(value, str) and value.dtype.kind in "fiu" and value.size > 1
+    return not_a_signal(value) is None
+
+
+def not_a_signal(value: NDArray[np.generic] | str) -> str | None:
+    """Why a variable cannot be a signal (text, complex, a struct or cell, one number or
+    none); None: it can."""
+    if isinstance(value, str):
+        return "text"
+    if value.dtype.kind == "c":
+        return "complex"
+    if value.dtype.kind not in "fiu":
+        return "a struct or cell" if value.dtype.kind in "OV" else f"of type {value.dtype}"
+    if value.size <= 1:
+        return "empty" if value.size == 0 else "a single number"
+    return None
 
 
 def pick_signal(variables: Variables, pattern: str | None) -> tuple[str, NDArray[np.float64]]:
     """(name, array) of the signal variable: the largest numeric array, among those whose
-    name matches `pattern` in full when one is given."""
-    candidates = {k: v for k, v in variables.items() if _numeric(v)}
-    if pattern is not None:
-        candidates = {k: v for k, v in candidates.items() if re.fullmatch(pattern, k)}
+    name matches `pattern` in full when one is given; MatFileError naming why the
+    variables that match are none (each one's reason) when there is none."""
+    named = {k: v for k, v in variables.items() if pattern is None or re.fullmatch(pattern, k)}
+    candidates = {k: v for k, v in named.items() if _numeric(v)}
     if not candidates:
         names = ", ".join(sorted(variables)) or "none"
         wanted = f"matching {pattern!r}" if pattern else "numeric"
-        raise MatFileError(f"no {wanted} signal variable (variables: {names})")
+        why = "; ".join(f"{k!r} is {not_a_signal(v)}" for k, v in sorted(named.items()))
+        raise MatFileError(
+            f"no {wanted} signal variable ({why + '; ' if why else ''}variables: {names})"
+        )
     name = max(candidates, key=lambda k: (np.size(candidates[k]), k))
     return name, np.asarray(candidates[name], dtype=np.float64)
 
