@@ -19,6 +19,7 @@ from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import InvalidParams, TaskError
 from kubetask.jobs.kinds.ml.matfiles import (
     MatFileError,
+    alike,
     label_of,
     pick_signal,
     read_mat,
@@ -69,18 +70,27 @@ def matching_files(root: Path, pattern: str) -> list[Path]:
 
 @dataclass(frozen=True)
 class FileCut:
-    """What one file gave: its segments, from so many recordings of so many samples."""
+    """What one file gave: its segments, from so many recordings of so many samples of its
+    signal variable (chosen by name over `passed_over`, as large)."""
 
     segments: int
     recordings: int
     samples: int
+    variable: str = ""
+    passed_over: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         plural = "s" if self.recordings != 1 else ""
-        return (
+        cut = (
             f"{self.segments} segments from {self.recordings} recording{plural} "
             f"of {self.samples} samples"
         )
+        if not self.variable:
+            return cut
+        tie = ""
+        if self.passed_over:
+            tie = f", chosen by name over {', '.join(self.passed_over)}: set `variable`"
+        return f"{self.variable!r}{tie}: {cut}"
 
 
 def import_file(path: Path, params: MatImportParams, imported: Imported, name: str) -> FileCut:
@@ -130,7 +140,8 @@ def import_file(path: Path, params: MatImportParams, imported: Imported, name: s
     imported.recordings += len(windows)
     imported.files.append(name)
     imported.variables.add(variable)
-    return FileCut(segments=len(cut), recordings=len(rows), samples=longest)
+    passed_over = tuple(alike(variables, params.variable, variable))
+    return FileCut(len(cut), len(rows), longest, variable, passed_over)
 
 
 def run(params: MatImportParams, context: TaskContext) -> dict[str, JsonValue]:

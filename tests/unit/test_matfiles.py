@@ -86,7 +86,8 @@ def test_a_matrix_is_read_as_recordings_in_says(
     imported = Imported()
     cut = import_file(saved(tmp_path, x=TRIALS, fs=1000.0), params, imported, "f.mat")
     assert (cut.recordings, cut.samples) == (recordings, samples)
-    assert str(cut) == f"{cut.segments} segments from {recordings} recordings of {samples} samples"
+    cut_text = f"{cut.segments} segments from {recordings} recordings of {samples} samples"
+    assert str(cut) == f"'x': {cut_text}"
     assert imported.recordings == recordings
     first = imported.signals[0][0]
     expected = TRIALS[0, :128] if layout == "rows" else TRIALS[:128, 0]
@@ -96,7 +97,7 @@ def test_a_matrix_is_read_as_recordings_in_says(
 def test_a_vector_is_one_recording_whatever_the_layout(tmp_path: Path) -> None:
     params = MatImportParams.model_validate({"files": "f.mat", "recordings_in": "columns"})
     cut = import_file(saved(tmp_path, x=SIGNAL, fs=1000.0), params, Imported(), "f.mat")
-    assert str(cut) == "4 segments from 1 recording of 4096 samples"
+    assert str(cut) == "'x': 4 segments from 1 recording of 4096 samples"
 
 
 def test_recordings_in_takes_only_its_three_values() -> None:
@@ -126,3 +127,15 @@ def test_no_signal_variable_says_why_each_match_is_none(
         "variables: other, x_DE_time)"
     )
     assert pick_signal(variables, None)[0] == "other"
+
+
+def test_a_tie_for_the_largest_variable_is_named_in_the_files_progress(tmp_path: Path) -> None:
+    path = saved(tmp_path, X097_DE_time=SIGNAL, X097_FE_time=SIGNAL, X097_BA_time=SIGNAL, fs=1e3)
+    params = MatImportParams.model_validate({"files": "f.mat"})
+    cut = import_file(path, params, Imported(), "f.mat")
+    assert str(cut) == (
+        "'X097_FE_time', chosen by name over X097_BA_time, X097_DE_time: set `variable`: "
+        "4 segments from 1 recording of 4096 samples"
+    )
+    chosen = MatImportParams.model_validate({"files": "f.mat", "variable": ".*DE_time"})
+    assert str(import_file(path, chosen, Imported(), "f.mat")).startswith("'X097_DE_time': 4 ")

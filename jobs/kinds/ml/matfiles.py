@@ -120,6 +120,20 @@ def pick_signal(variables: Variables, pattern: str | None) -> tuple[str, NDArray
     return name, np.asarray(candidates[name], dtype=np.float64)
 
 
+def alike(variables: Variables, pattern: str | None, name: str) -> list[str]:
+    """The other signal variables as large as `name` that `pick_signal` passed over (by
+    name: the last in order wins a tie), sorted."""
+    size = np.size(variables[name])
+    return sorted(
+        k
+        for k, v in variables.items()
+        if k != name
+        and _numeric(v)
+        and np.size(v) == size
+        and (pattern is None or re.fullmatch(pattern, k))
+    )
+
+
 Layout = Literal["auto", "rows", "columns"]
 
 
