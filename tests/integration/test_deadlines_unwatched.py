@@ -69,6 +69,11 @@ def test_a_queued_job_whose_start_deadline_passed_while_down_is_never_started(
         busy = api.submit("noop", {"steps": 10, "step_s": 0.2})
         api.wait(busy, {"running"})
         late = api.submit("noop", {"steps": 0}, start_timeout_s=2)
+        spec = api.data_dir / "local" / "jobs" / late / "job.json"
+        deadline = time.monotonic() + 10
+        while not spec.exists():  # the backend holds it, queued for the slot (else the
+            assert time.monotonic() < deadline  # restart's first sync times it out unmade)
+            time.sleep(0.02)
         api.kill()
         time.sleep(4)  # the busy job ends, its slot is free, and `late`'s deadline passes
         api.start()
