@@ -125,12 +125,6 @@ if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 
-# KEYS: the window's counter. One submission given back (while the window lasts).
-_UNCOUNT_SUBMIT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
-return 0
-"""
-
 # KEYS: the tenant's streams. ARGV: now, lease end, the cap, this stream's id.
 # 1 when the stream got a slot, else 0. Lapsed leases (a replica that died) are dropped.
 _OPEN_STREAM = """
@@ -186,24 +180,13 @@ class TenantLimits:
         self._submits_per_minute = submits_per_minute
         self._streams = streams
         self._count_submit = redis.register_script(_COUNT_SUBMIT)
-        self._uncount_submit = redis.register_script(_UNCOUNT_SUBMIT)
         self._open_stream = redis.register_script(_OPEN_STREAM)
         self.uploads = UploadGate()
 
-    @contextlib.asynccontextmanager
-    async def submission(self, tenant: str) -> AsyncIterator[None]:
-        """Count one submission (LimitExceeded past the tenant's rate) for the block, which
-        validates and submits it; one it refuses as invalid (InvalidRequest) is given back:
-        only valid ones count."""
-        key = await self._admit_submit(tenant)
-        try:
-            yield
-        except InvalidRequest:
-            await self._uncount_submit(keys=[key])
-            raise
-
-    async def _admit_submit(self, tenant: str) -> str:
-        """Count one submission, in the key returned; LimitExceeded past the tenant's rate."""
+    async def admit_submit(self, tenant: str) -> None:
+        """Count one submission; LimitExceeded past the tenant's rate. The service calls it
+        once it found the submission valid (`JobService.submit`'s `admit`): only valid ones
+        count, and an invalid one never does, not even for a moment."""
         window, retry_after = submit_window(self.clock())
         key = keys.tenant_submits(tenant, window)
         count = await self._count_submit(keys=[key], args=[WINDOW_S * 2])
@@ -213,7 +196,6 @@ class TenantLimits:
                 "this minute",
                 retry_after_s=retry_after,
             )
-        return key
 
     async def open_stream(self, tenant: str) -> StreamLease:
         """A slot for one event stream (close it when the stream ends); LimitExceeded when

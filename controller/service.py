@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import JsonValue, ValidationError
@@ -42,6 +42,9 @@ from kubetask.controller.uploads import upload_check
 from kubetask.kinds import KindSpec
 from kubetask.models import DEFAULT_TENANT, BackendRef, JobPage, JobRequest, JobView, KindInfo
 from kubetask.storage import ArtifactStore
+
+# Awaited once a submission is found valid: the caller's count of it (a rate limit)
+Admit = Callable[[], Awaitable[object]]
 
 
 def validate_request(
@@ -184,11 +187,13 @@ class JobService:
         idempotency_key: str | None,
         tenant: str = DEFAULT_TENANT,
         caps: TenantCaps = NO_CAPS,
+        admit: Admit | None = None,
     ) -> tuple[JobView, bool]:
         """(the job, True) when created now; (the original job, False) for a replay of the
         tenant's Idempotency-Key. `TenantCapReached` when the tenant is at one of its
-        `caps`."""
-        request = await self._validated(request, tenant)
+        `caps`; `admit` is awaited once the request is found valid (the caller's rate limit:
+        what it raises, the submission does)."""
+        request = await self._validated(request, tenant, admit)
         now = self._clock()
         record = JobRecord(id=new_job_id(now), request=request, created_at=now, tenant=tenant)
         try:
@@ -206,10 +211,10 @@ class JobService:
         return self._new_view(record), True
 
     async def dry_run(
-        self, request: JobRequest, *, tenant: str = DEFAULT_TENANT
+        self, request: JobRequest, *, tenant: str = DEFAULT_TENANT, admit: Admit | None = None
     ) -> dict[str, JsonValue]:
-        """What submitting would create, creating nothing."""
-        request = await self._validated(request, tenant)
+        """What submitting would create, creating nothing (`admit` as for `submit`)."""
+        request = await self._validated(request, tenant, admit)
         now = self._clock()
         record = JobRecord(id=new_job_id(now), request=request, created_at=now, tenant=tenant)
         return {
@@ -217,10 +222,12 @@ class JobService:
             "object": self._backend.render(self._spec_for(record)),
         }
 
-    async def _validated(self, request: JobRequest, tenant: str) -> JobRequest:
-        """`accept`: the tenant's own jobs and uploads only."""
+    async def _validated(
+        self, request: JobRequest, tenant: str, admit: Admit | None = None
+    ) -> JobRequest:
+        """`accept`: the tenant's own jobs and uploads only; then `admit`, if any."""
         backend = self._backend
-        return await accept(
+        accepted = await accept(
             request,
             kinds=self.kinds,
             tenant=tenant,
@@ -229,6 +236,9 @@ class JobService:
             refusals=backend.refusals if isinstance(backend, RefusesRequests) else None,
             uploads=self._uploads,
         )
+        if admit is not None:
+            await admit()
+        return accepted
 
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobView:
         """The job; `tenant`: only that tenant's (None: any)."""

@@ -105,19 +105,20 @@ async def submit_job(
     settings = runtime.settings
     request = apply_caps(request, settings.job_caps())
     _secrets_allowed(request, settings)
-    async with limits.submission(principal.tenant):  # counted if the service finds it valid
-        if dry_run:
-            return JSONResponse(await service.dry_run(request, tenant=principal.tenant))
-        started = time.perf_counter()
-        try:
-            view, created = await service.submit(
-                request,
-                idempotency_key=idempotency_key,
-                tenant=principal.tenant,
-                caps=settings.tenant_caps(),
-            )
-        except TenantCapReached as exc:
-            raise LimitExceeded(str(exc), retry_after_s=CAP_RETRY_AFTER_S[exc.cap]) from None
+    admit = partial(limits.admit_submit, principal.tenant)  # counted once found valid
+    if dry_run:
+        return JSONResponse(await service.dry_run(request, tenant=principal.tenant, admit=admit))
+    started = time.perf_counter()
+    try:
+        view, created = await service.submit(
+            request,
+            idempotency_key=idempotency_key,
+            tenant=principal.tenant,
+            caps=settings.tenant_caps(),
+            admit=admit,
+        )
+    except TenantCapReached as exc:
+        raise LimitExceeded(str(exc), retry_after_s=CAP_RETRY_AFTER_S[exc.cap]) from None
     metrics.observe_submit(request.kind, time.perf_counter() - started, created=created)
     location = f"/v1/jobs/{view.id}"
     if not created:

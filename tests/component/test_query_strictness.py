@@ -6,6 +6,7 @@ counted against the tenant's rate."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -186,5 +187,34 @@ def test_submissions_refused_as_invalid_are_not_counted(redis_url: str, tmp_path
             answer = api.client.post("/v1/jobs", **dry)  # type: ignore[arg-type]
             assert answer.status_code == 200, answer.text
         assert api.client.post("/v1/jobs", **dry).status_code == 429  # type: ignore[arg-type]
+    finally:
+        api.close()
+
+
+def test_an_invalid_submission_never_holds_a_valid_ones_place(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """At a rate of one a minute, one valid submission sent among thirty invalid ones at
+    once is accepted: an invalid one is not counted even while it is being refused (it was
+    counted first and given back after, so the valid one could see 429 meanwhile)."""
+    api = ApiServer(
+        redis_url=own_database(redis_url), data_dir=tmp_path / "api", max_submits_per_minute=1
+    )
+    api.start()
+    try:
+        if time.time() % 60 > 50:  # keep the burst inside one window
+            time.sleep(61 - time.time() % 60)
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+                bodies = [{"kind": "noop", "params": {"steps": -1}}] * 30
+                bodies.insert(15, {"kind": "noop", "params": {"steps": 0}})
+                answers = await asyncio.gather(*(client.post("/v1/jobs", json=b) for b in bodies))
+                return [answer.status_code for answer in answers]
+
+        codes = asyncio.run(burst())
+        assert codes[15] == 201
+        assert codes[:15] + codes[16:] == [422] * 30
+        assert api.client.post("/v1/jobs", json={"kind": "noop"}).status_code == 429
     finally:
         api.close()
