@@ -37,6 +37,22 @@ _PARAMETER_LOCATIONS = ("query", "path", "header")
 _SCHEMAS = "#/components/schemas/"
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 RETRY_AFTER_S = 2  # a 503's suggestion: the store is away, busy, or its disk is slow
+RETRY_AFTER = {  # a response's `headers` in the OpenAPI spec: every 429, most 503s
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "Bearer, with the reason a token was refused (RFC 6750).",
+        "schema": {"type": "string"},
+    }
+}
+BAD_REQUEST = (
+    "The request cannot be read: its Host is not this server's own address (a server bound "
+    "to the loopback only), or its URL is not UTF-8 once percent-decoded."
+)
 # Out of file descriptors: this process's (EMFILE) or the system's (ENFILE). Each open stream
 # holds one; they come back as clients leave.
 FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
@@ -229,17 +245,24 @@ def _allowed_methods(request: Request) -> list[str]:
 def document_problems(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with each declared 4xx/5xx response documented as the `Problem` the
     handlers send (in place of FastAPI's default 422 body, or of no body at all);
-    responses that declare a body of their own keep it."""
+    responses that declare a body of their own keep it. Every operation may answer 400
+    (the middleware reads the Host and the URL first); every 429 carries Retry-After and
+    every 401 WWW-Authenticate."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     problem_schema = Problem.model_json_schema(ref_template=_SCHEMAS + "{model}")
     schemas.update(problem_schema.pop("$defs", {}))
     schemas["Problem"] = problem_schema
     problem_content = {PROBLEM: {"schema": {"$ref": _SCHEMAS + "Problem"}}}
+    always = {"429": RETRY_AFTER, "401": WWW_AUTHENTICATE}
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", {"description": BAD_REQUEST})
+            for status, response in responses.items():
                 if status[:1] in ("4", "5") and _problem_or_nothing(response.get("content")):
                     response["content"] = dict(problem_content)
+                if status in always:
+                    response["headers"] = {**response.get("headers", {}), **always[status]}
     for default in ("HTTPValidationError", "ValidationError"):
         schemas.pop(default, None)
     return spec

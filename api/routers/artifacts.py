@@ -33,7 +33,7 @@ from starlette.types import Scope, Send
 from kubetask.api.body import refuse_encoded
 from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
 from kubetask.api.downloads import headers, plan, quoted, unsatisfiable_headers, validators
-from kubetask.api.problems import RETRY_AFTER_S, problem
+from kubetask.api.problems import RETRY_AFTER, RETRY_AFTER_S, problem
 from kubetask.params.paths import OutsideTheStore, uploads_area
 from kubetask.storage import (
     ArtifactStore,
@@ -68,7 +68,11 @@ router = APIRouter(
     tags=["artifacts"],
     responses={
         401: {"description": "No valid bearer token (WWW-Authenticate says why)."},
-        503: {"description": "The job store or the artifact store is unavailable."},
+        503: {
+            "description": "The job store or the artifact store is unavailable; try again "
+            "after Retry-After.",
+            "headers": RETRY_AFTER,
+        },
     },
 )
 

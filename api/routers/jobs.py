@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from kubetask.api.body import JsonRoute
 from kubetask.api.deps import ArtifactsDep, LimitsDep, PrincipalDep, RuntimeDep, ServiceDep
 from kubetask.api.limits import CAP_RETRY_AFTER_S, LimitExceeded, apply_caps
-from kubetask.api.problems import RETRY_AFTER_S, problem
+from kubetask.api.problems import RETRY_AFTER, RETRY_AFTER_S, problem
 from kubetask.api.routers.metrics import MetricsDep
 from kubetask.api.settings import Settings
 from kubetask.controller.archive import archived_log
@@ -32,7 +32,10 @@ router = APIRouter(
     route_class=JsonRoute,
     responses={
         401: {"description": "No valid bearer token (WWW-Authenticate says why)."},
-        503: {"description": "The job store is unavailable; try again after Retry-After."},
+        503: {
+            "description": "The job store is unavailable; try again after Retry-After.",
+            "headers": RETRY_AFTER,
+        },
     },
 )
 

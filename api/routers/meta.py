@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from kubetask.api.deps import RuntimeDep
-from kubetask.api.problems import problem
+from kubetask.api.problems import RETRY_AFTER, problem
 from kubetask.controller.service import kind_infos
 from kubetask.models import KindInfo
 
@@ -22,7 +22,12 @@ async def list_kinds(runtime: RuntimeDep) -> list[KindInfo]:
     "/healthz",
     operation_id="healthz",
     response_model=dict[str, str],
-    responses={503: {"description": "The embedded Redis server is gone (being restarted)."}},
+    responses={
+        503: {
+            "description": "The embedded Redis server is gone (being restarted).",
+            "headers": RETRY_AFTER,
+        }
+    },
 )
 async def healthz(runtime: RuntimeDep) -> JSONResponse:
     if not runtime.alive():

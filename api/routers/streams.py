@@ -25,7 +25,7 @@ from kubetask.api.deps import (
     still_granted,
 )
 from kubetask.api.limits import StreamLease
-from kubetask.api.problems import problem
+from kubetask.api.problems import RETRY_AFTER, problem
 from kubetask.api.runtime import Runtime
 from kubetask.api.streaming import (
     KEEPALIVE_FRAME,
@@ -46,7 +46,10 @@ router = APIRouter(
     tags=["events"],
     responses={
         401: {"description": "No valid bearer token (WWW-Authenticate says why)."},
-        503: {"description": "The job store is unavailable; try again after Retry-After."},
+        503: {
+            "description": "The job store is unavailable; try again after Retry-After.",
+            "headers": RETRY_AFTER,
+        },
     },
 )
 

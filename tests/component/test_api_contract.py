@@ -272,6 +272,24 @@ def test_health_readiness_and_openapi(api: ApiServer) -> None:
     assert api.client.get("/docs").status_code == 200
 
 
+def test_the_openapi_spec_documents_the_400s_and_the_headers_clients_act_on(
+    api: ApiServer,
+) -> None:
+    """Any operation may answer 400 (a URL that is not UTF-8, a foreign Host), as a problem;
+    each 429 carries Retry-After, each 401 WWW-Authenticate, a store's 503 Retry-After."""
+    spec = api.client.get("/openapi.json").json()
+    operations = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
+    for name, operation in operations.items():
+        responses = operation["responses"]
+        assert "application/problem+json" in responses["400"]["content"], name
+        for status, header in (("429", "Retry-After"), ("401", "WWW-Authenticate")):
+            if status in responses:
+                assert header in responses[status]["headers"], (name, status)
+    assert "429" in operations["submit_job"]["responses"]
+    for name in ("submit_job", "job_events", "list_artifacts", "healthz"):
+        assert "Retry-After" in operations[name]["responses"]["503"]["headers"], name
+
+
 def test_a_url_that_is_not_utf8_once_decoded_is_400_and_stores_nothing(api: ApiServer) -> None:
     """`%ff` read as U+FFFD would make `enc/%ff` and `enc/%fe` one file."""
     folder = f"enc-{uuid.uuid4().hex[:8]}"
