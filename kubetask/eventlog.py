@@ -13,6 +13,7 @@ pydantic) are imported only by the functions that read events back (`parse_event
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,9 +142,26 @@ def script_keys(job_id: str) -> list[str]:
     ]
 
 
+def finite(value: JsonValue) -> JsonValue:
+    """`value` with each NaN or infinite number as null, as in a result: JSON has none, and
+    a client's parser (the dashboard's `JSON.parse`) refuses Python's `NaN`."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def event_json(fields: Mapping[str, JsonValue]) -> str:
+    """An event's JSON text: compact, non-finite numbers as null."""
+    return json.dumps(finite(dict(fields)), separators=(",", ":"), default=str, allow_nan=False)
+
+
 def script_args(fields: Mapping[str, JsonValue]) -> list[str]:
     """Arguments for APPEND_SCRIPT: the event JSON minus `seq` and its opening brace."""
-    body = json.dumps(fields, separators=(",", ":"), default=str)
+    body = event_json(fields)
     return [body[1:], str(HISTORY_LIMIT), "1" if fields.get("type") == "progress" else "0"]
 
 
@@ -165,7 +183,7 @@ def progress_args(fields: Mapping[str, JsonValue], worker: WorkerRun) -> list[st
     """Arguments for PROGRESS_SCRIPT: the body (without the job's figure, which the script
     adds) and what the script needs to tally the job."""
     body = {k: v for k, v in fields.items() if k not in JOB_FIGURE_FIELDS}
-    text = json.dumps(body, separators=(",", ":"), default=str)
+    text = event_json(body)
     own = fields.get("worker_fraction")
     stage = fields.get("stage")
     index = fields.get("index")

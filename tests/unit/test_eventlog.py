@@ -116,3 +116,21 @@ def test_script_keys_are_the_jobs_keys_in_script_order() -> None:
         keys.progress_channel(job_id),
     ]
     assert keys.progress_channel(job_id) == f"kubetask:progress:{job_id}"
+
+
+def test_a_non_finite_number_is_sent_as_null_in_strict_json() -> None:
+    """A metric that is NaN or infinite (a quality score over no rows, a loss that blew up)
+    reaches a client as null, as in a result: `NaN` is no JSON (JSON.parse refuses it)."""
+    fields = progress_fields()
+    fields["metrics"] = {"loss": float("nan"), "grad": float("inf"), "per_class": [1.0, -1e999]}
+    fields["current"] = float("nan")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    event = json.loads(as_stored(fields, 4), parse_constant=refuse)
+    assert event["metrics"] == {"loss": None, "grad": None, "per_class": [1.0, None]}
+    assert event["current"] is None
+    worker = eventlog.WorkerRun(run="r", started=0.0)
+    body = eventlog.progress_args(fields, worker)[0]
+    assert json.loads("{" + body, parse_constant=refuse)["metrics"]["loss"] is None
