@@ -216,9 +216,17 @@ def _judge_path(
     if owner is not None and record is None:
         return not_found(("params", *path.loc), owner)
     output_of = record if record and path.value in (record.status.result or {}).values() else None
-    if path.outputs_only and (output_of is None or not _of_kinds(output_of, path)):
+    if path.outputs_only and (output_of is None or not _is_the_output(output_of, path)):
         return not_an_output(path)
     return output_of
+
+
+def _is_the_output(record: JobRecord, path: PathValue) -> bool:
+    """`path` is what the field takes of `record`: the output the field names (a model's
+    file, not the metadata or the losses the same job lists), of a job of its kinds."""
+    if path.ref is None or not _of_kinds(record, path):
+        return False
+    return (record.status.result or {}).get(path.ref[0]) == path.value
 
 
 def _of_kinds(record: JobRecord, path: PathValue) -> bool:
@@ -228,10 +236,11 @@ def _of_kinds(record: JobRecord, path: PathValue) -> bool:
 def not_an_output(path: PathValue) -> FieldError:
     """A field that is unpickled takes only what a job of its kinds wrote."""
     kinds = _kinds_text(path.ref[1]) if path.ref else "the right"
+    output = f"its {path.ref[0]!r}" if path.ref else "its output"
     return FieldError(
         ("params", *path.loc),
-        f"only a {kinds} job's output ('job:<id>', or the path its result lists): this file "
-        "is unpickled, which runs code, so no upload or other file is taken",
+        f"only a {kinds} job's output ('job:<id>', or the path of {output} its result "
+        "lists): this file is unpickled, which runs code, so no upload or other file is taken",
         "job_output_only",
     )
 

@@ -46,7 +46,12 @@ def record(
 RECORDS = {
     r.id: r
     for r in (
-        record(TRAIN_ID, "train", JobState.SUCCEEDED, {"model": f"{TRAIN_ID}/model.pt"}),
+        record(
+            TRAIN_ID,
+            "train",
+            JobState.SUCCEEDED,
+            {"model": f"{TRAIN_ID}/model.pt", "last_model": f"{TRAIN_ID}/last.pt"},
+        ),
         record(DATAGEN_ID, "datagen", JobState.SUCCEEDED, {"dataset": f"{DATAGEN_ID}/d.npz"}),
         record(RUNNING_ID, "train", JobState.RUNNING),
         record(FAILED_ID, "train", JobState.FAILED),
@@ -248,8 +253,9 @@ class Unpickled(Params):
 
 def test_a_file_the_task_unpickles_is_only_what_a_job_of_its_kind_wrote() -> None:
     """Unpickling runs code: an uploaded pickle would run in the task, with its credentials
-    and every tenant's files in reach. `job:<id>` and the path its result lists are taken;
-    an upload (by path or `upload:`), another file of that job, another kind's: refused."""
+    and every tenant's files in reach. `job:<id>` and the path its result lists as the
+    field's output are taken; an upload (by path or `upload:`), another file of that job
+    (one its result lists as another output too), another kind's: refused."""
     assert resolve(Unpickled, {"model": f"job:{TRAIN_ID}"}) == {"model": f"{TRAIN_ID}/model.pt"}
     assert resolve(Unpickled, {"model": f"{TRAIN_ID}/model.pt"}) == {
         "model": f"{TRAIN_ID}/model.pt"
@@ -258,12 +264,14 @@ def test_a_file_the_task_unpickles_is_only_what_a_job_of_its_kind_wrote() -> Non
         f"uploads/{TENANT}/evil.pkl",
         "upload:evil.pkl",
         f"{TRAIN_ID}/checkpoint.pt",
+        f"{TRAIN_ID}/last.pt",
         f"{DATAGEN_ID}/d.npz",
     ):
         assert refused(Unpickled, {"model": value}) == {
             "params.model": (
                 "job_output_only",
-                "only a train job's output ('job:<id>', or the path its result lists): this "
-                "file is unpickled, which runs code, so no upload or other file is taken",
+                "only a train job's output ('job:<id>', or the path of its 'model' its result "
+                "lists): this file is unpickled, which runs code, so no upload or other file "
+                "is taken",
             )
         }, value
