@@ -124,16 +124,37 @@ def fit_outcome(outcome: Outcome) -> str:
     return text
 
 
-def spill_result(result: dict[str, JsonValue], context: TaskContext) -> dict[str, JsonValue]:
-    """A result too large for the termination message goes to `result.json` in the job's
-    artifacts; the small result then names that file."""
+def spill_result(
+    result: dict[str, JsonValue], context: TaskContext, keep: tuple[str, ...] = ()
+) -> dict[str, JsonValue]:
+    """A result too large for the termination message goes to `result-N.json` in the job's
+    artifacts; the small result names that file and keeps the kind's outputs (`keep`: what
+    later jobs' `job:<id>` resolve to), then each other top-level entry that is a number, a
+    boolean, a short text or a list of those (a job's figures, its classes) while it fits,
+    in order."""
     text = json.dumps(result, separators=(",", ":"))
     if len(text.encode()) <= MAX_RESULT_BYTES:
         return result
     path = context.artifact(f"result-{context.index}.json")
     path.write_text(text)
     keys: list[JsonValue] = list(sorted(result)[:20])
-    return {"result_file": context.relative(path), "keys": keys}
+    small: dict[str, JsonValue] = {"result_file": context.relative(path), "keys": keys}
+    small |= {name: result[name] for name in keep if name in result}
+    for name, value in result.items():
+        if name in small or not _a_figure(value):
+            continue
+        if len(json.dumps({**small, name: value}, separators=(",", ":")).encode()) <= (
+            MAX_RESULT_BYTES
+        ):
+            small[name] = value
+    return small
+
+
+def _a_figure(value: JsonValue) -> bool:
+    """A number, a boolean, a short text, or a list of those (a job's `classes`)."""
+    if isinstance(value, list):
+        return all(_a_figure(item) and not isinstance(item, list) for item in value)
+    return isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 200)
 
 
 def check_paths(params: Params, context: TaskContext) -> None:
@@ -277,7 +298,7 @@ def run_staged(
             log.info("staged in %d file(s) from %r in %.2f s", count, staging.store, took)
         check_paths(params, context)
         result = run_kind(spec, params, context)
-        outcome = Outcome(ok=True, result=spill_result(result, context))
+        outcome = Outcome(ok=True, result=spill_result(result, context, spec.outputs))
         if staging is not None:
             staged_out = True
             keep_outputs(staging, strict=True)

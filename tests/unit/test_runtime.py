@@ -309,3 +309,29 @@ def test_a_failed_task_leaves_its_fraction_where_it_stopped(tmp_path: Path) -> N
     fractions = [event["worker_fraction"] for event in events]
     assert fractions
     assert all(isinstance(f, float) and f < 1.0 for f in fractions)
+
+
+def test_a_spilled_result_keeps_the_kinds_outputs_and_its_figures(tmp_path: Path) -> None:
+    """A later job's `job:<id>` resolves to the kind's output in the result: spilled (a
+    mat-import of many long class names), the small result still holds it, and the figures
+    (accuracy) that fit."""
+    context = TaskContext(
+        job_id="0000000000abcdef",
+        index=0,
+        artifacts_root=tmp_path,
+        reporter=ProgressReporter(None, job_id="0000000000abcdef"),
+    )
+    big: dict[str, JsonValue] = {
+        "class_counts": {f"class-{k:03d}-" + "x" * 40: k for k in range(100)},
+        "accuracy": 0.75,
+        "classes": [f"class-{k:03d}" for k in range(100)],
+        "dataset": "0000000000abcdef/dataset.npz",
+        "n_signals": 4950,
+    }
+    small = spill_result(big, context, ("dataset",))
+    assert small["dataset"] == "0000000000abcdef/dataset.npz"
+    assert (small["accuracy"], small["n_signals"]) == (0.75, 4950)
+    assert small["classes"] == big["classes"]  # what the shapes of later jobs are checked by
+    assert "class_counts" not in small
+    assert json.loads((tmp_path / str(small["result_file"])).read_text()) == big
+    assert len(fit_outcome(Outcome(ok=True, result=small))) < MAX_OUTCOME_BYTES
