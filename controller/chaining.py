@@ -21,7 +21,7 @@ Finding the values and judging them are pure; only `resolve_references` reads th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, JsonValue
 
@@ -221,6 +221,19 @@ def _judge_path(
     return output_of
 
 
+def _canonical(path: PathValue) -> PathValue:
+    """The path spelled as the store names it (`a//b/./c` is `a/b/c`): compared with the
+    paths a result lists, and given to the task so (a model's own data is found held out).
+    A glob, or a path outside the store (refused by `path_owner`), stays as it is."""
+    if path.glob:
+        return path
+    try:
+        value = "/".join(store_parts(path.value))
+    except OutsideTheStore:
+        return path
+    return replace(path, value=value)
+
+
 def _is_the_output(record: JobRecord, path: PathValue) -> bool:
     """`path` is what the field takes of `record`: the output the field names (a model's
     file, not the metadata or the losses the same job lists), of a job of its kinds."""
@@ -302,7 +315,10 @@ async def resolve_references(
             resolved[ref.loc] = outcome
             if referenced is not None:
                 sources[ref.loc] = referenced
-    for path, owner in owners:
+    for given, owner in owners:
+        path = _canonical(given)  # `id//file`, `id/./file`: as `id/file`, for the checks too
+        if not isinstance(owner, FieldError):
+            resolved.setdefault(path.loc, path.value)
         judged = _judge_path(path, owner, records)
         if isinstance(judged, FieldError):
             errors.append(judged)

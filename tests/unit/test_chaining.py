@@ -275,3 +275,13 @@ def test_a_file_the_task_unpickles_is_only_what_a_job_of_its_kind_wrote() -> Non
                 "is taken",
             )
         }, value
+
+
+def test_a_path_spelled_otherwise_is_taken_as_the_store_names_it() -> None:
+    """`id//file` and `id/./file` are `id/file`: the checks that apply to a job's output
+    apply to them (a model's file is that job's output), and the task is given the plain
+    spelling (it finds a model's own data held out by comparing paths)."""
+    for spelled in (f"{TRAIN_ID}//model.pt", f"{TRAIN_ID}/./model.pt"):
+        assert resolve(Unpickled, {"model": spelled}) == {"model": f"{TRAIN_ID}/model.pt"}
+    params = evaluate_params(model=f"{TRAIN_ID}/model.pt", dataset=f"{DATAGEN_ID}/./d.npz")
+    assert resolve(EvaluateParams, params)["dataset"] == f"{DATAGEN_ID}/d.npz"
