@@ -33,6 +33,7 @@ from kubetask.jobs.kinds.ml.data import (
     obtain_dataset,
     pick_device,
     prepare,
+    require_classes,
 )
 from kubetask.jobs.kinds.ml.inference import read_sample_rate
 from kubetask.jobs.kinds.ml.loop import (
@@ -122,6 +123,7 @@ def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
     reporter = context.reporter
     reporter.update(0, params.epochs, stage="data", message="preparing the dataset")
     dataset = obtain_dataset(params, context)
+    require_classes(dataset)
     if dataset.source is None:  # generated: kept, so the model's data can be named later
         saved = context.artifact("dataset.npz")
         save_dataset(saved, dataset.x, dataset.y, params.datagen)

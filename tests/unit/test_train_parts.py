@@ -20,6 +20,7 @@ from kubetask.jobs.kinds.ml.data import (
     load_dataset,
     obtain_dataset,
     prepare,
+    require_classes,
     split_by_recording,
     split_indices,
     to_features,
@@ -310,3 +311,24 @@ def test_a_dataset_whose_labels_or_values_cannot_be_learnt_is_refused_for_good(
             load_dataset(path, f"x/{name}.npz")
         assert caught.value.permanent, name
         assert said in str(caught.value), str(caught.value)
+
+
+def test_a_dataset_of_one_signal_or_one_class_is_refused_for_good(tmp_path: Path) -> None:
+    """One signal: said so (it read "need [n, length]" of a well-shaped array). One class:
+    a classifier trained on it scored a perfect 1.0 and "succeeded"."""
+    path = tmp_path / "one.npz"
+    np.savez(path, X=np.zeros((1, 64)), y=np.array([0]), classes=np.array(["normal"]))
+    with pytest.raises(TaskError, match=r"holds 1 signal\(s\): at least 2") as caught:
+        load_dataset(path, "x/one.npz")
+    assert caught.value.permanent
+    single = Dataset(
+        x=np.zeros((6, 64), dtype=np.float32),
+        y=np.zeros(6, dtype=np.int64),
+        classes=["normal", "inner"],
+        source="x/d.npz",
+    )
+    with pytest.raises(TaskError, match=r"one class only \(normal\)") as caught:
+        require_classes(single)
+    assert caught.value.permanent
+    assert caught.value.suggestion is not None
+    require_classes(Dataset(single.x, np.array([0, 1] * 3), single.classes, "x/d.npz"))

@@ -81,9 +81,16 @@ def load_dataset(path: Path, relative: str) -> Dataset:
             suggestion="Pass the `dataset` path from a `datagen` job's result.",
             permanent=not isinstance(exc, OSError),  # a read that failed may work next time
         ) from exc
-    if x.ndim != 2 or len(x) != len(y) or len(x) < 2:
+    if x.ndim != 2 or len(x) != len(y):
         raise TaskError(
             f"dataset {relative!r} has X {x.shape} and y {y.shape}: need [n, length]",
+            permanent=True,
+        )
+    if len(x) < 2:
+        raise TaskError(
+            f"dataset {relative!r} holds {len(x)} signal(s): at least 2 are needed",
+            suggestion="Import more recordings, or shorter segments (mat-import's "
+            "`segment_length`, `overlap`), or generate more with datagen's `n_per_class`.",
             permanent=True,
         )
     if y.size and (y.min() < 0 or y.max() >= len(classes)):
@@ -112,6 +119,20 @@ def read_segments(npz: Any, n: int) -> Segments | None:
     if segments.recording.shape != (n,) or segments.start.shape != (n,):
         raise ValueError(f"'recording' and 'start' need one entry per signal ({n})")
     return segments
+
+
+def require_classes(dataset: Dataset) -> None:
+    """TaskError (permanent) unless the dataset's signals are of two classes or more: with
+    one, a classifier learns nothing and scores a perfect 1.0."""
+    present = sorted({dataset.classes[label] for label in np.unique(dataset.y)})
+    if len(present) < 2:
+        raise TaskError(
+            f"dataset {dataset.source or '(generated)'!r} holds signals of one class only "
+            f"({', '.join(present) or 'none'}): a classifier needs two or more",
+            suggestion="Import recordings of two or more classes (mat-import labels them by "
+            "folder, file name or a variable), or generate them with datagen's `classes`.",
+            permanent=True,
+        )
 
 
 def obtain_dataset(params: TrainParams, context: TaskContext | None) -> Dataset:
