@@ -66,7 +66,15 @@ def store_key(path: str) -> str:
 
 
 # What the kinds write that the platform's mimetypes table may not know (it differs by OS).
-KNOWN_TYPES = {".log": "text/plain", ".csv": "text/csv", ".json": "application/json"}
+# What the kinds write, typed the same whatever this machine's /etc/mime.types says (one
+# maps .pt to a games console's ROM type)
+KNOWN_TYPES = {
+    ".log": "text/plain",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".png": "image/png",
+    **dict.fromkeys((".pt", ".pth", ".npz", ".npy", ".pkl", ".onnx", ".mat"), FALLBACK_TYPE),
+}
 
 
 def content_type(path: str) -> str:

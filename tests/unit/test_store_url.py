@@ -134,3 +134,9 @@ def test_the_logs_and_tables_kinds_write_get_a_text_type_on_every_platform() -> 
     assert content_type("job/metrics.json") == "application/json"
     assert content_type("job/plots/confusion.png") == "image/png"
     assert content_type("job/v1.2/model") == "application/octet-stream"
+
+
+def test_the_models_and_arrays_kinds_write_are_bytes_whatever_mime_types_says() -> None:
+    """A machine's /etc/mime.types maps `.pt` to a games console's ROM type."""
+    for name in ("model.pt", "last.PT", "dataset.npz", "synthesizer.pkl", "model.onnx", "a.mat"):
+        assert content_type(f"job/{name}") == "application/octet-stream", name
