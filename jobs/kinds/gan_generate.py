@@ -17,7 +17,7 @@ from pydantic import JsonValue
 from kubetask.jobs.context import TaskContext
 from kubetask.jobs.errors import InvalidParams, TaskError
 from kubetask.jobs.kinds.gan_train import prepare_torch, quiet_library_logs
-from kubetask.jobs.kinds.ml.gan_store import TABLE, require
+from kubetask.jobs.kinds.ml.gan_store import TABLE, read_seed, require
 from kubetask.jobs.params import GanGenerateParams
 from kubetask.jobs.writes import write_atomically
 from kubetask.params.paths import UPLOADS, store_parts
@@ -52,6 +52,23 @@ def quality(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Any) -> dict[
     }
 
 
+def comparable(seed_path: Path, params: GanGenerateParams, synthesizer: Any) -> pd.DataFrame:
+    """The real data the quality is scored against, checked before any row is sampled: a
+    table of rows with the columns the synthesizer was fitted on (else a permanent
+    TaskError: found after sampling, millions of rows were drawn for nothing)."""
+    real = read_seed(seed_path, str(params.dataset))
+    fitted = list(synthesizer.get_metadata().tables[TABLE].columns)
+    if set(real.columns) != set(fitted):
+        raise TaskError(
+            f"dataset {params.dataset} has the columns {', '.join(map(str, real.columns))}; "
+            f"the synthesizer was fitted on {', '.join(fitted)}",
+            suggestion="Pass the seed data the gan-train job was fitted on (leave `dataset` "
+            "out: it is filled in from `model`), or set quality=false.",
+            permanent=True,
+        )
+    return real
+
+
 def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]:
     quiet_library_logs()
     if store_parts(params.model)[0] == UPLOADS:  # the API refuses it at submit: a second line
@@ -79,9 +96,8 @@ def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]
         )
         if rows > 0
     ]
-    steps = len(splits) + int(params.quality)
-    reporter = context.reporter
-    reporter.update(0, steps, stage="load", message=params.model)
+    reporter = context.reporter  # each stage counts its own steps: the splits, one report
+    reporter.update(0, 1, stage="load", message=params.model)
     from sdv.utils import load_synthesizer
 
     synthesizer = load_synthesizer(str(model_path))
@@ -89,19 +105,22 @@ def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]
     # its own generators: unseeded, SDV's `sample` seeds a loaded synthesizer with one fixed
     # value, so every job would draw the same rows whatever its seed
     synthesizer._set_random_state(params.seed)
+    real = None if seed_path is None else comparable(seed_path, params, synthesizer)
 
     written: dict[str, JsonValue] = {}
     counts: dict[str, JsonValue] = {}
     frames: dict[str, pd.DataFrame] = {}
+    reporter.update(1, 1, stage="load", message="synthesizer loaded")
     for step, (name, rows) in enumerate(splits, start=1):
-        reporter.update(step - 1, steps, stage="sample", message=f"{name}: {rows} rows")
+        reporter.update(step - 1, len(splits), stage="sample", message=f"{name}: {rows} rows")
         frame = one_table(synthesizer.sample(rows))
         path = context.artifact(f"{name}.csv")
         write_atomically(path, csv_writer(frame))
         frames[name] = frame
         written[name] = context.relative(path)
         counts[name] = len(frame)
-        reporter.update(step, steps, stage="sample", message=f"{name}: {len(frame)} rows written")
+        written_rows = f"{name}: {len(frame)} rows written"
+        reporter.update(step, len(splits), stage="sample", message=written_rows)
 
     result: dict[str, JsonValue] = {
         "machine_id": params.machine_id,
@@ -110,9 +129,8 @@ def run(params: GanGenerateParams, context: TaskContext) -> dict[str, JsonValue]
         "files": written,
         "rows": counts,
     }
-    if seed_path is not None:
-        reporter.update(steps - 1, steps, stage="evaluate", message="quality report")
-        real = pd.read_csv(seed_path)
+    if real is not None:
+        reporter.update(0, 1, stage="evaluate", message="quality report")
         result |= quality(real, frames["train"], synthesizer.get_metadata())
-        reporter.update(steps, steps, stage="evaluate", quality_score=result["quality_score"])
+        reporter.update(1, 1, stage="evaluate", quality_score=result["quality_score"])
     return result

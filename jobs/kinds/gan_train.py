@@ -24,7 +24,8 @@ import pandas as pd
 from pydantic import JsonValue
 
 from kubetask.jobs.context import TaskContext
-from kubetask.jobs.kinds.ml.gan_store import TABLE, require
+from kubetask.jobs.errors import TaskError
+from kubetask.jobs.kinds.ml.gan_store import TABLE, read_seed, require
 from kubetask.jobs.kinds.ml.sdv_progress import EpochLoss, LossWatcher, move_model_to_cpu
 from kubetask.jobs.kinds.ml.seed_data import seed_frame
 from kubetask.jobs.params import GanSeedParams, GanTrainParams
@@ -92,7 +93,7 @@ def run(params: GanTrainParams, context: TaskContext) -> dict[str, JsonValue]:
 
     reporter = context.reporter
     reporter.update(0, params.epochs, stage="load", message=context.relative(seed_path))
-    data = pd.read_csv(seed_path)
+    data = read_seed(seed_path, context.relative(seed_path))
     metadata = Metadata.detect_from_dataframes({TABLE: data})
     metadata_path = context.artifact("metadata.json")
     write_atomically(metadata_path, lambda path: metadata.save_to_json(str(path)))
@@ -107,7 +108,15 @@ def run(params: GanTrainParams, context: TaskContext) -> dict[str, JsonValue]:
 
     started = time.perf_counter()
     with LossWatcher(synthesizer, on_epoch) as watcher:
-        synthesizer.fit({TABLE: data})
+        try:
+            synthesizer.fit({TABLE: data})
+        except ValueError as exc:  # the data: the same again on a retry
+            raise TaskError(
+                f"the synthesizer cannot learn from {context.relative(seed_path)}: {exc}",
+                suggestion="Check the seed data: one type of value per column, finite "
+                "numbers of a sensible size, more than one row.",
+                permanent=True,
+            ) from exc
     fit_s = time.perf_counter() - started
 
     reporter.update(params.epochs, params.epochs, stage="save", message="saving the synthesizer")

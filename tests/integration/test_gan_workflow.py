@@ -60,8 +60,13 @@ def test_seed_train_generate_chained_by_job_ids(api: ApiServer) -> None:
         frame = pd.read_csv(artifacts / path)
         assert len(frame) == result["rows"][split]
         assert list(frame.columns) == seed_columns
-    stages = [e["stage"] for e in api.events(generate["id"]) if e["type"] == "progress"]
-    assert {"load", "sample", "evaluate"} <= set(stages)
+    progress = [e for e in api.events(generate["id"]) if e["type"] == "progress"]
+    assert {"load", "sample", "evaluate"} <= {e["stage"] for e in progress}
+    # each stage counts its own steps (3 splits to sample, 1 report): sampled, the job's
+    # fraction is the weights' (load 1 + sample 7) / 10, not sample's 3 of 4 (0.625 was)
+    sampled = [e for e in progress if e["stage"] == "sample"][-1]
+    assert (sampled["current"], sampled["total"]) == (3, 3)
+    assert sampled["worker_fraction"] == pytest.approx(0.8)
 
     # the seed decides the rows: the same seed draws them again, another seed others
     def rows(seed: int) -> bytes:
@@ -125,3 +130,33 @@ def test_the_task_itself_never_unpickles_an_upload(tmp_path: Path) -> None:
     params = GanGenerateParams.model_validate({"model": "uploads/t/x.pkl", "quality": False})
     with pytest.raises(InvalidParams, match="an upload is never unpickled"):
         gan_generate.run(params, where)
+
+
+def test_seed_data_no_synthesizer_can_use_fails_for_good_before_any_work(
+    api: ApiServer,
+) -> None:
+    """A seed of one row, or a dataset of other columns to score against: a permanent
+    TaskError (exit 2, not retried) that says what to do, found before fitting or before any
+    row is sampled (it was a library's ValueError, retried, after the sampling)."""
+    seed = api.wait(api.submit("gan-seed", {"rows": 40}), timeout_s=60)
+    rows = ((api.data_dir / "artifacts") / seed["result"]["seed"]).read_text().splitlines()
+    one_row = "\n".join(rows[:2]) + "\n"
+    assert api.client.put("/v1/uploads/seeds/one.csv", content=one_row).status_code == 201
+    other = "a,b\n1,2\n3,4\n"
+    assert api.client.put("/v1/uploads/seeds/other.csv", content=other).status_code == 201
+    job = api.wait(
+        api.submit("gan-train", {"dataset": "uploads/default/seeds/one.csv"}, retries=2),
+        timeout_s=60,
+    )
+    assert (job["state"], job["attempts"], job["error"]["exit_code"]) == ("failed", 1, 2)
+    assert "has 1 row(s): at least 2" in job["error"]["message"]
+    assert job["error"]["suggestion"]
+    train = api.wait(api.submit("gan-train", {"epochs": 1, "batch_size": 50}), timeout_s=90)
+    params = {"model": f"job:{train['id']}", "dataset": "uploads/default/seeds/other.csv"}
+    job = api.wait(api.submit("gan-generate", params, retries=2), timeout_s=60)
+    assert (job["state"], job["attempts"], job["error"]["exit_code"]) == ("failed", 1, 2)
+    assert job["error"]["message"].startswith(
+        "dataset uploads/default/seeds/other.csv has the columns a, b; the synthesizer was "
+        "fitted on "
+    )
+    assert not ((api.data_dir / "artifacts") / job["id"] / "train.csv").exists()  # nothing sampled
