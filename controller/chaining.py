@@ -327,6 +327,44 @@ async def resolve_references(
     if errors:
         raise InvalidRequest(errors)
     filled, errors = fill_and_check(model, substitute(params, resolved), sources)
+    errors += await _filled_gone(params, filled, records, lookup)
     if errors:
         raise InvalidRequest(errors)
     return filled
+
+
+async def _filled_gone(
+    params: Mapping[str, JsonValue],
+    filled: Mapping[str, JsonValue],
+    records: dict[str, JobRecord | None],
+    lookup: JobLookup,
+) -> list[FieldError]:
+    """Why each path filled in (a field left out, from its model's job's result: what it was
+    trained on) cannot be used: the job that wrote it is gone (purged, expired)."""
+    errors = []
+    for name, value in filled.items():
+        if params.get(name) is None and isinstance(value, str):
+            gone = await _gone(name, value, records, lookup)
+            errors += [gone] if gone is not None else []
+    return errors
+
+
+async def _gone(
+    name: str, value: str, records: dict[str, JobRecord | None], lookup: JobLookup
+) -> FieldError | None:
+    try:
+        owner = store_parts(value)[0]
+    except OutsideTheStore:
+        return None
+    if not is_job_id(owner):
+        return None
+    if owner not in records:
+        records[owner] = await lookup(owner)
+    if records[owner] is not None:
+        return None
+    return FieldError(
+        ("params", name),
+        f"left out, it would be {value!r}, what the model was trained on, but job {owner!r} "
+        f"that wrote it no longer exists (purged or expired): pass `{name}`",
+        "job_ref_not_found",
+    )

@@ -24,6 +24,7 @@ FAILED_ID = "0abcdefghfailed0"
 NO_OUTPUT_ID = "0abcdefghnooutpt"
 THEIRS_ID = "0abcdefghtheirs0"  # team-b's
 MISSING_ID = "0000000000000000"
+ORPHAN_ID = "0abcdefghorphan0"  # a train job whose dataset's job was purged
 TENANT = "team-a"
 
 
@@ -56,6 +57,12 @@ RECORDS = {
         record(RUNNING_ID, "train", JobState.RUNNING),
         record(FAILED_ID, "train", JobState.FAILED),
         record(NO_OUTPUT_ID, "train", JobState.SUCCEEDED, {"result_file": "x/result-0.json"}),
+        record(
+            ORPHAN_ID,
+            "train",
+            JobState.SUCCEEDED,
+            {"model": f"{ORPHAN_ID}/model.pt", "dataset": f"{MISSING_ID}/dataset.npz"},
+        ),
         record(
             THEIRS_ID, "train", JobState.SUCCEEDED, {"model": f"{THEIRS_ID}/model.pt"}, "team-b"
         ),
@@ -285,3 +292,20 @@ def test_a_path_spelled_otherwise_is_taken_as_the_store_names_it() -> None:
         assert resolve(Unpickled, {"model": spelled}) == {"model": f"{TRAIN_ID}/model.pt"}
     params = evaluate_params(model=f"{TRAIN_ID}/model.pt", dataset=f"{DATAGEN_ID}/./d.npz")
     assert resolve(EvaluateParams, params)["dataset"] == f"{DATAGEN_ID}/d.npz"
+
+
+def test_a_models_own_data_filled_in_from_a_job_that_is_gone_is_refused() -> None:
+    """Left out, `dataset` is what the model was trained on; when the job that wrote it was
+    purged the submit is 422 naming the field (it failed at run time, retried, with a
+    suggestion to leave out the field the user had left out)."""
+    errors = refused(EvaluateParams, evaluate_params(model=f"job:{ORPHAN_ID}"))
+    assert errors == {
+        "params.dataset": (
+            "job_ref_not_found",
+            f"left out, it would be '{MISSING_ID}/dataset.npz', what the model was trained "
+            f"on, but job '{MISSING_ID}' that wrote it no longer exists (purged or expired): "
+            "pass `dataset`",
+        )
+    }
+    filled = resolve(EvaluateParams, evaluate_params(model=f"job:{TRAIN_ID}"))
+    assert filled["dataset"] is None  # its own data was generated: nothing to look for
