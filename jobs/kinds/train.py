@@ -130,7 +130,7 @@ def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
         dataset = replace(dataset, source=context.relative(saved))
     data = prepare(dataset, params)
     spec = model_spec(params, data)
-    trainer = build_trainer(params, spec, device)
+    trainer = build_trainer(params, spec, device, n_train=len(data.y_train))
     train_set = to_device(data.x_train, data.y_train, device)
     val_set = to_device(data.x_val, data.y_val, device)
 

@@ -258,6 +258,19 @@ def test_batches_of_one_sample_through_a_cnn_that_narrows_to_one_value_are_refus
     assert refused.value.permanent
 
 
+def test_a_training_split_of_one_signal_through_such_a_cnn_is_refused_too() -> None:
+    """Two signals, one of them held out: every batch is that one sample (it was torch's
+    ValueError, exit 1, retried for nothing)."""
+    params = tiny(model="cnn1d", width=2, depth=11, batch_size=32)
+    data = prepare(obtain_dataset(params, None), params)
+    spec = model_spec(params, data)
+    said = r"batches of 1 sample \(the training split holds 1"
+    with pytest.raises(TaskError, match=said) as refused:
+        build_trainer(params, spec, CPU, n_train=1)
+    assert refused.value.permanent
+    build_trainer(params, spec, CPU, n_train=2)
+
+
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
     params = tiny(model="cnn1d", dropout=0.3)
     straight = fit(*setup(params), range(1, 5))

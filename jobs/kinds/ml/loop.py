@@ -60,16 +60,22 @@ def model_spec(params: TrainParams, data: Prepared) -> ModelSpec:
     )
 
 
-def build_trainer(params: TrainParams, spec: ModelSpec, device: torch.device) -> Trainer:
+def build_trainer(
+    params: TrainParams, spec: ModelSpec, device: torch.device, *, n_train: int | None = None
+) -> Trainer:
     """Seed first, so that the initial weights depend on the seed alone. A cnn1d so deep that
-    a BatchNorm sees one value per channel cannot train on batches of one sample: refused
-    for good (`TaskError`, permanent) before any work."""
-    if params.batch_size == 1 and narrowest_norm(spec) == 1:
+    a BatchNorm sees one value per channel cannot train on batches of one sample (batch_size
+    1, or a training split of `n_train` = 1 signal): refused for good (`TaskError`,
+    permanent) before any work."""
+    one = params.batch_size == 1 or n_train == 1
+    if one and narrowest_norm(spec) == 1:
         raise TaskError(
             f"a cnn1d of depth {len(spec.blocks)} narrows signals of length "
             f"{spec.input_length} to 1 value before its last BatchNorm, which cannot train on "
-            "batches of 1 sample",
-            suggestion="Use batch_size >= 2, or a smaller depth.",
+            "batches of 1 sample"
+            + (" (the training split holds 1 signal)" if n_train == 1 else ""),
+            suggestion="Use batch_size >= 2 and a training split of 2 signals or more "
+            "(more data, or a smaller val_fraction), or a smaller depth.",
             permanent=True,
         )
     torch.manual_seed(params.seed)
