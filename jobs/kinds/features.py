@@ -72,6 +72,13 @@ def run(params: FeaturesParams, context: TaskContext) -> dict[str, JsonValue]:
         raise InvalidParams(  # the dataset's sample rate is what it is: never retried
             f"envelope_band: starts at or above the Nyquist frequency ({sample_rate / 2:g} Hz)"
         )
+    bins = data.x.shape[1] // 2 + 1  # of a signal's one-sided spectrum
+    if params.bands > bins:
+        raise InvalidParams(  # the dataset's signals are what they are: never retried
+            f"bands: {params.bands} bands of a spectrum of {bins} bins (signals of "
+            f"{data.x.shape[1]} samples) would leave {params.bands - bins} or more always 0: "
+            f"ask for at most {bins}"
+        )
     edges = band_edges(sample_rate, params.bands)
     header = columns(edges, params.envelope_peaks)
     path = context.artifact("features.csv")

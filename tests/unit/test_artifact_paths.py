@@ -218,3 +218,16 @@ def test_a_task_refuses_an_absolute_path_the_same_whether_it_exists_or_not(
     assert answers[0] == answers[1]
     assert answers[0][0] == "InvalidParams"
     assert OUTSIDE_THE_STORE in answers[0][1]
+
+
+def test_features_refuses_more_bands_than_the_spectrum_has_bins(store: Path) -> None:
+    """Bands past the spectrum's bins would be columns of zeros, written as a success."""
+    write_dataset(store / JOB / "dataset.npz")
+    length = int(np.load(store / JOB / "dataset.npz")["X"].shape[1])
+    bins = length // 2 + 1
+    code, outcome = run("features", {"dataset": f"{JOB}/dataset.npz", "bands": bins + 1}, store)
+    assert code == env.EXIT_INVALID_PARAMS
+    assert outcome.error is not None
+    assert outcome.error.message.startswith(f"bands: {bins + 1} bands of a spectrum of {bins} ")
+    code, outcome = run("features", {"dataset": f"{JOB}/dataset.npz", "bands": bins}, store)
+    assert code == env.EXIT_OK, outcome
