@@ -78,11 +78,13 @@ def save_model(
     data: Prepared,
     features: str,
     metrics: dict[str, float],
+    sample_rate: float | None = None,
 ) -> None:
-    """Weights with what inference needs (the spec, the classes and the standardization)
-    and the epoch's metrics they scored."""
+    """Weights with what inference needs (the spec, the classes, the standardization and
+    the signals' sample rate) and the epoch's metrics they scored."""
     state: dict[str, object] = {
         "spec": spec.to_json(),
+        "sample_rate": sample_rate,  # None: not known (a dataset that does not record it)
         "features": features,
         "classes": data.classes,
         "mean": torch.from_numpy(data.mean),
@@ -163,18 +165,22 @@ def run(params: TrainParams, context: TaskContext) -> dict[str, JsonValue]:
         raise RuntimeError("no epoch trained")
     best_metrics, final = history[best.epoch - 1], history[-1]
     model_path, last_path = context.artifact("model.pt"), context.artifact("last.pt")
+    rate = sample_rate_of(params, context)
     for path, weights, metrics in (
         (model_path, best.state_dict, best_metrics),
         (last_path, cpu_state(trainer.model), final),
     ):
-        save_model(path, weights, spec=spec, data=data, features=params.features, metrics=metrics)
+        save_model(
+            path, weights, spec=spec, data=data, features=params.features, metrics=metrics,
+            sample_rate=rate,
+        )  # fmt: skip
     return {
         "model": context.relative(model_path),
         "last_model": context.relative(last_path),
         "checkpoint": context.relative(checkpoint),
         "dataset": data.source,
         "length": int(dataset.x.shape[1]),
-        "sample_rate": sample_rate_of(params, context),
+        "sample_rate": rate,
         "features": params.features,
         "device": describe_device(device),
         "amp": trainer.amp,

@@ -36,7 +36,7 @@ DATA = DatagenParams(n_per_class=2, length=128, sample_rate=2000.0)
 CLASSES = [c.value for c in DATA.classes]
 
 
-def saved_model(folder: Path, kind: str, features: str) -> Path:
+def saved_model(folder: Path, kind: str, features: str, sample_rate: float | None = None) -> Path:
     """A model.pt written by train's own save_model (untrained weights, real statistics)."""
     x, _ = generate(DATA)
     feats = to_features(x, features)
@@ -61,8 +61,29 @@ def saved_model(folder: Path, kind: str, features: str) -> Path:
     )
     path = folder / f"{kind}-{features}.pt"
     weights = cpu_state(trainer.model)
-    save_model(path, weights, spec=spec, data=prepared, features=features, metrics={"epoch": 0})
+    save_model(
+        path, weights, spec=spec, data=prepared, features=features, metrics={"epoch": 0},
+        sample_rate=sample_rate,
+    )  # fmt: skip
     return path
+
+
+def test_a_model_refuses_signals_of_another_sample_rate(tmp_path: Path) -> None:
+    """Scored on signals of another rate, a model's figures are as wrong as on another
+    length, and nothing said so: it keeps its training rate and refuses another, for good.
+    One saved before it kept the rate (or trained on data that does not record it) is not
+    checked."""
+    cpu = torch.device("cpu")
+    model = load_model(saved_model(tmp_path, "mlp", "raw", 1000.0), cpu, relative="m.pt")
+    assert model.sample_rate == 1000.0
+    model.check_rate(1000.0)
+    model.check_rate(None)
+    with pytest.raises(TaskError, match="sampled at 1000 Hz; the data are sampled at 48000") as no:
+        model.check_rate(48000.0, what="the data")
+    assert no.value.permanent
+    unknown = load_model(saved_model(tmp_path / "old", "mlp", "raw"), cpu, relative="o.pt")
+    assert unknown.sample_rate is None
+    unknown.check_rate(48000.0)
 
 
 @pytest.mark.parametrize(("kind", "features"), [("cnn1d", "spectrum"), ("mlp", "raw")])

@@ -12,6 +12,7 @@ and ONNX can carry (deployment).
 from __future__ import annotations
 
 import logging
+import math
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -148,6 +149,7 @@ class LoadedModel:
     device: torch.device
     source: str  # the artifact path it was loaded from
     held_out: HeldOut | None = None  # None: a model saved before train recorded it
+    sample_rate: float | None = None  # of its training signals; None: not recorded
 
     def signal_lengths(self) -> tuple[int, ...]:
         """The raw signal lengths it takes: its input length, or the lengths whose spectrum
@@ -163,6 +165,20 @@ class LoadedModel:
                 f"{what} have length {length}",
                 suggestion="Use data made like the model's training data (the same `length` "
                 "in datagen, or `segment_length` in mat-import).",
+                permanent=True,
+            )
+
+    def check_rate(self, sample_rate: float | None, *, what: str = "the signals") -> None:
+        """TaskError (permanent) when both rates are known and differ: a model scores
+        signals of another rate as wrongly as signals of another length, silently."""
+        if self.sample_rate is None or sample_rate is None:
+            return
+        if not math.isclose(self.sample_rate, sample_rate, rel_tol=1e-9):
+            raise TaskError(
+                f"model {self.source!r} was trained on signals sampled at "
+                f"{self.sample_rate:g} Hz; {what} are sampled at {sample_rate:g} Hz",
+                suggestion="Use data sampled as the model's training data (the same "
+                "`sample_rate` in datagen or mat-import).",
                 permanent=True,
             )
 
@@ -220,6 +236,8 @@ def load_model(path: Path, device: torch.device, *, relative: str | None = None)
         mean = state["mean"].cpu().numpy().astype(np.float32)
         std = state["std"].cpu().numpy().astype(np.float32)
         held_out = read_held_out(state.get("held_out"))
+        rate = state.get("sample_rate")
+        sample_rate = float(rate) if isinstance(rate, int | float) else None
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
         raise TaskError(
             f"model {name!r} is not a model saved by `train`: {exc}",
@@ -237,6 +255,7 @@ def load_model(path: Path, device: torch.device, *, relative: str | None = None)
         device=device,
         source=name,
         held_out=held_out,
+        sample_rate=sample_rate,
     )
 
 
@@ -308,6 +327,7 @@ def model_on_data(
         sample_rate = read_sample_rate(context.resolve(params.dataset))
     what = f"dataset {params.dataset!r}" if params.dataset else "the generated signals"
     model.check_length(data.x.shape[1], what=what)
+    model.check_rate(sample_rate, what=what)
     rows = "all"
     if held_out and model.held_out is not None:
         unseen = model.held_out.of(params.dataset, data)
