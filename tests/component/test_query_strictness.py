@@ -7,6 +7,7 @@ counted against the tenant's rate."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -164,16 +165,28 @@ def test_a_page_size_over_the_most_is_served_as_the_most(small_pages: ApiServer)
         assert [loc for loc, _ in _refusal(response)] == [["query", "limit"]], limit
 
 
-def test_submissions_refused_as_invalid_are_not_counted(redis_url: str, tmp_path: Path) -> None:
-    """Four refused (params the kind's model rejects, a job reference that names no job)
-    leave the whole rate of four for valid ones."""
+@contextlib.contextmanager
+def rate_limited(redis_url: str, tmp_path: Path, *, per_minute: int) -> Iterator[ApiServer]:
+    """An API taking `per_minute` submissions a minute, with the minute's window far enough
+    from its end for a burst to stay inside it."""
     api = ApiServer(
-        redis_url=own_database(redis_url), data_dir=tmp_path / "api", max_submits_per_minute=4
+        redis_url=own_database(redis_url),
+        data_dir=tmp_path / "api",
+        max_submits_per_minute=per_minute,
     )
     api.start()
     try:
-        if time.time() % 60 > 50:  # keep the burst inside one window
+        if time.time() % 60 > 50:
             time.sleep(61 - time.time() % 60)
+        yield api
+    finally:
+        api.close()
+
+
+def test_submissions_refused_as_invalid_are_not_counted(redis_url: str, tmp_path: Path) -> None:
+    """Four refused (params the kind's model rejects, a job reference that names no job)
+    leave the whole rate of four for valid ones."""
+    with rate_limited(redis_url, tmp_path, per_minute=4) as api:
         invalid = [
             {"kind": "noop", "params": {"steps": -1}},
             {"kind": "noop", "params": {"steps": -1}},
@@ -187,8 +200,6 @@ def test_submissions_refused_as_invalid_are_not_counted(redis_url: str, tmp_path
             answer = api.client.post("/v1/jobs", **dry)  # type: ignore[arg-type]
             assert answer.status_code == 200, answer.text
         assert api.client.post("/v1/jobs", **dry).status_code == 429  # type: ignore[arg-type]
-    finally:
-        api.close()
 
 
 def test_an_invalid_submission_never_holds_a_valid_ones_place(
@@ -197,13 +208,7 @@ def test_an_invalid_submission_never_holds_a_valid_ones_place(
     """At a rate of one a minute, one valid submission sent among thirty invalid ones at
     once is accepted: an invalid one is not counted even while it is being refused (it was
     counted first and given back after, so the valid one could see 429 meanwhile)."""
-    api = ApiServer(
-        redis_url=own_database(redis_url), data_dir=tmp_path / "api", max_submits_per_minute=1
-    )
-    api.start()
-    try:
-        if time.time() % 60 > 50:  # keep the burst inside one window
-            time.sleep(61 - time.time() % 60)
+    with rate_limited(redis_url, tmp_path, per_minute=1) as api:
 
         async def burst() -> list[int]:
             async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
@@ -216,5 +221,3 @@ def test_an_invalid_submission_never_holds_a_valid_ones_place(
         assert codes[15] == 201
         assert codes[:15] + codes[16:] == [422] * 30
         assert api.client.post("/v1/jobs", json={"kind": "noop"}).status_code == 429
-    finally:
-        api.close()
