@@ -76,21 +76,18 @@ class FileCut:
     segments: int
     recordings: int
     samples: int
-    variable: str = ""
+    variable: str
     passed_over: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         plural = "s" if self.recordings != 1 else ""
-        cut = (
-            f"{self.segments} segments from {self.recordings} recording{plural} "
-            f"of {self.samples} samples"
-        )
-        if not self.variable:
-            return cut
         tie = ""
         if self.passed_over:
             tie = f", chosen by name over {', '.join(self.passed_over)}: set `variable`"
-        return f"{self.variable!r}{tie}: {cut}"
+        return (
+            f"{self.variable!r}{tie}: {self.segments} segments from {self.recordings} "
+            f"recording{plural} of {self.samples} samples"
+        )
 
 
 def import_file(path: Path, params: MatImportParams, imported: Imported, name: str) -> FileCut:
