@@ -65,9 +65,8 @@ def store_key(path: str) -> str:
     return "/".join(store_parts(path))
 
 
-# What the kinds write that the platform's mimetypes table may not know (it differs by OS).
-# What the kinds write, typed the same whatever this machine's /etc/mime.types says (one
-# maps .pt to a games console's ROM type)
+# What the kinds write, typed the same whatever this machine's /etc/mime.types says (it
+# differs by OS; one maps .pt to a games console's ROM type)
 KNOWN_TYPES = {
     ".log": "text/plain",
     ".csv": "text/csv",
