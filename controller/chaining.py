@@ -39,6 +39,7 @@ from kubetask.params.paths import (
     uploads_area,
 )
 from kubetask.params.refs import PathValue, path_values
+from kubetask.storage.base import store_key
 
 JobLookup = Callable[[str], Awaitable[JobRecord | None]]
 # Whether the artifact store has files at a store path (`glob`: the value is a glob pattern)
@@ -228,10 +229,9 @@ def _canonical(path: PathValue) -> PathValue:
     if path.glob:
         return path
     try:
-        value = "/".join(store_parts(path.value))
+        return replace(path, value=store_key(path.value))
     except OutsideTheStore:
         return path
-    return replace(path, value=value)
 
 
 def _is_the_output(record: JobRecord, path: PathValue) -> bool:
