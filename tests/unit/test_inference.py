@@ -17,7 +17,7 @@ from kubetask.jobs.kinds.datagen import generate
 from kubetask.jobs.kinds.mat_import import matching_files
 from kubetask.jobs.kinds.ml.best_epoch import cpu_state
 from kubetask.jobs.kinds.ml.data import Dataset, Prepared, to_features
-from kubetask.jobs.kinds.ml.inference import LoadedModel, align_labels, load_model
+from kubetask.jobs.kinds.ml.inference import HeldOut, LoadedModel, align_labels, load_model
 from kubetask.jobs.kinds.ml.loop import build_trainer
 from kubetask.jobs.kinds.ml.matfiles import (
     MatFileError,
@@ -237,3 +237,20 @@ def test_a_glob_ending_in_double_star_is_every_mat_file_below(tmp_path: Path) ->
     found = [p.relative_to(tmp_path).as_posix() for p in matching_files(tmp_path, "mats/**")]
     assert found == ["mats/imbalance/deep/b.mat", "mats/normal/a.mat"]
     assert matching_files(tmp_path, "mats/**") == matching_files(tmp_path, "mats")
+
+
+def test_a_models_own_data_is_found_held_out_however_its_path_is_spelled() -> None:
+    """A model saved with `id//dataset.npz` (before submit took paths as the store names
+    them) still finds its validation rows in `id/dataset.npz`, and the other way round."""
+    data = Dataset(
+        x=np.arange(12, dtype=np.float32).reshape(6, 2),
+        y=np.array([0, 1, 0, 1, 0, 1]),
+        classes=["a", "b"],
+        source="0abcdefgh1234567/dataset.npz",
+    )
+    held = HeldOut(dataset="0abcdefgh1234567//dataset.npz", n=6, rows=np.array([1, 4]))
+    unseen = held.of("0abcdefgh1234567/./dataset.npz", data)
+    assert unseen is not None
+    assert unseen.y.tolist() == [1, 0]
+    assert held.of("0abcdefgh7654321/dataset.npz", data) is None
+    assert held.of(None, data) is None

@@ -38,6 +38,7 @@ from kubetask.jobs.kinds.ml.data import (
 )
 from kubetask.jobs.kinds.ml.models import ModelSpec, build_model
 from kubetask.jobs.params.catalog import ModelOnData
+from kubetask.params.paths import OutsideTheStore, store_parts
 
 log = logging.getLogger("kubetask.task")
 
@@ -130,10 +131,18 @@ class HeldOut:
     rows: NDArray[np.int64]
 
     def of(self, path: str | None, data: Dataset) -> Dataset | None:
-        """`data` cut to these rows when it is this very dataset; None when it is another."""
-        if path != self.dataset or len(data.y) != self.n:
+        """`data` cut to these rows when it is this very dataset (however either path is
+        spelled: `id//file` is `id/file`); None when it is another."""
+        if path is None or not _same_path(path, self.dataset) or len(data.y) != self.n:
             return None
         return replace(data, x=data.x[self.rows], y=data.y[self.rows], segments=None)
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return store_parts(a) == store_parts(b)  # (kubetask.storage's store_key: not in a task)
+    except OutsideTheStore:
+        return a == b
 
 
 @dataclass(frozen=True)
